@@ -1,0 +1,1 @@
+"""tokenmill.engine: the runtime (schema, Stage protocol, config, readers/writers, executors, report)."""

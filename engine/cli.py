@@ -1,0 +1,58 @@
+"""The ``tokenmill`` command: ``run`` a pipeline config, ``validate`` one without running it."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from .config import ConfigError, load_config
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tokenmill", description="Curate LLM pretraining text: language ID, "
+                                "heuristic filters, dedup -> language-partitioned Parquet and a report.")
+    p.add_argument("--version", action="version", version="tokenmill 0.1.0")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run a pipeline config (embedded local Ray unless --address)",
+                       description="Run a pipeline config. Without --address an embedded local Ray starts; "
+                       "re-running a finished run does nothing; re-running after a kill finishes the work.")
+    r.add_argument("config", help="pipeline YAML, e.g. configs/quickstart.yaml")
+    r.add_argument("--address", help="existing Ray cluster: 'auto' or ray://HOST:10001 (overrides ray.address)")
+    r.add_argument("--output", help="output folder or URL (overrides output.path)")
+    r.add_argument("--num-cpus", type=int, help="CPUs for the embedded local Ray (default: all)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    r.add_argument("--keep-work", action="store_true", help="keep intermediate phase files under OUT/_work")
+    v = sub.add_parser("validate", help="check a config without running it",
+                       description="Validate a config: keys, stage types and parameters, language files, inputs.")
+    v.add_argument("config")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        pipeline = load_config(args.config)
+    except ConfigError as e:
+        print(e.render(), file=sys.stderr)
+        return 2
+    if args.command == "validate":
+        cfg = pipeline.config
+        print(f"{args.config}: ok ({len(pipeline.stages)} stages: {', '.join(s.name for s in pipeline.stages)}; "
+              f"{len(pipeline.languages.languages_with_files())} language files; output {cfg.output.path})")
+        return 0
+    from .run import run_pipeline
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    try:
+        run_pipeline(pipeline, address=args.address, output=args.output, num_cpus=args.num_cpus,
+                     progress=not args.no_progress, keep_work=args.keep_work)
+    except KeyboardInterrupt:
+        print("interrupted: finished phases are kept; run the same command again to finish", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

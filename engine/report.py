@@ -1,0 +1,175 @@
+"""The run report: report.json (funnel per stage, reject reasons, languages, files, timings),
+report.html (the same at a glance, as inline SVG charts) and the end-of-run summary.
+
+Counts are aggregated from the committed output files themselves (Ray Data groupby over
+their small columns), so the report always agrees with what is on disk.
+"""
+from __future__ import annotations
+
+import html
+import json
+import sys
+from typing import Optional
+
+from .manifest import write_json_atomic, write_text_atomic
+from .readers import FILE_ERROR, READ_STAGE
+
+FILE_REASONS = (FILE_ERROR, "truncated_file")
+
+
+def _full(fs, root, rel):
+    proto = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    path = f"{root}/{rel}"
+    return path if proto in ("file", "local") else f"{proto}://{path}"
+
+
+def build_report(executor, pipeline, fs, root: str, manifest: dict, problems, wall_seconds: float,
+                 phase_seconds: dict) -> dict:
+    data_files = [_full(fs, root, f["path"]) for f in manifest["files"] if f["path"].startswith("data/")]
+    reject_files = [_full(fs, root, f["path"]) for f in manifest["files"] if f["path"].startswith("rejects/")]
+    kept = executor.aggregate(data_files, ["language"], ["num_chars", "num_tokens"]) if data_files else []
+    rej = executor.aggregate(reject_files, ["reject_stage", "reject_reason", "language"], ["num_chars", "num_tokens"]) \
+        if reject_files else []
+    file_errors = []
+    if any(r["reject_reason"] in FILE_REASONS for r in rej):
+        import ray
+
+        ds = ray.data.read_parquet(reject_files, columns=["reject_reason", "source", "meta"], partitioning=None)
+        errs = ds.filter(expr=f"reject_reason in {list(FILE_REASONS)!r}").take_all()
+        for r in errs:
+            meta = json.loads(r["meta"] or "{}")
+            file_errors.append({"path": meta.get("path", r["source"]), "kind": r["reject_reason"], "error": meta.get("error")})
+    return assemble(pipeline, kept, rej, file_errors, problems, executor.stage_metrics(), wall_seconds, phase_seconds, manifest)
+
+
+def _g(row, key):
+    v = row.get(key)
+    return 0 if v is None else v
+
+
+def assemble(pipeline, kept_rows, reject_rows, file_errors, problems, metrics, wall_seconds, phase_seconds, manifest) -> dict:
+    stage_names = [READ_STAGE] + [rs.name for rs in pipeline.stages]
+    rejected = {s: {"docs": 0, "chars": 0, "tokens": 0} for s in stage_names}
+    reasons: dict[str, dict] = {}
+    lang_rejected: dict[str, int] = {}
+    for r in reject_rows:
+        if r["reject_reason"] in FILE_REASONS:
+            continue
+        stage = r["reject_stage"] or "unknown"
+        d = rejected.setdefault(stage, {"docs": 0, "chars": 0, "tokens": 0})
+        d["docs"] += r["count()"]
+        d["chars"] += _g(r, "sum(num_chars)")
+        d["tokens"] += _g(r, "sum(num_tokens)")
+        reason = r["reject_reason"] or "unknown"
+        if reason.startswith("duplicate_of:"):
+            reason = "duplicate"
+        key = f"{stage}:{reason}"
+        rr = reasons.setdefault(key, {"stage": stage, "reason": reason, "docs": 0, "tokens": 0})
+        rr["docs"] += r["count()"]
+        rr["tokens"] += _g(r, "sum(num_tokens)")
+        if r.get("language"):
+            lang_rejected[r["language"]] = lang_rejected.get(r["language"], 0) + r["count()"]
+    kept = {"docs": sum(r["count()"] for r in kept_rows), "chars": sum(_g(r, "sum(num_chars)") for r in kept_rows),
+            "tokens": sum(_g(r, "sum(num_tokens)") for r in kept_rows)}
+    total = {k: kept[k] + sum(v[k] for v in rejected.values()) for k in kept}
+    funnel = []
+    cur = dict(total)
+    for s in stage_names:
+        rj = rejected.get(s, {"docs": 0, "chars": 0, "tokens": 0})
+        out = {k: cur[k] - rj[k] for k in cur}
+        m = metrics.get(s, {})
+        busy = m.get("busy_seconds")
+        funnel.append({
+            "stage": s,
+            "docs_in": cur["docs"], "docs_out": out["docs"], "docs_rejected": rj["docs"],
+            "chars_in": cur["chars"], "chars_out": out["chars"], "chars_rejected": rj["chars"],
+            "tokens_in": cur["tokens"], "tokens_out": out["tokens"], "tokens_rejected": rj["tokens"],
+            "busy_seconds": round(busy, 3) if busy is not None else None,
+            "docs_per_second": round(m["rows"] / busy, 1) if busy else None,
+        })
+        cur = out
+    languages = sorted(({"language": r["language"] or "und", "docs": r["count()"], "chars": _g(r, "sum(num_chars)"),
+                         "tokens": _g(r, "sum(num_tokens)"), "rejected_docs": lang_rejected.get(r["language"], 0)}
+                        for r in kept_rows), key=lambda x: (-x["tokens"], x["language"]))
+    return {
+        "name": pipeline.config.name,
+        "fingerprint": manifest["fingerprint"],
+        "wall_seconds": round(wall_seconds, 2),
+        "phase_seconds": {k: round(v, 2) for k, v in phase_seconds.items()},
+        "input": {"docs": total["docs"], "chars": total["chars"], "tokens": total["tokens"]},
+        "output": kept,
+        "stages": funnel,
+        "reject_reasons": sorted(reasons.values(), key=lambda x: (-x["docs"], x["stage"], x["reason"])),
+        "languages": languages,
+        "file_errors": file_errors + [{"path": p, "kind": "input", "error": e} for p, e in problems],
+        "files": {"data": sum(1 for f in manifest["files"] if f["path"].startswith("data/")),
+                  "rejects": sum(1 for f in manifest["files"] if f["path"].startswith("rejects/"))},
+    }
+
+
+def write_report(fs, root: str, report: dict) -> None:
+    write_json_atomic(fs, f"{root}/report.json", report)
+    write_text_atomic(fs, f"{root}/report.html", render_html(report))
+
+
+def _bars(rows: list[tuple[str, float, str]], width: int = 640, unit: str = "") -> str:
+    if not rows:
+        return "<p>none</p>"
+    top = max(v for _, v, _ in rows) or 1
+    h = 22
+    label_w = 230
+    parts = [f'<svg width="{width + label_w + 120}" height="{h * len(rows) + 4}" role="img">']
+    for i, (label, value, color) in enumerate(rows):
+        w = max(1, int(width * value / top)) if value else 0
+        y = i * h
+        parts.append(f'<text x="{label_w - 6}" y="{y + 15}" text-anchor="end" font-size="12">{html.escape(label)}</text>')
+        parts.append(f'<rect x="{label_w}" y="{y + 3}" width="{w}" height="{h - 6}" fill="{color}"/>')
+        parts.append(f'<text x="{label_w + w + 6}" y="{y + 15}" font-size="12">{value:,.0f}{unit}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _rate(v) -> str:
+    return "" if v is None else f"{v:,.0f}"
+
+
+def render_html(report: dict) -> str:
+    funnel = _bars([(f"{s['stage']} (out)", s["tokens_out"], "#2b7bb9") for s in report["stages"]])
+    funnel_docs = _bars([(f"{s['stage']} (out)", s["docs_out"], "#5aa469") for s in report["stages"]])
+    reasons = _bars([(f"{r['stage']}: {r['reason']}", r["docs"], "#d9534f") for r in report["reject_reasons"][:25]])
+    langs = _bars([(l["language"], l["tokens"], "#8e6bbf") for l in report["languages"][:30]])
+    rows = "".join(
+        f"<tr><td>{html.escape(s['stage'])}</td><td>{s['docs_in']:,}</td><td>{s['docs_out']:,}</td>"
+        f"<td>{s['docs_rejected']:,}</td><td>{s['tokens_in']:,}</td><td>{s['tokens_out']:,}</td>"
+        f"<td>{_rate(s['docs_per_second'])}</td></tr>"
+        for s in report["stages"])
+    errs = "".join(f"<li><code>{html.escape(str(e['path']))}</code> ({html.escape(e['kind'])}): {html.escape(str(e['error']))}</li>"
+                   for e in report["file_errors"]) or "<li>none</li>"
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>tokenmill report: {html.escape(report['name'])}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child,th:first-child{{text-align:left}}</style></head><body>
+<h1>tokenmill run: {html.escape(report['name'])}</h1>
+<p>{report['input']['docs']:,} documents ({report['input']['tokens']:,} tokens) in,
+<b>{report['output']['docs']:,} documents ({report['output']['tokens']:,} tokens) kept</b>,
+in {report['wall_seconds']:.1f} s. Fingerprint <code>{report['fingerprint'][:12]}</code>.</p>
+<h2>Funnel: tokens after each stage</h2>{funnel}
+<h2>Funnel: documents after each stage</h2>{funnel_docs}
+<table><tr><th>stage</th><th>docs in</th><th>docs out</th><th>rejected</th><th>tokens in</th><th>tokens out</th><th>docs/s per actor</th></tr>{rows}</table>
+<h2>Reject reasons (documents)</h2>{reasons}
+<h2>Languages kept (tokens)</h2>{langs}
+<h2>Files that could not be read fully</h2><ul>{errs}</ul>
+</body></html>"""
+
+
+def print_summary(report: dict, out: str, stream=None) -> None:
+    stream = stream or sys.stdout
+    w = stream.write
+    w(f"\ntokenmill: {report['name']} finished in {report['wall_seconds']:.1f}s\n")
+    w(f"{'stage':<20}{'docs in':>12}{'docs out':>12}{'tokens in':>14}{'tokens out':>14}\n")
+    for s in report["stages"]:
+        w(f"{s['stage']:<20}{s['docs_in']:>12,}{s['docs_out']:>12,}{s['tokens_in']:>14,}{s['tokens_out']:>14,}\n")
+    top = ", ".join(f"{l['language']} {l['docs']:,} docs/{l['tokens']:,} tok" for l in report["languages"][:8])
+    w(f"top languages: {top or 'none'}\n")
+    if report["file_errors"]:
+        w(f"files with errors: {len(report['file_errors'])} (see report.json file_errors)\n")
+    w(f"output: {out}/data/language=*/  rejects: {out}/rejects/  report: {out}/report.html\n")

@@ -1,0 +1,70 @@
+"""The document table: core columns every stage keeps, and the reject columns.
+
+A batch is a ``pyarrow.Table``. Rows that a stage rejects stay in the stream with
+``reject_stage``/``reject_reason`` set, so every stage's in/out counts can be computed
+from the data itself and nothing is silently lost; writers split kept rows from rejects.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+CORE_FIELDS = [
+    pa.field("id", pa.string(), nullable=False),
+    pa.field("text", pa.large_string()),
+    pa.field("source", pa.string()),
+    pa.field("url", pa.string()),
+    pa.field("meta", pa.string()),
+]
+REJECT_FIELDS = [
+    pa.field("reject_stage", pa.string()),
+    pa.field("reject_reason", pa.string()),
+]
+#: unique, stable key of an input record (source + offset); global stages join back on it
+ROW_KEY_FIELD = pa.field("row_key", pa.string())
+COUNT_FIELDS = [
+    pa.field("num_chars", pa.int64()),
+    pa.field("num_tokens", pa.int64()),
+]
+DOCUMENT_SCHEMA = pa.schema(CORE_FIELDS + [ROW_KEY_FIELD] + COUNT_FIELDS + REJECT_FIELDS)
+CORE_COLUMNS = [f.name for f in CORE_FIELDS]
+
+
+def empty_documents() -> pa.Table:
+    return DOCUMENT_SCHEMA.empty_table()
+
+
+def live_mask(batch: pa.Table) -> pa.Array:
+    """True for rows no stage has rejected yet."""
+    if "reject_stage" not in batch.column_names:
+        return pa.array([True] * batch.num_rows, pa.bool_())
+    return pc.is_null(batch["reject_stage"])
+
+
+def set_column(batch: pa.Table, name: str, values) -> pa.Table:
+    """Add or replace a column."""
+    if not isinstance(values, (pa.Array, pa.ChunkedArray)):
+        values = pa.array(values)
+    if name in batch.column_names:
+        return batch.set_column(batch.column_names.index(name), name, values)
+    return batch.append_column(name, values)
+
+
+def mark_rejects(batch: pa.Table, stage: str, reasons: pa.Array) -> pa.Table:
+    """Set reject_stage/reject_reason where ``reasons`` is non-null (only on live rows)."""
+    reasons = reasons if isinstance(reasons, (pa.Array, pa.ChunkedArray)) else pa.array(reasons, pa.string())
+    live = live_mask(batch)
+    new = pc.and_(live, pc.is_valid(reasons))
+    old_stage = batch["reject_stage"] if "reject_stage" in batch.column_names else pa.nulls(batch.num_rows, pa.string())
+    old_reason = batch["reject_reason"] if "reject_reason" in batch.column_names else pa.nulls(batch.num_rows, pa.string())
+    stage_col = pc.if_else(new, pa.scalar(stage, pa.string()), old_stage)
+    reason_col = pc.if_else(new, reasons.cast(pa.string()), old_reason)
+    batch = set_column(batch, "reject_stage", stage_col)
+    return set_column(batch, "reject_reason", reason_col)
+
+
+def concat(tables: list[pa.Table]) -> pa.Table:
+    tables = [t for t in tables if t is not None]
+    if not tables:
+        return empty_documents()
+    return pa.concat_tables(tables, promote_options="permissive")

@@ -1,0 +1,110 @@
+"""The Stage protocol, per-stage resources, and the registry that maps a config ``type:`` to a class.
+
+A stage is plain Python over Arrow: ``setup()`` once per actor (load models there), then
+``__call__(batch) -> batch`` on the *live* rows of a batch. A filter returns the same rows
+with a ``reject_reason`` column (null = keep); the executor stamps ``reject_stage``.
+
+Global stages (exact dedup, later MinHash) additionally name a key column and a pure
+``reduce_group(table) -> table`` over all rows sharing a key; executors run the shuffle.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any, ClassVar, Optional
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Resources(BaseModel):
+    """What one actor of a stage asks the engine for (Ray Data's explicit per-operator resources)."""
+
+    model_config = ConfigDict(extra="forbid")
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    memory: Optional[int] = Field(None, ge=0, description="bytes of memory per actor")
+    concurrency: int = Field(1, ge=1, description="max actors in the pool")
+    batch_size: int = Field(1000, ge=1, description="rows per batch")
+
+
+class Stage:
+    """Base class for stages. Subclasses set ``name`` and ``Params`` and implement ``__call__``."""
+
+    name: ClassVar[str] = "stage"
+    #: pydantic model of this stage's parameters (validated before any work)
+    Params: ClassVar[type[BaseModel]] = BaseModel
+    #: True for filters: their output carries a ``reject_reason`` column
+    is_filter: ClassVar[bool] = False
+    #: columns this stage adds, with their Arrow types (the executor keeps batch schemas uniform)
+    adds: ClassVar[dict] = {}
+    #: added columns that are working state, not output (dropped from the curated data)
+    internal_columns: ClassVar[tuple[str, ...]] = ()
+    #: default resources; the config may override any field
+    default_resources: ClassVar[Resources] = Resources()
+
+    def __init__(self, params: BaseModel, languages: Any = None, resources: Resources | None = None):
+        self.params = params
+        self.languages = languages  # engine.languages.LanguageTable, per-language parameters
+        self.resources = resources or self.default_resources
+
+    def setup(self) -> None:
+        """Load models and other heavy objects; called once per actor."""
+
+    def __call__(self, batch: pa.Table) -> pa.Table:  # pragma: no cover - protocol
+        raise NotImplementedError
+
+
+class GlobalStage(Stage):
+    """A stage whose decision needs every row sharing a key across the whole run.
+
+    ``__call__`` (streamed) adds ``key_column``; the executor groups live rows by that key
+    with the engine's own shuffle and calls ``reduce_group`` on each group, which returns
+    ``(id, reject_reason)`` rows to reject; the executor joins them back by ``id``.
+    """
+
+    key_column: ClassVar[str] = "key"
+    #: columns reduce_group needs besides the key
+    group_columns: ClassVar[tuple[str, ...]] = ("id",)
+
+    def reduce_group(self, group: pa.Table) -> pa.Table:  # pragma: no cover - protocol
+        raise NotImplementedError
+
+
+_REGISTRY: dict[str, type[Stage]] = {}
+_BUILTINS_LOADED = False
+
+
+def register_stage(type_name: str):
+    """Class decorator: make a stage available to configs as ``type: <type_name>``."""
+
+    def wrap(cls: type[Stage]) -> type[Stage]:
+        _REGISTRY[type_name] = cls
+        return cls
+
+    return wrap
+
+
+def _load_builtins() -> None:
+    global _BUILTINS_LOADED
+    if not _BUILTINS_LOADED:
+        importlib.import_module("tokenmill.stages")  # plugin discovery: the package registers itself
+        _BUILTINS_LOADED = True
+
+
+def known_stage_types() -> list[str]:
+    _load_builtins()
+    return sorted(_REGISTRY)
+
+
+def get_stage_class(type_name: str) -> type[Stage]:
+    """Look a stage up by config ``type``; ``package.module:Class`` loads a user's own stage."""
+    _load_builtins()
+    if type_name in _REGISTRY:
+        return _REGISTRY[type_name]
+    if ":" in type_name:
+        module, _, attr = type_name.partition(":")
+        cls = getattr(importlib.import_module(module), attr)
+        if not (isinstance(cls, type) and issubclass(cls, Stage)):
+            raise TypeError(f"{type_name} is not a tokenmill Stage")
+        return cls
+    raise KeyError(type_name)

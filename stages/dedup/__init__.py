@@ -1,0 +1,1 @@
+"""Deduplication stages: exact (normalised-text hash) now; MinHash near-duplicates later."""

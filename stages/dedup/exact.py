@@ -1,0 +1,66 @@
+"""Exact deduplication of normalised text across the whole run.
+
+Streamed part: ``dedup_key`` = BLAKE2b-128 of the text lower-cased with whitespace runs
+collapsed (Unicode NFC is the reader's job). Global part: the executor groups live rows by
+``dedup_key`` with its engine's shuffle; ``reduce_group`` keeps the row with the smallest
+``row_key`` (stable: source + offset) and rejects the others as ``duplicate_of:<kept id>``.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict
+
+from tokenmill.engine.schema import set_column
+from tokenmill.engine.stage import GlobalStage, Resources, register_stage
+
+
+class ExactDedupParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    lowercase: bool = True
+    collapse_whitespace: bool = True
+
+
+def normalise(texts: pa.Array, lowercase: bool = True, collapse_whitespace: bool = True) -> pa.Array:
+    out = pc.fill_null(texts, "")
+    if lowercase:
+        out = pc.utf8_lower(out)
+    if collapse_whitespace:
+        out = pc.utf8_trim_whitespace(pc.replace_substring_regex(out, r"\s+", " "))
+    return out
+
+
+def text_hashes(texts: pa.Array) -> pa.Array:
+    b2 = hashlib.blake2b
+    return pa.array([b2(t.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest() for t in texts.to_pylist()], pa.string())
+
+
+@register_stage("exact_dedup")
+class ExactDedup(GlobalStage):
+    name = "exact_dedup"
+    Params = ExactDedupParams
+    is_filter = True
+    key_column = "dedup_key"
+    adds = {"dedup_key": pa.string()}
+    internal_columns = ("dedup_key",)
+    group_columns = ("row_key", "id")
+    default_resources = Resources(num_cpus=1, concurrency=1, batch_size=2000)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        norm = normalise(batch["text"], self.params.lowercase, self.params.collapse_whitespace)
+        return set_column(batch, self.key_column, text_hashes(norm))
+
+    def reduce_group(self, group: pa.Table) -> pa.Table:
+        """All live rows with one key -> (row_key, reject_reason) for every copy but the first."""
+        if group.num_rows <= 1:
+            return pa.table({"row_key": pa.array([], pa.string()), "reject_reason": pa.array([], pa.string())})
+        order = pc.sort_indices(group, sort_keys=[("row_key", "ascending")])
+        g = group.take(order)
+        kept_id = g["id"][0].as_py()
+        losers = g.slice(1)
+        return pa.table({
+            "row_key": losers["row_key"],
+            "reject_reason": pa.array([f"duplicate_of:{kept_id}"] * losers.num_rows, pa.string()),
+        })

@@ -1,0 +1,114 @@
+"""The ``heuristics`` stage (all chosen rule families in one actor, words split once) and one
+stage per family (``gopher_quality``, ``gopher_repetition``, ``c4_quality``,
+``fineweb_quality``) for pipelines that want them as separate steps.
+
+A rejected document's reason is ``<family>:<check>``, e.g. ``gopher_quality:min_stop_words``.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict, Field
+
+from tokenmill.engine.schema import mark_rejects
+from tokenmill.engine.stage import Resources, Stage, register_stage
+
+from . import rules
+from .words import DocView
+
+Family = Literal["gopher_quality", "gopher_repetition", "c4", "fineweb"]
+ALL_FAMILIES: list[str] = ["gopher_repetition", "gopher_quality", "c4", "fineweb"]
+
+
+class HeuristicsParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rules: list[Family] = Field(default_factory=lambda: list(ALL_FAMILIES), min_length=1)
+
+
+def check_document(text: str, lang_params, families: list[str], stopwords: frozenset) -> str | None:
+    doc = DocView(text, lang_params.word_tokenizer)
+    for fam in families:
+        if fam == "gopher_quality":
+            why = rules.gopher_quality(doc, lang_params.gopher_quality, stopwords)
+        elif fam == "gopher_repetition":
+            why = rules.gopher_repetition(doc, lang_params.gopher_repetition)
+        elif fam == "c4":
+            why = rules.c4(doc, lang_params.c4, lang_params.terminal_punctuation)
+        else:
+            why = rules.fineweb(doc, lang_params.fineweb, lang_params.terminal_punctuation)
+        if why:
+            return f"{fam}:{why}"
+    return None
+
+
+@register_stage("heuristics")
+class Heuristics(Stage):
+    name = "heuristics"
+    Params = HeuristicsParams
+    is_filter = True
+    default_resources = Resources(num_cpus=1, concurrency=2, batch_size=500)
+
+    def families(self) -> list[str]:
+        return list(self.params.rules)
+
+    def setup(self) -> None:
+        self._stopwords: dict[str, frozenset] = {}
+
+    def _stop(self, lang: str, params) -> frozenset:
+        if lang not in self._stopwords:
+            self._stopwords[lang] = frozenset(w.lower() for w in params.stopwords)
+        return self._stopwords[lang]
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        if not hasattr(self, "_stopwords"):
+            self.setup()
+        texts = batch["text"].to_pylist()
+        langs = batch["language"].to_pylist() if "language" in batch.column_names else [None] * batch.num_rows
+        fams = self.families()
+        reasons = []
+        for text, lang in zip(texts, langs):
+            params = self.languages.get(lang)
+            reasons.append(check_document(text or "", params, fams, self._stop(lang, params)))
+        return mark_rejects(batch, self.name, pa.array(reasons, pa.string()))
+
+
+class _NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@register_stage("gopher_quality")
+class GopherQuality(Heuristics):
+    name = "gopher_quality"
+    Params = _NoParams
+
+    def families(self) -> list[str]:
+        return ["gopher_quality"]
+
+
+@register_stage("gopher_repetition")
+class GopherRepetition(Heuristics):
+    name = "gopher_repetition"
+    Params = _NoParams
+
+    def families(self) -> list[str]:
+        return ["gopher_repetition"]
+
+
+@register_stage("c4_quality")
+class C4Quality(Heuristics):
+    name = "c4_quality"
+    Params = _NoParams
+
+    def families(self) -> list[str]:
+        return ["c4"]
+
+
+@register_stage("fineweb_quality")
+class FineWebQuality(Heuristics):
+    name = "fineweb_quality"
+    Params = _NoParams
+
+    def families(self) -> list[str]:
+        return ["fineweb"]

