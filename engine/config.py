@@ -7,6 +7,7 @@ the YAML file that wrote them.
 from __future__ import annotations
 
 import glob as _glob
+import os
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -162,7 +163,10 @@ def read_yaml_with_extends(path: Path, _seen: tuple = ()) -> dict:
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
-        raise ConfigError([("(yaml)", f"not valid YAML: {str(e).splitlines()[0]} {getattr(e, 'problem_mark', '') or ''}".strip())], str(path)) from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = "; ".join(x for x in (getattr(e, "context", None), getattr(e, "problem", None)) if x) or str(e).splitlines()[0]
+        raise ConfigError([("(yaml)", f"not valid YAML{where}: {what}")], str(path)) from None
     if not isinstance(data, dict):
         raise ConfigError([("(top level)", "expected a mapping of keys")], str(path))
     _rebase_paths(data, path.parent)
@@ -229,11 +233,13 @@ def build_pipeline(data: dict, source: Path | None = None, check_inputs: bool = 
         errors.append(("languages.dir", str(e)))
         files = {}
     table = LanguageTable(cfg.languages.defaults, files, cfg.languages.overrides)
+    defaults_ok = True
     try:
         LanguageParams.model_validate(deep_merge(cfg.languages.defaults, {}))
     except ValidationError as e:
         errors += _pydantic_errors(e, "languages.defaults")
-    for iso, raw in files.items():
+        defaults_ok = False
+    for iso, raw in (files.items() if defaults_ok else ()):
         try:
             LanguageParams.model_validate(deep_merge(cfg.languages.defaults, raw))
         except ValidationError as e:
@@ -246,6 +252,7 @@ def build_pipeline(data: dict, source: Path | None = None, check_inputs: bool = 
 
     # stages: known type, valid params, valid resources, unique names
     resolved: list[ResolvedStage] = []
+    resolved_at: list[tuple[int, ResolvedStage]] = []
     seen_names: set[str] = set()
     for i, st in enumerate(cfg.stages):
         key = f"stages[{i}]"
@@ -269,19 +276,24 @@ def build_pipeline(data: dict, source: Path | None = None, check_inputs: bool = 
             errors.append((f"{key}.name", f"duplicate stage name {name!r}; give each stage a unique name"))
         seen_names.add(name)
         resolved.append(ResolvedStage(cls, name, params, res, st.type))
+        resolved_at.append((i, resolved[-1]))
     if cfg.tokenizer.kind == "tokenizer_json" and not cfg.tokenizer.path:
         errors.append(("tokenizer.path", "required when tokenizer.kind is tokenizer_json"))
     if cfg.tokenizer.path and not _is_remote(cfg.tokenizer.path) and not Path(cfg.tokenizer.path).exists():
         errors.append(("tokenizer.path", f"file not found: {cfg.tokenizer.path}"))
     if check_inputs:
-        for j, p in enumerate(cfg.input.paths):
-            if not _is_remote(p) and not _glob.glob(p) and not Path(p).exists():
+        # a run with *some* readable input goes on and reports the rest; with none it cannot
+        local = [p for p in cfg.input.paths if not _is_remote(p)]
+        missing = [(j, p) for j, p in enumerate(cfg.input.paths)
+                   if not _is_remote(p) and not _glob.glob(p) and not os.path.lexists(p)]
+        if local and len(missing) == len(cfg.input.paths):
+            for j, p in missing:
                 errors.append((f"input.paths[{j}]", f"matches no file: {p}"))
-    for rs in resolved:
+    for i, rs in resolved_at:
         check = getattr(rs.cls, "check_params", None)
         if check:
             for k, m in check(rs.params):
-                errors.append((f"stages[{[r.name for r in resolved].index(rs.name)}].{k}", m))
+                errors.append((f"stages[{i}].{k}", m))
     if errors:
         raise ConfigError(errors, src)
     return Pipeline(cfg, resolved, table, source)

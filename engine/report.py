@@ -34,7 +34,7 @@ def build_report(executor, pipeline, fs, root: str, manifest: dict, problems, wa
     if any(r["reject_reason"] in FILE_REASONS for r in rej):
         import ray
 
-        ds = ray.data.read_parquet(reject_files, columns=["reject_reason", "source", "meta"], partitioning=None)
+        ds = ray.data.read_parquet(reject_files, partitioning=None).select_columns(["reject_reason", "source", "meta"])
         errs = ds.filter(expr=f"reject_reason in {list(FILE_REASONS)!r}").take_all()
         for r in errs:
             meta = json.loads(r["meta"] or "{}")

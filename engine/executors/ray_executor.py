@@ -260,37 +260,40 @@ class RayExecutor:
 
         stage = rs.build(self.pipeline.languages)
         cols = list(dict.fromkeys([stage.key_column, "row_key", *stage.group_columns, "reject_stage"]))
-        keys = ray.data.read_parquet(source_dir, columns=cols)
+        keys = ray.data.read_parquet(source_dir).select_columns(cols)
         keys = keys.map_batches(_live_only, batch_format="pyarrow")
         marks = keys.groupby(stage.key_column, num_partitions=max(2, self.cluster_cpus())).map_groups(
             stage.reduce_group, batch_format="pyarrow")
         self._write(marks, out_dir)
 
     def run_final(self, source_dir: str, marks, schema: pa.Schema, staged: str) -> None:
-        """One pass: kept rows to ``data/language=xx/``, rejected rows to ``rejects/``."""
+        """Kept rows to ``data/language=xx/`` (working columns dropped), rejected rows to ``rejects/``."""
         import ray
 
         out = self.pipeline.config.output
         ds = ray.data.read_parquet(source_dir)
         ds = self._apply_marks(ds, marks, schema)
-        drop = [c for c in schema.names if c == "row_key" or c in _internal_columns(self.pipeline)]
-        ds = ds.map_batches(_route_rows, fn_kwargs=dict(drop=drop, write_rejects=out.write_rejects),
-                            batch_format="pyarrow")
-        raw = f"{staged}/_raw"
-        self._write(ds, raw, partition_cols=[DEST], max_rows=out.max_rows_per_file, compression=out.compression)
+        drop = [c for c in schema.names if c in ("row_key", "reject_stage", "reject_reason")
+                or c in _internal_columns(self.pipeline)]
+        kept = ds.map_batches(_kept_rows, fn_kwargs=dict(drop=drop), batch_format="pyarrow")
+        raw = f"{staged}/_data"
+        self._write(kept, raw, partition_cols=[DEST], max_rows=out.max_rows_per_file, compression=out.compression)
+        if out.write_rejects:
+            rejects = ds.map_batches(_rejected_rows, batch_format="pyarrow")
+            self._write(rejects, f"{staged}/rejects", max_rows=out.max_rows_per_file, compression=out.compression)
+        # Ray names hive folders after the partition column; files keep their language column
         from ..manifest import out_fs
 
         fs, _ = out_fs(raw)
-        for folder in fs.ls(raw, detail=False):
-            name = folder.rstrip("/").rsplit("/", 1)[-1]
-            if not name.startswith(f"{DEST}="):
-                continue
-            value = name.split("=", 1)[1]
-            target = f"{staged}/rejects" if value == "rejects" else f"{staged}/data/language={value.split('~', 1)[1]}"
-            fs.makedirs(target, exist_ok=True)
-            for f in fs.ls(folder, detail=False):
-                fs.mv(f, f"{target}/{f.rsplit('/', 1)[-1]}")
-        fs.rm(raw, recursive=True)
+        if fs.exists(raw):
+            for folder in fs.ls(raw, detail=False):
+                name = folder.rstrip("/").rsplit("/", 1)[-1]
+                if name.startswith(f"{DEST}="):
+                    target = f"{staged}/data/language={name.split('=', 1)[1]}"
+                    fs.makedirs(target, exist_ok=True)
+                    for f in fs.ls(folder, detail=False):
+                        fs.mv(f, f"{target}/{f.rsplit('/', 1)[-1]}")
+            fs.rm(raw, recursive=True)
 
     def aggregate(self, paths: list[str], group: list[str], columns: list[str]) -> list[dict]:
         """Count and sum ``columns`` grouped by ``group`` over Parquet files (Ray Data aggregation)."""
@@ -299,7 +302,7 @@ class RayExecutor:
 
         if not paths:
             return []
-        ds = ray.data.read_parquet(paths, columns=list(dict.fromkeys(group + columns)), partitioning=None)
+        ds = ray.data.read_parquet(paths, partitioning=None).select_columns(list(dict.fromkeys(group + columns)))
         ds = ds.map_batches(_fill_group_nulls, fn_kwargs=dict(group=group), batch_format="pyarrow")
         res = ds.groupby(group, num_partitions=max(1, min(len(paths), self.cluster_cpus()))).aggregate(Count(), *[Sum(c) for c in columns])
         return res.take_all()
@@ -331,18 +334,17 @@ def _stamp_marks(batch: pa.Table, stage_name: str, schema: pa.Schema) -> pa.Tabl
 DEST = "_dest"
 
 
-def _route_rows(batch: pa.Table, drop: list[str], write_rejects: bool) -> pa.Table:
-    """Tag each row with where it goes: ``data~<language>`` or ``rejects``."""
-    batch = batch.drop_columns([c for c in drop if c in batch.column_names])
-    if "language" not in batch.column_names:
-        batch = batch.append_column("language", pa.nulls(batch.num_rows, pa.string()))
-    live = live_mask(batch)
-    lang = pc.fill_null(batch["language"], "und")
-    dest = pc.if_else(live, pc.binary_join_element_wise("data", lang, "~"), pa.scalar("rejects"))
-    batch = batch.set_column(batch.column_names.index("language"), "language",
-                             pc.if_else(live, lang, batch["language"]))
-    batch = batch.append_column(DEST, dest)
-    return batch if write_rejects else batch.filter(live)
+def _kept_rows(batch: pa.Table, drop: list[str]) -> pa.Table:
+    kept = batch.filter(live_mask(batch)).drop_columns([c for c in drop if c in batch.column_names])
+    if "language" not in kept.column_names:
+        kept = kept.append_column("language", pa.nulls(kept.num_rows, pa.string()))
+    lang = pc.fill_null(kept["language"], "und")
+    kept = kept.set_column(kept.column_names.index("language"), "language", lang)
+    return kept.append_column(DEST, lang)
+
+
+def _rejected_rows(batch: pa.Table) -> pa.Table:
+    return batch.filter(pc.invert(live_mask(batch)))
 
 
 def _fill_group_nulls(batch: pa.Table, group: list[str]) -> pa.Table:

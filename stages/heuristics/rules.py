@@ -24,7 +24,7 @@ POLICY_WORDS = ("terms of use", "privacy policy", "cookie policy", "uses cookies
 def gopher_quality(doc: DocView, p: GopherQuality, stopwords: frozenset) -> Optional[str]:
     words = doc.words
     n = len(words)
-    if n < p.min_doc_words:
+    if n < p.min_doc_words or n == 0:
         return "min_doc_words"
     if n > p.max_doc_words:
         return "max_doc_words"
@@ -117,17 +117,24 @@ def gopher_repetition(doc: DocView, p: GopherRepetition) -> Optional[str]:
     return None
 
 
+CLOSERS = ")\"'”’»）」』】〉》"
+
+
 def _sentence_end(terminal: str):
-    """Terminal marks end a sentence before whitespace/end; full-width marks (。！？) anywhere."""
-    if not terminal:
+    """A sentence ends with a terminal mark (. ! ? 。 ! ? । ؟ ...), optionally followed by closing
+    quotes/brackets; half-width marks only before whitespace or the end of the line. Closing
+    quotes or brackets alone (``(a) cheap (b)``) end no sentence."""
+    marks = "".join(ch for ch in terminal if ch not in CLOSERS)
+    if not marks:
         return None
-    half = "".join(ch for ch in terminal if ord(ch) < 0x3000)
-    full = "".join(ch for ch in terminal if ord(ch) >= 0x3000)
+    half = "".join(ch for ch in marks if ord(ch) < 0x3000)
+    full = "".join(ch for ch in marks if ord(ch) >= 0x3000)
+    closers = f"[{re.escape(CLOSERS)}]*"
     parts = []
     if half:
-        parts.append(f"[{re.escape(half)}]+(?=\\s|$)")
+        parts.append(f"[{re.escape(half)}]+{closers}(?=\\s|$)")
     if full:
-        parts.append(f"[{re.escape(full)}]+")
+        parts.append(f"[{re.escape(full)}]+{closers}")
     return re.compile("|".join(parts))
 
 

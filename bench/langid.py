@@ -1,0 +1,441 @@
+"""Benchmark: docs/s per core of tokenmill's ``langid`` stage under Ray vs a plain fastText loop.
+
+    python bench/langid.py                 # default: ~200k docs, 5 repeats, all modes (~5 min on 2 cores)
+    python bench/langid.py --quick         # 1 copy (~20k docs), 3 repeats: a smoke test
+    python bench/langid.py --profile       # also cProfile the stage's __call__ (no Ray)
+
+Documents: every ``text`` of shared/data/langid_dev.jsonl (lingua sentences + UDHR paragraphs,
+20,479 rows, ~125 chars) replicated ``--copies`` times (default 10 -> 204,790 docs; ids unique).
+
+Modes, each run in its own child process (peak memory = that child's process tree + ``ray::``
+processes, sampled every 0.2 s):
+
+- ``plain``     : ``fasttext.load_model(lid.176.ftz).predict(list_of_texts)`` over the texts in
+                  batches of ``--batch-size``, in a Python loop, one process = one core. The
+                  baseline.
+- ``stage``     : tokenmill's LangId stage ``__call__`` on Arrow batches in a Python loop, no
+                  Ray (what the stage itself costs over the bare model call).
+- ``ray-cN``    : the engine's own code path: ``RayExecutor._apply_stages`` (``map_batches`` of
+                  ``StageActor`` over an ``ActorPoolStrategy`` of N actors, ``batch_format=pyarrow``,
+                  metrics actor on) over the same documents already in the object store
+                  (``ray.data.from_arrow``), then ``materialize()``. Timed from building the
+                  dataset to materialized, so actor start-up (imports, model load) is included,
+                  as it is in every phase of a real run; ray.init is not. Per core = docs/s / N.
+- ``pipeline``  : a real ``run_pipeline`` with only the langid stage (read JSONL -> tiktoken
+                  counts -> langid -> write zstd Parquet + report), fresh output folder per run.
+                  Per core = docs / wall / cores. Context for how much of a run langid is.
+- ``datatrove`` : datatrove 0.10.1 ``LanguageFilter`` (ft176 backend; lid.176.ftz by local path
+                  via bench/_datatrove_local.py, no download) ``.run()`` over datatrove Documents
+                  in one process = one core.
+
+The goal checked: ray-c2 docs/s per core >= 80% of plain docs/s per core.
+Results: a table on stdout and bench/langid.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (REPO, SHARED_DATA, WORK, lid_model_path, machine_info, median, print_table,  # noqa: E402
+                     run_child, spread, write_json)
+
+HERE = Path(__file__).resolve()
+LANGID_DIR = WORK / "langid"
+GOAL = 0.80
+
+
+# -- input ---------------------------------------------------------------------------------------
+def prepare(copies: int) -> dict:
+    """Write the replicated documents once: Arrow IPC (for plain/stage/ray/datatrove) and JSONL
+    shards (for the real pipeline). Returns paths and counts."""
+    LANGID_DIR.mkdir(parents=True, exist_ok=True)
+    src = SHARED_DATA / "langid_dev.jsonl"
+    rows = [json.loads(l) for l in open(src, encoding="utf-8")]
+    tag = f"x{copies}"
+    arrow_path = LANGID_DIR / f"docs-{tag}.arrow"
+    jsonl_dir = LANGID_DIR / f"jsonl-{tag}"
+    n = len(rows) * copies
+    if not arrow_path.exists() or not (jsonl_dir / "_done").exists():
+        import pyarrow as pa
+
+        ids, texts = [], []
+        for c in range(copies):
+            for r in rows:
+                ids.append(f"{r['id']}-c{c}")
+                texts.append(r["text"])
+        table = pa.table({"id": pa.array(ids, pa.string()), "text": pa.array(texts, pa.large_string())})
+        tmp = arrow_path.with_suffix(".tmp")
+        with pa.OSFile(str(tmp), "wb") as fh, pa.ipc.new_file(fh, table.schema) as w:
+            w.write_table(table)
+        tmp.replace(arrow_path)
+        jsonl_dir.mkdir(exist_ok=True)
+        shards = max(2, copies)  # one shard per copy: read parallelism for the pipeline mode
+        per = (n + shards - 1) // shards
+        for s in range(shards):
+            with open(jsonl_dir / f"part-{s:03d}.jsonl", "w", encoding="utf-8") as fh:
+                for i in range(s * per, min(n, (s + 1) * per)):
+                    fh.write(json.dumps({"id": ids[i], "text": texts[i]}, ensure_ascii=False) + "\n")
+        (jsonl_dir / "_done").write_text("ok")
+    return {"arrow": str(arrow_path), "jsonl_dir": str(jsonl_dir), "docs": n, "source_rows": len(rows),
+            "chars": None}
+
+
+def load_table(path: str):
+    import pyarrow as pa
+
+    with pa.memory_map(path) as fh:
+        return pa.ipc.open_file(fh).read_all()
+
+
+# -- children: each measures one mode and writes JSON -----------------------------------------------
+def child_plain(a) -> dict:
+    import fasttext
+
+    texts = load_table(a.input)["text"].to_pylist()
+    t0 = time.perf_counter()
+    model = fasttext.load_model(lid_model_path())
+    load_s = time.perf_counter() - t0
+    bs = a.batch_size
+    times, langs = [], None
+    for _ in range(a.repeats):
+        t0 = time.perf_counter()
+        labels = []
+        for i in range(0, len(texts), bs):
+            lab, _p = model.predict(texts[i:i + bs])
+            labels += lab
+        times.append(time.perf_counter() - t0)
+        langs = labels
+    en = sum(1 for l in langs if l and l[0] == "__label__en")
+    return {"docs": len(texts), "seconds": times, "cores": 1, "model_load_seconds": load_s, "en_docs": en}
+
+
+def _languages_and_stage(batch_size: int):
+    from tokenmill.engine.config import build_pipeline
+
+    pipeline = build_pipeline({
+        "name": "bench-langid",
+        "input": {"paths": [str(SHARED_DATA / "langid_dev.jsonl")]},
+        "output": {"path": str(LANGID_DIR / "unused")},
+        "stages": [{"type": "langid", "resources": {"batch_size": batch_size}}],
+    })
+    return pipeline
+
+
+def _document_batches(table, batch_size: int, schema):
+    """The docs as the engine would hand them to the stage: DOCUMENT_SCHEMA + the stage's columns."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from tokenmill.engine.executors.ray_executor import conform
+
+    n = table.num_rows
+    full = pa.table({
+        "id": table["id"], "text": table["text"],
+        "source": pa.array(["langid_dev.jsonl"] * n, pa.string()),
+        "row_key": table["id"],
+        "num_chars": pc.utf8_length(table["text"]).cast(pa.int64()),
+    })
+    full = conform(full, schema)
+    return full, [full.slice(i, batch_size) for i in range(0, n, batch_size)]
+
+
+def child_stage(a) -> dict:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from tokenmill.engine.executors.ray_executor import StageActor, phase_schema
+
+    pipeline = _languages_and_stage(a.batch_size)
+    schema = phase_schema(pipeline.stages)
+    full, batches = _document_batches(load_table(a.input), a.batch_size, schema)
+    t0 = time.perf_counter()
+    actor = StageActor(pipeline.stages, pipeline.languages, schema, metrics_name=None)
+    setup_s = time.perf_counter() - t0
+    stage = actor.stages[0]
+    times, times_bare = [], []
+    out = None
+    for _ in range(a.repeats):
+        t0 = time.perf_counter()
+        outs = [actor(b) for b in batches]      # StageActor.__call__: live mask + conform, as under Ray
+        times.append(time.perf_counter() - t0)
+        out = outs
+    for _ in range(a.repeats):
+        t0 = time.perf_counter()
+        for b in batches:
+            stage(b)                             # the stage alone
+        times_bare.append(time.perf_counter() - t0)
+    res = {"docs": full.num_rows, "seconds": times, "seconds_stage_only": times_bare, "cores": 1,
+           "setup_seconds": setup_s}
+    t = pa.concat_tables(out)
+    res["en_docs"] = int(pc.sum(pc.equal(t["language"], "en")).as_py())
+    res["rejected"] = int(pc.sum(pc.is_valid(t["reject_stage"])).as_py())
+    if a.profile:
+        import cProfile
+        import io
+        import pstats
+
+        prof = cProfile.Profile()
+        prof.enable()
+        for b in batches:
+            stage(b)
+        prof.disable()
+        s = io.StringIO()
+        pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(15)
+        res["profile_tottime_top15"] = s.getvalue()
+        # where the time goes, by step, on the whole input (one pass each)
+        import numpy as np
+
+        texts = full["text"].combine_chunks()
+        steps = {}
+        t0 = time.perf_counter()
+        flat = pc.replace_substring_regex(pc.fill_null(texts, ""), r"[\r\n\t]+", " ")
+        steps["replace_substring_regex"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        flat = pc.utf8_slice_codeunits(flat, 0, stage.params.max_chars)
+        steps["utf8_slice_codeunits"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        pylist = flat.to_pylist()
+        steps["to_pylist"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        labels, probs = stage.model.predict(pylist, k=1)
+        steps["fasttext_predict"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        [lab[0][9:] if lab else "und" for lab in labels]
+        np.fromiter((p[0] if len(p) else 0.0 for p in probs), dtype=np.float64, count=len(probs))
+        steps["labels_scores_python"] = time.perf_counter() - t0
+        res["step_seconds_whole_input"] = steps
+    return res
+
+
+def child_ray(a) -> dict:
+    import ray
+
+    from tokenmill.engine.executors.ray_executor import RayExecutor, phase_schema
+
+    pipeline = _languages_and_stage(a.batch_size)
+    pipeline.stages[0].resources.concurrency = a.concurrency
+    schema = phase_schema(pipeline.stages)
+    full, _ = _document_batches(load_table(a.input), a.batch_size, schema)
+    ex = RayExecutor(pipeline, num_cpus=a.cores, progress=False)
+    t0 = time.perf_counter()
+    ex.start()
+    init_s = time.perf_counter() - t0
+    # the input in the object store before timing: ~20k-row blocks, as a reader would produce
+    blocks = [full.slice(i, 20_000) for i in range(0, full.num_rows, 20_000)]
+    refs = [ray.put(b) for b in blocks]
+    times, busy, rows_out = [], [], 0
+    try:
+        for r in range(a.repeats):
+            before = ex.stage_metrics().get("langid", {"busy_seconds": 0.0, "rows": 0})
+            t0 = time.perf_counter()
+            ds = ray.data.from_arrow_refs(refs)
+            ds = ex._apply_stages(ds, pipeline.stages, schema)
+            mat = ds.materialize()
+            times.append(time.perf_counter() - t0)
+            rows_out = mat.count()
+            after = ex.stage_metrics().get("langid", {"busy_seconds": 0.0, "rows": 0})
+            busy.append(after["busy_seconds"] - before["busy_seconds"])
+            if r == a.repeats - 1:
+                import pyarrow as pa
+                import pyarrow.compute as pc
+
+                langs = pa.concat_tables(list(mat.iter_batches(batch_format="pyarrow", batch_size=None)))["language"]
+                en = int(pc.sum(pc.equal(langs, "en")).as_py())
+            del mat, ds
+    finally:
+        ex.stop()
+    return {"docs": full.num_rows, "rows_out": rows_out, "seconds": times, "busy_seconds": busy,
+            "cores": a.concurrency, "ray_init_seconds": init_s, "en_docs": en, "ray_cpus": a.cores}
+
+
+def child_pipeline(a) -> dict:
+    from tokenmill.engine.config import build_pipeline
+    from tokenmill.engine.run import run_pipeline
+
+    out = Path(a.output)
+    data = {
+        "name": "bench-langid-pipeline",
+        "input": {"paths": [a.input], "format": "jsonl"},
+        "output": {"path": str(out)},
+        "stages": [{"type": "langid", "resources": {"batch_size": a.batch_size}}],
+    }
+    pipeline = build_pipeline(data)
+    t0 = time.perf_counter()
+    res = run_pipeline(pipeline, output=str(out), progress=False, num_cpus=a.cores)
+    wall = time.perf_counter() - t0
+    st = {s["stage"]: s for s in res.report["stages"]}
+    return {"docs": res.report["input"]["docs"], "seconds": [wall], "cores": a.cores,
+            "report_wall_seconds": res.report["wall_seconds"], "phase_seconds": res.report["phase_seconds"],
+            "langid_busy_seconds": st["langid"]["busy_seconds"], "langid_docs_per_second": st["langid"]["docs_per_second"],
+            "kept_docs": st["langid"]["docs_out"]}
+
+
+def child_datatrove(a) -> dict:
+    from datatrove.data import Document
+
+    from _datatrove_local import LocalLanguageFilter
+
+    table = load_table(a.input)
+    docs_src = list(zip(table["id"].to_pylist(), table["text"].to_pylist()))
+    lf = LocalLanguageFilter()
+    t0 = time.perf_counter()
+    _ = lf.model.model  # load (copies the .ftz into the HF assets cache the first time)
+    load_s = time.perf_counter() - t0
+    times, kept, en = [], 0, 0
+    for _ in range(a.repeats):
+        docs = [Document(text=t, id=i) for i, t in docs_src]  # fresh docs: filter writes metadata
+        t0 = time.perf_counter()
+        out = list(lf.run(iter(docs)))
+        times.append(time.perf_counter() - t0)
+        kept = len(out)
+        en = sum(1 for d in docs if d.metadata.get("language") == "en")
+    return {"docs": len(docs_src), "seconds": times, "cores": 1, "model_load_seconds": load_s,
+            "kept_docs": kept, "en_docs": en, "note": "predict(k=-1) per document, as datatrove does"}
+
+
+CHILDREN = {"plain": child_plain, "stage": child_stage, "ray": child_ray, "pipeline": child_pipeline,
+            "datatrove": child_datatrove}
+
+
+def child_main(a) -> None:
+    res = CHILDREN[a.child](a)
+    Path(a.result).write_text(json.dumps(res, default=str))
+
+
+# -- parent ----------------------------------------------------------------------------------------
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--copies", type=int, default=10, help="replications of langid_dev.jsonl (10 -> ~200k docs)")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats per mode (median reported)")
+    p.add_argument("--pipeline-runs", type=int, default=3, help="real pipeline runs (each a fresh Ray + output)")
+    p.add_argument("--batch-size", type=int, default=2000, help="rows per batch (langid's default)")
+    p.add_argument("--cores", type=int, default=min(2, os.cpu_count() or 1), help="CPUs for Ray")
+    p.add_argument("--modes", default="plain,stage,ray,pipeline,datatrove")
+    p.add_argument("--quick", action="store_true", help="1 copy, 3 repeats, 1 pipeline run")
+    p.add_argument("--profile", action="store_true", help="cProfile the stage's __call__ (stage mode)")
+    p.add_argument("--json", default=str(HERE.with_suffix(".json")), help="where to write results")
+    # child-only
+    p.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
+    p.add_argument("--input", help=argparse.SUPPRESS)
+    p.add_argument("--output", help=argparse.SUPPRESS)
+    p.add_argument("--result", help=argparse.SUPPRESS)
+    p.add_argument("--concurrency", type=int, default=2, help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.child:
+        return child_main(a)
+    if a.quick:
+        a.copies, a.repeats, a.pipeline_runs = 1, 3, 1
+    modes = [m.strip() for m in a.modes.split(",") if m.strip()]
+    if "datatrove" in modes:
+        try:
+            import datatrove  # noqa: F401
+        except ImportError:
+            print("datatrove not installed (pip install 'datatrove[io,processing]==0.10.1'): skipping it", flush=True)
+            modes.remove("datatrove")
+
+    t_all = time.perf_counter()
+    inp = prepare(a.copies)
+    print(f"langid bench: {inp['docs']:,} docs ({inp['source_rows']:,} rows of langid_dev.jsonl x {a.copies}), "
+          f"batch {a.batch_size}, {a.repeats} repeats, Ray with {a.cores} CPUs", flush=True)
+    res_dir = LANGID_DIR / "results"
+    res_dir.mkdir(exist_ok=True)
+    common = ["--batch-size", str(a.batch_size), "--repeats", str(a.repeats), "--cores", str(a.cores)]
+    runs: dict[str, dict] = {}
+
+    def child(name, mode, extra, inp_path):
+        print(f"  running {name} ...", flush=True)
+        r = run_child([str(HERE), "--child", mode, "--input", inp_path, "--result", str(res_dir / f"{name}.json"),
+                       *common, *extra], res_dir / f"{name}.json")
+        runs[name] = r
+        secs = r["seconds"]
+        print(f"    {name}: median {median(secs):.2f} s -> {r['docs'] / median(secs):,.0f} docs/s "
+              f"(runs {', '.join(f'{s:.2f}' for s in secs)})", flush=True)
+
+    if "plain" in modes:
+        child("plain", "plain", [], inp["arrow"])
+    if "stage" in modes:
+        child("stage", "stage", ["--profile"] if a.profile else [], inp["arrow"])
+    if "ray" in modes:
+        for c in sorted({1, a.cores}):
+            child(f"ray-c{c}", "ray", ["--concurrency", str(c)], inp["arrow"])
+    if "datatrove" in modes:
+        child("datatrove", "datatrove", ["--repeats", str(min(a.repeats, 3))], inp["arrow"])
+    if "pipeline" in modes:
+        import shutil
+
+        pruns = []
+        for i in range(a.pipeline_runs):
+            out = LANGID_DIR / f"pipeline-out-{i}"
+            shutil.rmtree(out, ignore_errors=True)
+            print(f"  running pipeline {i + 1}/{a.pipeline_runs} ...", flush=True)
+            r = run_child([str(HERE), "--child", "pipeline", "--input", inp["jsonl_dir"], "--output", str(out),
+                           "--result", str(res_dir / f"pipeline-{i}.json"), *common], res_dir / f"pipeline-{i}.json")
+            shutil.rmtree(out, ignore_errors=True)
+            pruns.append(r)
+            print(f"    pipeline: {r['seconds'][0]:.2f} s, langid busy {r['langid_busy_seconds']} s", flush=True)
+        runs["pipeline"] = {"docs": pruns[0]["docs"], "seconds": [r["seconds"][0] for r in pruns], "cores": a.cores,
+                            "langid_busy_seconds": [r["langid_busy_seconds"] for r in pruns],
+                            "phase_seconds": [r["phase_seconds"] for r in pruns],
+                            "memory": {k: max(r["memory"][k] for r in pruns) for k in pruns[0]["memory"]},
+                            "runs": pruns}
+
+    # -- table -----------------------------------------------------------------------------------
+    plain_pc = None
+    if "plain" in runs:
+        plain_pc = runs["plain"]["docs"] / median(runs["plain"]["seconds"]) / runs["plain"]["cores"]
+    rows, summary = [], {}
+    for name, r in runs.items():
+        secs = r["seconds"]
+        dps = r["docs"] / median(secs)
+        pc_ = dps / r["cores"]
+        entry = {"docs": r["docs"], "cores": r["cores"], "median_seconds": median(secs), "seconds": secs,
+                 "docs_per_second": dps, "docs_per_second_per_core": pc_,
+                 "ratio_to_plain": (pc_ / plain_pc) if plain_pc else None, "memory": r["memory"]}
+        busy_txt = "-"
+        if "busy_seconds" in r:
+            b = median(r["busy_seconds"])
+            entry["busy_docs_per_second_per_core"] = r["docs"] / b * 1 if b else None  # per actor-second
+            busy_txt = f"{entry['busy_docs_per_second_per_core']:,.0f}"
+        if name == "pipeline":
+            b = median(r["langid_busy_seconds"])
+            entry["busy_docs_per_second_per_core"] = r["docs"] / b if b else None
+            busy_txt = f"{entry['busy_docs_per_second_per_core']:,.0f}"
+        if name == "stage":
+            entry["stage_only_docs_per_second"] = r["docs"] / median(r["seconds_stage_only"])
+        summary[name] = entry
+        rows.append([name, r["cores"], f"{median(secs):.2f}", f"{dps:,.0f}", f"{pc_:,.0f}",
+                     f"{entry['ratio_to_plain']:.2f}" if entry["ratio_to_plain"] else "-", busy_txt,
+                     f"{r['memory']['peak_rss_workers_mib']:,.0f}", f"{r['memory']['peak_pss_all_mib']:,.0f}"])
+    print()
+    table = print_table(["mode", "cores", "median s", "docs/s", "docs/s/core", "vs plain", "busy docs/s/actor",
+                         "peak RSS MiB", "peak PSS MiB"], rows,
+                        title=f"langid: {inp['docs']:,} docs, medians of {a.repeats} (pipeline: {a.pipeline_runs}) runs")
+    goal = None
+    if plain_pc and f"ray-c{a.cores}" in summary:
+        ratio = summary[f"ray-c{a.cores}"]["ratio_to_plain"]
+        goal = {"metric": f"ray-c{a.cores} docs/s per core / plain docs/s per core", "ratio": ratio,
+                "target": GOAL, "met": ratio >= GOAL}
+        print(f"\ngoal: Ray langid stage keeps >= {GOAL:.0%} of the plain loop's docs/s per core: "
+              f"{ratio:.0%} -> {'MET' if goal['met'] else 'NOT MET'}")
+    if "datatrove" in summary and plain_pc:
+        print(f"datatrove LanguageFilter per core: {summary['datatrove']['docs_per_second_per_core']:,.0f} docs/s "
+              f"({summary['datatrove']['ratio_to_plain']:.2f}x plain); "
+              + (f"tokenmill ray-c{a.cores} / datatrove per core: "
+                 f"{summary[f'ray-c{a.cores}']['docs_per_second_per_core'] / summary['datatrove']['docs_per_second_per_core']:.2f}x"
+                 if f"ray-c{a.cores}" in summary else ""))
+    if "stage" in runs and "profile_tottime_top15" in runs["stage"]:
+        print("\nstage __call__ step times over the whole input (s):",
+              json.dumps({k: round(v, 3) for k, v in runs["stage"]["step_seconds_whole_input"].items()}))
+    write_json(Path(a.json), {"benchmark": "langid", "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                              "machine": machine_info(), "args": {k: v for k, v in vars(a).items() if k not in ("child", "input", "output", "result")},
+                              "input": inp, "summary": summary, "goal": goal, "table": table, "runs": runs,
+                              "total_seconds": time.perf_counter() - t_all})
+
+
+if __name__ == "__main__":
+    main()
