@@ -33,8 +33,8 @@ def lid_model_path() -> str:
 
 # -- memory ------------------------------------------------------------------------------------
 class MemorySampler:
-    """Samples, every ``interval`` s, the memory of ``root`` and its descendants plus every process
-    whose cmdline contains ``ray::`` (Ray workers of an embedded Ray are descendants anyway).
+    """Samples, every ``interval`` s, the memory of ``root`` and its descendants (with an embedded
+    Ray that is the driver, raylet, GCS and every ``ray::`` worker; see ``_procs``).
 
     Per sample it sums, over the processes alive at that moment:
       - ``rss_all``:    RSS of every sampled process (driver, Ray workers, raylet, GCS, ...);
@@ -54,6 +54,7 @@ class MemorySampler:
         self.root, self.interval, self.pss = root, interval, pss
         self.peak = {"rss_all": 0, "rss_workers": 0, "pss_all": 0}
         self.peak_procs = 0
+        self.foreign_ray = 0
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -68,6 +69,10 @@ class MemorySampler:
         self._thread.join()
 
     def _procs(self) -> list[psutil.Process]:
+        """The root and its descendants. ``ray::`` processes elsewhere on the machine are counted
+        only when they descend from the root: an embedded Ray's raylet, and so every Ray worker,
+        is a descendant of the driver, while ``ray::`` processes of other users of a shared
+        machine (another session's tests) are not ours and are only tallied in ``foreign_ray``."""
         found: dict[int, psutil.Process] = {}
         try:
             root = psutil.Process(self.root)
@@ -76,13 +81,15 @@ class MemorySampler:
                 found[p.pid] = p
         except psutil.Error:
             pass
+        foreign = 0
         for p in psutil.process_iter(["cmdline"]):
             try:
                 cmd = " ".join(p.info["cmdline"] or [])
             except psutil.Error:
                 continue
             if "ray::" in cmd and p.pid not in found:
-                found[p.pid] = p
+                foreign += 1
+        self.foreign_ray = max(self.foreign_ray, foreign)
         return list(found.values())
 
     def _is_daemon(self, p: psutil.Process) -> bool:
@@ -130,7 +137,80 @@ class MemorySampler:
 
     def result(self) -> dict:
         return {**{f"peak_{k}_mib": round(v / MiB, 1) for k, v in self.peak.items()},
-                "peak_processes": self.peak_procs, "samples": self.samples}
+                "peak_processes": self.peak_procs, "samples": self.samples,
+                "max_foreign_ray_processes": self.foreign_ray}
+
+
+def tree_cpu_seconds(pid: int | None = None) -> float:
+    """user+system CPU seconds of a process and all its descendants, including the CPU time of
+    descendants that already exited and were reaped (the parents' children_user/children_system).
+    Differences of this over a timed window give CPU cost that other load on a shared machine
+    does not inflate the way it inflates wall time."""
+    root = psutil.Process(pid or os.getpid())
+    total = 0.0
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system + getattr(t, "children_user", 0.0) + getattr(t, "children_system", 0.0)
+    return total
+
+
+class CpuTracker:
+    """CPU seconds (user+system) used by a process tree, counting processes that exit.
+
+    Ray's raylet does not reap its workers in a way that adds their CPU time to its own
+    children_* counters, so a worker that exits (an actor pool torn down at the end of a
+    dataset) takes its CPU time with it. This samples every process of the tree every
+    ``interval`` s and keeps each one's last-seen cumulative CPU time; ``total()`` is the sum over
+    every process ever seen, so ``total(end) - total(start)`` is the CPU of the window, short by at
+    most ``interval`` s per process that exited between two samples.
+    """
+
+    def __init__(self, pid: int | None = None, interval: float = 0.2):
+        self.pid, self.interval = pid or os.getpid(), interval
+        self.last: dict[tuple, float] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self):
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def sample(self) -> None:
+        try:
+            root = psutil.Process(self.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return
+        seen = {}
+        for p in procs:
+            try:
+                with p.oneshot():
+                    t = p.cpu_times()
+                    key = (p.pid, p.create_time())
+            except psutil.Error:
+                continue
+            seen[key] = t.user + t.system + getattr(t, "children_user", 0.0) + getattr(t, "children_system", 0.0)
+        with self._lock:
+            for k, v in seen.items():
+                self.last[k] = max(v, self.last.get(k, 0.0))
+
+    def total(self) -> float:
+        self.sample()
+        with self._lock:
+            return sum(self.last.values())
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
 
 
 def run_child(args: list[str], result_path: Path, timeout: float | None = None, env: dict | None = None,
@@ -140,6 +220,7 @@ def run_child(args: list[str], result_path: Path, timeout: float | None = None, 
     if result_path.exists():
         result_path.unlink()
     log = result_path.with_suffix(".log")
+    load_before = os.getloadavg()
     t0 = time.perf_counter()
     with open(log, "w") as fh:
         proc = subprocess.Popen([sys.executable, *args], stdout=fh if quiet else None, stderr=subprocess.STDOUT if quiet else None,
@@ -157,6 +238,8 @@ def run_child(args: list[str], result_path: Path, timeout: float | None = None, 
     out = json.loads(result_path.read_text())
     out["memory"] = mem.result()
     out["process_wall_seconds"] = wall
+    out["loadavg_before"] = load_before
+    out["loadavg_after"] = os.getloadavg()
     return out
 
 

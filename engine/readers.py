@@ -180,17 +180,17 @@ def read_jsonl(f: InputFile, opts) -> Iterator[pa.Table]:
                 rid = f"{f.source}:{lineno}"
                 if not raw.strip():
                     continue
+                bad_utf8 = False
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError:
-                    b.add(rid, raw.decode("utf-8", "replace"), f.source, None, None, "invalid_utf8")
-                    continue
+                    line, bad_utf8 = raw.decode("utf-8", "replace"), True
                 try:
                     obj = json.loads(line)
                     if not isinstance(obj, dict):
                         raise ValueError("not an object")
                 except ValueError:
-                    b.add(rid, line, f.source, None, None, "invalid_json")
+                    b.add(rid, line, f.source, None, None, "invalid_utf8" if bad_utf8 else "invalid_json", rid)
                     continue
                 text = obj.get(opts.text_field)
                 given = obj.get(opts.id_field)
@@ -198,8 +198,8 @@ def read_jsonl(f: InputFile, opts) -> Iterator[pa.Table]:
                 url = obj.get(opts.url_field)
                 extra = {k: v for k, v in obj.items() if k not in known}
                 meta = json.dumps(extra, ensure_ascii=False, sort_keys=True) if extra else None
-                reason = check_text(text, opts.max_doc_bytes)
-                if reason == "missing_text":
+                reason = "invalid_utf8" if bad_utf8 else check_text(text, opts.max_doc_bytes)
+                if reason == "missing_text" or (bad_utf8 and not isinstance(text, str)):
                     text = None if text is None else json.dumps(text, ensure_ascii=False)
                 b.add(doc_id, text, f.source, url if isinstance(url, str) else None, meta, reason, rid)
                 if b.full():

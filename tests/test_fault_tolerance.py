@@ -1,0 +1,107 @@
+"""Fault tolerance on a real Ray: a killed worker is retried by Ray Data, a killed driver is
+resumed by the next run; both give exactly the output of a clean run."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import psutil
+import pytest
+import yaml
+
+from tokenmill.engine.run import run_pipeline
+
+from conftest import REPO, tokenmill_cmd
+from pipeline_helpers import make_pipeline, output_rows, web_docs, write_jsonl_gz
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, shared_data):
+    """Four shards of real web documents (~1,600 docs), so a run takes a while."""
+    d = tmp_path_factory.mktemp("inputs")
+    rows = web_docs(shared_data, copies=4)
+    n = len(rows) // 4
+    return [write_jsonl_gz(d / f"shard-{i}.jsonl.gz", rows[i * n:(i + 1) * n if i < 3 else None]) for i in range(4)]
+
+
+@pytest.fixture(scope="module")
+def clean_run(inputs, tmp_path_factory, ray_local):
+    out = tmp_path_factory.mktemp("clean") / "out"
+    pipe, _ = make_pipeline(inputs, out, batch_size=50)
+    run_pipeline(pipe, progress=False)
+    return output_rows(out)
+
+
+def _stage_workers():
+    procs = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            cmd = " ".join(p.info["cmdline"] or [])
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if "MapWorker(MapBatches(StageActor" in cmd:
+            procs.append(p)
+    return procs
+
+
+def test_killed_worker_is_retried_and_output_matches_clean_run(inputs, clean_run, tmp_path, ray_local):
+    out = tmp_path / "out"
+    pipe, _ = make_pipeline(inputs, out, batch_size=50)
+    killed: list[int] = []
+    stop = threading.Event()
+
+    def killer():
+        # kill one stage actor once it has been working for a moment; retry until one is killed
+        while not stop.is_set() and not killed:
+            workers = _stage_workers()
+            if workers:
+                time.sleep(0.5)
+                for w in _stage_workers()[:1]:
+                    try:
+                        w.send_signal(signal.SIGKILL)
+                        killed.append(w.pid)
+                    except psutil.NoSuchProcess:
+                        pass
+            time.sleep(0.05)
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    try:
+        run_pipeline(pipe, progress=False)
+    finally:
+        stop.set()
+        t.join(5)
+    assert killed, "no stage worker process was found to kill"
+    assert output_rows(out) == clean_run
+
+
+def test_killed_driver_is_resumed_with_identical_output(inputs, clean_run, tmp_path):
+    out = tmp_path / "out"
+    _, data = make_pipeline(inputs, out, batch_size=50, files_per_chunk=1)
+    cfg = tmp_path / "pipeline.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    proc = subprocess.Popen(tokenmill_cmd("run", str(cfg), "--no-progress", "--num-cpus", "2"), cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    # kill the driver (and everything it started) once the first input chunk is committed
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if list(out.glob("_work/*/p0-stream/chunk-*")):
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    assert not (out / "_manifest.json").exists()
+
+    rerun = subprocess.run(tokenmill_cmd("run", str(cfg), "--no-progress", "--num-cpus", "2"), cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "already done, skipped" in rerun.stderr
+    assert output_rows(out) == clean_run
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert manifest["complete"]
