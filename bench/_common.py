@@ -198,7 +198,8 @@ class CpuTracker:
                     key = (p.pid, p.create_time())
             except psutil.Error:
                 continue
-            seen[key] = t.user + t.system + getattr(t, "children_user", 0.0) + getattr(t, "children_system", 0.0)
+            # own time only: children_* would count a reaped child twice (it was sampled itself)
+            seen[key] = t.user + t.system
         with self._lock:
             for k, v in seen.items():
                 self.last[k] = max(v, self.last.get(k, 0.0))

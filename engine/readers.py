@@ -166,47 +166,57 @@ def open_decompressed(path: str):
         return contextlib.closing(io.BufferedReader(reader, buffer_size=1 << 20))
     if name.endswith(".gz"):
         raw = fsspec.open(path, "rb").open()
-        return contextlib.closing(io.BufferedReader(gzip.GzipFile(fileobj=raw), buffer_size=1 << 20))
+        return contextlib.closing(gzip.GzipFile(fileobj=raw))  # small reads: a truncated file keeps its head
     return fsspec.open(path, "rb", compression="infer")
 
 
 def read_jsonl(f: InputFile, opts) -> Iterator[pa.Table]:
     b = _Batcher(opts.batch_rows)
     known = {opts.text_field, opts.id_field, opts.url_field}
-    lineno = -1
+
+    def record(raw: bytes, lineno: int) -> None:
+        rid = f"{f.source}:{lineno}"
+        if not raw.strip():
+            return
+        bad_utf8 = False
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            line, bad_utf8 = raw.decode("utf-8", "replace"), True
+        try:
+            obj = json.loads(line)
+            if not isinstance(obj, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            b.add(rid, line.rstrip("\n"), f.source, None, None, "invalid_utf8" if bad_utf8 else "invalid_json", rid)
+            return
+        text = obj.get(opts.text_field)
+        given = obj.get(opts.id_field)
+        doc_id = str(given) if given is not None else rid
+        url = obj.get(opts.url_field)
+        extra = {k: v for k, v in obj.items() if k not in known}
+        meta = json.dumps(extra, ensure_ascii=False, sort_keys=True) if extra else None
+        reason = "invalid_utf8" if bad_utf8 else check_text(text, opts.max_doc_bytes)
+        if reason == "missing_text" or (bad_utf8 and not isinstance(text, str)):
+            text = None if text is None else json.dumps(text, ensure_ascii=False)
+        b.add(doc_id, text, f.source, url if isinstance(url, str) else None, meta, reason, rid)
+
+    lineno, tail = -1, None
     try:
         with open_decompressed(f.path) as fh:
             for lineno, raw in enumerate(fh):
-                rid = f"{f.source}:{lineno}"
-                if not raw.strip():
+                if not raw.endswith(b"\n"):
+                    tail = (raw, lineno)  # only the last line may lack a newline: decide at clean EOF
                     continue
-                bad_utf8 = False
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    line, bad_utf8 = raw.decode("utf-8", "replace"), True
-                try:
-                    obj = json.loads(line)
-                    if not isinstance(obj, dict):
-                        raise ValueError("not an object")
-                except ValueError:
-                    b.add(rid, line, f.source, None, None, "invalid_utf8" if bad_utf8 else "invalid_json", rid)
-                    continue
-                text = obj.get(opts.text_field)
-                given = obj.get(opts.id_field)
-                doc_id = str(given) if given is not None else rid
-                url = obj.get(opts.url_field)
-                extra = {k: v for k, v in obj.items() if k not in known}
-                meta = json.dumps(extra, ensure_ascii=False, sort_keys=True) if extra else None
-                reason = "invalid_utf8" if bad_utf8 else check_text(text, opts.max_doc_bytes)
-                if reason == "missing_text" or (bad_utf8 and not isinstance(text, str)):
-                    text = None if text is None else json.dumps(text, ensure_ascii=False)
-                b.add(doc_id, text, f.source, url if isinstance(url, str) else None, meta, reason, rid)
+                record(raw, lineno)
                 if b.full():
                     yield b.emit()
-    except Exception as exc:  # truncated gzip, unreadable path, I/O error: keep what was read
-        kind = FILE_ERROR if lineno < 0 else "truncated_file"
-        _file_error(b, f, exc, kind)
+        if tail is not None:
+            record(*tail)
+    except Exception as exc:  # truncated .gz/.zst, unreadable path, I/O error: keep what was read
+        if tail is not None:
+            exc = type(exc)(f"{exc} (a partial last line of {len(tail[0])} bytes was dropped)")
+        _file_error(b, f, exc, FILE_ERROR if lineno < 0 else "truncated_file")
     out = b.emit()
     if out is not None:
         yield out
