@@ -10,9 +10,11 @@ import re
 from collections import Counter
 from typing import Optional
 
+import numpy as np
+
 from tokenmill.engine.languages import C4, FineWeb, GopherQuality, GopherRepetition
 
-from .words import DocView
+from .words import NON_ALPHA_WORD, DocView
 
 BULLETS = ("•", "●", "○", "▪", "◦", "‣", "⁃", "-", "*", "·", "–")
 ELLIPSES = ("...", "…")
@@ -28,7 +30,7 @@ def gopher_quality(doc: DocView, p: GopherQuality, stopwords: frozenset) -> Opti
         return "min_doc_words"
     if n > p.max_doc_words:
         return "max_doc_words"
-    avg = sum(len(w) for w in words) / n
+    avg = sum(map(len, words)) / n
     if avg < p.min_avg_word_length:
         return "min_avg_word_length"
     if avg > p.max_avg_word_length:
@@ -43,7 +45,7 @@ def gopher_quality(doc: DocView, p: GopherQuality, stopwords: frozenset) -> Opti
             return "max_bullet_lines_ratio"
         if sum(1 for ln in lines if ln.endswith(ELLIPSES)) / len(lines) > p.max_ellipsis_lines_ratio:
             return "max_ellipsis_lines_ratio"
-    alpha = sum(1 for w in words if any(ch.isalpha() for ch in w))
+    alpha = n - len(NON_ALPHA_WORD.findall(doc.text))
     if alpha / n < p.max_non_alpha_words_ratio:
         return "max_non_alpha_words_ratio"
     if stopwords and p.min_stop_words:
@@ -70,26 +72,53 @@ def _duplicates(items: list[str]) -> tuple[int, int]:
     return dup_items, dup_chars
 
 
-def _top_ngram_chars(words: list[str], n: int) -> int:
-    grams = Counter(" ".join(words[i:i + n]) for i in range(len(words) - n + 1))
-    if not grams:
-        return 0
-    gram, count = grams.most_common(1)[0]
-    return len(gram) * count
+_P = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit multiplier for polynomial n-gram hashes
 
 
-def _dup_ngram_chars(words: list[str], n: int) -> int:
-    seen: set[str] = set()
-    repeated, i, end = 0, 0, len(words) - n + 1
-    while i < end:
-        gram = "".join(words[i:i + n])
-        if gram in seen:
-            repeated += len(gram)
-            i += n
-        else:
-            seen.add(gram)
-            i += 1
-    return repeated
+class _Grams:
+    """A document's words as integer ids with prefix sums of their lengths, so every n-gram is
+    one uint64 (vectorized rolling hash) and its character length is a subtraction."""
+
+    def __init__(self, words: list[str]):
+        vocab: dict[str, int] = {}
+        self.ids = np.fromiter((vocab.setdefault(w, len(vocab) + 1) for w in words), dtype=np.uint64, count=len(words))
+        self.cs = np.concatenate([[0], np.cumsum(np.fromiter(map(len, words), dtype=np.int64, count=len(words)))])
+
+    def hashes(self, n: int) -> np.ndarray:
+        m = len(self.ids) - n + 1
+        if m <= 0:
+            return np.empty(0, dtype=np.uint64)
+        h = np.zeros(m, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for k in range(n):
+                h = h * _P + self.ids[k:k + m]
+        return h
+
+    def top_chars(self, n: int) -> int:
+        """Characters covered by the most frequent n-gram (words joined by spaces), as Gopher."""
+        h = self.hashes(n)
+        if not len(h):
+            return 0
+        _, first, counts = np.unique(h, return_index=True, return_counts=True)
+        best = counts.max()
+        i = int(first[counts == best].min())  # ties: the n-gram seen first
+        return int(self.cs[i + n] - self.cs[i] + (n - 1)) * int(best)
+
+    def dup_chars(self, n: int) -> int:
+        """Characters in repeated n-grams, counting overlapping repeats once (Gopher/datatrove)."""
+        h = self.hashes(n).tolist()
+        cs = self.cs
+        seen: set[int] = set()
+        repeated, i, end = 0, 0, len(h)
+        while i < end:
+            x = h[i]
+            if x in seen:
+                repeated += int(cs[i + n] - cs[i])
+                i += n
+            else:
+                seen.add(x)
+                i += 1
+        return repeated
 
 
 def gopher_repetition(doc: DocView, p: GopherRepetition) -> Optional[str]:
@@ -107,12 +136,12 @@ def gopher_repetition(doc: DocView, p: GopherRepetition) -> Optional[str]:
         return "dup_line_frac"
     if chars / total > p.dup_line_char_frac:
         return "dup_line_char_frac"
-    words = doc.words
+    grams = _Grams(doc.words)
     for n, frac in sorted(p.top_n_grams.items()):
-        if _top_ngram_chars(words, n) / total > frac:
+        if grams.top_chars(n) / total > frac:
             return f"top_{n}_gram"
     for n, frac in sorted(p.dup_n_grams.items()):
-        if _dup_ngram_chars(words, n) / total > frac:
+        if grams.dup_chars(n) / total > frac:
             return f"duplicated_{n}_n_grams"
     return None
 

@@ -21,6 +21,14 @@ _CJK_RE = re.compile(rf"[{_CJK}]|(?:(?![{_CJK}]){_W})+|{_SYM}")
 _THAI = "\u0e00-\u0e7f"
 _THAI_RE = re.compile(rf"[{_THAI}]{{1,4}}|(?:(?![{_THAI}]){_W})+|{_SYM}")
 _TOKENIZERS = {"whitespace": _WS_RE, "cjk": _CJK_RE, "thai": _THAI_RE}
+# the same splitters without the symbol-run alternative: words only, in one C-level pass
+_WORDS = {
+    "whitespace": re.compile(rf"{_W}+"),
+    "cjk": re.compile(rf"[{_CJK}]|(?:(?![{_CJK}]){_W})+"),
+    "thai": re.compile(rf"[{_THAI}]{{1,4}}|(?:(?![{_THAI}]){_W})+"),
+}
+#: a word run with no letter in it (digits, marks, underscores only)
+NON_ALPHA_WORD = re.compile(r"(?<![\p{L}\p{M}\p{N}_])[\p{N}\p{M}_]+(?![\p{L}\p{M}\p{N}_])")
 
 
 def split_words(text: str, tokenizer: str = "whitespace") -> list[str]:
@@ -56,7 +64,7 @@ class DocView:
     def words(self) -> list[str]:
         """Tokens that are words (symbol runs removed)."""
         if self._words is None:
-            self._words = [t for t in self.tokens if is_word(t)]
+            self._words = _WORDS[self.tokenizer].findall(self.text)
         return self._words
 
     @property
