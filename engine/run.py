@@ -89,8 +89,18 @@ def run_pipeline(pipeline: Pipeline, address: Optional[str] = None, output: Opti
     fp = fingerprint(pipeline, files)
     manifest = read_json(fs, f"{root}/{MANIFEST}")
     if manifest and manifest.get("complete") and manifest.get("fingerprint") == fp:
+        report = read_json(fs, f"{root}/report.json")
+        if report is None:  # killed between the manifest and the report: rebuild it from the output
+            executor = RayExecutor(pipeline, address=address, num_cpus=num_cpus, progress=progress)
+            executor.start()
+            try:
+                report = build_report(executor, pipeline, fs, root, manifest, problems, wall_seconds=0.0, phase_seconds={})
+                write_report(fs, root, report)
+            finally:
+                executor.stop()
+            say(f"{out} was complete but had no report; rebuilt it")
         say(f"{out} is already complete for this config and input (fingerprint {fp[:12]}); nothing to do.")
-        return RunResult(out, manifest, read_json(fs, f"{root}/report.json"), skipped=True)
+        return RunResult(out, manifest, report, skipped=True)
 
     work = f"{root}/_work/{fp[:16]}"
     tmp_root = f"{root}/_work/_tmp"

@@ -46,12 +46,29 @@ def phase_schema(stages) -> pa.Schema:
     return pa.schema(fields)
 
 
-def read_files_batch(batch: pa.Table, input_opts, tokenizer_opts, schema: pa.Schema) -> Iterator[pa.Table]:
+def read_files_batch(batch: pa.Table, input_opts, tokenizer_opts, schema: pa.Schema,
+                     metrics_name: Optional[str] = None) -> Iterator[pa.Table]:
     """Ray task body: read the files named in a batch of (path, source, format) rows."""
+    metrics = _metrics_actor(metrics_name)
     for path, source, fmt in zip(batch["path"].to_pylist(), batch["source"].to_pylist(), batch["format"].to_pylist()):
+        t0 = time.perf_counter()
         for table in read_file(InputFile(path, source, fmt), input_opts):
             table = count_tokens(table, tokenizer_opts.kind, tokenizer_opts.encoding, tokenizer_opts.path)
+            if metrics is not None:
+                metrics.add.remote("read", time.perf_counter() - t0, table.num_rows)
             yield conform(table, schema)
+            t0 = time.perf_counter()
+
+
+def _metrics_actor(name: Optional[str]):
+    if not name:
+        return None
+    import ray
+
+    try:
+        return ray.get_actor(name)
+    except ValueError:
+        return None
 
 
 class StageActor:
@@ -64,14 +81,7 @@ class StageActor:
         for st in self.stages:
             st.setup()
         self.schema = schema
-        self.metrics = None
-        if metrics_name:
-            import ray
-
-            try:
-                self.metrics = ray.get_actor(metrics_name)
-            except ValueError:
-                self.metrics = None
+        self.metrics = _metrics_actor(metrics_name)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         for stage in self.stages:
@@ -246,7 +256,8 @@ class RayExecutor:
             rows = [{"path": f.path, "source": f.source, "format": f.format} for f in files]
             ds = ray.data.from_items(rows, override_num_blocks=len(rows))
             ds = ds.map_batches(read_files_batch, batch_size=1, batch_format="pyarrow",
-                                fn_kwargs=dict(input_opts=cfg.input, tokenizer_opts=cfg.tokenizer, schema=schema),
+                                fn_kwargs=dict(input_opts=cfg.input, tokenizer_opts=cfg.tokenizer, schema=schema,
+                                               metrics_name=self.metrics_name),
                                 num_cpus=1)
         else:
             ds = ray.data.read_parquet(source_dir)
