@@ -35,11 +35,18 @@ def build_report(executor, pipeline, fs, root: str, manifest: dict, problems, wa
         import ray
 
         ds = ray.data.read_parquet(reject_files, partitioning=None).select_columns(["reject_reason", "source", "meta"])
-        errs = ds.filter(expr=f"reject_reason in {list(FILE_REASONS)!r}").take_all()
+        errs = ds.map_batches(_file_error_rows, batch_format="pyarrow").take_all()
         for r in errs:
             meta = json.loads(r["meta"] or "{}")
             file_errors.append({"path": meta.get("path", r["source"]), "kind": r["reject_reason"], "error": meta.get("error")})
     return assemble(pipeline, kept, rej, file_errors, problems, executor.stage_metrics(), wall_seconds, phase_seconds, manifest)
+
+
+def _file_error_rows(batch):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return batch.filter(pc.is_in(batch["reject_reason"], pa.array(FILE_REASONS, pa.string())))
 
 
 def _g(row, key):

@@ -26,6 +26,7 @@ from .readers import list_input_files
 
 log = logging.getLogger("tokenmill")
 VERSION = "0.1.0"
+DONE = "_SUCCESS"
 
 
 @dataclass
@@ -113,14 +114,24 @@ def run_pipeline(pipeline: Pipeline, address: Optional[str] = None, output: Opti
     say(f"run {cfg.name}: {len(files)} input files, {len(segments)} segment(s), output {out}")
     executor.start()
     try:
+        proto = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+
+        def U(path: str) -> str:  # what the engine gets: a URL again for object stores
+            return path if proto in ("file", "local") else f"{proto}://{path}"
+
         def atomic_dir(final: str, build) -> bool:
-            if fs.exists(final):
+            """Build a phase's output in a temporary folder, move it into place, then mark it
+            done (``_SUCCESS``): on object stores a move is a copy, so the marker is the commit."""
+            if fs.exists(f"{final}/{DONE}"):
                 return False
+            if fs.exists(final):
+                fs.rm(final, recursive=True)  # a move that was cut short
             tmp = f"{tmp_root}/{uuid.uuid4().hex[:12]}"
-            build(tmp)
+            build(U(tmp))
             if not fs.exists(tmp):
                 fs.makedirs(tmp, exist_ok=True)
             fs.mv(tmp, final, recursive=True)
+            fs.touch(f"{final}/{DONE}")
             return True
 
         done_stages: list = []
@@ -139,16 +150,17 @@ def run_pipeline(pipeline: Pipeline, address: Optional[str] = None, output: Opti
                 for c, chunk in enumerate(chunks):
                     digest = hashlib.sha1("\n".join(f.path for f in chunk).encode()).hexdigest()[:8]
                     final = f"{stream_dir}/chunk-{c:05d}-{digest}"
-                    if fs.exists(final):
+                    if fs.exists(f"{final}/{DONE}"):
                         say(f"stream: chunk {c + 1}/{len(chunks)} already done, skipped")
                         continue
                     say(f"stream: chunk {c + 1}/{len(chunks)} ({len(chunk)} files) through "
                         f"read -> {' -> '.join(s.name for s in seg.stream) or '(no stages)'}")
                     atomic_dir(final, lambda tmp, chunk=chunk: executor.run_stream(
                         chunk, None, [], seg.stream, schema, None, tmp))
-            elif not fs.exists(stream_dir):
+            elif not fs.exists(f"{stream_dir}/{DONE}"):
                 say(f"stream: phase {i} through {' -> '.join(s.name for s in seg.stream)}")
-                atomic_dir(stream_dir, lambda tmp: executor.run_stream(None, prev_dir, marks, seg.stream, schema, in_schema, tmp))
+                atomic_dir(stream_dir, lambda tmp: executor.run_stream(None, U(prev_dir), [(n, U(m)) for n, m in marks],
+                                                                       seg.stream, schema, in_schema, tmp))
                 marks = []
             else:
                 say(f"stream: phase {i} already done, skipped")
@@ -159,7 +171,7 @@ def run_pipeline(pipeline: Pipeline, address: Optional[str] = None, output: Opti
                 rs = seg.barrier
                 mdir = f"{work}/p{i}-{rs.name}"
                 t0 = time.time()
-                if atomic_dir(mdir, lambda tmp: executor.run_global(rs, stream_dir, tmp)):
+                if atomic_dir(mdir, lambda tmp: executor.run_global(rs, U(stream_dir), tmp)):
                     say(f"global: {rs.name} done in {time.time() - t0:.1f}s")
                 else:
                     say(f"global: {rs.name} already done, skipped")
@@ -168,7 +180,7 @@ def run_pipeline(pipeline: Pipeline, address: Optional[str] = None, output: Opti
 
         staged = f"{work}/final"
         t0 = time.time()
-        if atomic_dir(staged, lambda tmp: executor.run_final(prev_dir, marks, in_schema, tmp)):
+        if atomic_dir(staged, lambda tmp: executor.run_final(U(prev_dir), [(n, U(m)) for n, m in marks], in_schema, tmp)):
             say(f"write: curated data and rejects staged in {time.time() - t0:.1f}s")
         phase_times["write"] = time.time() - t0
         manifest = commit(fs, root, staged, f"{work}/_commit.json", fp,

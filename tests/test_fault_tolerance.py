@@ -90,7 +90,7 @@ def test_killed_driver_is_resumed_with_identical_output(inputs, clean_run, tmp_p
     # kill the driver (and everything it started) once the first input chunk is committed
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        if list(out.glob("_work/*/p0-stream/chunk-*")):
+        if list(out.glob("_work/*/p0-stream/chunk-*/_SUCCESS")):
             break
         time.sleep(0.2)
     assert proc.poll() is None, proc.stdout.read().decode()[-3000:]

@@ -1,0 +1,157 @@
+"""Object-store paths work end to end: input read from and output written to S3, through a real
+S3 API server (moto's standalone server) on 127.0.0.1. Reading goes through fsspec (s3fs), Ray
+Data's reads and writes through pyarrow's S3FileSystem; both find the server through
+AWS_ENDPOINT_URL, which the test puts in the driver's environment and in every Ray worker's."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pyarrow.parquet as pq
+import pytest
+
+from tokenmill.engine.run import run_pipeline
+
+from pipeline_helpers import make_pipeline, web_docs
+
+s3fs = pytest.importorskip("s3fs")
+pytest.importorskip("moto.server")
+
+N_DOCS = 60
+IN_GLOB = "s3://in-bucket/crawl/*.jsonl.gz"
+OUT = "s3://out-bucket/run1"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """moto's S3 server on a free loopback port; the AWS env points every client at it."""
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_EC2_METADATA_DISABLED": "true",   # no instance-metadata probes off the machine
+        "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    try:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        deadline = time.time() + 30
+        while True:
+            try:
+                opener.open(f"{endpoint}/moto-api/", timeout=2).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    pytest.fail(f"moto server did not start on {endpoint} (exit code {proc.poll()})")
+                time.sleep(0.1)
+        os.environ.update(env)
+        yield endpoint, env
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def ray_s3(s3_server):
+    """A Ray whose workers get the AWS env (a Ray started before the env was set would not pass
+    it on): the session's Ray is stopped for this module and started again afterwards."""
+    import ray
+
+    _, env = s3_server
+    was_up = ray.is_initialized()
+    if was_up:
+        ray.shutdown()
+    ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING", runtime_env={"env_vars": env})
+    yield ray
+    ray.shutdown()
+    if was_up:  # as conftest's ray_local started it, for the tests after this module
+        ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING")
+
+
+@pytest.fixture(scope="module")
+def s3(s3_server):
+    fs = s3fs.S3FileSystem(endpoint_url=s3_server[0], key="testing", secret="testing", skip_instance_cache=True)
+    return fs
+
+
+def _parquet(s3, path: str):
+    with s3.open(path, "rb") as fh:
+        return pq.read_table(fh, partitioning=None)
+
+
+def test_object_store_input_and_output(ray_s3, s3, shared_data):
+    docs = web_docs(shared_data)[:N_DOCS]
+    assert len(docs) == N_DOCS
+    s3.mkdir("in-bucket")
+    s3.mkdir("out-bucket")
+    half = N_DOCS // 2
+    for i, part in enumerate((docs[:half], docs[half:])):
+        body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part).encode()
+        s3.pipe(f"in-bucket/crawl/shard-{i}.jsonl.gz", gzip.compress(body))
+
+    pipe, _ = make_pipeline([IN_GLOB], OUT, batch_size=20)
+    res = run_pipeline(pipe, progress=False)
+    assert not res.skipped
+
+    root = OUT.split("://", 1)[1]
+    s3.invalidate_cache()
+    for name in ("_manifest.json", "report.json", "report.html"):
+        assert s3.exists(f"{root}/{name}"), name
+    manifest = json.loads(s3.cat(f"{root}/_manifest.json"))
+    report = json.loads(s3.cat(f"{root}/report.json"))
+    assert manifest["complete"] is True
+    assert manifest["inputs"] == [f"s3://in-bucket/crawl/shard-{i}.jsonl.gz" for i in range(2)]
+    assert report["file_errors"] == [], report["file_errors"]   # every input was read, from the loopback server
+
+    # the manifest lists exactly the Parquet files in place, each with its true row count
+    listed = {f["path"]: f for f in manifest["files"]}
+    on_store = {p[len(root) + 1:] for p in s3.find(root) if p.endswith(".parquet")}
+    assert set(listed) == on_store
+    data_files = [p for p in listed if p.startswith("data/")]
+    assert data_files and all(p.split("/")[1].startswith("language=") and p.split("/")[2].startswith("part-")
+                              for p in data_files), data_files
+    kept_ids, rejected_ids = [], []
+    for rel, f in listed.items():
+        t = _parquet(s3, f"{root}/{rel}")
+        assert t.num_rows == f["rows"], rel
+        assert f["bytes"] == s3.size(f"{root}/{rel}")
+        if rel.startswith("data/"):
+            lang = rel.split("/")[1].split("=", 1)[1]
+            assert set(t["language"].to_pylist()) == {lang}, rel
+            kept_ids += t["id"].to_pylist()
+        else:
+            rejected_ids += t["id"].to_pylist()
+    assert kept_ids, "nothing was kept"
+    # every document is kept or rejected, exactly once
+    assert len(kept_ids) + len(rejected_ids) == N_DOCS
+    assert sorted(kept_ids + rejected_ids) == sorted(r["id"] for r in docs)
+    assert report["input"]["docs"] == N_DOCS and report["output"]["docs"] == len(kept_ids)
+
+    assert not s3.exists(f"{root}/_work"), s3.find(f"{root}/_work")
+
+    again = run_pipeline(make_pipeline([IN_GLOB], OUT, batch_size=20)[0], progress=False)
+    assert again.skipped
