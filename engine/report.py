@@ -124,7 +124,7 @@ def _bars(rows: list[tuple[str, float, str]], width: int = 640, unit: str = "") 
         return "<p>none</p>"
     top = max(v for _, v, _ in rows) or 1
     h = 22
-    label_w = 230
+    label_w = max(80, 7 * max(len(label) for label, _, _ in rows) + 12)
     parts = [f'<svg width="{width + label_w + 120}" height="{h * len(rows) + 4}" role="img">']
     for i, (label, value, color) in enumerate(rows):
         w = max(1, int(width * value / top)) if value else 0
