@@ -218,8 +218,7 @@ class RayExecutor:
                 num_cpus=r.num_cpus,
                 num_gpus=r.num_gpus or None,
                 memory=r.memory,
-                ray_remote_args_fn=_restartable,  # a killed actor restarts; its batches are retried
-            )
+            )  # Ray Data's actor pools restart a killed actor and retry its batches (max_restarts=-1)
         return ds
 
     def _apply_marks(self, ds, marks: list[tuple[str, str]], schema: pa.Schema):
@@ -316,10 +315,6 @@ class RayExecutor:
         ds = ds.map_batches(_fill_group_nulls, fn_kwargs=dict(group=group), batch_format="pyarrow")
         res = ds.groupby(group, num_partitions=max(1, min(len(paths), self.cluster_cpus()))).aggregate(Count(), *[Sum(c) for c in columns])
         return res.take_all()
-
-
-def _restartable() -> dict:
-    return {"max_restarts": -1, "max_task_retries": -1}
 
 
 def _internal_columns(pipeline) -> set[str]:
