@@ -21,9 +21,33 @@ MANIFEST = "_manifest.json"
 
 
 def out_fs(path: str):
-    """(filesystem, root path inside it) for a local path or an object-store URL."""
+    """(filesystem, root path inside it) for a local path or an object-store URL. fsspec shares one
+    instance per URL kind, and an object store's instance caches listings: Ray workers write here
+    behind its back, so the cache is dropped and the store asked afresh."""
     fs, root = fsspec.core.url_to_fs(path)
+    fs.invalidate_cache()
     return fs, root
+
+
+def is_local(fs) -> bool:
+    proto = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return proto in ("file", "local")
+
+
+def move_dir(fs, src: str, dst: str) -> None:
+    """Move a folder. Locally one rename; an object store has neither folders nor rename (and
+    fsspec's recursive ``mv`` there also copies the folder's own name as if it were a key, which
+    fails), so each file is moved on its own, then what is left of ``src`` (folder markers) goes."""
+    if is_local(fs):
+        fs.mv(src, dst, recursive=True)
+        return
+    fs.invalidate_cache(src)  # its files were written by other processes
+    files = [p for p in fs.find(src) if not p.endswith("/")]  # "x/" keys are folder markers
+    if files:  # lists of files: copied concurrently, then deleted
+        fs.mv(files, [f"{dst}/{p[len(src):].lstrip('/')}" for p in files])
+    fs.invalidate_cache(dst)
+    if fs.exists(src):
+        fs.rm(src, recursive=True)
 
 
 def write_json_atomic(fs, path: str, obj: Any) -> None:

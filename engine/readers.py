@@ -61,6 +61,7 @@ def list_input_files(patterns: list[str], fmt: str = "auto") -> tuple[list[Input
     for pattern in patterns:
         if "://" in pattern:
             fs, _, _ = fsspec.get_fs_token_paths(pattern)
+            fs.invalidate_cache()  # a shared instance's cached listing would miss new or changed input
             protocol = pattern.split("://", 1)[0]
             matches = sorted(f"{protocol}://{p}" for p in fs.glob(pattern.split("://", 1)[1]))
             expanded = []

@@ -19,9 +19,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Optional
 
+import fsspec
+
 from .config import Pipeline
 from .languages import deep_merge
-from .manifest import MANIFEST, commit, out_fs, read_json, write_json_atomic
+from .manifest import MANIFEST, commit, move_dir, out_fs, read_json, write_json_atomic
 from .readers import list_input_files
 
 log = logging.getLogger("tokenmill")
@@ -59,6 +61,12 @@ def fingerprint(pipeline: Pipeline, files) -> str:
     inputs = []
     for f in files:
         try:
+            if "://" in f.path:  # object store: size and ETag (or modification time), from the listing's cache
+                rfs, rpath = fsspec.core.url_to_fs(f.path)
+                info = rfs.info(rpath)
+                stamp = next((info[k] for k in ("ETag", "etag", "LastModified", "mtime", "updated") if info.get(k)), None)
+                inputs.append([f.path, f.source, f.format, info.get("size"), None if stamp is None else str(stamp)])
+                continue
             st = os.stat(f.path)
             inputs.append([f.path, f.source, f.format, st.st_size, int(st.st_mtime)])
         except OSError:
@@ -130,7 +138,7 @@ def run_pipeline(pipeline: Pipeline, address: Optional[str] = None, output: Opti
             build(U(tmp))
             if not fs.exists(tmp):
                 fs.makedirs(tmp, exist_ok=True)
-            fs.mv(tmp, final, recursive=True)
+            move_dir(fs, tmp, final)
             fs.touch(f"{final}/{DONE}")
             return True
 

@@ -16,7 +16,8 @@ import urllib.request
 import pyarrow.parquet as pq
 import pytest
 
-from tokenmill.engine.run import run_pipeline
+from tokenmill.engine.readers import list_input_files
+from tokenmill.engine.run import fingerprint, run_pipeline
 
 from pipeline_helpers import make_pipeline, web_docs
 
@@ -152,6 +153,13 @@ def test_object_store_input_and_output(ray_s3, s3, shared_data):
     assert report["input"]["docs"] == N_DOCS and report["output"]["docs"] == len(kept_ids)
 
     assert not s3.exists(f"{root}/_work"), s3.find(f"{root}/_work")
+    everything = {p[len(root) + 1:] for p in s3.find(root)} - {""}   # "" is a folder marker ("run1/")
+    assert everything == set(listed) | {"_manifest.json", "report.json", "report.html"}, everything
 
     again = run_pipeline(make_pipeline([IN_GLOB], OUT, batch_size=20)[0], progress=False)
     assert again.skipped
+
+    # changed input on the store changes the fingerprint, so a re-run would not skip it
+    s3.pipe("in-bucket/crawl/shard-1.jsonl.gz", gzip.compress(json.dumps(docs[-1]).encode() + b"\n"))
+    files, _ = list_input_files([IN_GLOB])
+    assert fingerprint(pipe, files) != manifest["fingerprint"]
