@@ -54,6 +54,7 @@ class MemorySampler:
         self.root, self.interval, self.pss = root, interval, pss
         self.peak = {"rss_all": 0, "rss_workers": 0, "pss_all": 0}
         self.peak_procs = 0
+        self.peak_detail: list = []
         self.foreign_ray = 0
         self.samples = 0
         self._stop = threading.Event()
@@ -81,6 +82,8 @@ class MemorySampler:
                 found[p.pid] = p
         except psutil.Error:
             pass
+        if self.samples % 25:          # the machine-wide scan is costly: every 5 s is enough
+            return list(found.values())
         foreign = 0
         for p in psutil.process_iter(["cmdline"]):
             try:
@@ -110,9 +113,27 @@ class MemorySampler:
             return None
         return None
 
+    @staticmethod
+    def _label(p: psutil.Process) -> str:
+        try:
+            cmd = p.cmdline()
+        except psutil.Error:
+            return "?"
+        if not cmd:
+            return p.name()
+        if cmd[0].startswith("ray::"):
+            return cmd[0][:60]
+        joined = " ".join(cmd)
+        for key in ("raylet", "gcs_server", "dashboard_agent", "runtime_env/agent", "log_monitor", "monitor.py",
+                    "forkserver", "default_worker.py", "--child"):
+            if key in joined:
+                return key if key != "--child" else "driver " + joined.split("--child", 1)[1].split()[0]
+        return os.path.basename(cmd[0])[:40] + " " + " ".join(cmd[1:2])[:40]
+
     def sample(self) -> None:
         rss_all = rss_workers = pss_all = 0
         procs = self._procs()
+        detail = []
         for p in procs:
             try:
                 rss = p.memory_info().rss
@@ -121,9 +142,13 @@ class MemorySampler:
             rss_all += rss
             if not self._is_daemon(p):
                 rss_workers += rss
+            pss = self._pss(p.pid) if self.pss else None
             if self.pss:
-                pss = self._pss(p.pid)
                 pss_all += pss if pss is not None else rss
+            detail.append((p, rss, pss))
+        if rss_workers > self.peak["rss_workers"]:
+            self.peak_detail = sorted(((self._label(p), round(r / MiB), round(s / MiB) if s is not None else None)
+                                       for p, r, s in detail), key=lambda x: -x[1])
         self.peak["rss_all"] = max(self.peak["rss_all"], rss_all)
         self.peak["rss_workers"] = max(self.peak["rss_workers"], rss_workers)
         self.peak["pss_all"] = max(self.peak["pss_all"], pss_all)
@@ -138,7 +163,8 @@ class MemorySampler:
     def result(self) -> dict:
         return {**{f"peak_{k}_mib": round(v / MiB, 1) for k, v in self.peak.items()},
                 "peak_processes": self.peak_procs, "samples": self.samples,
-                "max_foreign_ray_processes": self.foreign_ray}
+                "max_foreign_ray_processes": self.foreign_ray,
+                "at_peak_rss_workers": [{"process": l, "rss_mib": r, "pss_mib": s} for l, r, s in self.peak_detail]}
 
 
 def tree_cpu_seconds(pid: int | None = None) -> float:
@@ -278,7 +304,20 @@ def machine_info() -> dict:
         except Exception:
             versions[mod] = None
     info["versions"] = versions
+    info["repo"] = git_state()
     return info
+
+
+def git_state() -> dict:
+    """The tokenmill commit measured, and whether engine/ or stages/ had uncommitted changes."""
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    return {"head": git("rev-parse", "HEAD"), "subject": git("log", "-1", "--format=%s"),
+            "dirty": [l for l in (git("status", "--porcelain", "--", "engine", "stages", "configs") or "").splitlines()]}
 
 
 def print_table(headers: list[str], rows: list[list], title: str | None = None) -> str:

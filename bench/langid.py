@@ -1,6 +1,6 @@
 """Benchmark: docs/s per core of tokenmill's ``langid`` stage under Ray vs a plain fastText loop.
 
-    python bench/langid.py                 # default: ~200k docs, 5 repeats, all modes (~5 min on 2 cores)
+    python bench/langid.py                 # default: ~200k docs, 3 repeats, all modes (~5-8 min on 2 cores)
     python bench/langid.py --quick         # 1 copy (~20k docs), 3 repeats: a smoke test
     python bench/langid.py --profile       # also cProfile the stage's __call__ (no Ray)
 
@@ -345,7 +345,7 @@ def child_main(a) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--copies", type=int, default=10, help="replications of langid_dev.jsonl (10 -> ~200k docs)")
-    p.add_argument("--repeats", type=int, default=5, help="timed repeats per mode (median reported)")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats per mode (median reported)")
     p.add_argument("--pipeline-runs", type=int, default=1, help="real pipeline runs (each a fresh Ray + output)")
     p.add_argument("--batch-size", type=int, default=2000, help="rows per batch (langid's default)")
     p.add_argument("--cores", type=int, default=min(2, os.cpu_count() or 1), help="CPUs for Ray")
@@ -416,7 +416,7 @@ def main() -> None:
                             "cpu_seconds": [r["cpu_seconds"][0] for r in pruns],
                             "langid_busy_seconds": [r["langid_busy_seconds"] for r in pruns],
                             "phase_seconds": [r["phase_seconds"] for r in pruns],
-                            "memory": {k: max(r["memory"][k] for r in pruns) for k in pruns[0]["memory"]},
+                            "memory": max((r["memory"] for r in pruns), key=lambda m: m["peak_rss_workers_mib"]),
                             "runs": pruns}
 
     # -- table -----------------------------------------------------------------------------------

@@ -1,9 +1,14 @@
 """Benchmark: read -> langid -> heuristics -> write, tokenmill (Ray Data) vs datatrove (local executor).
 
-    python bench/pipeline.py                # 1x (20,000 docs), 3 interleaved runs of each (~10 min on 2 busy cores)
-    python bench/pipeline.py --runs 1       # one run of each
+    python bench/pipeline.py                # 1x (20,000 docs), 1 run of each system
+    python bench/pipeline.py --runs 3       # 3 interleaved runs of each at 1x: medians (3x as long)
     python bench/pipeline.py --scale 10     # also 10x (200,000 docs, 1 run each) for the memory check (long)
-    python bench/pipeline.py --only-scale 10 --runs 1   # just the 10x runs
+    python bench/pipeline.py --only-scale 10            # just the 10x runs
+    python bench/pipeline.py --docs 5000    # a smaller "1x" (a smoke test)
+
+Duration: datatrove's filters cost ~30-60 ms of CPU per document here (spaCy word and
+sentence splitting), so its 1x run alone needs ~5+ minutes of two idle cores, and the
+default run (1 run of each) ~8-10 minutes on an idle 2-core machine; more when it is shared.
 
 Input: the ``text`` of shared/data/web_dev.jsonl (394 web pages) + quality_dev.jsonl (757 docs),
 cycled to 20,000 x scale documents (unique ids, identical texts repeat), written once as JSONL
@@ -50,16 +55,17 @@ SPEED_GOAL = 2.0
 MEM_GOAL = 1.2
 
 
-def prepare(scale: int) -> dict:
+def prepare(scale: int, docs_1x: int = DOCS_1X) -> dict:
     rows = []
     for name in ("web_dev.jsonl", "quality_dev.jsonl"):
         for line in open(SHARED_DATA / name, encoding="utf-8"):
             r = json.loads(line)
             if isinstance(r.get("text"), str) and r["text"].strip():
                 rows.append((r["id"], r["text"]))
-    n = DOCS_1X * scale
-    folder = PDIR / f"input-x{scale}"
-    done = PDIR / f"input-x{scale}.done"          # outside the folder: not an input file
+    n = docs_1x * scale
+    tag = f"x{scale}" if docs_1x == DOCS_1X else f"{n}docs"
+    folder = PDIR / f"input-{tag}"
+    done = PDIR / f"input-{tag}.done"          # outside the folder: not an input file
     if not done.exists():
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
@@ -145,7 +151,8 @@ CHILDREN = {"tokenmill": child_tokenmill, "datatrove": child_datatrove}
 # -- parent ---------------------------------------------------------------------------------------------
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", type=int, default=3, help="runs of each system at 1x (interleaved; median reported)")
+    p.add_argument("--runs", type=int, default=1, help="runs of each system at 1x (interleaved; median reported)")
+    p.add_argument("--docs", type=int, default=DOCS_1X, help="documents at 1x (default 20,000)")
     p.add_argument("--scale", type=int, default=None, help="also run at this scale (e.g. 10: 200k docs) for memory")
     p.add_argument("--scale-runs", type=int, default=1, help="runs of each system at --scale")
     p.add_argument("--only-scale", type=int, default=None, help="run only this scale (skip 1x)")
@@ -182,7 +189,7 @@ def main() -> None:
     res_dir.mkdir(parents=True, exist_ok=True)
     results: dict = {}
     for sc, nruns in plan:
-        inp = prepare(sc)
+        inp = prepare(sc, a.docs)
         print(f"pipeline bench x{sc}: {inp['docs']:,} docs in {inp['files']} JSONL files ({inp['bytes'] / 1e6:,.0f} MB), "
               f"{nruns} run(s) of {', '.join(systems)} interleaved, {a.cores} cores", flush=True)
         runs = {s: [] for s in systems}

@@ -79,12 +79,11 @@ def list_input_files(patterns: list[str], fmt: str = "auto") -> tuple[list[Input
             problems.append((pattern, "matches no file"))
         base = _glob_base(pattern) if any(c in pattern for c in "*?[") else (pattern if os.path.isdir(pattern) else os.path.dirname(pattern))
         for path in expanded:
-            if path in seen:
-                continue
+            if path in seen or os.path.basename(path.rstrip("/")).startswith((".", "_")):
+                continue  # hidden files and markers (_SUCCESS, .crc) are never input
             f = fmt if fmt != "auto" else detect_format(path)
             if f is None:
-                if not os.path.basename(path).startswith((".", "_")):
-                    problems.append((path, "unknown file format (expected .jsonl[.gz|.zst], .parquet, .warc[.gz])"))
+                problems.append((path, "unknown file format (expected .jsonl[.gz|.zst], .parquet, .warc[.gz])"))
                 continue
             seen.add(path)
             rel = os.path.relpath(path, base) if base and "://" not in path else os.path.basename(path)

@@ -198,6 +198,8 @@ def run_pipeline(pipeline: Pipeline, address: Optional[str] = None, output: Opti
         t0 = time.time()
         report = build_report(executor, pipeline, fs, root, manifest, problems,
                               wall_seconds=time.time() - t_start, phase_seconds=phase_times)
+        report["phase_seconds"]["report"] = round(time.time() - t0, 2)
+        report["wall_seconds"] = round(time.time() - t_start, 2)  # everything but Ray's shutdown
         write_report(fs, root, report)
         if not keep_work:
             fs.rm(f"{root}/_work", recursive=True)
