@@ -43,7 +43,8 @@ def _stage_workers():
             cmd = " ".join(p.info["cmdline"] or [])
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        if "MapWorker(MapBatches(StageActor" in cmd:
+        # Ray Data may fuse the reader into the stage pool: "MapWorker(MapBatches(read_files_batch)->MapBatches(StageActor))"
+        if cmd.startswith("ray::MapWorker(") and "StageActor" in cmd:
             procs.append(p)
     return procs
 
