@@ -92,6 +92,8 @@ def child_tokenmill(a) -> dict:
         "stages": [{"type": "langid"},
                    {"type": "heuristics", "rules": ["gopher_repetition", "gopher_quality", "c4", "fineweb"]}],
     }
+    if getattr(a, "object_store_mb", None):
+        data["ray"] = {"object_store_memory": a.object_store_mb << 20}
     pipeline = build_pipeline(data)
     with CpuTracker() as tracker:
         t0, c0 = time.perf_counter(), tracker.total()
@@ -158,6 +160,7 @@ def main() -> None:
     p.add_argument("--only-scale", type=int, default=None, help="run only this scale (skip 1x)")
     p.add_argument("--cores", type=int, default=min(2, os.cpu_count() or 1), help="CPUs for Ray / datatrove workers")
     p.add_argument("--systems", default="tokenmill,datatrove")
+    p.add_argument("--object-store-mb", type=int, default=None, help="cap the embedded Ray's object store (MiB)")
     p.add_argument("--json", default=str(HERE.with_suffix(".json")))
     p.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     p.add_argument("--input", help=argparse.SUPPRESS)
@@ -201,7 +204,8 @@ def main() -> None:
                 print(f"  {sysname} run {i + 1}/{nruns} ...", flush=True)
                 r = run_child([str(HERE), "--child", sysname, "--input", inp["folder"], "--output", str(out),
                                "--result", str(rpath), "--cores", str(a.cores), "--tasks", str(a.cores),
-                               "--workers", str(a.cores)], rpath,
+                               "--workers", str(a.cores)]
+                              + (["--object-store-mb", str(a.object_store_mb)] if a.object_store_mb else []), rpath,
                               env={"PYTHONPATH": os.pathsep.join(filter(None, [str(BENCH), os.environ.get("PYTHONPATH")]))})
                 shutil.rmtree(out, ignore_errors=True)
                 r["docs"] = inp["docs"]
