@@ -225,6 +225,12 @@ def build_pipeline(data: dict, source: Path | None = None, check_inputs: bool = 
 
     # languages: the folder, each file, each override must validate
     lang_dir = Path(cfg.languages.dir) if cfg.languages.dir else REPO_LANGUAGES_DIR
+    if not cfg.languages.dir and not lang_dir.is_dir():
+        import warnings
+
+        warnings.warn(f"languages.dir is not set and {lang_dir} does not exist (a non-editable install?): "
+                      "every language uses the built-in default thresholds; set languages.dir to your "
+                      "configs/languages folder", stacklevel=2)
     if cfg.languages.dir and not lang_dir.is_dir():
         errors.append(("languages.dir", f"not a folder: {lang_dir}"))
     try:
