@@ -30,10 +30,6 @@ DOCUMENT_SCHEMA = pa.schema(CORE_FIELDS + [ROW_KEY_FIELD] + COUNT_FIELDS + REJEC
 CORE_COLUMNS = [f.name for f in CORE_FIELDS]
 
 
-def empty_documents() -> pa.Table:
-    return DOCUMENT_SCHEMA.empty_table()
-
-
 def live_mask(batch: pa.Table) -> pa.Array:
     """True for rows no stage has rejected yet."""
     if "reject_stage" not in batch.column_names:
@@ -62,9 +58,3 @@ def mark_rejects(batch: pa.Table, stage: str, reasons: pa.Array) -> pa.Table:
     batch = set_column(batch, "reject_stage", stage_col)
     return set_column(batch, "reject_reason", reason_col)
 
-
-def concat(tables: list[pa.Table]) -> pa.Table:
-    tables = [t for t in tables if t is not None]
-    if not tables:
-        return empty_documents()
-    return pa.concat_tables(tables, promote_options="permissive")
