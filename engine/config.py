@@ -67,6 +67,9 @@ class RayConfig(BaseModel):
     num_cpus: Optional[int] = Field(None, ge=1, description="CPUs of the embedded local Ray")
     object_store_memory: Optional[int] = Field(None, ge=78_643_200)
     fuse_cpu_stages: bool = Field(True, description="consecutive CPU stages share one actor pool")
+    shuffle: Literal["auto", "hash", "sort"] = Field(
+        "auto", description="Ray Data shuffle of global steps: hash (shuffle actors, for large data), sort "
+        "(tasks, no start-up cost), or auto: sort below 1 GiB of phase output, hash above")
 
 
 class LanguagesConfig(BaseModel):

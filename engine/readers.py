@@ -21,6 +21,9 @@ from .schema import DOCUMENT_SCHEMA
 
 READ_STAGE = "read"
 FILE_ERROR = "unreadable_file"
+TRUNCATED = "truncated_file"
+#: reasons of rows that stand for a whole file (the report lists them under file_errors)
+FILE_REASONS = (FILE_ERROR, TRUNCATED)
 MAX_BATCH_BYTES = 64 << 20
 
 
@@ -58,6 +61,7 @@ def list_input_files(patterns: list[str], fmt: str = "auto") -> tuple[list[Input
     files: list[InputFile] = []
     problems: list[tuple[str, str]] = []
     seen: set[str] = set()
+    sources: set[str] = set()
     for pattern in patterns:
         if "://" in pattern:
             fs, _, _ = fsspec.get_fs_token_paths(pattern)
@@ -87,6 +91,9 @@ def list_input_files(patterns: list[str], fmt: str = "auto") -> tuple[list[Input
                 continue
             seen.add(path)
             rel = os.path.relpath(path, base) if base and "://" not in path else os.path.basename(path)
+            if rel in sources:  # two patterns give the same relative name: the full path keeps row_key unique
+                rel = path.split("://", 1)[-1].lstrip("/")
+            sources.add(rel)
             files.append(InputFile(path=path, source=rel, format=f))
     return files, problems
 
@@ -216,7 +223,7 @@ def read_jsonl(f: InputFile, opts) -> Iterator[pa.Table]:
     except Exception as exc:  # truncated .gz/.zst, unreadable path, I/O error: keep what was read
         if tail is not None:
             exc = type(exc)(f"{exc} (a partial last line of {len(tail[0])} bytes was dropped)")
-        _file_error(b, f, exc, FILE_ERROR if lineno < 0 else "truncated_file")
+        _file_error(b, f, exc, FILE_ERROR if lineno < 0 else TRUNCATED)
     out = b.emit()
     if out is not None:
         yield out
@@ -292,7 +299,7 @@ def read_warc(f: InputFile, opts) -> Iterator[pa.Table]:
                 if b.full():
                     yield b.emit()
     except Exception as exc:
-        _file_error(b, f, exc, FILE_ERROR if count == 0 else "truncated_file")
+        _file_error(b, f, exc, FILE_ERROR if count == 0 else TRUNCATED)
     out = b.emit()
     if out is not None:
         yield out

@@ -1,88 +1,64 @@
 """The run report: report.json (funnel per stage, reject reasons, languages, files, timings),
 report.html (the same at a glance, as inline SVG charts) and the end-of-run summary.
 
-Counts are aggregated from the committed output files themselves (Ray Data groupby over
-their small columns), so the report always agrees with what is on disk.
+Counts come from the write-time statistics of the final write (``engine/stats.py``), kept in the
+manifest with the files they describe, so the report agrees with what is on disk without
+re-reading it; stage timings come from the executor's metrics.
 """
 from __future__ import annotations
 
 import html
-import json
 import sys
-from typing import Optional
 
-from .manifest import write_json_atomic, write_text_atomic
-from .readers import FILE_ERROR, READ_STAGE
-
-FILE_REASONS = (FILE_ERROR, "truncated_file")
+from .readers import READ_STAGE
+from .stats import WriteStats
 
 
-def _full(fs, root, rel):
-    proto = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    path = f"{root}/{rel}"
-    return path if proto in ("file", "local") else f"{proto}://{path}"
+def _zero() -> dict:
+    return {"docs": 0, "chars": 0, "tokens": 0}
 
 
-def build_report(executor, pipeline, fs, root: str, manifest: dict, problems, wall_seconds: float,
+def build_report(pipeline, manifest: dict, stats: WriteStats, problems, metrics: dict, wall_seconds: float,
                  phase_seconds: dict) -> dict:
-    data_files = [_full(fs, root, f["path"]) for f in manifest["files"] if f["path"].startswith("data/")]
-    reject_files = [_full(fs, root, f["path"]) for f in manifest["files"] if f["path"].startswith("rejects/")]
-    kept = executor.aggregate(data_files, ["language"], ["num_chars", "num_tokens"]) if data_files else []
-    rej = executor.aggregate(reject_files, ["reject_stage", "reject_reason", "language"], ["num_chars", "num_tokens"]) \
-        if reject_files else []
-    file_errors = []
-    if any(r["reject_reason"] in FILE_REASONS for r in rej):
-        import ray
-
-        ds = ray.data.read_parquet(reject_files, partitioning=None).select_columns(["reject_reason", "source", "meta"])
-        errs = ds.map_batches(_file_error_rows, batch_format="pyarrow").take_all()
-        for r in errs:
-            meta = json.loads(r["meta"] or "{}")
-            file_errors.append({"path": meta.get("path", r["source"]), "kind": r["reject_reason"], "error": meta.get("error")})
-    return assemble(pipeline, kept, rej, file_errors, problems, executor.stage_metrics(), wall_seconds, phase_seconds, manifest)
-
-
-def _file_error_rows(batch):
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    return batch.filter(pc.is_in(batch["reject_reason"], pa.array(FILE_REASONS, pa.string())))
-
-
-def _g(row, key):
-    v = row.get(key)
-    return 0 if v is None else v
-
-
-def assemble(pipeline, kept_rows, reject_rows, file_errors, problems, metrics, wall_seconds, phase_seconds, manifest) -> dict:
     stage_names = [READ_STAGE] + [rs.name for rs in pipeline.stages]
-    rejected = {s: {"docs": 0, "chars": 0, "tokens": 0} for s in stage_names}
+    rejected = {s: _zero() for s in stage_names}
     reasons: dict[str, dict] = {}
     lang_rejected: dict[str, int] = {}
-    for r in reject_rows:
-        if r["reject_reason"] in FILE_REASONS:
-            continue
-        stage = r["reject_stage"] or "unknown"
-        d = rejected.setdefault(stage, {"docs": 0, "chars": 0, "tokens": 0})
-        d["docs"] += r["count()"]
-        d["chars"] += _g(r, "sum(num_chars)")
-        d["tokens"] += _g(r, "sum(num_tokens)")
-        reason = r["reject_reason"] or "unknown"
-        if reason.startswith("duplicate_of:"):
-            reason = "duplicate"
-        key = f"{stage}:{reason}"
-        rr = reasons.setdefault(key, {"stage": stage, "reason": reason, "docs": 0, "tokens": 0})
-        rr["docs"] += r["count()"]
-        rr["tokens"] += _g(r, "sum(num_tokens)")
-        if r.get("language"):
-            lang_rejected[r["language"]] = lang_rejected.get(r["language"], 0) + r["count()"]
-    kept = {"docs": sum(r["count()"] for r in kept_rows), "chars": sum(_g(r, "sum(num_chars)") for r in kept_rows),
-            "tokens": sum(_g(r, "sum(num_tokens)") for r in kept_rows)}
+    for (stage, reason, lang), (docs, chars, tokens) in stats.rejected.items():
+        d = rejected.setdefault(stage, _zero())
+        d["docs"] += docs
+        d["chars"] += chars
+        d["tokens"] += tokens
+        rr = reasons.setdefault(f"{stage}:{reason}", {"stage": stage, "reason": reason, "docs": 0, "tokens": 0})
+        rr["docs"] += docs
+        rr["tokens"] += tokens
+        if lang:
+            lang_rejected[lang] = lang_rejected.get(lang, 0) + docs
+    kept = {u: sum(v[i] for v in stats.kept.values()) for i, u in enumerate(("docs", "chars", "tokens"))}
     total = {k: kept[k] + sum(v[k] for v in rejected.values()) for k in kept}
-    funnel = []
-    cur = dict(total)
+    return {
+        "name": pipeline.config.name,
+        "fingerprint": manifest["fingerprint"],
+        "wall_seconds": round(wall_seconds, 2),
+        "phase_seconds": {k: round(v, 2) for k, v in phase_seconds.items()},
+        "shuffle_bytes": (metrics or {}).get("shuffle_bytes"),
+        "input": total,
+        "output": kept,
+        "stages": _funnel(stage_names, total, rejected, (metrics or {}).get("stages", {})),
+        "reject_reasons": sorted(reasons.values(), key=lambda x: (-x["docs"], x["stage"], x["reason"])),
+        "languages": sorted(({"language": lang, "docs": v[0], "chars": v[1], "tokens": v[2],
+                              "rejected_docs": lang_rejected.get(lang, 0)} for lang, v in stats.kept.items()),
+                            key=lambda x: (-x["tokens"], x["language"])),
+        "file_errors": stats.file_errors + [{"path": p, "kind": "input", "error": e} for p, e in problems],
+        "files": {"data": sum(1 for f in manifest["files"] if f["path"].startswith("data/")),
+                  "rejects": sum(1 for f in manifest["files"] if f["path"].startswith("rejects/"))},
+    }
+
+
+def _funnel(stage_names: list[str], total: dict, rejected: dict, metrics: dict) -> list[dict]:
+    funnel, cur = [], dict(total)
     for s in stage_names:
-        rj = rejected.get(s, {"docs": 0, "chars": 0, "tokens": 0})
+        rj = rejected.get(s, _zero())
         out = {k: cur[k] - rj[k] for k in cur}
         m = metrics.get(s, {})
         busy = m.get("busy_seconds")
@@ -95,28 +71,12 @@ def assemble(pipeline, kept_rows, reject_rows, file_errors, problems, metrics, w
             "docs_per_second": round(m["rows"] / busy, 1) if busy else None,
         })
         cur = out
-    languages = sorted(({"language": r["language"] or "und", "docs": r["count()"], "chars": _g(r, "sum(num_chars)"),
-                         "tokens": _g(r, "sum(num_tokens)"), "rejected_docs": lang_rejected.get(r["language"], 0)}
-                        for r in kept_rows), key=lambda x: (-x["tokens"], x["language"]))
-    return {
-        "name": pipeline.config.name,
-        "fingerprint": manifest["fingerprint"],
-        "wall_seconds": round(wall_seconds, 2),
-        "phase_seconds": {k: round(v, 2) for k, v in phase_seconds.items()},
-        "input": {"docs": total["docs"], "chars": total["chars"], "tokens": total["tokens"]},
-        "output": kept,
-        "stages": funnel,
-        "reject_reasons": sorted(reasons.values(), key=lambda x: (-x["docs"], x["stage"], x["reason"])),
-        "languages": languages,
-        "file_errors": file_errors + [{"path": p, "kind": "input", "error": e} for p, e in problems],
-        "files": {"data": sum(1 for f in manifest["files"] if f["path"].startswith("data/")),
-                  "rejects": sum(1 for f in manifest["files"] if f["path"].startswith("rejects/"))},
-    }
+    return funnel
 
 
-def write_report(fs, root: str, report: dict) -> None:
-    write_json_atomic(fs, f"{root}/report.json", report)
-    write_text_atomic(fs, f"{root}/report.html", render_html(report))
+def write_report(store, report: dict) -> None:
+    store.write_json_atomic(store.path("report.json"), report)
+    store.write_text_atomic(store.path("report.html"), render_html(report))
 
 
 def _bars(rows: list[tuple[str, float, str]], width: int = 640, unit: str = "") -> str:

@@ -1,78 +1,31 @@
-"""Plans a validated pipeline into phases and runs them durably on an executor.
+"""Runs a planned pipeline durably, phase by phase, on an executor (``executors/base.py``).
 
-Phases: the stage list is cut after every global stage. Phase 0 streams the input files (in
-chunks of ``input.files_per_chunk``, each committed on its own) through the stream stages; a
-global phase writes its decisions (row_key -> reason); the next stream phase (or the final
-write) joins them back. Every phase writes to a temporary folder and renames it when done, so
-a re-run after a kill redoes only unfinished work, and a finished run does nothing.
+Layout under ``OUT/_work/<fingerprint>/``: ``p<i>-stream/<chunk>/part-*.parquet`` (each chunk
+committed on its own by a ``_SUCCESS`` marker as soon as its last part is written),
+``p<i>-<global stage>/_chunk=<n>/`` (decisions, committed as one folder) and ``final/`` (the
+curated partitions with their write-time counts). On object stores a move is a copy, so the
+marker is the commit; a folder without one is redone. A finished run does nothing; a killed
+run redoes only unfinished work.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
-import os
-import shutil
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Optional
 
-import fsspec
-
-from .config import Pipeline
-from .languages import deep_merge
-from .manifest import MANIFEST, commit, move_dir, out_fs, read_json, write_json_atomic
+from .jobs import Decisions, FinalJob, GlobalJob, PartWritten, PoolSpec, StreamJob, input_item, part_item
+from .manifest import MANIFEST, commit
+from .plan import VERSION, Chunk, Phase, RunPlan, fingerprint, plan_pools, plan_run
 from .readers import list_input_files
+from .stage import Resources
+from .report import build_report, print_summary, write_report
+from .stats import WriteStats
+from .storage import Storage
 
-log = logging.getLogger("tokenmill")
-VERSION = "0.1.0"
 DONE = "_SUCCESS"
-
-
-@dataclass
-class Segment:
-    stream: list = field(default_factory=list)   # ResolvedStage, streamed in order
-    barrier: Optional[object] = None             # a global ResolvedStage closing the segment
-
-
-def plan_segments(pipeline: Pipeline) -> list[Segment]:
-    segs, cur = [], Segment()
-    for rs in pipeline.stages:
-        cur.stream.append(rs)
-        if rs.is_global:
-            cur.barrier = rs
-            segs.append(cur)
-            cur = Segment()
-    if cur.stream or not segs:
-        segs.append(cur)
-    return segs
-
-
-def fingerprint(pipeline: Pipeline, files) -> str:
-    """Changes when anything that changes the output changes: config, language files, inputs."""
-    cfg = pipeline.config.model_dump(mode="json")
-    cfg.pop("ray", None)
-    cfg["output"] = {k: v for k, v in cfg["output"].items() if k != "path"}
-    for st in cfg["stages"]:
-        st.pop("resources", None)
-    langs = {iso: pipeline.languages.raw(iso) for iso in pipeline.languages.languages_with_files()}
-    inputs = []
-    for f in files:
-        try:
-            if "://" in f.path:  # object store: size and ETag (or modification time), from the listing's cache
-                rfs, rpath = fsspec.core.url_to_fs(f.path)
-                info = rfs.info(rpath)
-                stamp = next((info[k] for k in ("ETag", "etag", "LastModified", "mtime", "updated") if info.get(k)), None)
-                inputs.append([f.path, f.source, f.format, info.get("size"), None if stamp is None else str(stamp)])
-                continue
-            st = os.stat(f.path)
-            inputs.append([f.path, f.source, f.format, st.st_size, int(st.st_mtime)])
-        except OSError:
-            inputs.append([f.path, f.source, f.format, None, None])
-    blob = json.dumps({"v": VERSION, "cfg": cfg, "langs": langs, "inputs": inputs}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
+STATS = "_stats.json"
 
 
 def say(msg: str) -> None:
@@ -84,126 +37,215 @@ class RunResult:
         self.out, self.manifest, self.report, self.skipped = out, manifest, report, skipped
 
 
-def run_pipeline(pipeline: Pipeline, address: Optional[str] = None, output: Optional[str] = None,
+class PhaseRunner:
+    """Runs each phase of a plan on an executor, skipping what an earlier run committed."""
+
+    def __init__(self, store: Storage, work: str, executor, pipeline, plan: RunPlan):
+        self.store, self.executor, self.pipeline, self.plan = store, executor, pipeline, plan
+        self.work = store.path("_work", work)
+        self.tmp_root = store.path("_work", "_tmp")
+        self.phase_seconds: dict[str, float] = {}
+
+    def run(self) -> WriteStats:
+        pending: dict[int, Decisions] = {}
+        for phase in self.plan.phases:
+            self._timed(phase.stream_dir, self.stream, phase, pending)
+            pending = {}
+            if phase.barrier is not None:
+                self._timed(phase.decisions_dir, self.run_global, phase)
+                pending = self.decisions_by_chunk(phase)
+        return self._timed("write", self.finalize, pending)
+
+    def _timed(self, name: str, fn, *args):
+        t0 = time.time()
+        try:
+            return fn(*args)
+        finally:
+            self.phase_seconds[name] = time.time() - t0
+
+    def _tmp(self) -> str:
+        return f"{self.tmp_root}/{uuid.uuid4().hex[:12]}"
+
+    # -- stream ----------------------------------------------------------------------------------
+    def chunk_dir(self, phase: Phase, chunk: Chunk) -> str:
+        return f"{self.work}/{phase.stream_dir}/{chunk.name}"
+
+    def parts(self, phase: Phase, chunk: Chunk) -> list[str]:
+        folder = self.chunk_dir(phase, chunk)
+        return [self.store.url(f"{folder}/{rel}") for rel in self.store.list_parquet(folder)]
+
+    def stream(self, phase: Phase, pending: dict[int, Decisions]) -> None:
+        todo = [c for c in self.plan.chunks if not self.store.exists(f"{self.chunk_dir(phase, c)}/{DONE}")]
+        n = len(self.plan.chunks)
+        if len(todo) < n:
+            say(f"stream: phase {phase.index}: {n - len(todo)}/{n} chunks already done, skipped")
+        if not todo:
+            return
+        prev = self.plan.phases[phase.index - 1] if phase.index else None
+        items = []
+        for c in todo:
+            if prev is None:
+                items += [input_item(c.index, f) for f in c.files]
+            else:
+                items += [part_item(c.index, p, pending.get(c.index, [])) for p in self.parts(prev, c)]
+        say(f"stream: phase {phase.index}: {len(todo)} chunk(s), {len(items)} "
+            f"{'files' if prev is None else 'parts'} through {' -> '.join(s.name for s in phase.stages) or '(no stages)'}")
+        tmp = self._tmp()
+        job = StreamJob(phase.index, items, self.pools(phase, self.store.url(tmp)))
+        committer = ChunkCommitter(self, phase, todo, tmp)
+        for part in self.executor.stream(job):
+            committer.add(part)
+        committer.finish()
+
+    def pools(self, phase: Phase, sink_url: str) -> list[PoolSpec]:
+        cfg = self.pipeline.config
+        groups = plan_pools(phase.stages, cfg.ray.fuse_cpu_stages) or [([], None)]
+        specs = []
+        for i, (stages, res) in enumerate(groups):
+            res = res or Resources()
+            specs.append(PoolSpec(stages=stages, languages=self.pipeline.languages, schema=phase.schema,
+                                  batch_size=res.batch_size, resources=res, reads=i == 0,
+                                  input=cfg.input, tokenizer=cfg.tokenizer,
+                                  sink_url=sink_url if i == len(groups) - 1 else None))
+        return specs
+
+    def commit_chunk(self, phase: Phase, chunk: Chunk, files: list[str], rows: int) -> None:
+        final = self.chunk_dir(phase, chunk)
+        self.store.rm(final)  # a commit cut short
+        self.store.move_files(files, final)
+        self.store.touch(f"{final}/{DONE}")
+        say(f"stream: phase {phase.index}: chunk {chunk.index + 1}/{len(self.plan.chunks)} committed ({rows:,} rows)")
+
+    # -- global ----------------------------------------------------------------------------------
+    def run_global(self, phase: Phase) -> None:
+        final = f"{self.work}/{phase.decisions_dir}"
+        if self.store.exists(f"{final}/{DONE}"):
+            say(f"global: {phase.barrier.name} already done, skipped")
+            return
+        t0 = time.time()
+        parts = [p for c in self.plan.chunks for p in self.parts(phase, c)]
+        size = sum(self.store.size(p if self.store.local else p.split("://", 1)[1]) for p in parts)
+        tmp = self._tmp()
+        self.executor.run_global(GlobalJob(phase.barrier, self.pipeline.languages, parts, self.store.url(tmp), size))
+        self._commit_dir(tmp, final)
+        say(f"global: {phase.barrier.name} done in {time.time() - t0:.1f}s")
+
+    def decisions_by_chunk(self, phase: Phase) -> dict[int, Decisions]:
+        folder = f"{self.work}/{phase.decisions_dir}"
+        out: dict[int, list[str]] = {}
+        for rel in self.store.list_parquet(folder):
+            part = rel.split("/", 1)[0]
+            if "=" in part:
+                out.setdefault(int(part.split("=", 1)[1]), []).append(self.store.url(f"{folder}/{rel}"))
+        return {c: [(phase.barrier.name, urls)] for c, urls in out.items()}
+
+    def _commit_dir(self, tmp: str, final: str) -> None:
+        self.store.makedirs(tmp)
+        self.store.rm(final)
+        self.store.move_dir(tmp, final)
+        self.store.touch(f"{final}/{DONE}")
+
+    # -- final -----------------------------------------------------------------------------------
+    def finalize(self, pending: dict[int, Decisions]) -> WriteStats:
+        staged = f"{self.work}/final"
+        if self.store.exists(f"{staged}/{DONE}"):
+            say("write: already done, skipped")
+            return WriteStats.from_json(self.store.read_json(f"{staged}/{STATS}") or {})
+        last = self.plan.phases[-1]
+        items = [{"chunk": c.index, "parts": self.parts(last, c), "decisions": json.dumps(pending.get(c.index, []))}
+                 for c in self.plan.chunks]
+        items = [it for it in items if it["parts"]]
+        tmp = self._tmp()
+        cfg = self.pipeline.config
+        stats = WriteStats()
+        for s in self.executor.finalize(FinalJob(items, self.plan.final_schema, self.plan.drop_columns,
+                                                 self.store.url(tmp), cfg.output, list(self.pipeline.stages))):
+            stats.merge(s)
+        self.store.makedirs(tmp)
+        self.store.write_json_atomic(f"{tmp}/{STATS}", stats.to_json())
+        self._commit_dir(tmp, staged)
+        say(f"write: curated data and rejects staged ({len(items)} chunk(s))")
+        return stats
+
+
+class ChunkCommitter:
+    """Commits a stream phase's chunks as their parts arrive, in chunk order: once a part of a
+    later chunk arrives (or the stream ends), every earlier chunk is complete."""
+
+    def __init__(self, runner: PhaseRunner, phase: Phase, chunks: list[Chunk], tmp: str):
+        self.runner, self.phase, self.tmp = runner, phase, tmp
+        self.chunks = chunks
+        self.next = 0
+        self.files: dict[int, list[str]] = {}
+        self.rows: dict[int, int] = {}
+
+    def add(self, part: PartWritten) -> None:
+        while self.next < len(self.chunks) and self.chunks[self.next].index < part.chunk:
+            self._commit(self.chunks[self.next])
+        self.files.setdefault(part.chunk, []).append(f"{self.tmp}/{part.file.rsplit('/', 1)[-1]}")
+        self.rows[part.chunk] = self.rows.get(part.chunk, 0) + part.rows
+
+    def finish(self) -> None:
+        while self.next < len(self.chunks):
+            self._commit(self.chunks[self.next])
+
+    def _commit(self, chunk: Chunk) -> None:
+        self.runner.commit_chunk(self.phase, chunk, self.files.pop(chunk.index, []), self.rows.pop(chunk.index, 0))
+        self.next += 1
+
+
+def run_pipeline(pipeline, address: Optional[str] = None, output: Optional[str] = None,
                  num_cpus: Optional[int] = None, progress: bool = True, keep_work: bool = False) -> RunResult:
-    from .executors.ray_executor import RayExecutor, phase_schema
-    from .report import build_report, print_summary, write_report
+    from .executors.base import run_executor
 
     cfg = pipeline.config
     out = output or cfg.output.path
-    fs, root = out_fs(out)
+    store = Storage(out)
     files, problems = list_input_files(cfg.input.paths, cfg.input.format)
     for where, what in problems:
         say(f"input: {where}: {what}")
     fp = fingerprint(pipeline, files)
-    manifest = read_json(fs, f"{root}/{MANIFEST}")
+    manifest = store.read_json(store.path(MANIFEST))
     if manifest and manifest.get("complete") and manifest.get("fingerprint") == fp:
-        report = read_json(fs, f"{root}/report.json")
-        if report is None:  # killed between the manifest and the report: rebuild it from the output
-            executor = RayExecutor(pipeline, address=address, num_cpus=num_cpus, progress=progress)
-            executor.start()
-            try:
-                report = build_report(executor, pipeline, fs, root, manifest, problems, wall_seconds=0.0, phase_seconds={})
-                write_report(fs, root, report)
-            finally:
-                executor.stop()
-            say(f"{out} was complete but had no report; rebuilt it")
-        say(f"{out} is already complete for this config and input (fingerprint {fp[:12]}); nothing to do.")
-        return RunResult(out, manifest, report, skipped=True)
+        return _already_complete(store, out, pipeline, manifest, problems)
 
-    work = f"{root}/_work/{fp[:16]}"
-    tmp_root = f"{root}/_work/_tmp"
-    fs.makedirs(work, exist_ok=True)
-    fs.makedirs(tmp_root, exist_ok=True)
-    segments = plan_segments(pipeline)
-    executor = RayExecutor(pipeline, address=address, num_cpus=num_cpus, progress=progress)
+    plan = plan_run(pipeline, files)
+    executor = run_executor("ray", pipeline, address=address, num_cpus=num_cpus, progress=progress)
     t_start = time.time()
-    phase_times: dict[str, float] = {}
-    say(f"run {cfg.name}: {len(files)} input files, {len(segments)} segment(s), output {out}")
+    say(f"run {cfg.name}: {len(files)} input files in {len(plan.chunks)} chunk(s), {len(plan.phases)} phase(s), "
+        f"output {out}")
     executor.start()
     try:
-        proto = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-
-        def U(path: str) -> str:  # what the engine gets: a URL again for object stores
-            return path if proto in ("file", "local") else f"{proto}://{path}"
-
-        def atomic_dir(final: str, build) -> bool:
-            """Build a phase's output in a temporary folder, move it into place, then mark it
-            done (``_SUCCESS``): on object stores a move is a copy, so the marker is the commit."""
-            if fs.exists(f"{final}/{DONE}"):
-                return False
-            if fs.exists(final):
-                fs.rm(final, recursive=True)  # a move that was cut short
-            tmp = f"{tmp_root}/{uuid.uuid4().hex[:12]}"
-            build(U(tmp))
-            if not fs.exists(tmp):
-                fs.makedirs(tmp, exist_ok=True)
-            move_dir(fs, tmp, final)
-            fs.touch(f"{final}/{DONE}")
-            return True
-
-        done_stages: list = []
-        marks: list[tuple[str, str]] = []
-        prev_dir = None
-        in_schema = None
-        for i, seg in enumerate(segments):
-            done_stages = done_stages + seg.stream
-            schema = phase_schema(done_stages)
-            stream_dir = f"{work}/p{i}-stream"
-            t0 = time.time()
-            if i == 0:
-                fs.makedirs(stream_dir, exist_ok=True)
-                n = cfg.input.files_per_chunk
-                chunks = [files[j:j + n] for j in range(0, len(files), n)]
-                for c, chunk in enumerate(chunks):
-                    digest = hashlib.sha1("\n".join(f.path for f in chunk).encode()).hexdigest()[:8]
-                    final = f"{stream_dir}/chunk-{c:05d}-{digest}"
-                    if fs.exists(f"{final}/{DONE}"):
-                        say(f"stream: chunk {c + 1}/{len(chunks)} already done, skipped")
-                        continue
-                    say(f"stream: chunk {c + 1}/{len(chunks)} ({len(chunk)} files) through "
-                        f"read -> {' -> '.join(s.name for s in seg.stream) or '(no stages)'}")
-                    atomic_dir(final, lambda tmp, chunk=chunk: executor.run_stream(
-                        chunk, None, [], seg.stream, schema, None, tmp))
-            elif not fs.exists(f"{stream_dir}/{DONE}"):
-                say(f"stream: phase {i} through {' -> '.join(s.name for s in seg.stream)}")
-                atomic_dir(stream_dir, lambda tmp: executor.run_stream(None, U(prev_dir), [(n, U(m)) for n, m in marks],
-                                                                       seg.stream, schema, in_schema, tmp))
-                marks = []
-            else:
-                say(f"stream: phase {i} already done, skipped")
-                marks = []
-            phase_times[f"p{i}-stream"] = time.time() - t0
-            prev_dir, in_schema = stream_dir, schema
-            if seg.barrier is not None:
-                rs = seg.barrier
-                mdir = f"{work}/p{i}-{rs.name}"
-                t0 = time.time()
-                if atomic_dir(mdir, lambda tmp: executor.run_global(rs, U(stream_dir), tmp)):
-                    say(f"global: {rs.name} done in {time.time() - t0:.1f}s")
-                else:
-                    say(f"global: {rs.name} already done, skipped")
-                phase_times[f"p{i}-{rs.name}"] = time.time() - t0
-                marks.append((rs.name, mdir))
-
-        staged = f"{work}/final"
+        runner = PhaseRunner(store, fp[:16], executor, pipeline, plan)
+        stats = runner.run()
         t0 = time.time()
-        if atomic_dir(staged, lambda tmp: executor.run_final(U(prev_dir), [(n, U(m)) for n, m in marks], in_schema, tmp)):
-            say(f"write: curated data and rejects staged in {time.time() - t0:.1f}s")
-        phase_times["write"] = time.time() - t0
-        manifest = commit(fs, root, staged, f"{work}/_commit.json", fp,
+        manifest = commit(store, f"{runner.work}/final", f"{runner.work}/_commit.json", fp,
                           {"name": cfg.name, "tokenmill_version": VERSION, "inputs": [f.path for f in files],
-                           "input_problems": [list(p) for p in problems]})
+                           "input_problems": [list(p) for p in problems], "counts": stats.to_json()})
+        runner.phase_seconds["commit"] = time.time() - t0
         say(f"committed {len(manifest['files'])} files to {out}")
         t0 = time.time()
-        report = build_report(executor, pipeline, fs, root, manifest, problems,
-                              wall_seconds=time.time() - t_start, phase_seconds=phase_times)
+        metrics = executor.metrics()
+        report = build_report(pipeline, manifest, stats, problems, metrics, wall_seconds=time.time() - t_start,
+                              phase_seconds=runner.phase_seconds)
         report["phase_seconds"]["report"] = round(time.time() - t0, 2)
-        report["wall_seconds"] = round(time.time() - t_start, 2)  # everything but Ray's shutdown
-        write_report(fs, root, report)
+        report["wall_seconds"] = round(time.time() - t_start, 2)  # everything but the engine's shutdown
+        write_report(store, report)
         if not keep_work:
-            fs.rm(f"{root}/_work", recursive=True)
+            store.rm(store.path("_work"))
         print_summary(report, out)
         return RunResult(out, manifest, report, skipped=False)
     finally:
         executor.stop()
+
+
+def _already_complete(store: Storage, out: str, pipeline, manifest: dict, problems) -> RunResult:
+    report = store.read_json(store.path("report.json"))
+    if report is None:  # killed between the manifest and the report: rebuild it from the manifest's counts
+        report = build_report(pipeline, manifest, WriteStats.from_json(manifest.get("counts") or {}), problems,
+                              {}, wall_seconds=0.0, phase_seconds={})
+        write_report(store, report)
+        say(f"{out} was complete but had no report; rebuilt it")
+    say(f"{out} is already complete for this config and input (fingerprint {manifest['fingerprint'][:12]}); "
+        "nothing to do.")
+    return RunResult(out, manifest, report, skipped=True)

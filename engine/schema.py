@@ -58,3 +58,38 @@ def mark_rejects(batch: pa.Table, stage: str, reasons: pa.Array) -> pa.Table:
     batch = set_column(batch, "reject_stage", stage_col)
     return set_column(batch, "reject_reason", reason_col)
 
+
+
+#: engine working column: the input chunk a row came from (decisions are partitioned by it)
+CHUNK = "_chunk"
+CHUNK_FIELD = pa.field(CHUNK, pa.int32())
+#: columns of the engine's own bookkeeping, never in the curated data
+WORKING_COLUMNS = ("row_key", "reject_stage", "reject_reason", CHUNK)
+
+
+def phase_schema(stages) -> pa.Schema:
+    """The document schema, the chunk column, and every column the given stages add, in stage order."""
+    fields = list(DOCUMENT_SCHEMA) + [CHUNK_FIELD]
+    names = {f.name for f in fields}
+    for rs in stages:
+        for name, typ in getattr(rs.cls, "adds", {}).items():
+            if name not in names:
+                fields.append(pa.field(name, typ))
+                names.add(name)
+    return pa.schema(fields)
+
+
+def conform(batch: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Give a batch exactly ``schema``'s columns (missing ones null-filled, types cast)."""
+    cols = []
+    for f in schema:
+        if f.name in batch.column_names:
+            col = batch[f.name]
+            cols.append(col if col.type == f.type else col.cast(f.type))
+        else:
+            cols.append(pa.nulls(batch.num_rows, f.type))
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def rejected_mask(batch: pa.Table) -> pa.Array:
+    return pc.invert(live_mask(batch))

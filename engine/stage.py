@@ -47,6 +47,12 @@ class Stage:
         self.languages = languages  # engine.languages.LanguageTable, per-language parameters
         self.resources = resources or self.default_resources
 
+    @classmethod
+    def report_reason(cls, reasons: pa.Array) -> pa.Array:
+        """The label the report counts each reject reason under (default: the reason itself).
+        A stage whose reasons carry per-row detail maps them to a few labels here."""
+        return reasons
+
     def setup(self) -> None:
         """Load models and other heavy objects; called once per actor."""
 
@@ -59,7 +65,8 @@ class GlobalStage(Stage):
 
     ``__call__`` (streamed) adds ``key_column``; the executor groups live rows by that key
     with the engine's own shuffle and calls ``reduce_group`` on each group, which returns
-    ``(id, reject_reason)`` rows to reject; the executor joins them back by ``id``.
+    ``(row_key, reject_reason)`` rows to reject; the engine writes them partitioned by the
+    chunk each row came from and applies them to that chunk's rows without moving any text.
     """
 
     key_column: ClassVar[str] = "key"

@@ -48,6 +48,12 @@ class ExactDedup(GlobalStage):
     group_columns = ("row_key", "id")
     default_resources = Resources(num_cpus=1, concurrency=1, batch_size=2000)
 
+    @classmethod
+    def report_reason(cls, reasons: pa.Array) -> pa.Array:
+        """Every ``duplicate_of:<id>`` is counted as ``duplicate``."""
+        dup = pc.starts_with(pc.fill_null(reasons, ""), "duplicate_of:")
+        return pc.if_else(dup, pa.scalar("duplicate"), reasons)
+
     def __call__(self, batch: pa.Table) -> pa.Table:
         norm = normalise(batch["text"], self.params.lowercase, self.params.collapse_whitespace)
         return set_column(batch, self.key_column, text_hashes(norm))

@@ -1,0 +1,50 @@
+"""The executor interface: the few operations a run needs from an engine.
+
+The run loop (``engine/run.py``) plans phases and calls these; everything engine-neutral (the
+plan, schemas, the stream worker, decision application, the final writer, write-time stats,
+storage) lives outside the executors, so an executor only maps work items onto its engine's
+tasks, actor pools and shuffles. ``ray_executor.RayExecutor`` implements it; a Spark executor
+implements the same methods.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Protocol
+
+from ..jobs import FinalJob, GlobalJob, PartWritten, StreamJob
+from ..stats import WriteStats
+
+
+class Executor(Protocol):
+    def start(self) -> None:
+        """Connect to or start the engine (embedded or a cluster)."""
+
+    def stop(self) -> None:
+        """Release what ``start`` took."""
+
+    def stream(self, job: StreamJob) -> Iterator[PartWritten]:
+        """Stream the job's work items through its pools and write parts, in one execution.
+
+        Yields each written part in the order of the work items (so a chunk is complete once a
+        later chunk's part arrives, or the iterator ends); the run loop commits chunks as they
+        complete. A retried task may leave unlisted files behind: only yielded parts count."""
+
+    def run_global(self, job: GlobalJob) -> None:
+        """Group the phase's live rows by the stage's key with the engine's shuffle, reduce each
+        group, and write the decisions partitioned by chunk."""
+
+    def finalize(self, job: FinalJob) -> list[WriteStats]:
+        """One task per chunk: apply the decisions, write the final partitions; return the
+        tasks' write-time statistics (the run loop merges them by addition)."""
+
+    def metrics(self) -> dict:
+        """``{"stages": {name: {busy_seconds, rows, batches}}, "shuffle_bytes": N}``: busy time per
+        stage summed over every worker, and the bytes that went into the engine's shuffles."""
+
+
+def run_executor(name: str, pipeline, **kwargs) -> Executor:
+    """The executor for ``name`` (only ``ray`` so far)."""
+    if name == "ray":
+        from .ray_executor import RayExecutor
+
+        return RayExecutor(pipeline, **kwargs)
+    raise ValueError(f"unknown executor {name!r}")

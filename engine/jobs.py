@@ -1,0 +1,89 @@
+"""Typed arguments of the executor interface: what a phase asks an executor to do.
+
+Work items travel to workers as plain rows (an engine ships rows, not objects): ``input_item``
+names an input file, ``part_item`` a file written by the previous stream phase together with the
+decisions to apply to it; both carry the chunk they belong to.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import pyarrow as pa
+
+from .readers import InputFile
+
+# (stage name, decision file URLs for one chunk), applied in order when a part is read
+Decisions = list[tuple[str, list[str]]]
+
+
+def input_item(chunk: int, f: InputFile) -> dict:
+    return {"chunk": chunk, "path": f.path, "source": f.source, "format": f.format, "decisions": ""}
+
+
+def part_item(chunk: int, part_url: str, decisions: Decisions) -> dict:
+    return {"chunk": chunk, "path": part_url, "source": "", "format": "part", "decisions": json.dumps(decisions)}
+
+
+def item_decisions(item: dict) -> Decisions:
+    return [(name, list(urls)) for name, urls in json.loads(item["decisions"])] if item.get("decisions") else []
+
+
+@dataclass
+class PoolSpec:
+    """One pool of a stream phase: its stages, set up once per worker; the first pool of a phase
+    reads the work items (``reads``), the last writes parts to ``sink_url``."""
+
+    stages: list
+    languages: Any
+    schema: pa.Schema
+    batch_size: int
+    resources: Any = None    # Resources of the pool (what each worker asks the engine for)
+    reads: bool = False
+    input: Any = None        # InputConfig (phase 0 reads input files)
+    tokenizer: Any = None    # TokenizerConfig
+    sink_url: Optional[str] = None
+
+
+@dataclass
+class StreamJob:
+    """Stream ``items`` (in chunk order) through a phase's pools; parts are written under ``out_url``."""
+
+    phase: int
+    items: list[dict]
+    pools: list[PoolSpec]
+
+
+@dataclass(frozen=True)
+class PartWritten:
+    """One file a stream phase wrote: the run loop commits a chunk once its last part is in."""
+
+    chunk: int
+    file: str
+    rows: int
+
+
+@dataclass
+class GlobalJob:
+    """A global stage over every live row of a phase: decisions (row_key, reject_reason) written
+    under ``out_url`` partitioned by chunk (``_chunk=N/``)."""
+
+    stage: Any               # ResolvedStage
+    languages: Any
+    parts: list[str]         # the phase's committed part files (URLs)
+    out_url: str
+    input_bytes: int         # size of the parts on disk (picks the shuffle for small runs)
+
+
+@dataclass
+class FinalJob:
+    """Apply the last decisions to each chunk and write ``data/language=xx/`` and ``rejects/``
+    under ``out_url``; each chunk's task returns its write-time statistics."""
+
+    items: list[dict]        # one per chunk: {"chunk", "parts": [...], "decisions": json}
+    schema: pa.Schema
+    drop: list[str]
+    out_url: str
+    output: Any              # OutputConfig
+    stages: list = field(default_factory=list)   # ResolvedStage: report labels of reject reasons

@@ -1,0 +1,145 @@
+"""What runs inside a worker, for any engine: the stream worker of one pool, and the task that
+applies a chunk's decisions and writes its final partitions.
+
+A Ray actor (``executors/ray_executor.py``) or a Spark partition function wraps these; they never
+import an engine. Models load once per worker in ``StreamWorker.__init__`` (each stage's
+``setup()``), never per batch.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterator, Optional
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .batches import apply_decisions, kept_rows, live_keys, rejected_rows, run_stage
+from .jobs import FinalJob, PoolSpec, item_decisions
+from .readers import READ_STAGE, InputFile, read_file
+from .schema import CHUNK, conform
+from .stats import WriteStats
+from .storage import Storage
+from .tokens import count_tokens
+from .writers import PartitionedWriter, write_parts
+
+Record = Callable[[str, float, int], None]
+PART_COLUMNS = {"chunk": pa.int32(), "file": pa.string(), "rows": pa.int64()}
+
+
+def _no_record(stage: str, seconds: float, rows: int) -> None:
+    pass
+
+
+def read_parquet_file(url: str, columns: Optional[list[str]] = None) -> pa.Table:
+    store = Storage(url)
+    if store.local:
+        return pq.read_table(url, columns=columns, partitioning=None)
+    with store.open(store.root, "rb") as fh:
+        return pq.read_table(fh, columns=columns, partitioning=None)
+
+
+def read_live_keys(url: str, columns: list[str]) -> pa.Table:
+    """The columns a global step shuffles, for the live rows of one part file (never the text)."""
+    return live_keys(read_parquet_file(url, list(dict.fromkeys(columns + ["reject_stage"]))), columns)
+
+
+def load_decisions(urls: list[str]) -> pa.Table:
+    tables = [read_parquet_file(u, ["row_key", "reject_reason"]) for u in urls]
+    if not tables:
+        return pa.table({"row_key": pa.array([], pa.string()), "reject_reason": pa.array([], pa.string())})
+    return pa.concat_tables(tables).combine_chunks()
+
+
+class StreamWorker:
+    """One pool's stages over batches. The first pool of a phase reads its work items (input
+    files, or the previous phase's parts with decisions applied); the last writes parts."""
+
+    def __init__(self, spec: PoolSpec, record: Optional[Record] = None):
+        self.spec = spec
+        self.record = record or _no_record
+        self.stages = [rs.build(spec.languages) for rs in spec.stages]
+        for st in self.stages:
+            st.setup()
+        self._decisions: tuple[int, list] = (-1, [])
+
+    def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
+        sources = self._read_items(batch) if self.spec.reads else iter([batch])
+        for table in sources:
+            table = self.run(table)
+            yield self._write(table) if self.spec.sink_url else table
+
+    # -- reading -----------------------------------------------------------------------------
+    def _read_items(self, items: pa.Table) -> Iterator[pa.Table]:
+        for item in items.to_pylist():
+            t0 = time.perf_counter()
+            tables = self._read_input(item) if item["format"] != "part" else self._read_part(item)
+            for table in tables:
+                self.record(READ_STAGE, time.perf_counter() - t0, table.num_rows)
+                yield table
+                t0 = time.perf_counter()
+
+    def _read_input(self, item: dict) -> Iterator[pa.Table]:
+        tok = self.spec.tokenizer
+        chunk = pa.scalar(item["chunk"], pa.int32())
+        for table in read_file(InputFile(item["path"], item["source"], item["format"]), self.spec.input):
+            table = count_tokens(table, tok.kind, tok.encoding, tok.path)
+            table = table.append_column(CHUNK, pa.repeat(chunk, table.num_rows))
+            yield conform(table, self.spec.schema)
+
+    def _read_part(self, item: dict) -> Iterator[pa.Table]:
+        table = read_parquet_file(item["path"])
+        for name, table_d in self._chunk_decisions(item):
+            table = apply_decisions(table, table_d, name)
+        yield conform(table, self.spec.schema)
+
+    def _chunk_decisions(self, item: dict) -> list:
+        """The decisions of the item's chunk, loaded once for all of that chunk's parts."""
+        if self._decisions[0] != item["chunk"]:
+            self._decisions = (item["chunk"], [(n, load_decisions(u)) for n, u in item_decisions(item)])
+        return self._decisions[1]
+
+    # -- stages, writing -------------------------------------------------------------------------
+    def run(self, batch: pa.Table) -> pa.Table:
+        """Every stage of the pool over a batch, in slices of the pool's batch size."""
+        size = self.spec.batch_size
+        if batch.num_rows > size:
+            return pa.concat_tables([self.run(batch.slice(i, size)) for i in range(0, batch.num_rows, size)])
+        for stage in self.stages:
+            t0 = time.perf_counter()
+            batch, n_live = run_stage(stage, batch, self.spec.schema)
+            self.record(stage.name, time.perf_counter() - t0, n_live)
+        return batch
+
+    def _write(self, batch: pa.Table) -> pa.Table:
+        rows = write_parts(batch, self.spec.sink_url)
+        return pa.table({"chunk": pa.array([r[0] for r in rows], pa.int32()),
+                         "file": pa.array([r[1] for r in rows], pa.string()),
+                         "rows": pa.array([r[2] for r in rows], pa.int64())})
+
+
+def finalize_chunk(item: dict, job: FinalJob) -> WriteStats:
+    """Apply a chunk's pending decisions to its parts; write kept rows to ``data/language=xx/``
+    and rejects to ``rejects/`` under ``job.out_url``; return what was written, counted."""
+    chunk, out = item["chunk"], job.output
+    decisions = [(n, load_decisions(u)) for n, u in item_decisions(item)]
+    prefix = f"{chunk:05d}"
+    data = PartitionedWriter(f"{job.out_url}/data", prefix, "language", out.compression, out.max_rows_per_file)
+    rejects = PartitionedWriter(f"{job.out_url}/rejects", prefix, None, out.compression, out.max_rows_per_file) \
+        if out.write_rejects else None
+    labels = {rs.name: rs.cls.report_reason for rs in job.stages}
+    stats = WriteStats()
+    for part in item["parts"]:
+        table = read_parquet_file(part)
+        for name, dec in decisions:
+            table = apply_decisions(table, dec, name)
+        table = conform(table, job.schema)
+        kept, rej = kept_rows(table, job.drop), rejected_rows(table)
+        stats.add_kept(kept)
+        stats.add_rejected(rej, lambda stage, reasons: labels[stage](reasons) if stage in labels else reasons)
+        data.write(kept)
+        if rejects is not None:
+            rejects.write(rej)
+    data.close()
+    if rejects is not None:
+        rejects.close()
+    return stats

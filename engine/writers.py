@@ -1,0 +1,140 @@
+"""Parquet writers used inside workers (pyarrow does the format; fsspec the storage).
+
+- ``write_parts``: a stream phase's batch -> one part file per chunk it holds, named uniquely
+  (a retried task writes new names; the run loop commits only the parts it was told about).
+- ``PartitionedWriter``: the final partitions of one chunk, ``language=xx/part-<chunk>-<n>.parquet``,
+  names fixed by chunk and sequence so a retried task rewrites the same files; small batches are
+  buffered into row groups, files rotate at ``max_rows``.
+"""
+from __future__ import annotations
+
+import uuid
+from typing import Optional
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .schema import CHUNK
+from .storage import Storage
+
+ROW_GROUP_ROWS = 20_000
+BUFFER_BYTES = 128 << 20
+
+
+def _codec(compression: str) -> Optional[str]:
+    return None if compression == "none" else compression
+
+
+def write_table(store: Storage, path: str, table: pa.Table, compression: str = "zstd") -> None:
+    if store.local:
+        pq.write_table(table, path, compression=_codec(compression))
+        return
+    with store.open(path, "wb") as fh:
+        pq.write_table(table, fh, compression=_codec(compression))
+
+
+def write_parts(batch: pa.Table, folder_url: str) -> list[tuple[int, str, int]]:
+    """Write a batch under ``folder_url``, one file per chunk it holds; [(chunk, url, rows)]."""
+    if batch.num_rows == 0:
+        return []
+    store = Storage(folder_url)
+    store.makedirs(store.root)
+    chunks = pc.unique(batch[CHUNK]).to_pylist()
+    out = []
+    for chunk in sorted(chunks):
+        part = batch if len(chunks) == 1 else batch.filter(pc.equal(batch[CHUNK], chunk))
+        path = store.path(f"part-c{chunk:05d}-{uuid.uuid4().hex[:12]}.parquet")
+        write_table(store, path, part, "zstd")
+        out.append((chunk, store.url(path), part.num_rows))
+    return out
+
+
+class _OpenFile:
+    def __init__(self):
+        self.writer = None
+        self.handle = None
+        self.rows = 0
+        self.seq = 0
+        self.buffer: list[pa.Table] = []
+        self.buffered = 0
+
+
+class PartitionedWriter:
+    """Writes tables into ``<folder>/<key>=<value>/`` (or ``<folder>/`` without a key) as
+    ``part-<prefix>-<seq>.parquet``; returns the paths written from ``close``."""
+
+    def __init__(self, folder_url: str, prefix: str, key: Optional[str] = None, compression: str = "zstd",
+                 max_rows: int = 200_000, group_rows: int = ROW_GROUP_ROWS, buffer_bytes: int = BUFFER_BYTES):
+        self.store = Storage(folder_url)
+        self.prefix, self.key, self.compression = prefix, key, compression
+        self.max_rows, self.group_rows, self.buffer_bytes = max_rows, min(group_rows, max_rows), buffer_bytes
+        self.files: dict[str, _OpenFile] = {}
+        self.written: list[str] = []
+        self.buffered_bytes = 0
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        if self.key is None:
+            self._buffer("", table)
+        else:
+            table = table.sort_by(self.key)
+            values = table[self.key]
+            counts = pc.value_counts(values)
+            start = 0
+            for value, n in sorted(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()),
+                                   key=lambda x: x[0]):
+                self._buffer(value, table.slice(start, n))
+                start += n
+        if self.buffered_bytes > self.buffer_bytes:
+            for value in list(self.files):
+                self._flush(value)
+
+    def _buffer(self, value: str, table: pa.Table) -> None:
+        f = self.files.setdefault(value, _OpenFile())
+        f.buffer.append(table)
+        f.buffered += table.num_rows
+        self.buffered_bytes += table.nbytes
+        if f.buffered >= self.group_rows:
+            self._flush(value)
+
+    def _flush(self, value: str) -> None:
+        f = self.files[value]
+        if not f.buffer:
+            return
+        table = pa.concat_tables(f.buffer).combine_chunks()
+        self.buffered_bytes -= sum(t.nbytes for t in f.buffer)
+        f.buffer, f.buffered = [], 0
+        while table.num_rows:
+            if f.writer is None:
+                self._open(value, f, table.schema)
+            take = min(table.num_rows, self.max_rows - f.rows)
+            f.writer.write_table(table.slice(0, take), row_group_size=self.group_rows)
+            f.rows += take
+            table = table.slice(take)
+            if f.rows >= self.max_rows:
+                self._close(f)
+
+    def _open(self, value: str, f: _OpenFile, schema: pa.Schema) -> None:
+        folder = self.store.path(f"{self.key}={value}") if self.key else self.store.root
+        self.store.makedirs(folder)
+        path = f"{folder}/part-{self.prefix}-{f.seq:03d}.parquet"
+        f.handle = None if self.store.local else self.store.open(path, "wb")
+        f.writer = pq.ParquetWriter(path if self.store.local else f.handle, schema, compression=_codec(self.compression))
+        f.seq += 1
+        self.written.append(self.store.url(path))
+
+    @staticmethod
+    def _close(f: _OpenFile) -> None:
+        if f.writer is not None:
+            f.writer.close()
+            if f.handle is not None:
+                f.handle.close()
+        f.writer, f.handle, f.rows = None, None, 0
+
+    def close(self) -> list[str]:
+        for value, f in self.files.items():
+            self._flush(value)
+            self._close(f)
+        return self.written
