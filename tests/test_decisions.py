@@ -1,0 +1,116 @@
+"""A global stage's decisions land on exactly the right rows: decisions are written per chunk and
+applied by a map over each chunk's files (no join of the documents), so they must hold when given
+ids repeat in every file, file names repeat across folders, and every file is its own chunk."""
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from tokenmill.engine.batches import apply_decisions, reduce_with_chunk
+from tokenmill.engine.config import build_pipeline
+from tokenmill.engine.readers import list_input_files
+from tokenmill.engine.run import run_pipeline
+from tokenmill.engine.schema import CHUNK
+from tokenmill.stages.dedup.exact import ExactDedup, ExactDedupParams, normalise
+
+from pipeline_helpers import read_manifest_files, write_jsonl_gz
+
+TEXTS = [f"Document number {i} talks about topic {i % 7} at some length, with enough words." for i in range(12)]
+
+
+def _corpus(tmp_path: Path) -> list[Path]:
+    """Two folders holding files of the same names; ids 'doc-0'.. repeat in every file; texts
+    repeat across files (exact duplicates) and within a file."""
+    paths = []
+    for folder in ("crawl-a", "crawl-b"):
+        (tmp_path / folder).mkdir()
+        for f in range(3):
+            rows = []
+            for line in range(8):
+                text = TEXTS[(f * 5 + line * 3 + (folder == "crawl-b")) % len(TEXTS)]
+                rows.append({"id": f"doc-{line}", "text": text if line % 4 else text.upper()})
+            paths.append(write_jsonl_gz(tmp_path / folder / f"part-{f}.jsonl.gz", rows))
+    return paths
+
+
+def _expected(rows: list[dict]) -> dict[str, str]:
+    """row_key -> reason, computed by brute force: per normalised text, the smallest row_key wins."""
+    norm = normalise(pa.array([r["text"] for r in rows], pa.large_string())).to_pylist()
+    groups: dict[str, list[dict]] = {}
+    for r, n in zip(rows, norm):
+        groups.setdefault(n, []).append(r)
+    out = {}
+    for members in groups.values():
+        members.sort(key=lambda r: r["row_key"])
+        for loser in members[1:]:
+            out[loser["row_key"]] = f"duplicate_of:{members[0]['id']}"
+    return out
+
+
+@pytest.mark.parametrize("stages", [["exact_dedup"], ["exact_dedup", "heuristics"]], ids=["final", "next-phase"])
+def test_decisions_land_on_the_right_rows(tmp_path, ray_local, stages):
+    paths = _corpus(tmp_path)
+    out = tmp_path / "out"
+    patterns = [str(tmp_path / "crawl-a" / "*.jsonl.gz"), str(tmp_path / "crawl-b" / "*.jsonl.gz")]
+    pipe = build_pipeline({
+        "name": "decisions",
+        "input": {"paths": patterns, "files_per_chunk": 1},
+        "output": {"path": str(out)},
+        "stages": [{"type": t, "resources": {"batch_size": 5}} for t in stages],
+    })
+    run_pipeline(pipe, progress=False)
+
+    # the input as the reader sees it: file names repeat across folders, yet sources (and so
+    # row_keys) differ; ids repeat in every file
+    files, _ = list_input_files(patterns)
+    assert len(files) == len(paths) == 6 and len({f.source for f in files}) == 6
+    full = []
+    for f in files:
+        for line, raw in enumerate(gzip.open(f.path, "rt", encoding="utf-8")):
+            r = json.loads(raw)
+            full.append({"row_key": f"{f.source}:{line}", "source": f.source, "id": r["id"], "text": r["text"]})
+    assert len({r["id"] for r in full}) == 8
+    expected = _expected(full)
+    assert len(expected) >= 20 and len(set(expected.values())) > 3
+
+    data = read_manifest_files(out, "data/")
+    rejects = read_manifest_files(out, "rejects/")
+    assert data.num_rows + rejects.num_rows == len(full)
+    dedup = rejects.filter(pc.equal(rejects["reject_stage"], "exact_dedup"))
+    assert dict(zip(dedup["row_key"].to_pylist(), dedup["reject_reason"].to_pylist())) == expected
+    kept = set(zip(data["source"].to_pylist(), data["id"].to_pylist())) if data.num_rows else set()
+    for r in full:
+        if r["row_key"] in expected:
+            assert (r["source"], r["id"]) not in kept
+        elif stages == ["exact_dedup"]:  # nothing else rejects: every other row is kept
+            assert (r["source"], r["id"]) in kept, r
+    report = json.loads((out / "report.json").read_text())
+    funnel = {s["stage"]: s for s in report["stages"]}
+    assert funnel["exact_dedup"]["docs_rejected"] == len(expected)
+    if "heuristics" in funnel:  # the next phase saw exactly the rows the decisions left live
+        assert funnel["heuristics"]["docs_in"] == len(full) - len(expected)
+        assert rejects.filter(pc.equal(rejects["reject_stage"], "heuristics")).num_rows == funnel["heuristics"]["docs_rejected"]
+
+
+def test_apply_decisions_matches_row_keys_not_ids():
+    batch = pa.table({"id": ["a", "a", "b", "a"], "row_key": ["f1:0", "f2:0", "f1:1", "f3:0"],
+                      "reject_stage": pa.array([None, None, None, "langid"], pa.string()),
+                      "reject_reason": pa.array([None, None, None, "low_language_score"], pa.string())})
+    decisions = pa.table({"row_key": ["f2:0", "f3:0", "zz:9"], "reject_reason": ["duplicate_of:a", "duplicate_of:a", "x"]})
+    out = apply_decisions(batch, decisions, "exact_dedup")
+    assert out["reject_stage"].to_pylist() == [None, "exact_dedup", None, "langid"]  # an earlier reject stays
+    assert out["reject_reason"].to_pylist() == [None, "duplicate_of:a", None, "low_language_score"]
+
+
+def test_reduce_with_chunk_gives_each_decision_its_rows_chunk():
+    stage = ExactDedup(ExactDedupParams())
+    group = pa.table({"dedup_key": ["k"] * 3, "row_key": ["b.jsonl:4", "a.jsonl:9", "c.jsonl:0"],
+                      "id": ["same", "same", "same"], CHUNK: pa.array([2, 0, 5], pa.int32())})
+    out = reduce_with_chunk(stage, group)
+    assert dict(zip(out["row_key"].to_pylist(), out[CHUNK].to_pylist())) == {"b.jsonl:4": 2, "c.jsonl:0": 5}
+    assert set(out["reject_reason"].to_pylist()) == {"duplicate_of:same"}
