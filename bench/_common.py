@@ -55,6 +55,7 @@ class MemorySampler:
         self.peak = {"rss_all": 0, "rss_workers": 0, "pss_all": 0}
         self.peak_procs = 0
         self.peak_detail: list = []
+        self.peak_by_name: dict[str, int] = {}   # process label -> peak RSS (bytes) over the run
         self.foreign_ray = 0
         self.samples = 0
         self._stop = threading.Event()
@@ -146,6 +147,14 @@ class MemorySampler:
             if self.pss:
                 pss_all += pss if pss is not None else rss
             detail.append((p, rss, pss))
+        by_name: dict[str, int] = {}
+        for p, rss, _ in detail:
+            label = self._label(p)
+            if label.startswith("ray::") and label.endswith(")") is False and ")." in label:
+                label = label.rsplit(").", 1)[0] + ")"   # "ray::X(...).submit" is the X process at work
+            by_name[label] = by_name.get(label, 0) + rss   # processes of one name together
+        for label, rss in by_name.items():
+            self.peak_by_name[label] = max(self.peak_by_name.get(label, 0), rss)
         if rss_workers > self.peak["rss_workers"]:
             self.peak_detail = sorted(((self._label(p), round(r / MiB), round(s / MiB) if s is not None else None)
                                        for p, r, s in detail), key=lambda x: -x[1])
@@ -164,7 +173,9 @@ class MemorySampler:
         return {**{f"peak_{k}_mib": round(v / MiB, 1) for k, v in self.peak.items()},
                 "peak_processes": self.peak_procs, "samples": self.samples,
                 "max_foreign_ray_processes": self.foreign_ray,
-                "at_peak_rss_workers": [{"process": l, "rss_mib": r, "pss_mib": s} for l, r, s in self.peak_detail]}
+                "at_peak_rss_workers": [{"process": l, "rss_mib": r, "pss_mib": s} for l, r, s in self.peak_detail],
+                "peak_rss_by_process_name_mib": {k: round(v / MiB) for k, v in
+                                                 sorted(self.peak_by_name.items(), key=lambda x: -x[1])}}
 
 
 def tree_cpu_seconds(pid: int | None = None) -> float:

@@ -34,6 +34,7 @@ SHUFFLE_BYTES = "_shuffle_bytes"
 #: below this much phase output, a global step uses Ray Data's task-based sort shuffle (no
 #: shuffle actors to start); above it, the hash shuffle meant for large data
 SMALL_SHUFFLE_BYTES = 1 << 30
+PARTS_PER_KEY_TASK = 64
 
 
 def _metrics_actor(name: Optional[str]):
@@ -169,14 +170,19 @@ class RayExecutor:
         if not job.items:
             return
         ds = ray.data.from_items(job.items, override_num_blocks=len(job.items))
+        cpus = self.cluster_cpus()
         for pool in job.pools:
             r = pool.resources
+            # start as many actors as the pool may have and the cluster can hold at once: a pool
+            # that autoscales up from one actor leaves cores idle for most of a short phase
+            fits = int(cpus / len(job.pools) / r.num_cpus) if r.num_cpus else r.concurrency
+            start = max(1, min(r.concurrency, fits, len(job.items)))
             ds = ds.map_batches(
                 StageActor,
                 fn_constructor_kwargs=dict(spec=pool, metrics_name=self.metrics_name),
                 batch_format="pyarrow",
                 batch_size=1 if pool.reads else r.batch_size,   # the first pool takes one work item at a time
-                compute=ActorPoolStrategy(min_size=1, max_size=r.concurrency),
+                compute=ActorPoolStrategy(min_size=start, max_size=r.concurrency),
                 num_cpus=r.num_cpus,
                 num_gpus=r.num_gpus or None,
                 memory=r.memory,
@@ -194,9 +200,11 @@ class RayExecutor:
             return
         n = max(2, self.cluster_cpus())
         with self._shuffle(job.input_bytes) as strategy:  # a Dataset copies the context when it is created
-            keys = ray.data.from_items([{"path": p} for p in job.parts], override_num_blocks=len(job.parts))
+            # key columns are small: a task reads many parts (a task per part costs more than its read)
+            blocks = min(len(job.parts), max(2 * n, -(-len(job.parts) // PARTS_PER_KEY_TASK)))
+            keys = ray.data.from_items([{"path": p} for p in job.parts], override_num_blocks=blocks)
             keys = keys.map_batches(_read_keys, fn_kwargs=dict(columns=cols, metrics_name=self.metrics_name),
-                                    batch_size=1, batch_format="pyarrow")
+                                    batch_size=None, batch_format="pyarrow")
             if strategy == "sort":  # the sort shuffle samples its input first: keep the (small) keys
                 keys = keys.materialize()
             decisions = keys.groupby(stage.key_column, num_partitions=n).map_groups(
