@@ -15,7 +15,7 @@ processes, sampled every 0.2 s):
                   baseline.
 - ``stage``     : tokenmill's LangId stage ``__call__`` on Arrow batches in a Python loop, no
                   Ray (what the stage itself costs over the bare model call).
-- ``ray-cN``    : the engine's own code path: ``RayExecutor._apply_stages`` (``map_batches`` of
+- ``ray-cN``    : the engine's own code path: ``RayExecutor.map_stages`` (``map_batches`` of
                   ``StageActor`` over an ``ActorPoolStrategy`` of N actors, ``batch_format=pyarrow``,
                   metrics actor on) over the same documents already in the object store
                   (``ray.data.from_arrow``), then ``materialize()``. Timed from building the
@@ -138,7 +138,7 @@ def _document_batches(table, batch_size: int, schema):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from tokenmill.engine.executors.ray_executor import conform
+    from tokenmill.engine.schema import conform
 
     n = table.num_rows
     full = pa.table({
@@ -155,20 +155,21 @@ def child_stage(a) -> dict:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from tokenmill.engine.executors.ray_executor import StageActor, phase_schema
+    from tokenmill.engine.schema import phase_schema
+    from tokenmill.engine.worker import StreamWorker
 
     pipeline = _languages_and_stage(a.batch_size)
     schema = phase_schema(pipeline.stages)
     full, batches = _document_batches(load_table(a.input), a.batch_size, schema)
     t0 = time.perf_counter()
-    actor = StageActor(pipeline.stages, pipeline.languages, schema, metrics_name=None)
+    actor = StreamWorker(_pool(pipeline, schema, a.batch_size)).run
     setup_s = time.perf_counter() - t0
-    stage = actor.stages[0]
+    stage = actor.__self__.stages[0]
     times, cpu, times_bare = [], [], []
     out = None
     for _ in range(a.repeats):
         t0, c0 = time.perf_counter(), time.process_time()
-        outs = [actor(b) for b in batches]      # StageActor.__call__: live mask + conform, as under Ray
+        outs = [actor(b) for b in batches]      # StreamWorker.run: live mask + conform, as under Ray
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
         out = outs
@@ -220,13 +221,22 @@ def child_stage(a) -> dict:
     return res
 
 
+def _pool(pipeline, schema, batch_size: int):
+    from tokenmill.engine.jobs import PoolSpec
+
+    rs = pipeline.stages[0]
+    return PoolSpec(stages=[rs], languages=pipeline.languages, schema=schema, batch_size=batch_size,
+                    resources=rs.resources)
+
+
 def child_ray(a) -> dict:
     import fasttext
     import pyarrow as pa
     import pyarrow.compute as pc
     import ray
 
-    from tokenmill.engine.executors.ray_executor import RayExecutor, phase_schema
+    from tokenmill.engine.executors.ray_executor import RayExecutor
+    from tokenmill.engine.schema import phase_schema
 
     pipeline = _languages_and_stage(a.batch_size)
     pipeline.stages[0].resources.concurrency = a.concurrency
@@ -249,16 +259,16 @@ def child_ray(a) -> dict:
             plain_loop(model, texts, a.batch_size)
             plain_times.append(time.perf_counter() - t0)
             plain_cpu.append(time.process_time() - c0)
-            before = ex.stage_metrics().get("langid", {"busy_seconds": 0.0, "rows": 0})
+            before = ex.metrics()["stages"].get("langid", {"busy_seconds": 0.0, "rows": 0})
             t0, c0 = time.perf_counter(), tracker.total()
             ds = ray.data.from_arrow_refs(refs)
-            ds = ex._apply_stages(ds, pipeline.stages, schema)
+            ds = ex.map_stages(ds, [_pool(pipeline, schema, a.batch_size)])
             mat = ds.materialize()
             times.append(time.perf_counter() - t0)
             cpu.append(tracker.total() - c0)  # driver, raylet, GCS, actors (incl. ones that exited)
-            actor_cpu.append(_remote_cpu_seconds(mat.stats(), "MapBatches(StageActor)"))
+            actor_cpu.append(_remote_cpu_seconds(mat.stats(), "MapBatches(stage_task)"))
             rows_out = mat.count()
-            after = ex.stage_metrics().get("langid", {"busy_seconds": 0.0, "rows": 0})
+            after = ex.metrics()["stages"].get("langid", {"busy_seconds": 0.0, "rows": 0})
             busy.append(after["busy_seconds"] - before["busy_seconds"])
             if r == a.repeats - 1:
                 langs = pa.concat_tables(list(mat.iter_batches(batch_format="pyarrow", batch_size=None)))["language"]

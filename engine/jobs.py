@@ -7,6 +7,7 @@ decisions to apply to it; both carry the chunk they belong to.
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -44,6 +45,8 @@ class PoolSpec:
     input: Any = None        # InputConfig (phase 0 reads input files)
     tokenizer: Any = None    # TokenizerConfig
     sink_url: Optional[str] = None
+    #: identity of this pool in this run: a worker process sets a pool's stages up once per key
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 @dataclass

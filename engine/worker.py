@@ -50,6 +50,22 @@ def load_decisions(urls: list[str]) -> pa.Table:
     return pa.concat_tables(tables).combine_chunks()
 
 
+_WORKERS: dict[str, "StreamWorker"] = {}
+_KEEP_WORKERS = 2
+
+
+def cached_worker(spec: PoolSpec, record: Optional[Record] = None) -> "StreamWorker":
+    """This process's ``StreamWorker`` for a pool: its stages are built and set up (models
+    loaded) on the first batch the process gets, then reused for every later batch and phase of
+    the run, as an actor would. The oldest of more than two pools is dropped."""
+    worker = _WORKERS.get(spec.key)
+    if worker is None:
+        while len(_WORKERS) >= _KEEP_WORKERS:
+            _WORKERS.pop(next(iter(_WORKERS)))
+        worker = _WORKERS[spec.key] = StreamWorker(spec, record)
+    return worker
+
+
 class StreamWorker:
     """One pool's stages over batches. The first pool of a phase reads its work items (input
     files, or the previous phase's parts with decisions applied); the last writes parts."""

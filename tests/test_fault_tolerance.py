@@ -43,8 +43,9 @@ def _stage_workers():
             cmd = " ".join(p.info["cmdline"] or [])
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        # Ray Data may fuse the reader into the stage pool: "MapWorker(MapBatches(read_files_batch)->MapBatches(StageActor))"
-        if cmd.startswith("ray::MapWorker(") and "StageActor" in cmd:
+        # a CPU pool runs as Ray Data tasks: the worker process is titled "ray::MapBatches(stage_task)"
+        # while it runs one (an actor pool's would be "ray::MapWorker(MapBatches(StageActor))")
+        if cmd.startswith("ray::") and ("stage_task" in cmd or "StageActor" in cmd):
             procs.append(p)
     return procs
 

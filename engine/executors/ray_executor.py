@@ -1,8 +1,9 @@
 """Ray Data executor: the executor interface (``base.Executor``) on Ray Data.
 
-- stream: one execution per phase: ``from_items(work items)`` -> ``map_batches`` over actor
-  pools of ``StreamWorker`` (the first pool reads, the last writes parts), order preserved so
-  the run loop can commit each chunk as soon as its last part arrives.
+- stream: one execution per phase: ``from_items(work items)`` -> ``map_batches`` of
+  ``StreamWorker``s, one per pool (the first reads, the last writes parts): CPU pools as tasks on
+  Ray's reused worker processes (stages set up once per process), GPU pools as actor pools;
+  order preserved so the run loop can commit each chunk as soon as its last part arrives.
 - global step: the key columns of live rows, read by tasks -> ``groupby(key).map_groups`` ->
   ``groupby(chunk)`` -> ``write_parquet(partition_cols=[chunk])``: only keys are shuffled.
 - finalize: one task per chunk (``map_batches`` over chunk items) applying decisions and writing
@@ -27,7 +28,7 @@ from ..jobs import FinalJob, GlobalJob, PartWritten, PoolSpec, StreamJob
 from ..plan import plan_pools
 from ..schema import CHUNK
 from ..stats import WriteStats
-from ..worker import StreamWorker, finalize_chunk, read_live_keys
+from ..worker import StreamWorker, cached_worker, finalize_chunk, read_live_keys
 
 log = logging.getLogger("tokenmill")
 SHUFFLE_BYTES = "_shuffle_bytes"
@@ -64,16 +65,24 @@ class StageMetrics:
         return {k: {"busy_seconds": v[0], "rows": v[1], "batches": v[2]} for k, v in self.data.items()}
 
 
+def _recorder(metrics_name: Optional[str]):
+    metrics = _metrics_actor(metrics_name)
+    return (lambda stage, seconds, rows: metrics.add.remote(stage, seconds, rows)) if metrics else None
+
+
 class StageActor:
-    """One actor of a pool: a ``StreamWorker`` whose busy time goes to the metrics actor."""
+    """One actor of a GPU pool: a ``StreamWorker`` whose busy time goes to the metrics actor."""
 
     def __init__(self, spec: PoolSpec, metrics_name: Optional[str] = None):
-        metrics = _metrics_actor(metrics_name)
-        record = (lambda stage, seconds, rows: metrics.add.remote(stage, seconds, rows)) if metrics else None
-        self.worker = StreamWorker(spec, record)
+        self.worker = StreamWorker(spec, _recorder(metrics_name))
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
         yield from self.worker(batch)
+
+
+def stage_task(batch: pa.Table, spec: PoolSpec, metrics_name: Optional[str] = None) -> Iterator[pa.Table]:
+    """A task of a CPU pool: the worker process's cached ``StreamWorker`` (set up once per process)."""
+    yield from cached_worker(spec, _recorder(metrics_name))(batch)
 
 
 def _read_keys(batch: pa.Table, columns: list[str], metrics_name: Optional[str]) -> pa.Table:
@@ -165,31 +174,35 @@ class RayExecutor:
     # -- phases ---------------------------------------------------------------------------------
     def stream(self, job: StreamJob) -> Iterator[PartWritten]:
         import ray
-        from ray.data import ActorPoolStrategy
 
         if not job.items:
             return
-        ds = ray.data.from_items(job.items, override_num_blocks=len(job.items))
-        cpus = self.cluster_cpus()
-        for pool in job.pools:
-            r = pool.resources
-            # start as many actors as the pool may have and the cluster can hold at once: a pool
-            # that autoscales up from one actor leaves cores idle for most of a short phase
-            fits = int(cpus / len(job.pools) / r.num_cpus) if r.num_cpus else r.concurrency
-            start = max(1, min(r.concurrency, fits, len(job.items)))
-            ds = ds.map_batches(
-                StageActor,
-                fn_constructor_kwargs=dict(spec=pool, metrics_name=self.metrics_name),
-                batch_format="pyarrow",
-                batch_size=1 if pool.reads else r.batch_size,   # the first pool takes one work item at a time
-                compute=ActorPoolStrategy(min_size=start, max_size=r.concurrency),
-                num_cpus=r.num_cpus,
-                num_gpus=r.num_gpus or None,
-                memory=r.memory,
-            )  # Ray Data's actor pools restart a killed actor and retry its batches (max_restarts=-1)
+        ds = self.map_stages(ray.data.from_items(job.items, override_num_blocks=len(job.items)), job.pools,
+                             items=len(job.items))
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             for row in batch.to_pylist():
                 yield PartWritten(row["chunk"], row["file"], row["rows"])
+
+    def map_stages(self, ds, pools: list[PoolSpec], items: Optional[int] = None):
+        """``ds`` through each pool. A CPU pool is a ``map_batches`` of tasks (``concurrency`` at
+        once) on Ray's reused worker processes, each of which sets the pool's stages up once; a
+        GPU pool is an actor pool (a model stays on its GPU). A reading pool takes one work item
+        per call. Ray Data retries a failed task and restarts a killed actor."""
+        from ray.data import ActorPoolStrategy
+
+        for pool in pools:
+            r = pool.resources
+            common = dict(batch_format="pyarrow", batch_size=1 if pool.reads else r.batch_size,
+                          num_cpus=r.num_cpus, memory=r.memory)
+            if not r.num_gpus:
+                ds = ds.map_batches(stage_task, fn_kwargs=dict(spec=pool, metrics_name=self.metrics_name),
+                                    concurrency=r.concurrency, **common)
+                continue
+            start = max(1, min(r.concurrency, items or r.concurrency))
+            ds = ds.map_batches(StageActor, fn_constructor_kwargs=dict(spec=pool, metrics_name=self.metrics_name),
+                                compute=ActorPoolStrategy(min_size=start, max_size=r.concurrency),
+                                num_gpus=r.num_gpus, **common)
+        return ds
 
     def run_global(self, job: GlobalJob) -> None:
         import ray
