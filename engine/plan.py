@@ -33,7 +33,6 @@ class Phase:
     index: int
     stages: list                      # ResolvedStage, streamed in order
     schema: pa.Schema                 # what this phase writes
-    in_schema: Optional[pa.Schema]    # what the previous phase wrote (None for phase 0)
     barrier: Optional[object] = None  # a global ResolvedStage
 
     @property
@@ -87,7 +86,7 @@ def plan_run(pipeline, files: list[InputFile]) -> RunPlan:
 
 
 def _phase(index: int, stages: list, before: list, barrier) -> Phase:
-    return Phase(index, list(stages), phase_schema(before + stages), phase_schema(before) if index else None, barrier)
+    return Phase(index, list(stages), phase_schema(before + stages), barrier)
 
 
 def plan_pools(stages, fuse_cpu_stages: bool = True) -> list[tuple[list, Resources]]:

@@ -134,6 +134,7 @@ class RayExecutor:
         ctx.print_on_execution_start = False
         ctx.verbose_stats_logs = False
         # outputs in input order: a chunk is complete once a later chunk's part arrives
+        self._preserve_order_before = ctx.execution_options.preserve_order
         ctx.execution_options.preserve_order = True
         self.metrics_name = f"tokenmill-metrics-{os.getpid()}-{int(time.time())}"
         self._metrics = ray.remote(StageMetrics).options(name=self.metrics_name, num_cpus=0).remote()
@@ -155,6 +156,7 @@ class RayExecutor:
         if self._metrics is not None:
             ray.kill(self._metrics)
             self._metrics = None
+            ray.data.DataContext.get_current().execution_options.preserve_order = self._preserve_order_before
         if self._started_ray:
             ray.shutdown()
             self._started_ray = False
