@@ -3,6 +3,9 @@
     python bench/overhead.py                      # quickstart, 5k and 50k web docs, 3 runs each (~15 min)
     python bench/overhead.py --cases quickstart --runs 5
     python bench/overhead.py --cases 5k,50k --runs 1
+    python bench/overhead.py --pythonpath /tmp/oldpkg --json bench/overhead-before.json   # another checkout:
+        # git worktree add /tmp/oldtree <commit>; mkdir -p /tmp/oldpkg/tokenmill;
+        # for d in engine stages cluster; do ln -s /tmp/oldtree/$d /tmp/oldpkg/tokenmill/$d; done
 
 Cases (each run is a child process under a memory sampler; an embedded Ray with ``--cores``
 CPUs starts inside it, and its start is part of the wall time):
@@ -95,7 +98,7 @@ def child(a) -> dict:
     return {"wall": wall, "docs": rep["input"]["docs"], "tokens": rep["input"]["tokens"],
             "busy": sum(s["busy_seconds"] or 0 for s in rep["stages"]),
             "busy_by_stage": {s["stage"]: s["busy_seconds"] for s in rep["stages"]},
-            "phase_seconds": rep["phase_seconds"], "shuffle_bytes": rep["shuffle_bytes"],
+            "phase_seconds": rep["phase_seconds"], "shuffle_bytes": rep.get("shuffle_bytes") or 0,
             "join_bytes_before": join_bytes(Path(a.output))}
 
 
@@ -111,7 +114,7 @@ def join_bytes(out: Path) -> int:
 
 
 # -- parent -------------------------------------------------------------------------------------
-def run_case(case: str, runs: int, cores: int) -> dict:
+def run_case(case: str, runs: int, cores: int, pythonpath: str = "") -> dict:
     inp = str(prepare(CASES[case])) if CASES[case] else ""
     res = []
     for i in range(runs):
@@ -119,7 +122,8 @@ def run_case(case: str, runs: int, cores: int) -> dict:
         shutil.rmtree(out, ignore_errors=True)
         r = run_child([str(HERE), "--child", "--case", case, "--input", inp, "--output", str(out),
                        "--cores", str(cores), "--result", str(ODIR / f"result-{case}.json")],
-                      ODIR / f"result-{case}.json", env={"RAY_AUTH_MODE": "disabled"})
+                      ODIR / f"result-{case}.json",
+                      env={"RAY_AUTH_MODE": "disabled", **({"PYTHONPATH": pythonpath} if pythonpath else {})})
         r["efficiency"] = r["busy"] / (r["wall"] * cores)
         print(f"  {case} run {i + 1}/{runs}: wall {r['wall']:.1f}s, busy {r['busy']:.1f}s, efficiency "
               f"{r['efficiency']:.2f}, peak RSS {r['memory']['peak_rss_workers_mib']:,.0f} MiB", flush=True)
@@ -178,6 +182,8 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--cores", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--json", default=str(HERE.with_suffix(".json")))
+    p.add_argument("--pythonpath", default="", help="a folder holding another checkout's code as tokenmill/ "
+                   "(symlinks engine, stages, cluster): measures that code instead, e.g. the previous commit")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--case", help=argparse.SUPPRESS)
     p.add_argument("--input", help=argparse.SUPPRESS)
@@ -191,7 +197,7 @@ def main() -> None:
     results = {}
     for case in [c.strip() for c in a.cases.split(",") if c.strip()]:
         print(f"{case}: {a.runs} run(s)", flush=True)
-        results[case] = run_case(case, a.runs, a.cores)
+        results[case] = run_case(case, a.runs, a.cores, a.pythonpath)
     report(results, a.cores)
     write_json(Path(a.json), {"machine": machine_info(), "cores": a.cores, "results": results})
 

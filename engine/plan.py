@@ -14,12 +14,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
-import fsspec
 import pyarrow as pa
 
 from .readers import InputFile
 from .schema import WORKING_COLUMNS, phase_schema
 from .stage import Resources
+from .storage import Storage
 
 VERSION = "0.1.0"
 #: the layout of OUT/_work; a change makes older unfinished work unusable, so it is in the fingerprint
@@ -125,8 +125,8 @@ def _stamp(path: str) -> list:
     """(size, modification stamp) of an input file: size and ETag (or time) on object stores."""
     try:
         if "://" in path:
-            rfs, rpath = fsspec.core.url_to_fs(path)
-            info = rfs.info(rpath)
+            st = Storage(path)
+            info = st.fs.info(st.root)
             stamp = next((info[k] for k in ("ETag", "etag", "LastModified", "mtime", "updated") if info.get(k)), None)
             return [info.get("size"), None if stamp is None else str(stamp)]
         st = os.stat(path)

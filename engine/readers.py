@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .schema import DOCUMENT_SCHEMA
+from .storage import Storage
 
 READ_STAGE = "read"
 FILE_ERROR = "unreadable_file"
@@ -64,13 +65,10 @@ def list_input_files(patterns: list[str], fmt: str = "auto") -> tuple[list[Input
     sources: set[str] = set()
     for pattern in patterns:
         if "://" in pattern:
-            fs, _, _ = fsspec.get_fs_token_paths(pattern)
-            fs.invalidate_cache()  # a shared instance's cached listing would miss new or changed input
-            protocol = pattern.split("://", 1)[0]
-            matches = sorted(f"{protocol}://{p}" for p in fs.glob(pattern.split("://", 1)[1]))
+            st = Storage(pattern)  # asks the store afresh: a cached listing would miss new input
             expanded = []
-            for m in matches:
-                expanded += [f"{protocol}://{p}" for p in sorted(fs.find(m.split('://', 1)[1]))] if fs.isdir(m) else [m]
+            for m in sorted(st.fs.glob(st.root)):
+                expanded += [st.url(p) for p in st.find(m)] if st.fs.isdir(m) else [st.url(m)]
         else:
             matches = sorted(_glob.glob(pattern, recursive=True)) if any(c in pattern for c in "*?[") else [pattern]
             expanded = []

@@ -45,6 +45,7 @@ class PhaseRunner:
         self.work = store.path("_work", work)
         self.tmp_root = store.path("_work", "_tmp")
         self.phase_seconds: dict[str, float] = {}
+        self._listings: dict[int, dict[str, dict[str, int]]] = {}
 
     def run(self) -> WriteStats:
         pending: dict[int, Decisions] = {}
@@ -71,8 +72,20 @@ class PhaseRunner:
         return f"{self.work}/{phase.stream_dir}/{chunk.name}"
 
     def parts(self, phase: Phase, chunk: Chunk) -> list[str]:
-        folder = self.chunk_dir(phase, chunk)
-        return [self.store.url(f"{folder}/{rel}") for rel in self.store.list_parquet(folder)]
+        return [self.store.url(p) for p in self._listing(phase).get(chunk.name, {})]
+
+    def _listing(self, phase: Phase) -> dict[str, dict[str, int]]:
+        """chunk name -> {part path: size} of a phase's committed parts, from one listing of the
+        phase folder (a listing per chunk would be thousands of calls on an object store)."""
+        if phase.index not in self._listings:
+            folder = f"{self.work}/{phase.stream_dir}"
+            by_chunk: dict[str, dict[str, int]] = {}
+            for path, size in self.store.find_sizes(folder).items():
+                chunk, _, name = self.store.rel(path, folder).partition("/")
+                if name.endswith(".parquet") and "/" not in name:
+                    by_chunk.setdefault(chunk, {})[path] = size
+            self._listings[phase.index] = by_chunk
+        return self._listings[phase.index]
 
     def stream(self, phase: Phase, pending: dict[int, Decisions]) -> None:
         todo = [c for c in self.plan.chunks if not self.store.exists(f"{self.chunk_dir(phase, c)}/{DONE}")]
@@ -93,6 +106,7 @@ class PhaseRunner:
         tmp = self._tmp()
         job = StreamJob(phase.index, items, self.pools(phase, self.store.url(tmp)))
         committer = ChunkCommitter(self, phase, todo, tmp)
+        self._listings.pop(phase.index, None)
         for part in self.executor.stream(job):
             committer.add(part)
         committer.finish()
@@ -123,8 +137,9 @@ class PhaseRunner:
             say(f"global: {phase.barrier.name} already done, skipped")
             return
         t0 = time.time()
-        parts = [p for c in self.plan.chunks for p in self.parts(phase, c)]
-        size = sum(self.store.size(p if self.store.local else p.split("://", 1)[1]) for p in parts)
+        listing = self._listing(phase)
+        parts = [self.store.url(p) for c in self.plan.chunks for p in listing.get(c.name, {})]
+        size = sum(sum(sizes.values()) for sizes in listing.values())
         tmp = self._tmp()
         self.executor.run_global(GlobalJob(phase.barrier, self.pipeline.languages, parts, self.store.url(tmp), size))
         self._commit_dir(tmp, final)

@@ -62,6 +62,14 @@ class Storage:
         self.fs.invalidate_cache(folder)
         return sorted(p for p in self.fs.find(folder) if not p.endswith("/"))
 
+    def find_sizes(self, folder: str) -> dict[str, int]:
+        """Every file under a folder with its size, from one listing."""
+        if not self.fs.exists(folder):
+            return {}
+        self.fs.invalidate_cache(folder)
+        return {p: info.get("size") or 0 for p, info in sorted(self.fs.find(folder, detail=True).items())
+                if not p.endswith("/")}
+
     def mv(self, src: str, dst: str) -> None:
         self.fs.mv(src, dst)
 

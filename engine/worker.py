@@ -30,6 +30,12 @@ def _no_record(stage: str, seconds: float, rows: int) -> None:
     pass
 
 
+def release_memory() -> None:
+    """Give memory Arrow's allocator holds but no longer uses back to the system: a worker
+    process lives for the whole run, and what one large file needed should not stay with it."""
+    pa.default_memory_pool().release_unused()
+
+
 def read_parquet_file(url: str, columns: Optional[list[str]] = None) -> pa.Table:
     store = Storage(url)
     if store.local:
@@ -93,6 +99,7 @@ class StreamWorker:
                 self.record(READ_STAGE, time.perf_counter() - t0, table.num_rows)
                 yield table
                 t0 = time.perf_counter()
+            release_memory()
 
     def _read_input(self, item: dict) -> Iterator[pa.Table]:
         tok = self.spec.tokenizer
@@ -158,4 +165,5 @@ def finalize_chunk(item: dict, job: FinalJob) -> WriteStats:
     data.close()
     if rejects is not None:
         rejects.close()
+    release_memory()
     return stats

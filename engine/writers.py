@@ -19,7 +19,8 @@ from .schema import CHUNK
 from .storage import Storage
 
 ROW_GROUP_ROWS = 20_000
-BUFFER_BYTES = 128 << 20
+GROUP_BYTES = 8 << 20      # a partition's buffer is written as a row group at this size ...
+BUFFER_BYTES = 32 << 20    # ... and every buffer when all of them hold this much
 
 
 def _codec(compression: str) -> Optional[str]:
@@ -58,6 +59,7 @@ class _OpenFile:
         self.seq = 0
         self.buffer: list[pa.Table] = []
         self.buffered = 0
+        self.buffered_bytes = 0
 
 
 class PartitionedWriter:
@@ -79,13 +81,13 @@ class PartitionedWriter:
         if self.key is None:
             self._buffer("", table)
         else:
-            table = table.sort_by(self.key)
-            values = table[self.key]
-            counts = pc.value_counts(values)
+            # take() copies each partition's rows: a buffered slice would keep the whole batch alive
+            order = pc.sort_indices(table[self.key])
+            counts = pc.value_counts(table[self.key])
             start = 0
             for value, n in sorted(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()),
                                    key=lambda x: x[0]):
-                self._buffer(value, table.slice(start, n))
+                self._buffer(value, table.take(order.slice(start, n)))
                 start += n
         if self.buffered_bytes > self.buffer_bytes:
             for value in list(self.files):
@@ -95,8 +97,9 @@ class PartitionedWriter:
         f = self.files.setdefault(value, _OpenFile())
         f.buffer.append(table)
         f.buffered += table.num_rows
+        f.buffered_bytes += table.nbytes
         self.buffered_bytes += table.nbytes
-        if f.buffered >= self.group_rows:
+        if f.buffered >= self.group_rows or f.buffered_bytes >= GROUP_BYTES:
             self._flush(value)
 
     def _flush(self, value: str) -> None:
@@ -104,8 +107,8 @@ class PartitionedWriter:
         if not f.buffer:
             return
         table = pa.concat_tables(f.buffer).combine_chunks()
-        self.buffered_bytes -= sum(t.nbytes for t in f.buffer)
-        f.buffer, f.buffered = [], 0
+        self.buffered_bytes -= f.buffered_bytes
+        f.buffer, f.buffered, f.buffered_bytes = [], 0, 0
         while table.num_rows:
             if f.writer is None:
                 self._open(value, f, table.schema)

@@ -52,8 +52,9 @@ def _expected(rows: list[dict]) -> dict[str, str]:
     return out
 
 
-@pytest.mark.parametrize("stages", [["exact_dedup"], ["exact_dedup", "heuristics"]], ids=["final", "next-phase"])
-def test_decisions_land_on_the_right_rows(tmp_path, ray_local, stages):
+@pytest.mark.parametrize("stages,shuffle", [(["exact_dedup"], "hash"), (["exact_dedup", "heuristics"], "auto")],
+                         ids=["final-hash-shuffle", "next-phase-sort-shuffle"])
+def test_decisions_land_on_the_right_rows(tmp_path, ray_local, stages, shuffle):
     paths = _corpus(tmp_path)
     out = tmp_path / "out"
     patterns = [str(tmp_path / "crawl-a" / "*.jsonl.gz"), str(tmp_path / "crawl-b" / "*.jsonl.gz")]
@@ -62,6 +63,7 @@ def test_decisions_land_on_the_right_rows(tmp_path, ray_local, stages):
         "input": {"paths": patterns, "files_per_chunk": 1},
         "output": {"path": str(out)},
         "stages": [{"type": t, "resources": {"batch_size": 5}} for t in stages],
+        "ray": {"shuffle": shuffle},   # small input: auto takes the sort shuffle
     })
     run_pipeline(pipe, progress=False)
 
