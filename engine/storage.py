@@ -57,10 +57,7 @@ class Storage:
 
     def find(self, folder: str) -> list[str]:
         """Every file under a folder (folder markers of object stores skipped)."""
-        if not self.fs.exists(folder):
-            return []
-        self.fs.invalidate_cache(folder)
-        return sorted(p for p in self.fs.find(folder) if not p.endswith("/"))
+        return sorted(self.find_sizes(folder))
 
     def find_sizes(self, folder: str) -> dict[str, int]:
         """Every file under a folder with its size, from one listing."""

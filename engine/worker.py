@@ -60,15 +60,16 @@ _WORKERS: dict[str, "StreamWorker"] = {}
 _KEEP_WORKERS = 2
 
 
-def cached_worker(spec: PoolSpec, record: Optional[Record] = None) -> "StreamWorker":
+def cached_worker(spec: PoolSpec, make_record: Optional[Callable[[], Optional[Record]]] = None) -> "StreamWorker":
     """This process's ``StreamWorker`` for a pool: its stages are built and set up (models
     loaded) on the first batch the process gets, then reused for every later batch and phase of
-    the run, as an actor would. The oldest of more than two pools is dropped."""
+    the run, as an actor would. The oldest of more than two pools is dropped. ``make_record`` is
+    called only when the worker is built (finding the metrics actor is a round trip)."""
     worker = _WORKERS.get(spec.key)
     if worker is None:
         while len(_WORKERS) >= _KEEP_WORKERS:
             _WORKERS.pop(next(iter(_WORKERS)))
-        worker = _WORKERS[spec.key] = StreamWorker(spec, record)
+        worker = _WORKERS[spec.key] = StreamWorker(spec, make_record() if make_record else None)
     return worker
 
 

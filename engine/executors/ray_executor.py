@@ -82,7 +82,7 @@ class StageActor:
 
 def stage_task(batch: pa.Table, spec: PoolSpec, metrics_name: Optional[str] = None) -> Iterator[pa.Table]:
     """A task of a CPU pool: the worker process's cached ``StreamWorker`` (set up once per process)."""
-    yield from cached_worker(spec, _recorder(metrics_name))(batch)
+    yield from cached_worker(spec, lambda: _recorder(metrics_name))(batch)
 
 
 def _read_keys(batch: pa.Table, columns: list[str], metrics_name: Optional[str]) -> pa.Table:
