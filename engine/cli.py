@@ -21,7 +21,14 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--address", help="existing Ray cluster: 'auto' or ray://HOST:10001 (overrides ray.address)")
     r.add_argument("--output", help="output folder or URL (overrides output.path)")
     r.add_argument("--num-cpus", type=int, help="CPUs for the embedded local Ray (default: all)")
-    r.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    r.add_argument("--no-progress", action="store_true", help="no progress display (tokenmill's messages only)")
+    r.add_argument("--progress", choices=["auto", "live", "log", "off"], default="auto",
+                   help="auto (default): a live display in a terminal, a progress line every --progress-interval "
+                   "seconds elsewhere (CI, kubectl logs); live, log or off to choose")
+    r.add_argument("--progress-interval", type=float, default=float(os.environ.get("TOKENMILL_PROGRESS_INTERVAL", 10)),
+                   metavar="SECONDS", help="seconds between progress lines when not in a terminal (default 10, or "
+                   "$TOKENMILL_PROGRESS_INTERVAL)")
+    r.add_argument("--verbose", "-v", action="store_true", help="also show Ray's own logs, warnings and progress")
     r.add_argument("--keep-work", action="store_true", help="keep intermediate phase files under OUT/_work")
     v = sub.add_parser("validate", help="check a config without running it",
                        description="Validate a config: keys, stage types and parameters, language files, inputs.")
@@ -40,14 +47,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "validate":
         cfg = pipeline.config
         print(f"{args.config}: ok ({len(pipeline.stages)} stages: {', '.join(s.name for s in pipeline.stages)}; "
-              f"{len(pipeline.languages.languages_with_files())} language files; output {cfg.output.path})")
+              f"{len(pipeline.languages.languages_with_files())} language files from {pipeline.languages.folder}; "
+              f"output {cfg.output.path})")
         return 0
+    from .console import Console
     from .run import run_pipeline
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    console = Console.auto("off" if args.no_progress else args.progress, args.progress_interval)
     try:
         run_pipeline(pipeline, address=args.address, output=args.output, num_cpus=args.num_cpus,
-                     progress=not args.no_progress, keep_work=args.keep_work)
+                     keep_work=args.keep_work, console=console, verbose=args.verbose)
     except KeyboardInterrupt:
         print("interrupted: finished phases are kept; run the same command again to finish", file=sys.stderr)
         return 130

@@ -17,7 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .languages import LanguageParams, LanguageTable, deep_merge, load_language_files
 from .stage import GlobalStage, Resources, Stage, get_stage_class, known_stage_types
 
-REPO_LANGUAGES_DIR = Path(__file__).resolve().parent.parent / "configs" / "languages"
+
+
+def shipped_languages_dir() -> Path:
+    """The language files installed with tokenmill (package ``tokenmill.languages``)."""
+    from tokenmill.languages import shipped_dir
+
+    return shipped_dir()
 
 
 class ConfigError(Exception):
@@ -74,7 +80,8 @@ class RayConfig(BaseModel):
 
 class LanguagesConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    dir: Optional[str] = Field(None, description="folder of <iso>.yaml files; default configs/languages")
+    dir: Optional[str] = Field(None, description="folder of <iso>.yaml files; default: the files shipped with tokenmill "
+                               "(configs/languages, installed as package tokenmill.languages)")
     defaults: dict[str, Any] = Field(default_factory=dict)
     overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
@@ -227,13 +234,7 @@ def build_pipeline(data: dict, source: Path | None = None, check_inputs: bool = 
     errors: list[tuple[str, str]] = []
 
     # languages: the folder, each file, each override must validate
-    lang_dir = Path(cfg.languages.dir) if cfg.languages.dir else REPO_LANGUAGES_DIR
-    if not cfg.languages.dir and not lang_dir.is_dir():
-        import warnings
-
-        warnings.warn(f"languages.dir is not set and {lang_dir} does not exist (a non-editable install?): "
-                      "every language uses the built-in default thresholds; set languages.dir to your "
-                      "configs/languages folder", stacklevel=2)
+    lang_dir = Path(cfg.languages.dir) if cfg.languages.dir else shipped_languages_dir()
     if cfg.languages.dir and not lang_dir.is_dir():
         errors.append(("languages.dir", f"not a folder: {lang_dir}"))
     try:
@@ -241,7 +242,7 @@ def build_pipeline(data: dict, source: Path | None = None, check_inputs: bool = 
     except (ValueError, yaml.YAMLError) as e:
         errors.append(("languages.dir", str(e)))
         files = {}
-    table = LanguageTable(cfg.languages.defaults, files, cfg.languages.overrides)
+    table = LanguageTable(cfg.languages.defaults, files, cfg.languages.overrides, str(lang_dir))
     defaults_ok = True
     try:
         LanguageParams.model_validate(deep_merge(cfg.languages.defaults, {}))

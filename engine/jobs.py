@@ -19,12 +19,13 @@ from .readers import InputFile
 Decisions = list[tuple[str, list[str]]]
 
 
-def input_item(chunk: int, f: InputFile) -> dict:
-    return {"chunk": chunk, "path": f.path, "source": f.source, "format": f.format, "decisions": ""}
+def input_item(chunk: int, f: InputFile, size: int = 0) -> dict:
+    return {"chunk": chunk, "path": f.path, "source": f.source, "format": f.format, "decisions": "", "bytes": size}
 
 
 def part_item(chunk: int, part_url: str, decisions: Decisions) -> dict:
-    return {"chunk": chunk, "path": part_url, "source": "", "format": "part", "decisions": json.dumps(decisions)}
+    return {"chunk": chunk, "path": part_url, "source": "", "format": "part", "decisions": json.dumps(decisions),
+            "bytes": 0}
 
 
 def item_decisions(item: dict) -> Decisions:

@@ -110,7 +110,8 @@ class LanguageTable:
     """Resolved parameters per language, cached; picklable so it travels to actors."""
 
     def __init__(self, defaults: dict | None = None, files: dict[str, dict] | None = None,
-                 overrides: dict[str, dict] | None = None):
+                 overrides: dict[str, dict] | None = None, folder: str | None = None):
+        self.folder = folder  # where the files came from (reported with the run)
         self.defaults = defaults or {}
         self.files = files or {}
         self.overrides = overrides or {}

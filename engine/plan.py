@@ -108,15 +108,21 @@ def plan_pools(stages, fuse_cpu_stages: bool = True) -> list[tuple[list, Resourc
     return out
 
 
-def fingerprint(pipeline, files: list[InputFile]) -> str:
+def input_stamps(files: list[InputFile]) -> list[list]:
+    """(size, modification stamp) of each input file, asked once per run."""
+    return [_stamp(f.path) for f in files]
+
+
+def fingerprint(pipeline, files: list[InputFile], stamps: Optional[list[list]] = None) -> str:
     """Changes when anything that changes the output changes: config, language files, inputs."""
+    stamps = stamps if stamps is not None else input_stamps(files)
     cfg = pipeline.config.model_dump(mode="json")
     cfg.pop("ray", None)
     cfg["output"] = {k: v for k, v in cfg["output"].items() if k != "path"}
     for st in cfg["stages"]:
         st.pop("resources", None)
     langs = {iso: pipeline.languages.raw(iso) for iso in pipeline.languages.languages_with_files()}
-    inputs = [[f.path, f.source, f.format, *_stamp(f.path)] for f in files]
+    inputs = [[f.path, f.source, f.format, *st] for f, st in zip(files, stamps)]
     blob = json.dumps({"v": VERSION, "layout": WORK_LAYOUT, "cfg": cfg, "langs": langs, "inputs": inputs}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 

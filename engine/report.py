@@ -39,6 +39,8 @@ def build_report(pipeline, manifest: dict, stats: WriteStats, problems, metrics:
     return {
         "name": pipeline.config.name,
         "fingerprint": manifest["fingerprint"],
+        "language_files": {"folder": pipeline.languages.folder,
+                           "languages": len(pipeline.languages.languages_with_files())},
         "wall_seconds": round(wall_seconds, 2),
         "phase_seconds": {k: round(v, 2) for k, v in phase_seconds.items()},
         "shuffle_bytes": (metrics or {}).get("shuffle_bytes"),
@@ -128,7 +130,7 @@ in {report['wall_seconds']:.1f} s. Fingerprint <code>{report['fingerprint'][:12]
 </body></html>"""
 
 
-def print_summary(report: dict, out: str, stream=None) -> None:
+def print_summary(report: dict, out: str, stream=None, logs: str | None = None) -> None:
     stream = stream or sys.stdout
     w = stream.write
     w(f"\ntokenmill: {report['name']} finished in {report['wall_seconds']:.1f}s\n")
@@ -140,3 +142,5 @@ def print_summary(report: dict, out: str, stream=None) -> None:
     if report["file_errors"]:
         w(f"files with errors: {len(report['file_errors'])} (see report.json file_errors)\n")
     w(f"output: {out}/data/language=*/  rejects: {out}/rejects/  report: {out}/report.html\n")
+    if logs:
+        w(f"engine logs: {logs}\n")

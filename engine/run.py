@@ -10,14 +10,14 @@ run redoes only unfinished work.
 from __future__ import annotations
 
 import json
-import sys
 import time
 import uuid
 from typing import Optional
 
 from .jobs import Decisions, FinalJob, GlobalJob, PartWritten, PoolSpec, StreamJob, input_item, part_item
 from .manifest import MANIFEST, commit
-from .plan import VERSION, Chunk, Phase, RunPlan, fingerprint, plan_pools, plan_run
+from .console import Console
+from .plan import VERSION, Chunk, Phase, RunPlan, fingerprint, input_stamps, plan_pools, plan_run
 from .readers import list_input_files
 from .stage import Resources
 from .report import build_report, print_summary, write_report
@@ -28,8 +28,6 @@ DONE = "_SUCCESS"
 STATS = "_stats.json"
 
 
-def say(msg: str) -> None:
-    print(f"[tokenmill] {msg}", file=sys.stderr, flush=True)
 
 
 class RunResult:
@@ -40,8 +38,11 @@ class RunResult:
 class PhaseRunner:
     """Runs each phase of a plan on an executor, skipping what an earlier run committed."""
 
-    def __init__(self, store: Storage, work: str, executor, pipeline, plan: RunPlan):
+    def __init__(self, store: Storage, work: str, executor, pipeline, plan: RunPlan, console: Console,
+                 sizes: Optional[dict[str, int]] = None):
         self.store, self.executor, self.pipeline, self.plan = store, executor, pipeline, plan
+        self.console, self.say = console, console.say
+        self.sizes = sizes or {}
         self.work = store.path("_work", work)
         self.tmp_root = store.path("_work", "_tmp")
         self.phase_seconds: dict[str, float] = {}
@@ -63,6 +64,7 @@ class PhaseRunner:
             return fn(*args)
         finally:
             self.phase_seconds[name] = time.time() - t0
+            self.console.end_phase()
 
     def _tmp(self) -> str:
         return f"{self.tmp_root}/{uuid.uuid4().hex[:12]}"
@@ -91,18 +93,20 @@ class PhaseRunner:
         todo = [c for c in self.plan.chunks if not self.store.exists(f"{self.chunk_dir(phase, c)}/{DONE}")]
         n = len(self.plan.chunks)
         if len(todo) < n:
-            say(f"stream: phase {phase.index}: {n - len(todo)}/{n} chunks already done, skipped")
+            self.say(f"stream: phase {phase.index}: {n - len(todo)}/{n} chunks already done, skipped")
         if not todo:
             return
         prev = self.plan.phases[phase.index - 1] if phase.index else None
         items = []
         for c in todo:
             if prev is None:
-                items += [input_item(c.index, f) for f in c.files]
+                items += [input_item(c.index, f, self.sizes.get(f.path) or 0) for f in c.files]
             else:
                 items += [part_item(c.index, p, pending.get(c.index, [])) for p in self.parts(prev, c)]
-        say(f"stream: phase {phase.index}: {len(todo)} chunk(s), {len(items)} "
-            f"{'files' if prev is None else 'parts'} through {' -> '.join(s.name for s in phase.stages) or '(no stages)'}")
+        self.say(f"stream: phase {phase.index}: {len(todo)} chunk(s), {len(items)} "
+                 f"{'files' if prev is None else 'parts'} through {' -> '.join(s.name for s in phase.stages) or '(no stages)'}")
+        self.console.start_phase(f"stream {phase.index}", files_total=len(items) if prev is None else None,
+                                 bytes_total=sum(it["bytes"] for it in items) or None)
         tmp = self._tmp()
         job = StreamJob(phase.index, items, self.pools(phase, self.store.url(tmp)))
         committer = ChunkCommitter(self, phase, todo, tmp)
@@ -110,6 +114,7 @@ class PhaseRunner:
         for part in self.executor.stream(job):
             committer.add(part)
         committer.finish()
+        self.say(f"stream: phase {phase.index}: {committer.next} chunk(s) committed ({committer.total_rows:,} rows)")
 
     def pools(self, phase: Phase, sink_url: str) -> list[PoolSpec]:
         cfg = self.pipeline.config
@@ -128,22 +133,22 @@ class PhaseRunner:
         self.store.rm(final)  # a commit cut short
         self.store.move_files(files, final)
         self.store.touch(f"{final}/{DONE}")
-        say(f"stream: phase {phase.index}: chunk {chunk.index + 1}/{len(self.plan.chunks)} committed ({rows:,} rows)")
 
     # -- global ----------------------------------------------------------------------------------
     def run_global(self, phase: Phase) -> None:
         final = f"{self.work}/{phase.decisions_dir}"
         if self.store.exists(f"{final}/{DONE}"):
-            say(f"global: {phase.barrier.name} already done, skipped")
+            self.say(f"global: {phase.barrier.name} already done, skipped")
             return
         t0 = time.time()
+        self.console.start_phase(f"global {phase.barrier.name}")
         listing = self._listing(phase)
         parts = [self.store.url(p) for c in self.plan.chunks for p in listing.get(c.name, {})]
         size = sum(sum(sizes.values()) for sizes in listing.values())
         tmp = self._tmp()
         self.executor.run_global(GlobalJob(phase.barrier, self.pipeline.languages, parts, self.store.url(tmp), size))
         self._commit_dir(tmp, final)
-        say(f"global: {phase.barrier.name} done in {time.time() - t0:.1f}s")
+        self.say(f"global: {phase.barrier.name} done in {time.time() - t0:.1f}s")
 
     def decisions_by_chunk(self, phase: Phase) -> dict[int, Decisions]:
         folder = f"{self.work}/{phase.decisions_dir}"
@@ -164,12 +169,13 @@ class PhaseRunner:
     def finalize(self, pending: dict[int, Decisions]) -> WriteStats:
         staged = f"{self.work}/final"
         if self.store.exists(f"{staged}/{DONE}"):
-            say("write: already done, skipped")
+            self.say("write: already done, skipped")
             return WriteStats.from_json(self.store.read_json(f"{staged}/{STATS}") or {})
         last = self.plan.phases[-1]
         items = [{"chunk": c.index, "parts": self.parts(last, c), "decisions": json.dumps(pending.get(c.index, []))}
                  for c in self.plan.chunks]
         items = [it for it in items if it["parts"]]
+        self.console.start_phase("write")
         tmp = self._tmp()
         cfg = self.pipeline.config
         stats = WriteStats()
@@ -179,7 +185,7 @@ class PhaseRunner:
         self.store.makedirs(tmp)
         self.store.write_json_atomic(f"{tmp}/{STATS}", stats.to_json())
         self._commit_dir(tmp, staged)
-        say(f"write: curated data and rejects staged ({len(items)} chunk(s))")
+        self.say(f"write: curated data and rejects staged ({len(items)} chunk(s))")
         return stats
 
 
@@ -193,12 +199,14 @@ class ChunkCommitter:
         self.next = 0
         self.files: dict[int, list[str]] = {}
         self.rows: dict[int, int] = {}
+        self.total_rows = 0
 
     def add(self, part: PartWritten) -> None:
         while self.next < len(self.chunks) and self.chunks[self.next].index < part.chunk:
             self._commit(self.chunks[self.next])
         self.files.setdefault(part.chunk, []).append(f"{self.tmp}/{part.file.rsplit('/', 1)[-1]}")
         self.rows[part.chunk] = self.rows.get(part.chunk, 0) + part.rows
+        self.total_rows += part.rows
 
     def finish(self) -> None:
         while self.next < len(self.chunks):
@@ -210,57 +218,74 @@ class ChunkCommitter:
 
 
 def run_pipeline(pipeline, address: Optional[str] = None, output: Optional[str] = None,
-                 num_cpus: Optional[int] = None, progress: bool = True, keep_work: bool = False) -> RunResult:
+                 num_cpus: Optional[int] = None, progress: bool = True, keep_work: bool = False,
+                 console: Optional[Console] = None, verbose: bool = False) -> RunResult:
+    """Run a pipeline to completion (or finish an interrupted run). ``console``: where messages and
+    progress go (default: a live display in a terminal, progress lines elsewhere, none with
+    ``progress=False``); ``verbose``: let the engine's own logs and progress through."""
     from .executors.base import run_executor
 
+    console = console or Console.auto("auto" if progress else "off")
     cfg = pipeline.config
     out = output or cfg.output.path
     store = Storage(out)
     files, problems = list_input_files(cfg.input.paths, cfg.input.format)
     for where, what in problems:
-        say(f"input: {where}: {what}")
-    fp = fingerprint(pipeline, files)
+        console.say(f"input: {where}: {what}")
+    stamps = input_stamps(files)
+    fp = fingerprint(pipeline, files, stamps)
     manifest = store.read_json(store.path(MANIFEST))
     if manifest and manifest.get("complete") and manifest.get("fingerprint") == fp:
-        return _already_complete(store, out, pipeline, manifest, problems)
+        return _already_complete(store, out, pipeline, manifest, problems, console)
 
     plan = plan_run(pipeline, files)
-    executor = run_executor("ray", pipeline, address=address, num_cpus=num_cpus, progress=progress)
+    executor = run_executor("ray", pipeline, address=address, num_cpus=num_cpus, verbose=verbose)
+    console.say(f"run {cfg.name}: {len(files)} input files in {len(plan.chunks)} chunk(s), {len(plan.phases)} "
+                f"phase(s), output {out}")
     t_start = time.time()
-    say(f"run {cfg.name}: {len(files)} input files in {len(plan.chunks)} chunk(s), {len(plan.phases)} phase(s), "
-        f"output {out}")
     executor.start()
+    console.poll = executor.progress
     try:
-        runner = PhaseRunner(store, fp[:16], executor, pipeline, plan)
-        stats = runner.run()
-        t0 = time.time()
-        manifest = commit(store, f"{runner.work}/final", f"{runner.work}/_commit.json", fp,
-                          {"name": cfg.name, "tokenmill_version": VERSION, "inputs": [f.path for f in files],
-                           "input_problems": [list(p) for p in problems], "counts": stats.to_json()})
-        runner.phase_seconds["commit"] = time.time() - t0
-        say(f"committed {len(manifest['files'])} files to {out}")
-        t0 = time.time()
-        metrics = executor.metrics()
-        report = build_report(pipeline, manifest, stats, problems, metrics, wall_seconds=time.time() - t_start,
-                              phase_seconds=runner.phase_seconds)
-        report["phase_seconds"]["report"] = round(time.time() - t0, 2)
-        report["wall_seconds"] = round(time.time() - t_start, 2)  # everything but the engine's shutdown
-        write_report(store, report)
-        if not keep_work:
-            store.rm(store.path("_work"))
-        print_summary(report, out)
-        return RunResult(out, manifest, report, skipped=False)
+        runner = PhaseRunner(store, fp[:16], executor, pipeline, plan, console,
+                             {f.path: st[0] for f, st in zip(files, stamps)})
+        result = _run_and_commit(runner, store, out, fp, files, problems, keep_work, t_start)
+        console.close()
+        print_summary(result.report, out, logs=executor.log_location())
+        return result
     finally:
+        console.close()
         executor.stop()
 
 
-def _already_complete(store: Storage, out: str, pipeline, manifest: dict, problems) -> RunResult:
+def _run_and_commit(runner: PhaseRunner, store: Storage, out: str, fp: str, files, problems,
+                    keep_work: bool, t_start: float) -> RunResult:
+    """Every phase, then the commit (files, manifest), then the report."""
+    pipeline, executor = runner.pipeline, runner.executor
+    stats = runner.run()
+    t0 = time.time()
+    manifest = commit(store, f"{runner.work}/final", f"{runner.work}/_commit.json", fp,
+                      {"name": pipeline.config.name, "tokenmill_version": VERSION, "inputs": [f.path for f in files],
+                       "input_problems": [list(p) for p in problems], "counts": stats.to_json()})
+    runner.phase_seconds["commit"] = time.time() - t0
+    runner.say(f"committed {len(manifest['files'])} files to {out}")
+    t0 = time.time()
+    report = build_report(pipeline, manifest, stats, problems, executor.metrics(),
+                          wall_seconds=time.time() - t_start, phase_seconds=runner.phase_seconds)
+    report["phase_seconds"]["report"] = round(time.time() - t0, 2)
+    report["wall_seconds"] = round(time.time() - t_start, 2)  # everything but the engine's shutdown
+    write_report(store, report)
+    if not keep_work:
+        store.rm(store.path("_work"))
+    return RunResult(out, manifest, report, skipped=False)
+
+
+def _already_complete(store: Storage, out: str, pipeline, manifest: dict, problems, console: Console) -> RunResult:
     report = store.read_json(store.path("report.json"))
     if report is None:  # killed between the manifest and the report: rebuild it from the manifest's counts
         report = build_report(pipeline, manifest, WriteStats.from_json(manifest.get("counts") or {}), problems,
                               {}, wall_seconds=0.0, phase_seconds={})
         write_report(store, report)
-        say(f"{out} was complete but had no report; rebuilt it")
-    say(f"{out} is already complete for this config and input (fingerprint {manifest['fingerprint'][:12]}); "
-        "nothing to do.")
+        console.say(f"{out} was complete but had no report; rebuilt it")
+    console.say(f"{out} is already complete for this config and input (fingerprint {manifest['fingerprint'][:12]}); "
+                "nothing to do.")
     return RunResult(out, manifest, report, skipped=True)

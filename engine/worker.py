@@ -11,6 +11,7 @@ import time
 from typing import Callable, Iterator, Optional
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .batches import apply_decisions, kept_rows, live_keys, rejected_rows, run_stage
@@ -23,6 +24,9 @@ from .tokens import count_tokens
 from .writers import PartitionedWriter, write_parts
 
 Record = Callable[[str, float, int], None]
+#: progress counters a worker records beside its stages' busy time (summed by the engine's metrics)
+FILES_DONE, BYTES_DONE, TOKENS_READ, ROWS_REJECTED = "_files", "_bytes", "_tokens", "_rejected"
+PROGRESS = {FILES_DONE: "files", BYTES_DONE: "bytes", READ_STAGE: "docs", TOKENS_READ: "tokens", ROWS_REJECTED: "rejected"}
 PART_COLUMNS = {"chunk": pa.int32(), "file": pa.string(), "rows": pa.int64()}
 
 
@@ -98,8 +102,13 @@ class StreamWorker:
             tables = self._read_input(item) if item["format"] != "part" else self._read_part(item)
             for table in tables:
                 self.record(READ_STAGE, time.perf_counter() - t0, table.num_rows)
+                if item["format"] != "part":
+                    self.record(TOKENS_READ, 0.0, pc.sum(table["num_tokens"]).as_py() or 0)
                 yield table
                 t0 = time.perf_counter()
+            if item["format"] != "part":
+                self.record(FILES_DONE, 0.0, 1)
+                self.record(BYTES_DONE, 0.0, int(item.get("bytes") or 0))
             release_memory()
 
     def _read_input(self, item: dict) -> Iterator[pa.Table]:
@@ -135,6 +144,7 @@ class StreamWorker:
         return batch
 
     def _write(self, batch: pa.Table) -> pa.Table:
+        self.record(ROWS_REJECTED, 0.0, batch.num_rows - pc.sum(pc.is_null(batch["reject_stage"])).as_py())
         rows = write_parts(batch, self.spec.sink_url)
         return pa.table({"chunk": pa.array([r[0] for r in rows], pa.int32()),
                          "file": pa.array([r[1] for r in rows], pa.string()),

@@ -47,7 +47,7 @@ class LangId(Stage):
     check_params = staticmethod(LangIdParams.check)
 
     def setup(self) -> None:
-        import fasttext
+        import fasttext_new  # fastText in Rust (pip fasttext-new): same models, same predictions, wheels everywhere
 
         path = self.params.model_path or default_model_path()
         if "://" in path:  # object store: copy once per actor to local disk
@@ -56,13 +56,14 @@ class LangId(Stage):
             local = os.path.join(tempfile.mkdtemp(prefix="tokenmill-lid-"), os.path.basename(path))
             fsspec.open(path).fs.get(path, local)
             path = local
-        self.model = fasttext.load_model(path)
+        self.model = fasttext_new.load_model(path)
+        self.threads = max(1, int(self.resources.num_cpus or 1))  # never more threads than the CPUs the pool asked for
 
     def predict(self, texts: pa.Array) -> tuple[list[str], np.ndarray]:
         flat = pc.replace_substring_regex(pc.fill_null(texts, ""), r"[\r\n\t]+", " ")
         if self.params.max_chars:
             flat = pc.utf8_slice_codeunits(flat, 0, self.params.max_chars)
-        labels, probs = self.model.predict(flat.to_pylist(), k=1)
+        labels, probs = self.model.predict_batch(flat.to_pylist(), k=1, threads=self.threads)
         cut = len(self.params.label_prefix)
         langs = [lab[0][cut:] if lab else "und" for lab in labels]
         scores = np.fromiter((p[0] if len(p) else 0.0 for p in probs), dtype=np.float64, count=len(probs))

@@ -40,6 +40,14 @@ class Executor(Protocol):
         """``{"stages": {name: {busy_seconds, rows, batches}}, "shuffle_bytes": N}``: busy time per
         stage summed over every worker, and the bytes that went into the engine's shuffles."""
 
+    def progress(self) -> dict:
+        """Cumulative counters for the console, cheap enough to ask every half second:
+        ``{"files", "bytes", "docs", "tokens", "rejected"}`` (input files and bytes read, documents
+        and tokens read, rejected rows written so far)."""
+
+    def log_location(self) -> str:
+        """Where the engine's own logs are (they are kept out of the console unless verbose)."""
+
 
 def run_executor(name: str, pipeline, **kwargs) -> Executor:
     """The executor for ``name`` (only ``ray`` so far)."""

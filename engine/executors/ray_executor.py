@@ -28,7 +28,7 @@ from ..jobs import FinalJob, GlobalJob, PartWritten, PoolSpec, StreamJob
 from ..plan import plan_pools
 from ..schema import CHUNK
 from ..stats import WriteStats
-from ..worker import StreamWorker, cached_worker, finalize_chunk, read_live_keys
+from ..worker import PROGRESS, StreamWorker, cached_worker, finalize_chunk, read_live_keys
 
 log = logging.getLogger("tokenmill")
 SHUFFLE_BYTES = "_shuffle_bytes"
@@ -63,6 +63,41 @@ class StageMetrics:
 
     def get(self) -> dict:
         return {k: {"busy_seconds": v[0], "rows": v[1], "batches": v[2]} for k, v in self.data.items()}
+
+
+def _session_logs() -> Optional[str]:
+    """The log folder of the Ray session this driver is connected to, when it is on this machine."""
+    try:
+        from ray._private.worker import _global_node
+
+        path = _global_node.get_logs_dir_path() if _global_node is not None else None
+    except Exception:  # a Ray client connection has no local node
+        return None
+    return path if path and os.path.isdir(path) else None
+
+
+def _ray_data_console(level: int) -> None:
+    """Ray Data logs INFO (progress blocks, execution stats) and warnings to the console, and
+    re-reads its logging config at each execution: point it (``RAY_DATA_LOGGING_CONFIG``) at a copy
+    of its default config whose console handler passes only ``level`` and up. Its log file in the
+    session folder keeps everything."""
+    import copy
+    import tempfile
+
+    import yaml
+
+    try:
+        from ray.data._internal.logging import DEFAULT_CONFIG, configure_logging
+    except ImportError:  # a Ray Data without this config: leave its logging as it is
+        return
+    config = copy.deepcopy(DEFAULT_CONFIG)
+    config["handlers"]["console"]["level"] = logging.getLevelName(level)
+    path = os.path.join(tempfile.gettempdir(), f"tokenmill-ray-data-logging-{os.getpid()}.yaml")
+    with open(f"{path}.tmp", "w") as fh:
+        yaml.safe_dump(config, fh)
+    os.replace(f"{path}.tmp", path)
+    os.environ["RAY_DATA_LOGGING_CONFIG"] = path
+    configure_logging()
 
 
 def _recorder(metrics_name: Optional[str]):
@@ -108,11 +143,12 @@ def _finalize(batch: pa.Table, job: FinalJob) -> pa.Table:
 
 
 class RayExecutor:
-    def __init__(self, pipeline, address: Optional[str] = None, num_cpus: Optional[int] = None, progress: bool = True):
+    def __init__(self, pipeline, address: Optional[str] = None, num_cpus: Optional[int] = None, verbose: bool = False):
         self.pipeline = pipeline
         self.address = address if address is not None else pipeline.config.ray.address
         self.num_cpus = num_cpus or pipeline.config.ray.num_cpus
-        self.progress = progress
+        self.verbose = verbose
+        self._log_dir: Optional[str] = None
         self.metrics_name = None
         self._metrics = None
         self._started_ray = False
@@ -122,15 +158,19 @@ class RayExecutor:
         import ray
 
         if not ray.is_initialized():
-            kwargs = dict(include_dashboard=False, log_to_driver=True, logging_level=logging.WARNING)
+            # quiet unless verbose: workers' output and Ray's warnings stay in the session's log folder
+            kwargs = dict(include_dashboard=False, log_to_driver=self.verbose,
+                          logging_level=logging.INFO if self.verbose else logging.ERROR)
             if self.address:
                 ray.init(address=self.address, **kwargs)
             else:
                 cfg = self.pipeline.config.ray
                 ray.init(num_cpus=self.local_cpus(), object_store_memory=cfg.object_store_memory, **kwargs)
             self._started_ray = True
+        self._log_dir = _session_logs()
+        _ray_data_console(logging.INFO if self.verbose else logging.ERROR)
         ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = self.progress
+        ctx.enable_progress_bars = self.verbose
         ctx.print_on_execution_start = False
         ctx.verbose_stats_logs = False
         # outputs in input order: a chunk is complete once a later chunk's part arrives
@@ -166,7 +206,21 @@ class RayExecutor:
 
         data = ray.get(self._metrics.get.remote()) if self._metrics is not None else {}
         shuffle = data.pop(SHUFFLE_BYTES, {"rows": 0})
-        return {"stages": data, "shuffle_bytes": int(shuffle["rows"])}
+        stages = {k: v for k, v in data.items() if not k.startswith("_")}  # "_files" etc. are progress counters
+        return {"stages": stages, "shuffle_bytes": int(shuffle["rows"])}
+
+    def progress(self) -> dict:
+        import ray
+
+        if self._metrics is None:
+            return {}
+        data = ray.get(self._metrics.get.remote(), timeout=10)
+        return {name: int(data.get(key, {}).get("rows", 0)) for key, name in PROGRESS.items()}
+
+    def log_location(self) -> str:
+        if self._log_dir:
+            return self._log_dir
+        return "on the Ray cluster's head node (/tmp/ray/session_latest/logs)"
 
     def cluster_cpus(self) -> int:
         import ray
@@ -190,7 +244,7 @@ class RayExecutor:
         once) on Ray's reused worker processes, each of which sets the pool's stages up once; a
         GPU pool is an actor pool (a model stays on its GPU). A reading pool takes one work item
         per call. Ray Data retries a failed task and restarts a killed actor."""
-        from ray.data import ActorPoolStrategy
+        from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
         for pool in pools:
             r = pool.resources
@@ -198,7 +252,7 @@ class RayExecutor:
                           num_cpus=r.num_cpus, memory=r.memory)
             if not r.num_gpus:
                 ds = ds.map_batches(stage_task, fn_kwargs=dict(spec=pool, metrics_name=self.metrics_name),
-                                    concurrency=r.concurrency, **common)
+                                    compute=TaskPoolStrategy(size=r.concurrency), **common)
                 continue
             start = max(1, min(r.concurrency, items or r.concurrency))
             ds = ds.map_batches(StageActor, fn_constructor_kwargs=dict(spec=pool, metrics_name=self.metrics_name),
