@@ -120,7 +120,7 @@ class Console:
         """A phase begins: counters from here on are the phase's own."""
         with self._lock:
             self.phase = PhaseProgress(label, files_total, bytes_total, base=self._sample())
-            self._last_line = time.monotonic()
+            self._last_line = self.phase.started
             if self.mode == "live":
                 self._open_bar()
         self._ensure_thread()
@@ -184,9 +184,9 @@ class Console:
         self._close_bar()
         p = self.phase
         fmt = "{desc} {percentage:3.0f}%|{bar:12}| {elapsed}<{remaining}" if p.bytes_total else "{desc} {elapsed}"
-        width = shutil.get_terminal_size((120, 24)).columns or 120
+        size = shutil.get_terminal_size((120, 24))
         self._bar = tqdm(total=p.bytes_total or None, desc=p.label, bar_format=fmt, file=self.stream,
-                         ncols=width, leave=False, mininterval=0)
+                         ncols=size.columns or 120, nrows=size.lines or 24, leave=False, mininterval=0)
 
     def _draw_bar(self, phase: PhaseProgress) -> None:
         bar = self._bar

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
@@ -168,6 +169,8 @@ class RayExecutor:
                 ray.init(num_cpus=self.local_cpus(), object_store_memory=cfg.object_store_memory, **kwargs)
             self._started_ray = True
         self._log_dir = _session_logs()
+        if not self.verbose:  # Ray Data's advice (UserWarning, DeprecationWarning) is for its own users
+            warnings.filterwarnings("ignore", module=r"ray(\.|$)")
         _ray_data_console(logging.INFO if self.verbose else logging.ERROR)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = self.verbose
