@@ -307,7 +307,7 @@ def machine_info() -> dict:
     except OSError:
         pass
     versions = {}
-    for mod in ("ray", "pyarrow", "numpy", "fasttext", "datatrove", "spacy", "psutil"):
+    for mod in ("ray", "pyarrow", "numpy", "fasttext", "fasttext_new", "datatrove", "spacy", "psutil"):
         try:
             from importlib.metadata import version
 

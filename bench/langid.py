@@ -11,8 +11,12 @@ Modes, each run in its own child process (peak memory = that child's process tre
 processes, sampled every 0.2 s):
 
 - ``plain``     : ``fasttext.load_model(lid.176.ftz).predict(list_of_texts)`` over the texts in
-                  batches of ``--batch-size``, in a Python loop, one process = one core. The
-                  baseline.
+                  batches of ``--batch-size``, in a Python loop, one process = one core, with the
+                  C++ binding ``fasttext==0.9.3`` (the peer; ``pip install fasttext==0.9.3``, it
+                  compiles). The baseline.
+- ``plain-new`` : the same loop with the binding tokenmill uses, ``fasttext-new`` (Rust):
+                  ``predict_batch(texts, threads=1)``, one core. Its ratio to ``plain`` is the
+                  binding's own predict speed against fasttext 0.9.3.
 - ``stage``     : tokenmill's LangId stage ``__call__`` on Arrow batches in a Python loop, no
                   Ray (what the stage itself costs over the bare model call).
 - ``ray-cN``    : the engine's own code path: ``RayExecutor.map_stages`` (``map_batches`` of
@@ -94,12 +98,17 @@ def load_table(path: str):
 
 
 # -- children: each measures one mode and writes JSON -----------------------------------------------
-def child_plain(a) -> dict:
-    import fasttext
+def load_lid(binding: str):
+    """lid.176.ftz loaded by ``fasttext`` (C++ 0.9.3) or ``fasttext_new`` (Rust)."""
+    import importlib
 
+    return importlib.import_module(binding).load_model(lid_model_path())
+
+
+def child_plain(a) -> dict:
     texts = load_table(a.input)["text"].to_pylist()
     t0 = time.perf_counter()
-    model = fasttext.load_model(lid_model_path())
+    model = load_lid(a.binding)
     load_s = time.perf_counter() - t0
     times, cpu, langs = [], [], None
     for _ in range(a.repeats):
@@ -115,8 +124,9 @@ def child_plain(a) -> dict:
 def plain_loop(model, texts: list, bs: int) -> list:
     """The baseline: the bare fastText call over the texts, a batch at a time."""
     labels = []
+    one_core = hasattr(model, "predict_batch")  # fasttext-new: one thread, like the C++ loop
     for i in range(0, len(texts), bs):
-        lab, _p = model.predict(texts[i:i + bs])
+        lab, _p = model.predict_batch(texts[i:i + bs], threads=1) if one_core else model.predict(texts[i:i + bs])
         labels += lab
     return labels
 
@@ -230,7 +240,6 @@ def _pool(pipeline, schema, batch_size: int):
 
 
 def child_ray(a) -> dict:
-    import fasttext
     import pyarrow as pa
     import pyarrow.compute as pc
     import ray
@@ -243,8 +252,8 @@ def child_ray(a) -> dict:
     schema = phase_schema(pipeline.stages)
     full, _ = _document_batches(load_table(a.input), a.batch_size, schema)
     texts = full["text"].to_pylist()
-    model = fasttext.load_model(lid_model_path())   # for the paired plain loop in this driver
-    ex = RayExecutor(pipeline, num_cpus=a.cores, progress=False)
+    model = load_lid(a.binding)   # for the paired plain loop in this driver
+    ex = RayExecutor(pipeline, num_cpus=a.cores)
     tracker = CpuTracker().__enter__()
     t0 = time.perf_counter()
     ex.start()
@@ -359,7 +368,7 @@ def main() -> None:
     p.add_argument("--pipeline-runs", type=int, default=1, help="real pipeline runs (each a fresh Ray + output)")
     p.add_argument("--batch-size", type=int, default=2000, help="rows per batch (langid's default)")
     p.add_argument("--cores", type=int, default=min(2, os.cpu_count() or 1), help="CPUs for Ray")
-    p.add_argument("--modes", default="plain,stage,ray,pipeline,datatrove")
+    p.add_argument("--modes", default="plain,plain-new,stage,ray,pipeline,datatrove")
     p.add_argument("--quick", action="store_true", help="1 copy, 3 repeats, 1 pipeline run")
     p.add_argument("--profile", action="store_true", help="cProfile the stage's __call__ (stage mode)")
     p.add_argument("--json", default=str(HERE.with_suffix(".json")), help="where to write results")
@@ -369,6 +378,7 @@ def main() -> None:
     p.add_argument("--output", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     p.add_argument("--concurrency", type=int, default=2, help=argparse.SUPPRESS)
+    p.add_argument("--binding", default="fasttext", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
         return child_main(a)
@@ -381,6 +391,13 @@ def main() -> None:
         except ImportError:
             print("datatrove not installed (pip install 'datatrove[io,processing]==0.10.1'): skipping it", flush=True)
             modes.remove("datatrove")
+    try:
+        import fasttext  # noqa: F401  (the C++ peer)
+        baseline_binding = "fasttext"
+    except ImportError:
+        print("fasttext 0.9.3 not installed (pip install fasttext==0.9.3): the baseline is plain-new", flush=True)
+        modes = [m for m in modes if m != "plain"]
+        baseline_binding = "fasttext_new"
 
     t_all = time.perf_counter()
     inp = prepare(a.copies)
@@ -388,7 +405,8 @@ def main() -> None:
           f"batch {a.batch_size}, {a.repeats} repeats, Ray with {a.cores} CPUs", flush=True)
     res_dir = LANGID_DIR / "results"
     res_dir.mkdir(exist_ok=True)
-    common = ["--batch-size", str(a.batch_size), "--repeats", str(a.repeats), "--cores", str(a.cores)]
+    common = ["--batch-size", str(a.batch_size), "--repeats", str(a.repeats), "--cores", str(a.cores),
+              "--binding", baseline_binding]
     runs: dict[str, dict] = {}
 
     def child(name, mode, extra, inp_path):
@@ -402,6 +420,8 @@ def main() -> None:
 
     if "plain" in modes:
         child("plain", "plain", [], inp["arrow"])
+    if "plain-new" in modes:
+        child("plain-new", "plain", ["--binding", "fasttext_new"], inp["arrow"])
     if "stage" in modes:
         child("stage", "stage", ["--repeats", str(min(a.repeats, 3))] + (["--profile"] if a.profile else []), inp["arrow"])
     if "ray" in modes:
@@ -436,7 +456,7 @@ def main() -> None:
     def per_cpu_s(r):
         return r["docs"] / median(r["cpu_seconds"]) if r.get("cpu_seconds") else None
 
-    plain = runs.get("plain")
+    plain = runs.get("plain") or runs.get("plain-new")
     plain_pc = per_core(plain) if plain else None
     plain_cpu = per_cpu_s(plain) if plain else None
     rows, summary = [], {}
@@ -490,6 +510,9 @@ def main() -> None:
               f"{'MET' if goal['met'] else 'NOT MET'} (judged on wall per core, actor start-up included); "
               f"steady state inside the actors (Ray Data remote CPU of the batches): "
               f"{(e.get('ratio_steady_state_to_plain') or 0):.0%} of plain per CPU-second")
+    if "plain" in summary and "plain-new" in summary:
+        print(f"fasttext-new (Rust) / fasttext 0.9.3 (C++) predict, one core: "
+              f"{summary['plain-new']['docs_per_second_per_core'] / summary['plain']['docs_per_second_per_core']:.2f}x")
     if "datatrove" in summary and plain_pc:
         d = summary["datatrove"]
         line = f"datatrove LanguageFilter: {d['docs_per_second_per_core']:,.0f} docs/s per core ({d['ratio_per_core_to_plain']:.2f}x plain)"
