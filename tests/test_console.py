@@ -31,12 +31,14 @@ def _env(**extra) -> dict:
 
 
 def _small_config(tmp_path: Path, shared_data: Path, docs: int = 30) -> Path:
+    """A small run with two stream phases around a global step (the second reads committed parts,
+    whose folders hold _SUCCESS markers that must never reach Ray as input)."""
     src = tmp_path / "in.jsonl"
     with open(shared_data / "web_dev.jsonl", encoding="utf-8") as fh:
         src.write_text("".join(fh.readline() for _ in range(docs)), encoding="utf-8")
     cfg = tmp_path / "small.yaml"
     cfg.write_text(json.dumps({"name": "small", "input": {"paths": [str(src)]}, "output": {"path": str(tmp_path / "out")},
-                               "stages": [{"type": "langid"}, {"type": "heuristics"}, {"type": "exact_dedup"}],
+                               "stages": [{"type": "langid"}, {"type": "exact_dedup"}, {"type": "heuristics"}],
                                "ray": {"num_cpus": 2}}))
     return cfg
 
