@@ -101,6 +101,30 @@ def _ray_data_console(level: int) -> None:
     configure_logging()
 
 
+RAYLET_NOISE = ("worker processes have been started",)
+
+
+def _quiet_raylet_warnings() -> None:
+    """The raylet pushes some warnings straight to the driver's stdout whatever ``log_to_driver``
+    says (e.g. "N PYTHON worker processes have been started ...", harmless with task pools); drop
+    those (they are in the session's raylet.out) and print every other pushed message."""
+    try:
+        from ray._private import worker as ray_worker
+    except ImportError:
+        return
+    original = ray_worker.print_to_stdstream
+    if getattr(original, "_tokenmill_quiet", False):
+        return
+
+    def print_to_stdstream(data, ignore_prefix: bool):
+        if data.get("pid") == "raylet" and all(any(n in line for n in RAYLET_NOISE) for line in data.get("lines", [])):
+            return
+        original(data, ignore_prefix)
+
+    print_to_stdstream._tokenmill_quiet = True
+    ray_worker.print_to_stdstream = print_to_stdstream
+
+
 def _recorder(metrics_name: Optional[str]):
     metrics = _metrics_actor(metrics_name)
     return (lambda stage, seconds, rows: metrics.add.remote(stage, seconds, rows)) if metrics else None
@@ -171,6 +195,7 @@ class RayExecutor:
         self._log_dir = _session_logs()
         if not self.verbose:  # Ray Data's advice (UserWarning, DeprecationWarning) is for its own users
             warnings.filterwarnings("ignore", module=r"ray(\.|$)")
+            _quiet_raylet_warnings()
         _ray_data_console(logging.INFO if self.verbose else logging.ERROR)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = self.verbose
