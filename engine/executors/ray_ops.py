@@ -1,0 +1,53 @@
+"""``global_ops.DatasetOps`` on Ray Data: what a multi-step global stage runs on.
+
+``partition_map`` packs each block into per-partition Arrow IPC pieces (``map_batches``), lets Ray
+Data's own shuffle bring each partition's pieces together (``groupby(partition).map_groups``) and
+calls the stage's function there; everything else is a plain Dataset call.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import pyarrow as pa
+
+from ..global_ops import PART, call_on_partition, pack_partitions
+
+
+class RayDatasetOps:
+    """Datasets are ``ray.data.Dataset``; ``parts`` partitions per shuffle."""
+
+    def __init__(self, parts: int, materialize_before_shuffle: bool = True):
+        self.parts = max(1, parts)
+        # the sort shuffle samples its input before it runs: computing the input once first is cheaper
+        self.materialize_before_shuffle = materialize_before_shuffle
+
+    def partition_map(self, inputs: list, key: str, fn: Callable[..., pa.Table], **fn_kwargs):
+        packed = [ds.map_batches(pack_partitions, fn_kwargs=dict(key=key, parts=self.parts, src=i),
+                                 batch_format="pyarrow", batch_size=None) for i, ds in enumerate(inputs)]
+        pieces = packed[0].union(*packed[1:]) if len(packed) > 1 else packed[0]
+        if self.materialize_before_shuffle:
+            pieces = pieces.materialize()
+        return pieces.groupby(PART, num_partitions=self.parts).map_groups(
+            call_on_partition, fn_kwargs=dict(fn=fn, n_inputs=len(inputs), fn_kwargs=fn_kwargs),
+            batch_format="pyarrow")
+
+    def map(self, data, fn: Callable[..., pa.Table], **fn_kwargs):
+        return data.map_batches(_call, fn_kwargs=dict(fn=fn, fn_kwargs=fn_kwargs), batch_format="pyarrow",
+                                batch_size=None)
+
+    def materialize(self, data):
+        return data.materialize()
+
+    def count(self, data) -> int:
+        return data.count()
+
+    def collect(self, data) -> pa.Table:
+        tables = [t for t in data.iter_batches(batch_format="pyarrow", batch_size=None) if t.num_rows]
+        return pa.concat_tables(tables) if tables else pa.table({})
+
+    def union(self, datas: list):
+        return datas[0].union(*datas[1:]) if len(datas) > 1 else datas[0]
+
+
+def _call(batch: pa.Table, fn: Callable[..., pa.Table], fn_kwargs: dict) -> pa.Table:
+    return fn(batch, **fn_kwargs)

@@ -1,0 +1,111 @@
+"""The operations a multi-step global stage asks of an engine, and the engine-neutral pieces every
+executor shares to implement them.
+
+A global stage whose algorithm takes several shuffles (MinHash: band buckets, then connected
+components iterated to a fixpoint) writes that algorithm once, in ``stages/``, as pure functions
+over Arrow tables joined by these operations; each executor implements them with its engine's own
+shuffle. Datasets are opaque handles to the stage.
+
+``partition_map`` is the one shuffle: every row of every input whose ``key`` hashes to the same
+partition meets in one call of a pure function (so it serves group-reduce and join alike). Rows
+travel packed: each input block is cut by partition into Arrow IPC pieces (``pack_partitions``),
+the engine's shuffle groups the pieces by partition id, and ``unpack_partition`` rebuilds the
+inputs' tables for the function. The engine moves a few pieces per block instead of one row per
+document; memory per worker is bounded by its partition's size.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+PART, SRC, BLOB = "_part", "_src", "_blob"
+PIECE_SCHEMA = pa.schema([(PART, pa.int32()), (SRC, pa.int8()), (BLOB, pa.large_binary())])
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+class GlobalStepError(RuntimeError):
+    """A global step cannot produce a right answer (e.g. it did not converge within its cap)."""
+
+
+class DatasetOps(Protocol):
+    """What an executor gives a global stage's ``global_step``."""
+
+    def partition_map(self, inputs: list, key: str, fn: Callable[..., pa.Table], **fn_kwargs) -> Any:
+        """Hash-partition every input by its ``key`` column (int64/uint64) and call
+        ``fn(*tables, **fn_kwargs)`` once per partition with that partition's rows of each input
+        (``None`` for an input with no row there); the results form the returned dataset."""
+
+    def map(self, data, fn: Callable[..., pa.Table], **fn_kwargs) -> Any:
+        """``fn(table)`` on each block, no shuffle."""
+
+    def materialize(self, data) -> Any:
+        """Compute now and keep the result (cuts an iteration's lineage)."""
+
+    def count(self, data) -> int:
+        """Rows in a dataset."""
+
+    def collect(self, data) -> pa.Table:
+        """A small dataset as one table on the driver (sums, checks; never documents)."""
+
+    def union(self, datas: list) -> Any:
+        """The rows of several datasets of one schema."""
+
+
+def partition_ids(keys: pa.Array, parts: int) -> np.ndarray:
+    """Partition of each key: a 64-bit mix of the key, modulo ``parts`` (stable everywhere)."""
+    k = np.asarray(pc.fill_null(keys, 0).cast(pa.int64()).to_numpy(zero_copy_only=False)).view(np.uint64)
+    with np.errstate(over="ignore"):
+        h = k * _MIX
+        h ^= h >> np.uint64(29)
+    return (h % np.uint64(parts)).astype(np.int32)
+
+
+def pack_partitions(table: pa.Table, key: str, parts: int, src: int) -> pa.Table:
+    """One row per partition present in ``table``: (partition, input index, Arrow IPC of its rows)."""
+    if table.num_rows == 0:
+        return PIECE_SCHEMA.empty_table()
+    pid = partition_ids(table[key], parts)
+    order = np.argsort(pid, kind="stable")
+    sorted_pid = pid[order]
+    table = table.take(pa.array(order))
+    starts = np.flatnonzero(np.r_[True, sorted_pid[1:] != sorted_pid[:-1]])
+    ends = np.r_[starts[1:], len(sorted_pid)]
+    blobs = [_ipc(table.slice(s, e - s)) for s, e in zip(starts, ends)]
+    return pa.table({PART: pa.array(sorted_pid[starts], pa.int32()), SRC: pa.array([src] * len(starts), pa.int8()),
+                     BLOB: pa.array(blobs, pa.large_binary())}, schema=PIECE_SCHEMA)
+
+
+def _ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def unpack_partition(pieces: pa.Table, n_inputs: int) -> list[Optional[pa.Table]]:
+    """The tables of each input in one partition's pieces (``None`` where an input has none)."""
+    out: list[Optional[pa.Table]] = []
+    srcs = pieces[SRC].to_numpy()
+    blobs = pieces[BLOB]
+    for i in range(n_inputs):
+        tables = [pa.ipc.open_stream(blobs[j].as_buffer()).read_all() for j in np.flatnonzero(srcs == i)]
+        out.append(pa.concat_tables(tables) if tables else None)
+    return out
+
+
+def call_on_partition(pieces: pa.Table, fn: Callable[..., pa.Table], n_inputs: int, fn_kwargs: dict) -> pa.Table:
+    """The body an executor runs per partition: unpack, call the stage's function."""
+    return fn(*unpack_partition(pieces, n_inputs), **fn_kwargs)
+
+
+def node_ids(rows: int, chunk: int, part_no: int) -> pa.Array:
+    """Dense int64 ids for the live rows of one part file: (chunk, part number in the chunk, row)
+    packed in 27 + 14 + 22 bits; unique per run, the same on every engine and every re-run."""
+    if part_no >= 1 << 14 or rows > 1 << 22 or chunk >= 1 << 27:
+        raise GlobalStepError(f"node ids: chunk {chunk}, part {part_no}, {rows} rows exceed the id layout "
+                              "(2^27 chunks, 2^14 parts per chunk, 2^22 rows per part)")
+    base = (chunk << 36) | (part_no << 22)
+    return pa.array(np.arange(base, base + rows, dtype=np.int64), pa.int64())

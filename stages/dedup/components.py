@@ -1,0 +1,204 @@
+"""Candidate pairs and connected components for near-duplicate removal, as pure functions over
+Arrow tables joined by the engine's operations (``engine/global_ops.DatasetOps``).
+
+Nodes are int64 document ids. The steps:
+
+1. **Buckets -> edges.** Rows (node, band key) meet per band key; each bucket links its members
+   to its smallest member (star edges). A giant bucket (50,000 copies of one page) never lands
+   whole on one worker: the first shuffle is by (band key, node mod ``SALT``), each sub-bucket
+   links to its own smallest member and sends that head on; the second shuffle, by band key, sees
+   at most ``SALT`` heads per bucket and links them to the smallest.
+2. **Connected components** with alternating large-star / small-star rounds (Kiveris et al.,
+   "Connected Components in MapReduce and Beyond", SoCC 2014): each step is one shuffle by node,
+   the components converge to stars around their smallest node in O(log n) rounds in practice
+   (O(log^2 n) proven). A round that leaves the edge set unchanged (same count and 64-bit sum of
+   edge hashes) is the fixpoint; a run that reaches ``max_rounds`` first raises
+   ``GlobalStepError`` rather than writing wrong clusters.
+3. **Labels**: at the fixpoint every edge is (smallest node, member).
+
+Memory per worker is bounded by its partition: a node's own edges meet in one call (16 bytes an
+edge; a hub of 20,000 copies is 320 KB), a bucket's members do not.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tokenmill.engine.global_ops import GlobalStepError
+
+EDGES = pa.schema([("u", pa.int64()), ("v", pa.int64())])
+DIRECTED = pa.schema([("a", pa.int64()), ("b", pa.int64())])
+BAND_ROWS = pa.schema([("node", pa.int64()), ("band", pa.int64())])
+SALTED = pa.schema([("node", pa.int64()), ("band", pa.int64()), ("bucket", pa.int64())])
+#: level-1 output: edges (u, v) and the head of each sub-bucket (v null, band set)
+LEVEL1 = pa.schema([("u", pa.int64()), ("v", pa.int64()), ("band", pa.int64())])
+LABELS = pa.schema([("node", pa.int64()), ("label", pa.int64())])
+FINGERPRINT = pa.schema([("edges", pa.int64()), ("hash_sum", pa.uint64())])
+SALT = 16
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+_MIX2 = np.uint64(0xC2B2AE3D27D4EB4F)
+
+
+def _np(col) -> np.ndarray:
+    return np.asarray(col.to_numpy(zero_copy_only=False)) if isinstance(col, pa.Array) else \
+        np.asarray(col.combine_chunks().to_numpy(zero_copy_only=False))
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        h = x.view(np.uint64) * _MIX
+        h ^= h >> np.uint64(31)
+        return h * _MIX2
+
+
+def _edges(u: np.ndarray, v: np.ndarray) -> pa.Table:
+    """Undirected edges (smaller, larger), self-loops dropped, each edge once."""
+    lo, hi = np.minimum(u, v), np.maximum(u, v)
+    keep = lo != hi
+    pairs = np.unique(np.stack([lo[keep], hi[keep]], axis=1), axis=0) if keep.any() else np.empty((0, 2), np.int64)
+    return pa.table({"u": pa.array(pairs[:, 0], pa.int64()), "v": pa.array(pairs[:, 1], pa.int64())}, schema=EDGES)
+
+
+# -- 1. buckets -> edges ---------------------------------------------------------------------------
+def salt_buckets(rows: pa.Table) -> pa.Table:
+    """(node, band) -> (node, band, bucket): the sub-bucket key mixes the band key with node mod SALT."""
+    node, band = _np(rows["node"]), _np(rows["band"])
+    with np.errstate(over="ignore"):
+        bucket = (_mix(band) ^ _mix((node % SALT).astype(np.int64))).view(np.int64)
+    return pa.table({"node": rows["node"], "band": rows["band"], "bucket": pa.array(bucket, pa.int64())}, schema=SALTED)
+
+
+def _group_min(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(for each row, the minimum value of its key group; the index of each group's first row)."""
+    order = np.lexsort((values, keys))
+    k, v = keys[order], values[order]
+    starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+    group = np.cumsum(np.r_[True, k[1:] != k[:-1]]) - 1
+    mins = np.empty_like(values)
+    mins[order] = v[starts][group]
+    return mins, order[starts]
+
+
+def sub_bucket_edges(rows: Optional[pa.Table]) -> pa.Table:
+    """One partition of salted rows -> star edges to each sub-bucket's smallest node, and each
+    sub-bucket's head as a row (u = head, v = null, band)."""
+    if rows is None or rows.num_rows == 0:
+        return LEVEL1.empty_table()
+    node, bucket = _np(rows["node"]), _np(rows["bucket"])
+    mins, firsts = _group_min(bucket, node)
+    edges = _edges(node, mins)
+    heads = pa.table({"u": pa.array(node[firsts], pa.int64()), "v": pa.nulls(len(firsts), pa.int64()),
+                      "band": pa.array(_np(rows["band"])[firsts], pa.int64())}, schema=LEVEL1)
+    edges = pa.table({"u": edges["u"], "v": edges["v"], "band": pa.nulls(edges.num_rows, pa.int64())}, schema=LEVEL1)
+    return pa.concat_tables([edges, heads])
+
+
+def level1_edges(level1: pa.Table) -> pa.Table:
+    return level1.filter(pc.is_valid(level1["v"])).select(["u", "v"]).cast(EDGES)
+
+
+def level1_heads(level1: pa.Table) -> pa.Table:
+    heads = level1.filter(pc.is_null(level1["v"]))
+    return pa.table({"node": heads["u"], "band": heads["band"]}, schema=BAND_ROWS)
+
+
+def head_edges(heads: Optional[pa.Table]) -> pa.Table:
+    """One partition of sub-bucket heads -> star edges to each bucket's smallest head."""
+    if heads is None or heads.num_rows == 0:
+        return EDGES.empty_table()
+    node, band = _np(heads["node"]), _np(heads["band"])
+    mins, _ = _group_min(band, node)
+    return _edges(node, mins)
+
+
+# -- 2. connected components -------------------------------------------------------------------------
+def both_directions(edges: pa.Table) -> pa.Table:
+    """Undirected edges -> directed (a, b) both ways, so each node's partition sees all its edges."""
+    u, v = edges["u"], edges["v"]
+    return pa.table({"a": pa.concat_arrays([_arr(u), _arr(v)]), "b": pa.concat_arrays([_arr(v), _arr(u)])},
+                    schema=DIRECTED)
+
+
+def _arr(col) -> pa.Array:
+    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+
+
+def large_star(d: Optional[pa.Table]) -> pa.Table:
+    """For each node a with m = min(a, its neighbours): every larger neighbour b is re-linked to m."""
+    if d is None or d.num_rows == 0:
+        return EDGES.empty_table()
+    a, b = _np(d["a"]), _np(d["b"])
+    mins, _ = _group_min(a, b)
+    m = np.minimum(a, mins)
+    larger = b > a
+    return _edges(b[larger], m[larger])
+
+
+def small_star(d: Optional[pa.Table]) -> pa.Table:
+    """For each node a with its smaller neighbours S and m = min(S + [a]): every node of S and a
+    itself is linked to m."""
+    if d is None or d.num_rows == 0:
+        return EDGES.empty_table()
+    a, b = _np(d["a"]), _np(d["b"])
+    smaller = b < a
+    a, b = a[smaller], b[smaller]
+    if len(a) == 0:
+        return EDGES.empty_table()
+    mins, firsts = _group_min(a, b)
+    m = np.minimum(a, mins)
+    return _edges(np.r_[b, a[firsts]], np.r_[m, m[firsts]])
+
+
+def fingerprint(edges: pa.Table) -> pa.Table:
+    """(edge count, 64-bit sum of edge hashes) of a block: equal sets give equal sums."""
+    if edges.num_rows == 0:
+        return pa.table({"edges": [0], "hash_sum": pa.array([0], pa.uint64())}, schema=FINGERPRINT)
+    with np.errstate(over="ignore"):
+        h = _mix(_np(edges["u"])) ^ _mix(_mix(_np(edges["v"])))
+        total = np.add.reduce(h, dtype=np.uint64)
+    return pa.table({"edges": [edges.num_rows], "hash_sum": pa.array([total], pa.uint64())}, schema=FINGERPRINT)
+
+
+def _total(ops, edges) -> tuple[int, int]:
+    t = ops.collect(ops.map(edges, fingerprint))
+    if t.num_rows == 0:
+        return 0, 0
+    with np.errstate(over="ignore"):
+        return int(pc.sum(t["edges"]).as_py() or 0), int(np.add.reduce(_np(t["hash_sum"]), dtype=np.uint64))
+
+
+def connected_components(ops, edges, max_rounds: int = 64, on_round: Optional[Callable[[int, int], None]] = None):
+    """Star edges (smallest node of the component, member) at the fixpoint, and the rounds it took.
+    Each round: large-star then small-star, one shuffle by node each."""
+    edges = ops.materialize(edges)
+    before = _total(ops, edges)
+    for rounds in range(1, max_rounds + 1):
+        edges = ops.partition_map([ops.map(edges, both_directions)], "a", large_star)
+        edges = ops.materialize(ops.partition_map([ops.map(edges, both_directions)], "a", small_star))
+        after = _total(ops, edges)
+        if on_round is not None:
+            on_round(rounds, after[0])
+        if after == before:
+            return edges, rounds
+        before = after
+    raise GlobalStepError(f"connected components did not converge within {max_rounds} rounds "
+                          f"({before[0]} edges left); raise max_rounds or check the input")
+
+
+def star_labels(stars: pa.Table) -> pa.Table:
+    """At the fixpoint each edge is (center, member): the member's label is the center, and each
+    center labels itself."""
+    u, v = _np(stars["u"]), _np(stars["v"])
+    nodes = np.r_[v, np.unique(u)] if len(u) else np.empty(0, np.int64)
+    labels = np.r_[u, np.unique(u)] if len(u) else np.empty(0, np.int64)
+    return pa.table({"node": pa.array(nodes, pa.int64()), "label": pa.array(labels, pa.int64())}, schema=LABELS)
+
+
+def candidate_edges(ops, band_rows) -> object:
+    """Band rows (node, band) -> undirected candidate edges, in two shuffles (salted, then heads)."""
+    level1 = ops.materialize(ops.partition_map([ops.map(band_rows, salt_buckets)], "bucket", sub_bucket_edges))
+    heads = ops.map(level1, level1_heads)
+    return ops.union([ops.map(level1, level1_edges), ops.partition_map([heads], "band", head_edges)])
