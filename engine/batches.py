@@ -26,13 +26,18 @@ def run_stage(stage, batch: pa.Table, schema: pa.Schema) -> tuple[pa.Table, int]
 
 
 def apply_decisions(batch: pa.Table, decisions: pa.Table, stage_name: str) -> pa.Table:
-    """Reject the live rows whose ``row_key`` a global stage decided on, with its reason.
+    """Reject the live rows whose ``row_key`` a global stage decided on, with its reason, and set
+    the stage's other decision columns (e.g. ``dup_cluster_size``) on the rows they name.
 
     ``decisions`` holds (row_key, reject_reason) for one chunk: small, so it is matched here by
     a hash lookup instead of moving the documents to it."""
     if decisions.num_rows == 0 or batch.num_rows == 0:
         return batch
     pos = pc.index_in(batch["row_key"], decisions["row_key"])
+    for name in decisions.column_names:  # decision columns besides the reason (e.g. dup_cluster_size)
+        if name not in ("row_key", "reject_reason", CHUNK) and name in batch.column_names:
+            values = pc.take(decisions[name], pos).cast(batch[name].type)
+            batch = batch.set_column(batch.column_names.index(name), name, pc.coalesce(values, batch[name]))
     reasons = pc.take(decisions["reject_reason"], pos)
     return mark_rejects(batch, stage_name, reasons)
 

@@ -78,6 +78,7 @@ class GlobalJob:
     parts: list[str]         # the phase's committed part files (URLs)
     out_url: str
     input_bytes: int         # size of the parts on disk (picks the shuffle for small runs)
+    part_numbers: list = field(default_factory=list)   # each part's number within its chunk (node ids)
 
 
 @dataclass

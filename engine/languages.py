@@ -75,6 +75,7 @@ class LanguageParams(BaseModel):
     script: Optional[str] = None
     lid_threshold: float = Field(0.5, ge=0, le=1)
     word_tokenizer: Literal["whitespace", "cjk", "thai"] = "whitespace"
+    minhash_char_ngram: int = Field(5, ge=1, description="minhash_dedup: character n-gram length for cjk/thai tokenizers")
     terminal_punctuation: str = ".!?\"'”’»)"
     stopwords: list[str] = Field(default_factory=list)
     gopher_quality: GopherQuality = Field(default_factory=GopherQuality)

@@ -44,6 +44,7 @@ def build_report(pipeline, manifest: dict, stats: WriteStats, problems, metrics:
         "wall_seconds": round(wall_seconds, 2),
         "phase_seconds": {k: round(v, 2) for k, v in phase_seconds.items()},
         "shuffle_bytes": (metrics or {}).get("shuffle_bytes"),
+        "global_steps": (metrics or {}).get("global_steps", {}),
         "input": total,
         "output": kept,
         "stages": _funnel(stage_names, total, rejected, (metrics or {}).get("stages", {})),

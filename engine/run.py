@@ -26,6 +26,7 @@ from .storage import Storage
 
 DONE = "_SUCCESS"
 STATS = "_stats.json"
+FIGURES = "_figures.json"   # what a global step reports (e.g. connected-components rounds)
 
 
 
@@ -46,6 +47,7 @@ class PhaseRunner:
         self.work = store.path("_work", work)
         self.tmp_root = store.path("_work", "_tmp")
         self.phase_seconds: dict[str, float] = {}
+        self.global_figures: dict[str, dict] = {}
         self._listings: dict[int, dict[str, dict[str, int]]] = {}
 
     def run(self) -> WriteStats:
@@ -138,17 +140,23 @@ class PhaseRunner:
     def run_global(self, phase: Phase) -> None:
         final = f"{self.work}/{phase.decisions_dir}"
         if self.store.exists(f"{final}/{DONE}"):
+            self.global_figures[phase.barrier.name] = self.store.read_json(f"{final}/{FIGURES}") or {}
             self.say(f"global: {phase.barrier.name} already done, skipped")
             return
         t0 = time.time()
         self.console.start_phase(f"global {phase.barrier.name}")
         listing = self._listing(phase)
-        parts = [self.store.url(p) for c in self.plan.chunks for p in listing.get(c.name, {})]
+        numbered = [(self.store.url(p), i) for c in self.plan.chunks for i, p in enumerate(sorted(listing.get(c.name, {})))]
         size = sum(sum(sizes.values()) for sizes in listing.values())
         tmp = self._tmp()
-        self.executor.run_global(GlobalJob(phase.barrier, self.pipeline.languages, parts, self.store.url(tmp), size))
+        figures = self.executor.run_global(GlobalJob(phase.barrier, self.pipeline.languages, [u for u, _ in numbered],
+                                                     self.store.url(tmp), size, [i for _, i in numbered])) or {}
+        self.store.makedirs(tmp)
+        self.store.write_json_atomic(f"{tmp}/{FIGURES}", figures)
         self._commit_dir(tmp, final)
-        self.say(f"global: {phase.barrier.name} done in {time.time() - t0:.1f}s")
+        self.global_figures[phase.barrier.name] = figures
+        extra = "".join(f", {k} {v}" for k, v in figures.items())
+        self.say(f"global: {phase.barrier.name} done in {time.time() - t0:.1f}s{extra}")
 
     def decisions_by_chunk(self, phase: Phase) -> dict[int, Decisions]:
         folder = f"{self.work}/{phase.decisions_dir}"
@@ -269,7 +277,8 @@ def _run_and_commit(runner: PhaseRunner, store: Storage, out: str, fp: str, file
     runner.phase_seconds["commit"] = time.time() - t0
     runner.say(f"committed {len(manifest['files'])} files to {out}")
     t0 = time.time()
-    report = build_report(pipeline, manifest, stats, problems, executor.metrics(),
+    metrics = {**executor.metrics(), "global_steps": runner.global_figures}
+    report = build_report(pipeline, manifest, stats, problems, metrics,
                           wall_seconds=time.time() - t_start, phase_seconds=runner.phase_seconds)
     report["phase_seconds"]["report"] = round(time.time() - t0, 2)
     report["wall_seconds"] = round(time.time() - t_start, 2)  # everything but the engine's shutdown

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .global_ops import node_ids
 from .batches import apply_decisions, kept_rows, live_keys, rejected_rows, run_stage
 from .jobs import FinalJob, PoolSpec, item_decisions
 from .readers import READ_STAGE, InputFile, read_file
@@ -48,16 +49,22 @@ def read_parquet_file(url: str, columns: Optional[list[str]] = None) -> pa.Table
         return pq.read_table(fh, columns=columns, partitioning=None)
 
 
-def read_live_keys(url: str, columns: list[str]) -> pa.Table:
-    """The columns a global step shuffles, for the live rows of one part file (never the text)."""
-    return live_keys(read_parquet_file(url, list(dict.fromkeys(columns + ["reject_stage"]))), columns)
+def read_live_keys(url: str, columns: list[str], part_no: Optional[int] = None) -> pa.Table:
+    """The columns a global step shuffles, for the live rows of one part file (never the text);
+    with ``part_no`` (the file's number in its chunk) also a dense int64 ``node`` id per row."""
+    keys = live_keys(read_parquet_file(url, list(dict.fromkeys(columns + ["reject_stage", CHUNK]))), columns)
+    if part_no is None:
+        return keys
+    chunk = keys[CHUNK][0].as_py() if keys.num_rows else 0
+    return keys.append_column("node", node_ids(keys.num_rows, chunk, part_no))
 
 
 def load_decisions(urls: list[str]) -> pa.Table:
-    tables = [read_parquet_file(u, ["row_key", "reject_reason"]) for u in urls]
+    """A chunk's decisions: row_key, reject_reason and any other decision columns of the stage."""
+    tables = [read_parquet_file(u) for u in urls]
     if not tables:
         return pa.table({"row_key": pa.array([], pa.string()), "reject_reason": pa.array([], pa.string())})
-    return pa.concat_tables(tables).combine_chunks()
+    return pa.concat_tables(tables, promote_options="permissive").combine_chunks()
 
 
 _WORKERS: dict[str, "StreamWorker"] = {}

@@ -28,9 +28,11 @@ class Executor(Protocol):
         later chunk's part arrives, or the iterator ends); the run loop commits chunks as they
         complete. A retried task may leave unlisted files behind: only yielded parts count."""
 
-    def run_global(self, job: GlobalJob) -> None:
-        """Group the phase's live rows by the stage's key with the engine's shuffle, reduce each
-        group, and write the decisions partitioned by chunk."""
+    def run_global(self, job: GlobalJob) -> dict:
+        """Run a global stage over the phase's live rows and write its decisions partitioned by
+        chunk: a one-key stage (``reduce_group``) groups rows by its key with the engine's shuffle;
+        a multi-step stage (``global_step``) runs on the executor's ``global_ops.DatasetOps``.
+        Returns what the step reports (e.g. rounds), for the report."""
 
     def finalize(self, job: FinalJob) -> list[WriteStats]:
         """One task per chunk: apply the decisions, write the final partitions; return the

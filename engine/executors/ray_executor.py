@@ -29,6 +29,7 @@ from ..jobs import FinalJob, GlobalJob, PartWritten, PoolSpec, StreamJob
 from ..plan import plan_pools
 from ..schema import CHUNK
 from ..stats import WriteStats
+from .ray_ops import RayDatasetOps
 from ..worker import PROGRESS, StreamWorker, cached_worker, finalize_chunk, read_live_keys
 
 log = logging.getLogger("tokenmill")
@@ -37,6 +38,8 @@ SHUFFLE_BYTES = "_shuffle_bytes"
 #: shuffle actors to start); above it, the hash shuffle meant for large data
 SMALL_SHUFFLE_BYTES = 1 << 30
 PARTS_PER_KEY_TASK = 64
+#: a multi-step global stage's shuffles use a partition per this many bytes of phase output (at least 2 per CPU)
+PARTITION_BYTES = 256 << 20
 
 
 def _metrics_actor(name: Optional[str]):
@@ -146,8 +149,10 @@ def stage_task(batch: pa.Table, spec: PoolSpec, metrics_name: Optional[str] = No
 
 
 def _read_keys(batch: pa.Table, columns: list[str], metrics_name: Optional[str]) -> pa.Table:
-    """Task body: the key columns of live rows of the part files named in a batch of work items."""
-    keys = pa.concat_tables([read_live_keys(url, columns) for url in batch["path"].to_pylist()])
+    """Task body: the key columns of live rows of the part files named in a batch of work items
+    (with a ``node`` id per row where the item gives the part's number in its chunk)."""
+    items = zip(batch["path"].to_pylist(), batch["part_no"].to_pylist())
+    keys = pa.concat_tables([read_live_keys(url, columns, None if no < 0 else no) for url, no in items])
     metrics = _metrics_actor(metrics_name)
     if metrics is not None:
         metrics.add.remote(SHUFFLE_BYTES, 0.0, keys.nbytes)
@@ -288,26 +293,54 @@ class RayExecutor:
                                 num_gpus=r.num_gpus, **common)
         return ds
 
-    def run_global(self, job: GlobalJob) -> None:
+    def run_global(self, job: GlobalJob) -> dict:
+        stage = job.stage.build(job.languages)
+        stage.setup()
+        if not job.parts:
+            return {}
+        if hasattr(stage, "global_step"):
+            return self._run_global_step(stage, job)
+        self._run_reduce_groups(stage, job)
+        return {}
+
+    def _keys(self, job: GlobalJob, columns: list[str], node_ids: bool = False):
+        """The key columns of every live row of the phase, read by a few tasks (never the text)."""
         import ray
 
-        stage = job.stage.build(job.languages)
+        n = max(2, self.cluster_cpus())
+        blocks = min(len(job.parts), max(2 * n, -(-len(job.parts) // PARTS_PER_KEY_TASK)))
+        items = [{"path": p, "part_no": i if node_ids else -1} for p, i in zip(job.parts, job.part_numbers)]
+        keys = ray.data.from_items(items, override_num_blocks=blocks)
+        return keys.map_batches(_read_keys, fn_kwargs=dict(columns=columns, metrics_name=self.metrics_name),
+                                batch_size=None, batch_format="pyarrow")
+
+    def _run_global_step(self, stage, job: GlobalJob) -> dict:
+        """A multi-step global stage on ``RayDatasetOps``; its decisions written by chunk."""
+        n = max(2, self.cluster_cpus())
+        parts = max(2 * n, -(-job.input_bytes // PARTITION_BYTES))
+        with self._shuffle(job.input_bytes) as strategy:
+            ops = RayDatasetOps(parts, materialize_before_shuffle=strategy == "sort")
+            keys = ops.materialize(self._keys(job, stage.shuffle_columns(), node_ids=True))
+            decisions, figures = stage.global_step(ops, keys)
+            self._write_decisions(decisions, job.out_url, n)
+        return figures
+
+    @staticmethod
+    def _write_decisions(decisions, out_url: str, n: int) -> None:
+        decisions = decisions.groupby(CHUNK, num_partitions=n).map_groups(_sort_by_row_key, batch_format="pyarrow")
+        decisions.write_parquet(out_url, partition_cols=[CHUNK])
+
+    def _run_reduce_groups(self, stage, job: GlobalJob) -> None:
+        """A one-key global stage: group live rows by its key, ``reduce_group`` each group."""
         cols = list(dict.fromkeys([stage.key_column, "row_key", *stage.group_columns, CHUNK]))
-        if not job.parts:
-            return
         n = max(2, self.cluster_cpus())
         with self._shuffle(job.input_bytes) as strategy:  # a Dataset copies the context when it is created
-            # key columns are small: a task reads many parts (a task per part costs more than its read)
-            blocks = min(len(job.parts), max(2 * n, -(-len(job.parts) // PARTS_PER_KEY_TASK)))
-            keys = ray.data.from_items([{"path": p} for p in job.parts], override_num_blocks=blocks)
-            keys = keys.map_batches(_read_keys, fn_kwargs=dict(columns=cols, metrics_name=self.metrics_name),
-                                    batch_size=None, batch_format="pyarrow")
+            keys = self._keys(job, cols)
             if strategy == "sort":  # the sort shuffle samples its input first: keep the (small) keys
                 keys = keys.materialize()
             decisions = keys.groupby(stage.key_column, num_partitions=n).map_groups(
                 _reduce, fn_kwargs=dict(stage=stage), batch_format="pyarrow")
-            decisions = decisions.groupby(CHUNK, num_partitions=n).map_groups(_sort_by_row_key, batch_format="pyarrow")
-            decisions.write_parquet(job.out_url, partition_cols=[CHUNK])
+            self._write_decisions(decisions, job.out_url, n)
 
     @contextmanager
     def _shuffle(self, input_bytes: int):
