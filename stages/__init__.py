@@ -1,4 +1,4 @@
 """tokenmill.stages: the operators. Importing this package registers every built-in stage type."""
 from . import langid  # noqa: F401
 from .heuristics import stage as _heuristics  # noqa: F401
-from .dedup import exact  # noqa: F401
+from .dedup import exact, minhash  # noqa: F401

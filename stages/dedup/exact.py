@@ -2,8 +2,8 @@
 
 Streamed part: ``dedup_key`` = BLAKE2b-128 of the text lower-cased with whitespace runs
 collapsed (Unicode NFC is the reader's job). Global part: the executor groups live rows by
-``dedup_key`` with its engine's shuffle; ``reduce_group`` keeps the row with the smallest
-``row_key`` (stable: source + offset) and rejects the others as ``duplicate_of:<kept id>``.
+``dedup_key`` with its engine's shuffle; ``reduce_group`` keeps the first row in input order
+(source, then offset; ``order.py``) and rejects the others as ``duplicate_of:<kept id>``.
 """
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict
 
 from tokenmill.engine.schema import set_column
 from tokenmill.engine.stage import GlobalStage, Resources, register_stage
+
+from .order import input_order_keys, with_input_order
 
 
 class ExactDedupParams(BaseModel):
@@ -62,8 +64,8 @@ class ExactDedup(GlobalStage):
         """All live rows with one key -> (row_key, reject_reason) for every copy but the first."""
         if group.num_rows <= 1:
             return pa.table({"row_key": pa.array([], pa.string()), "reject_reason": pa.array([], pa.string())})
-        order = pc.sort_indices(group, sort_keys=[("row_key", "ascending")])
-        g = group.take(order)
+        group = with_input_order(group)
+        g = group.take(pc.sort_indices(group, sort_keys=input_order_keys()))
         kept_id = g["id"][0].as_py()
         losers = g.slice(1)
         return pa.table({

@@ -1,0 +1,168 @@
+"""minhash_dedup end to end on real Ray: near-duplicate copies of real web pages are removed in
+favour of the right document, every kept document carries its cluster size, and the kept set is
+the same whatever the batch size, chunking, number of workers or nodes (also when a worker node
+is removed mid-dedup)."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import yaml
+
+from tokenmill.engine.config import build_pipeline
+from tokenmill.engine.run import run_pipeline
+from tokenmill.stages.dedup.minhash import CLUSTER_SIZE, choose_kept, explode_bands
+from tokenmill.stages.dedup.signatures import shingles
+
+from conftest import REPO, tokenmill_cmd
+from pipeline_helpers import read_manifest_files, web_docs
+
+
+def _families(shared_data: Path, originals: int = 120, copies: int = 2, seed: int = 0) -> list[dict]:
+    """Real web pages, each followed by copies with ~1% of their words replaced (word 5-gram Jaccard
+    ~0.9, where 14 bands of 8 rows find a pair with probability 0.9996)."""
+    rng = random.Random(seed)
+    rows = []
+    for r in web_docs(shared_data)[:originals]:
+        rows.append({"id": r["id"], "text": r["text"]})
+        for c in range(copies):
+            words = r["text"].split(" ")
+            for _ in range(max(1, len(words) // 100)):
+                words[rng.randrange(len(words))] = f"w{rng.randrange(10**6)}"
+            rows.append({"id": f"{r['id']}~copy{c}", "text": " ".join(words)})
+    return rows
+
+
+def _write(rows: list[dict], folder: Path, files: int = 1) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(files):
+        p = folder / f"part-{i}.jsonl"
+        p.write_text("".join(json.dumps(r) + "\n" for r in rows[i::files]))
+        paths.append(str(p))
+    return paths
+
+
+def _config(inputs: list[str], out: Path, batch_size: int = 1000, files_per_chunk: int = 64, concurrency: int = 2,
+            **minhash) -> dict:
+    return {"name": "minhash", "input": {"paths": inputs, "files_per_chunk": files_per_chunk},
+            "output": {"path": str(out)},
+            "stages": [{"type": "langid", "resources": {"batch_size": batch_size}},
+                       {"type": "minhash_dedup", "resources": {"batch_size": batch_size, "concurrency": concurrency},
+                        **minhash}]}
+
+
+def _outcome(out: Path) -> set[tuple]:
+    data = read_manifest_files(out, "data/")
+    rej = read_manifest_files(out, "rejects/")
+    kept = {(r["id"], None, r[CLUSTER_SIZE]) for r in data.to_pylist()}
+    removed = {(r["id"], r["reject_reason"], None) for r in rej.to_pylist() if r["reject_stage"] == "minhash_dedup"}
+    return kept | removed
+
+
+def _jaccard(a: str, b: str) -> float:
+    sa, sb = set(shingles(a, 5)), set(shingles(b, 5))
+    return len(sa & sb) / len(sa | sb)
+
+
+def _family(doc_id: str) -> str:
+    return doc_id.split("~copy")[0]
+
+
+def test_copies_are_removed_in_favour_of_their_original(ray_local, tmp_path, shared_data):
+    rows = _families(shared_data)
+    out = tmp_path / "out"
+    result = run_pipeline(build_pipeline(_config(_write(rows, tmp_path / "in"), out, scope="global")), progress=False)
+    data = read_manifest_files(out, "data/")
+    rej = [r for r in read_manifest_files(out, "rejects/").to_pylist() if r["reject_stage"] == "minhash_dedup"]
+    # every copy is removed (recall 1.0 at Jaccard ~0.9), and attributed to a document of its family
+    # (the natural near-duplicates among the originals, e.g. pages of one site, may merge families)
+    text = {r["id"]: r["text"] for r in rows}
+    copies = {r["id"] for r in rows if "~copy" in r["id"]}
+    close = {c for c in copies if _jaccard(text[c], text[_family(c)]) >= 0.85}
+    assert len(close) >= 0.95 * len(copies)
+    removed = {r["id"]: r["reject_reason"].split(":", 1)[1] for r in rej}
+    assert close <= set(removed), sorted(close - set(removed))[:5]
+    same_family = sum(_family(k) == _family(d) for d, k in removed.items())
+    assert same_family >= 0.97 * len(removed)
+    # kept ids never point at removed documents; kept documents carry their cluster's size
+    kept = {r["id"]: r[CLUSTER_SIZE] for r in data.to_pylist()}
+    assert set(removed.values()) <= set(kept)
+    for doc_id, size in kept.items():
+        assert size == 1 + sum(1 for k in removed.values() if k == doc_id)
+    originals = [i for i in kept if "~copy" not in i]
+    assert sum(kept[i] >= 3 for i in originals) >= 0.9 * len(originals)
+    # the report: rounds of connected components, reasons counted under one label
+    assert result.report["global_steps"]["minhash_dedup"]["rounds"] >= 1
+    reasons = {r["reason"]: r["docs"] for r in result.report["reject_reasons"] if r["stage"] == "minhash_dedup"}
+    assert reasons == {"near_duplicate": len(removed)}
+
+
+def test_same_kept_set_whatever_batches_chunks_and_workers(ray_local, tmp_path, shared_data):
+    rows = _families(shared_data, originals=60)
+    inputs = _write(rows, tmp_path / "in", files=3)
+    one = tmp_path / "one"
+    run_pipeline(build_pipeline(_config(inputs, one)), progress=False)
+    many = tmp_path / "many"
+    run_pipeline(build_pipeline(_config(inputs, many, batch_size=17, files_per_chunk=1, concurrency=1)),
+                 progress=False)
+    assert _outcome(one) == _outcome(many)
+    assert sum(1 for r in _outcome(one) if r[1]) >= 100
+
+
+def test_choose_kept_by_quality_then_row_key():
+    t = pa.table({"node": [1, 2, 3, 4], "label": [1, 1, 1, 4], "row_key": ["b", "a", "c", "d"],
+                  "id": ["B", "A", "C", "D"], "_chunk": pa.array([0, 0, 0, 0], pa.int32()),
+                  "quality_score": [0.5, 0.2, 0.5, None]})
+    first = {r["row_key"]: (r["reject_reason"], r[CLUSTER_SIZE]) for r in choose_kept(t, "first").to_pylist()}
+    assert first == {"a": (None, 3), "b": ("near_duplicate_of:A", 3), "c": ("near_duplicate_of:A", 3), "d": (None, 1)}
+    best = {r["row_key"]: r["reject_reason"] for r in choose_kept(t, "quality_score").to_pylist()}
+    assert best == {"b": None, "a": "near_duplicate_of:B", "c": "near_duplicate_of:B", "d": None}
+
+
+def test_documents_without_bands_never_meet():
+    keys = pa.table({"node": pa.array([1, 2, 3], pa.int64()),
+                     "minhash_bands": pa.array([[7, 8], None, [7, 9]], pa.list_(pa.int64()))})
+    rows = explode_bands(keys)
+    assert rows.to_pydict() == {"node": [1, 1, 3, 3], "band": [7, 8, 7, 9]}
+
+
+def _cluster_run(tmp_path: Path, inputs: list[str], remove_worker: bool) -> set[tuple]:
+    from ray.cluster_utils import Cluster
+
+    out = tmp_path / ("removed" if remove_worker else "cluster")
+    cfg = tmp_path / f"{out.name}.yaml"
+    cfg.write_text(yaml.safe_dump(_config(inputs, out, batch_size=100, files_per_chunk=1)))
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    removed, lines = [], []
+    try:
+        cluster.wait_for_nodes()
+        env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+        proc = subprocess.Popen(tokenmill_cmd("run", str(cfg), "--address", cluster.address), cwd=REPO, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for line in proc.stderr:  # the stream phase is committed: the global step starts now
+            lines.append(line)
+            if remove_worker and not removed and "chunk(s) committed" in line:
+                cluster.remove_node(workers[1])
+                removed.append(line)
+        rc = proc.wait(timeout=600)
+    finally:
+        cluster.shutdown()
+    assert rc == 0, "".join(lines)[-3000:]
+    if remove_worker:
+        assert removed and any("global: minhash_dedup done" in l for l in lines[lines.index(removed[0]):])
+    return _outcome(out)
+
+
+@pytest.mark.parametrize("remove_worker", [False, True], ids=["three-nodes", "worker-removed-mid-dedup"])
+def test_multinode_cluster_gives_the_same_result(ray_local, tmp_path, shared_data, remove_worker):
+    inputs = _write(_families(shared_data, originals=40), tmp_path / "in", files=4)
+    single = tmp_path / "single"
+    run_pipeline(build_pipeline(_config(inputs, single)), progress=False)
+    assert _cluster_run(tmp_path, inputs, remove_worker) == _outcome(single)
