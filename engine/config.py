@@ -223,6 +223,12 @@ def _rebase_paths(data: dict, base: Path) -> None:
             for key in ("model_path",):
                 if st.get(key):
                     st[key] = _rebase(st[key], base)
+            index = st.get("index")
+            if isinstance(index, dict):  # minhash_dedup's band index folders
+                if isinstance(index.get("write"), str):
+                    index["write"] = _rebase(index["write"], base)
+                if isinstance(index.get("read"), list):
+                    index["read"] = [_rebase(p, base) if isinstance(p, str) else p for p in index["read"]]
 
 
 def build_pipeline(data: dict, source: Path | None = None, check_inputs: bool = True) -> Pipeline:

@@ -31,7 +31,10 @@ class GlobalStepError(RuntimeError):
 
 
 class DatasetOps(Protocol):
-    """What an executor gives a global stage's ``global_step``."""
+    """What an executor gives a global stage's ``global_step``; ``run_id`` names the run (the same on
+    a re-run of the same config and input)."""
+
+    run_id: str
 
     def partition_map(self, inputs: list, key: str, fn: Callable[..., pa.Table], **fn_kwargs) -> Any:
         """Hash-partition every input by its ``key`` column (int64/uint64) and call
@@ -52,6 +55,12 @@ class DatasetOps(Protocol):
 
     def union(self, datas: list) -> Any:
         """The rows of several datasets of one schema."""
+
+    def read_parquet(self, urls: list[str]) -> Any:
+        """The rows of these Parquet files (named one by one: no folder listing, no marker files)."""
+
+    def write_parquet(self, data, url: str, partition_cols: Optional[list[str]] = None) -> None:
+        """Write a dataset as Parquet under ``url`` (hive-partitioned by ``partition_cols``)."""
 
 
 def partition_ids(keys: pa.Array, parts: int) -> np.ndarray:
@@ -101,11 +110,15 @@ def call_on_partition(pieces: pa.Table, fn: Callable[..., pa.Table], n_inputs: i
     return fn(*unpack_partition(pieces, n_inputs), **fn_kwargs)
 
 
+#: node ids use the low 56 bits; a stage may use the sign and the top 7 bits (e.g. earlier runs' ids)
+NODE_BITS = 56
+
+
 def node_ids(rows: int, chunk: int, part_no: int) -> pa.Array:
     """Dense int64 ids for the live rows of one part file: (chunk, part number in the chunk, row)
-    packed in 27 + 14 + 22 bits; unique per run, the same on every engine and every re-run."""
-    if part_no >= 1 << 14 or rows > 1 << 22 or chunk >= 1 << 27:
+    packed in 20 + 14 + 22 bits; unique per run, the same on every engine and every re-run."""
+    if part_no >= 1 << 14 or rows > 1 << 22 or chunk >= 1 << 20:
         raise GlobalStepError(f"node ids: chunk {chunk}, part {part_no}, {rows} rows exceed the id layout "
-                              "(2^27 chunks, 2^14 parts per chunk, 2^22 rows per part)")
+                              "(2^20 chunks, 2^14 parts per chunk, 2^22 rows per part)")
     base = (chunk << 36) | (part_no << 22)
     return pa.array(np.arange(base, base + rows, dtype=np.int64), pa.int64())

@@ -79,6 +79,7 @@ class GlobalJob:
     out_url: str
     input_bytes: int         # size of the parts on disk (picks the shuffle for small runs)
     part_numbers: list = field(default_factory=list)   # each part's number within its chunk (node ids)
+    run_id: str = "run"      # the run's fingerprint prefix (names what it leaves for later runs)
 
 
 @dataclass

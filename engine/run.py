@@ -44,6 +44,7 @@ class PhaseRunner:
         self.store, self.executor, self.pipeline, self.plan = store, executor, pipeline, plan
         self.console, self.say = console, console.say
         self.sizes = sizes or {}
+        self.run_id = work
         self.work = store.path("_work", work)
         self.tmp_root = store.path("_work", "_tmp")
         self.phase_seconds: dict[str, float] = {}
@@ -150,7 +151,8 @@ class PhaseRunner:
         size = sum(sum(sizes.values()) for sizes in listing.values())
         tmp = self._tmp()
         figures = self.executor.run_global(GlobalJob(phase.barrier, self.pipeline.languages, [u for u, _ in numbered],
-                                                     self.store.url(tmp), size, [i for _, i in numbered])) or {}
+                                                     self.store.url(tmp), size, [i for _, i in numbered],
+                                                     self.run_id)) or {}
         self.store.makedirs(tmp)
         self.store.write_json_atomic(f"{tmp}/{FIGURES}", figures)
         self._commit_dir(tmp, final)

@@ -319,7 +319,7 @@ class RayExecutor:
         n = max(2, self.cluster_cpus())
         parts = max(2 * n, -(-job.input_bytes // PARTITION_BYTES))
         with self._shuffle(job.input_bytes) as strategy:
-            ops = RayDatasetOps(parts, materialize_before_shuffle=strategy == "sort")
+            ops = RayDatasetOps(parts, materialize_before_shuffle=strategy == "sort", run_id=job.run_id)
             keys = ops.materialize(self._keys(job, stage.shuffle_columns(), node_ids=True))
             decisions, figures = stage.global_step(ops, keys)
             self._write_decisions(decisions, job.out_url, n)

@@ -16,8 +16,9 @@ from ..global_ops import PART, call_on_partition, pack_partitions
 class RayDatasetOps:
     """Datasets are ``ray.data.Dataset``; ``parts`` partitions per shuffle."""
 
-    def __init__(self, parts: int, materialize_before_shuffle: bool = True):
+    def __init__(self, parts: int, materialize_before_shuffle: bool = True, run_id: str = "run"):
         self.parts = max(1, parts)
+        self.run_id = run_id  # names what this run leaves for later runs (e.g. a band index folder)
         # the sort shuffle samples its input before it runs: computing the input once first is cheaper
         self.materialize_before_shuffle = materialize_before_shuffle
 
@@ -47,6 +48,22 @@ class RayDatasetOps:
 
     def union(self, datas: list):
         return datas[0].union(*datas[1:]) if len(datas) > 1 else datas[0]
+
+    def read_parquet(self, urls: list[str]):
+        import ray
+
+        items = ray.data.from_items([{"path": u} for u in urls], override_num_blocks=max(1, min(len(urls), self.parts)))
+        return items.map_batches(_read_files, batch_format="pyarrow", batch_size=None)
+
+    def write_parquet(self, data, url: str, partition_cols=None) -> None:
+        data.write_parquet(url, partition_cols=partition_cols)
+
+
+def _read_files(batch: pa.Table) -> pa.Table:
+    from ..worker import read_parquet_file
+
+    tables = [read_parquet_file(u) for u in batch["path"].to_pylist()]
+    return pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})
 
 
 def _call(batch: pa.Table, fn: Callable[..., pa.Table], fn_kwargs: dict) -> pa.Table:

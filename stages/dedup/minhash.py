@@ -25,15 +25,27 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tokenmill.engine.schema import CHUNK, set_column
 from tokenmill.engine.stage import GlobalStage, Resources, register_stage
 
+from tokenmill.engine.storage import Storage
+
+from .band_index import DONE, committed_runs, indexed_rows, keep_rows, run_folder
 from .order import input_order_keys, with_input_order
 from .components import BAND_ROWS, LABELS, candidate_edges, connected_components, star_labels
 from .signatures import MinHasher, band_keys, optimal_bands
 
 BANDS_COLUMN = "minhash_bands"
+SIGNATURE_COLUMN = "minhash_signature"   # kept only with verify > 0
 CLUSTER_SIZE = "dup_cluster_size"
 REASON_PREFIX = "near_duplicate_of:"
 DECISIONS = pa.schema([("row_key", pa.string()), ("reject_reason", pa.string()), (CLUSTER_SIZE, pa.int32()),
-                       (CHUNK, pa.int32())])
+                       (CHUNK, pa.int32()), ("node", pa.int64())])
+
+
+class IndexParams(BaseModel):
+    """Incremental dedup across runs (``band_index``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    write: Optional[str] = Field(None, description="folder or URL: store this run's kept documents' band keys")
+    read: list[str] = Field(default_factory=list, description="band indexes of earlier runs: their documents win")
 
 
 class MinHashParams(BaseModel):
@@ -46,11 +58,13 @@ class MinHashParams(BaseModel):
     hash: Literal["fast", "datasketch"] = Field("fast", description="fast (64-bit) | datasketch (bit-identical "
                                                 "signatures to datasketch.MinHash)")
     seed: int = Field(1, ge=0)
-    verify: float = Field(0.0, ge=0, le=1, description="> 0: not supported yet (see README)")
+    verify: float = Field(0.0, ge=0, le=1, description="> 0: drop candidate edges whose estimated Jaccard "
+                          "(share of equal signature values) is below it")
     keep: Literal["first", "quality_score"] = Field("first", description="first (in input order: source, then "
                                                   "offset) | quality_score (highest; ties: first)")
     scope: Literal["language", "global"] = "language"
     max_rounds: int = Field(64, ge=1, description="connected-components rounds before the step fails")
+    index: IndexParams = Field(default_factory=IndexParams)
 
     @model_validator(mode="after")
     def _bands_fit(self):
@@ -58,8 +72,6 @@ class MinHashParams(BaseModel):
             self.bands = None
         elif self.bands is None or self.num_perm % self.bands:
             raise ValueError(f"bands ({self.bands}) must divide num_perm ({self.num_perm}); or set threshold")
-        if self.verify:
-            raise ValueError("verify > 0 is not supported yet; leave it at 0.0")
         return self
 
     def band_layout(self) -> tuple[int, int]:
@@ -79,8 +91,8 @@ class MinHashDedup(GlobalStage):
     Params = MinHashParams
     is_filter = True
     key_column = BANDS_COLUMN
-    adds = {BANDS_COLUMN: pa.list_(pa.int64()), CLUSTER_SIZE: pa.int32()}
-    internal_columns = (BANDS_COLUMN,)
+    adds = {BANDS_COLUMN: pa.list_(pa.int64()), SIGNATURE_COLUMN: pa.list_(pa.uint64()), CLUSTER_SIZE: pa.int32()}
+    internal_columns = (BANDS_COLUMN, SIGNATURE_COLUMN)
     default_resources = Resources(num_cpus=1, concurrency=2, batch_size=1000)
 
     @classmethod
@@ -103,6 +115,7 @@ class MinHashDedup(GlobalStage):
     def shuffle_columns(self) -> list[str]:
         """The columns the global step reads back (never the text)."""
         extra = ["quality_score"] if self.params.keep == "quality_score" else []
+        extra += [SIGNATURE_COLUMN] if self.params.verify else []
         return ["row_key", "id", BANDS_COLUMN, CHUNK, *extra]
 
     # -- streamed -----------------------------------------------------------------------------------
@@ -112,17 +125,22 @@ class MinHashDedup(GlobalStage):
         n = batch.num_rows
         langs = batch["language"].to_pylist() if "language" in batch.column_names else [None] * n
         keys = np.zeros((n, self.bands), np.uint64)
+        sigs_all = np.zeros((n, self.params.num_perm), np.uint64) if self.params.verify else None
         empty = np.ones(n, bool)
         for (mode, tokenizer, ngram), idx in self._by_shingling(langs).items():
             texts = batch["text"].take(pa.array(idx))
             sigs, no_shingle = self._hasher(ngram).signatures(texts, mode=mode, tokenizer=tokenizer)
             # a document without shingles gets no band at all (set to null below), so it never matches
             keys[idx] = band_keys(sigs, np.zeros(len(idx), bool), self.bands, self.rows)
+            if sigs_all is not None:
+                sigs_all[idx] = sigs
             empty[idx] = no_shingle
         if self.params.scope == "language":
             with np.errstate(over="ignore"):
                 keys ^= np.array([_language_salt(l) for l in langs], np.uint64)[:, None]
-        batch = set_column(batch, BANDS_COLUMN, self._band_lists(keys, empty))
+        batch = set_column(batch, BANDS_COLUMN, self._band_lists(keys.view(np.int64), empty, pa.int64()))
+        if sigs_all is not None:
+            batch = set_column(batch, SIGNATURE_COLUMN, self._band_lists(sigs_all, empty, pa.uint64()))
         return set_column(batch, CLUSTER_SIZE, pa.array(np.ones(n, np.int32), pa.int32()))
 
     def _by_shingling(self, langs: list) -> dict[tuple, list[int]]:
@@ -135,24 +153,97 @@ class MinHashDedup(GlobalStage):
             groups.setdefault(key, []).append(i)
         return groups
 
-    def _band_lists(self, keys: np.ndarray, empty: np.ndarray) -> pa.Array:
-        n, b = keys.shape
-        flat = pa.array(keys.view(np.int64).reshape(-1), pa.int64())
-        offsets = pa.array(np.arange(0, (n + 1) * b, b, dtype=np.int32), pa.int32())
-        lists = pa.ListArray.from_arrays(offsets, flat)
-        return pc.if_else(pa.array(empty), pa.scalar(None, pa.list_(pa.int64())), lists)
+    @staticmethod
+    def _band_lists(values: np.ndarray, empty: np.ndarray, typ: pa.DataType) -> pa.Array:
+        """An (n, k) array as a list column; null for documents without shingles."""
+        n, k = values.shape
+        flat = pa.array(values.reshape(-1), typ)
+        offsets = pa.array(np.arange(0, (n + 1) * k, k, dtype=np.int32), pa.int32())
+        return pc.if_else(pa.array(empty), pa.scalar(None, pa.list_(typ)), pa.ListArray.from_arrays(offsets, flat))
 
     # -- global ----------------------------------------------------------------------------------
     def global_step(self, ops, keys) -> tuple[object, dict]:
         """Decisions (row_key, reject_reason, dup_cluster_size, chunk) for every document in a
-        component of two or more, and the step's figures (rounds, edges)."""
-        edges = candidate_edges(ops, ops.map(keys, explode_bands))
+        component of two or more, and the step's figures (rounds, indexed runs read)."""
+        band_rows = ops.map(keys, explode_bands)
+        runs = committed_runs(self.params.index.read, exclude=ops.run_id)
+        indexed = [ops.map(ops.read_parquet(files), indexed_rows, run_no=i) for i, files in enumerate(runs) if files]
+        owners = []
+        if indexed:
+            index = ops.materialize(ops.union(indexed))
+            band_rows = ops.union([band_rows, ops.map(index, _select, columns=["node", "band"])])
+            owners = [ops.map(index, _select, columns=["label", "indexed_id"])]
+        edges = candidate_edges(ops, band_rows)
+        if self.params.verify:
+            edges = verified_edges(ops, edges, ops.map(keys, _select, columns=["node", SIGNATURE_COLUMN]),
+                                   self.params.verify)
         stars, rounds = connected_components(ops, edges, self.params.max_rounds)
-        labels = ops.map(stars, star_labels)
         members = ops.map(keys, member_rows, columns=self.shuffle_columns())
-        labeled = ops.partition_map([labels, members], "node", attach_labels)
-        decisions = ops.partition_map([labeled], "label", choose_kept, keep=self.params.keep)
-        return decisions, {"rounds": rounds}
+        labeled = ops.partition_map([ops.map(stars, star_labels), members], "node", attach_labels)
+        decisions = ops.partition_map([labeled] + owners, "label", choose_kept, keep=self.params.keep)
+        if self.params.index.write:
+            decisions = ops.materialize(decisions)
+            self._write_index(ops, keys, decisions)
+        return decisions, {"rounds": rounds, "indexed_runs": len(runs)}
+
+    def _write_index(self, ops, keys, decisions) -> None:
+        """This run's kept documents' band keys under index.write (committed by a marker)."""
+        folder = run_folder(self.params.index.write, ops.run_id)
+        store = Storage(folder)
+        store.rm(store.root)
+        rows = ops.partition_map([ops.map(keys, _select, columns=["node", "id", BANDS_COLUMN]), decisions], "node",
+                                 keep_rows)
+        ops.write_parquet(rows, folder, ["range"])
+        store.touch(store.path(DONE))
+
+
+def _select(table: pa.Table, columns: list[str]) -> pa.Table:
+    return table.select(columns)
+
+
+def _rename(table: pa.Table, names: list[str]) -> pa.Table:
+    return table.rename_columns(names)
+
+
+def verified_edges(ops, edges, signatures, threshold: float):
+    """Candidate edges whose two documents' signatures agree on at least ``threshold`` of their
+    values: two shuffles, one to bring each edge's first signature, one for its second. An edge
+    to an indexed document of an earlier run (no signature here) is kept."""
+    first = ops.partition_map([edges, ops.map(signatures, _rename, names=["u", "sig_u"])], "u", _attach, side="u")
+    return ops.partition_map([first, ops.map(signatures, _rename, names=["v", "sig_v"])], "v", _attach, side="v",
+                             threshold=threshold)
+
+
+def _attach(edges: Optional[pa.Table], sigs: Optional[pa.Table], side: str, threshold: float = 0.0) -> pa.Table:
+    """Edges with the signature of their ``side`` node (null where none); on the second side, only
+    the edges that pass ``threshold``."""
+    from .components import EDGES
+
+    if edges is None or edges.num_rows == 0:
+        return EDGES.empty_table() if side == "v" else pa.table({"u": pa.array([], pa.int64()), "v": pa.array([], pa.int64()),
+                                                                   "sig_u": pa.array([], pa.list_(pa.uint64()))})
+    name = f"sig_{side}"
+    if sigs is not None and sigs.num_rows:
+        pos = pc.index_in(edges[side], sigs[side])  # a node has one signature (list columns cannot be joined)
+        edges = edges.append_column(name, pc.take(sigs[name], pos))
+    else:
+        edges = edges.append_column(name, pa.nulls(edges.num_rows, pa.list_(pa.uint64())))
+    if side == "u":
+        return edges.select(["u", "v", "sig_u"])
+    return edges.filter(_passes(edges["sig_u"], edges["sig_v"], threshold)).select(["u", "v"]).cast(EDGES)
+
+
+def _passes(a: pa.ChunkedArray, b: pa.ChunkedArray, threshold: float) -> pa.Array:
+    """True where the two signatures agree on >= threshold of their values, or one is missing."""
+    a, b = a.combine_chunks(), b.combine_chunks()
+    known = pc.and_(pc.is_valid(a), pc.is_valid(b)).to_numpy(zero_copy_only=False)
+    ok = np.ones(len(a), bool)
+    if known.any():
+        idx = np.flatnonzero(known)
+        sa = np.stack(a.take(pa.array(idx)).to_numpy(zero_copy_only=False))
+        sb = np.stack(b.take(pa.array(idx)).to_numpy(zero_copy_only=False))
+        ok[idx] = (sa == sb).mean(axis=1) >= threshold
+    return pa.array(ok)
 
 
 def explode_bands(keys: pa.Table) -> pa.Table:
@@ -168,7 +259,7 @@ def explode_bands(keys: pa.Table) -> pa.Table:
 
 def member_rows(keys: pa.Table, columns: list[str]) -> pa.Table:
     """What choosing the kept document needs of each row: node, row_key, id, chunk (+ quality)."""
-    return keys.select(["node"] + [c for c in columns if c != BANDS_COLUMN])
+    return keys.select(["node"] + [c for c in columns if c not in (BANDS_COLUMN, SIGNATURE_COLUMN)])
 
 
 def attach_labels(labels: Optional[pa.Table], members: Optional[pa.Table]) -> pa.Table:
@@ -185,11 +276,15 @@ def _labeled_empty(members: Optional[pa.Table]) -> pa.Table:
     return members.slice(0, 0).append_column("label", pa.array([], pa.int64()))
 
 
-def choose_kept(labeled: Optional[pa.Table], keep: str = "first") -> pa.Table:
+def choose_kept(labeled: Optional[pa.Table], owners: Optional[pa.Table] = None, keep: str = "first") -> pa.Table:
     """Per component (label): keep one document by the rule, reject the others as
-    ``near_duplicate_of:<kept id>``; every member gets the component's size."""
+    ``near_duplicate_of:<kept id>``; every member gets the component's size. A component with an
+    indexed document of an earlier run (label below zero, ``owners``: label -> its id) keeps none:
+    the indexed document wins."""
     if labeled is None or labeled.num_rows == 0 or "row_key" not in labeled.column_names:
         return DECISIONS.empty_table()
+    if owners is not None and owners.num_rows:
+        labeled = _against_index(labeled, owners)
     sort = [("label", "ascending")]
     if keep == "quality_score":
         labeled = set_column(labeled, "_q", pc.fill_null(pc.negate(labeled["quality_score"].cast(pa.float64())),
@@ -203,8 +298,17 @@ def choose_kept(labeled: Optional[pa.Table], keep: str = "first") -> pa.Table:
     starts = np.flatnonzero(first)
     sizes = np.diff(np.r_[starts, len(label)])
     kept_ids = pc.take(t["id"], pa.array(starts[group]))
-    reasons = pc.binary_join_element_wise(pa.scalar(REASON_PREFIX), kept_ids.cast(pa.string()), "")
-    reasons = pc.if_else(pa.array(first), pa.scalar(None, pa.string()), reasons)
+    owner = t["_owner"] if "_owner" in t.column_names else pa.nulls(t.num_rows, pa.string())
+    kept_ids = pc.coalesce(owner, kept_ids.cast(pa.string()))
+    reasons = pc.binary_join_element_wise(pa.scalar(REASON_PREFIX), kept_ids, "")
+    reasons = pc.if_else(pc.and_(pa.array(first), pc.is_null(owner)), pa.scalar(None, pa.string()), reasons)
     return pa.table({"row_key": t["row_key"], "reject_reason": reasons,
-                     CLUSTER_SIZE: pa.array(sizes[group].astype(np.int32), pa.int32()), CHUNK: t[CHUNK]},
-                    schema=DECISIONS)
+                     CLUSTER_SIZE: pa.array(sizes[group].astype(np.int32), pa.int32()), CHUNK: t[CHUNK],
+                     "node": t["node"]}, schema=DECISIONS)
+
+
+def _against_index(labeled: pa.Table, owners: pa.Table) -> pa.Table:
+    """``_owner``: the indexed document's id for members of a component that holds one."""
+    owners = owners.group_by("label").aggregate([("indexed_id", "min")])
+    pos = pc.index_in(labeled["label"], owners["label"])
+    return labeled.append_column("_owner", pc.take(owners["indexed_id_min"], pos))

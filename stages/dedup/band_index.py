@@ -1,0 +1,81 @@
+"""The band index that makes MinHash dedup incremental across runs.
+
+``index.write: PATH`` stores, for every document a run kept, its band keys and id:
+``PATH/run=<fingerprint>/range=<r>/*.parquet`` (rows: band, the run's node id, id; ``r`` = the band key's top 4 bits,
+so a later reader can take a band range at a time), committed by a ``_SUCCESS`` marker in the run
+folder. ``index.read: [PATH, ...]`` takes every committed run folder under those paths: their band
+rows join this run's buckets with node ids below zero, so a component that holds an indexed
+document has a negative label, and every document of this run in it is rejected in favour of
+the indexed one (the indexed document always wins; the old corpus is never read).
+
+Index size per document: ``bands`` x 8 bytes of keys plus the id, before Parquet compression.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tokenmill.engine.global_ops import NODE_BITS
+from tokenmill.engine.storage import Storage
+
+DONE = "_SUCCESS"
+INDEX_ROWS = pa.schema([("band", pa.int64()), ("node", pa.int64()), ("id", pa.string()), ("range", pa.int32())])
+INDEXED_IDS = pa.schema([("label", pa.int64()), ("indexed_id", pa.string())])
+MAX_INDEXES = 1 << (63 - NODE_BITS)
+
+
+def run_folder(root: str, run: str) -> str:
+    return f"{root.rstrip('/')}/run={run}"
+
+
+def committed_runs(paths: list[str], exclude: Optional[str] = None) -> list[list[str]]:
+    """The Parquet files of each committed run folder under ``paths`` (sorted, so each run gets the
+    same number every time); ``exclude`` skips this run's own folder."""
+    runs = []
+    for root in paths:
+        store = Storage(root)
+        if not store.exists(store.root):
+            continue
+        folders = sorted({store.rel(p, store.root).split("/", 1)[0] for p in store.find(store.root)})
+        for name in folders:
+            if not name.startswith("run=") or name == f"run={exclude}" or not store.exists(store.path(name, DONE)):
+                continue
+            runs.append([store.url(store.path(name, rel)) for rel in store.list_parquet(store.path(name))])
+    if len(runs) > MAX_INDEXES:
+        raise ValueError(f"index.read: {len(runs)} indexed runs; at most {MAX_INDEXES} can be read at once")
+    return runs
+
+
+def indexed_node(nodes: np.ndarray, run_no: int) -> np.ndarray:
+    """Ids below zero for indexed documents, distinct per (run, row), never equal to a new node."""
+    return -(1 + ((np.int64(run_no) << np.int64(NODE_BITS)) | nodes))
+
+
+def indexed_rows(table: pa.Table, run_no: int) -> pa.Table:
+    """One indexed run's rows (band, node, id) -> (node, band, label, indexed_id), with node ids
+    below zero (the run's own ids, tagged with its number)."""
+    node = indexed_node(table["node"].to_numpy(zero_copy_only=False).astype(np.int64), run_no)
+    return pa.table({"node": pa.array(node, pa.int64()), "band": table["band"], "label": pa.array(node, pa.int64()),
+                     "indexed_id": table["id"]})
+
+
+def keep_rows(keys: Optional[pa.Table], decisions: Optional[pa.Table]) -> pa.Table:
+    """Band rows (band, id, range) of this run's documents that were not rejected as duplicates."""
+    if keys is None or keys.num_rows == 0:
+        return INDEX_ROWS.empty_table()
+    if decisions is not None and decisions.num_rows:
+        gone = decisions.filter(pc.is_valid(decisions["reject_reason"]))["node"]
+        keys = keys.filter(pc.invert(pc.is_in(keys["node"], gone)))
+    bands = keys["minhash_bands"].combine_chunks() if isinstance(keys["minhash_bands"], pa.ChunkedArray) \
+        else keys["minhash_bands"]
+    has = pc.is_valid(bands)
+    bands, ids, nodes = bands.filter(has), keys["id"].filter(has), keys["node"].filter(has)
+    counts = pc.list_value_length(bands).to_numpy(zero_copy_only=False)
+    flat = pc.list_flatten(bands)
+    band_range = (flat.to_numpy(zero_copy_only=False).view(np.uint64) >> np.uint64(60)).astype(np.int32)
+    rows = pa.array(np.repeat(np.arange(len(counts)), counts))
+    return pa.table({"band": flat, "node": pc.take(nodes, rows), "id": pc.take(ids, rows),
+                     "range": pa.array(band_range, pa.int32())}, schema=INDEX_ROWS)
