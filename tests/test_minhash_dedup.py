@@ -210,3 +210,23 @@ def test_verify_drops_candidates_below_the_estimated_jaccard(ray_local, tmp_path
     assert {t["id"] for t in twins} <= rej
     close_copies = {r["id"] for r in rows if "~copy" in r["id"]} & rej
     assert len(close_copies) <= 2, close_copies   # ~0.9 copies survive a 0.99 check (but for chance agreement)
+
+
+def test_precision_and_recall_on_a_near_duplicate_corpus(ray_local, tmp_path):
+    """3,000 documents from real pages: copies spread over true word-5-gram Jaccard buckets. The
+    floors are what 14 bands x 8 rows reach here (measured 2026-11-29: recall at >= 0.8 of 0.99x,
+    precision 1.0); the theory for the [0.8, 0.9) bucket alone is ~0.98."""
+    from neardup_corpus import build_corpus, evaluate, write_jsonl
+
+    rows = build_corpus(3000, seed=1)
+    inputs = [str(p) for p in write_jsonl(rows, tmp_path / "in", shards=2)]
+    out = tmp_path / "out"
+    cfg = _config(inputs, out, scope="global")
+    cfg["stages"] = cfg["stages"][1:]  # minhash_dedup alone: langid would split the spliced originals by language
+    run_pipeline(build_pipeline(cfg), progress=False)
+    rej = read_manifest_files(out, "rejects/").to_pylist()
+    removed = {r["id"]: r["reject_reason"].split(":", 1)[1] for r in rej if r["reject_stage"] == "minhash_dedup"}
+    score = evaluate(rows, removed)
+    assert score["precision"] >= 0.995, score
+    assert score["recall_at_0.8"] >= 0.97, score
+    assert score["recall"]["[0.9,1.0]"] >= 0.995, score
