@@ -210,7 +210,12 @@ class RayExecutor:
         self._preserve_order_before = ctx.execution_options.preserve_order
         ctx.execution_options.preserve_order = True
         self.metrics_name = f"tokenmill-metrics-{os.getpid()}-{int(time.time())}"
-        self._metrics = ray.remote(StageMetrics).options(name=self.metrics_name, num_cpus=0).remote()
+        # on the driver's node: a worker node that leaves the cluster must not take the counts with it
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+        self._metrics = ray.remote(StageMetrics).options(name=self.metrics_name, num_cpus=0,
+                                                         scheduling_strategy=here).remote()
 
     def local_cpus(self) -> int:
         """CPUs the embedded Ray declares: the machine's, or enough for one actor per pool plus a
@@ -237,7 +242,11 @@ class RayExecutor:
     def metrics(self) -> dict:
         import ray
 
-        data = ray.get(self._metrics.get.remote()) if self._metrics is not None else {}
+        try:
+            data = ray.get(self._metrics.get.remote(), timeout=60) if self._metrics is not None else {}
+        except Exception as exc:  # timings are for the report: losing them never fails a committed run
+            log.warning("stage timings unavailable (%s: %s)", type(exc).__name__, exc)
+            data = {}
         shuffle = data.pop(SHUFFLE_BYTES, {"rows": 0})
         stages = {k: v for k, v in data.items() if not k.startswith("_")}  # "_files" etc. are progress counters
         return {"stages": stages, "shuffle_bytes": int(shuffle["rows"])}

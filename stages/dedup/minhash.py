@@ -123,30 +123,34 @@ class MinHashDedup(GlobalStage):
         if not hasattr(self, "_hashers"):
             self.setup()
         n = batch.num_rows
-        langs = batch["language"].to_pylist() if "language" in batch.column_names else [None] * n
+        langs = batch["language"] if "language" in batch.column_names else pa.nulls(n, pa.string())
+        langs = langs.combine_chunks() if isinstance(langs, pa.ChunkedArray) else langs
+        uniq = pc.unique(langs)
+        codes = pc.fill_null(pc.index_in(langs, uniq, skip_nulls=False), 0).to_numpy(zero_copy_only=False)
         keys = np.zeros((n, self.bands), np.uint64)
         sigs_all = np.zeros((n, self.params.num_perm), np.uint64) if self.params.verify else None
         empty = np.ones(n, bool)
-        for (mode, tokenizer, ngram), idx in self._by_shingling(langs).items():
-            texts = batch["text"].take(pa.array(idx))
-            sigs, no_shingle = self._hasher(ngram).signatures(texts, mode=mode, tokenizer=tokenizer)
+        for (mode, tokenizer, ngram), members in self._by_shingling(uniq.to_pylist()).items():
+            idx = np.flatnonzero(np.isin(codes, members))
+            sigs, no_shingle = self._hasher(ngram).signatures(batch["text"].take(pa.array(idx)), mode=mode,
+                                                              tokenizer=tokenizer)
             # a document without shingles gets no band at all (set to null below), so it never matches
             keys[idx] = band_keys(sigs, np.zeros(len(idx), bool), self.bands, self.rows)
             if sigs_all is not None:
                 sigs_all[idx] = sigs
             empty[idx] = no_shingle
         if self.params.scope == "language":
-            with np.errstate(over="ignore"):
-                keys ^= np.array([_language_salt(l) for l in langs], np.uint64)[:, None]
+            salts = np.array([_language_salt(lang) for lang in uniq.to_pylist()], np.uint64)
+            keys ^= salts[codes][:, None]
         batch = set_column(batch, BANDS_COLUMN, self._band_lists(keys.view(np.int64), empty, pa.int64()))
         if sigs_all is not None:
             batch = set_column(batch, SIGNATURE_COLUMN, self._band_lists(sigs_all, empty, pa.uint64()))
         return set_column(batch, CLUSTER_SIZE, pa.array(np.ones(n, np.int32), pa.int32()))
 
-    def _by_shingling(self, langs: list) -> dict[tuple, list[int]]:
-        """Row indexes per (mode, tokenizer, n-gram length), from each row's language."""
+    def _by_shingling(self, languages: list) -> dict[tuple, list[int]]:
+        """Positions in ``languages`` per (mode, tokenizer, n-gram length) of their shingles."""
         groups: dict[tuple, list[int]] = {}
-        for i, lang in enumerate(langs):
+        for i, lang in enumerate(languages):
             lp = self.languages.get(lang) if self.languages is not None else None
             tok = lp.word_tokenizer if lp is not None else "whitespace"
             key = ("word", tok, self.params.ngram) if tok == "whitespace" else ("char", tok, lp.minhash_char_ngram)
