@@ -15,7 +15,7 @@ from typing import Iterator, Optional
 import pyarrow as pa
 
 from .decode import iter_blocks, iter_lines
-from .read_rows import FILE_ERROR, TRUNCATED, RowBatch, check_text, file_error, id_text, is_failure
+from .read_rows import RowBatch, check_text, id_text, read_guarded
 
 BOM = "\ufeff"
 
@@ -75,18 +75,14 @@ class LineParser:
 
 def read_jsonl(f, opts) -> Iterator[pa.Table]:
     b = RowBatch(opts.batch_rows)
-    parser = LineParser(b, f.source, opts)
-    try:
-        for lineno, raw in enumerate(iter_lines(iter_blocks(f.path))):
-            if raw.isspace():
-                continue
-            parser.add(raw, lineno)
-            if b.full():
-                yield b.emit()
-    except BaseException as exc:  # damaged .gz/.zst, unreadable path, I/O error: keep what was read
-        if not is_failure(exc):
-            raise
-        file_error(b, f.path, f.source, exc, TRUNCATED if b.records else FILE_ERROR, b.records)
-    out = b.emit()
-    if out is not None:
-        yield out
+    return read_guarded(b, f.path, f.source, _lines(b, LineParser(b, f.source, opts), f.path))
+
+
+def _lines(b: RowBatch, parser: LineParser, path: str) -> Iterator[pa.Table]:
+    """Every non-blank line of the file into ``b``, a table each time it is full."""
+    for lineno, raw in enumerate(iter_lines(iter_blocks(path))):
+        if raw.isspace():
+            continue
+        parser.add(raw, lineno)
+        if b.full():
+            yield b.emit()

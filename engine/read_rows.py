@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Optional
+from typing import Iterator, Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -131,6 +131,24 @@ def file_error(b: RowBatch, path: str, source: str, exc: BaseException, kind: st
         message = f"{message[:1900]}; {kept} records were read before it"
     meta = json.dumps({"path": path, "error": message[:2000]})
     b.add(f"{source}:{kind}", "", source, None, meta, kind)
+
+
+def read_guarded(b: RowBatch, path: str, source: str, tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
+    """A reader's tables, then the rows still buffered in ``b``; when reading stops on damage (a cut
+    file, an unreadable path, a parser's error) the file's error row goes before those last rows,
+    so every record read before the damage is kept."""
+    failure = None
+    try:
+        yield from tables
+    except BaseException as exc:
+        if not is_failure(exc):
+            raise
+        failure = exc
+    if failure is not None:
+        file_error(b, path, source, failure, TRUNCATED if b.records else FILE_ERROR, b.records)
+    out = b.emit()
+    if out is not None:
+        yield out
 
 
 def file_error_table(path: str, source: str, exc: BaseException, kind: str, kept: Optional[int] = None) -> pa.Table:

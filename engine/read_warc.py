@@ -17,7 +17,7 @@ from typing import Iterator
 import pyarrow as pa
 
 from .decode import BlockStream, iter_blocks
-from .read_rows import FILE_ERROR, TRUNCATED, RowBatch, check_text, file_error, is_failure
+from .read_rows import RowBatch, check_text, read_guarded
 
 
 class CutRecord(Exception):
@@ -64,22 +64,20 @@ def check_end(stream: BlockStream, count: int) -> None:
 
 
 def read_warc(f, opts) -> Iterator[pa.Table]:
+    b = RowBatch(opts.batch_rows)
+    return read_guarded(b, f.path, f.source, _responses(b, f, opts))
+
+
+def _responses(b: RowBatch, f, opts) -> Iterator[pa.Table]:
+    """Every response record of the file into ``b``, a table each time it is full; then the
+    check that the content did not end inside a record."""
     from fastwarc.warc import ArchiveIterator, WarcRecordType
 
-    b = RowBatch(opts.batch_rows)
     count = 0
-    try:
-        stream = BlockStream(iter_blocks(f.path))
-        for rec in ArchiveIterator(stream, record_types=WarcRecordType.response, parse_http=True):
-            count += 1
-            add_response(b, rec, f.source, count, opts)
-            if b.full():
-                yield b.emit()
-        check_end(stream, count)
-    except BaseException as exc:
-        if not is_failure(exc):
-            raise
-        file_error(b, f.path, f.source, exc, TRUNCATED if b.records else FILE_ERROR, b.records)
-    out = b.emit()
-    if out is not None:
-        yield out
+    stream = BlockStream(iter_blocks(f.path))
+    for rec in ArchiveIterator(stream, record_types=WarcRecordType.response, parse_http=True):
+        count += 1
+        add_response(b, rec, f.source, count, opts)
+        if b.full():
+            yield b.emit()
+    check_end(stream, count)
