@@ -47,9 +47,6 @@ class DatasetOps(Protocol):
     def materialize(self, data) -> Any:
         """Compute now and keep the result (cuts an iteration's lineage)."""
 
-    def count(self, data) -> int:
-        """Rows in a dataset."""
-
     def collect(self, data) -> pa.Table:
         """A small dataset as one table on the driver (sums, checks; never documents)."""
 

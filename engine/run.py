@@ -29,8 +29,6 @@ STATS = "_stats.json"
 FIGURES = "_figures.json"   # what a global step reports (e.g. connected-components rounds)
 
 
-
-
 class RunResult:
     def __init__(self, out: str, manifest: dict, report: Optional[dict], skipped: bool):
         self.out, self.manifest, self.report, self.skipped = out, manifest, report, skipped
@@ -131,7 +129,7 @@ class PhaseRunner:
                                   sink_url=sink_url if i == len(groups) - 1 else None))
         return specs
 
-    def commit_chunk(self, phase: Phase, chunk: Chunk, files: list[str], rows: int) -> None:
+    def commit_chunk(self, phase: Phase, chunk: Chunk, files: list[str]) -> None:
         final = self.chunk_dir(phase, chunk)
         self.store.rm(final)  # a commit cut short
         self.store.move_files(files, final)
@@ -208,14 +206,12 @@ class ChunkCommitter:
         self.chunks = chunks
         self.next = 0
         self.files: dict[int, list[str]] = {}
-        self.rows: dict[int, int] = {}
         self.total_rows = 0
 
     def add(self, part: PartWritten) -> None:
         while self.next < len(self.chunks) and self.chunks[self.next].index < part.chunk:
             self._commit(self.chunks[self.next])
         self.files.setdefault(part.chunk, []).append(f"{self.tmp}/{part.file.rsplit('/', 1)[-1]}")
-        self.rows[part.chunk] = self.rows.get(part.chunk, 0) + part.rows
         self.total_rows += part.rows
 
     def finish(self) -> None:
@@ -223,7 +219,7 @@ class ChunkCommitter:
             self._commit(self.chunks[self.next])
 
     def _commit(self, chunk: Chunk) -> None:
-        self.runner.commit_chunk(self.phase, chunk, self.files.pop(chunk.index, []), self.rows.pop(chunk.index, 0))
+        self.runner.commit_chunk(self.phase, chunk, self.files.pop(chunk.index, []))
         self.next += 1
 
 

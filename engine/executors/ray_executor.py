@@ -239,11 +239,14 @@ class RayExecutor:
             ray.shutdown()
             self._started_ray = False
 
-    def metrics(self) -> dict:
+    def _counts(self, timeout: float) -> dict:
         import ray
 
+        return ray.get(self._metrics.get.remote(), timeout=timeout) if self._metrics is not None else {}
+
+    def metrics(self) -> dict:
         try:
-            data = ray.get(self._metrics.get.remote(), timeout=60) if self._metrics is not None else {}
+            data = self._counts(timeout=60)
         except Exception as exc:  # timings are for the report: losing them never fails a committed run
             log.warning("stage timings unavailable (%s: %s)", type(exc).__name__, exc)
             data = {}
@@ -252,11 +255,7 @@ class RayExecutor:
         return {"stages": stages, "shuffle_bytes": int(shuffle["rows"])}
 
     def progress(self) -> dict:
-        import ray
-
-        if self._metrics is None:
-            return {}
-        data = ray.get(self._metrics.get.remote(), timeout=10)
+        data = self._counts(timeout=10)
         return {name: int(data.get(key, {}).get("rows", 0)) for key, name in PROGRESS.items()}
 
     def log_location(self) -> str:

@@ -39,9 +39,6 @@ class RayDatasetOps:
     def materialize(self, data):
         return data.materialize()
 
-    def count(self, data) -> int:
-        return data.count()
-
     def collect(self, data) -> pa.Table:
         tables = [t for t in data.iter_batches(batch_format="pyarrow", batch_size=None) if t.num_rows]
         return pa.concat_tables(tables) if tables else pa.table({})

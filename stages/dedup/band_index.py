@@ -21,6 +21,8 @@ import pyarrow.compute as pc
 from tokenmill.engine.global_ops import NODE_BITS
 from tokenmill.engine.storage import Storage
 
+from .components import band_rows
+
 DONE = "_SUCCESS"
 INDEX_ROWS = pa.schema([("band", pa.int64()), ("node", pa.int64()), ("id", pa.string()), ("range", pa.int32())])
 INDEXED_IDS = pa.schema([("label", pa.int64()), ("indexed_id", pa.string())])
@@ -69,13 +71,6 @@ def keep_rows(keys: Optional[pa.Table], decisions: Optional[pa.Table]) -> pa.Tab
     if decisions is not None and decisions.num_rows:
         gone = decisions.filter(pc.is_valid(decisions["reject_reason"]))["node"]
         keys = keys.filter(pc.invert(pc.is_in(keys["node"], gone)))
-    bands = keys["minhash_bands"].combine_chunks() if isinstance(keys["minhash_bands"], pa.ChunkedArray) \
-        else keys["minhash_bands"]
-    has = pc.is_valid(bands)
-    bands, ids, nodes = bands.filter(has), keys["id"].filter(has), keys["node"].filter(has)
-    counts = pc.list_value_length(bands).to_numpy(zero_copy_only=False)
-    flat = pc.list_flatten(bands)
-    band_range = (flat.to_numpy(zero_copy_only=False).view(np.uint64) >> np.uint64(60)).astype(np.int32)
-    rows = pa.array(np.repeat(np.arange(len(counts)), counts))
-    return pa.table({"band": flat, "node": pc.take(nodes, rows), "id": pc.take(ids, rows),
-                     "range": pa.array(band_range, pa.int32())}, schema=INDEX_ROWS)
+    rows = band_rows(keys, "minhash_bands", ["node", "id"])
+    band_range = (rows["band"].to_numpy().view(np.uint64) >> np.uint64(60)).astype(np.int32)
+    return rows.append_column("range", pa.array(band_range, pa.int32())).select(INDEX_ROWS.names).cast(INDEX_ROWS)

@@ -63,6 +63,14 @@ def _edges(u: np.ndarray, v: np.ndarray) -> pa.Table:
 
 
 # -- 1. buckets -> edges ---------------------------------------------------------------------------
+def band_rows(keys: pa.Table, bands: str, carry: list[str]) -> pa.Table:
+    """One row per band key of each document (a null list gives none): ``band`` and the ``carry``
+    columns of the document's row."""
+    col = keys[bands].combine_chunks() if isinstance(keys[bands], pa.ChunkedArray) else keys[bands]
+    rows = keys.select(carry).take(pc.list_parent_indices(col))
+    return rows.append_column("band", pc.list_flatten(col))
+
+
 def salt_buckets(rows: pa.Table) -> pa.Table:
     """(node, band) -> (node, band, bucket): the sub-bucket key mixes the band key with node mod SALT."""
     node, band = _np(rows["node"]), _np(rows["band"])

@@ -29,7 +29,7 @@ from tokenmill.engine.storage import Storage
 
 from .band_index import DONE, committed_runs, indexed_rows, keep_rows, run_folder
 from .order import input_order_keys, with_input_order
-from .components import BAND_ROWS, LABELS, candidate_edges, connected_components, star_labels
+from .components import BAND_ROWS, band_rows, LABELS, candidate_edges, connected_components, star_labels
 from .signatures import MinHasher, band_keys, optimal_bands
 
 BANDS_COLUMN = "minhash_bands"
@@ -120,8 +120,6 @@ class MinHashDedup(GlobalStage):
 
     # -- streamed -----------------------------------------------------------------------------------
     def __call__(self, batch: pa.Table) -> pa.Table:
-        if not hasattr(self, "_hashers"):
-            self.setup()
         n = batch.num_rows
         langs = batch["language"] if "language" in batch.column_names else pa.nulls(n, pa.string())
         langs = langs.combine_chunks() if isinstance(langs, pa.ChunkedArray) else langs
@@ -252,13 +250,7 @@ def _passes(a: pa.ChunkedArray, b: pa.ChunkedArray, threshold: float) -> pa.Arra
 
 def explode_bands(keys: pa.Table) -> pa.Table:
     """Key rows -> one (node, band) row per band of each document that has bands."""
-    bands = keys[BANDS_COLUMN]
-    bands = bands.combine_chunks() if isinstance(bands, pa.ChunkedArray) else bands
-    has = pc.is_valid(bands)
-    nodes, bands = keys["node"].filter(has), bands.filter(has)
-    counts = pc.list_value_length(bands).to_numpy(zero_copy_only=False)
-    node = np.repeat(nodes.to_numpy(), counts)
-    return pa.table({"node": pa.array(node, pa.int64()), "band": pc.list_flatten(bands)}, schema=BAND_ROWS)
+    return band_rows(keys, BANDS_COLUMN, ["node"]).cast(BAND_ROWS)
 
 
 def member_rows(keys: pa.Table, columns: list[str]) -> pa.Table:
