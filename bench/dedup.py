@@ -84,7 +84,7 @@ SHARD_DOCS = 2500
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "RAYON_NUM_THREADS": "1"}
 GOAL_SIG, GOAL_E2E, GOAL_RECALL, GOAL_PRECISION, GOAL_MEM = 4000, 1800, 0.99, 0.99, 1.3
 TRILLION = 1e12
-SYSTEMS = ("tokenmill-sig", "tokenmill", "datasketch", "rensa", "datatrove")
+SYSTEMS = ("tokenmill-sig", "tokenmill", "datasketch", "rensa", "datatrove-split", "datatrove")
 
 
 # -- input ----------------------------------------------------------------------------------------------
@@ -419,8 +419,25 @@ def child_rensa(a) -> dict:
                  lambda sets: RMinHash.from_token_sets(sets, NUM_PERM, SEED), index_batch)
 
 
-def child_datatrove(a) -> dict:
-    """datatrove's four MinHash steps with one worker. Untested where written (not installed)."""
+def _split_tokenizer():
+    """datatrove's ``WordTokenizer`` interface over ``str.split`` (its "split" variant)."""
+    from datatrove.utils.word_tokenizers import WordTokenizer
+
+    class SplitTokenizer(WordTokenizer):
+        def word_tokenize(self, text: str) -> list[str]:
+            return text.split()
+
+        def sent_tokenize(self, text: str) -> list[str]:
+            return text.splitlines()
+
+        def span_tokenize(self, text: str) -> list[tuple[int, int]]:
+            raise NotImplementedError
+
+    return SplitTokenizer()
+
+
+def child_datatrove(a, words: str = "spacy") -> dict:
+    """datatrove's four MinHash steps with one worker; ``words``: spacy (its English default) or split."""
     from datatrove.executor import LocalPipelineExecutor
     from datatrove.pipeline.dedup import MinhashDedupSignature
     from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
@@ -436,7 +453,8 @@ def child_datatrove(a) -> dict:
         shutil.rmtree(out, ignore_errors=True)
         steps = [
             ([JsonlReader(a.input, glob_pattern="*.jsonl"),
-              MinhashDedupSignature(output_folder=str(out / "sigs"), config=config)], 1),
+              MinhashDedupSignature(output_folder=str(out / "sigs"), config=config,
+                                    language=_split_tokenizer() if words == "split" else "en")], 1),
             ([MinhashDedupBuckets(input_folder=str(out / "sigs"), output_folder=str(out / "buckets"), config=config)],
              BANDS),
             ([MinhashDedupCluster(input_folder=str(out / "buckets"), output_folder=str(out / "remove"), config=config,
@@ -466,12 +484,12 @@ def child_datatrove(a) -> dict:
 
             survivor = {}
             for d in read("kept"):
-                c = (d.get("metadata") or {}).get("minhash_cluster")
-                if c is not None:
+                c = (d.get("metadata") or {}).get("minhash_cluster_id")
+                if c is not None and c >= 0:
                     survivor[c] = d["id"]
             n = 0
             for d in read("removed"):
-                c = (d.get("metadata") or {}).get("minhash_cluster")
+                c = (d.get("metadata") or {}).get("minhash_cluster_id")
                 removed[d["id"]] = survivor.get(c, d["id"])
                 n += 1
             res["docs"] = sum(1 for _ in read("kept")) + n
@@ -483,7 +501,8 @@ def child_datatrove(a) -> dict:
 
 
 CHILDREN = {"tokenmill-sig": child_tokenmill_sig, "tokenmill": child_tokenmill, "datasketch": child_datasketch,
-            "rensa": child_rensa, "datatrove": child_datatrove}
+            "rensa": child_rensa, "datatrove": child_datatrove,
+            "datatrove-split": lambda a: child_datatrove(a, words="split")}
 
 
 # -- parent --------------------------------------------------------------------------------------------------
@@ -500,10 +519,10 @@ def _check_imports(systems: list[str]) -> list[str]:
                 import datasketch  # noqa: F401
             elif s == "rensa":
                 import rensa  # noqa: F401
-            elif s == "datatrove":
+            elif s.startswith("datatrove"):
                 import datatrove  # noqa: F401
         except Exception as e:  # noqa: BLE001 -- a module being edited may fail in any way
-            what = "not installed: skipped" if s == "datatrove" else "not importable, skipped (the peers still run)"
+            what = "not installed: skipped" if s.startswith("datatrove") else "not importable, skipped (the peers still run)"
             print(f"{s}: {what}: {type(e).__name__}: {e}", flush=True)
             continue
         ok.append(s)
@@ -530,7 +549,7 @@ def run_size(a, docs: int, systems: list[str]) -> dict:
     out: dict = {"input": inp, "systems": {}}
     for name in systems:
         args = [str(HERE), "--child", name, "--repeats", str(a.repeats), "--result", str(res_dir / f"{name}-{docs}.json")]
-        if name in ("tokenmill", "datatrove"):
+        if name == "tokenmill" or name.startswith("datatrove"):
             args += ["--input", inp["jsonl_dir"], "--output", str(DDIR / f"out-{name}-{docs}")]
             if a.keep_output:
                 args.append("--keep-output")
@@ -668,7 +687,7 @@ def projection(sizes: dict) -> dict:
                 "shuffle_bytes": n_docs * (band_bytes + edge_bytes),
                 "note": "edges per doc grow with the duplicate rate: this corpus is ~2/3 copies"})
     print(f"\nprojection to 1e12 tokens ({tok:,.0f} tokens/doc measured -> {n_docs / 1e9:,.2f} G docs):")
-    for name in ("tokenmill", "tokenmill-lsh", "tokenmill-sig", "datasketch", "rensa", "datatrove"):
+    for name in ("tokenmill", "tokenmill-lsh", "tokenmill-sig", "datasketch", "rensa", "datatrove-split", "datatrove"):
         e = rep.get(name)
         if not e:
             continue
