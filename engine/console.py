@@ -68,7 +68,8 @@ class PhaseProgress:
             parts.append(f"files {d['files']:,}/{self.files_total:,}")
         if d["docs"] or self.files_total:
             parts.append(f"{_si(d['docs'])} docs ({_si(d['docs'] / t)}/s)")
-            parts.append(f"{_si(d['tokens'])} tokens ({_si(d['tokens'] / t)}/s)")
+            if d["tokens"]:      # none when tokenizer.kind is none
+                parts.append(f"{_si(d['tokens'])} tokens ({_si(d['tokens'] / t)}/s)")
             parts.append(f"{d['rejected']:,} rejected")
         return ", ".join(parts)
 

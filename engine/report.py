@@ -38,6 +38,7 @@ def build_report(pipeline, manifest: dict, stats: WriteStats, problems, metrics:
     total = {k: kept[k] + sum(v[k] for v in rejected.values()) for k in kept}
     return {
         "name": pipeline.config.name,
+        "size_unit": "chars" if pipeline.config.tokenizer.kind == "none" else "tokens",
         "fingerprint": manifest["fingerprint"],
         "language_files": {"folder": pipeline.languages.folder,
                            "languages": len(pipeline.languages.languages_with_files())},
@@ -51,7 +52,7 @@ def build_report(pipeline, manifest: dict, stats: WriteStats, problems, metrics:
         "reject_reasons": sorted(reasons.values(), key=lambda x: (-x["docs"], x["stage"], x["reason"])),
         "languages": sorted(({"language": lang, "docs": v[0], "chars": v[1], "tokens": v[2],
                               "rejected_docs": lang_rejected.get(lang, 0)} for lang, v in stats.kept.items()),
-                            key=lambda x: (-x["tokens"], x["language"])),
+                            key=lambda x: (-x["tokens"], -x["chars"], x["language"])),
         "file_errors": stats.file_errors + [{"path": p, "kind": "input", "error": e} for p, e in problems],
         "files": {"data": sum(1 for f in manifest["files"] if f["path"].startswith("data/")),
                   "rejects": sum(1 for f in manifest["files"] if f["path"].startswith("rejects/"))},
@@ -104,13 +105,14 @@ def _rate(v) -> str:
 
 
 def render_html(report: dict) -> str:
-    funnel = _bars([(f"{s['stage']} (out)", s["tokens_out"], "#2b7bb9") for s in report["stages"]])
+    unit = report.get("size_unit", "tokens")
+    funnel = _bars([(f"{s['stage']} (out)", s[f"{unit}_out"], "#2b7bb9") for s in report["stages"]])
     funnel_docs = _bars([(f"{s['stage']} (out)", s["docs_out"], "#5aa469") for s in report["stages"]])
     reasons = _bars([(f"{r['stage']}: {r['reason']}", r["docs"], "#d9534f") for r in report["reject_reasons"][:25]])
-    langs = _bars([(l["language"], l["tokens"], "#8e6bbf") for l in report["languages"][:30]])
+    langs = _bars([(l["language"], l[unit], "#8e6bbf") for l in report["languages"][:30]])
     rows = "".join(
         f"<tr><td>{html.escape(s['stage'])}</td><td>{s['docs_in']:,}</td><td>{s['docs_out']:,}</td>"
-        f"<td>{s['docs_rejected']:,}</td><td>{s['tokens_in']:,}</td><td>{s['tokens_out']:,}</td>"
+        f"<td>{s['docs_rejected']:,}</td><td>{s[f'{unit}_in']:,}</td><td>{s[f'{unit}_out']:,}</td>"
         f"<td>{_rate(s['docs_per_second'])}</td></tr>"
         for s in report["stages"])
     errs = "".join(f"<li><code>{html.escape(str(e['path']))}</code> ({html.escape(e['kind'])}): {html.escape(str(e['error']))}</li>"
@@ -119,14 +121,15 @@ def render_html(report: dict) -> str:
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child,th:first-child{{text-align:left}}</style></head><body>
 <h1>tokenmill run: {html.escape(report['name'])}</h1>
-<p>{report['input']['docs']:,} documents ({report['input']['tokens']:,} tokens) in,
-<b>{report['output']['docs']:,} documents ({report['output']['tokens']:,} tokens) kept</b>,
+<p>{report['input']['docs']:,} documents ({report['input'][unit]:,} {unit}) in,
+<b>{report['output']['docs']:,} documents ({report['output'][unit]:,} {unit}) kept</b>,
 in {report['wall_seconds']:.1f} s. Fingerprint <code>{report['fingerprint'][:12]}</code>.</p>
-<h2>Funnel: tokens after each stage</h2>{funnel}
+{"" if unit == "tokens" else "<p>Tokens were not counted (<code>tokenizer.kind: none</code>): sizes are in characters.</p>"}
+<h2>Funnel: {unit} after each stage</h2>{funnel}
 <h2>Funnel: documents after each stage</h2>{funnel_docs}
-<table><tr><th>stage</th><th>docs in</th><th>docs out</th><th>rejected</th><th>tokens in</th><th>tokens out</th><th>docs/s per actor</th></tr>{rows}</table>
+<table><tr><th>stage</th><th>docs in</th><th>docs out</th><th>rejected</th><th>{unit} in</th><th>{unit} out</th><th>docs/s per actor</th></tr>{rows}</table>
 <h2>Reject reasons (documents)</h2>{reasons}
-<h2>Languages kept (tokens)</h2>{langs}
+<h2>Languages kept ({unit})</h2>{langs}
 <h2>Files that could not be read fully</h2><ul>{errs}</ul>
 </body></html>"""
 
@@ -135,10 +138,11 @@ def print_summary(report: dict, out: str, stream=None, logs: str | None = None) 
     stream = stream or sys.stdout
     w = stream.write
     w(f"\ntokenmill: {report['name']} finished in {report['wall_seconds']:.1f}s\n")
-    w(f"{'stage':<20}{'docs in':>12}{'docs out':>12}{'tokens in':>14}{'tokens out':>14}\n")
+    unit = report.get("size_unit", "tokens")
+    w(f"{'stage':<20}{'docs in':>12}{'docs out':>12}{unit + ' in':>14}{unit + ' out':>14}\n")
     for s in report["stages"]:
-        w(f"{s['stage']:<20}{s['docs_in']:>12,}{s['docs_out']:>12,}{s['tokens_in']:>14,}{s['tokens_out']:>14,}\n")
-    top = ", ".join(f"{l['language']} {l['docs']:,} docs/{l['tokens']:,} tok" for l in report["languages"][:8])
+        w(f"{s['stage']:<20}{s['docs_in']:>12,}{s['docs_out']:>12,}{s[f'{unit}_in']:>14,}{s[f'{unit}_out']:>14,}\n")
+    top = ", ".join(f"{l['language']} {l['docs']:,} docs/{l[unit]:,} {unit[:-1]}" for l in report["languages"][:8])
     w(f"top languages: {top or 'none'}\n")
     if report["file_errors"]:
         w(f"files with errors: {len(report['file_errors'])} (see report.json file_errors)\n")

