@@ -685,8 +685,8 @@ def projection(sizes: dict) -> dict:
         out["edges_source"] = "tokenmill-sig: one star per band bucket (first doc to each other), summed over bands"
     glob = (tm_run.get("runs") or [{}])[-1].get("global_steps") or {}
     for g in glob.values():
-        if isinstance(g, dict) and g.get("edges") is not None and tm_run.get("docs"):
-            edges_per_doc = g["edges"] / tm_run["docs"]
+        if isinstance(g, dict) and g.get("candidate_edges") is not None and tm_run.get("docs"):
+            edges_per_doc = g["candidate_edges"] / tm_run["docs"]
             out["edges_source"] = "the pipeline's global_steps edges"
     band_bytes = BANDS * 16
     edge_bytes = (edges_per_doc or 0) * 16

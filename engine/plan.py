@@ -127,6 +127,17 @@ def fingerprint(pipeline, files: list[InputFile], stamps: Optional[list[list]] =
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def with_external_state(pipeline, base: str) -> str:
+    """The run's fingerprint: ``base`` (config, languages, inputs) plus what stages read besides the
+    inputs (``Stage.external_state``); ``base`` alone when no stage reads anything else. What a
+    run leaves for later runs is named by ``base[:16]``, so its own output never counts."""
+    states = [rs.build(pipeline.languages).external_state(base[:16]) for rs in pipeline.stages]
+    if all(s is None for s in states):
+        return base
+    blob = json.dumps({"base": base, "external": states}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
 def _stamp(path: str) -> list:
     """(size, modification stamp) of an input file: size and ETag (or time) on object stores."""
     try:

@@ -17,7 +17,8 @@ from typing import Optional
 from .jobs import Decisions, FinalJob, GlobalJob, PartWritten, PoolSpec, StreamJob, input_item, part_item
 from .manifest import MANIFEST, commit
 from .console import Console
-from .plan import VERSION, Chunk, Phase, RunPlan, fingerprint, input_stamps, plan_pools, plan_run
+from .plan import (VERSION, Chunk, Phase, RunPlan, fingerprint, input_stamps, plan_pools, plan_run,
+                   with_external_state)
 from .readers import list_input_files
 from .stage import Resources
 from .report import build_report, print_summary, write_report
@@ -38,11 +39,11 @@ class PhaseRunner:
     """Runs each phase of a plan on an executor, skipping what an earlier run committed."""
 
     def __init__(self, store: Storage, work: str, executor, pipeline, plan: RunPlan, console: Console,
-                 sizes: Optional[dict[str, int]] = None):
+                 sizes: Optional[dict[str, int]] = None, run_id: Optional[str] = None):
         self.store, self.executor, self.pipeline, self.plan = store, executor, pipeline, plan
         self.console, self.say = console, console.say
         self.sizes = sizes or {}
-        self.run_id = work
+        self.run_id = run_id or work   # names what the run leaves for later runs (a band index)
         self.work = store.path("_work", work)
         self.tmp_root = store.path("_work", "_tmp")
         self.phase_seconds: dict[str, float] = {}
@@ -239,7 +240,8 @@ def run_pipeline(pipeline, address: Optional[str] = None, output: Optional[str] 
     for where, what in problems:
         console.say(f"input: {where}: {what}")
     stamps = input_stamps(files)
-    fp = fingerprint(pipeline, files, stamps)
+    base = fingerprint(pipeline, files, stamps)
+    fp = with_external_state(pipeline, base)
     manifest = store.read_json(store.path(MANIFEST))
     if manifest and manifest.get("complete") and manifest.get("fingerprint") == fp:
         return _already_complete(store, out, pipeline, manifest, problems, console)
@@ -253,7 +255,7 @@ def run_pipeline(pipeline, address: Optional[str] = None, output: Optional[str] 
     console.poll = executor.progress
     try:
         runner = PhaseRunner(store, fp[:16], executor, pipeline, plan, console,
-                             {f.path: st[0] for f, st in zip(files, stamps)})
+                             {f.path: st[0] for f, st in zip(files, stamps)}, run_id=base[:16])
         result = _run_and_commit(runner, store, out, fp, files, problems, keep_work, t_start)
         console.close()
         print_summary(result.report, out, logs=executor.log_location())

@@ -56,6 +56,13 @@ class Stage:
     def setup(self) -> None:
         """Load models and other heavy objects; called once per actor."""
 
+    def external_state(self, run_id: str) -> Any:
+        """What this stage reads besides the run's inputs (e.g. earlier runs' band indexes), as JSON
+        data. It goes into the run's fingerprint, so a change there redoes the run; ``run_id`` names
+        what this run itself leaves behind, which must not count. Called on the driver, before
+        ``setup()``. Default: nothing."""
+        return None
+
     def __call__(self, batch: pa.Table) -> pa.Table:  # pragma: no cover - protocol
         raise NotImplementedError
 

@@ -98,7 +98,10 @@ def test_copies_are_removed_in_favour_of_their_original(ray_local, tmp_path, sha
     originals = [i for i in kept if "~copy" not in i]
     assert sum(kept[i] >= 3 for i in originals) >= 0.9 * len(originals)
     # the report: rounds of connected components, reasons counted under one label
-    assert result.report["global_steps"]["minhash_dedup"]["rounds"] >= 1
+    step = result.report["global_steps"]["minhash_dedup"]
+    assert step["rounds"] >= 1
+    # a component of k documents ends as k - 1 star edges, and k - 1 of its documents are removed
+    assert step["star_edges"] == len(removed) and step["candidate_edges"] >= len(removed)
     reasons = {r["reason"]: r["docs"] for r in result.report["reject_reasons"] if r["stage"] == "minhash_dedup"}
     assert reasons == {"near_duplicate": len(removed)}
 
@@ -197,6 +200,16 @@ def test_incremental_run_rejects_copies_of_indexed_documents(ray_local, tmp_path
     # run A's output is untouched; run B added its own index run; re-running B does nothing
     assert {p: p.read_bytes() for p in run_a.rglob("*.parquet")} == a_files
     assert len(list(index.glob("run=*/_SUCCESS"))) == 2
+    assert run_pipeline(build_pipeline(cfg_b), progress=False).skipped
+
+    # the index gains a run (C): B is redone against A and C, never against its own index run
+    run_pipeline(build_pipeline(_config(_write(pages[150:170], tmp_path / "in-c"), tmp_path / "c",
+                                        index={"write": str(index)})), progress=False)
+    again = run_pipeline(build_pipeline(cfg_b), progress=False)
+    assert not again.skipped and again.report["global_steps"]["minhash_dedup"]["indexed_runs"] == 2
+    rej = [r for r in read_manifest_files(tmp_path / "b", "rejects/").to_pylist() if r["reject_stage"] == "minhash_dedup"]
+    assert {r["id"]: r["reject_reason"] for r in rej} == got
+    assert len(list(index.glob("run=*/_SUCCESS"))) == 3
     assert run_pipeline(build_pipeline(cfg_b), progress=False).skipped
 
 

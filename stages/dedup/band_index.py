@@ -3,7 +3,8 @@
 ``index.write: PATH`` stores, for every document a run kept, its band keys and id:
 ``PATH/run=<fingerprint>/range=<r>/*.parquet`` (rows: band, the run's node id, id; ``r`` = the band key's top 4 bits,
 so a later reader can take a band range at a time), committed by a ``_SUCCESS`` marker in the run
-folder. ``index.read: [PATH, ...]`` takes every committed run folder under those paths: their band
+folder (a fresh token each commit). A run that reads indexes has their run folders and markers in
+its fingerprint (``index_state``): when an index gains or rewrites a run, the reader's run is redone. ``index.read: [PATH, ...]`` takes every committed run folder under those paths: their band
 rows join this run's buckets with node ids below zero, so a component that holds an indexed
 document has a negative label, and every document of this run in it is rejected in favour of
 the indexed one (the indexed document always wins; the old corpus is never read).
@@ -12,6 +13,8 @@ Index size per document: ``bands`` x 8 bytes of keys plus the id, before Parquet
 """
 from __future__ import annotations
 
+import time
+import uuid
 from typing import Optional
 
 import numpy as np
@@ -36,19 +39,35 @@ def run_folder(root: str, run: str) -> str:
 def committed_runs(paths: list[str], exclude: Optional[str] = None) -> list[list[str]]:
     """The Parquet files of each committed run folder under ``paths`` (sorted, so each run gets the
     same number every time); ``exclude`` skips this run's own folder."""
-    runs = []
+    runs = [[store.url(store.path(name, rel)) for rel in store.list_parquet(store.path(name))]
+            for store, name in _run_folders(paths, exclude)]
+    if len(runs) > MAX_INDEXES:
+        raise ValueError(f"index.read: {len(runs)} indexed runs; at most {MAX_INDEXES} can be read at once")
+    return runs
+
+
+def index_state(paths: list[str], exclude: Optional[str] = None) -> list[list]:
+    """What the indexes under ``paths`` hold, for the run's fingerprint: each committed run folder's
+    name and its marker (written afresh, with a unique token, each time a run commits its index)."""
+    return [[store.url(store.path(name)), store.read_json(store.path(name, DONE))]
+            for store, name in _run_folders(paths, exclude)]
+
+
+def commit_marker(store: Storage) -> None:
+    """The ``_SUCCESS`` marker of a run folder: a new token on every commit, so readers' fingerprints change."""
+    store.write_json_atomic(store.path(DONE), {"committed": uuid.uuid4().hex, "at": time.time()})
+
+
+def _run_folders(paths: list[str], exclude: Optional[str]) -> list[tuple[Storage, str]]:
+    found = []
     for root in paths:
         store = Storage(root)
         if not store.exists(store.root):
             continue
         folders = sorted({store.rel(p, store.root).split("/", 1)[0] for p in store.find(store.root)})
-        for name in folders:
-            if not name.startswith("run=") or name == f"run={exclude}" or not store.exists(store.path(name, DONE)):
-                continue
-            runs.append([store.url(store.path(name, rel)) for rel in store.list_parquet(store.path(name))])
-    if len(runs) > MAX_INDEXES:
-        raise ValueError(f"index.read: {len(runs)} indexed runs; at most {MAX_INDEXES} can be read at once")
-    return runs
+        found += [(store, name) for name in folders if name.startswith("run=") and name != f"run={exclude}"
+                  and store.exists(store.path(name, DONE))]
+    return found
 
 
 def indexed_node(nodes: np.ndarray, run_no: int) -> np.ndarray:

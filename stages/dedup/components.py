@@ -180,9 +180,12 @@ def _total(ops, edges) -> tuple[int, int]:
 
 def connected_components(ops, edges, max_rounds: int = 64, on_round: Optional[Callable[[int, int], None]] = None):
     """Star edges (smallest node of the component, member) at the fixpoint, and the rounds it took.
-    Each round: large-star then small-star, one shuffle by node each."""
+    Each round: large-star then small-star, one shuffle by node each. ``on_round(round, edges)``
+    hears the edge count before the first round (round 0: the candidate edges) and after each."""
     edges = ops.materialize(edges)
     before = _total(ops, edges)
+    if on_round is not None:
+        on_round(0, before[0])
     for rounds in range(1, max_rounds + 1):
         edges = ops.partition_map([ops.map(edges, both_directions)], "a", large_star)
         edges = ops.materialize(ops.partition_map([ops.map(edges, both_directions)], "a", small_star))

@@ -27,7 +27,7 @@ from tokenmill.engine.stage import GlobalStage, Resources, register_stage
 
 from tokenmill.engine.storage import Storage
 
-from .band_index import DONE, committed_runs, indexed_rows, keep_rows, run_folder
+from .band_index import commit_marker, committed_runs, index_state, indexed_rows, keep_rows, run_folder
 from .order import input_order_keys, with_input_order
 from .components import BAND_ROWS, band_rows, LABELS, candidate_edges, connected_components, star_labels
 from .signatures import MinHasher, band_keys, optimal_bands
@@ -163,10 +163,16 @@ class MinHashDedup(GlobalStage):
         offsets = pa.array(np.arange(0, (n + 1) * k, k, dtype=np.int32), pa.int32())
         return pc.if_else(pa.array(empty), pa.scalar(None, pa.list_(typ)), pa.ListArray.from_arrays(offsets, flat))
 
+    def external_state(self, run_id: str) -> list:
+        """The band indexes this run reads (their committed runs, but for its own)."""
+        return index_state(self.params.index.read, exclude=run_id)
+
     # -- global ----------------------------------------------------------------------------------
     def global_step(self, ops, keys) -> tuple[object, dict]:
         """Decisions (row_key, reject_reason, dup_cluster_size, chunk) for every document in a
-        component of two or more, and the step's figures (rounds, indexed runs read)."""
+        component of two or more, and the step's figures: rounds, candidate edges (from the band
+        buckets), star edges at the fixpoint (one per document in a component but its center),
+        indexed runs read."""
         band_rows = ops.map(keys, explode_bands)
         runs = committed_runs(self.params.index.read, exclude=ops.run_id)
         indexed = [ops.map(ops.read_parquet(files), indexed_rows, run_no=i) for i, files in enumerate(runs) if files]
@@ -179,14 +185,16 @@ class MinHashDedup(GlobalStage):
         if self.params.verify:
             edges = verified_edges(ops, edges, ops.map(keys, _select, columns=["node", SIGNATURE_COLUMN]),
                                    self.params.verify)
-        stars, rounds = connected_components(ops, edges, self.params.max_rounds)
+        counts: dict[int, int] = {}
+        stars, rounds = connected_components(ops, edges, self.params.max_rounds, on_round=counts.__setitem__)
         members = ops.map(keys, member_rows, columns=self.shuffle_columns())
         labeled = ops.partition_map([ops.map(stars, star_labels), members], "node", attach_labels)
         decisions = ops.partition_map([labeled] + owners, "label", choose_kept, keep=self.params.keep)
         if self.params.index.write:
             decisions = ops.materialize(decisions)
             self._write_index(ops, keys, decisions)
-        return decisions, {"rounds": rounds, "indexed_runs": len(runs)}
+        return decisions, {"rounds": rounds, "candidate_edges": counts[0], "star_edges": counts[rounds],
+                           "indexed_runs": len(runs)}
 
     def _write_index(self, ops, keys, decisions) -> None:
         """This run's kept documents' band keys under index.write (committed by a marker)."""
@@ -196,7 +204,7 @@ class MinHashDedup(GlobalStage):
         rows = ops.partition_map([ops.map(keys, _select, columns=["node", "id", BANDS_COLUMN]), decisions], "node",
                                  keep_rows)
         ops.write_parquet(rows, folder, ["range"])
-        store.touch(store.path(DONE))
+        commit_marker(store)
 
 
 def _select(table: pa.Table, columns: list[str]) -> pa.Table:
