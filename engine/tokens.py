@@ -17,6 +17,11 @@ import pyarrow.compute as pc
 from .schema import set_column
 
 
+#: documents per tokenizer call: the encoders return every token id as a Python object (~36 bytes
+#: a token), so a whole batch at once would hold ~100 MB of them for a moment
+COUNT_BATCH = 64
+
+
 @lru_cache(maxsize=4)
 def _load(kind: str, encoding: str, path: str | None):
     if kind == "tiktoken":
@@ -40,8 +45,9 @@ def count_tokens(batch: pa.Table, kind: str = "tiktoken", encoding: str = "cl100
     ok = pc.and_kleene(pc.is_valid(texts), pc.not_equal(pc.fill_null(batch["reject_reason"], ""), "too_large"))
     idx = pc.indices_nonzero(ok)
     counts = [0] * batch.num_rows
-    if len(idx):
-        sel = pc.take(texts, idx).to_pylist()
-        for i, n in zip(idx.to_pylist(), count(sel)):
+    rows = idx.to_pylist()
+    for start in range(0, len(rows), COUNT_BATCH):   # the token lists live one slice at a time
+        part = rows[start:start + COUNT_BATCH]
+        for i, n in zip(part, count(pc.take(texts, pa.array(part, pa.int64())).to_pylist())):
             counts[i] = n
     return set_column(batch, "num_tokens", pa.array(counts, pa.int64()))
