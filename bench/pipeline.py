@@ -1,4 +1,4 @@
-"""Benchmark: read -> langid -> heuristics -> write, tokenmill (Ray Data) vs datatrove (local executor).
+"""Benchmark: read -> langid -> heuristics -> write, tokenmill on Ray Data and on Spark vs datatrove (local executor).
 
     python bench/pipeline.py                # 1x (20,000 docs), 1 run of each system
     python bench/pipeline.py --runs 3       # 3 interleaved runs of each at 1x: medians (3x as long)
@@ -18,6 +18,8 @@ shards of 2,500 docs under bench/_work/pipeline/ (8 shards at 1x, 80 at 10x).
   gopher_quality, c4, fineweb; per-language parameters from configs/languages), embedded Ray with
   ``--cores`` CPUs, a fresh output folder per run. It also counts tokens (tiktoken) at read,
   writes rejects, the manifest and report (that is what a run does).
+- tokenmill-spark: the same run with ``engine="spark"`` (embedded ``local[cores]`` Spark; the JVM and
+  its Python workers are in the child's process tree). Goal: within 1.5x of Ray per core.
 - datatrove 0.10.1: ``LocalPipelineExecutor(tasks=2, workers=2)`` of JsonlReader ->
   LanguageFilter (lid.176.ftz by local path, bench/_datatrove_local.py) -> GopherRepetitionFilter
   -> GopherQualityFilter -> C4QualityFilter -> FineWebQualityFilter -> ParquetWriter(zstd), all
@@ -53,6 +55,7 @@ DOCS_1X = 20_000
 SHARD_DOCS = 2_500
 SPEED_GOAL = 2.0
 MEM_GOAL = 1.2
+SPARK_GOAL = 1.5
 
 
 def prepare(scale: int, docs_1x: int = DOCS_1X) -> dict:
@@ -81,7 +84,7 @@ def prepare(scale: int, docs_1x: int = DOCS_1X) -> dict:
 
 
 # -- children -----------------------------------------------------------------------------------------
-def child_tokenmill(a) -> dict:
+def child_tokenmill(a, engine: str = "ray") -> dict:
     from tokenmill.engine.config import build_pipeline
     from tokenmill.engine.run import run_pipeline
 
@@ -97,7 +100,7 @@ def child_tokenmill(a) -> dict:
     pipeline = build_pipeline(data)
     with CpuTracker() as tracker:
         t0, c0 = time.perf_counter(), tracker.total()
-        res = run_pipeline(pipeline, output=a.output, progress=False, num_cpus=a.cores)
+        res = run_pipeline(pipeline, output=a.output, progress=False, num_cpus=a.cores, engine=engine)
         wall = time.perf_counter() - t0
         cpu = tracker.total() - c0
     rep = res.report
@@ -147,7 +150,8 @@ def child_datatrove(a) -> dict:
     return {"seconds": wall, "cpu_seconds": cpu, "docs_out": kept, "steps": steps}
 
 
-CHILDREN = {"tokenmill": child_tokenmill, "datatrove": child_datatrove}
+CHILDREN = {"tokenmill": child_tokenmill, "tokenmill-spark": lambda a: child_tokenmill(a, engine="spark"),
+            "datatrove": child_datatrove}
 
 
 # -- parent ---------------------------------------------------------------------------------------------
@@ -159,7 +163,7 @@ def main() -> None:
     p.add_argument("--scale-runs", type=int, default=1, help="runs of each system at --scale")
     p.add_argument("--only-scale", type=int, default=None, help="run only this scale (skip 1x)")
     p.add_argument("--cores", type=int, default=min(2, os.cpu_count() or 1), help="CPUs for Ray / datatrove workers")
-    p.add_argument("--systems", default="tokenmill,datatrove")
+    p.add_argument("--systems", default="tokenmill,tokenmill-spark,datatrove")
     p.add_argument("--object-store-mb", type=int, default=None, help="cap the embedded Ray's object store (MiB)")
     p.add_argument("--json", default=str(HERE.with_suffix(".json")))
     p.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
@@ -233,9 +237,13 @@ def main() -> None:
                 "loadavg": [(r["loadavg_before"][0], r["loadavg_after"][0]) for r in rs],
             }
         ratios = {}
+        if "tokenmill" in summ and "tokenmill-spark" in summ:
+            t, sp = summ["tokenmill"], summ["tokenmill-spark"]
+            ratios["spark_vs_ray_per_core"] = sp["docs_per_second_per_core"] / t["docs_per_second_per_core"]
+            ratios["spark_vs_ray_rss_workers"] = sp["peak_rss_workers_mib"] / t["peak_rss_workers_mib"]
         if "tokenmill" in summ and "datatrove" in summ:
             t, d = summ["tokenmill"], summ["datatrove"]
-            ratios = {"speed_per_core": t["docs_per_second_per_core"] / d["docs_per_second_per_core"],
+            ratios |= {"speed_per_core": t["docs_per_second_per_core"] / d["docs_per_second_per_core"],
                       "speed_per_cpu_second": t["docs_per_cpu_second"] / d["docs_per_cpu_second"],
                       "speed_paired_median": median([(dr["seconds"] / tr["seconds"]) for tr, dr in zip(runs["tokenmill"], runs["datatrove"])]),
                       "rss_workers": t["peak_rss_workers_mib"] / d["peak_rss_workers_mib"],
@@ -250,8 +258,11 @@ def main() -> None:
             rows.append([key, sysname, s["runs"], f"{s['median_seconds']:.1f}", f"{s['docs_per_second_per_core']:,.0f}",
                          f"{s['docs_per_cpu_second']:,.0f}", f"{median(s['docs_out']):,.0f}",
                          f"{s['peak_rss_workers_mib']:,.0f}", f"{s['peak_rss_all_mib']:,.0f}", f"{s['peak_pss_all_mib']:,.0f}"])
-        if r["ratios"]:
-            q = r["ratios"]
+        q = r["ratios"]
+        if "spark_vs_ray_per_core" in q:
+            rows.append([key, "spark/ray", "", f"{1 / q['spark_vs_ray_per_core']:.2f}x",
+                         f"{q['spark_vs_ray_per_core']:.2f}x", "", "", f"{q['spark_vs_ray_rss_workers']:.2f}x", "", ""])
+        if "speed_per_core" in q:
             rows.append([key, "tokenmill/datatrove", "", f"{1 / q['speed_per_core']:.2f}x", f"{q['speed_per_core']:.2f}x",
                          f"{q['speed_per_cpu_second']:.2f}x", "", f"{q['rss_workers']:.2f}x", f"{q['rss_all']:.2f}x",
                          f"{q['pss_all']:.2f}x"])
@@ -262,7 +273,12 @@ def main() -> None:
     goals = {}
     for key, r in results.items():
         q = r["ratios"]
-        if not q:
+        if "spark_vs_ray_per_core" in q:
+            met = q["spark_vs_ray_per_core"] >= 1 / SPARK_GOAL
+            goals[f"spark_{key}"] = {"spark_vs_ray_per_core": q["spark_vs_ray_per_core"], "met": met}
+            print(f"\ngoal: Spark within {SPARK_GOAL}x of Ray per core at {key}: Spark runs at "
+                  f"{q['spark_vs_ray_per_core']:.2f}x Ray's docs/s per core -> {'MET' if met else 'NOT MET'}")
+        if "speed_per_core" not in q:
             continue
         if key == "x1":
             goals["speed"] = {"ratio_per_core": q["speed_per_core"], "ratio_per_cpu_second": q["speed_per_cpu_second"],

@@ -14,13 +14,16 @@ def _parser() -> argparse.ArgumentParser:
                                 "heuristic filters, dedup -> language-partitioned Parquet and a report.")
     p.add_argument("--version", action="version", version="tokenmill 0.1.0")
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="run a pipeline config (embedded local Ray unless --address)",
-                       description="Run a pipeline config. Without --address an embedded local Ray starts; "
-                       "re-running a finished run does nothing; re-running after a kill finishes the work.")
+    r = sub.add_parser("run", help="run a pipeline config (embedded local Ray unless --address; or --engine spark)",
+                       description="Run a pipeline config. Without --address an embedded local Ray starts (with "
+                       "--engine spark and no --master, an embedded local Spark); re-running a finished run does "
+                       "nothing; re-running after a kill finishes the work, on either engine.")
     r.add_argument("config", help="pipeline YAML, e.g. configs/quickstart.yaml")
     r.add_argument("--address", help="existing Ray cluster: 'auto' or ray://HOST:10001 (overrides ray.address)")
+    r.add_argument("--engine", choices=["ray", "spark"], help="the engine (overrides the config's engine; default ray)")
+    r.add_argument("--master", help="Spark master: spark://HOST:7077, yarn, k8s://..., local[N] (overrides spark.master)")
     r.add_argument("--output", help="output folder or URL (overrides output.path)")
-    r.add_argument("--num-cpus", type=int, help="CPUs for the embedded local Ray (default: all)")
+    r.add_argument("--num-cpus", type=int, help="CPUs for the embedded local Ray or Spark (default: all)")
     r.add_argument("--no-progress", action="store_true", help="no progress display (tokenmill's messages only)")
     r.add_argument("--progress", choices=["auto", "live", "log", "off"], default="auto",
                    help="auto (default): a live display in a terminal, a progress line every --progress-interval "
@@ -28,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--progress-interval", type=float, default=float(os.environ.get("TOKENMILL_PROGRESS_INTERVAL", 10)),
                    metavar="SECONDS", help="seconds between progress lines when not in a terminal (default 10, or "
                    "$TOKENMILL_PROGRESS_INTERVAL)")
-    r.add_argument("--verbose", "-v", action="store_true", help="also show Ray's own logs, warnings and progress")
+    r.add_argument("--verbose", "-v", action="store_true", help="also show the engine's own logs, warnings and progress")
     r.add_argument("--keep-work", action="store_true", help="keep intermediate phase files under OUT/_work")
     v = sub.add_parser("validate", help="check a config without running it",
                        description="Validate a config: keys, stage types and parameters, language files, inputs.")
@@ -57,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console.auto("off" if args.no_progress else args.progress, args.progress_interval)
     try:
         run_pipeline(pipeline, address=args.address, output=args.output, num_cpus=args.num_cpus,
+                     engine=args.engine, master=args.master,
                      keep_work=args.keep_work, console=console, verbose=args.verbose)
     except KeyboardInterrupt:
         print("interrupted: finished phases are kept; run the same command again to finish", file=sys.stderr)

@@ -80,6 +80,19 @@ class RayConfig(BaseModel):
         "(tasks, no start-up cost), or auto: sort below 1 GiB of phase output, hash above")
 
 
+class SparkConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    master: Optional[str] = Field(None, description="None: embedded local[N] Spark; or spark://HOST:7077, yarn, "
+                                  "k8s://..., local[...]")
+    num_cpus: Optional[int] = Field(None, ge=1, description="cores of the embedded local Spark (default: all)")
+    app_name: str = "tokenmill"
+    conf: dict[str, Any] = Field(default_factory=dict, description="passed to the SparkSession builder, over "
+                                 "tokenmill's defaults")
+    checkpoint: Literal["auto", "local", "reliable"] = Field(
+        "auto", description="how global steps cut an iteration's lineage: local (executors' storage) or reliable "
+        "(spark.checkpoint.dir); auto: reliable when a checkpoint dir is set")
+
+
 class LanguagesConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dir: Optional[str] = Field(None, description="folder of <iso>.yaml files; default: the files shipped with tokenmill "
@@ -106,7 +119,9 @@ class PipelineConfig(BaseModel):
     stages: list[StageConfig] = Field(min_length=1)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     languages: LanguagesConfig = Field(default_factory=LanguagesConfig)
+    engine: Literal["ray", "spark"] = "ray"
     ray: RayConfig = Field(default_factory=RayConfig)
+    spark: SparkConfig = Field(default_factory=SparkConfig)
 
     @field_validator("name")
     @classmethod

@@ -117,7 +117,8 @@ def fingerprint(pipeline, files: list[InputFile], stamps: Optional[list[list]] =
     """Changes when anything that changes the output changes: config, language files, inputs."""
     stamps = stamps if stamps is not None else input_stamps(files)
     cfg = pipeline.config.model_dump(mode="json")
-    cfg.pop("ray", None)
+    for engine_only in ("engine", "ray", "spark"):   # the same output on any engine
+        cfg.pop(engine_only, None)
     cfg["output"] = {k: v for k, v in cfg["output"].items() if k != "path"}
     for st in cfg["stages"]:
         st.pop("resources", None)

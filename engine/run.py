@@ -226,10 +226,14 @@ class ChunkCommitter:
 
 def run_pipeline(pipeline, address: Optional[str] = None, output: Optional[str] = None,
                  num_cpus: Optional[int] = None, progress: bool = True, keep_work: bool = False,
-                 console: Optional[Console] = None, verbose: bool = False) -> RunResult:
-    """Run a pipeline to completion (or finish an interrupted run). ``console``: where messages and
-    progress go (default: a live display in a terminal, progress lines elsewhere, none with
-    ``progress=False``); ``verbose``: let the engine's own logs and progress through."""
+                 console: Optional[Console] = None, verbose: bool = False, engine: Optional[str] = None,
+                 master: Optional[str] = None) -> RunResult:
+    """Run a pipeline to completion (or finish an interrupted run). ``engine``: ``ray`` or ``spark``
+    (default: the config's ``engine``); ``address``: a Ray cluster, ``master``: a Spark master;
+    ``console``: where messages and progress go (default: a live display in a terminal, progress
+    lines elsewhere, none with ``progress=False``); ``verbose``: let the engine's own logs and
+    progress through. The output does not depend on the engine: a run begun on one may be
+    finished on the other."""
     from .executors.base import run_executor
 
     console = console or Console.auto("auto" if progress else "off")
@@ -247,8 +251,9 @@ def run_pipeline(pipeline, address: Optional[str] = None, output: Optional[str] 
         return _already_complete(store, out, pipeline, manifest, problems, console)
 
     plan = plan_run(pipeline, files)
-    executor = run_executor("ray", pipeline, address=address, num_cpus=num_cpus, verbose=verbose)
-    console.say(f"run {cfg.name}: {len(files)} input files in {len(plan.chunks)} chunk(s), {len(plan.phases)} "
+    engine = engine or cfg.engine
+    executor = run_executor(engine, pipeline, address=address, master=master, num_cpus=num_cpus, verbose=verbose)
+    console.say(f"run {cfg.name} on {engine}: {len(files)} input files in {len(plan.chunks)} chunk(s), {len(plan.phases)} "
                 f"phase(s), output {out}")
     t_start = time.time()
     executor.start()

@@ -3,8 +3,8 @@
 The run loop (``engine/run.py``) plans phases and calls these; everything engine-neutral (the
 plan, schemas, the stream worker, decision application, the final writer, write-time stats,
 storage) lives outside the executors, so an executor only maps work items onto its engine's
-tasks, actor pools and shuffles. ``ray_executor.RayExecutor`` implements it; a Spark executor
-implements the same methods.
+tasks, actor pools and shuffles. ``ray_executor.RayExecutor`` and ``spark_executor.SparkExecutor``
+implement it.
 """
 from __future__ import annotations
 
@@ -52,9 +52,15 @@ class Executor(Protocol):
 
 
 def run_executor(name: str, pipeline, **kwargs) -> Executor:
-    """The executor for ``name`` (only ``ray`` so far)."""
+    """The executor for ``name``: ``ray`` (Ray Data) or ``spark`` (Spark DataFrames)."""
     if name == "ray":
         from .ray_executor import RayExecutor
 
+        kwargs.pop("master", None)
         return RayExecutor(pipeline, **kwargs)
+    if name == "spark":
+        from .spark_executor import SparkExecutor
+
+        kwargs.pop("address", None)
+        return SparkExecutor(pipeline, **kwargs)
     raise ValueError(f"unknown executor {name!r}")

