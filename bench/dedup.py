@@ -28,6 +28,8 @@ num_perm 112, 14 bands x 8 rows, word 5-grams, seed 1:
   bands 14, ngram 5, scope global) over the JSONL shards, embedded Ray with ``num_cpus=1``, a fresh
   output per repeat: read, signatures, the global step (band shuffle, connected components),
   decisions, write; ``tokenizer.kind: none``, since no peer counts tokens.
+- ``tokenmill-spark``: the ``tokenmill`` run on the Spark executor (embedded ``local[1]``; the JVM
+  and its Python workers are in the child's process tree); its removals must equal Ray's.
 - ``tokenmill-cl100k``: the same run with tokenmill's default reader, which also counts every
   document's cl100k tokens with tiktoken (the report's token figures; ~1,300 docs/s per core alone). ``removed`` from ``rejects/`` (reject_reason
   ``near_duplicate_of:<kept id>``); per-phase seconds and ``global_steps`` (rounds) from the report.
@@ -66,6 +68,7 @@ measured per doc)). Results: tables on stdout and bench/dedup.json.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -86,7 +89,7 @@ SHARD_DOCS = 2500
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "RAYON_NUM_THREADS": "1"}
 GOAL_SIG, GOAL_E2E, GOAL_RECALL, GOAL_PRECISION, GOAL_MEM = 4000, 1800, 0.99, 0.99, 1.3
 TRILLION = 1e12
-SYSTEMS = ("tokenmill-sig", "tokenmill", "tokenmill-cl100k", "datasketch", "rensa", "datatrove-split", "datatrove")
+SYSTEMS = ("tokenmill-sig", "tokenmill", "tokenmill-cl100k", "tokenmill-spark", "datasketch", "rensa", "datatrove-split", "datatrove")
 
 
 # -- input ----------------------------------------------------------------------------------------------
@@ -288,7 +291,7 @@ def child_tokenmill_sig(a) -> dict:
     return res
 
 
-def child_tokenmill(a, count_tokens: bool = False) -> dict:
+def child_tokenmill(a, count_tokens: bool = False, engine: str = "ray") -> dict:
     import pyarrow.compute as pc
     import pyarrow.dataset as pds
 
@@ -311,7 +314,7 @@ def child_tokenmill(a, count_tokens: bool = False) -> dict:
         pipeline = build_pipeline(data)
         with CpuTracker() as tracker:
             t0, c0 = time.perf_counter(), tracker.total()
-            r = run_pipeline(pipeline, output=str(out), progress=False, num_cpus=1)
+            r = run_pipeline(pipeline, output=str(out), progress=False, num_cpus=1, engine=engine)
             wall = time.perf_counter() - t0
             cpu = tracker.total() - c0
         rep_ = r.report
@@ -504,7 +507,8 @@ def child_datatrove(a, words: str = "spacy") -> dict:
 
 
 CHILDREN = {"tokenmill-sig": child_tokenmill_sig, "tokenmill": child_tokenmill,
-            "tokenmill-cl100k": lambda a: child_tokenmill(a, count_tokens=True), "datasketch": child_datasketch,
+            "tokenmill-cl100k": lambda a: child_tokenmill(a, count_tokens=True),
+            "tokenmill-spark": lambda a: child_tokenmill(a, engine="spark"), "datasketch": child_datasketch,
             "rensa": child_rensa, "datatrove": child_datatrove,
             "datatrove-split": lambda a: child_datatrove(a, words="split")}
 
@@ -553,7 +557,7 @@ def run_size(a, docs: int, systems: list[str]) -> dict:
     out: dict = {"input": inp, "systems": {}}
     for name in systems:
         args = [str(HERE), "--child", name, "--repeats", str(a.repeats), "--result", str(res_dir / f"{name}-{docs}.json")]
-        if name in ("tokenmill", "tokenmill-cl100k") or name.startswith("datatrove"):
+        if name in ("tokenmill", "tokenmill-cl100k", "tokenmill-spark") or name.startswith("datatrove"):
             args += ["--input", inp["jsonl_dir"], "--output", str(DDIR / f"out-{name}-{docs}")]
             if a.keep_output:
                 args.append("--keep-output")
@@ -568,6 +572,7 @@ def run_size(a, docs: int, systems: list[str]) -> dict:
             out["systems"][name] = {"failed": str(e)[-4000:]}
             continue
         removed = r.pop("removed", {})
+        r["removed_digest"] = hashlib.sha256(json.dumps(sorted(removed.items())).encode()).hexdigest()
         r["n_removed"] = len(removed)
         r["quality"] = nc.evaluate(truth, removed)
         out["systems"][name] = r
@@ -626,7 +631,7 @@ def report_size(a, docs: int, res: dict) -> dict:
         title=f"dedup, {docs:,} docs, one core each, medians of {a.repeats}; docs/s are per core; 'sig' = text -> "
               f"signatures (peers: shingles() + hashing; hash-only: without the shingling); ds = datasketch")
     for name, r in res["systems"].items():
-        if name in ("tokenmill", "tokenmill-cl100k") and "runs" in r:
+        if name in ("tokenmill", "tokenmill-cl100k", "tokenmill-spark") and "runs" in r:
             last = r["runs"][-1]
             print(f"{name} phases (last run, s): {json.dumps(last.get('phase_seconds'))}; global steps: "
                   f"{json.dumps(last.get('global_steps'))}; stage busy {last['stage'].get('busy_seconds')} s")
@@ -654,7 +659,13 @@ def report_size(a, docs: int, res: dict) -> dict:
                           "met": tm["dedup_docs_per_s_core"] >= GOAL_E2E}
             print(f"goal: {name} whole dedup (pipeline; {what}) >= {GOAL_E2E:,} docs/s per core: "
                   f"{tm['dedup_docs_per_s_core']:,.0f} -> {'MET' if goals[key]['met'] else 'NOT MET'}")
-    for name in ("tokenmill", "tokenmill-cl100k", "tokenmill-lsh"):
+    ray_, spark_ = res["systems"].get("tokenmill", {}), res["systems"].get("tokenmill-spark", {})
+    if ray_.get("removed_digest") and spark_.get("removed_digest"):
+        same = ray_["removed_digest"] == spark_["removed_digest"]
+        goals["spark_identical"] = {"met": same, "removed_ray": ray_["n_removed"], "removed_spark": spark_["n_removed"]}
+        print(f"goal: Spark's MinHash dedup identical to Ray's (each removed id and the kept id it names): "
+              f"{spark_['n_removed']:,} vs {ray_['n_removed']:,} removed -> {'MET' if same else 'NOT MET'}")
+    for name in ("tokenmill", "tokenmill-cl100k", "tokenmill-spark", "tokenmill-lsh"):
         e = entries.get(name)
         if e:
             q = e["quality"]
@@ -695,8 +706,8 @@ def projection(sizes: dict) -> dict:
                 "shuffle_bytes": n_docs * (band_bytes + edge_bytes),
                 "note": "edges per doc grow with the duplicate rate: this corpus is ~2/3 copies"})
     print(f"\nprojection to 1e12 tokens ({tok:,.0f} tokens/doc measured -> {n_docs / 1e9:,.2f} G docs):")
-    for name in ("tokenmill", "tokenmill-cl100k", "tokenmill-lsh", "tokenmill-sig", "datasketch", "rensa",
-                 "datatrove-split", "datatrove"):
+    for name in ("tokenmill", "tokenmill-cl100k", "tokenmill-spark", "tokenmill-lsh", "tokenmill-sig", "datasketch",
+                 "rensa", "datatrove-split", "datatrove"):
         e = rep.get(name)
         if not e:
             continue
@@ -742,7 +753,7 @@ def main() -> None:
     mem_goal = None
     if len(sizes) >= 2:
         lo, hi = min(sizes), max(sizes)
-        for name in ("tokenmill", "tokenmill-cl100k", "tokenmill-sig", "datasketch", "rensa"):
+        for name in ("tokenmill", "tokenmill-cl100k", "tokenmill-spark", "tokenmill-sig", "datasketch", "rensa"):
             a_, b_ = (sizes[d]["report"]["entries"].get(name) for d in (lo, hi))
             if not a_ or not b_:
                 continue

@@ -58,3 +58,32 @@ def output_rows(out: Path) -> tuple[list, list]:
                       data["num_tokens"].to_pylist()))
     rejected = sorted(zip(rej["id"].to_pylist(), rej["reject_stage"].to_pylist(), rej["reject_reason"].to_pylist()))
     return kept, rejected
+
+
+def web_shards(folder: Path, shared_data: Path, shards: int = 4, copies: int = 4) -> list[Path]:
+    """Real web documents (``copies`` distinct copies of each) cut into gzipped JSONL shards."""
+    rows = web_docs(shared_data, copies=copies)
+    n = len(rows) // shards
+    return [write_jsonl_gz(folder / f"shard-{i}.jsonl.gz", rows[i * n:(i + 1) * n if i < shards - 1 else None])
+            for i in range(shards)]
+
+
+def kill_run_after_first_chunk(cmd: list[str], out: Path, cwd: Path, env: dict | None = None) -> None:
+    """Start a ``tokenmill run`` command and SIGKILL it (the driver and everything it started) once
+    its first input chunk is committed; the run must not have finished by then."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if list(out.glob("_work/*/p0-stream/chunk-*/_SUCCESS")):
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    assert not (out / "_manifest.json").exists()

@@ -16,16 +16,13 @@ import yaml
 from tokenmill.engine.run import run_pipeline
 
 from conftest import REPO, tokenmill_cmd
-from pipeline_helpers import make_pipeline, output_rows, web_docs, write_jsonl_gz
+from pipeline_helpers import kill_run_after_first_chunk, make_pipeline, output_rows, web_shards
 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory, shared_data):
     """Four shards of real web documents (~1,600 docs), so a run takes a while."""
-    d = tmp_path_factory.mktemp("inputs")
-    rows = web_docs(shared_data, copies=4)
-    n = len(rows) // 4
-    return [write_jsonl_gz(d / f"shard-{i}.jsonl.gz", rows[i * n:(i + 1) * n if i < 3 else None]) for i in range(4)]
+    return web_shards(tmp_path_factory.mktemp("inputs"), shared_data)
 
 
 @pytest.fixture(scope="module")
@@ -87,18 +84,7 @@ def test_killed_driver_is_resumed_with_identical_output(inputs, clean_run, tmp_p
     cfg = tmp_path / "pipeline.yaml"
     cfg.write_text(yaml.safe_dump(data))
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    proc = subprocess.Popen(tokenmill_cmd("run", str(cfg), "--no-progress", "--num-cpus", "2"), cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    # kill the driver (and everything it started) once the first input chunk is committed
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if list(out.glob("_work/*/p0-stream/chunk-*/_SUCCESS")):
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(30)
-    assert not (out / "_manifest.json").exists()
+    kill_run_after_first_chunk(tokenmill_cmd("run", str(cfg), "--no-progress", "--num-cpus", "2"), out, REPO, env)
 
     rerun = subprocess.run(tokenmill_cmd("run", str(cfg), "--no-progress", "--num-cpus", "2"), cwd=REPO, env=env,
                            capture_output=True, text=True, timeout=600)

@@ -22,7 +22,8 @@ from tokenmill.engine.config import build_pipeline, load_config
 from tokenmill.engine.run import run_pipeline
 
 from conftest import QUICKSTART, REPO, tokenmill_cmd
-from pipeline_helpers import make_pipeline, output_rows, read_manifest_files, web_docs, write_jsonl_gz
+from pipeline_helpers import (kill_run_after_first_chunk, make_pipeline, output_rows, read_manifest_files,
+                              web_docs, web_shards, write_jsonl_gz)
 
 pytest.importorskip("pyspark")
 CLUSTER_SIZE = "dup_cluster_size"
@@ -156,10 +157,7 @@ def test_incremental_minhash_on_spark_reads_an_index_written_on_ray(tmp_path, sh
 # -- durability ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory, shared_data):
-    d = tmp_path_factory.mktemp("shards")
-    rows = web_docs(shared_data, copies=4)
-    n = len(rows) // 4
-    return [write_jsonl_gz(d / f"shard-{i}.jsonl.gz", rows[i * n:(i + 1) * n if i < 3 else None]) for i in range(4)]
+    return web_shards(tmp_path_factory.mktemp("shards"), shared_data)
 
 
 @pytest.fixture(scope="module")
@@ -216,16 +214,7 @@ def test_killed_spark_driver_is_resumed_with_identical_output(shards, clean_spar
     cfg = tmp_path / "pipeline.yaml"
     cfg.write_text(yaml.safe_dump(data))
     cmd = tokenmill_cmd("run", str(cfg), "--no-progress", "--num-cpus", "2")
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if list(out.glob("_work/*/p0-stream/chunk-*/_SUCCESS")):
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(30)
-    assert not (out / "_manifest.json").exists()
+    kill_run_after_first_chunk(cmd, out, REPO)
     rerun = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "already done, skipped" in rerun.stderr

@@ -7,7 +7,7 @@
   ``~/.cache/tokenmill``) that drops that one flag.
 - ``PYSPARK_PYTHON`` (and the driver's) is the running interpreter, so workers import the same
   tokenmill, stages and models.
-- Session settings: Arrow for Python UDFs, batches of the stages' batch size, large string and
+- Session settings: Arrow for Python UDFs, batches of the stages' batch size (and at most 256 MiB), large string and
   binary types (a batch of long documents can pass 2 GiB), Python worker reuse (stages are set up
   once per worker process), the config's ``spark.conf`` last so a user can override any of them.
 """
@@ -81,11 +81,16 @@ def prepare_environment() -> None:
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 
 
+#: the most bytes of one Arrow batch Spark hands a Python worker (the pieces of a global step)
+BATCH_BYTES = 256 << 20
+
+
 def session_conf(batch_rows: int, worker_memory: Optional[int], local_dir: Optional[str]) -> dict[str, str]:
     """tokenmill's defaults for the session; the config's ``spark.conf`` is applied over these."""
     conf = {
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.execution.arrow.maxRecordsPerBatch": str(batch_rows),
+        "spark.sql.execution.arrow.maxBytesPerBatch": str(BATCH_BYTES),
         "spark.sql.execution.arrow.useLargeVarTypes": "true",
         "spark.python.worker.reuse": "true",
         "spark.sql.adaptive.enabled": "false",          # keep the partitions the stage asked for

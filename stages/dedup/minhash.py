@@ -29,7 +29,7 @@ from tokenmill.engine.storage import Storage
 
 from .band_index import commit_marker, committed_runs, index_state, indexed_rows, keep_rows, run_folder
 from .order import input_order_keys, with_input_order
-from .components import BAND_ROWS, band_rows, LABELS, candidate_edges, connected_components, star_labels
+from .components import BAND_ROWS, band_rows, candidate_edges, connected_components, star_labels
 from .signatures import MinHasher, band_keys, optimal_bands
 
 BANDS_COLUMN = "minhash_bands"
