@@ -295,3 +295,18 @@ def test_embedded_spark_starts_without_java_installed(tmp_path, shared_data):
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     assert json.loads((tmp_path / "out" / "report.json").read_text())["output"]["docs"] > 20
+
+
+def test_reliable_checkpoints_give_the_same_dedup(tmp_path, ray_local, spark_local):
+    """With a checkpoint folder (spark.checkpoint.dir), connected-components rounds checkpoint
+    there (``checkpoint: auto``) and the result equals Ray's. Last in this module: the folder stays
+    set on the shared session."""
+    from neardup_corpus import build_corpus, write_jsonl
+
+    write_jsonl(build_corpus(600, seed=5), tmp_path / "in", shards=2)
+    checkpoints = tmp_path / "checkpoints"
+    spark_local.sparkContext.setCheckpointDir(str(checkpoints))
+    got = _run_both(lambda out: build_pipeline(_minhash_config(tmp_path / "in", out)), tmp_path, ray_local,
+                    spark_local)
+    assert got["spark"][0] == got["ray"][0] and any(r[1] == "minhash_dedup" for r in got["spark"][0][1])
+    assert any(p.is_file() for p in checkpoints.rglob("*"))   # rounds were written there

@@ -164,6 +164,10 @@ class SparkExecutor:
             warnings.filterwarnings("ignore", module=r"pyspark(\.|$)")
         self.spark, self._started = start_session(self.master, cfg.app_name, conf, self.verbose)
         self._acc = self.spark.sparkContext.accumulator({}, _counts_param())
+        if cfg.checkpoint == "reliable" and not self.spark.sparkContext.getCheckpointDir():
+            self.stop()
+            raise RuntimeError("spark.checkpoint: reliable needs a checkpoint folder: set spark.conf "
+                               "spark.checkpoint.dir (a path every executor can reach, e.g. hdfs:// or a shared mount)")
 
     def stop(self) -> None:
         if self.spark is not None and self._started:
