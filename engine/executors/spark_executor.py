@@ -9,8 +9,9 @@
   ``groupBy(key).applyInArrow(reduce_group)``; a multi-step stage runs on ``SparkDatasetOps``
   (Spark's shuffle and checkpoints). Decisions are written by chunk, sorted by row key.
 - finalize: one task per chunk (``mapInArrow`` over the chunk items), returning write statistics.
-- metrics and progress: a Spark accumulator of ``{name: [seconds, rows, calls]}`` that workers add
-  to and the driver reads (it merges by addition; a retried task's updates are counted once).
+- metrics and progress: each stream task ends with a row of its ``{name: [seconds, rows, calls]}``
+  counts, which the driver merges by addition (a failed attempt's rows never arrive); no
+  accumulators or RDDs, so the same code runs through Spark Connect (``sc://``).
 
 Nothing here knows a concrete stage, a schema or a file layout; retries are Spark's.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, Optional
@@ -26,6 +28,7 @@ from typing import Iterator, Optional
 import pyarrow as pa
 
 from ..batches import reduce_with_chunk
+from ..global_ops import BLOB
 from ..jobs import FinalJob, GlobalJob, PartWritten, StreamJob
 from ..schema import CHUNK
 from ..stats import WriteStats
@@ -35,9 +38,9 @@ from .spark_session import local_master, quiet_logs, session_conf, start_session
 
 log = logging.getLogger("tokenmill")
 SHUFFLE_BYTES = "_shuffle_bytes"
-ITEM_DDL = "chunk int, path string, source string, format string, decisions string, bytes bigint"
-PART_DDL = "chunk int, file string, rows bigint"
-FINAL_DDL = "chunk int, parts array<string>, decisions string"
+PART_DDL = "chunk int, file string, rows bigint, counts string"
+PART_SCHEMA = pa.schema([("chunk", pa.int32()), ("file", pa.large_string()), ("rows", pa.int64()),
+                         ("counts", pa.large_string())])
 STATS_DDL = "stats string"
 DECISIONS_DDL = f"row_key string, reject_reason string, {CHUNK} int"
 #: a multi-step global stage's shuffles use a partition per this many bytes of phase output (at least 2 per core)
@@ -47,18 +50,26 @@ PARTITION_BYTES = 256 << 20
 _TASK: dict = {}
 
 
-def _begin_task(acc) -> None:
-    """Route this task's timings to its accumulator. (The task bodies below are closures, which
-    Spark ships by value with copies of the globals they name; this module-level function, shipped
-    by reference, sets the worker's real ``_TASK``.)"""
-    _TASK["acc"] = acc
+def _begin_task() -> None:
+    """Start counting this task's stage timings. (The task bodies below are closures, which Spark
+    ships by value with copies of the globals they name; these module-level functions, shipped by
+    reference, use the worker's real ``_TASK``.)"""
+    _TASK["counts"] = {}
+
+
+def _end_task() -> str:
+    """This task's counts, as JSON for the driver, which merges them by addition."""
+    return json.dumps(_TASK.pop("counts", {}))
 
 
 def _record(stage: str, seconds: float, rows: int) -> None:
-    """A worker's stage timings and progress counters go to the current task's accumulator."""
-    acc = _TASK.get("acc")
-    if acc is not None:
-        acc.add({stage: [seconds, rows, 1]})
+    """A worker's stage timings and progress counters, summed for the current task."""
+    counts = _TASK.get("counts")
+    if counts is not None:
+        x = counts.setdefault(stage, [0.0, 0, 0])
+        x[0] += seconds
+        x[1] += rows
+        x[2] += 1
 
 
 def _through(workers: list, table: pa.Table) -> Iterator[pa.Table]:
@@ -69,37 +80,42 @@ def _through(workers: list, table: pa.Table) -> Iterator[pa.Table]:
         yield from _through(workers[1:], out)
 
 
-def _stream_task(pools: list, acc):
+def _items_of(batches: Iterator[pa.RecordBatch], items: list) -> Iterator:
+    """The work items a task was given: ``spark.range`` ids, looked up in the job's items."""
+    for batch in batches:
+        for i in batch.column(0).to_pylist():
+            yield items[i]
+
+
+def _stream_task(pools: list, items: list[dict]):
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        _begin_task(acc)
+        _begin_task()
         workers = [cached_worker(p, lambda: _record) for p in pools]
-        for batch in batches:
-            for out in _through(workers, pa.Table.from_batches([batch])):
-                yield from spark_types(out).to_batches()
+        for item in _items_of(batches, items):
+            for out in _through(workers, pa.Table.from_pylist([item])):
+                parts = out.append_column("counts", pa.nulls(out.num_rows, pa.large_string()))
+                yield from spark_types(parts).to_batches()
+        yield pa.RecordBatch.from_pylist([{"chunk": -1, "file": None, "rows": 0, "counts": _end_task()}],
+                                         schema=PART_SCHEMA)
     return run
 
 
-def _finalize_task(job: FinalJob, acc):
+def _finalize_task(job: FinalJob, items: list[dict]):
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        _begin_task(acc)
-        for batch in batches:
-            stats = [json.dumps(finalize_chunk(item, job).to_json()) for item in batch.to_pylist()]
-            yield pa.RecordBatch.from_arrays([pa.array(stats, pa.large_string())], names=["stats"])
+        stats = [json.dumps(finalize_chunk(item, job).to_json()) for item in _items_of(batches, items)]
+        yield pa.RecordBatch.from_arrays([pa.array(stats, pa.large_string())], names=["stats"])
     return run
 
 
-def _keys_task(columns: list[str], node_ids: bool, acc, as_blobs: bool):
-    """Task body: the key columns of the live rows of the part files in a batch of (path, part_no)."""
+def _keys_task(columns: list[str], node_ids: bool, parts: list, as_blobs: bool):
+    """Task body: the key columns of the live rows of its part files ((url, part_no) items)."""
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        _begin_task(acc)
-        for batch in batches:
-            for url, no in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
-                keys = read_live_keys(url, columns, no if node_ids else None)
-                _record(SHUFFLE_BYTES, 0.0, keys.nbytes)
-                if as_blobs:
-                    yield to_blobs(keys)
-                else:
-                    yield from spark_types(keys).to_batches()
+        for url, no in _items_of(batches, parts):
+            keys = read_live_keys(url, columns, no if node_ids else None)
+            if as_blobs:
+                yield to_blobs(keys)
+            else:
+                yield from spark_types(keys).to_batches()
     return run
 
 
@@ -118,35 +134,28 @@ def _sort_by_row_key(table: pa.Table) -> pa.Table:
     return table.sort_by("row_key")
 
 
-def _counts_param():
-    from pyspark.accumulators import AccumulatorParam
-
-    class Counts(AccumulatorParam):
-        """``{name: [seconds, rows, calls]}``, merged by addition."""
-
-        def zero(self, value):
-            return {}
-
-        def addInPlace(self, a, b):
-            for k, (s, r, n) in b.items():
-                x = a.setdefault(k, [0.0, 0, 0])
-                x[0] += s
-                x[1] += r
-                x[2] += n
-            return a
-
-    return Counts()
+def _merge_counts(into: dict, more: dict) -> None:
+    for k, (sec, rows, n) in more.items():
+        x = into.setdefault(k, [0.0, 0, 0])
+        x[0] += sec
+        x[1] += rows
+        x[2] += n
 
 
 class SparkExecutor:
+    """Runs on a classic Spark (embedded ``local[N]``, standalone, YARN, Kubernetes) or through
+    Spark Connect (``sc://``): only DataFrame operations, so both work the same way."""
+
     def __init__(self, pipeline, master: Optional[str] = None, num_cpus: Optional[int] = None, verbose: bool = False):
         self.pipeline = pipeline
         cfg = pipeline.config.spark
         self.master = master or cfg.master or local_master(num_cpus or cfg.num_cpus)
+        self.num_cpus = num_cpus or cfg.num_cpus
         self.verbose = verbose
         self.spark = None
         self._started = False
-        self._acc = None
+        self._counts: dict = {}
+        self._lock = threading.Lock()
         self._log_dir: Optional[str] = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -163,8 +172,7 @@ class SparkExecutor:
         if not self.verbose:   # pyspark's advice (e.g. on pandas versions) is for its own users
             warnings.filterwarnings("ignore", module=r"pyspark(\.|$)")
         self.spark, self._started = start_session(self.master, cfg.app_name, conf, self.verbose)
-        self._acc = self.spark.sparkContext.accumulator({}, _counts_param())
-        if cfg.checkpoint == "reliable" and not self.spark.sparkContext.getCheckpointDir():
+        if cfg.checkpoint == "reliable" and self._context() is not None and not self._context().getCheckpointDir():
             self.stop()
             raise RuntimeError("spark.checkpoint: reliable needs a checkpoint folder: set spark.conf "
                                "spark.checkpoint.dir (a path every executor can reach, e.g. hdfs:// or a shared mount)")
@@ -174,43 +182,58 @@ class SparkExecutor:
             self.spark.stop()
         self.spark = None
 
-    def _counts(self) -> dict:
-        return dict(self._acc.value) if self._acc is not None else {}
+    def _context(self):
+        """The SparkContext of a classic session; None through Spark Connect, which has none."""
+        try:
+            return self.spark.sparkContext
+        except Exception:  # pyspark.errors.PySparkNotImplementedError on a Connect session
+            return None
+
+    def _add_counts(self, counts: dict) -> None:
+        with self._lock:
+            _merge_counts(self._counts, counts)
 
     def metrics(self) -> dict:
-        data = self._counts()
+        with self._lock:
+            data = {k: list(v) for k, v in self._counts.items()}
         shuffle = data.pop(SHUFFLE_BYTES, [0.0, 0, 0])
         stages = {k: {"busy_seconds": v[0], "rows": v[1], "batches": v[2]} for k, v in data.items()
                   if not k.startswith("_")}
         return {"stages": stages, "shuffle_bytes": int(shuffle[1])}
 
     def progress(self) -> dict:
-        data = self._counts()
-        return {name: int(data.get(key, [0, 0, 0])[1]) for key, name in PROGRESS.items()}
+        """Counts of the tasks finished so far (a stream job's tasks report when its chunk completes)."""
+        with self._lock:
+            return {name: int(self._counts.get(key, [0, 0, 0])[1]) for key, name in PROGRESS.items()}
 
     def log_location(self) -> str:
-        return self._log_dir or "the Spark driver's log"
+        return self._log_dir if self._context() is not None else "the Spark Connect server's log"
 
     def cores(self) -> int:
-        return max(1, self.spark.sparkContext.defaultParallelism)
+        sc = self._context()
+        if sc is not None:
+            return max(1, sc.defaultParallelism)
+        return max(1, int(self.spark.conf.get("spark.default.parallelism", str(self.num_cpus or 2))))
 
-    def _frame(self, rows: list[tuple], ddl: str, partitions: int):
-        """A DataFrame of driver-side rows in exactly ``partitions`` slices (no shuffle)."""
-        sc = self.spark.sparkContext
-        return self.spark.createDataFrame(sc.parallelize(rows, max(1, partitions)), ddl)
+    def _range(self, n: int, partitions: int):
+        """Ids 0..n-1 in ``partitions`` contiguous slices: tasks look their work items up by id."""
+        return self.spark.range(0, n, 1, max(1, min(n, partitions)))
 
     # -- phases ---------------------------------------------------------------------------------
     def stream(self, job: StreamJob) -> Iterator[PartWritten]:
         chunks: dict[int, list[dict]] = {}
         for it in job.items:
             chunks.setdefault(it["chunk"], []).append(it)
-        fn = _stream_task(job.pools, self._acc)
 
         def run_chunk(items: list[dict]) -> list[PartWritten]:
-            rows = [(it["chunk"], it["path"], it["source"], it["format"], it["decisions"], int(it["bytes"] or 0))
-                    for it in items]
-            out = self._frame(rows, ITEM_DDL, len(rows)).mapInArrow(fn, PART_DDL).collect()
-            return [PartWritten(r["chunk"], r["file"], r["rows"]) for r in out]
+            fn = _stream_task(job.pools, items)
+            parts = []
+            for r in self._range(len(items), len(items)).mapInArrow(fn, PART_DDL).collect():
+                if r["counts"] is not None:
+                    self._add_counts(json.loads(r["counts"]))
+                else:
+                    parts.append(PartWritten(r["chunk"], r["file"], r["rows"]))
+            return parts
 
         pool = ThreadPoolExecutor(max_workers=max(2, self.cores()), thread_name_prefix="tokenmill-spark")
         try:
@@ -240,20 +263,31 @@ class SparkExecutor:
         return max(2 * self.cores(), -(-job.input_bytes // PARTITION_BYTES))
 
     def _ops(self, job: GlobalJob) -> SparkDatasetOps:
-        parts = self._partitions(job)
         checkpoint = self.pipeline.config.spark.checkpoint
         if checkpoint == "auto":
-            checkpoint = "reliable" if self.spark.sparkContext.getCheckpointDir() else "local"
-        return SparkDatasetOps(self.spark, parts, run_id=job.run_id, checkpoint=checkpoint)
+            sc = self._context()
+            checkpoint = "reliable" if sc is not None and sc.getCheckpointDir() else "local"
+        return SparkDatasetOps(self.spark, self._partitions(job), run_id=job.run_id, checkpoint=checkpoint)
 
-    def _parts_frame(self, job: GlobalJob):
-        rows = [(p, i) for p, i in zip(job.parts, job.part_numbers or [-1] * len(job.parts))]
-        return self._frame(rows, "path string, part_no int", min(len(rows), 4 * self.cores()))
+    def _keys(self, job: GlobalJob, columns: list[str], node_ids: bool, schema):
+        """The key columns of every live row of the phase, read by a few tasks (never the text)."""
+        parts = list(zip(job.parts, job.part_numbers or [-1] * len(job.parts)))
+        fn = _keys_task(columns, node_ids, parts, as_blobs=schema == BLOB_DDL)
+        return self._range(len(parts), 4 * self.cores()).mapInArrow(fn, schema).localCheckpoint(eager=True)
+
+    def _count_shuffle(self, df, columns: list[str]) -> None:
+        """Bytes of the keys a global step shuffles (string/binary lengths + 8 per other value)."""
+        from pyspark.sql import functions as F
+
+        types = dict(df.dtypes)
+        sizes = [F.octet_length(F.col(c)) if types[c] in ("string", "binary") else F.lit(8) for c in columns]
+        total = df.select(F.sum(sum(sizes[1:], sizes[0]))).collect()[0][0]
+        self._add_counts({SHUFFLE_BYTES: [0.0, int(total or 0), 1]})
 
     def _run_global_step(self, stage, job: GlobalJob) -> dict:
         ops = self._ops(job)
-        read = _keys_task(stage.shuffle_columns(), True, self._acc, as_blobs=True)
-        keys = ops.materialize(self._parts_frame(job).mapInArrow(read, BLOB_DDL))
+        keys = self._keys(job, stage.shuffle_columns(), True, BLOB_DDL)
+        self._count_shuffle(keys, [BLOB])
         decisions, figures = stage.global_step(ops, keys)
         self._write_decisions(ops, decisions, job.out_url)
         return figures
@@ -264,8 +298,8 @@ class SparkExecutor:
 
         cols = list(dict.fromkeys([stage.key_column, "row_key", *stage.group_columns, CHUNK]))
         schema = read_parquet_file(job.parts[0], cols).schema
-        spark_schema = from_arrow_schema(spark_types(schema.empty_table()).schema)
-        keys = self._parts_frame(job).mapInArrow(_keys_task(cols, False, self._acc, as_blobs=False), spark_schema)
+        keys = self._keys(job, cols, False, from_arrow_schema(spark_types(schema.empty_table()).schema))
+        self._count_shuffle(keys, cols)
         decisions = keys.groupBy(stage.key_column).applyInArrow(_reduce_task(stage), DECISIONS_DDL)
         self._write_decisions(self._ops(job), decisions.mapInArrow(_blobs_task, BLOB_DDL), job.out_url)
 
@@ -276,7 +310,6 @@ class SparkExecutor:
     def finalize(self, job: FinalJob) -> list[WriteStats]:
         if not job.items:
             return []
-        rows = [(it["chunk"], list(it["parts"]), it["decisions"]) for it in job.items]
-        out = self._frame(rows, FINAL_DDL, len(rows)).mapInArrow(_finalize_task(job, self._acc), STATS_DDL).collect()
+        fn = _finalize_task(job, job.items)
+        out = self._range(len(job.items), len(job.items)).mapInArrow(fn, STATS_DDL).collect()
         return [WriteStats.from_json(json.loads(r["stats"])) for r in out]
-

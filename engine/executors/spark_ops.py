@@ -67,13 +67,13 @@ def _group_fn(fn: Callable[..., pa.Table], n_inputs: int, fn_kwargs: dict):
     return run
 
 
-def _read_fn():
+def _read_fn(urls: list[str]):
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from ..worker import read_parquet_file
 
         for batch in batches:
-            for url in batch.column(0).to_pylist():
-                yield to_blobs(read_parquet_file(url))
+            for i in batch.column(0).to_pylist():
+                yield to_blobs(read_parquet_file(urls[i]))
     return run
 
 
@@ -117,12 +117,6 @@ class SparkDatasetOps:
     def __init__(self, spark, parts: int, run_id: str = "run", checkpoint: str = "local"):
         self.spark, self.parts, self.run_id, self.checkpoint = spark, max(1, parts), run_id, checkpoint
 
-    def from_tables(self, tables: list[pa.Table]):
-        """A dataset of tables the driver holds (small: keys read elsewhere come as blobs)."""
-        blobs = [to_blobs(t) for t in tables if t.num_rows]
-        rows = [(b.column(0)[0].as_py(),) for b in blobs]
-        return self.spark.createDataFrame(rows, BLOB_DDL) if rows else self.spark.createDataFrame([], BLOB_DDL)
-
     def partition_map(self, inputs: list, key: str, fn: Callable[..., pa.Table], **fn_kwargs):
         packed = [df.mapInArrow(_pack_fn(key, self.parts, i), PIECES_DDL) for i, df in enumerate(inputs)]
         pieces = packed[0]
@@ -148,8 +142,7 @@ class SparkDatasetOps:
 
     def read_parquet(self, urls: list[str]):
         n = max(1, min(len(urls), self.parts))
-        df = self.spark.createDataFrame(self.spark.sparkContext.parallelize([(u,) for u in urls], n), "path string")
-        return df.mapInArrow(_read_fn(), BLOB_DDL)
+        return self.spark.range(0, len(urls), 1, n).mapInArrow(_read_fn(urls), BLOB_DDL)
 
     def write_parquet(self, data, url: str, partition_cols=None) -> None:
         data.mapInArrow(_write_fn(url, partition_cols), WRITTEN_DDL).collect()

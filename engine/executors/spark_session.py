@@ -134,10 +134,17 @@ def local_master(num_cpus: Optional[int], retries: int = 4) -> str:
 
 def start_session(master: str, app_name: str, conf: dict[str, str], verbose: bool = False):
     """(session, started): the active session of this process if there is one (its SQL settings
-    updated; it stays up after the run), else a new one."""
-    prepare_environment()
+    updated; it stays up after the run), a Spark Connect session for an ``sc://`` master (the
+    server's settings stand but for the SQL ones set here; no local Java), else a new one."""
     from pyspark.sql import SparkSession
 
+    if master.startswith("sc://"):
+        spark = SparkSession.builder.remote(master).getOrCreate()
+        for k, v in conf.items():
+            if k.startswith("spark.sql."):
+                spark.conf.set(k, v)
+        return spark, True
+    prepare_environment()
     spark = SparkSession.getActiveSession()
     if spark is not None:
         for k, v in conf.items():
