@@ -87,3 +87,37 @@ def kill_run_after_first_chunk(cmd: list[str], out: Path, cwd: Path, env: dict |
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(30)
     assert not (out / "_manifest.json").exists()
+
+
+def run_while_killing(run, victims, settle: float = 0.0) -> list[int]:
+    """Call ``run()`` while a thread SIGKILLs one worker process: the first that ``victims()`` (a
+    list of psutil processes) offers, ``settle`` seconds after it first offers any. Returns the
+    killed pids (empty when no victim showed up before ``run`` ended)."""
+    import threading
+    import time
+
+    import psutil
+
+    killed: list[int] = []
+    stop = threading.Event()
+
+    def killer():
+        while not stop.is_set() and not killed:
+            if victims():
+                time.sleep(settle)
+                for proc in victims()[:1]:
+                    try:
+                        proc.kill()
+                        killed.append(proc.pid)
+                    except psutil.NoSuchProcess:
+                        pass
+            time.sleep(0.05)
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    try:
+        run()
+    finally:
+        stop.set()
+        t.join(10)
+    return killed

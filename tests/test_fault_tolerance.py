@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import threading
-import time
 
 import psutil
 import pytest
@@ -16,7 +13,7 @@ import yaml
 from tokenmill.engine.run import run_pipeline
 
 from conftest import REPO, tokenmill_cmd
-from pipeline_helpers import kill_run_after_first_chunk, make_pipeline, output_rows, web_shards
+from pipeline_helpers import kill_run_after_first_chunk, make_pipeline, output_rows, run_while_killing, web_shards
 
 
 @pytest.fixture(scope="module")
@@ -50,30 +47,8 @@ def _stage_workers():
 def test_killed_worker_is_retried_and_output_matches_clean_run(inputs, clean_run, tmp_path, ray_local):
     out = tmp_path / "out"
     pipe, _ = make_pipeline(inputs, out, batch_size=50)
-    killed: list[int] = []
-    stop = threading.Event()
-
-    def killer():
-        # kill one stage actor once it has been working for a moment; retry until one is killed
-        while not stop.is_set() and not killed:
-            workers = _stage_workers()
-            if workers:
-                time.sleep(0.5)
-                for w in _stage_workers()[:1]:
-                    try:
-                        w.send_signal(signal.SIGKILL)
-                        killed.append(w.pid)
-                    except psutil.NoSuchProcess:
-                        pass
-            time.sleep(0.05)
-
-    t = threading.Thread(target=killer, daemon=True)
-    t.start()
-    try:
-        run_pipeline(pipe, progress=False)
-    finally:
-        stop.set()
-        t.join(5)
+    # kill one stage worker once it has been working for a moment
+    killed = run_while_killing(lambda: run_pipeline(pipe, progress=False), _stage_workers, settle=0.5)
     assert killed, "no stage worker process was found to kill"
     assert output_rows(out) == clean_run
 

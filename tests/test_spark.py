@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from tokenmill.engine.run import run_pipeline
 
 from conftest import QUICKSTART, REPO, tokenmill_cmd
 from pipeline_helpers import (kill_run_after_first_chunk, make_pipeline, output_rows, read_manifest_files,
-                              web_docs, web_shards, write_jsonl_gz)
+                              run_while_killing, web_docs, web_shards, write_jsonl_gz)
 
 pytest.importorskip("pyspark")
 CLUSTER_SIZE = "dup_cluster_size"
@@ -179,30 +178,22 @@ def _python_workers() -> list[psutil.Process]:
     return found
 
 
+def _busy_python_workers() -> list[psutil.Process]:
+    busy = []
+    for p in _python_workers():
+        try:
+            if p.cpu_times().user > 0.5:      # busy with a stage, not just forked
+                busy.append(p)
+        except psutil.NoSuchProcess:
+            continue
+    return busy
+
+
 def test_killed_python_worker_is_retried_and_output_matches(shards, clean_spark_run, tmp_path, spark_local):
     out = tmp_path / "out"
-    killed: list[int] = []
-    stop = threading.Event()
-
-    def killer():
-        while not stop.is_set() and not killed:
-            for p in _python_workers():
-                try:
-                    if p.cpu_times().user > 0.5:      # busy with a stage, not just forked
-                        p.kill()
-                        killed.append(p.pid)
-                        return
-                except psutil.NoSuchProcess:
-                    continue
-            time.sleep(0.05)
-
-    t = threading.Thread(target=killer, daemon=True)
-    t.start()
-    try:
-        run_pipeline(make_pipeline(shards, out, batch_size=50)[0], progress=False, engine="spark")
-    finally:
-        stop.set()
-        t.join(10)
+    killed = run_while_killing(
+        lambda: run_pipeline(make_pipeline(shards, out, batch_size=50)[0], progress=False, engine="spark"),
+        _busy_python_workers)
     assert killed, "no Python worker was caught working"
     assert output_rows(out) == clean_spark_run
 

@@ -2,8 +2,8 @@
 
 - stream: one Spark job per chunk, several at once (a driver thread each; Spark schedules their
   tasks), results taken in chunk order so the run loop commits each chunk as it completes. A job
-  is a DataFrame of the chunk's work items, one per partition, through ``mapInArrow``: the task
-  runs every pool of the phase in turn (``worker.StreamWorker``; each set up once per Python
+  is ``spark.range`` over the chunk's work items, one per partition, through ``mapInArrow``: the
+  task looks its item up by id and runs every pool of the phase in turn (``worker.StreamWorker``; each set up once per Python
   worker process, which Spark reuses) and writes parts. Text never passes through Spark.
 - global step: a one-key stage reads its key columns into a DataFrame and runs
   ``groupBy(key).applyInArrow(reduce_group)``; a multi-step stage runs on ``SparkDatasetOps``
@@ -18,7 +18,6 @@ Nothing here knows a concrete stage, a schema or a file layout; retries are Spar
 from __future__ import annotations
 
 import json
-import logging
 import tempfile
 import threading
 import warnings
@@ -36,7 +35,6 @@ from ..worker import PROGRESS, cached_worker, finalize_chunk, read_live_keys, re
 from .spark_ops import BLOB_DDL, SparkDatasetOps, spark_types, to_blobs
 from .spark_session import local_master, quiet_logs, session_conf, start_session
 
-log = logging.getLogger("tokenmill")
 SHUFFLE_BYTES = "_shuffle_bytes"
 PART_DDL = "chunk int, file string, rows bigint, counts string"
 PART_SCHEMA = pa.schema([("chunk", pa.int32()), ("file", pa.large_string()), ("rows", pa.int64()),
@@ -66,10 +64,7 @@ def _record(stage: str, seconds: float, rows: int) -> None:
     """A worker's stage timings and progress counters, summed for the current task."""
     counts = _TASK.get("counts")
     if counts is not None:
-        x = counts.setdefault(stage, [0.0, 0, 0])
-        x[0] += seconds
-        x[1] += rows
-        x[2] += 1
+        _merge_counts(counts, {stage: [seconds, rows, 1]})
 
 
 def _through(workers: list, table: pa.Table) -> Iterator[pa.Table]:
@@ -184,10 +179,9 @@ class SparkExecutor:
 
     def _context(self):
         """The SparkContext of a classic session; None through Spark Connect, which has none."""
-        try:
-            return self.spark.sparkContext
-        except Exception:  # pyspark.errors.PySparkNotImplementedError on a Connect session
+        if type(self.spark).__module__.startswith("pyspark.sql.connect"):
             return None
+        return self.spark.sparkContext
 
     def _add_counts(self, counts: dict) -> None:
         with self._lock:
