@@ -35,3 +35,15 @@ def shared_data() -> Path:
 
 def tokenmill_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "tokenmill.engine.cli", *args]
+
+
+@pytest.fixture
+def sort_shuffle(ray_local):
+    """The shuffle the executor picks for small runs (the hash shuffle starts actors per step)."""
+    from ray.data.context import ShuffleStrategy
+
+    ctx = ray_local.data.DataContext.get_current()
+    before = ctx.shuffle_strategy
+    ctx.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    yield
+    ctx.shuffle_strategy = before

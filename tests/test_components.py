@@ -10,9 +10,10 @@ import pyarrow as pa
 import pytest
 
 from tokenmill.engine.executors.ray_ops import RayDatasetOps
-from tokenmill.engine.global_ops import GlobalStepError, pack_partitions, unpack_partition
-from tokenmill.stages.dedup.components import (BAND_ROWS, EDGES, candidate_edges, connected_components, large_star,
-                                               small_star, star_labels, DIRECTED, both_directions)
+from tokenmill.engine.global_ops import GlobalStepError, pack_partitions, partition_ids, unpack_partition
+from tokenmill.stages.dedup.components import (BAND_ROWS, EDGES, HUB_DEGREE, candidate_edges, connected_components,
+                                               large_star, small_star, star_labels, DIRECTED, both_directions)
+from tokenmill.stages.dedup.hubs import SALTED_KEY, Hubs, find_hubs, salted
 
 
 def _oracle(pairs: list[tuple[int, int]]) -> dict[int, int]:
@@ -34,34 +35,32 @@ def _oracle(pairs: list[tuple[int, int]]) -> dict[int, int]:
 
 
 @pytest.fixture(autouse=True)
-def sort_shuffle(ray_local):
-    """The shuffle the executor picks for small runs (the hash shuffle starts actors per step)."""
-    from ray.data.context import ShuffleStrategy
-
-    ctx = ray_local.data.DataContext.get_current()
-    before = ctx.shuffle_strategy
-    ctx.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+def _sort_shuffle(sort_shuffle):
     yield
-    ctx.shuffle_strategy = before
 
 
-def _labels(ray_local, pairs, max_rounds=64, parts=4):
+def _edges(pairs, blocks=3):
     import ray
 
-    ops = RayDatasetOps(parts)
     u = np.array([p[0] for p in pairs], np.int64)
     v = np.array([p[1] for p in pairs], np.int64)
-    edges = ray.data.from_arrow(pa.table({"u": u, "v": v}, schema=EDGES)).repartition(3)
-    stars, rounds = connected_components(ops, edges, max_rounds)
+    return ray.data.from_arrow(pa.table({"u": u, "v": v}, schema=EDGES)).repartition(blocks)
+
+
+def _labels(ray_local, pairs, max_rounds=64, parts=4, hub_degree=HUB_DEGREE):
+    ops = RayDatasetOps(parts)
+    stars, rounds = connected_components(ops, _edges(pairs), max_rounds, hub_degree=hub_degree)
     table = ops.collect(ops.map(stars, star_labels))
     return dict(zip(table["node"].to_pylist(), table["label"].to_pylist())), rounds
 
 
-def test_random_graphs_match_union_find(ray_local):
+@pytest.mark.parametrize("hub_degree", [HUB_DEGREE, 4])
+def test_random_graphs_match_union_find(ray_local, hub_degree):
+    """Also with almost every node a hub (hub_degree 4: a node's edges spread over several calls)."""
     rng = random.Random(7)
     pairs = [(rng.randrange(3000), rng.randrange(3000)) for _ in range(2500)]
     pairs = [(a, b) for a, b in pairs if a != b]
-    got, rounds = _labels(ray_local, pairs)
+    got, rounds = _labels(ray_local, pairs, hub_degree=hub_degree)
     want = {n: l for n, l in _oracle(pairs).items()}
     assert got == want
     assert rounds <= 20
@@ -84,26 +83,51 @@ def test_hub_of_20000(ray_local):
     assert {got[20_000 + i] for i in range(11)} == {20_000}
 
 
+def test_hub_is_spread_over_partitions_and_still_one_cluster(ray_local):
+    """A node with 50,000 edges, whose neighbours also chain among themselves: with hub_degree
+    5,000 its edges are cut into 10 slices hashed over 8 partitions (none holds more than a few
+    slices, where unsalted one would hold all 50,000), and the labels equal union-find's."""
+    hub, n = 3, 50_000
+    pairs = [(hub, 10 + i) for i in range(n)] + [(10 + i, 11 + i) for i in range(0, n, 7)] + [(1, 2)]
+    ops = RayDatasetOps(8)
+    directed = ops.map(_edges(pairs, blocks=6), both_directions)
+    hubs = find_hubs(ops, directed, "a", "b", 5_000)
+    assert hubs.keys.tolist() == [hub] and hubs.counts.tolist() == [n] and hubs.mins.tolist() == [10]
+    assert hubs.slices.tolist() == [10]
+    rows = ops.collect(ops.map(directed, salted, key="a", by="b", hubs=hubs))
+    of_hub = rows.filter(pa.compute.equal(rows["a"], hub))
+    per_part = np.bincount(partition_ids(of_hub[SALTED_KEY], 8), minlength=8)
+    assert (per_part > 0).sum() >= 5 and per_part.max() <= 3 * 5_000 + 100, per_part
+    got, _ = _labels(ray_local, pairs, parts=8, hub_degree=5_000)
+    assert got == _oracle(pairs)
+
+
 def test_round_cap_fails_loudly(ray_local):
     pairs = [(i, i + 1) for i in range(200)]
     with pytest.raises(GlobalStepError, match="did not converge within 1 rounds"):
         _labels(ray_local, pairs, max_rounds=1)
 
 
-def test_giant_bucket_is_split_across_partitions(ray_local):
-    """50,000 copies in one band bucket: no partition holds more than a share of the bucket, and
-    all copies end in one component."""
+@pytest.mark.parametrize("hub_degree", [HUB_DEGREE, 5_000])
+def test_giant_bucket_is_split_across_partitions(ray_local, hub_degree):
+    """50,000 copies in one band bucket (and a bucket of 3): the giant bucket is a hub, cut into
+    slices of hub_degree rows that each link to their own smallest copy, whose heads then link to
+    the smallest of all; every copy ends in one component."""
     import ray
 
     n = 50_000
-    rows = pa.table({"node": np.arange(n, dtype=np.int64), "band": np.full(n, 42, np.int64)}, schema=BAND_ROWS)
+    rows = pa.table({"node": np.r_[np.arange(n), [n, n + 1, n + 2]], "band": np.r_[np.full(n, 42), [7, 7, 7]]},
+                    schema=BAND_ROWS)
     ops = RayDatasetOps(8)
-    edges = ops.collect(candidate_edges(ops, ray.data.from_arrow(rows).repartition(4)))
-    assert edges.num_rows == n - 1 and set(edges["u"].to_pylist()) <= set(range(16))
-    # the salted shuffle spreads the bucket: each of its 16 sub-buckets is its own partition key
-    from tokenmill.stages.dedup.components import salt_buckets
-    salted = salt_buckets(rows)
-    assert len(set(salted["bucket"].to_pylist())) == 16
+    data = ray.data.from_arrow(rows).repartition(4)
+    hubs = find_hubs(ops, data, "band", None, hub_degree)
+    assert hubs.keys.tolist() == [42] and hubs.slices.tolist() == [-(-n // hub_degree)]
+    edges = ops.collect(candidate_edges(ops, data, hub_degree))
+    assert edges.num_rows == n - 1 + 2
+    centers = set(edges["u"].to_pylist())
+    assert n in centers and len(centers - {n}) <= hubs.slices[0]  # one head per slice at most
+    got = _oracle(list(zip(edges["u"].to_pylist(), edges["v"].to_pylist())))
+    assert set(got.values()) == {0, n} and sum(1 for v in got.values() if v == 0) == n
 
 
 def test_star_steps_on_one_partition(ray_local):
@@ -114,6 +138,12 @@ def test_star_steps_on_one_partition(ray_local):
     # small star at 9 (smaller neighbours 5 and 7): 7 and 9 both linked to 5
     d9 = pa.table({"a": [9, 9], "b": [5, 7]}, schema=DIRECTED)
     assert sorted(zip(*small_star(d9).to_pydict().values())) == [(5, 7), (5, 9)]
+    # a hub's slice decides alone with the minimum found over all its rows: node 9's slice that
+    # holds only neighbour 7 still links 7 and 9 to 5, and 9 itself only where its row holds 5
+    hubs = Hubs(np.array([9]), np.array([2]), np.array([5]), np.array([2]))
+    slice7 = pa.table({"a": [9], "b": [7]}, schema=DIRECTED)
+    assert sorted(zip(*small_star(slice7, hubs).to_pydict().values())) == [(5, 7)]
+    assert sorted(zip(*small_star(d9.slice(0, 1), hubs).to_pydict().values())) == [(5, 9)]
 
 
 def test_pieces_round_trip(ray_local):

@@ -16,7 +16,8 @@ import yaml
 
 from tokenmill.engine.config import build_pipeline
 from tokenmill.engine.run import run_pipeline
-from tokenmill.stages.dedup.minhash import CLUSTER_SIZE, choose_kept, explode_bands
+from tokenmill.stages.dedup.kept import CLUSTER_SIZE, choose_kept
+from tokenmill.stages.dedup.minhash import explode_bands
 from tokenmill.stages.dedup.signatures import shingles
 
 from conftest import REPO, tokenmill_cmd
@@ -106,16 +107,25 @@ def test_copies_are_removed_in_favour_of_their_original(ray_local, tmp_path, sha
     assert reasons == {"near_duplicate": len(removed)}
 
 
-def test_same_kept_set_whatever_batches_chunks_and_workers(ray_local, tmp_path, shared_data):
-    rows = _families(shared_data, originals=60)
+def test_same_kept_set_whatever_batches_chunks_workers_and_hub_degree(ray_local, tmp_path, shared_data):
+    """Also with a page copied 1,000 times, whole in one call (hub_degree 10^9) or spread (hub_degree
+    50: that page's buckets, its smallest copy's edges and its component cut into slices)."""
+    page = web_docs(shared_data)[200]["text"]
+    rows = _families(shared_data, originals=60) + [{"id": f"boiler{i}", "text": page} for i in range(1000)]
     inputs = _write(rows, tmp_path / "in", files=3)
     one = tmp_path / "one"
-    run_pipeline(build_pipeline(_config(inputs, one)), progress=False)
+    whole = run_pipeline(build_pipeline(_config(inputs, one, hub_degree=10**9)), progress=False)
     many = tmp_path / "many"
     run_pipeline(build_pipeline(_config(inputs, many, batch_size=17, files_per_chunk=1, concurrency=1)),
                  progress=False)
-    assert _outcome(one) == _outcome(many)
-    assert sum(1 for r in _outcome(one) if r[1]) >= 100
+    spread = tmp_path / "spread"
+    sliced = run_pipeline(build_pipeline(_config(inputs, spread, hub_degree=50)), progress=False)
+    assert _outcome(one) == _outcome(many) == _outcome(spread)
+    assert sum(1 for r in _outcome(one) if r[1]) >= 100 + 999
+    assert ("boiler0", None, 1000) in _outcome(one)
+    figures = [r.report["global_steps"]["minhash_dedup"] for r in (whole, sliced)]
+    assert figures[0]["hubs_spread"] == 0 and figures[1]["hubs_spread"] >= 3, figures
+    assert figures[1]["largest_hub"] >= 999
 
 
 def test_choose_kept_by_quality_then_row_key():

@@ -5,9 +5,9 @@ Nodes are int64 document ids. The steps:
 
 1. **Buckets -> edges.** Rows (node, band key) meet per band key; each bucket links its members
    to its smallest member (star edges). A giant bucket (50,000 copies of one page) never lands
-   whole on one worker: the first shuffle is by (band key, node mod ``SALT``), each sub-bucket
-   links to its own smallest member and sends that head on; the second shuffle, by band key, sees
-   at most ``SALT`` heads per bucket and links them to the smallest.
+   whole on one worker: it is a hub (``hubs``), its rows are spread over slices of ``hub_degree``,
+   each slice links to its own smallest member and sends that head on, and a second shuffle, by
+   band key, links the heads to the smallest.
 2. **Connected components** with alternating large-star / small-star rounds (Kiveris et al.,
    "Connected Components in MapReduce and Beyond", SoCC 2014): each step is one shuffle by node,
    the components converge to stars around their smallest node in O(log n) rounds in practice
@@ -16,8 +16,8 @@ Nodes are int64 document ids. The steps:
    ``GlobalStepError`` rather than writing wrong clusters.
 3. **Labels**: at the fixpoint every edge is (smallest node, member).
 
-Memory per worker is bounded by its partition: a node's own edges meet in one call (16 bytes an
-edge; a hub of 20,000 copies is 320 KB), a bucket's members do not.
+Memory per worker is bounded by its partition: no bucket, node or component with more than
+``hub_degree`` rows meets whole in one call (``hubs``).
 """
 from __future__ import annotations
 
@@ -29,29 +29,17 @@ import pyarrow.compute as pc
 
 from tokenmill.engine.global_ops import GlobalStepError
 
+from .hubs import HubLog, Hubs, as_numpy, find_hubs, mix64, partition_by
+
 EDGES = pa.schema([("u", pa.int64()), ("v", pa.int64())])
 DIRECTED = pa.schema([("a", pa.int64()), ("b", pa.int64())])
 BAND_ROWS = pa.schema([("node", pa.int64()), ("band", pa.int64())])
-SALTED = pa.schema([("node", pa.int64()), ("band", pa.int64()), ("bucket", pa.int64())])
-#: level-1 output: edges (u, v) and the head of each sub-bucket (v null, band set)
+#: bucket step output: edges (u, v) and the head of each slice of a giant bucket (v null, band set)
 LEVEL1 = pa.schema([("u", pa.int64()), ("v", pa.int64()), ("band", pa.int64())])
 LABELS = pa.schema([("node", pa.int64()), ("label", pa.int64())])
 FINGERPRINT = pa.schema([("edges", pa.int64()), ("hash_sum", pa.uint64())])
-SALT = 16
-_MIX = np.uint64(0x9E3779B97F4A7C15)
-_MIX2 = np.uint64(0xC2B2AE3D27D4EB4F)
-
-
-def _np(col) -> np.ndarray:
-    return np.asarray(col.to_numpy(zero_copy_only=False)) if isinstance(col, pa.Array) else \
-        np.asarray(col.combine_chunks().to_numpy(zero_copy_only=False))
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        h = x.view(np.uint64) * _MIX
-        h ^= h >> np.uint64(31)
-        return h * _MIX2
+#: a bucket, node or component with more rows than this is spread over several calls (160 KB of edges)
+HUB_DEGREE = 10_000
 
 
 def _edges(u: np.ndarray, v: np.ndarray) -> pa.Table:
@@ -71,14 +59,6 @@ def band_rows(keys: pa.Table, bands: str, carry: list[str]) -> pa.Table:
     return rows.append_column("band", pc.list_flatten(col))
 
 
-def salt_buckets(rows: pa.Table) -> pa.Table:
-    """(node, band) -> (node, band, bucket): the sub-bucket key mixes the band key with node mod SALT."""
-    node, band = _np(rows["node"]), _np(rows["band"])
-    with np.errstate(over="ignore"):
-        bucket = (_mix(band) ^ _mix((node % SALT).astype(np.int64))).view(np.int64)
-    return pa.table({"node": rows["node"], "band": rows["band"], "bucket": pa.array(bucket, pa.int64())}, schema=SALTED)
-
-
 def _group_min(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(for each row, the minimum value of its key group; the index of each group's first row)."""
     order = np.lexsort((values, keys))
@@ -90,17 +70,21 @@ def _group_min(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.nda
     return mins, order[starts]
 
 
-def sub_bucket_edges(rows: Optional[pa.Table]) -> pa.Table:
-    """One partition of salted rows -> star edges to each sub-bucket's smallest node, and each
-    sub-bucket's head as a row (u = head, v = null, band)."""
+def bucket_edges(rows: Optional[pa.Table], hubs: Optional[Hubs] = None) -> pa.Table:
+    """One partition of band rows -> star edges to each bucket's smallest node here; for a giant
+    bucket (a hub, spread over several calls), also the head of its slice here as a row
+    (u = head, v = null, band), to be linked to the other slices' heads."""
     if rows is None or rows.num_rows == 0:
         return LEVEL1.empty_table()
-    node, bucket = _np(rows["node"]), _np(rows["bucket"])
-    mins, firsts = _group_min(bucket, node)
+    node, band = as_numpy(rows["node"]), as_numpy(rows["band"])
+    mins, firsts = _group_min(band, node)
     edges = _edges(node, mins)
-    heads = pa.table({"u": pa.array(node[firsts], pa.int64()), "v": pa.nulls(len(firsts), pa.int64()),
-                      "band": pa.array(_np(rows["band"])[firsts], pa.int64())}, schema=LEVEL1)
     edges = pa.table({"u": edges["u"], "v": edges["v"], "band": pa.nulls(edges.num_rows, pa.int64())}, schema=LEVEL1)
+    if hubs is None:
+        return edges
+    firsts = firsts[hubs.lookup(band[firsts])[0]]
+    heads = pa.table({"u": pa.array(node[firsts], pa.int64()), "v": pa.nulls(len(firsts), pa.int64()),
+                      "band": pa.array(band[firsts], pa.int64())}, schema=LEVEL1)
     return pa.concat_tables([edges, heads])
 
 
@@ -117,7 +101,7 @@ def head_edges(heads: Optional[pa.Table]) -> pa.Table:
     """One partition of sub-bucket heads -> star edges to each bucket's smallest head."""
     if heads is None or heads.num_rows == 0:
         return EDGES.empty_table()
-    node, band = _np(heads["node"]), _np(heads["band"])
+    node, band = as_numpy(heads["node"]), as_numpy(heads["band"])
     mins, _ = _group_min(band, node)
     return _edges(node, mins)
 
@@ -134,30 +118,52 @@ def _arr(col) -> pa.Array:
     return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
 
 
-def large_star(d: Optional[pa.Table]) -> pa.Table:
+def toward_smaller(edges: pa.Table) -> pa.Table:
+    """Undirected edges -> directed (larger, smaller): all that a small-star step reads."""
+    u, v = as_numpy(edges["u"]), as_numpy(edges["v"])
+    return pa.table({"a": pa.array(np.maximum(u, v), pa.int64()), "b": pa.array(np.minimum(u, v), pa.int64())},
+                    schema=DIRECTED)
+
+
+def _neighbour_min(a: np.ndarray, b: np.ndarray, hubs: Optional[Hubs]) -> np.ndarray:
+    """For each row, the smallest b of its node a: over this call's rows, or for a hub (whose rows
+    are spread over several calls) the one found over all of them."""
+    mins, _ = _group_min(a, b)
+    if hubs is not None:
+        heavy, at = hubs.lookup(a)
+        mins[heavy] = hubs.mins[at[heavy]]
+    return mins
+
+
+def large_star(d: Optional[pa.Table], hubs: Optional[Hubs] = None) -> pa.Table:
     """For each node a with m = min(a, its neighbours): every larger neighbour b is re-linked to m."""
     if d is None or d.num_rows == 0:
         return EDGES.empty_table()
-    a, b = _np(d["a"]), _np(d["b"])
-    mins, _ = _group_min(a, b)
-    m = np.minimum(a, mins)
+    a, b = as_numpy(d["a"]), as_numpy(d["b"])
+    m = np.minimum(a, _neighbour_min(a, b, hubs))
     larger = b > a
     return _edges(b[larger], m[larger])
 
 
-def small_star(d: Optional[pa.Table]) -> pa.Table:
-    """For each node a with its smaller neighbours S and m = min(S + [a]): every node of S and a
-    itself is linked to m."""
+def small_star(d: Optional[pa.Table], hubs: Optional[Hubs] = None) -> pa.Table:
+    """For each node a with its smaller neighbours S and m = min(S): every node of S and a itself
+    is linked to m (a by the row that holds m, so a hub's slices link it once)."""
     if d is None or d.num_rows == 0:
         return EDGES.empty_table()
-    a, b = _np(d["a"]), _np(d["b"])
+    a, b = as_numpy(d["a"]), as_numpy(d["b"])
     smaller = b < a
     a, b = a[smaller], b[smaller]
     if len(a) == 0:
         return EDGES.empty_table()
-    mins, firsts = _group_min(a, b)
-    m = np.minimum(a, mins)
-    return _edges(np.r_[b, a[firsts]], np.r_[m, m[firsts]])
+    m = _neighbour_min(a, b, hubs)
+    at_min = b == m
+    return _edges(np.r_[b, a[at_min]], np.r_[m, m[at_min]])
+
+
+def star_step(ops, directed, step, hub_degree: int, log: HubLog):
+    """One large-star or small-star step: a shuffle of the directed edges by node, hubs spread."""
+    hubs = log.record(find_hubs(ops, directed, "a", "b", hub_degree))
+    return partition_by(ops, [directed], "a", ["b"], hubs, step, hubs=hubs)
 
 
 def fingerprint(edges: pa.Table) -> pa.Table:
@@ -165,7 +171,7 @@ def fingerprint(edges: pa.Table) -> pa.Table:
     if edges.num_rows == 0:
         return pa.table({"edges": [0], "hash_sum": pa.array([0], pa.uint64())}, schema=FINGERPRINT)
     with np.errstate(over="ignore"):
-        h = _mix(_np(edges["u"])) ^ _mix(_mix(_np(edges["v"])))
+        h = mix64(as_numpy(edges["u"])) ^ mix64(mix64(as_numpy(edges["v"])))
         total = np.add.reduce(h, dtype=np.uint64)
     return pa.table({"edges": [edges.num_rows], "hash_sum": pa.array([total], pa.uint64())}, schema=FINGERPRINT)
 
@@ -175,20 +181,24 @@ def _total(ops, edges) -> tuple[int, int]:
     if t.num_rows == 0:
         return 0, 0
     with np.errstate(over="ignore"):
-        return int(pc.sum(t["edges"]).as_py() or 0), int(np.add.reduce(_np(t["hash_sum"]), dtype=np.uint64))
+        return int(pc.sum(t["edges"]).as_py() or 0), int(np.add.reduce(as_numpy(t["hash_sum"]), dtype=np.uint64))
 
 
-def connected_components(ops, edges, max_rounds: int = 64, on_round: Optional[Callable[[int, int], None]] = None):
+def connected_components(ops, edges, max_rounds: int = 64, on_round: Optional[Callable[[int, int], None]] = None,
+                         hub_degree: int = HUB_DEGREE, log: Optional[HubLog] = None):
     """Star edges (smallest node of the component, member) at the fixpoint, and the rounds it took.
-    Each round: large-star then small-star, one shuffle by node each. ``on_round(round, edges)``
-    hears the edge count before the first round (round 0: the candidate edges) and after each."""
+    Each round: large-star then small-star, one shuffle by node each (a node with more than
+    ``hub_degree`` edges spread over several calls). ``on_round(round, edges)`` hears the edge
+    count before the first round (round 0: the candidate edges) and after each; ``log`` hears of
+    the hubs spread."""
+    log = log if log is not None else HubLog()
     edges = ops.materialize(edges)
     before = _total(ops, edges)
     if on_round is not None:
         on_round(0, before[0])
     for rounds in range(1, max_rounds + 1):
-        edges = ops.partition_map([ops.map(edges, both_directions)], "a", large_star)
-        edges = ops.materialize(ops.partition_map([ops.map(edges, both_directions)], "a", small_star))
+        edges = ops.materialize(star_step(ops, ops.map(edges, both_directions), large_star, hub_degree, log))
+        edges = ops.materialize(star_step(ops, ops.map(edges, toward_smaller), small_star, hub_degree, log))
         after = _total(ops, edges)
         if on_round is not None:
             on_round(rounds, after[0])
@@ -202,14 +212,19 @@ def connected_components(ops, edges, max_rounds: int = 64, on_round: Optional[Ca
 def star_labels(stars: pa.Table) -> pa.Table:
     """At the fixpoint each edge is (center, member): the member's label is the center, and each
     center labels itself."""
-    u, v = _np(stars["u"]), _np(stars["v"])
+    u, v = as_numpy(stars["u"]), as_numpy(stars["v"])
     nodes = np.r_[v, np.unique(u)] if len(u) else np.empty(0, np.int64)
     labels = np.r_[u, np.unique(u)] if len(u) else np.empty(0, np.int64)
     return pa.table({"node": pa.array(nodes, pa.int64()), "label": pa.array(labels, pa.int64())}, schema=LABELS)
 
 
-def candidate_edges(ops, band_rows) -> object:
-    """Band rows (node, band) -> undirected candidate edges, in two shuffles (salted, then heads)."""
-    level1 = ops.materialize(ops.partition_map([ops.map(band_rows, salt_buckets)], "bucket", sub_bucket_edges))
+def candidate_edges(ops, band_rows, hub_degree: int = HUB_DEGREE, log: Optional[HubLog] = None) -> object:
+    """Band rows (node, band) -> undirected candidate edges: one shuffle by band key; a giant
+    bucket is spread over several calls, and a second, small shuffle links its slices' heads."""
+    hubs = (log or HubLog()).record(find_hubs(ops, band_rows, "band", None, hub_degree))
+    level1 = partition_by(ops, [band_rows], "band", ["node"], hubs, bucket_edges, hubs=hubs)
+    if hubs is None:
+        return ops.map(level1, level1_edges)
+    level1 = ops.materialize(level1)
     heads = ops.map(level1, level1_heads)
     return ops.union([ops.map(level1, level1_edges), ops.partition_map([heads], "band", head_edges)])

@@ -28,16 +28,13 @@ from tokenmill.engine.stage import GlobalStage, Resources, register_stage
 from tokenmill.engine.storage import Storage
 
 from .band_index import commit_marker, committed_runs, index_state, indexed_rows, keep_rows, run_folder
-from .order import input_order_keys, with_input_order
-from .components import BAND_ROWS, band_rows, candidate_edges, connected_components, star_labels
+from .components import BAND_ROWS, HUB_DEGREE, band_rows, candidate_edges, connected_components, star_labels
+from .hubs import HubLog
+from .kept import CLUSTER_SIZE, REASON_PREFIX, decide
 from .signatures import MinHasher, band_keys, optimal_bands
 
 BANDS_COLUMN = "minhash_bands"
 SIGNATURE_COLUMN = "minhash_signature"   # kept only with verify > 0
-CLUSTER_SIZE = "dup_cluster_size"
-REASON_PREFIX = "near_duplicate_of:"
-DECISIONS = pa.schema([("row_key", pa.string()), ("reject_reason", pa.string()), (CLUSTER_SIZE, pa.int32()),
-                       (CHUNK, pa.int32()), ("node", pa.int64())])
 
 
 class IndexParams(BaseModel):
@@ -64,6 +61,8 @@ class MinHashParams(BaseModel):
                                                   "offset) | quality_score (highest; ties: first)")
     scope: Literal["language", "global"] = "language"
     max_rounds: int = Field(64, ge=1, description="connected-components rounds before the step fails")
+    hub_degree: int = Field(HUB_DEGREE, ge=2, description="a document with more near-duplicate links than this, "
+                            "or a cluster with more members, is spread over several workers")
     index: IndexParams = Field(default_factory=IndexParams)
 
     @model_validator(mode="after")
@@ -172,7 +171,7 @@ class MinHashDedup(GlobalStage):
         """Decisions (row_key, reject_reason, dup_cluster_size, chunk) for every document in a
         component of two or more, and the step's figures: rounds, candidate edges (from the band
         buckets), star edges at the fixpoint (one per document in a component but its center),
-        indexed runs read."""
+        indexed runs read, hubs spread over several calls and the most rows one of them had."""
         band_rows = ops.map(keys, explode_bands)
         runs = committed_runs(self.params.index.read, exclude=ops.run_id)
         indexed = [ops.map(ops.read_parquet(files), indexed_rows, run_no=i) for i, files in enumerate(runs) if files]
@@ -181,20 +180,22 @@ class MinHashDedup(GlobalStage):
             index = ops.materialize(ops.union(indexed))
             band_rows = ops.union([band_rows, ops.map(index, _select, columns=["node", "band"])])
             owners = [ops.map(index, _select, columns=["label", "indexed_id"])]
-        edges = candidate_edges(ops, band_rows)
+        hubs = HubLog()
+        edges = candidate_edges(ops, band_rows, self.params.hub_degree, hubs)
         if self.params.verify:
             edges = verified_edges(ops, edges, ops.map(keys, _select, columns=["node", SIGNATURE_COLUMN]),
                                    self.params.verify)
         counts: dict[int, int] = {}
-        stars, rounds = connected_components(ops, edges, self.params.max_rounds, on_round=counts.__setitem__)
+        stars, rounds = connected_components(ops, edges, self.params.max_rounds, on_round=counts.__setitem__,
+                                             hub_degree=self.params.hub_degree, log=hubs)
         members = ops.map(keys, member_rows, columns=self.shuffle_columns())
         labeled = ops.partition_map([ops.map(stars, star_labels), members], "node", attach_labels)
-        decisions = ops.partition_map([labeled] + owners, "label", choose_kept, keep=self.params.keep)
+        decisions = decide(ops, labeled, owners, self.params.keep, self.params.hub_degree, log=hubs)
         if self.params.index.write:
             decisions = ops.materialize(decisions)
             self._write_index(ops, keys, decisions)
         return decisions, {"rounds": rounds, "candidate_edges": counts[0], "star_edges": counts[rounds],
-                           "indexed_runs": len(runs)}
+                           "indexed_runs": len(runs), "hubs_spread": hubs.spread, "largest_hub": hubs.largest}
 
     def _write_index(self, ops, keys, decisions) -> None:
         """This run's kept documents' band keys under index.write (committed by a marker)."""
@@ -278,41 +279,3 @@ def _labeled_empty(members: Optional[pa.Table]) -> pa.Table:
     if members is None:
         return pa.table({"node": pa.array([], pa.int64()), "label": pa.array([], pa.int64())})
     return members.slice(0, 0).append_column("label", pa.array([], pa.int64()))
-
-
-def choose_kept(labeled: Optional[pa.Table], owners: Optional[pa.Table] = None, keep: str = "first") -> pa.Table:
-    """Per component (label): keep one document by the rule, reject the others as
-    ``near_duplicate_of:<kept id>``; every member gets the component's size. A component with an
-    indexed document of an earlier run (label below zero, ``owners``: label -> its id) keeps none:
-    the indexed document wins."""
-    if labeled is None or labeled.num_rows == 0 or "row_key" not in labeled.column_names:
-        return DECISIONS.empty_table()
-    if owners is not None and owners.num_rows:
-        labeled = _against_index(labeled, owners)
-    sort = [("label", "ascending")]
-    if keep == "quality_score":
-        labeled = set_column(labeled, "_q", pc.fill_null(pc.negate(labeled["quality_score"].cast(pa.float64())),
-                                                        float("inf")))
-        sort.append(("_q", "ascending"))
-    labeled = with_input_order(labeled)
-    t = labeled.take(pc.sort_indices(labeled, sort + input_order_keys()))
-    label = t["label"].to_numpy()
-    first = np.r_[True, label[1:] != label[:-1]]
-    group = np.cumsum(first) - 1
-    starts = np.flatnonzero(first)
-    sizes = np.diff(np.r_[starts, len(label)])
-    kept_ids = pc.take(t["id"], pa.array(starts[group]))
-    owner = t["_owner"] if "_owner" in t.column_names else pa.nulls(t.num_rows, pa.string())
-    kept_ids = pc.coalesce(owner, kept_ids.cast(pa.string()))
-    reasons = pc.binary_join_element_wise(pa.scalar(REASON_PREFIX), kept_ids, "")
-    reasons = pc.if_else(pc.and_(pa.array(first), pc.is_null(owner)), pa.scalar(None, pa.string()), reasons)
-    return pa.table({"row_key": t["row_key"], "reject_reason": reasons,
-                     CLUSTER_SIZE: pa.array(sizes[group].astype(np.int32), pa.int32()), CHUNK: t[CHUNK],
-                     "node": t["node"]}, schema=DECISIONS)
-
-
-def _against_index(labeled: pa.Table, owners: pa.Table) -> pa.Table:
-    """``_owner``: the indexed document's id for members of a component that holds one."""
-    owners = owners.group_by("label").aggregate([("indexed_id", "min")])
-    pos = pc.index_in(labeled["label"], owners["label"])
-    return labeled.append_column("_owner", pc.take(owners["indexed_id_min"], pos))
