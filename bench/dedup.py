@@ -94,13 +94,29 @@ SYSTEMS = ("tokenmill-sig", "tokenmill", "tokenmill-cl100k", "tokenmill-spark", 
 
 
 # -- input ----------------------------------------------------------------------------------------------
-def prepare(docs: int, seed: int) -> dict:
-    """Build and write the corpus once (cached by size and seed); returns paths and its summary."""
+def with_boilerplate(rows: list[dict], copies: int, seed: int) -> list[dict]:
+    """``rows`` with ``copies`` exact copies of one original page (its group, Jaccard 1.0) at
+    seeded random places: the giant bucket, hub node and component of a boilerplate page."""
+    import random
+
+    if not copies:
+        return rows
+    page = min((r for r in rows if r["id"] == r["group"]), key=lambda r: (abs(len(r["text"]) - 5000), r["id"]))
+    extra = [{"id": f"boilerplate-{i}", "text": page["text"], "group": page["id"], "jaccard": 1.0,
+              "mutation": "boilerplate", "origin": page["origin"]} for i in range(copies)]
+    out = rows + extra
+    random.Random(seed).shuffle(out)
+    return out
+
+
+def prepare(docs: int, seed: int, boilerplate: int = 0) -> dict:
+    """Build and write the corpus once (cached by size, seed and boilerplate copies); returns paths
+    and its summary."""
     import neardup_corpus as nc
 
     import hashlib
 
-    folder = DDIR / f"corpus-{docs}-s{seed}"
+    folder = DDIR / (f"corpus-{docs}-s{seed}" + (f"-b{boilerplate}" if boilerplate else ""))
     info_path = folder / "corpus.json"
     version = hashlib.sha1(Path(nc.__file__).read_bytes()).hexdigest()[:12]   # rebuilt when the generator changes
     if info_path.exists():
@@ -113,7 +129,7 @@ def prepare(docs: int, seed: int) -> dict:
     folder.mkdir(parents=True)
     print(f"building the near-duplicate corpus: {docs:,} docs, seed {seed} ...", flush=True)
     t0 = time.perf_counter()
-    rows = nc.build_corpus(docs, seed=seed)
+    rows = with_boilerplate(nc.build_corpus(docs, seed=seed), boilerplate, seed)
     gen_s = time.perf_counter() - t0
     shards = max(1, -(-docs // SHARD_DOCS))
     nc.write_jsonl(rows, folder / "jsonl", shards=shards)
@@ -309,7 +325,7 @@ def child_tokenmill(a, count_tokens: bool = False, engine: str = "ray") -> dict:
             "input": {"paths": [a.input], "format": "jsonl"},
             "output": {"path": str(out)},
             "stages": [{"type": "minhash_dedup", "num_perm": NUM_PERM, "bands": BANDS, "ngram": NGRAM,
-                        "seed": SEED, "scope": "global"}],
+                        "seed": SEED, "scope": "global", **({"hub_degree": a.hub_degree} if a.hub_degree else {})}],
             "tokenizer": {"kind": "tiktoken" if count_tokens else "none"},
         }
         pipeline = build_pipeline(data)
@@ -550,7 +566,7 @@ def _per_core(docs: int, secs) -> float | None:
 def run_size(a, docs: int, systems: list[str]) -> dict:
     import neardup_corpus as nc
 
-    inp = prepare(docs, a.seed)
+    inp = prepare(docs, a.seed, a.boilerplate)
     s = inp["summary"]
     print(f"\ndedup bench: {inp['docs']:,} docs ({s['originals_real']:,} real + {s['originals_spliced']:,} spliced "
           f"originals, {s['copies']:,} copies: {', '.join(f'{k} {v:,}' for k, v in s['copies_per_bucket'].items())}), "
@@ -562,6 +578,7 @@ def run_size(a, docs: int, systems: list[str]) -> dict:
     out: dict = {"input": inp, "systems": {}}
     for name in systems:
         args = [str(HERE), "--child", name, "--repeats", str(a.repeats), "--result", str(res_dir / f"{name}-{docs}.json")]
+        args += ["--hub-degree", str(a.hub_degree)] if a.hub_degree else []
         if name in ("tokenmill", "tokenmill-cl100k", "tokenmill-spark") or name.startswith("datatrove"):
             args += ["--input", inp["jsonl_dir"], "--output", str(DDIR / f"out-{name}-{docs}")]
             if a.keep_output:
@@ -734,6 +751,8 @@ def projection(sizes: dict) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--docs", default="20000", help="corpus size(s), comma-separated (e.g. 20000,200000)")
+    p.add_argument("--boilerplate", type=int, default=0, help="add this many exact copies of one page (a hub)")
+    p.add_argument("--hub-degree", type=int, default=None, help="minhash_dedup hub_degree for the tokenmill runs")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats per system (median reported)")
     p.add_argument("--seed", type=int, default=0, help="corpus seed")
     p.add_argument("--systems", default=",".join(SYSTEMS))
