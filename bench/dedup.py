@@ -653,6 +653,8 @@ def report_size(a, docs: int, res: dict) -> dict:
         title=f"dedup, {docs:,} docs, one core each, medians of {a.repeats}; docs/s are per core; 'sig' = text -> "
               f"signatures (peers: shingles() + hashing; hash-only: without the shingling); ds = datasketch")
     for name, r in res["systems"].items():
+        if "failed" in r:
+            continue
         if name in ("tokenmill", "tokenmill-cl100k", "tokenmill-spark") and "runs" in r:
             last = r["runs"][-1]
             print(f"{name} phases (last run, s): {json.dumps(last.get('phase_seconds'))}; global steps: "
