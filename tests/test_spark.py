@@ -113,12 +113,15 @@ def _minhash_config(inputs: Path, out: Path, **params) -> dict:
 
 
 def test_minhash_dedup_on_spark_equals_ray(tmp_path, ray_local, spark_local):
+    """With hubs spread on both (hub_degree 8: many buckets, nodes and components are cut into
+    slices); the unspread path is the one the other MinHash tests here take."""
     from neardup_corpus import build_corpus, write_jsonl
 
     rows = build_corpus(1500, seed=3)
     inputs = tmp_path / "in"
     write_jsonl(rows, inputs, shards=4)
-    got = _run_both(lambda out: build_pipeline(_minhash_config(inputs, out)), tmp_path, ray_local, spark_local)
+    got = _run_both(lambda out: build_pipeline(_minhash_config(inputs, out, hub_degree=8)), tmp_path, ray_local,
+                    spark_local)
     (ray_rows, ray_report, ray_out), (spark_rows, spark_report, spark_out) = got["ray"], got["spark"]
     assert spark_rows == ray_rows
     removed = [r for r in spark_rows[1] if r[1] == "minhash_dedup"]
@@ -126,6 +129,7 @@ def test_minhash_dedup_on_spark_equals_ray(tmp_path, ray_local, spark_local):
     assert _extra_columns(spark_out, CLUSTER_SIZE) == _extra_columns(ray_out, CLUSTER_SIZE)
     assert _report_counts(spark_report) == _report_counts(ray_report)
     assert spark_report["global_steps"]["minhash_dedup"]["star_edges"] == len(removed)
+    assert spark_report["global_steps"]["minhash_dedup"]["hubs_spread"] > 10
 
 
 def test_incremental_minhash_on_spark_reads_an_index_written_on_ray(tmp_path, shared_data, ray_local, spark_local):
