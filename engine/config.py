@@ -139,7 +139,7 @@ class ResolvedStage:
 
     @property
     def is_global(self) -> bool:
-        return issubclass(self.cls, GlobalStage)
+        return issubclass(self.cls, GlobalStage) and self.cls.is_global_for(self.params)
 
     def build(self, languages: LanguageTable) -> Stage:
         stage = self.cls(self.params, languages, self.resources)

@@ -80,6 +80,12 @@ class GlobalStage(Stage):
     #: columns reduce_group needs besides the key
     group_columns: ClassVar[tuple[str, ...]] = ("id",)
 
+    @classmethod
+    def is_global_for(cls, params: BaseModel) -> bool:
+        """Whether these parameters need the global step (e.g. a quality stage needs it for
+        ``keep_top``, not for a fixed ``threshold``); a stage that does not runs streamed only."""
+        return True
+
     def reduce_group(self, group: pa.Table) -> pa.Table:  # pragma: no cover - protocol
         raise NotImplementedError
 

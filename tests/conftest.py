@@ -1,6 +1,7 @@
 """Shared fixtures: paths to the repo and ../shared/data, one local Ray for in-process runs."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -47,3 +48,18 @@ def sort_shuffle(ray_local):
     ctx.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
     yield
     ctx.shuffle_strategy = before
+
+
+@pytest.fixture(scope="session")
+def quality_model(tmp_path_factory, shared_data) -> Path:
+    """A fastText quality model trained on quality_dev (high vs low), as ``train-quality`` writes it
+    (more epochs than the DCLM defaults: 600 documents; a small bucket table: a small file)."""
+    from tokenmill.stages.quality.train import TrainArgs, train
+
+    folder = tmp_path_factory.mktemp("quality")
+    rows = [json.loads(line) for line in (shared_data / "quality_dev.jsonl").read_text().splitlines()]
+    for label, name in (("high", "positive.jsonl"), ("low", "negative.jsonl")):
+        (folder / name).write_text("".join(json.dumps({"text": r["text"]}) + "\n" for r in rows if r["label"] == label))
+    train(TrainArgs(positive=[str(folder / "positive.jsonl")], negative=[str(folder / "negative.jsonl")],
+                    out=str(folder / "model"), holdout=0.2, fasttext={"epoch": 25, "lr": 0.5, "bucket": 100_000}))
+    return folder / "model"

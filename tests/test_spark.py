@@ -132,6 +132,26 @@ def test_minhash_dedup_on_spark_equals_ray(tmp_path, ray_local, spark_local):
     assert spark_report["global_steps"]["minhash_dedup"]["hubs_spread"] > 10
 
 
+def test_quality_keep_top_on_spark_equals_ray(tmp_path, shared_data, ray_local, spark_local, quality_model):
+    """The fastText quality stage on Spark: the same scores, the same per-language cut and the same
+    kept set as on Ray."""
+    rows = [json.loads(line) for line in (shared_data / "quality_dev.jsonl").read_text().splitlines()]
+    for i in range(3):
+        (tmp_path / "in").mkdir(exist_ok=True)
+        (tmp_path / "in" / f"p{i}.jsonl").write_text("".join(json.dumps({"id": r["id"], "text": r["text"]}) + "\n"
+                                                            for r in rows[i::3]))
+    cfg = lambda out: build_pipeline({"name": "q", "input": {"paths": [str(tmp_path / "in")], "files_per_chunk": 1},
+                                      "output": {"path": str(out)},
+                                      "stages": [{"type": "langid"},
+                                                 {"type": "quality_fasttext", "model_path": str(quality_model),
+                                                  "keep_top": 0.3, "resources": {"batch_size": 100}}]})
+    got = _run_both(cfg, tmp_path, ray_local, spark_local)
+    assert got["spark"][0] == got["ray"][0]
+    assert _extra_columns(got["spark"][2], "quality_score") == _extra_columns(got["ray"][2], "quality_score")
+    steps = [got[e][1]["global_steps"]["quality_fasttext"] for e in ("ray", "spark")]
+    assert steps[0] == steps[1] and steps[0]["documents"]["en"] > 600
+
+
 def test_incremental_minhash_on_spark_reads_an_index_written_on_ray(tmp_path, shared_data, ray_local, spark_local):
     rows = web_docs(shared_data)[:80]
     index = tmp_path / "index"

@@ -1,0 +1,1 @@
+"""Model-based quality filtering: training classifiers and the stages that apply them."""
