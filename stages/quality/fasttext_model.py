@@ -52,13 +52,14 @@ def _join(base: str, name: str) -> str:
 
 
 def local_copy(path: str) -> str:
-    """A local path for ``path`` (object-store files are copied once to a temporary folder)."""
+    """A local path for ``path`` (object-store files and folders are copied once to a temporary folder)."""
     if "://" not in path or path.startswith("file://"):
         return path.removeprefix("file://")
     import fsspec
 
-    local = os.path.join(tempfile.mkdtemp(prefix="tokenmill-quality-"), os.path.basename(path))
-    fsspec.open(path).fs.get(path, local)
+    fs, root = fsspec.core.url_to_fs(path)
+    local = os.path.join(tempfile.mkdtemp(prefix="tokenmill-quality-"), os.path.basename(root.rstrip("/")))
+    fs.get(root, local, recursive=fs.isdir(root))
     return local
 
 

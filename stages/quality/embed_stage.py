@@ -1,0 +1,129 @@
+"""``quality_embed``: a sentence encoder plus the logistic head ``train-quality --kind embed`` wrote.
+
+One config entry, two stages (``composite_parts``): ``<name>.tokenize`` turns texts into token ids
+on CPU (an internal list column), and ``<name>`` runs the encoder and the head on its own actor
+pool, with ``num_gpus`` from its resources when GPUs exist and on CPU otherwise. Inside a batch
+the documents run in order of length (``sort_by_length``), so padded micro-batches waste little.
+The rule (threshold / keep_top / annotate_only) is ``base``'s. A missing model folder, a missing
+head or a head whose dimension does not match the encoder is a config error before any work.
+"""
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import numpy as np
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+from tokenmill.engine.schema import set_column
+from tokenmill.engine.stage import Resources, Stage, register_stage
+
+from .base import QualityFilter, RuleParams
+from .embed_model import DEFAULT_MAX_TOKENS, HEAD_FILE, Encoder, default_encoder, head_scores
+from .fasttext_model import INFO_FILE, local_copy
+
+TOKENS = "quality_tokens"
+
+
+class EmbedParams(RuleParams):
+    model_path: str = Field(description="a folder written by train-quality --kind embed (quality.json, head.npz)")
+    encoder_path: Optional[str] = Field(None, description="encoder folder (default: the one the head was trained "
+                                        "with, else the bundled all-MiniLM-L6-v2)")
+    max_tokens: Optional[int] = Field(None, ge=8, le=8192, description="tokens of each document the encoder sees "
+                                      "(default: as trained, 256)")
+    micro_batch: int = Field(64, ge=1, description="documents per encoder call")
+    sort_by_length: bool = Field(True, description="run a batch's documents in order of length (less padding)")
+
+    @staticmethod
+    def check(params: "EmbedParams"):
+        """Before any work: the head exists and its dimension matches the encoder's."""
+        try:
+            info, w, _ = read_head(params.model_path)
+        except (FileNotFoundError, ValueError, KeyError, OSError) as e:
+            yield ("model_path", str(e))
+            return
+        encoder = encoder_of(params, info)
+        try:
+            dim = json.loads(open(f"{local_copy(encoder)}/config.json").read())["hidden_size"]
+        except (OSError, ValueError, KeyError) as e:
+            yield ("encoder_path", f"not an encoder folder with a config.json: {encoder} ({e})")
+            return
+        if dim != len(w):
+            yield ("model_path", f"the head has {len(w)} dimensions but the encoder {encoder} gives {dim}")
+
+
+def read_head(model_path: str) -> tuple[dict, np.ndarray, float]:
+    """(quality.json, w, b) of an embed model folder."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(model_path)
+    root = root.rstrip("/")
+    if not fs.exists(f"{root}/{INFO_FILE}"):
+        raise FileNotFoundError(f"{model_path}: no {INFO_FILE} (not a folder written by train-quality)")
+    info = json.loads(fs.cat_file(f"{root}/{INFO_FILE}"))
+    if info.get("kind") != "embed":
+        raise ValueError(f"{model_path} holds a {info.get('kind')!r} model, not an embed one")
+    with fs.open(f"{root}/{HEAD_FILE}", "rb") as fh:
+        head = np.load(fh)
+        return info, head["w"].astype(np.float32), float(head["b"])
+
+
+def encoder_of(params: EmbedParams, info: dict) -> str:
+    return params.encoder_path or info.get("encoder") or default_encoder()
+
+
+class TokenizeParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    encoder_path: str
+    max_tokens: int
+
+
+class EmbedTokenize(Stage):
+    """The CPU half: token ids of each text, cut to ``max_tokens``."""
+
+    name = "quality_embed.tokenize"
+    Params = TokenizeParams
+    adds = {TOKENS: pa.list_(pa.int32())}
+    internal_columns = (TOKENS,)
+    default_resources = Resources(num_cpus=1, concurrency=1, batch_size=256)
+
+    def setup(self) -> None:
+        self.encoder = Encoder(local_copy(self.params.encoder_path), max_tokens=self.params.max_tokens)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        texts = [t or "" for t in batch["text"].to_pylist()]
+        return set_column(batch, TOKENS, pa.array(self.encoder.tokens(texts), pa.list_(pa.int32())))
+
+
+@register_stage("quality_embed")
+class QualityEmbed(QualityFilter):
+    name = "quality_embed"
+    Params = EmbedParams
+    default_resources = Resources(num_cpus=1, concurrency=1, batch_size=256)
+    check_params = staticmethod(EmbedParams.check)
+
+    @classmethod
+    def composite_parts(cls, name: str, params: EmbedParams, resources: Resources) -> list:
+        """(class, name, params, resources) of the stages this entry runs as: the CPU tokenizer,
+        then this stage on its own pool."""
+        info, _, _ = read_head(params.model_path)
+        tok = TokenizeParams(encoder_path=encoder_of(params, info),
+                             max_tokens=params.max_tokens or info.get("max_tokens") or DEFAULT_MAX_TOKENS)
+        tok_res = Resources(num_cpus=1, concurrency=resources.concurrency, batch_size=resources.batch_size)
+        return [(EmbedTokenize, f"{name}.tokenize", tok, tok_res), (cls, name, params, resources)]
+
+    def setup(self) -> None:
+        import torch
+
+        info, self.w, self.b = read_head(self.params.model_path)
+        device = "cuda" if (self.resources.num_gpus or 0) > 0 and torch.cuda.is_available() else "cpu"
+        if device == "cpu":
+            torch.set_num_threads(max(1, int(self.resources.num_cpus or 1)))
+        self.encoder = Encoder(local_copy(encoder_of(self.params, info)), device=device)
+        self.encoder.load_model()
+
+    def scores(self, batch: pa.Table) -> np.ndarray:
+        ids = batch[TOKENS].to_pylist()
+        emb = self.encoder.embed(ids, self.params.micro_batch, by_length=self.params.sort_by_length)
+        return head_scores(emb, self.w, self.b)
