@@ -54,9 +54,53 @@ def build_report(pipeline, manifest: dict, stats: WriteStats, problems, metrics:
                               "rejected_docs": lang_rejected.get(lang, 0)} for lang, v in stats.kept.items()),
                             key=lambda x: (-x["tokens"], -x["chars"], x["language"])),
         "file_errors": stats.file_errors + [{"path": p, "kind": "input", "error": e} for p, e in problems],
+        "quality_scores": _quality_scores(pipeline, stats, (metrics or {}).get("global_steps", {})),
         "files": {"data": sum(1 for f in manifest["files"] if f["path"].startswith("data/")),
                   "rejects": sum(1 for f in manifest["files"] if f["path"].startswith("rejects/"))},
     }
+
+
+def _quality_scores(pipeline, stats: WriteStats, global_steps: dict) -> dict:
+    """Histograms of quality_score per language, with each language's threshold: a stage's fixed
+    ``threshold``, or the cut its keep_top global step chose."""
+    if not stats.scores:
+        return {}
+    thresholds: dict = {}
+    for rs in pipeline.stages:
+        fixed = getattr(rs.params, "threshold", None) if hasattr(rs.params, "keep_top") else None
+        chosen = global_steps.get(rs.name, {}).get("thresholds", {})
+        for lang in stats.scores:
+            t = chosen.get(lang, fixed)
+            if t is not None:
+                thresholds[lang] = t
+    return {"bins": len(next(iter(stats.scores.values()))), "languages": dict(sorted(stats.scores.items())),
+            "thresholds": thresholds}
+
+
+def _histogram(counts: list[int], threshold, width: int = 300, height: int = 80) -> str:
+    """An SVG histogram over [0, 1] with the threshold as a red line."""
+    top = max(counts) or 1
+    bw = width / len(counts)
+    parts = [f'<svg width="{width}" height="{height + 14}" role="img">']
+    for i, c in enumerate(counts):
+        h = int(height * c / top)
+        parts.append(f'<rect x="{i * bw:.1f}" y="{height - h}" width="{bw - 1:.1f}" height="{h}" fill="#2b7bb9"/>')
+    if threshold is not None:
+        x = min(width, threshold * width)
+        parts.append(f'<line x1="{x:.1f}" y1="0" x2="{x:.1f}" y2="{height}" stroke="#d9534f" stroke-width="2"/>')
+    parts.append(f'<text x="0" y="{height + 12}" font-size="10">0</text>'
+                 f'<text x="{width - 8}" y="{height + 12}" font-size="10">1</text></svg>')
+    return "".join(parts)
+
+
+def _quality_section(q: dict) -> str:
+    if not q:
+        return ""
+    langs = sorted(q["languages"].items(), key=lambda kv: -sum(kv[1]))[:12]
+    cells = "".join(f"<div style='display:inline-block;margin:0 1em 1em 0'><b>{html.escape(lang)}</b> "
+                    f"({sum(c):,} docs; threshold {q['thresholds'].get(lang, '-')})<br>"
+                    f"{_histogram(c, q['thresholds'].get(lang))}</div>" for lang, c in langs)
+    return f"<h2>Quality scores per language (the red line: the threshold)</h2>{cells}"
 
 
 def _funnel(stage_names: list[str], total: dict, rejected: dict, metrics: dict) -> list[dict]:
@@ -130,6 +174,7 @@ in {report['wall_seconds']:.1f} s. Fingerprint <code>{report['fingerprint'][:12]
 <table><tr><th>stage</th><th>docs in</th><th>docs out</th><th>rejected</th><th>{unit} in</th><th>{unit} out</th><th>docs/s per actor</th></tr>{rows}</table>
 <h2>Reject reasons (documents)</h2>{reasons}
 <h2>Languages kept ({unit})</h2>{langs}
+{_quality_section(report.get("quality_scores", {}))}
 <h2>Files that could not be read fully</h2><ul>{errs}</ul>
 </body></html>"""
 

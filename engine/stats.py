@@ -5,7 +5,8 @@ addition, are kept with the committed output (``_manifest.json`` ``counts``), an
 built from them, so no pass re-reads the output to count it. Kept documents are counted per
 language; rejected ones per (stage, reason, language), the reason as the stage reports it
 (``Stage.report_reason``: e.g. every ``duplicate_of:<id>`` counts as ``duplicate``); files that
-could not be read fully are listed with their path and error.
+could not be read fully are listed with their path and error; documents with a ``quality_score``
+add to a histogram of it per language.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import pyarrow.compute as pc
 from .readers import FILE_REASONS
 
 UNITS = ("docs", "chars", "tokens")
+SCORE_BINS = 20   # quality_score histograms: bins of 0.05 over [0, 1]
 
 
 def _group_sums(table: pa.Table, keys: list[str]) -> list[tuple]:
@@ -34,6 +36,21 @@ def _group_sums(table: pa.Table, keys: list[str]) -> list[tuple]:
     return [tuple(r) for r in rows]
 
 
+def _score_counts(table: pa.Table) -> list[tuple[str, int, int]]:
+    """(language, bin, documents) of the rows that carry a ``quality_score``."""
+    if "quality_score" not in table.column_names or table.num_rows == 0:
+        return []
+    scored = table.filter(pc.is_valid(table["quality_score"]))
+    if scored.num_rows == 0:
+        return []
+    bins = pc.min_element_wise(pc.floor(pc.multiply(scored["quality_score"].cast(pa.float64()), SCORE_BINS)),
+                               SCORE_BINS - 1).cast(pa.int32())
+    lang = pc.fill_null(scored["language"], "und") if "language" in scored.column_names else \
+        pa.array(["und"] * scored.num_rows, pa.string())
+    agg = pa.table({"language": lang, "bin": bins}).group_by(["language", "bin"]).aggregate([("bin", "count")])
+    return list(zip(agg["language"].to_pylist(), agg["bin"].to_pylist(), agg["bin_count"].to_pylist()))
+
+
 class WriteStats:
     """Counts of what one or more writer tasks wrote; ``merge`` adds another's."""
 
@@ -41,6 +58,11 @@ class WriteStats:
         self.kept: dict[str, list[int]] = {}                   # language -> [docs, chars, tokens]
         self.rejected: dict[tuple[str, str, str], list[int]] = {}  # (stage, reason, language) -> [...]
         self.file_errors: list[dict] = []
+        self.scores: dict[str, list[int]] = {}                 # language -> quality_score histogram
+
+    def _add_scores(self, table: pa.Table) -> None:
+        for lang, b, n in _score_counts(table):
+            self.scores.setdefault(lang, [0] * SCORE_BINS)[max(0, b)] += n
 
     @staticmethod
     def _add(into: dict, key, values) -> None:
@@ -49,6 +71,7 @@ class WriteStats:
             cur[i] += int(v or 0)
 
     def add_kept(self, table: pa.Table) -> None:
+        self._add_scores(table)
         for lang, *vals in _group_sums(table, ["language"]):
             self._add(self.kept, lang or "und", vals)
 
@@ -60,6 +83,7 @@ class WriteStats:
         if pc.any(files).as_py():
             self._add_file_errors(table.filter(files))
             table = table.filter(pc.invert(files))
+        self._add_scores(table)
         if report_reason is not None and table.num_rows:
             table = self._label_reasons(table, report_reason)
         for stage, reason, lang, *vals in _group_sums(table, ["reject_stage", "reject_reason", "language"]):
@@ -87,6 +111,9 @@ class WriteStats:
         for k, v in other.rejected.items():
             self._add(self.rejected, k, v)
         self.file_errors += other.file_errors
+        for lang, counts in other.scores.items():
+            mine = self.scores.setdefault(lang, [0] * SCORE_BINS)
+            self.scores[lang] = [a + b for a, b in zip(mine, counts)]
         return self
 
     # -- JSON ------------------------------------------------------------------------------------
@@ -95,6 +122,7 @@ class WriteStats:
             "kept": [[lang, *v] for lang, v in sorted(self.kept.items())],
             "rejected": [[*k, *v] for k, v in sorted(self.rejected.items())],
             "file_errors": sorted(self.file_errors, key=lambda e: (str(e["path"]), e["kind"])),
+            "quality_scores": [[lang, *v] for lang, v in sorted(self.scores.items())],
         }
 
     @classmethod
@@ -105,4 +133,5 @@ class WriteStats:
         for stage, reason, lang, *v in data.get("rejected", []):
             cls._add(st.rejected, (stage, reason, lang), v)
         st.file_errors = list(data.get("file_errors", []))
+        st.scores = {lang: list(v) for lang, *v in data.get("quality_scores", [])}
         return st

@@ -93,6 +93,12 @@ def test_keep_top_is_per_language_over_the_whole_run(ray_local, tmp_path, shared
     for doc_id, (_, score) in rejected.items():
         t = step["thresholds"][_lang_of(doc_id, out)]
         assert t is None or score < t
+    # the report: a histogram of scores per language, with the chosen threshold drawn on it
+    hist = result.report["quality_scores"]
+    assert {lang: sum(c) for lang, c in hist["languages"].items()} == step["documents"]
+    assert hist["thresholds"] == {lang: t for lang, t in step["thresholds"].items() if t is not None}
+    page = (out / "report.html").read_text()
+    assert "Quality scores per language" in page and page.count('stroke="#d9534f"') >= 4
 
 
 def _lang_of(doc_id: str, out: Path, _cache: dict = {}) -> str:
@@ -110,6 +116,9 @@ def test_threshold_filters_streamed_and_annotate_only_keeps_all(ray_local, tmp_p
     kept, rejected = _scores(tmp_path / "fixed")
     assert kept and rejected
     assert all(s >= 0.5 for _, s in kept.values()) and all(s < 0.5 for _, s in rejected.values())
+    hist = fixed.report["quality_scores"]
+    assert sum(map(sum, hist["languages"].values())) == len(kept) + len(rejected)
+    assert set(hist["thresholds"].values()) == {0.5}
     annotated = run_pipeline(build_pipeline(_config(inputs, tmp_path / "ann", quality_model, keep_top=0.1,
                                                     annotate_only=True)), progress=False)
     kept_all, none = _scores(tmp_path / "ann")
