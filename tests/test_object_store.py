@@ -163,3 +163,27 @@ def test_object_store_input_and_output(ray_s3, s3, shared_data):
     s3.pipe("in-bucket/crawl/shard-1.jsonl.gz", gzip.compress(json.dumps(docs[-1]).encode() + b"\n"))
     files, _ = list_input_files([IN_GLOB])
     assert fingerprint(pipe, files) != manifest["fingerprint"]
+
+
+def test_quality_model_trained_from_and_read_from_the_object_store(ray_s3, s3, shared_data, tmp_path):
+    """train-quality reads its documents from S3 and writes the model folder there; the stage's
+    model_path takes that S3 folder (copied once per actor)."""
+    from tokenmill.engine.config import build_pipeline
+    from tokenmill.stages.quality.train import TrainArgs, train
+
+    rows = [json.loads(line) for line in (shared_data / "quality_dev.jsonl").read_text().splitlines()]
+    s3.mkdir("q-bucket")
+    for label in ("high", "low"):
+        s3.pipe(f"q-bucket/train/{label}.jsonl", "".join(json.dumps({"text": r["text"]}) + "\n"
+                                                          for r in rows if r["label"] == label).encode())
+    result = train(TrainArgs(positive=["s3://q-bucket/train/high.jsonl"], negative=["s3://q-bucket/train/low.jsonl"],
+                             out="s3://q-bucket/models/q", holdout=0.2, fasttext={"epoch": 25, "lr": 0.5, "bucket": 50_000}))
+    s3.invalidate_cache()
+    assert result["roc_auc"] >= 0.97 and s3.exists("q-bucket/models/q/quality.json")
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps({"id": r["id"], "text": r["text"]}) + "\n" for r in rows[:80]))
+    res = run_pipeline(build_pipeline({"name": "q", "input": {"paths": [str(inp)]}, "output": {"path": str(tmp_path / "out")},
+                                       "stages": [{"type": "quality_fasttext", "model_path": "s3://q-bucket/models/q",
+                                                   "annotate_only": True, "keep_top": 0.5}]}), progress=False)
+    assert res.report["global_steps"]["quality_fasttext"]["documents"] == {"und": 80}
+    assert sum(map(sum, res.report["quality_scores"]["languages"].values())) == 80

@@ -152,6 +152,32 @@ def test_quality_keep_top_on_spark_equals_ray(tmp_path, shared_data, ray_local, 
     assert steps[0] == steps[1] and steps[0]["documents"]["en"] > 600
 
 
+def test_quality_embed_on_spark_equals_ray(tmp_path, shared_data, ray_local, spark_local, quality_model):
+    """The embedding quality stage (its CPU tokenizer stage, then the encoder) on Spark: the same
+    scores and the same kept set as on Ray."""
+    pytest.importorskip("torch")
+    from tokenmill.stages.quality.train import TrainArgs, train
+
+    folder = quality_model.parent
+    model = tmp_path / "embed-model"
+    train(TrainArgs(positive=[str(folder / "positive.jsonl")], negative=[str(folder / "negative.jsonl")],
+                    out=str(model), kind="embed", holdout=0.2, max_tokens=64))
+    rows = [json.loads(line) for line in (shared_data / "quality_dev.jsonl").read_text().splitlines()][::6]
+    (tmp_path / "in").mkdir()
+    for i in range(2):
+        (tmp_path / "in" / f"p{i}.jsonl").write_text("".join(json.dumps({"id": r["id"], "text": r["text"]}) + "\n"
+                                                            for r in rows[i::2]))
+    cfg = lambda out: build_pipeline({"name": "qe", "input": {"paths": [str(tmp_path / "in")], "files_per_chunk": 1},
+                                      "output": {"path": str(out)},
+                                      "stages": [{"type": "quality_embed", "model_path": str(model), "threshold": 0.5,
+                                                  "resources": {"batch_size": 40}}]})
+    got = _run_both(cfg, tmp_path, ray_local, spark_local)
+    assert got["spark"][0] == got["ray"][0] and any(r[1] == "quality_embed" for r in got["ray"][0][1])
+    ray_scores, spark_scores = (_extra_columns(got[e][2], "quality_score") for e in ("ray", "spark"))
+    assert ray_scores.keys() == spark_scores.keys() and ray_scores
+    assert max(abs(ray_scores[k] - spark_scores[k]) for k in ray_scores) < 1e-5
+
+
 def test_incremental_minhash_on_spark_reads_an_index_written_on_ray(tmp_path, shared_data, ray_local, spark_local):
     rows = web_docs(shared_data)[:80]
     index = tmp_path / "index"
