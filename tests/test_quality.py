@@ -146,3 +146,22 @@ def test_a_bad_model_is_a_config_error(tmp_path, quality_model, problem):
     proc = subprocess.run(tokenmill_cmd("run", str(config)), capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "stages[0].model_path" in proc.stderr and not (tmp_path / "out").exists()
+
+
+def test_training_documents_come_from_jsonl_gz_and_parquet(tmp_path):
+    """read_texts takes JSONL (compressed or not) and Parquet; records without a usable text are
+    skipped; no usable document at all is an error that names the files."""
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tokenmill.stages.quality.train import read_texts
+
+    pq.write_table(pa.table({"body": ["a parquet document", None, "  "]}), tmp_path / "p.parquet")
+    with gzip.open(tmp_path / "j.jsonl.gz", "wt") as fh:
+        fh.write('{"body": "a json document"}\n{"body": 7}\nnot json\n{"other": "x"}\n')
+    assert read_texts([str(tmp_path / "p.parquet"), str(tmp_path / "j.jsonl.gz")], "body") == [
+        "a parquet document", "a json document"]
+    with pytest.raises(ValueError, match="no documents with a non-empty 'text'"):
+        read_texts([str(tmp_path / "j.jsonl.gz")], "text")
