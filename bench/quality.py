@@ -105,12 +105,17 @@ def child(a) -> dict:
                              "reject_stage": pa.nulls(len(texts[i:i + a.batch_size]), pa.string())})
                    for i in range(0, len(texts), a.batch_size)]
         run = lambda: [stage(b) for b in batches]
-    for _ in range(a.repeats):
+    return _timed(run, res, a.repeats, len(texts))
+
+
+def _timed(run, res: dict, repeats: int, docs: int) -> dict:
+    """``run()`` ``repeats`` times: wall and CPU seconds of each, into ``res``."""
+    for _ in range(repeats):
         t0, c0 = time.perf_counter(), time.process_time()
         run()
         res["seconds"].append(time.perf_counter() - t0)
         res["cpu_seconds"].append(time.process_time() - c0)
-    res["docs"] = len(texts)
+    res["docs"] = docs
     return res
 
 
@@ -147,13 +152,7 @@ def _embed(a, res: dict) -> dict:
         batches = [pa.table({"text": pa.array(texts[i:i + a.batch_size], pa.large_string())})
                    for i in range(0, len(texts), a.batch_size)]
         run = lambda: [stage.scores(tok(b)) for b in batches]
-    for _ in range(a.repeats):
-        t0, c0 = time.perf_counter(), time.process_time()
-        run()
-        res["seconds"].append(time.perf_counter() - t0)
-        res["cpu_seconds"].append(time.process_time() - c0)
-    res["docs"] = len(texts)
-    return res
+    return _timed(run, res, a.repeats, len(texts))
 
 
 def _varied_lengths(texts: list[str]) -> list[str]:
