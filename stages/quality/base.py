@@ -43,7 +43,8 @@ class RuleParams(BaseModel):
 
 
 class QualityFilter(GlobalStage):
-    """A stage that adds ``quality_score`` and keeps documents by the rule."""
+    """A stage that adds ``quality_score`` and keeps documents by the rule; a subclass defines
+    ``scores(batch) -> np.ndarray`` (one score in [0, 1] per row)."""
 
     is_filter = True
     key_column = GROUP
@@ -53,9 +54,6 @@ class QualityFilter(GlobalStage):
     @classmethod
     def is_global_for(cls, params: RuleParams) -> bool:
         return params.keep_top is not None
-
-    def scores(self, batch: pa.Table) -> np.ndarray:  # pragma: no cover - protocol
-        raise NotImplementedError
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         scores = pa.array(self.scores(batch), pa.float64())
