@@ -41,6 +41,7 @@ def test_wheel_ships_language_files_and_a_run_outside_the_repo_uses_them(tmp_pat
     wheel = _build_wheel(tmp_path / "dist")
     names = zipfile.ZipFile(wheel).namelist()
     assert sum(1 for n in names if n.startswith("tokenmill/languages/") and n.endswith(".yaml")) == SHIPPED_LANGUAGES
+    assert {"tokenmill/stages/quality/embed_stage.py", "tokenmill/stages/rephrase/styles/qa.yaml"} <= set(names)
     py = _venv_with_wheel(tmp_path / "venv", wheel)
 
     work = tmp_path / "elsewhere"

@@ -1,0 +1,1 @@
+"""Synthetic rephrasing (issue 10, in progress): the prompt library and post-processing."""

@@ -1,0 +1,67 @@
+"""The rephrase stage's first parts (issue 10, in progress): the versioned prompt library (shipped
+styles, a user's folder that adds or overrides, bad files named with the problem) and the
+post-processing of generations (preambles, too short, truncated, copies of the prompt, QA split)."""
+from __future__ import annotations
+
+import pytest
+
+from tokenmill.stages.rephrase.postprocess import copy_share, qa_pairs, reject_reason, strip_preamble
+from tokenmill.stages.rephrase.styles import load_styles
+
+SHIPPED = {"wikipedia", "qa", "distill", "extract_knowledge", "knowledge_list", "faq", "tutorial", "table",
+           "simple", "erudite"}
+
+
+def test_shipped_styles_render_in_the_document_language():
+    styles = load_styles()
+    assert set(styles) == SHIPPED
+    assert {s.split for s in styles.values()} == {None, "qa"} and styles["qa"].split == "qa"
+    msgs = styles["wikipedia"].messages("Der Hund schläft.", "German")
+    assert [m["role"] for m in msgs] == ["system", "user"]
+    assert "Der Hund schläft." in msgs[1]["content"] and "Write in German" in msgs[1]["content"]
+    assert all(s.version >= 1 for s in styles.values())
+
+
+def test_a_users_folder_adds_and_overrides_styles(tmp_path):
+    (tmp_path / "poem.yaml").write_text("name: poem\nversion: 1\nsystem: s\nuser: 'A poem in {language_name}: {document}'\n")
+    (tmp_path / "qa.yaml").write_text("name: qa\nversion: 7\nsystem: s\nuser: '{document}'\nsplit: qa\n")
+    styles = load_styles(str(tmp_path))
+    assert set(styles) == SHIPPED | {"poem"} and styles["qa"].version == 7
+    assert styles["poem"].messages("x", "French")[1]["content"] == "A poem in French: x"
+
+
+@pytest.mark.parametrize("body, problem", [
+    ("name: a\nversion: 1\nsystem: s\n", "missing keys ['user']"),
+    ("name: a\nversion: 1\nsystem: s\nuser: '{document}'\ncolour: red\n", "unknown keys ['colour']"),
+    ("name: a\nversion: one\nsystem: s\nuser: '{document}'\n", "version must be an integer"),
+    ("name: a\nversion: 1\nsystem: s\nuser: '{document} {topic}'\n", "may use only"),
+    ("name: a\nversion: 1\nsystem: s\nuser: 'no document here'\n", "must contain {document}"),
+    ("name: a\nversion: 1\nsystem: s\nuser: '{document}'\nsplit: table\n", "split must be qa"),
+])
+def test_a_bad_style_file_is_named_with_its_problem(tmp_path, body, problem):
+    (tmp_path / "bad.yaml").write_text(body)
+    with pytest.raises(ValueError, match="bad.yaml") as err:
+        load_styles(str(tmp_path))
+    assert problem in str(err.value)
+
+
+def test_preambles_are_stripped_and_bad_generations_get_a_reason():
+    assert strip_preamble("Here is a paraphrased version of the text:\nThe cat sat.") == "The cat sat."
+    assert strip_preamble("Sure! Here's the rewritten article:\n\nBody.") == "Body."
+    assert strip_preamble("Here we go again with the story.") == "Here we go again with the story."
+    words = [f"word{i}" for i in range(200)]
+    source = " ".join(words)
+    assert reject_reason(" ".join(words[:60]), source, "stop") == "repeats_prompt"
+    assert copy_share(" ".join(words[:60]), source) == 1.0
+    assert copy_share(" ".join(words[:30] + [f"new{i}" for i in range(30)]), source) < 0.5
+    assert reject_reason("short", source, "stop") == "too_short"
+    assert reject_reason("x " * 100, source, "length") == "truncated"
+    assert reject_reason("A fresh text about something else entirely, long enough to keep.", source, "stop") is None
+
+
+def test_qa_output_is_split_into_pairs():
+    text = ("Question: What is MinHash?\nAnswer: A sketch of a set.\n\n"
+            "**Q2:** Why bands?\n**A2:** To find\nsimilar pairs.\nQuestion: Empty?\nAnswer: ")
+    assert qa_pairs(text) == ["Question: What is MinHash?\nAnswer: A sketch of a set.",
+                              "Question: Why bands?\nAnswer: To find\nsimilar pairs."]
+    assert qa_pairs("No questions here.") == []
