@@ -65,3 +65,42 @@ def test_qa_output_is_split_into_pairs():
     assert qa_pairs(text) == ["Question: What is MinHash?\nAnswer: A sketch of a set.",
                               "Question: Why bands?\nAnswer: To find\nsimilar pairs."]
     assert qa_pairs("No questions here.") == []
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+def test_long_documents_are_cut_at_paragraphs_then_lines_then_words():
+    from tokenmill.stages.rephrase.assign import chunks
+
+    para = lambda n, w: " ".join(f"p{n}w{i}" for i in range(w))
+    doc = "\n\n".join([para(0, 30), para(1, 30), para(2, 30)])
+    assert chunks(doc, 70, _words) == [para(0, 30) + "\n\n" + para(1, 30), para(2, 30)]
+    lines = "\n".join(para(i, 20) for i in range(5))          # one paragraph of five lines
+    assert chunks(lines, 45, _words) == ["\n".join(para(i, 20) for i in (0, 1)), "\n".join(para(i, 20) for i in (2, 3)),
+                                         para(4, 20)]
+    long_line = para(9, 100)
+    got = chunks(long_line, 40, _words)
+    assert [len(c.split()) for c in got] == [40, 40, 20] and " ".join(got) == long_line
+    assert chunks(para(0, 10), 40, _words) == [para(0, 10)] and chunks("  \n ", 40, _words) == []
+    assert all(_words(c) <= 40 for c in chunks(doc + "\n\n" + long_line, 40, _words))
+
+
+def test_style_mix_and_routing_by_quality_bucket():
+    import numpy as np
+
+    from tokenmill.stages.rephrase.assign import styles_for
+
+    ids = [f"doc{i}" for i in range(4000)]
+    mix = {"wikipedia": 0.3, "qa": 0.3, "distill": 0.2, "tutorial": 0.2}
+    got = styles_for(ids, mix, seed=0)
+    for style, share in mix.items():
+        assert abs(got.count(style) / len(ids) - share) < 0.03, style
+    assert styles_for(ids[:50], mix, seed=0) == got[:50]           # per document: not per batch
+    assert styles_for(ids, mix, seed=1) != got
+    scores = np.linspace(0, 1, len(ids))
+    routes = [(0.0, {"wikipedia": 1.0}), (0.5, {"qa": 0.5, "distill": 0.5})]
+    routed = styles_for(ids, mix, seed=0, scores=scores, routes=routes)
+    assert set(routed[:1999]) == {"wikipedia"} and set(routed[2001:]) == {"qa", "distill"}
+    assert styles_for(ids[:3], mix, scores=np.array([np.nan, -1.0, 0.7]), routes=routes)[:2] == ["wikipedia"] * 2

@@ -1,0 +1,84 @@
+"""Which documents the rephrase stage sends to which style, and in what pieces.
+
+- ``chunks``: a document longer than ``max_tokens`` is cut at paragraph boundaries, then at line
+  boundaries, then (a single over-long line) at word boundaries, into pieces of at most
+  ``max_tokens`` tokens each, in order (``chunk_index``).
+- ``styles_for``: each document draws one style from the weighted ``mix``, by a hash of its id and
+  the seed (so the draw does not depend on batches, workers or re-runs); with ``route_by``, the
+  bucket its score falls in supplies the mix instead (Nemotron-CC: low-quality documents to
+  Wikipedia-style paraphrase, high-quality ones to QA and distillation).
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Callable, Optional
+
+import numpy as np
+
+_PARAGRAPHS = re.compile(r"\n\s*\n")
+
+
+def _pieces(text: str, count: Callable[[str], int], max_tokens: int, level: int) -> list[str]:
+    """``text`` as pieces of at most ``max_tokens``, splitting at the coarsest boundary that works."""
+    if count(text) <= max_tokens:
+        return [text]
+    if level == 0:
+        parts, sep = _PARAGRAPHS.split(text), "\n\n"
+    elif level == 1:
+        parts, sep = text.split("\n"), "\n"
+    else:
+        parts, sep = text.split(" "), " "
+    if len(parts) == 1:
+        return _pieces(text, count, max_tokens, level + 1) if level < 2 else [text]
+    out, cur = [], ""
+    for part in parts:
+        joined = f"{cur}{sep}{part}" if cur else part
+        if count(joined) <= max_tokens:
+            cur = joined
+            continue
+        if cur:
+            out.append(cur)
+        if count(part) <= max_tokens:
+            cur = part
+        else:
+            out += _pieces(part, count, max_tokens, level + 1) if level < 2 else [part]
+            cur = ""
+    if cur:
+        out.append(cur)
+    return [p for p in out if p.strip()]
+
+
+def chunks(text: str, max_tokens: int, count: Callable[[str], int]) -> list[str]:
+    """The pieces of one document, in order; ``count(text)`` gives a text's tokens."""
+    return _pieces(text, count, max_tokens, 0) if text.strip() else []
+
+
+def _unit(ids: list[str], seed: int) -> np.ndarray:
+    """A uniform number in [0, 1) per id, from a hash of the id and the seed."""
+    return np.array([int.from_bytes(hashlib.blake2b(f"{seed}:{i}".encode(), digest_size=8).digest(), "little")
+                     for i in ids], np.float64) / 2.0 ** 64
+
+
+def _draw(u: np.ndarray, mix: dict[str, float]) -> list[str]:
+    names = list(mix)
+    cum = np.cumsum([mix[n] for n in names], dtype=np.float64)
+    return [names[i] for i in np.minimum(np.searchsorted(cum / cum[-1], u, side="right"), len(names) - 1)]
+
+
+def styles_for(ids: list[str], mix: dict[str, float], seed: int = 0, scores: Optional[np.ndarray] = None,
+               routes: Optional[list[tuple[float, dict[str, float]]]] = None) -> list[str]:
+    """One style per document. ``routes``: (lower bound of the score bucket, its mix), ascending;
+    a document takes the mix of the highest bucket whose bound its score reaches (the first
+    bucket's below all bounds, or without a score)."""
+    u = _unit(ids, seed)
+    if not routes or scores is None:
+        return _draw(u, mix)
+    bounds = np.array([b for b, _ in routes])
+    bucket = np.maximum(np.searchsorted(bounds, np.nan_to_num(scores, nan=-np.inf), side="right") - 1, 0)
+    out: list[str] = [""] * len(ids)
+    for b, (_, sub_mix) in enumerate(routes):
+        idx = np.flatnonzero(bucket == b)
+        for i, style in zip(idx, _draw(u[idx], sub_mix)):
+            out[i] = style
+    return out
