@@ -145,8 +145,7 @@ def _embed(a, res: dict) -> dict:
     else:
         params = EmbedParams(model_path=a.model, annotate_only=True, micro_batch=a.micro_batch,
                              sort_by_length=a.child == "embed-sorted")
-        tokenize_params = QualityEmbed.composite_parts("q", params, _res())[0][2]   # as the config builds it
-        tok, stage = EmbedTokenize(tokenize_params), QualityEmbed(params, resources=_res())
+        tok, stage = EmbedTokenize(params), QualityEmbed(params, resources=_res())
         tok.setup()
         stage.setup()
         batches = [pa.table({"text": pa.array(texts[i:i + a.batch_size], pa.large_string())})

@@ -308,12 +308,8 @@ def build_pipeline(data: dict, source: Path | None = None, check_inputs: bool = 
         if name in seen_names:
             errors.append((f"{key}.name", f"duplicate stage name {name!r}; give each stage a unique name"))
         seen_names.add(name)
-        parts = getattr(cls, "composite_parts", None)
-        try:   # a composite entry (e.g. quality_embed: a CPU tokenizer, then the model) runs as several stages
-            parts = parts(name, params, res) if parts else [(cls, name, params, res)]
-        except (FileNotFoundError, ValueError, KeyError, OSError) as e:
-            errors.append((f"{key}.model_path", str(e)))
-            continue
+        parts = getattr(cls, "composite_parts", None)   # an entry that runs as several stages (quality_embed)
+        parts = parts(name, params, res) if parts else [(cls, name, params, res)]
         for part_cls, part_name, part_params, part_res in parts:
             resolved.append(ResolvedStage(part_cls, part_name, part_params, part_res, st.type))
             if part_cls is cls:

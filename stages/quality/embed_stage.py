@@ -1,7 +1,7 @@
 """``quality_embed``: a sentence encoder plus the logistic head ``train-quality --kind embed`` wrote.
 
 One config entry, two stages (``composite_parts``): ``<name>.tokenize`` turns texts into token ids
-on CPU (an internal list column), and ``<name>`` runs the encoder and the head on its own actor
+on CPU (an internal list column; the encoder and token limit as the head was trained), and ``<name>`` runs the encoder and the head on its own actor
 pool, with ``num_gpus`` from its resources when GPUs exist and on CPU otherwise. Inside a batch
 the documents run in order of length (``sort_by_length``), so padded micro-batches waste little.
 The rule (threshold / keep_top / annotate_only) is ``base``'s. A missing model folder, a missing
@@ -15,14 +15,16 @@ from typing import Optional
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+import pyarrow.compute as pc
+from pydantic import Field
 
 from tokenmill.engine.schema import set_column
 from tokenmill.engine.stage import Resources, Stage, register_stage
 
 from .base import QualityFilter, RuleParams
 from .embed_model import DEFAULT_MAX_TOKENS, HEAD_FILE, Encoder, default_encoder, head_scores
-from .fasttext_model import INFO_FILE, local_copy
+from ..fasttext_io import local_copy
+from .fasttext_model import INFO_FILE
 
 TOKENS = "quality_tokens"
 
@@ -86,26 +88,22 @@ def encoder_of(params: EmbedParams, info: dict) -> str:
                          "pip install 'tokenmill[embed]'") from e
 
 
-class TokenizeParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    encoder_path: str
-    max_tokens: int
-
-
 class EmbedTokenize(Stage):
-    """The CPU half: token ids of each text, cut to ``max_tokens``."""
+    """The CPU half: token ids of each text, cut to ``max_tokens`` (as trained, unless set)."""
 
     name = "quality_embed.tokenize"
-    Params = TokenizeParams
+    Params = EmbedParams
     adds = {TOKENS: pa.list_(pa.int32())}
     internal_columns = (TOKENS,)
     default_resources = Resources(num_cpus=1, concurrency=1, batch_size=256)
 
     def setup(self) -> None:
-        self.encoder = Encoder(local_copy(self.params.encoder_path), max_tokens=self.params.max_tokens)
+        info, _, _ = read_head(self.params.model_path)
+        max_tokens = self.params.max_tokens or info.get("max_tokens") or DEFAULT_MAX_TOKENS
+        self.encoder = Encoder(local_copy(encoder_of(self.params, info)), max_tokens=max_tokens)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        texts = [t or "" for t in batch["text"].to_pylist()]
+        texts = pc.fill_null(batch["text"], "").to_pylist()
         return set_column(batch, TOKENS, pa.array(self.encoder.tokens(texts), pa.list_(pa.int32())))
 
 
@@ -119,12 +117,9 @@ class QualityEmbed(QualityFilter):
     @classmethod
     def composite_parts(cls, name: str, params: EmbedParams, resources: Resources) -> list:
         """(class, name, params, resources) of the stages this entry runs as: the CPU tokenizer,
-        then this stage on its own pool."""
-        info, _, _ = read_head(params.model_path)
-        tok = TokenizeParams(encoder_path=encoder_of(params, info),
-                             max_tokens=params.max_tokens or info.get("max_tokens") or DEFAULT_MAX_TOKENS)
+        then this stage on its own pool (the model on GPUs when its resources ask for them)."""
         tok_res = Resources(num_cpus=1, concurrency=resources.concurrency, batch_size=resources.batch_size)
-        return [(EmbedTokenize, f"{name}.tokenize", tok, tok_res), (cls, name, params, resources)]
+        return [(EmbedTokenize, f"{name}.tokenize", params, tok_res), (cls, name, params, resources)]
 
     def setup(self) -> None:
         import torch

@@ -8,14 +8,13 @@ way: newlines and tabs become spaces. The score is the probability of the positi
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
+
+from ..fasttext_io import local_copy, one_line
 
 MODEL_FILE, INFO_FILE, EVAL_FILE = "model.bin", "quality.json", "eval.json"
 POSITIVE, NEGATIVE = "__label__hq", "__label__lq"
@@ -51,18 +50,6 @@ def _join(base: str, name: str) -> str:
     return base.rstrip("/") + "/" + name
 
 
-def local_copy(path: str) -> str:
-    """A local path for ``path`` (object-store files and folders are copied once to a temporary folder)."""
-    if "://" not in path or path.startswith("file://"):
-        return path.removeprefix("file://")
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(path)
-    local = os.path.join(tempfile.mkdtemp(prefix="tokenmill-quality-"), os.path.basename(root.rstrip("/")))
-    fs.get(root, local, recursive=fs.isdir(root))
-    return local
-
-
 def load(ref: ModelRef):
     """The fastText model; a corrupt file or a model without the positive label raises ValueError."""
     import fasttext_new
@@ -78,18 +65,15 @@ def load(ref: ModelRef):
 
 
 def fasttext_lines(texts: pa.Array) -> list[str]:
-    """Texts as fastText reads them: one line, newlines and tabs as spaces."""
-    return pc.replace_substring_regex(pc.fill_null(texts, ""), r"[\r\n\t]+", " ").to_pylist()
+    """Texts as fastText reads them, as Python strings."""
+    return one_line(texts).to_pylist()
 
 
 def positive_scores(model, texts: pa.Array, positive: str, threads: int = 1) -> np.ndarray:
     """Probability of ``positive`` for each text (all labels asked for, so a binary or multi-label
     model gives the real probability, never 1 - the top one)."""
     labels, probs = model.predict_batch(fasttext_lines(texts), k=-1, threads=threads)
-    out = np.zeros(len(labels), np.float64)
-    for i, (lab, p) in enumerate(zip(labels, probs)):
-        for name, value in zip(lab, p):
-            if name == positive:
-                out[i] = value
-                break
-    return np.clip(out, 0.0, 1.0)
+    if not labels:
+        return np.zeros(0, np.float64)
+    is_positive = np.array(labels, dtype=object) == positive   # (documents, labels): k=-1 gives every label
+    return np.clip((np.stack(probs).astype(np.float64) * is_positive).sum(axis=1), 0.0, 1.0)
