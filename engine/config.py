@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .languages import LanguageParams, LanguageTable, deep_merge, load_language_files
-from .stage import GlobalStage, Resources, Stage, get_stage_class, known_stage_types
+from .stage import GeneratingStage, GlobalStage, Resources, Stage, get_stage_class, known_stage_types
 
 
 
@@ -73,6 +73,8 @@ class RayConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     address: Optional[str] = Field(None, description="None: embedded local Ray; 'auto' or ray://host:10001")
     num_cpus: Optional[int] = Field(None, ge=1, description="CPUs of the embedded local Ray")
+    num_gpus: Optional[int] = Field(None, ge=0, description="GPUs the embedded local Ray declares (default: "
+                                    "those it finds); logical ones let an LLM stage's vLLM run on a CPU build")
     object_store_memory: Optional[int] = Field(None, ge=78_643_200)
     fuse_cpu_stages: bool = Field(True, description="consecutive CPU stages share one actor pool")
     shuffle: Literal["auto", "hash", "sort"] = Field(
@@ -140,6 +142,10 @@ class ResolvedStage:
     @property
     def is_global(self) -> bool:
         return issubclass(self.cls, GlobalStage) and self.cls.is_global_for(self.params)
+
+    @property
+    def generates(self) -> bool:
+        return issubclass(self.cls, GeneratingStage)
 
     def build(self, languages: LanguageTable) -> Stage:
         stage = self.cls(self.params, languages, self.resources)
@@ -237,7 +243,9 @@ def _rebase_paths(data: dict, base: Path) -> None:
         tok["path"] = _rebase(tok["path"], base)
     for st in data.get("stages") or []:
         if isinstance(st, dict):
-            for key in ("model_path",):
+            for key in ("model_path", "model", "styles_dir"):
+                if key == "model" and st.get("backend") == "openai":   # a served model's name, not a path
+                    continue
                 if st.get(key):
                     st[key] = _rebase(st[key], base)
             index = st.get("index")

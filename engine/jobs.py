@@ -46,6 +46,9 @@ class PoolSpec:
     input: Any = None        # InputConfig (phase 0 reads input files)
     tokenizer: Any = None    # TokenizerConfig
     sink_url: Optional[str] = None
+    #: a generating pool run as an LLM-engine step: "requests" (read, then the stage's requests)
+    #: or "documents" (the stage's new rows from the engine's output, then write); None: whole
+    llm_part: Optional[str] = None
     #: identity of this pool in this run: a worker process sets a pool's stages up once per key
     key: str = field(default_factory=lambda: uuid.uuid4().hex)
 
@@ -66,6 +69,7 @@ class PartWritten:
     chunk: int
     file: str
     rows: int
+    tokens: int = 0   # num_tokens of its live rows (a generating phase's budget counts them)
 
 
 @dataclass

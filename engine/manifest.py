@@ -40,18 +40,20 @@ def describe_files(store: Storage, folder: str, rel_paths: list[str]) -> list[di
     return out
 
 
-def commit(store: Storage, staged: str, plan_path: str, fingerprint: str, extra: dict) -> dict:
-    """Move staged files into place and write the manifest; idempotent if interrupted."""
+def commit(store: Storage, staged: str, plan_path: str, fingerprint: str, extra: dict,
+           folders: tuple[str, ...] = OUTPUT_FOLDERS) -> dict:
+    """Move staged files into place and write the manifest; idempotent if interrupted. ``folders``:
+    the output folders (``data``, ``rejects`` and those of generating stages, e.g. ``synthetic``)."""
     root = store.root
     plan = store.read_json(plan_path)
     if plan is None or plan.get("fingerprint") != fingerprint:
-        rels = [r for r in store.list_parquet(staged) if r.split("/", 1)[0] in OUTPUT_FOLDERS]
+        rels = [r for r in store.list_parquet(staged) if r.split("/", 1)[0] in folders]
         plan = {"fingerprint": fingerprint, "staged": staged, "files": describe_files(store, staged, rels),
                 "created": time.time()}
         store.write_json_atomic(plan_path, plan)
     wanted = {f["path"] for f in plan["files"]}
     # outputs of an older, different run in the same folder are replaced, not mixed in
-    for sub in OUTPUT_FOLDERS:
+    for sub in folders:
         for rel in store.list_parquet(f"{root}/{sub}"):
             if f"{sub}/{rel}" not in wanted:
                 store.rm(f"{root}/{sub}/{rel}")

@@ -3,7 +3,8 @@
 The stage list is cut after every global stage. Phase ``i`` streams every chunk of input through
 its stages (phase 0 reads the input files; a later phase reads the previous phase's output with
 the decisions of the global stage between them applied), then runs its global stage, if any,
-whose decisions are written partitioned by chunk. The final step applies the last decisions and
+whose decisions are written partitioned by chunk. A generating stage (rephrase) is a phase of its
+own that writes only the new rows; the phase after it reads those beside the rows it read. The final step applies the last decisions and
 writes the curated partitions. Nothing here runs anything or knows an engine.
 """
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Phase:
     stages: list                      # ResolvedStage, streamed in order
     schema: pa.Schema                 # what this phase writes
     barrier: Optional[object] = None  # a global ResolvedStage
+    generates: bool = False           # one generating stage: the phase writes only its new rows
 
     @property
     def stream_dir(self) -> str:
@@ -70,6 +72,13 @@ def plan_run(pipeline, files: list[InputFile]) -> RunPlan:
     cur: list = []
     done: list = []
     for rs in pipeline.stages:
+        if rs.generates:
+            if cur or not phases:   # the rows it reads are written by a phase before it
+                phases.append(_phase(len(phases), cur, done, None))
+                done, cur = done + cur, []
+            phases.append(Phase(len(phases), [rs], phase_schema(done + [rs]), generates=True))
+            done = done + [rs]
+            continue
         cur.append(rs)
         if rs.is_global:
             phases.append(_phase(len(phases), cur, done, rs))

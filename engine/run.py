@@ -14,8 +14,9 @@ import time
 import uuid
 from typing import Optional
 
+from .budget import EMITTED, Budget, cut_to_budget
 from .jobs import Decisions, FinalJob, GlobalJob, PartWritten, PoolSpec, StreamJob, input_item, part_item
-from .manifest import MANIFEST, commit
+from .manifest import MANIFEST, OUTPUT_FOLDERS, commit
 from .console import Console
 from .plan import (VERSION, Chunk, Phase, RunPlan, fingerprint, input_stamps, plan_pools, plan_run,
                    with_external_state)
@@ -28,6 +29,8 @@ from .storage import Storage
 DONE = "_SUCCESS"
 STATS = "_stats.json"
 FIGURES = "_figures.json"   # what a global step reports (e.g. connected-components rounds)
+#: (phase, decisions by chunk): parts a phase reads, with what to apply to them
+Source = tuple[Phase, dict[int, Decisions]]
 
 
 class RunResult:
@@ -51,14 +54,14 @@ class PhaseRunner:
         self._listings: dict[int, dict[str, dict[str, int]]] = {}
 
     def run(self) -> WriteStats:
-        pending: dict[int, Decisions] = {}
+        sources: list[Source] = []   # what the next phase reads: (phase, pending decisions by chunk)
         for phase in self.plan.phases:
-            self._timed(phase.stream_dir, self.stream, phase, pending)
-            pending = {}
+            self._timed(phase.stream_dir, self.stream, phase, sources)
+            sources = sources + [(phase, {})] if phase.generates else [(phase, {})]
             if phase.barrier is not None:
                 self._timed(phase.decisions_dir, self.run_global, phase)
-                pending = self.decisions_by_chunk(phase)
-        return self._timed("write", self.finalize, pending)
+                sources = [(phase, self.decisions_by_chunk(phase))]
+        return self._timed("write", self.finalize, sources)
 
     def _timed(self, name: str, fn, *args):
         t0 = time.time()
@@ -91,32 +94,53 @@ class PhaseRunner:
             self._listings[phase.index] = by_chunk
         return self._listings[phase.index]
 
-    def stream(self, phase: Phase, pending: dict[int, Decisions]) -> None:
+    def stream(self, phase: Phase, sources: list[Source]) -> None:
         todo = [c for c in self.plan.chunks if not self.store.exists(f"{self.chunk_dir(phase, c)}/{DONE}")]
         n = len(self.plan.chunks)
         if len(todo) < n:
             self.say(f"stream: phase {phase.index}: {n - len(todo)}/{n} chunks already done, skipped")
         if not todo:
             return
-        prev = self.plan.phases[phase.index - 1] if phase.index else None
         items = []
         for c in todo:
-            if prev is None:
+            if not sources:
                 items += [input_item(c.index, f, self.sizes.get(f.path) or 0) for f in c.files]
             else:
-                items += [part_item(c.index, p, pending.get(c.index, [])) for p in self.parts(prev, c)]
-        self.say(f"stream: phase {phase.index}: {len(todo)} chunk(s), {len(items)} "
-                 f"{'files' if prev is None else 'parts'} through {' -> '.join(s.name for s in phase.stages) or '(no stages)'}")
-        self.console.start_phase(f"stream {phase.index}", files_total=len(items) if prev is None else None,
+                items += [part_item(c.index, p, d) for p, d in self.source_parts(sources, c)]
+        what = "files" if not sources else "parts"
+        self.say(f"stream: phase {phase.index}: {len(todo)} chunk(s), {len(items)} {what} through "
+                 f"{' -> '.join(s.name for s in phase.stages) or '(no stages)'}")
+        self.console.start_phase(f"{'generate' if phase.generates else 'stream'} {phase.index}",
+                                 files_total=len(items) if not sources else None,
                                  bytes_total=sum(it["bytes"] for it in items) or None)
         tmp = self._tmp()
         job = StreamJob(phase.index, items, self.pools(phase, self.store.url(tmp)))
-        committer = ChunkCommitter(self, phase, todo, tmp)
+        budget = self.budget(phase)
+        committer = ChunkCommitter(self, phase, todo, tmp, budget)
         self._listings.pop(phase.index, None)
-        for part in self.executor.stream(job):
-            committer.add(part)
+        if budget is None or budget.left > 0:
+            for part in self.executor.stream(job):
+                committer.add(part)
+                if budget is not None and budget.left <= 0:
+                    self.say(f"generate: {phase.stages[0].name}: budget of {budget.limit:,} tokens reached")
+                    break
         committer.finish()
         self.say(f"stream: phase {phase.index}: {committer.next} chunk(s) committed ({committer.total_rows:,} rows)")
+
+    def source_parts(self, sources: list[Source], chunk: Chunk) -> list[tuple[str, Decisions]]:
+        """The part files a phase reads for a chunk, each with the decisions to apply to it."""
+        return [(p, pending.get(chunk.index, [])) for phase, pending in sources for p in self.parts(phase, chunk)]
+
+    def budget(self, phase: Phase) -> Optional[Budget]:
+        """A generating phase's token budget, less what its committed chunks already hold."""
+        if not phase.generates:
+            return None
+        limit = phase.stages[0].build(self.pipeline.languages).budget()
+        if limit is None:
+            return None
+        used = sum((self.store.read_json(f"{self.chunk_dir(phase, c)}/{EMITTED}") or {}).get("tokens", 0)
+                   for c in self.plan.chunks if self.store.exists(f"{self.chunk_dir(phase, c)}/{DONE}"))
+        return Budget(limit, used)
 
     def pools(self, phase: Phase, sink_url: str) -> list[PoolSpec]:
         cfg = self.pipeline.config
@@ -130,10 +154,12 @@ class PhaseRunner:
                                   sink_url=sink_url if i == len(groups) - 1 else None))
         return specs
 
-    def commit_chunk(self, phase: Phase, chunk: Chunk, files: list[str]) -> None:
+    def commit_chunk(self, phase: Phase, chunk: Chunk, files: list[str], tokens: int = 0) -> None:
         final = self.chunk_dir(phase, chunk)
         self.store.rm(final)  # a commit cut short
         self.store.move_files(files, final)
+        if phase.generates:
+            self.store.write_json_atomic(f"{final}/{EMITTED}", {"tokens": tokens})
         self.store.touch(f"{final}/{DONE}")
 
     # -- global ----------------------------------------------------------------------------------
@@ -175,15 +201,17 @@ class PhaseRunner:
         self.store.touch(f"{final}/{DONE}")
 
     # -- final -----------------------------------------------------------------------------------
-    def finalize(self, pending: dict[int, Decisions]) -> WriteStats:
+    def finalize(self, sources: list[Source]) -> WriteStats:
         staged = f"{self.work}/final"
         if self.store.exists(f"{staged}/{DONE}"):
             self.say("write: already done, skipped")
             return WriteStats.from_json(self.store.read_json(f"{staged}/{STATS}") or {})
-        last = self.plan.phases[-1]
-        items = [{"chunk": c.index, "parts": self.parts(last, c), "decisions": json.dumps(pending.get(c.index, []))}
-                 for c in self.plan.chunks]
-        items = [it for it in items if it["parts"]]
+        items = []
+        for c in self.plan.chunks:
+            parts = self.source_parts(sources, c)
+            decisions = [d for _, pending in sources for d in pending.get(c.index, [])]
+            if parts:
+                items.append({"chunk": c.index, "parts": [p for p, _ in parts], "decisions": json.dumps(decisions)})
         self.console.start_phase("write")
         tmp = self._tmp()
         cfg = self.pipeline.config
@@ -200,27 +228,40 @@ class PhaseRunner:
 
 class ChunkCommitter:
     """Commits a stream phase's chunks as their parts arrive, in chunk order: once a part of a
-    later chunk arrives (or the stream ends), every earlier chunk is complete."""
+    later chunk arrives (or the stream ends), every earlier chunk is complete. With a ``budget``
+    (a generating phase), the part that reaches it is cut to the rows needed, and the chunks not
+    reached are committed empty, so a re-run generates no more."""
 
-    def __init__(self, runner: PhaseRunner, phase: Phase, chunks: list[Chunk], tmp: str):
-        self.runner, self.phase, self.tmp = runner, phase, tmp
+    def __init__(self, runner: PhaseRunner, phase: Phase, chunks: list[Chunk], tmp: str,
+                 budget: Optional[Budget] = None):
+        self.runner, self.phase, self.tmp, self.budget = runner, phase, tmp, budget
         self.chunks = chunks
         self.next = 0
         self.files: dict[int, list[str]] = {}
+        self.tokens: dict[int, int] = {}
         self.total_rows = 0
 
     def add(self, part: PartWritten) -> None:
+        if self.budget is not None and self.budget.left <= 0:
+            return
         while self.next < len(self.chunks) and self.chunks[self.next].index < part.chunk:
             self._commit(self.chunks[self.next])
-        self.files.setdefault(part.chunk, []).append(f"{self.tmp}/{part.file.rsplit('/', 1)[-1]}")
-        self.total_rows += part.rows
+        path = f"{self.tmp}/{part.file.rsplit('/', 1)[-1]}"
+        rows, tokens = part.rows, part.tokens
+        if self.budget is not None:
+            if tokens >= self.budget.left:
+                rows, tokens = cut_to_budget(self.runner.store, path, self.budget.left)
+            self.budget.used += tokens
+        self.files.setdefault(part.chunk, []).append(path)
+        self.tokens[part.chunk] = self.tokens.get(part.chunk, 0) + tokens
+        self.total_rows += rows
 
     def finish(self) -> None:
         while self.next < len(self.chunks):
             self._commit(self.chunks[self.next])
 
     def _commit(self, chunk: Chunk) -> None:
-        self.runner.commit_chunk(self.phase, chunk, self.files.pop(chunk.index, []))
+        self.runner.commit_chunk(self.phase, chunk, self.files.pop(chunk.index, []), self.tokens.pop(chunk.index, 0))
         self.next += 1
 
 
@@ -270,6 +311,12 @@ def run_pipeline(pipeline, address: Optional[str] = None, output: Optional[str] 
         executor.stop()
 
 
+def output_folders(pipeline) -> tuple[str, ...]:
+    """``data``, ``rejects``, and the folder of each generating stage (``synthetic``)."""
+    extra = [rs.cls.emits_to for rs in pipeline.stages if rs.generates]
+    return tuple(dict.fromkeys([*OUTPUT_FOLDERS, *extra]))
+
+
 def _run_and_commit(runner: PhaseRunner, store: Storage, out: str, fp: str, files, problems,
                     keep_work: bool, t_start: float) -> RunResult:
     """Every phase, then the commit (files, manifest), then the report."""
@@ -278,7 +325,8 @@ def _run_and_commit(runner: PhaseRunner, store: Storage, out: str, fp: str, file
     t0 = time.time()
     manifest = commit(store, f"{runner.work}/final", f"{runner.work}/_commit.json", fp,
                       {"name": pipeline.config.name, "tokenmill_version": VERSION, "inputs": [f.path for f in files],
-                       "input_problems": [list(p) for p in problems], "counts": stats.to_json()})
+                       "input_problems": [list(p) for p in problems], "counts": stats.to_json()},
+                      folders=output_folders(pipeline))
     runner.phase_seconds["commit"] = time.time() - t0
     runner.say(f"committed {len(manifest['files'])} files to {out}")
     t0 = time.time()

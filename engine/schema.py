@@ -63,13 +63,16 @@ def mark_rejects(batch: pa.Table, stage: str, reasons: pa.Array) -> pa.Table:
 #: engine working column: the input chunk a row came from (decisions are partitioned by it)
 CHUNK = "_chunk"
 CHUNK_FIELD = pa.field(CHUNK, pa.int32())
+#: engine working column: the generating stage that wrote a row (null: the row was read)
+EMITTED = "_emitted_by"
+EMITTED_FIELD = pa.field(EMITTED, pa.string())
 #: columns of the engine's own bookkeeping, never in the curated data
-WORKING_COLUMNS = ("row_key", "reject_stage", "reject_reason", CHUNK)
+WORKING_COLUMNS = ("row_key", "reject_stage", "reject_reason", CHUNK, EMITTED)
 
 
 def phase_schema(stages) -> pa.Schema:
-    """The document schema, the chunk column, and every column the given stages add, in stage order."""
-    fields = list(DOCUMENT_SCHEMA) + [CHUNK_FIELD]
+    """The document schema, the working columns, and every column the given stages add, in stage order."""
+    fields = list(DOCUMENT_SCHEMA) + [CHUNK_FIELD, EMITTED_FIELD]
     names = {f.name for f in fields}
     for rs in stages:
         for name, typ in getattr(rs.cls, "adds", {}).items():

@@ -25,6 +25,7 @@ class Resources(BaseModel):
     memory: Optional[int] = Field(None, ge=0, description="bytes of memory per actor")
     concurrency: int = Field(1, ge=1, description="max actors in the pool")
     batch_size: int = Field(1000, ge=1, description="rows per batch")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one model replica is split across (LLM stages)")
 
 
 class Stage:
@@ -88,6 +89,53 @@ class GlobalStage(Stage):
 
     def reduce_group(self, group: pa.Table) -> pa.Table:  # pragma: no cover - protocol
         raise NotImplementedError
+
+
+class GeneratingStage(Stage):
+    """A stage that writes new documents (rephrase) instead of filtering its input.
+
+    ``__call__`` gets the live rows of a batch and returns only the *new* rows, built from the
+    input's (``take`` them, so ``_chunk`` and the inherited columns stay), each with its own unique
+    ``row_key``; a rejected generation carries a ``reject_reason``. The input rows pass on
+    untouched. The engine runs such a stage as a phase of its own: its rows are committed per
+    chunk (a re-run never regenerates a committed chunk), stamped with the stage's name, counted
+    in the run's tokenizer, read by every later stage beside the documents they came from, and
+    written to ``OUT/<emits_to>/language=xx/``. Generation stops once the kept new rows hold
+    ``budget()`` tokens: the output is the shortest prefix, in input order, that reaches it.
+
+    ``llm_step()`` may describe the generation as an LLM-engine step over a whole Dataset (on Ray:
+    ``ray.data.llm``); then the engine runs ``requests`` -> the LLM engine -> ``documents``
+    instead of ``__call__``.
+    """
+
+    emits_to: ClassVar[str] = "synthetic"
+    #: columns of the new rows the report groups generation costs by, and the columns it sums
+    accounting_by: ClassVar[tuple[str, ...]] = ()
+    accounting_sums: ClassVar[tuple[str, ...]] = ()
+
+    def budget(self) -> Optional[int]:
+        """Tokens (``num_tokens`` of kept new rows) after which generation stops; None: no limit."""
+        return None
+
+    def llm_step(self) -> Optional["LLMStep"]:
+        return None
+
+
+class LLMStep(BaseModel):
+    """A generating stage's work as an LLM engine step: ``requests(live rows) -> table``, one row
+    per request with what ``preprocess(row)`` turns into ``{"messages", "sampling_params", ...}``;
+    the engine generates; ``postprocess(row)`` maps each output row (``generated_text``,
+    ``num_input_tokens``, ``num_generated_tokens`` ...) to plain columns; ``documents(table)``
+    makes the new rows. ``engine_kwargs`` go to the LLM engine as they are."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    model: str
+    engine_kwargs: dict = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)
+    requests: Any
+    preprocess: Any
+    postprocess: Any
+    documents: Any
 
 
 _REGISTRY: dict[str, type[Stage]] = {}

@@ -6,7 +6,10 @@ built from them, so no pass re-reads the output to count it. Kept documents are 
 language; rejected ones per (stage, reason, language), the reason as the stage reports it
 (``Stage.report_reason``: e.g. every ``duplicate_of:<id>`` counts as ``duplicate``); files that
 could not be read fully are listed with their path and error; documents with a ``quality_score``
-add to a histogram of it per language.
+add to a histogram of it per language. A generating stage's new rows are counted apart from the
+documents read (so the funnel from input to output stays exact): kept ones per (stage, language),
+rejected ones per (stage, rejecting stage, reason, language), and the generation costs the stage
+names (``accounting_sums``, e.g. model input/output tokens) summed per ``accounting_by`` values.
 """
 from __future__ import annotations
 
@@ -59,6 +62,9 @@ class WriteStats:
         self.rejected: dict[tuple[str, str, str], list[int]] = {}  # (stage, reason, language) -> [...]
         self.file_errors: list[dict] = []
         self.scores: dict[str, list[int]] = {}                 # language -> quality_score histogram
+        self.emitted: dict[tuple[str, str], list[int]] = {}    # (generating stage, language) -> [...]
+        self.emitted_rejected: dict[tuple[str, str, str, str], list[int]] = {}   # (stage, by, reason, lang)
+        self.accounting: dict[tuple, list[int]] = {}           # (stage, *by values) -> [rows, *sums]
 
     def _add_scores(self, table: pa.Table) -> None:
         for lang, b, n in _score_counts(table):
@@ -66,7 +72,7 @@ class WriteStats:
 
     @staticmethod
     def _add(into: dict, key, values) -> None:
-        cur = into.setdefault(key, [0, 0, 0])
+        cur = into.setdefault(key, [0] * len(values))
         for i, v in enumerate(values):
             cur[i] += int(v or 0)
 
@@ -99,6 +105,32 @@ class WriteStats:
             reasons = pc.if_else(mask, report_reason(stage, reasons), reasons)
         return table.set_column(table.column_names.index("reject_reason"), "reject_reason", reasons)
 
+    def add_emitted(self, stage: str, rows: pa.Table, by: tuple[str, ...], sums: tuple[str, ...]) -> None:
+        """Generation costs of a stage's new rows (kept and rejected): rows and ``sums`` per ``by``."""
+        if rows.num_rows == 0:
+            return
+        keys = {f"k{i}": pc.fill_null(rows[c].cast(pa.string()), "") for i, c in enumerate(by)}
+        keys["_one"] = pa.array([1] * rows.num_rows, pa.int64())
+        vals = {f"s{i}": pc.fill_null(rows[c], 0).cast(pa.int64()) for i, c in enumerate(sums)}
+        agg = pa.table({**keys, **vals}).group_by(list(keys)[:-1] or []).aggregate(
+            [("_one", "sum")] + [(f"s{i}", "sum") for i in range(len(sums))])
+        cols = [agg[f"k{i}"].to_pylist() for i in range(len(by))]
+        counts = [agg["_one_sum"].to_pylist()] + [agg[f"s{i}_sum"].to_pylist() for i in range(len(sums))]
+        for j in range(agg.num_rows):
+            self._add(self.accounting, (stage, *[c[j] for c in cols]), [v[j] for v in counts])
+
+    def add_emitted_kept(self, stage: str, table: pa.Table) -> None:
+        for lang, *vals in _group_sums(table, ["language"]):
+            self._add(self.emitted, (stage, lang or "und"), vals)
+
+    def add_emitted_rejected(self, stage: str, table: pa.Table, report_reason=None) -> None:
+        if table.num_rows == 0:
+            return
+        if report_reason is not None:
+            table = self._label_reasons(table, report_reason)
+        for by, reason, lang, *vals in _group_sums(table, ["reject_stage", "reject_reason", "language"]):
+            self._add(self.emitted_rejected, (stage, by, reason, lang or "und"), vals)
+
     def _add_file_errors(self, rows: pa.Table) -> None:
         for reason, source, meta in zip(rows["reject_reason"].to_pylist(), rows["source"].to_pylist(),
                                         rows["meta"].to_pylist()):
@@ -114,6 +146,10 @@ class WriteStats:
         for lang, counts in other.scores.items():
             mine = self.scores.setdefault(lang, [0] * SCORE_BINS)
             self.scores[lang] = [a + b for a, b in zip(mine, counts)]
+        for mine, theirs in ((self.emitted, other.emitted), (self.emitted_rejected, other.emitted_rejected),
+                             (self.accounting, other.accounting)):
+            for k, v in theirs.items():
+                self._add(mine, k, v)
         return self
 
     # -- JSON ------------------------------------------------------------------------------------
@@ -123,6 +159,9 @@ class WriteStats:
             "rejected": [[*k, *v] for k, v in sorted(self.rejected.items())],
             "file_errors": sorted(self.file_errors, key=lambda e: (str(e["path"]), e["kind"])),
             "quality_scores": [[lang, *v] for lang, v in sorted(self.scores.items())],
+            "emitted": [[*k, *v] for k, v in sorted(self.emitted.items())],
+            "emitted_rejected": [[*k, *v] for k, v in sorted(self.emitted_rejected.items())],
+            "accounting": [[list(k), v] for k, v in sorted(self.accounting.items())],
         }
 
     @classmethod
@@ -134,4 +173,10 @@ class WriteStats:
             cls._add(st.rejected, (stage, reason, lang), v)
         st.file_errors = list(data.get("file_errors", []))
         st.scores = {lang: list(v) for lang, *v in data.get("quality_scores", [])}
+        for stage, lang, *v in data.get("emitted", []):
+            cls._add(st.emitted, (stage, lang), v)
+        for stage, by, reason, lang, *v in data.get("emitted_rejected", []):
+            cls._add(st.emitted_rejected, (stage, by, reason, lang), v)
+        for k, v in data.get("accounting", []):
+            cls._add(st.accounting, tuple(k), v)
         return st

@@ -18,7 +18,8 @@ from .global_ops import node_ids
 from .batches import apply_decisions, kept_rows, live_keys, rejected_rows, run_stage
 from .jobs import FinalJob, PoolSpec, item_decisions
 from .readers import READ_STAGE, InputFile, read_file
-from .schema import CHUNK, conform
+from .schema import CHUNK, EMITTED, conform, live_mask, mark_rejects, set_column
+from .stage import GeneratingStage
 from .stats import WriteStats
 from .storage import Storage
 from .tokens import count_tokens
@@ -28,7 +29,7 @@ Record = Callable[[str, float, int], None]
 #: progress counters a worker records beside its stages' busy time (summed by the engine's metrics)
 FILES_DONE, BYTES_DONE, TOKENS_READ, ROWS_REJECTED = "_files", "_bytes", "_tokens", "_rejected"
 PROGRESS = {FILES_DONE: "files", BYTES_DONE: "bytes", READ_STAGE: "docs", TOKENS_READ: "tokens", ROWS_REJECTED: "rejected"}
-PART_COLUMNS = {"chunk": pa.int32(), "file": pa.string(), "rows": pa.int64()}
+PART_COLUMNS = {"chunk": pa.int32(), "file": pa.string(), "rows": pa.int64(), "tokens": pa.int64()}
 
 
 def _no_record(stage: str, seconds: float, rows: int) -> None:
@@ -146,42 +147,112 @@ class StreamWorker:
             return pa.concat_tables([self.run(batch.slice(i, size)) for i in range(0, batch.num_rows, size)])
         for stage in self.stages:
             t0 = time.perf_counter()
-            batch, n_live = run_stage(stage, batch, self.spec.schema)
+            if isinstance(stage, GeneratingStage):
+                batch, n_live = self._generate(stage, batch)
+            else:
+                batch, n_live = run_stage(stage, batch, self.spec.schema)
             self.record(stage.name, time.perf_counter() - t0, n_live)
         return batch
+
+    def _generate(self, stage: GeneratingStage, batch: pa.Table) -> tuple[pa.Table, int]:
+        """A generating stage over the live rows: its new rows only (or, as part of an LLM-engine
+        step, its requests, or its new rows from the engine's output)."""
+        if self.spec.llm_part == "documents":
+            return self.emitted(stage, stage.llm_step().documents(batch)), batch.num_rows
+        live = batch.filter(live_mask(batch))
+        if self.spec.llm_part == "requests":
+            return stage.llm_step().requests(live), live.num_rows
+        return self.emitted(stage, stage(live)), live.num_rows
+
+    def emitted(self, stage: GeneratingStage, rows: pa.Table) -> pa.Table:
+        """New rows stamped with the stage that wrote them and counted in the run's tokenizer."""
+        tok = self.spec.tokenizer
+        reasons = rows["reject_reason"] if "reject_reason" in rows.column_names else pa.nulls(rows.num_rows, pa.string())
+        for name in ("reject_stage", "reject_reason"):
+            rows = set_column(rows, name, pa.nulls(rows.num_rows, pa.string()))
+        rows = mark_rejects(rows, stage.name, reasons)
+        rows = set_column(rows, "num_chars", pc.utf8_length(rows["text"]).cast(pa.int64()))
+        rows = count_tokens(rows, tok.kind, tok.encoding, tok.path)
+        rows = set_column(rows, EMITTED, pa.repeat(pa.scalar(stage.name, pa.string()), rows.num_rows))
+        return conform(rows, self.spec.schema)
 
     def _write(self, batch: pa.Table) -> pa.Table:
         self.record(ROWS_REJECTED, 0.0, batch.num_rows - pc.sum(pc.is_null(batch["reject_stage"])).as_py())
         rows = write_parts(batch, self.spec.sink_url)
         return pa.table({"chunk": pa.array([r[0] for r in rows], pa.int32()),
                          "file": pa.array([r[1] for r in rows], pa.string()),
-                         "rows": pa.array([r[2] for r in rows], pa.int64())})
+                         "rows": pa.array([r[2] for r in rows], pa.int64()),
+                         "tokens": pa.array([r[3] for r in rows], pa.int64())})
 
 
 def finalize_chunk(item: dict, job: FinalJob) -> WriteStats:
-    """Apply a chunk's pending decisions to its parts; write kept rows to ``data/language=xx/``
-    and rejects to ``rejects/`` under ``job.out_url``; return what was written, counted."""
-    chunk, out = item["chunk"], job.output
+    """Apply a chunk's pending decisions to its parts; write kept rows to ``data/language=xx/`` (a
+    generating stage's new rows to ``<its emits_to>/language=xx/``) and rejects to ``rejects/``
+    under ``job.out_url``; return what was written, counted."""
+    chunk = item["chunk"]
     decisions = [(n, load_decisions(u)) for n, u in item_decisions(item)]
-    prefix = f"{chunk:05d}"
-    data = PartitionedWriter(f"{job.out_url}/data", prefix, "language", out.compression, out.max_rows_per_file)
-    rejects = PartitionedWriter(f"{job.out_url}/rejects", prefix, None, out.compression, out.max_rows_per_file) \
-        if out.write_rejects else None
-    labels = {rs.name: rs.cls.report_reason for rs in job.stages}
+    writers = FinalWriters(job, f"{chunk:05d}")
     stats = WriteStats()
     for part in item["parts"]:
         table = read_parquet_file(part)
         for name, dec in decisions:
             table = apply_decisions(table, dec, name)
         table = conform(table, job.schema)
-        kept, rej = kept_rows(table, job.drop), rejected_rows(table)
-        stats.add_kept(kept)
-        stats.add_rejected(rej, lambda stage, reasons: labels[stage](reasons) if stage in labels else reasons)
-        data.write(kept)
-        if rejects is not None:
-            rejects.write(rej)
-    data.close()
-    if rejects is not None:
-        rejects.close()
+        read = pc.is_null(table[EMITTED])
+        writers.write_read(table.filter(read), stats)
+        writers.write_emitted(table.filter(pc.invert(read)), stats)
+    writers.close()
     release_memory()
     return stats
+
+
+class FinalWriters:
+    """The final partitions of one chunk: curated data, each generating stage's folder, rejects."""
+
+    def __init__(self, job: FinalJob, prefix: str):
+        out = job.output
+        self.job, self.prefix = job, prefix
+        self.labels = {rs.name: rs.cls.report_reason for rs in job.stages}
+        self.folders = {rs.name: getattr(rs.cls, "emits_to", None) for rs in job.stages}
+        self.accounting = {rs.name: (getattr(rs.cls, "accounting_by", ()), getattr(rs.cls, "accounting_sums", ()))
+                           for rs in job.stages}
+        self.writers: dict[str, PartitionedWriter] = {}
+        self.rejects = PartitionedWriter(f"{job.out_url}/rejects", prefix, None, out.compression,
+                                         out.max_rows_per_file) if out.write_rejects else None
+
+    def _writer(self, folder: str) -> PartitionedWriter:
+        if folder not in self.writers:
+            out = self.job.output
+            self.writers[folder] = PartitionedWriter(f"{self.job.out_url}/{folder}", self.prefix, "language",
+                                                     out.compression, out.max_rows_per_file)
+        return self.writers[folder]
+
+    def _label(self, stage: str, reasons: pa.Array) -> pa.Array:
+        return self.labels[stage](reasons) if stage in self.labels else reasons
+
+    def write_read(self, table: pa.Table, stats: WriteStats) -> None:
+        kept, rej = kept_rows(table, self.job.drop), rejected_rows(table)
+        stats.add_kept(kept)
+        stats.add_rejected(rej, self._label)
+        self._writer("data").write(kept)
+        if self.rejects is not None:
+            self.rejects.write(rej)
+
+    def write_emitted(self, table: pa.Table, stats: WriteStats) -> None:
+        """New rows, per generating stage: kept ones to its folder, rejected ones to rejects."""
+        for stage in pc.unique(table[EMITTED]).to_pylist():
+            rows = table.filter(pc.equal(table[EMITTED], stage))
+            by, sums = self.accounting.get(stage, ((), ()))
+            stats.add_emitted(stage, rows, by, sums)
+            kept, rej = kept_rows(rows, self.job.drop), rejected_rows(rows)
+            stats.add_emitted_kept(stage, kept)
+            stats.add_emitted_rejected(stage, rej, self._label)
+            self._writer(self.folders.get(stage) or "synthetic").write(kept)
+            if self.rejects is not None:
+                self.rejects.write(rej)
+
+    def close(self) -> None:
+        for w in self.writers.values():
+            w.close()
+        if self.rejects is not None:
+            self.rejects.close()

@@ -35,8 +35,9 @@ def write_table(store: Storage, path: str, table: pa.Table, compression: str = "
         pq.write_table(table, fh, compression=_codec(compression))
 
 
-def write_parts(batch: pa.Table, folder_url: str) -> list[tuple[int, str, int]]:
-    """Write a batch under ``folder_url``, one file per chunk it holds; [(chunk, url, rows)]."""
+def write_parts(batch: pa.Table, folder_url: str) -> list[tuple[int, str, int, int]]:
+    """Write a batch under ``folder_url``, one file per chunk it holds; [(chunk, url, rows, tokens)],
+    tokens: the ``num_tokens`` of its live rows."""
     if batch.num_rows == 0:
         return []
     store = Storage(folder_url)
@@ -47,7 +48,8 @@ def write_parts(batch: pa.Table, folder_url: str) -> list[tuple[int, str, int]]:
         part = batch if len(chunks) == 1 else batch.filter(pc.equal(batch[CHUNK], chunk))
         path = store.path(f"part-c{chunk:05d}-{uuid.uuid4().hex[:12]}.parquet")
         write_table(store, path, part, "zstd")
-        out.append((chunk, store.url(path), part.num_rows))
+        live = pc.is_null(part["reject_stage"])
+        out.append((chunk, store.url(path), part.num_rows, pc.sum(pc.filter(part["num_tokens"], live)).as_py() or 0))
     return out
 
 

@@ -3,3 +3,4 @@ from . import langid  # noqa: F401
 from .heuristics import stage as _heuristics  # noqa: F401
 from .dedup import exact, minhash  # noqa: F401
 from .quality import embed_stage, fasttext_stage  # noqa: F401
+from .rephrase import stage as _rephrase  # noqa: F401

@@ -29,6 +29,7 @@ from ..jobs import FinalJob, GlobalJob, PartWritten, PoolSpec, StreamJob
 from ..plan import plan_pools
 from ..schema import CHUNK
 from ..stats import WriteStats
+from .ray_llm import llm_step_of, processor, split_pool
 from .ray_ops import RayDatasetOps
 from ..worker import PROGRESS, StreamWorker, cached_worker, finalize_chunk, read_live_keys
 
@@ -195,7 +196,8 @@ class RayExecutor:
                 ray.init(address=self.address, **kwargs)
             else:
                 cfg = self.pipeline.config.ray
-                ray.init(num_cpus=self.local_cpus(), object_store_memory=cfg.object_store_memory, **kwargs)
+                ray.init(num_cpus=self.local_cpus(), num_gpus=cfg.num_gpus,
+                         object_store_memory=cfg.object_store_memory, **kwargs)
             self._started_ray = True
         self._log_dir = _session_logs()
         if not self.verbose:  # Ray Data's advice (UserWarning, DeprecationWarning) is for its own users
@@ -278,28 +280,39 @@ class RayExecutor:
                              items=len(job.items))
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             for row in batch.to_pylist():
-                yield PartWritten(row["chunk"], row["file"], row["rows"])
+                yield PartWritten(row["chunk"], row["file"], row["rows"], row["tokens"])
 
     def map_stages(self, ds, pools: list[PoolSpec], items: Optional[int] = None):
         """``ds`` through each pool. A CPU pool is a ``map_batches`` of tasks (``concurrency`` at
         once) on Ray's reused worker processes, each of which sets the pool's stages up once; a
         GPU pool is an actor pool (a model stays on its GPU). A reading pool takes one work item
-        per call. Ray Data retries a failed task and restarts a killed actor."""
+        per call. A generating stage with an LLM-engine step runs as three: its requests (CPU
+        tasks), Ray Data's ``ray.data.llm`` processor (the engine's own actor pool), its new rows
+        (CPU tasks, which write). Ray Data retries a failed task and restarts a killed actor."""
+        for pool in pools:
+            step = llm_step_of(pool)
+            if step is None:
+                ds = self._map_pool(ds, pool, items)
+                continue
+            before, after = split_pool(pool)
+            ds = self._map_pool(self._map_pool(ds, before, items), after, items, llm=(step, pool.resources))
+        return ds
+
+    def _map_pool(self, ds, pool: PoolSpec, items: Optional[int], llm=None):
         from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
-        for pool in pools:
-            r = pool.resources
-            common = dict(batch_format="pyarrow", batch_size=1 if pool.reads else r.batch_size,
-                          num_cpus=r.num_cpus, memory=r.memory)
-            if not r.num_gpus:
-                ds = ds.map_batches(stage_task, fn_kwargs=dict(spec=pool, metrics_name=self.metrics_name),
-                                    compute=TaskPoolStrategy(size=r.concurrency), **common)
-                continue
-            start = max(1, min(r.concurrency, items or r.concurrency))
-            ds = ds.map_batches(StageActor, fn_constructor_kwargs=dict(spec=pool, metrics_name=self.metrics_name),
-                                compute=ActorPoolStrategy(min_size=start, max_size=r.concurrency),
-                                num_gpus=r.num_gpus, **common)
-        return ds
+        if llm is not None:   # the LLM engine's own actor pool between a pool's two halves
+            ds = processor(*llm)(ds)
+        r = pool.resources
+        common = dict(batch_format="pyarrow", batch_size=1 if pool.reads else r.batch_size,
+                      num_cpus=r.num_cpus, memory=r.memory)
+        if not r.num_gpus:
+            return ds.map_batches(stage_task, fn_kwargs=dict(spec=pool, metrics_name=self.metrics_name),
+                                  compute=TaskPoolStrategy(size=r.concurrency), **common)
+        start = max(1, min(r.concurrency, items or r.concurrency))
+        return ds.map_batches(StageActor, fn_constructor_kwargs=dict(spec=pool, metrics_name=self.metrics_name),
+                              compute=ActorPoolStrategy(min_size=start, max_size=r.concurrency),
+                              num_gpus=r.num_gpus, **common)
 
     def run_global(self, job: GlobalJob) -> dict:
         stage = job.stage.build(job.languages)

@@ -36,9 +36,9 @@ from .spark_ops import BLOB_DDL, SparkDatasetOps, spark_types, to_blobs
 from .spark_session import local_master, quiet_logs, session_conf, start_session
 
 SHUFFLE_BYTES = "_shuffle_bytes"
-PART_DDL = "chunk int, file string, rows bigint, counts string"
+PART_DDL = "chunk int, file string, rows bigint, tokens bigint, counts string"
 PART_SCHEMA = pa.schema([("chunk", pa.int32()), ("file", pa.large_string()), ("rows", pa.int64()),
-                         ("counts", pa.large_string())])
+                         ("tokens", pa.int64()), ("counts", pa.large_string())])
 STATS_DDL = "stats string"
 DECISIONS_DDL = f"row_key string, reject_reason string, {CHUNK} int"
 #: a multi-step global stage's shuffles use a partition per this many bytes of phase output (at least 2 per core)
@@ -90,7 +90,7 @@ def _stream_task(pools: list, items: list[dict]):
             for out in _through(workers, pa.Table.from_pylist([item])):
                 parts = out.append_column("counts", pa.nulls(out.num_rows, pa.large_string()))
                 yield from spark_types(parts).to_batches()
-        yield pa.RecordBatch.from_pylist([{"chunk": -1, "file": None, "rows": 0, "counts": _end_task()}],
+        yield pa.RecordBatch.from_pylist([{"chunk": -1, "file": None, "rows": 0, "tokens": 0, "counts": _end_task()}],
                                          schema=PART_SCHEMA)
     return run
 
@@ -226,7 +226,7 @@ class SparkExecutor:
                 if r["counts"] is not None:
                     self._add_counts(json.loads(r["counts"]))
                 else:
-                    parts.append(PartWritten(r["chunk"], r["file"], r["rows"]))
+                    parts.append(PartWritten(r["chunk"], r["file"], r["rows"], r["tokens"]))
             return parts
 
         pool = ThreadPoolExecutor(max_workers=max(2, self.cores()), thread_name_prefix="tokenmill-spark")

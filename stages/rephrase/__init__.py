@@ -1,1 +1,1 @@
-"""Synthetic rephrasing (issue 10, in progress): the prompt library and post-processing."""
+"""Synthetic rephrasing: the ``rephrase`` stage, its prompt library, backends and post-processing."""

