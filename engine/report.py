@@ -11,6 +11,7 @@ import html
 import sys
 
 from .readers import READ_STAGE
+from .report_generated import generated_html, generated_report
 from .stats import WriteStats
 
 
@@ -55,8 +56,9 @@ def build_report(pipeline, manifest: dict, stats: WriteStats, problems, metrics:
                             key=lambda x: (-x["tokens"], -x["chars"], x["language"])),
         "file_errors": stats.file_errors + [{"path": p, "kind": "input", "error": e} for p, e in problems],
         "quality_scores": _quality_scores(pipeline, stats, (metrics or {}).get("global_steps", {})),
-        "files": {"data": sum(1 for f in manifest["files"] if f["path"].startswith("data/")),
-                  "rejects": sum(1 for f in manifest["files"] if f["path"].startswith("rejects/"))},
+        "generated": generated_report(pipeline, stats, phase_seconds),
+        "files": {folder: sum(1 for f in manifest["files"] if f["path"].startswith(f"{folder}/"))
+                  for folder in sorted({f["path"].split("/", 1)[0] for f in manifest["files"]} | {"data", "rejects"})},
     }
 
 
@@ -175,6 +177,7 @@ in {report['wall_seconds']:.1f} s. Fingerprint <code>{report['fingerprint'][:12]
 <h2>Reject reasons (documents)</h2>{reasons}
 <h2>Languages kept ({unit})</h2>{langs}
 {_quality_section(report.get("quality_scores", {}))}
+{generated_html(report.get("generated", {}))}
 <h2>Files that could not be read fully</h2><ul>{errs}</ul>
 </body></html>"""
 
@@ -191,6 +194,9 @@ def print_summary(report: dict, out: str, stream=None, logs: str | None = None) 
     w(f"top languages: {top or 'none'}\n")
     if report["file_errors"]:
         w(f"files with errors: {len(report['file_errors'])} (see report.json file_errors)\n")
+    for name, g in report.get("generated", {}).items():
+        w(f"{name}: {g['kept']['docs']:,} new documents ({g['kept']['tokens']:,} tokens) in {out}/{g['folder']}/, "
+          f"{g['output_tokens']:,} model output tokens\n")
     w(f"output: {out}/data/language=*/  rejects: {out}/rejects/  report: {out}/report.html\n")
     if logs:
         w(f"engine logs: {logs}\n")
