@@ -24,7 +24,7 @@ from tokenmill.engine.stage import GeneratingStage, LLMStep, Resources, register
 from ..fasttext_io import local_copy
 from .backend import Backend
 from .params import RephraseParams
-from .rows import GENERATION_FIELDS, INHERITED, PROVENANCE, documents, requests, with_generations
+from .rows import INHERITED, PROVENANCE, documents, requests, with_generations
 from .styles import load_styles
 
 #: columns the documents step reads back from an LLM engine's output rows
