@@ -63,3 +63,11 @@ def quality_model(tmp_path_factory, shared_data) -> Path:
     train(TrainArgs(positive=[str(folder / "positive.jsonl")], negative=[str(folder / "negative.jsonl")],
                     out=str(folder / "model"), holdout=0.2, fasttext={"epoch": 25, "lr": 0.5, "bucket": 100_000}))
     return folder / "model"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, shared_data) -> Path:
+    """A tiny causal LM (random weights, a tokenizer trained on the fly) for the rephrase tests."""
+    from tiny_llm import make_tiny_llm
+
+    return make_tiny_llm(tmp_path_factory.mktemp("tiny-llm") / "model", shared_data / "web_dev.jsonl")

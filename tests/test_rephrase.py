@@ -10,8 +10,6 @@ from collections import Counter
 from pathlib import Path
 
 import pyarrow.compute as pc
-import pytest
-
 from tokenmill.engine.config import build_pipeline
 from tokenmill.engine.run import run_pipeline
 from tokenmill.engine.console import Console
@@ -20,14 +18,8 @@ from tokenmill.stages.rephrase.stage import token_counter
 from tokenmill.stages.rephrase.styles import load_styles
 
 from pipeline_helpers import read_manifest_files
-from tiny_llm import make_tiny_llm
 
 SYNTHETIC = "synthetic/"
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory, shared_data) -> Path:
-    return make_tiny_llm(tmp_path_factory.mktemp("tiny-llm") / "model", shared_data / "web_dev.jsonl")
 
 
 def _write(folder: Path, rows: list[dict], files: int = 2) -> str:

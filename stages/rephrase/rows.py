@@ -29,6 +29,8 @@ GENERATION_FIELDS = {"gen_text": pa.large_string(), "gen_input_tokens": pa.int64
 #: the columns a synthetic document carries besides the core ones
 PROVENANCE = {"source_id": pa.string(), "style": pa.string(), "model": pa.string(), "prompt_version": pa.int32(),
               "chunk_index": pa.int32(), "gen_input_tokens": pa.int64(), "gen_output_tokens": pa.int64()}
+#: a request that failed after its retries: the reason carries the error (reported as generation_failed)
+FAILED = "generation_failed: "
 #: the source's columns a synthetic document inherits (the rest describe the source, not it)
 INHERITED = ("source", "url", "meta", "language", "_chunk")
 
@@ -90,7 +92,7 @@ def with_generations(reqs: pa.Table, gens) -> pa.Table:
 def _outputs(row: dict, style: Style, p) -> list[tuple[str, str | None]]:
     """(text, reject reason) of each synthetic document one generation makes."""
     if row.get("gen_error"):
-        return [(row.get("gen_text") or "", "generation_failed")]
+        return [(row.get("gen_text") or "", f"{FAILED}{row['gen_error'][:300]}")]
     text = strip_preamble(row.get("gen_text") or "")
     finish = row.get("gen_finish") if p.reject_truncated else None
     reason = reject_reason(text, row["rq_piece"], finish, p.min_chars, p.max_copy)

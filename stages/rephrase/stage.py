@@ -24,7 +24,7 @@ from tokenmill.engine.stage import GeneratingStage, LLMStep, Resources, register
 from ..fasttext_io import local_copy
 from .backend import Backend
 from .params import RephraseParams
-from .rows import INHERITED, PROVENANCE, documents, requests, with_generations
+from .rows import FAILED, INHERITED, PROVENANCE, documents, requests, with_generations
 from .styles import load_styles
 
 #: columns the documents step reads back from an LLM engine's output rows
@@ -83,6 +83,12 @@ class Rephrase(GeneratingStage):
     accounting_sums = ("gen_input_tokens", "gen_output_tokens")
     default_resources = Resources(num_cpus=1, num_gpus=0, concurrency=1, batch_size=64)
     check_params = staticmethod(check)
+
+    @classmethod
+    def report_reason(cls, reasons: pa.Array) -> pa.Array:
+        """Every ``generation_failed: <error>`` counts as ``generation_failed``."""
+        failed = pc.starts_with(pc.fill_null(reasons, ""), FAILED)
+        return pc.if_else(failed, pa.scalar(FAILED.rstrip(": "), pa.string()), reasons)
 
     def setup(self) -> None:
         p = self.params
