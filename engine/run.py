@@ -157,7 +157,8 @@ class PhaseRunner:
     def commit_chunk(self, phase: Phase, chunk: Chunk, files: list[str], tokens: int = 0) -> None:
         final = self.chunk_dir(phase, chunk)
         self.store.rm(final)  # a commit cut short
-        self.store.move_files(files, final)
+        # named in the order they arrived (input order), so every later phase reads them in that order
+        self.store.move_files(files, final, [f"part-{i:05d}.parquet" for i in range(len(files))])
         if phase.generates:
             self.store.write_json_atomic(f"{final}/{EMITTED}", {"tokens": tokens})
         self.store.touch(f"{final}/{DONE}")

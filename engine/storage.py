@@ -83,10 +83,10 @@ class Storage:
         self.fs.invalidate_cache(dst)
         self.rm(src)
 
-    def move_files(self, files: list[str], dst: str) -> None:
-        """Move files (full paths of this store) into one folder, keeping their names."""
+    def move_files(self, files: list[str], dst: str, names: Optional[list[str]] = None) -> None:
+        """Move files (full paths of this store) into one folder, keeping their names or taking ``names``."""
         self.makedirs(dst)
-        targets = [f"{dst}/{p.rsplit('/', 1)[-1]}" for p in files]
+        targets = [f"{dst}/{n}" for n in (names or [p.rsplit('/', 1)[-1] for p in files])]
         if self.local:
             for src, target in zip(files, targets):
                 self.fs.mv(src, target)

@@ -152,6 +152,26 @@ def test_quality_keep_top_on_spark_equals_ray(tmp_path, shared_data, ray_local, 
     assert steps[0] == steps[1] and steps[0]["documents"]["en"] > 600
 
 
+def test_rephrase_on_spark_equals_ray(tmp_path, shared_data, ray_local, spark_local, tiny_model):
+    """The rephrase stage (transformers backend, tiny LM) on Spark: the same synthetic documents,
+    cut at the same row by the token budget, as on Ray."""
+    rows = [json.loads(line) for line in open(shared_data / "web_dev.jsonl", encoding="utf-8")][:16]
+    (tmp_path / "in").mkdir()
+    for i in range(2):
+        (tmp_path / "in" / f"p{i}.jsonl").write_text("".join(json.dumps({"id": r["id"], "text": r["text"]}) + "\n"
+                                                            for r in rows[i::2]))
+    stage = {"type": "rephrase", "backend": "transformers", "model": str(tiny_model), "max_input_tokens": 256,
+             "max_output_tokens": 8, "min_chars": 0, "reject_truncated": False, "budget_tokens": 700,
+             "resources": {"batch_size": 32}}
+    cfg = lambda out: build_pipeline({"name": "r", "input": {"paths": [str(tmp_path / "in")]}, "output": {"path": str(out)},
+                                      "stages": [{"type": "langid"}, stage]})
+    got = _run_both(cfg, tmp_path, ray_local, spark_local)
+    syn = {e: read_manifest_files(got[e][2], "synthetic/").sort_by("id") for e in ("ray", "spark")}
+    assert syn["ray"].num_rows > 20 and 700 <= sum(syn["ray"]["num_tokens"].to_pylist())
+    assert syn["spark"].to_pylist() == syn["ray"].to_pylist()
+    assert got["spark"][1]["generated"]["rephrase"]["kept"] == got["ray"][1]["generated"]["rephrase"]["kept"]
+
+
 def test_quality_embed_on_spark_equals_ray(tmp_path, shared_data, ray_local, spark_local, quality_model):
     """The embedding quality stage (its CPU tokenizer stage, then the encoder) on Spark: the same
     scores and the same kept set as on Ray."""
