@@ -1,0 +1,180 @@
+"""GPU check for the rephrase stage's transformers backend: output tokens/s through the stage vs a
+plain batched ``generate`` loop, at two batch sizes, with a randomly initialised model of a real
+rephraser's shape (Qwen2.5-1.5B: hidden 1536, 28 layers, 12 heads, 2 KV heads, vocab 151,936),
+bf16. One prepared script for a machine with an NVIDIA GPU, PyTorch and transformers, no network
+(the ``device`` tool's machine); it finishes in under 8 minutes there:
+
+    python bench/gpu_rephrase.py                              # cuda, 1.5B, batches 16 and 64
+    python bench/gpu_rephrase.py --shape tiny --device cpu --requests 16 --max-tokens 8   # smoke run
+
+Prompts: the stage's own requests (styles wikipedia/qa/distill/tutorial, chunks of at most
+``--max-input-tokens``) for the web documents of configs/sample/web.jsonl.gz, the first
+``--requests`` of them; a byte-level BPE tokenizer trained here on those documents (the model's
+vocabulary is larger; random weights never stop early, so both modes generate exactly
+``--max-tokens`` per request: the same work). Modes, each after a warm-up batch:
+
+- ``plain``: the chat template, left-padded batches in input order, ``model.generate``;
+- ``stage``: the ``rephrase`` stage (transformers backend) over an Arrow table of the documents:
+  requests, length-sorted generation, post-processing into synthetic rows (needs pyarrow and
+  pydantic besides PyTorch and transformers).
+
+Results: stdout and ``$OUT/gpu_rephrase.json`` (or bench/gpu_rephrase.json).
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHAPES = {"qwen1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+                           num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
+          "tiny": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+                       num_key_value_heads=2, vocab_size=1000)}
+
+
+def _import_tokenmill():
+    """``tokenmill`` from this checkout, installed or not."""
+    shim = Path(tempfile.mkdtemp(prefix="tokenmill-shim-"))
+    (shim / "tokenmill").symlink_to(REPO)
+    sys.path.insert(0, str(shim))
+
+
+def web_texts() -> list[str]:
+    with gzip.open(REPO / "configs" / "sample" / "web.jsonl.gz", "rt", encoding="utf-8") as fh:
+        return [json.loads(line)["text"] for line in fh if line.strip()]
+
+
+def build_model(folder: Path, shape: str, texts: list[str], dtype) -> Path:
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=1000, special_tokens=["<s>", "</s>", "<pad>"]))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    fast.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"
+    fast.save_pretrained(folder)
+    torch.manual_seed(0)
+    cfg = Qwen2Config(max_position_embeddings=4096, bos_token_id=0, eos_token_id=1, pad_token_id=2, **SHAPES[shape])
+    Qwen2ForCausalLM(cfg).to(dtype).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def documents_table(texts: list[str]):
+    import pyarrow as pa
+
+    n = len(texts)
+    return pa.table({"id": [f"web-{i}" for i in range(n)], "row_key": [f"web:{i}" for i in range(n)],
+                     "text": pa.array(texts, pa.large_string()), "language": ["en"] * n, "num_tokens": [10_000] * n,
+                     "_chunk": [0] * n, "source": ["web"] * n, "url": [None] * n, "meta": [None] * n})
+
+
+def make_stage(model: Path, a, batch_size: int):
+    from tokenmill.engine.stage import Resources
+    from tokenmill.stages.rephrase.params import RephraseParams
+    from tokenmill.stages.rephrase.stage import Rephrase
+
+    params = RephraseParams(backend="transformers", model=str(model), max_input_tokens=a.max_input_tokens,
+                            max_output_tokens=a.max_tokens, min_chars=0, reject_truncated=False,
+                            select={"min_tokens": 0}, device=a.device, dtype=a.dtype)
+    stage = Rephrase(params, None, Resources(batch_size=batch_size))
+    stage.setup()
+    return stage
+
+
+def plain(model: Path, convs: list, a, batch_size: int) -> tuple[float, int]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model, padding_side="left")
+    lm = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, a.dtype)).to(a.device).eval()
+    prompts = [tok.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in convs]
+
+    def batch(texts) -> int:
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(a.device)
+        with torch.inference_mode():
+            seqs = lm.generate(**enc, max_new_tokens=a.max_tokens, do_sample=True, temperature=0.5, top_p=0.9,
+                               pad_token_id=tok.pad_token_id)
+        return int((seqs[:, enc["input_ids"].shape[1]:] != tok.pad_token_id).sum())
+
+    batch(prompts[:batch_size])   # warm-up
+    _sync(a)
+    t0, out = time.perf_counter(), 0
+    for i in range(0, len(prompts), batch_size):
+        out += batch(prompts[i:i + batch_size])
+    _sync(a)
+    return time.perf_counter() - t0, out
+
+
+def through_stage(model: Path, table, a, batch_size: int) -> tuple[float, int]:
+    import pyarrow.compute as pc
+
+    stage = make_stage(model, a, batch_size)
+    reqs = stage.requests(table)
+    stage.generate(reqs.slice(0, batch_size))   # warm-up (loads the model)
+    _sync(a)
+    t0 = time.perf_counter()
+    rows = stage.documents(stage.generate(reqs.slice(0, a.requests)))
+    _sync(a)
+    seconds = time.perf_counter() - t0
+    stage._backend = None
+    return seconds, int(pc.sum(rows["gen_output_tokens"]).as_py())
+
+
+def _sync(a) -> None:
+    import torch
+
+    if a.device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shape", choices=sorted(SHAPES), default="qwen1.5b")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--batch-sizes", default="16,64")
+    p.add_argument("--requests", type=int, default=128)
+    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--max-input-tokens", type=int, default=512)
+    a = p.parse_args()
+    import torch
+
+    _import_tokenmill()
+    texts = web_texts()
+    work = Path(tempfile.mkdtemp(prefix="gpu-rephrase-"))
+    t0 = time.perf_counter()
+    model = build_model(work / "model", a.shape, texts[:200], getattr(torch, a.dtype))
+    build_seconds = time.perf_counter() - t0
+    table = documents_table(texts)
+    stage = make_stage(model, a, 16)
+    reqs = stage.requests(table).slice(0, a.requests)
+    convs = [json.loads(m) for m in reqs["rq_messages"].to_pylist()]
+    results = []
+    for bs in [int(x) for x in a.batch_sizes.split(",")]:
+        for mode, fn in (("plain", lambda: plain(model, convs, a, bs)), ("stage", lambda: through_stage(model, table, a, bs))):
+            seconds, tokens = fn()
+            results.append({"mode": mode, "batch_size": bs, "seconds": round(seconds, 2), "output_tokens": tokens,
+                            "tokens_per_second": round(tokens / seconds, 1)})
+            print(json.dumps(results[-1]), flush=True)
+    for bs in {r["batch_size"] for r in results}:
+        pl, st = (next(r for r in results if r["batch_size"] == bs and r["mode"] == m) for m in ("plain", "stage"))
+        print(f"batch {bs}: stage {st['tokens_per_second']:,.0f} vs plain {pl['tokens_per_second']:,.0f} output tokens/s "
+              f"-> {st['tokens_per_second'] / pl['tokens_per_second']:.2f}x")
+    info = {"device": torch.cuda.get_device_name(0) if a.device.startswith("cuda") else "cpu", "torch": torch.__version__,
+            "shape": a.shape, "args": vars(a), "model_build_seconds": round(build_seconds, 1), "results": results}
+    out = Path(os.environ.get("OUT", REPO / "bench")) / "gpu_rephrase.json"
+    out.write_text(json.dumps(info, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
