@@ -19,33 +19,36 @@ import numpy as np
 _PARAGRAPHS = re.compile(r"\n\s*\n")
 
 
-def _pieces(text: str, count: Callable[[str], int], max_tokens: int, level: int) -> list[str]:
-    """``text`` as pieces of at most ``max_tokens``, splitting at the coarsest boundary that works."""
-    if count(text) <= max_tokens:
-        return [text]
+def _split(text: str, level: int) -> tuple[list[str], str]:
     if level == 0:
-        parts, sep = _PARAGRAPHS.split(text), "\n\n"
-    elif level == 1:
-        parts, sep = text.split("\n"), "\n"
-    else:
-        parts, sep = text.split(" "), " "
+        return _PARAGRAPHS.split(text), "\n\n"
+    return (text.split("\n"), "\n") if level == 1 else (text.split(" "), " ")
+
+
+def _pieces(text: str, count: Callable[[str], int], max_tokens: int, level: int) -> list[str]:
+    """``text`` as pieces of at most ``max_tokens``, splitting at the coarsest boundary that works.
+    Each part is counted once; a piece grows while the sum of its parts' counts fits (tokenizers
+    split at whitespace first, so the sum is close), then its own count decides: it gives parts
+    back while over, takes more while they fit (a few counts of one piece, not one per part)."""
+    if count(text) <= max_tokens or level > 2:
+        return [text]
+    parts, sep = _split(text, level)
     if len(parts) == 1:
-        return _pieces(text, count, max_tokens, level + 1) if level < 2 else [text]
-    out, cur = [], ""
-    for part in parts:
-        joined = f"{cur}{sep}{part}" if cur else part
-        if count(joined) <= max_tokens:
-            cur = joined
-            continue
-        if cur:
-            out.append(cur)
-        if count(part) <= max_tokens:
-            cur = part
-        else:
-            out += _pieces(part, count, max_tokens, level + 1) if level < 2 else [part]
-            cur = ""
-    if cur:
-        out.append(cur)
+        return _pieces(text, count, max_tokens, level + 1)
+    sizes, sep_tokens = [count(p) for p in parts], count(sep)
+    out, i = [], 0
+    while i < len(parts):
+        j, n = i + 1, sizes[i]
+        while j < len(parts) and n + sep_tokens + sizes[j] <= max_tokens:
+            n += sep_tokens + sizes[j]
+            j += 1
+        while j - i > 1 and count(sep.join(parts[i:j])) > max_tokens:
+            j -= 1
+        while sizes[i] <= max_tokens and j < len(parts) and count(sep.join(parts[i:j + 1])) <= max_tokens:
+            j += 1
+        piece = sep.join(parts[i:j])
+        out += _pieces(piece, count, max_tokens, level + 1) if sizes[i] > max_tokens else [piece]
+        i = j
     return [p for p in out if p.strip()]
 
 
