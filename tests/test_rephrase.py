@@ -52,10 +52,11 @@ def rephrase_rejects(out: Path):
 
 def run(inputs: str, out: Path, model: Path, messages: list | None = None, **stage) -> dict:
     keep_work = stage.pop("_keep", False)
+    chunk_files = stage.pop("_chunk_files", 64)
     rephrase = {"type": "rephrase", "backend": "transformers", "model": str(model), "max_input_tokens": 256,
                 "max_output_tokens": 8, "min_chars": 0, "reject_truncated": False,
                 "select": {"min_tokens": 0}, "resources": {"batch_size": 64}, **stage}
-    cfg = {"name": "rephrase-test", "input": {"paths": [inputs]}, "output": {"path": str(out)},
+    cfg = {"name": "rephrase-test", "input": {"paths": [inputs], "files_per_chunk": chunk_files}, "output": {"path": str(out)},
            "stages": [{"type": "langid"}, rephrase]}
     console = Console("off")
     if messages is not None:
@@ -138,26 +139,57 @@ def test_routing_by_score_bucket(tmp_path, shared_data, tiny_model, ray_local):
         assert style == ("tutorial" if score[src] >= 0.9 else "wikipedia")
 
 
+def _generated_in_order(out: Path) -> list[dict]:
+    """The generation phase's live rows in the order it wrote them (chunks, then parts, then rows)."""
+    import pyarrow.parquet as pq
+
+    work = next(p for p in (out / "_work").iterdir() if not p.name.startswith("_"))
+    rows = []
+    for part in sorted(work.glob("p1-stream/chunk-*/part-*.parquet")):
+        rows += [r for r in pq.read_table(part, columns=["id", "num_tokens", "reject_stage"]).to_pylist()
+                 if r["reject_stage"] is None]
+    return rows
+
+
 def test_budget_stops_generation_and_a_resumed_run_regenerates_nothing(tmp_path, shared_data, tiny_model, ray_local):
-    """budget_tokens: the synthetic documents are the shortest prefix of the generations, in input
-    order, that holds the budget. A resumed run (its final output lost) keeps the committed
-    generations and runs no generation again."""
+    """budget_tokens: the synthetic documents are the shortest prefix, in input order, of what the
+    run without a budget generates that holds the budget; chunks after it are committed empty. A run
+    resumed with the last chunks' generation lost counts the committed chunks' tokens (their
+    _emitted.json) and ends with the same documents; a resumed run that lost only the final write
+    generates nothing."""
     inputs = _write(tmp_path / "in", sentence_rows(shared_data, 300), files=3)
-    full = run(inputs, tmp_path / "full", tiny_model)
-    budget = 600
+    run(inputs, tmp_path / "full", tiny_model, _keep=True, _chunk_files=1)
+    full = _generated_in_order(tmp_path / "full")
+    budget = sum(r["num_tokens"] for r in full[:len(full) // 2]) - 3   # crosses inside the second chunk
+    cum, expected = 0, []
+    for r in full:
+        expected.append(r["id"])
+        cum += r["num_tokens"]
+        if cum >= budget:
+            break
     messages: list = []
-    run(inputs, tmp_path / "cut", tiny_model, messages, budget_tokens=budget, _keep=True)
+    run(inputs, tmp_path / "cut", tiny_model, messages, budget_tokens=budget, _keep=True, _chunk_files=1)
     syn = read_manifest_files(tmp_path / "cut", SYNTHETIC)
-    tokens = pc.sum(syn["num_tokens"]).as_py()
-    assert any("budget of 600 tokens reached" in m for m in messages)
-    assert budget <= tokens < budget + max(syn["num_tokens"].to_pylist())
-    assert syn.num_rows < full["generated"]["rephrase"]["kept"]["docs"]
-    # lose everything after the generation, then resume
+    assert any(f"budget of {budget:,} tokens reached" in m for m in messages)
+    assert sorted(syn["id"].to_pylist()) == sorted(expected) and len(expected) < len(full)
     work = next(p for p in (tmp_path / "cut" / "_work").iterdir() if not p.name.startswith("_"))
+    chunks_dirs = sorted(work.glob("p1-stream/chunk-*"))
+    assert len(chunks_dirs) == 3 and not list(chunks_dirs[2].glob("*.parquet"))   # the third: committed empty
+    # lose the final write and the generation of the last two chunks, then resume
+    shutil.rmtree(work / "final")
+    (tmp_path / "cut" / "_manifest.json").unlink()
+    for folder in chunks_dirs[1:]:
+        (folder / "_SUCCESS").unlink()
+    messages.clear()
+    run(inputs, tmp_path / "cut", tiny_model, messages, budget_tokens=budget, _keep=True, _chunk_files=1)
+    assert any("phase 1: 1/3 chunks already done, skipped" in m for m in messages), messages
+    again = read_manifest_files(tmp_path / "cut", SYNTHETIC)
+    assert sorted(again["id"].to_pylist()) == sorted(expected)
+    # lose only the final write: nothing is generated again
     shutil.rmtree(work / "final")
     (tmp_path / "cut" / "_manifest.json").unlink()
     messages.clear()
     run(inputs, tmp_path / "cut", tiny_model, messages, budget_tokens=budget)
-    assert any("phase 1: 1/1 chunks already done, skipped" in m for m in messages), messages
-    again = read_manifest_files(tmp_path / "cut", SYNTHETIC)
-    assert sorted(again["text"].to_pylist()) == sorted(syn["text"].to_pylist())
+    assert any("phase 1: 3/3 chunks already done, skipped" in m for m in messages), messages
+    assert sorted(read_manifest_files(tmp_path / "cut", SYNTHETIC)["text"].to_pylist()) == \
+        sorted(again["text"].to_pylist())
