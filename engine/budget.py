@@ -15,7 +15,7 @@ from .storage import Storage
 from .worker import read_parquet_file
 from .writers import write_table
 
-EMITTED = "_emitted.json"
+TOKENS_FILE = "_emitted.json"
 
 
 @dataclass

@@ -243,9 +243,11 @@ def _rebase_paths(data: dict, base: Path) -> None:
         tok["path"] = _rebase(tok["path"], base)
     for st in data.get("stages") or []:
         if isinstance(st, dict):
-            for key in ("model_path", "model", "styles_dir"):
-                if key == "model" and st.get("backend") == "openai":   # a served model's name, not a path
-                    continue
+            try:
+                keys = get_stage_class(str(st.get("type"))).path_params(st)
+            except (KeyError, ImportError, AttributeError, TypeError):   # reported when the stage is validated
+                keys = ()
+            for key in keys:
                 if st.get(key):
                     st[key] = _rebase(st[key], base)
             index = st.get("index")

@@ -52,6 +52,9 @@ def commit(store: Storage, staged: str, plan_path: str, fingerprint: str, extra:
                 "created": time.time()}
         store.write_json_atomic(plan_path, plan)
     wanted = {f["path"] for f in plan["files"]}
+    earlier = store.read_json(f"{root}/{MANIFEST}") or {}
+    folders = tuple(dict.fromkeys([*folders, *(f["path"].split("/", 1)[0] for f in earlier.get("files", [])
+                                               if "/" in f["path"])]))   # e.g. synthetic/ of a run that had rephrase
     # outputs of an older, different run in the same folder are replaced, not mixed in
     for sub in folders:
         for rel in store.list_parquet(f"{root}/{sub}"):

@@ -42,9 +42,13 @@ def generated_report(pipeline, stats, phase_seconds: dict) -> dict:
 
 def _throughput(rs, costs: list[dict], sums: tuple, seconds: Optional[float]) -> dict:
     """Output tokens/s per replica and GPU-hours, from the phase's wall time (the last of ``sums``
-    is the output count: e.g. gen_output_tokens)."""
+    is the output count: e.g. gen_output_tokens). A resumed run's phase time covers only the chunks
+    it generated again, its tokens every chunk: its rates are too high."""
     r = rs.resources
-    gpus = r.num_gpus * r.tensor_parallel_size
+    step = rs.build(None).llm_step()
+    # an LLM-engine step asks one GPU per tensor-parallel rank of each replica, whatever num_gpus says
+    gpus = step.engine_kwargs.get("tensor_parallel_size", r.tensor_parallel_size) if step is not None \
+        else r.num_gpus * r.tensor_parallel_size
     out_tokens = sum(c.get(sums[-1], 0) for c in costs) if sums else 0
     hours = seconds * r.concurrency / 3600 if seconds else None
     return {"seconds": _rounded(seconds, 2), "replicas": r.concurrency, "gpus_per_replica": gpus,

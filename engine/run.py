@@ -14,7 +14,7 @@ import time
 import uuid
 from typing import Optional
 
-from .budget import EMITTED, Budget, cut_to_budget
+from .budget import TOKENS_FILE, Budget, cut_to_budget
 from .jobs import Decisions, FinalJob, GlobalJob, PartWritten, PoolSpec, StreamJob, input_item, part_item
 from .manifest import MANIFEST, OUTPUT_FOLDERS, commit
 from .console import Console
@@ -138,7 +138,7 @@ class PhaseRunner:
         limit = phase.stages[0].build(self.pipeline.languages).budget()
         if limit is None:
             return None
-        used = sum((self.store.read_json(f"{self.chunk_dir(phase, c)}/{EMITTED}") or {}).get("tokens", 0)
+        used = sum((self.store.read_json(f"{self.chunk_dir(phase, c)}/{TOKENS_FILE}") or {}).get("tokens", 0)
                    for c in self.plan.chunks if self.store.exists(f"{self.chunk_dir(phase, c)}/{DONE}"))
         return Budget(limit, used)
 
@@ -158,9 +158,9 @@ class PhaseRunner:
         final = self.chunk_dir(phase, chunk)
         self.store.rm(final)  # a commit cut short
         # named in the order they arrived (input order), so every later phase reads them in that order
-        self.store.move_files(files, final, [f"part-{i:05d}.parquet" for i in range(len(files))])
+        self.store.move_files(files, final, [f"part-{i:08d}.parquet" for i in range(len(files))])
         if phase.generates:
-            self.store.write_json_atomic(f"{final}/{EMITTED}", {"tokens": tokens})
+            self.store.write_json_atomic(f"{final}/{TOKENS_FILE}", {"tokens": tokens})
         self.store.touch(f"{final}/{DONE}")
 
     # -- global ----------------------------------------------------------------------------------

@@ -49,6 +49,12 @@ class Stage:
         self.resources = resources or self.default_resources
 
     @classmethod
+    def path_params(cls, raw: dict) -> tuple[str, ...]:
+        """The keys of this stage's raw config entry that are file paths (a relative one is resolved
+        against the config file's folder)."""
+        return ("model_path",)
+
+    @classmethod
     def report_reason(cls, reasons: pa.Array) -> pa.Array:
         """The label the report counts each reject reason under (default: the reason itself).
         A stage whose reasons carry per-row detail maps them to a few labels here."""

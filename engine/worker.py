@@ -96,7 +96,7 @@ class StreamWorker:
         self.stages = [rs.build(spec.languages) for rs in spec.stages]
         for st in self.stages:
             st.setup()
-        self._decisions: tuple[int, list] = (-1, [])
+        self._decisions: tuple[tuple, list] = ((-1, ""), [])
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
         sources = self._read_items(batch) if self.spec.reads else iter([batch])
@@ -135,9 +135,11 @@ class StreamWorker:
         yield conform(table, self.spec.schema)
 
     def _chunk_decisions(self, item: dict) -> list:
-        """The decisions of the item's chunk, loaded once for all of that chunk's parts."""
-        if self._decisions[0] != item["chunk"]:
-            self._decisions = (item["chunk"], [(n, load_decisions(u)) for n, u in item_decisions(item)])
+        """The decisions of the item's chunk, loaded once for all of that chunk's parts that carry them
+        (after a generating phase, a chunk's generated parts come without the earlier decisions)."""
+        key = (item["chunk"], item.get("decisions") or "")   # a chunk's parts may come with different decisions
+        if self._decisions[0] != key:
+            self._decisions = (key, [(n, load_decisions(u)) for n, u in item_decisions(item)])
         return self._decisions[1]
 
     # -- stages, writing -------------------------------------------------------------------------

@@ -189,7 +189,7 @@ def test_budget_stops_generation_and_a_resumed_run_regenerates_nothing(tmp_path,
     shutil.rmtree(work / "final")
     (tmp_path / "cut" / "_manifest.json").unlink()
     messages.clear()
-    run(inputs, tmp_path / "cut", tiny_model, messages, budget_tokens=budget)
+    run(inputs, tmp_path / "cut", tiny_model, messages, budget_tokens=budget, _chunk_files=1)
     assert any("phase 1: 3/3 chunks already done, skipped" in m for m in messages), messages
     assert sorted(read_manifest_files(tmp_path / "cut", SYNTHETIC)["text"].to_pylist()) == \
         sorted(again["text"].to_pylist())

@@ -104,3 +104,84 @@ def test_style_mix_and_routing_by_quality_bucket():
     routed = styles_for(ids, mix, seed=0, scores=scores, routes=routes)
     assert set(routed[:1999]) == {"wikipedia"} and set(routed[2001:]) == {"qa", "distill"}
     assert styles_for(ids[:3], mix, scores=np.array([np.nan, -1.0, 0.7]), routes=routes)[:2] == ["wikipedia"] * 2
+
+
+def test_an_over_long_word_is_cut_in_halves_until_it_fits():
+    from tokenmill.stages.rephrase.assign import chunks
+
+    count = lambda text: len(text) // 4 + 1
+    blob = "a" * 4000
+    got = chunks(f"intro line\n\n{blob}\n\nlast line", 100, count)
+    assert all(count(c) <= 100 for c in got) and len(got) >= 10
+    assert "".join(got[1:-1]) == blob and got[0] == "intro line" and got[-1] == "last line"
+
+
+def _openai_stage():
+    from tokenmill.engine.config import build_pipeline
+
+    cfg = {"input": {"paths": ["unused"]}, "output": {"path": "unused"},
+           "stages": [{"type": "rephrase", "backend": "openai", "model": "served",
+                       "openai": {"base_url": "http://127.0.0.1:9/v1"}}]}
+    pipe = build_pipeline(cfg, check_inputs=False)
+    stage = pipe.stages[0].build(pipe.languages)
+    stage.setup()
+    return stage
+
+
+def test_engine_failures_become_rejects_even_when_a_whole_batch_failed():
+    """Rows the LLM engine failed skip ray.data.llm's postprocess: a batch of only those has no
+    generation columns, and each still becomes a reject with the engine's error."""
+    import pyarrow as pa
+
+    stage = _openai_stage()
+    failed = pa.table({"id": ["d1", "d2"], "row_key": ["f:1", "f:2"], "rq_style": ["wikipedia"] * 2,
+                       "rq_version": pa.array([1, 1], pa.int32()), "rq_chunk_index": pa.array([0, 1], pa.int32()),
+                       "rq_piece": ["x", "y"], "_chunk": pa.array([0, 0], pa.int32()),
+                       "__inference_error__": ["EngineDeadError: boom", "EngineDeadError: boom"]})
+    rows = stage.documents(failed).to_pylist()
+    assert [r["reject_reason"] for r in rows] == ["generation_failed: EngineDeadError: boom"] * 2
+    assert [r["row_key"] for r in rows] == ["f:1#rephrase#wikipedia-0", "f:2#rephrase#wikipedia-1"]
+    label = stage.report_reason(pa.array([rows[0]["reject_reason"], "too_short", None]))
+    assert label.to_pylist() == ["generation_failed", "too_short", None]
+
+
+class _RefusesBad:
+    """A backend whose call fails as a whole when any prompt says BAD (as vLLM does for a prompt
+    over max_model_len)."""
+
+    def generate(self, convs, seeds, max_tokens):
+        from tokenmill.stages.rephrase.backend import Generation
+
+        if any("BAD" in c[-1]["content"] for c in convs):
+            raise ValueError("prompt too long")
+        return [Generation("fine " * 20, 5, 20, "stop") for _ in convs]
+
+
+def test_a_failing_batch_is_retried_request_by_request():
+    stage = _openai_stage()
+    stage._backend = _RefusesBad()
+    convs = [[{"role": "user", "content": t}] for t in ("one", "BAD two", "three")]
+    got = stage._generate(convs, [1, 2, 3])
+    assert [g.error for g in got] == [None, "ValueError: prompt too long", None]
+    assert got[0].text.startswith("fine") and got[1].text is None
+
+
+def test_a_chunk_s_parts_keep_their_own_decisions(tmp_path):
+    """After a generating phase a chunk's parts come with different decisions (the earlier phase's
+    parts with the dedup decisions, the generated ones with none): the cache must not mix them."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tokenmill.engine.jobs import PoolSpec
+    from tokenmill.engine.schema import phase_schema
+    from tokenmill.engine.worker import StreamWorker
+
+    pq.write_table(pa.table({"row_key": ["f:1"], "reject_reason": ["duplicate_of:x"]}), tmp_path / "d.parquet")
+    worker = StreamWorker(PoolSpec(stages=[], languages=None, schema=phase_schema([]), batch_size=10))
+    with_dec = {"chunk": 0, "decisions": json.dumps([["exact_dedup", [str(tmp_path / "d.parquet")]]])}
+    without = {"chunk": 0, "decisions": json.dumps([])}
+    assert worker._chunk_decisions(without) == []
+    assert worker._chunk_decisions(with_dec)[0][1].num_rows == 1
+    assert worker._chunk_decisions(without) == []

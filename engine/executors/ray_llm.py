@@ -15,6 +15,8 @@ from typing import Optional
 from ..jobs import PoolSpec
 from ..stage import LLMStep, Resources
 
+WRITE_ROWS = 512
+
 
 def llm_step_of(pool: PoolSpec) -> Optional[LLMStep]:
     """The LLM-engine step of a pool that is one generating stage whose backend has one."""
@@ -28,7 +30,9 @@ def split_pool(pool: PoolSpec) -> tuple[PoolSpec, PoolSpec]:
     r = pool.resources
     cpu = Resources(num_cpus=1, concurrency=max(1, r.concurrency), batch_size=r.batch_size)
     before = replace(pool, llm_part="requests", sink_url=None, resources=cpu, key=uuid.uuid4().hex)
-    after = replace(pool, llm_part="documents", reads=False, resources=cpu, key=uuid.uuid4().hex)
+    # the writing half gathers larger batches: one part file per engine batch would be many small files
+    after = replace(pool, llm_part="documents", reads=False, key=uuid.uuid4().hex,
+                    resources=cpu.model_copy(update={"batch_size": max(r.batch_size, WRITE_ROWS)}))
     return before, after
 
 

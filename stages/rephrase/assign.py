@@ -1,8 +1,8 @@
 """Which documents the rephrase stage sends to which style, and in what pieces.
 
 - ``chunks``: a document longer than ``max_tokens`` is cut at paragraph boundaries, then at line
-  boundaries, then (a single over-long line) at word boundaries, into pieces of at most
-  ``max_tokens`` tokens each, in order (``chunk_index``).
+  boundaries, then (a single over-long line) at word boundaries, and a single over-long word in
+  halves, into pieces of at most ``max_tokens`` tokens each, in order (``chunk_index``).
 - ``styles_for``: each document draws one style from the weighted ``mix``, by a hash of its id and
   the seed (so the draw does not depend on batches, workers or re-runs); with ``route_by``, the
   bucket its score falls in supplies the mix instead (Nemotron-CC: low-quality documents to
@@ -30,8 +30,11 @@ def _pieces(text: str, count: Callable[[str], int], max_tokens: int, level: int)
     Each part is counted once; a piece grows while the sum of its parts' counts fits (tokenizers
     split at whitespace first, so the sum is close), then its own count decides: it gives parts
     back while over, takes more while they fit (a few counts of one piece, not one per part)."""
-    if count(text) <= max_tokens or level > 2:
+    if count(text) <= max_tokens:
         return [text]
+    if level == 3:   # one word longer than the limit (a URL, a base64 blob): halves of it
+        mid = len(text) // 2
+        return _pieces(text[:mid], count, max_tokens, 3) + _pieces(text[mid:], count, max_tokens, 3)
     parts, sep = _split(text, level)
     if len(parts) == 1:
         return _pieces(text, count, max_tokens, level + 1)

