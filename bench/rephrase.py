@@ -1,6 +1,6 @@
 """Benchmark: the rephrase stage against plain generation loops over the same model and prompts.
 
-    python bench/rephrase.py                          # 40 web documents, medians of 3
+    python bench/rephrase.py                          # 40 (and 80) web documents, medians of 3
     python bench/rephrase.py --docs 10 --repeats 1    # a smoke run
     python bench/rephrase.py --modes hf-plain,hf-stage,hf-pipeline   # without vLLM
 
@@ -19,9 +19,9 @@ process per mode, one core for the model (torch with 1 thread; vLLM's OpenMP bou
 - ``vllm-plain``: ``vllm.LLM(...).chat`` over all conversations at once (after start-up);
 - ``vllm-pipeline``: ``run_pipeline`` with the vllm backend: Ray Data's ``ray.data.llm`` processor.
 
-For the pipelines, beside the whole run, the *steady* rate after start-up: model output tokens in
-the generation phase's part files after the first one, over the time between the first and the
-last part's write (``--shards`` input files give that many parts). Printed: output tokens/s,
+For the pipelines, beside the whole run, the *steady* rate after start-up: each repeat runs the
+pipeline on ``--docs`` and on twice as many documents; the extra model output tokens over the
+generation phase's extra seconds (start-up, the same in both, cancels out). Printed: output tokens/s,
 per core, peak RSS, the ratio to the plain loop of the same backend (goal for vllm-pipeline's
 steady rate: >= 0.9x vllm-plain). JSON: bench/rephrase.json.
 """
@@ -150,39 +150,34 @@ def vllm_plain(a) -> dict:
 
 
 def pipeline(a, backend: str) -> dict:
-    from tokenmill.engine.config import build_pipeline
-    from tokenmill.engine.run import run_pipeline
-
-    res = {"seconds": [], "steady_seconds": [], "steady_tokens": [], "output_tokens": [], "generate_seconds": []}
-    for r in range(a.repeats):
-        out = RDIR / f"out-{backend}"
-        shutil.rmtree(out, ignore_errors=True)
-        cfg = {"name": "bench", "input": {"paths": [a.inputs], "files_per_chunk": 1000}, "output": {"path": str(out)},
-               "ray": {"num_cpus": 8, "num_gpus": 1} if backend == "vllm" else {"num_cpus": 2},
-               "stages": [{"type": "langid"}, stage_params(a, backend)]}
-        t0 = time.perf_counter()
-        report = run_pipeline(build_pipeline(cfg), progress=False, keep_work=True).report
-        res["seconds"].append(time.perf_counter() - t0)
-        gen = report["generated"]["rephrase"]
-        res["output_tokens"].append(gen["output_tokens"])
-        res["generate_seconds"].append(gen["seconds"])
-        span, tokens = steady(out)
-        res["steady_seconds"].append(span)
-        res["steady_tokens"].append(tokens)
-    res["requests"] = sum(c["docs"] for c in gen["costs"])
+    """Whole runs on ``--inputs`` and on twice as many documents (``--inputs2``): the generation
+    phase's extra time over the extra output tokens is the rate once the engine is up (start-up,
+    the same in both, cancels out)."""
+    res = {"seconds": [], "output_tokens": [], "generate_seconds": [], "steady_seconds": [], "steady_tokens": []}
+    for _ in range(a.repeats):
+        small, big = (_one_run(a, backend, inputs) for inputs in (a.inputs, a.inputs2))
+        res["seconds"].append(small["seconds"])
+        res["output_tokens"].append(small["output_tokens"])
+        res["generate_seconds"].append([small["generate_seconds"], big["generate_seconds"]])
+        res["steady_seconds"].append(big["generate_seconds"] - small["generate_seconds"])
+        res["steady_tokens"].append(big["output_tokens"] - small["output_tokens"])
+    res["requests"] = small["requests"]
     return res
 
 
-def steady(out: Path) -> tuple[float, int]:
-    """(seconds between the first and the last part of the generation phase, output tokens in the
-    parts after the first): the rate once the model is up."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+def _one_run(a, backend: str, inputs: str) -> dict:
+    from tokenmill.engine.config import build_pipeline
+    from tokenmill.engine.run import run_pipeline
 
-    parts = sorted((p.stat().st_mtime, p) for p in out.glob("_work/*/p1-stream/*/part-*.parquet"))
-    tokens = sum(int(pc.sum(pq.read_table(p, columns=["gen_output_tokens"])["gen_output_tokens"]).as_py() or 0)
-                 for _, p in parts[1:])
-    return parts[-1][0] - parts[0][0], tokens
+    out = RDIR / f"out-{backend}"
+    shutil.rmtree(out, ignore_errors=True)
+    cfg = {"name": "bench", "input": {"paths": [inputs], "files_per_chunk": 1000}, "output": {"path": str(out)},
+           "ray": {"num_cpus": 8, "num_gpus": 1} if backend == "vllm" else {"num_cpus": 2},
+           "stages": [{"type": "langid"}, stage_params(a, backend)]}
+    t0 = time.perf_counter()
+    gen = run_pipeline(build_pipeline(cfg), progress=False).report["generated"]["rephrase"]
+    return {"seconds": time.perf_counter() - t0, "output_tokens": gen["output_tokens"], "generate_seconds": gen["seconds"],
+            "requests": sum(c["docs"] for c in gen["costs"])}
 
 
 def _timed(run, a, requests: int) -> dict:
@@ -214,26 +209,29 @@ def rate(r: dict, steady_rate: bool = False) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--docs", type=int, default=40)
-    p.add_argument("--shards", type=int, default=16, help="input files (the pipelines' steady rate needs several parts)")
+    p.add_argument("--shards", type=int, default=16, help="input files")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=64, help="requests per engine batch (and per model call)")
     p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--json", default=str(HERE.with_suffix(".json")))
     p.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--inputs", help=argparse.SUPPRESS)
+    p.add_argument("--inputs2", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
         Path(a.result).write_text(json.dumps(child(a)))
         return
     inp = prepare(a.docs, a.shards)
+    inp2 = prepare(2 * a.docs, a.shards)
     results = {}
     for mode in a.modes.split(","):
         print(f"running {mode} ...", flush=True)
         result = RDIR / f"{mode}.json"
         results[mode] = run_child([str(HERE), "--child", mode, "--model", inp["model"], "--inputs", inp["inputs"],
+                                   "--inputs2", inp2["inputs"],
                                    "--repeats", str(a.repeats), "--batch-size", str(a.batch_size), "--max-tokens",
                                    str(a.max_tokens), "--result", str(result)], result, env=ENV)
     rows = []
