@@ -45,5 +45,8 @@ def processor(step: LLMStep, resources: Resources):
         engine_kwargs={"tensor_parallel_size": resources.tensor_parallel_size, **step.engine_kwargs},
         batch_size=resources.batch_size, concurrency=resources.concurrency,
         runtime_env={"env_vars": dict(step.env)} if step.env else None,
-        log_engine_metrics=False, should_continue_on_error=True)
+        log_engine_metrics=False, should_continue_on_error=True,
+        # the engine tokenizes prompts and detokenizes outputs in its own process, as plain LLM.chat
+        # does; Ray Data's separate tokenizer and detokenizer actor pools would redo that work
+        tokenize_stage=False, detokenize_stage=False)
     return build_processor(config, preprocess=step.preprocess, postprocess=step.postprocess)
