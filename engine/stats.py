@@ -90,10 +90,14 @@ class WriteStats:
             self._add_file_errors(table.filter(files))
             table = table.filter(pc.invert(files))
         self._add_scores(table)
+        for stage, reason, lang, *vals in self._by_reason(table, report_reason):
+            self._add(self.rejected, (stage or "unknown", reason or "unknown", lang), vals)
+
+    def _by_reason(self, table: pa.Table, report_reason) -> list[tuple]:
+        """(stage, report label, language, docs, chars, tokens) of rejected rows."""
         if report_reason is not None and table.num_rows:
             table = self._label_reasons(table, report_reason)
-        for stage, reason, lang, *vals in _group_sums(table, ["reject_stage", "reject_reason", "language"]):
-            self._add(self.rejected, (stage or "unknown", reason or "unknown", lang), vals)
+        return _group_sums(table, ["reject_stage", "reject_reason", "language"])
 
     @staticmethod
     def _label_reasons(table: pa.Table, report_reason) -> pa.Table:
@@ -126,11 +130,7 @@ class WriteStats:
             self._add(self.emitted, (stage, lang or "und"), vals)
 
     def add_emitted_rejected(self, stage: str, table: pa.Table, report_reason=None) -> None:
-        if table.num_rows == 0:
-            return
-        if report_reason is not None:
-            table = self._label_reasons(table, report_reason)
-        for by, reason, lang, *vals in _group_sums(table, ["reject_stage", "reject_reason", "language"]):
+        for by, reason, lang, *vals in self._by_reason(table, report_reason):
             self._add(self.emitted_rejected, (stage, by, reason, lang or "und"), vals)
 
     def _add_file_errors(self, rows: pa.Table) -> None:
