@@ -1,5 +1,6 @@
 """The ``tokenmill`` command: ``run`` a pipeline config, ``validate`` one without running it,
-``train-quality`` a quality classifier."""
+``train-quality`` a quality classifier; ``submit``/``jobs`` and ``k8s render`` come from
+``tokenmill.cluster``."""
 from __future__ import annotations
 
 import argparse
@@ -38,6 +39,10 @@ def _parser() -> argparse.ArgumentParser:
                        description="Validate a config: keys, stage types and parameters, language files, inputs.")
     v.add_argument("config")
     _train_parser(sub)
+    from tokenmill.cluster import k8s_cli, submit
+
+    submit.add_parsers(sub)
+    k8s_cli.add_parser(sub)
     return p
 
 
@@ -97,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.command == "train-quality":
         return _train_quality(args)
+    if getattr(args, "func", None):   # submit, jobs, k8s: tokenmill.cluster
+        return args.func(args)
     try:
         pipeline = load_config(args.config)
     except ConfigError as e:
