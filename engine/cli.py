@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
                    "$TOKENMILL_PROGRESS_INTERVAL)")
     r.add_argument("--verbose", "-v", action="store_true", help="also show the engine's own logs, warnings and progress")
     r.add_argument("--keep-work", action="store_true", help="keep intermediate phase files under OUT/_work")
+    r.add_argument("--lock-wait", type=float, metavar="SECONDS",
+                   help="incremental runs: how long to wait while another run holds the output (overrides "
+                   "output.lock_wait_seconds; default 0: exit 75 at once)")
     v = sub.add_parser("validate", help="check a config without running it",
                        description="Validate a config: keys, stage types and parameters, language files, inputs.")
     v.add_argument("config")
@@ -116,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
               f"output {cfg.output.path})")
         return 0
     from .console import Console
+    from .lease import LeaseHeld
     from .run import run_pipeline
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
@@ -123,7 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_pipeline(pipeline, address=args.address, output=args.output, num_cpus=args.num_cpus,
                      engine=args.engine, master=args.master,
-                     keep_work=args.keep_work, console=console, verbose=args.verbose)
+                     keep_work=args.keep_work, console=console, verbose=args.verbose, lock_wait_s=args.lock_wait)
+    except LeaseHeld as e:
+        print(f"{e}; this run did nothing (exit 75: try again later, or pass --lock-wait SECONDS)", file=sys.stderr)
+        return 75
     except KeyboardInterrupt:
         print("interrupted: finished phases are kept; run the same command again to finish", file=sys.stderr)
         return 130

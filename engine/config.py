@@ -58,6 +58,13 @@ class OutputConfig(BaseModel):
     compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
     max_rows_per_file: int = Field(200_000, ge=1)
     write_rejects: bool = True
+    incremental: bool = Field(False, description="each run takes only input files no earlier run took (the "
+                              "ledger in OUT/_ledger), adds its own files beside theirs, and dedups against "
+                              "what they kept")
+    lock_wait_seconds: float = Field(0.0, ge=0, description="incremental: how long to wait while another run "
+                                     "holds the output before giving up (exit 75)")
+    lease_seconds: float = Field(600.0, ge=10, description="incremental: the output lease's time to live (renewed "
+                                 "every third of it while the run lives; an expired one is taken over)")
 
 
 class TokenizerConfig(BaseModel):

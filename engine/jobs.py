@@ -97,3 +97,4 @@ class FinalJob:
     out_url: str
     output: Any              # OutputConfig
     stages: list = field(default_factory=list)   # ResolvedStage: report labels of reject reasons
+    name_prefix: str = ""    # starts every file name (an incremental run's number)

@@ -41,9 +41,10 @@ def describe_files(store: Storage, folder: str, rel_paths: list[str]) -> list[di
 
 
 def commit(store: Storage, staged: str, plan_path: str, fingerprint: str, extra: dict,
-           folders: tuple[str, ...] = OUTPUT_FOLDERS) -> dict:
+           folders: tuple[str, ...] = OUTPUT_FOLDERS, keep: tuple[dict, ...] = ()) -> dict:
     """Move staged files into place and write the manifest; idempotent if interrupted. ``folders``:
-    the output folders (``data``, ``rejects`` and those of generating stages, e.g. ``synthetic``)."""
+    the output folders (``data``, ``rejects`` and those of generating stages, e.g. ``synthetic``);
+    ``keep``: manifest entries of earlier runs' files that stay (an incremental run's)."""
     root = store.root
     plan = store.read_json(plan_path)
     if plan is None or plan.get("fingerprint") != fingerprint:
@@ -51,7 +52,7 @@ def commit(store: Storage, staged: str, plan_path: str, fingerprint: str, extra:
         plan = {"fingerprint": fingerprint, "staged": staged, "files": describe_files(store, staged, rels),
                 "created": time.time()}
         store.write_json_atomic(plan_path, plan)
-    wanted = {f["path"] for f in plan["files"]}
+    wanted = {f["path"] for f in plan["files"]} | {f["path"] for f in keep}
     earlier = store.read_json(f"{root}/{MANIFEST}") or {}
     folders = tuple(dict.fromkeys([*folders, *(f["path"].split("/", 1)[0] for f in earlier.get("files", [])
                                                if "/" in f["path"])]))   # e.g. synthetic/ of a run that had rephrase
@@ -67,6 +68,6 @@ def commit(store: Storage, staged: str, plan_path: str, fingerprint: str, extra:
             store.mv(src, dst)
         elif not store.exists(dst):
             raise RuntimeError(f"commit lost a file: {src} (neither staged nor in place)")
-    manifest = {"fingerprint": fingerprint, "complete": True, "files": plan["files"], "committed": time.time(), **extra}
+    manifest = {"fingerprint": fingerprint, "complete": True, "files": [*keep, *plan["files"]], "committed": time.time(), **extra}
     store.write_json_atomic(f"{root}/{MANIFEST}", manifest)
     return manifest

@@ -18,6 +18,7 @@ from .budget import TOKENS_FILE, Budget, cut_to_budget
 from .jobs import Decisions, FinalJob, GlobalJob, PartWritten, PoolSpec, StreamJob, input_item, part_item
 from .manifest import MANIFEST, OUTPUT_FOLDERS, commit
 from .console import Console
+from .incremental import IncrementalRun
 from .plan import (VERSION, Chunk, Phase, RunPlan, fingerprint, input_stamps, plan_pools, plan_run,
                    with_external_state)
 from .readers import list_input_files
@@ -47,6 +48,7 @@ class PhaseRunner:
         self.console, self.say = console, console.say
         self.sizes = sizes or {}
         self.run_id = run_id or work   # names what the run leaves for later runs (a band index)
+        self.name_prefix = ""          # starts every output file's name (an incremental run's number)
         self.work = store.path("_work", work)
         self.tmp_root = store.path("_work", "_tmp")
         self.phase_seconds: dict[str, float] = {}
@@ -218,7 +220,8 @@ class PhaseRunner:
         cfg = self.pipeline.config
         stats = WriteStats()
         for s in self.executor.finalize(FinalJob(items, self.plan.final_schema, self.plan.drop_columns,
-                                                 self.store.url(tmp), cfg.output, list(self.pipeline.stages))):
+                                                 self.store.url(tmp), cfg.output, list(self.pipeline.stages),
+                                                 self.name_prefix)):
             stats.merge(s)
         self.store.makedirs(tmp)
         self.store.write_json_atomic(f"{tmp}/{STATS}", stats.to_json())
@@ -269,27 +272,47 @@ class ChunkCommitter:
 def run_pipeline(pipeline, address: Optional[str] = None, output: Optional[str] = None,
                  num_cpus: Optional[int] = None, progress: bool = True, keep_work: bool = False,
                  console: Optional[Console] = None, verbose: bool = False, engine: Optional[str] = None,
-                 master: Optional[str] = None) -> RunResult:
+                 master: Optional[str] = None, lock_wait_s: Optional[float] = None) -> RunResult:
     """Run a pipeline to completion (or finish an interrupted run). ``engine``: ``ray`` or ``spark``
     (default: the config's ``engine``); ``address``: a Ray cluster, ``master``: a Spark master;
     ``console``: where messages and progress go (default: a live display in a terminal, progress
     lines elsewhere, none with ``progress=False``); ``verbose``: let the engine's own logs and
     progress through. The output does not depend on the engine: a run begun on one may be
-    finished on the other."""
-    from .executors.base import run_executor
-
+    finished on the other. With ``output.incremental`` the run takes only input files no earlier
+    run took (``incremental.py``); ``lock_wait_s`` overrides ``output.lock_wait_seconds`` (raises
+    ``lease.LeaseHeld`` when another run holds the output that long)."""
     console = console or Console.auto("auto" if progress else "off")
     cfg = pipeline.config
     out = output or cfg.output.path
     store = Storage(out)
-    files, problems = list_input_files(cfg.input.paths, cfg.input.format)
-    for where, what in problems:
-        console.say(f"input: {where}: {what}")
-    stamps = input_stamps(files)
+    inc = IncrementalRun(store, cfg.output, console.say, lock_wait_s) if cfg.output.incremental else None
+    try:
+        files, problems = list_input_files(cfg.input.paths, cfg.input.format)
+        for where, what in problems:
+            console.say(f"input: {where}: {what}")
+        stamps = input_stamps(files)
+        if inc is not None:
+            files = inc.take(files, stamps).files
+            stamps, pipeline = inc.stamps_of(files), inc.pipeline(pipeline)
+            if not files:
+                console.say(f"incremental: no new input files in {', '.join(cfg.input.paths)}; nothing to do")
+                return RunResult(out, store.read_json(store.path(MANIFEST)) or {}, None, skipped=True)
+        return _run(pipeline, store, out, files, stamps, problems, inc, console, address=address, master=master,
+                    num_cpus=num_cpus, engine=engine, keep_work=keep_work, verbose=verbose)
+    finally:
+        if inc is not None:
+            inc.release()
+
+
+def _run(pipeline, store: Storage, out: str, files, stamps, problems, inc: Optional[IncrementalRun],
+         console: Console, address, master, num_cpus, engine, keep_work: bool, verbose: bool) -> RunResult:
+    from .executors.base import run_executor
+
+    cfg = pipeline.config
     base = fingerprint(pipeline, files, stamps)
     fp = with_external_state(pipeline, base)
     manifest = store.read_json(store.path(MANIFEST))
-    if manifest and manifest.get("complete") and manifest.get("fingerprint") == fp:
+    if inc is None and manifest and manifest.get("complete") and manifest.get("fingerprint") == fp:
         return _already_complete(store, out, pipeline, manifest, problems, console)
 
     plan = plan_run(pipeline, files)
@@ -302,8 +325,9 @@ def run_pipeline(pipeline, address: Optional[str] = None, output: Optional[str] 
     console.poll = executor.progress
     try:
         runner = PhaseRunner(store, fp[:16], executor, pipeline, plan, console,
-                             {f.path: st[0] for f, st in zip(files, stamps)}, run_id=base[:16])
-        result = _run_and_commit(runner, store, out, fp, files, problems, keep_work, t_start)
+                             {f.path: st[0] for f, st in zip(files, stamps) if st}, run_id=base[:16])
+        runner.name_prefix = inc.name_prefix if inc is not None else ""
+        result = _run_and_commit(runner, store, out, fp, files, problems, keep_work, t_start, inc)
         console.close()
         print_summary(result.report, out, logs=executor.log_location())
         return result
@@ -319,7 +343,7 @@ def output_folders(pipeline) -> tuple[str, ...]:
 
 
 def _run_and_commit(runner: PhaseRunner, store: Storage, out: str, fp: str, files, problems,
-                    keep_work: bool, t_start: float) -> RunResult:
+                    keep_work: bool, t_start: float, inc: Optional[IncrementalRun] = None) -> RunResult:
     """Every phase, then the commit (files, manifest), then the report."""
     pipeline, executor = runner.pipeline, runner.executor
     stats = runner.run()
@@ -327,13 +351,17 @@ def _run_and_commit(runner: PhaseRunner, store: Storage, out: str, fp: str, file
     manifest = commit(store, f"{runner.work}/final", f"{runner.work}/_commit.json", fp,
                       {"name": pipeline.config.name, "tokenmill_version": VERSION, "inputs": [f.path for f in files],
                        "input_problems": [list(p) for p in problems], "counts": stats.to_json()},
-                      folders=output_folders(pipeline))
+                      folders=output_folders(pipeline), keep=tuple(inc.earlier_files()) if inc else ())
+    if inc is not None:
+        inc.commit(stats, manifest)
     runner.phase_seconds["commit"] = time.time() - t0
     runner.say(f"committed {len(manifest['files'])} files to {out}")
     t0 = time.time()
     metrics = {**executor.metrics(), "global_steps": runner.global_figures}
     report = build_report(pipeline, manifest, stats, problems, metrics,
                           wall_seconds=time.time() - t_start, phase_seconds=runner.phase_seconds)
+    if inc is not None:
+        report["incremental"] = inc.report_section(pipeline, manifest, build_report)
     report["phase_seconds"]["report"] = round(time.time() - t0, 2)
     report["wall_seconds"] = round(time.time() - t_start, 2)  # everything but the engine's shutdown
     write_report(store, report)

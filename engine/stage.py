@@ -70,6 +70,13 @@ class Stage:
         ``setup()``. Default: nothing."""
         return None
 
+    @classmethod
+    def incremental(cls, params: BaseModel, folder: str) -> BaseModel:
+        """Parameters for an incremental run (``output.incremental``), whose state for later runs
+        goes under ``folder`` (a dedup stage's index of what it kept, checked by the next runs).
+        Default: unchanged."""
+        return params
+
     def __call__(self, batch: pa.Table) -> pa.Table:  # pragma: no cover - protocol
         raise NotImplementedError
 
@@ -92,6 +99,11 @@ class GlobalStage(Stage):
         """Whether these parameters need the global step (e.g. a quality stage needs it for
         ``keep_top``, not for a fixed ``threshold``); a stage that does not runs streamed only."""
         return True
+
+    def has_global_step(self) -> bool:
+        """Whether the engine runs ``global_step(ops, keys)`` (several shuffles on ``DatasetOps``)
+        instead of grouping by ``key_column`` for ``reduce_group``."""
+        return callable(getattr(self, "global_step", None))
 
     def reduce_group(self, group: pa.Table) -> pa.Table:  # pragma: no cover - protocol
         raise NotImplementedError

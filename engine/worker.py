@@ -194,7 +194,7 @@ def finalize_chunk(item: dict, job: FinalJob) -> WriteStats:
     under ``job.out_url``; return what was written, counted."""
     chunk = item["chunk"]
     decisions = [(n, load_decisions(u)) for n, u in item_decisions(item)]
-    writers = FinalWriters(job, f"{chunk:05d}")
+    writers = FinalWriters(job, f"{job.name_prefix}{chunk:05d}")
     stats = WriteStats()
     for part in item["parts"]:
         table = read_parquet_file(part)

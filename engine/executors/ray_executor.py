@@ -319,7 +319,7 @@ class RayExecutor:
         stage.setup()
         if not job.parts:
             return {}
-        if hasattr(stage, "global_step"):
+        if stage.has_global_step():
             return self._run_global_step(stage, job)
         self._run_reduce_groups(stage, job)
         return {}

@@ -245,7 +245,7 @@ class SparkExecutor:
         before = self.spark.conf.get("spark.sql.shuffle.partitions")
         self.spark.conf.set("spark.sql.shuffle.partitions", str(self._partitions(job)))
         try:
-            if hasattr(stage, "global_step"):
+            if stage.has_global_step():
                 return self._run_global_step(stage, job)
             self._run_reduce_groups(stage, job)
             return {}

@@ -21,6 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from tokenmill.engine.global_ops import NODE_BITS
 from tokenmill.engine.storage import Storage
 
@@ -30,6 +32,18 @@ DONE = "_SUCCESS"
 INDEX_ROWS = pa.schema([("band", pa.int64()), ("node", pa.int64()), ("id", pa.string()), ("range", pa.int32())])
 INDEXED_IDS = pa.schema([("label", pa.int64()), ("indexed_id", pa.string())])
 MAX_INDEXES = 1 << (63 - NODE_BITS)
+
+
+class IndexParams(BaseModel):
+    """Incremental dedup across runs: what this run leaves for later ones, what it reads of earlier ones."""
+
+    model_config = ConfigDict(extra="forbid")
+    write: Optional[str] = Field(None, description="folder or URL: store this run's kept documents' keys")
+    read: list[str] = Field(default_factory=list, description="indexes of earlier runs: their documents win")
+
+    def or_default(self, folder: str) -> "IndexParams":
+        """An incremental run's index: the one configured, else write and read ``folder``."""
+        return self if (self.write or self.read) else IndexParams(write=folder, read=[folder])
 
 
 def run_folder(root: str, run: str) -> str:

@@ -4,6 +4,8 @@ Streamed part: ``dedup_key`` = BLAKE2b-128 of the text lower-cased with whitespa
 collapsed (Unicode NFC is the reader's job). Global part: the executor groups live rows by
 ``dedup_key`` with its engine's shuffle; ``reduce_group`` keeps the first row in input order
 (source, then offset; ``order.py``) and rejects the others as ``duplicate_of:<kept id>``.
+With ``index`` (incremental runs) the global part also checks earlier runs' kept keys
+(``key_index.py``).
 """
 from __future__ import annotations
 
@@ -11,11 +13,13 @@ import hashlib
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from tokenmill.engine.schema import set_column
+from tokenmill.engine.schema import CHUNK, set_column
 from tokenmill.engine.stage import GlobalStage, Resources, register_stage
 
+from . import key_index
+from .band_index import IndexParams, index_state
 from .order import input_order_keys, with_input_order
 
 
@@ -23,6 +27,7 @@ class ExactDedupParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     lowercase: bool = True
     collapse_whitespace: bool = True
+    index: IndexParams = Field(default_factory=IndexParams)
 
 
 def normalise(texts: pa.Array, lowercase: bool = True, collapse_whitespace: bool = True) -> pa.Array:
@@ -59,6 +64,24 @@ class ExactDedup(GlobalStage):
     def __call__(self, batch: pa.Table) -> pa.Table:
         norm = normalise(batch["text"], self.params.lowercase, self.params.collapse_whitespace)
         return set_column(batch, self.key_column, text_hashes(norm))
+
+    @classmethod
+    def incremental(cls, params: ExactDedupParams, folder: str) -> ExactDedupParams:
+        return params.model_copy(update={"index": params.index.or_default(folder)})
+
+    def has_global_step(self) -> bool:
+        return bool(self.params.index.read or self.params.index.write)
+
+    def shuffle_columns(self) -> list[str]:
+        return ["dedup_key", "row_key", "id", CHUNK]
+
+    def external_state(self, run_id: str) -> list:
+        """The key indexes this run reads (their committed runs, but for its own)."""
+        return index_state(self.params.index.read, exclude=run_id)
+
+    def global_step(self, ops, keys) -> tuple[object, dict]:
+        """With an index: this run's copies and those of earlier runs' kept documents (``key_index``)."""
+        return key_index.global_step(ops, keys, self.params.index)
 
     def reduce_group(self, group: pa.Table) -> pa.Table:
         """All live rows with one key -> (row_key, reject_reason) for every copy but the first."""

@@ -27,7 +27,7 @@ from tokenmill.engine.stage import GlobalStage, Resources, register_stage
 
 from tokenmill.engine.storage import Storage
 
-from .band_index import commit_marker, committed_runs, index_state, indexed_rows, keep_rows, run_folder
+from .band_index import IndexParams, commit_marker, committed_runs, index_state, indexed_rows, keep_rows, run_folder
 from .components import BAND_ROWS, HUB_DEGREE, band_rows, candidate_edges, connected_components, star_labels
 from .hubs import HubLog
 from .kept import CLUSTER_SIZE, REASON_PREFIX, decide
@@ -35,14 +35,6 @@ from .signatures import MinHasher, band_keys, optimal_bands
 
 BANDS_COLUMN = "minhash_bands"
 SIGNATURE_COLUMN = "minhash_signature"   # kept only with verify > 0
-
-
-class IndexParams(BaseModel):
-    """Incremental dedup across runs (``band_index``)."""
-
-    model_config = ConfigDict(extra="forbid")
-    write: Optional[str] = Field(None, description="folder or URL: store this run's kept documents' band keys")
-    read: list[str] = Field(default_factory=list, description="band indexes of earlier runs: their documents win")
 
 
 class MinHashParams(BaseModel):
@@ -161,6 +153,10 @@ class MinHashDedup(GlobalStage):
         flat = pa.array(values.reshape(-1), typ)
         offsets = pa.array(np.arange(0, (n + 1) * k, k, dtype=np.int32), pa.int32())
         return pc.if_else(pa.array(empty), pa.scalar(None, pa.list_(typ)), pa.ListArray.from_arrays(offsets, flat))
+
+    @classmethod
+    def incremental(cls, params: MinHashParams, folder: str) -> MinHashParams:
+        return params.model_copy(update={"index": params.index.or_default(folder)})
 
     def external_state(self, run_id: str) -> list:
         """The band indexes this run reads (their committed runs, but for its own)."""

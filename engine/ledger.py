@@ -1,0 +1,90 @@
+"""The ledger of an incremental output: which input files each run processed.
+
+``OUT/_ledger/run-<n>.json`` is written (atomically) when run ``n`` commits: its input files with
+their size and stamp, its write-time counts and the files it added. ``OUT/_ledger/pending.json``
+names the run in progress and its files, written before any work: a run that was killed is
+picked up by the next one with exactly those files (so its finished phases are reused), and
+files that arrived since wait for the run after. Only a run holding the lease (``lease.py``)
+writes here.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+from .readers import InputFile
+from .storage import Storage
+
+FOLDER = "_ledger"
+PENDING = "pending.json"
+LEASE = "_lease.json"
+
+
+@dataclass
+class RunFiles:
+    """What one incremental run takes: its number, its files and why (new, or a killed run's)."""
+
+    number: int
+    files: list[InputFile]
+    resumed: bool
+    changed: list[str]   # processed files whose size or stamp changed since (not taken again)
+
+
+class Ledger:
+    def __init__(self, store: Storage):
+        self.store = store
+        self.folder = store.path(FOLDER)
+
+    @property
+    def lease_path(self) -> str:
+        return f"{self.folder}/{LEASE}"
+
+    def runs(self) -> list[dict]:
+        """Committed runs, oldest first."""
+        names = sorted(p.rsplit("/", 1)[-1] for p in self.store.find(self.folder)
+                       if p.rsplit("/", 1)[-1].startswith("run-") and p.endswith(".json"))
+        return [r for r in (self.store.read_json(f"{self.folder}/{n}") for n in names) if r]
+
+    def pending(self) -> Optional[dict]:
+        return self.store.read_json(f"{self.folder}/{PENDING}")
+
+    def take(self, files: list[InputFile], stamps: list[list]) -> RunFiles:
+        """The files this run processes: a killed run's, else every file no committed run took."""
+        runs = self.runs()
+        number = max((r["run"] for r in runs), default=0) + 1
+        pending = self.pending()
+        if pending and pending.get("run") == number:
+            known = {f.path: f for f in files}
+            taken = [known.get(p["path"]) or InputFile(p["path"], p["source"], p["format"]) for p in pending["files"]]
+            return RunFiles(number, taken, True, [])
+        done = {f["path"]: f for r in runs for f in r["files"]}
+        new = [f for f in files if f.path not in done]
+        changed = [f.path for f, st in zip(files, stamps) if f.path in done and _stamp(done[f.path]) != list(st)]
+        return RunFiles(number, new, False, changed)
+
+    def start(self, run: RunFiles, stamps: dict[str, list]) -> None:
+        if not run.resumed:
+            self.store.write_json_atomic(f"{self.folder}/{PENDING}", {
+                "run": run.number, "started": time.time(), "files": _file_rows(run.files, stamps)})
+
+    def commit(self, run: RunFiles, stamps: dict[str, list], counts: dict, added: list[dict]) -> dict:
+        record = {"run": run.number, "committed": time.time(), "files": _file_rows(run.files, stamps),
+                  "counts": counts, "added": added}
+        self.store.write_json_atomic(f"{self.folder}/run-{run.number:06d}.json", record)
+        self.store.rm(f"{self.folder}/{PENDING}")
+        return record
+
+
+def _file_rows(files: list[InputFile], stamps: dict[str, list]) -> list[dict]:
+    return [{"path": f.path, "source": f.source, "format": f.format, "stamp": list(stamps.get(f.path) or [])}
+            for f in files]
+
+
+def _stamp(row: dict) -> list:
+    return list(row.get("stamp") or [])
+
+
+def run_prefix(number: int) -> str:
+    """What every output file of run ``number`` starts with, so no run replaces another's files."""
+    return f"r{number:06d}-"

@@ -1,0 +1,92 @@
+"""Exact dedup across runs: an index of the keys of the documents each run kept.
+
+``index.write: PATH`` stores (dedup_key, id) of every document this run kept under
+``PATH/run=<run id>/`` (committed by a marker, as the band index is); ``index.read: [PATH, ...]``
+brings every committed earlier run's keys into this run's shuffle: a document whose key an
+earlier run kept is rejected as ``duplicate_of:<that id>`` (the earlier document always wins,
+and the old corpus is never read); the rest are deduplicated among themselves as without an
+index (the first in input order is kept). With an index the stage runs as a multi-step global
+step on the engine's ``DatasetOps``: one shuffle by the key's first 64 bits.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tokenmill.engine.schema import CHUNK
+from tokenmill.engine.storage import Storage
+
+from .band_index import commit_marker, committed_runs, run_folder
+from .order import input_order_keys, with_input_order
+
+HASH = "_key64"
+INDEX_ROWS = pa.schema([("dedup_key", pa.string()), ("id", pa.string())])
+DECISIONS = pa.schema([("row_key", pa.string()), ("reject_reason", pa.string()), (CHUNK, pa.int32())])
+
+
+def with_key_hash(table: pa.Table, column: str = "dedup_key") -> pa.Table:
+    """``table`` with an int64 of its hex key's first 16 digits (what the shuffle partitions by)."""
+    values = np.array([int(k[:16], 16) for k in table[column].to_pylist()], dtype=np.uint64).view(np.int64)
+    return table.append_column(HASH, pa.array(values, pa.int64()))
+
+
+def indexed_keys(table: pa.Table) -> pa.Table:
+    """One earlier run's index rows -> (key hash, dedup_key, indexed_id)."""
+    return with_key_hash(table.select(["dedup_key", "id"]).rename_columns(["dedup_key", "indexed_id"]))
+
+
+def decide(rows: Optional[pa.Table], indexed: Optional[pa.Table]) -> pa.Table:
+    """One partition: every live row of this run with ``reject_reason`` set on the copies (null on
+    the row kept). A key an earlier run kept rejects all of this run's rows with it."""
+    if rows is None or rows.num_rows == 0:
+        return pa.table({"row_key": [], "reject_reason": [], CHUNK: [], "dedup_key": [], "id": []},
+                        schema=DECISIONS.append(pa.field("dedup_key", pa.string())).append(pa.field("id", pa.string())))
+    rows = with_input_order(rows)
+    rows = rows.take(pc.sort_indices(rows, sort_keys=[("dedup_key", "ascending"), *input_order_keys()]))
+    keys = np.asarray(rows["dedup_key"].to_numpy(zero_copy_only=False), dtype=object)
+    first = np.r_[True, keys[1:] != keys[:-1]] if len(keys) else np.zeros(0, bool)
+    ids = np.asarray(rows["id"].to_numpy(zero_copy_only=False), dtype=object)
+    winner = ids[first][np.cumsum(first) - 1]
+    if indexed is not None and indexed.num_rows:
+        pos = pc.index_in(rows["dedup_key"], indexed["dedup_key"])
+        older = pc.is_valid(pos).to_numpy(zero_copy_only=False)
+        winner = np.where(older, np.asarray(pc.take(indexed["indexed_id"], pos).to_numpy(zero_copy_only=False),
+                                            dtype=object), winner)
+        first = first & ~older
+    reasons = pa.array([None if f else f"duplicate_of:{w}" for f, w in zip(first, winner)], pa.string())
+    return pa.table({"row_key": rows["row_key"], "reject_reason": reasons, CHUNK: rows[CHUNK].cast(pa.int32()),
+                     "dedup_key": rows["dedup_key"], "id": rows["id"]})
+
+
+def rejected(table: pa.Table) -> pa.Table:
+    return table.filter(pc.is_valid(table["reject_reason"])).select(DECISIONS.names).cast(DECISIONS)
+
+
+def kept(table: pa.Table) -> pa.Table:
+    return table.filter(pc.is_null(table["reject_reason"])).select(INDEX_ROWS.names).cast(INDEX_ROWS)
+
+
+def global_step(ops, keys, index) -> tuple[object, dict]:
+    """Decisions (row_key, reject_reason, chunk) against this run and the indexes read; writes this
+    run's kept keys when ``index.write`` is set."""
+    runs = committed_runs(index.read, exclude=ops.run_id)
+    inputs = [ops.map(keys, with_key_hash)]
+    tables = [ops.map(ops.read_parquet(files), indexed_keys) for files in runs if files]
+    if tables:
+        inputs.append(ops.union(tables))
+    decided = ops.partition_map(inputs, HASH, _decide_partition)
+    if index.write:
+        decided = ops.materialize(decided)
+        folder = run_folder(index.write, ops.run_id)
+        store = Storage(folder)
+        store.rm(store.root)
+        ops.write_parquet(ops.map(decided, kept), folder)
+        commit_marker(store)
+    return ops.map(decided, rejected), {"indexed_runs": len(runs)}
+
+
+def _decide_partition(rows: Optional[pa.Table], indexed: Optional[pa.Table] = None) -> pa.Table:
+    return decide(rows, indexed)

@@ -1,0 +1,185 @@
+"""Incremental runs (output.incremental): cron-style runs over growing input add up to one run over
+all of it, no input file is processed twice (also after a killed run), and two runs on one output
+never work at the same time."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from conftest import REPO
+from neardup_corpus import build_corpus, write_jsonl
+from pipeline_helpers import kill_run_after_first_chunk, read_manifest_files
+from tokenmill.engine.config import build_pipeline
+from tokenmill.engine.lease import Lease, LeaseHeld
+from tokenmill.engine.ledger import Ledger
+from tokenmill.engine.run import run_pipeline
+from tokenmill.engine.storage import Storage
+
+SHARDS = 6
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> tuple[list[dict], list[Path]]:
+    """Originals, then their near-duplicate and exact copies, over six shards named in arrival
+    order: as on the web, a copy arrives with its original or after it, so most copies meet their
+    original only through an earlier run's index. (A document arriving later that links two
+    clusters an earlier run kept apart cannot retract what that run wrote: README, Incremental.)"""
+    rows = build_corpus(240, seed=3)
+    rows = sorted(rows, key=lambda r: r["mutation"] != "original")   # stable: corpus order otherwise
+    folder = tmp_path_factory.mktemp("incr-corpus")
+    return rows, write_jsonl(rows, folder / "shard.jsonl", shards=SHARDS)
+
+
+def _config(inputs: list[Path], out: Path, **output) -> dict:
+    return {"name": "incr", "input": {"paths": [str(p) for p in inputs], "files_per_chunk": 2},
+            "output": {"path": str(out), **output},
+            "stages": [{"type": "langid"}, {"type": "exact_dedup"},
+                       {"type": "minhash_dedup", "threshold": 0.7, "scope": "global"}]}
+
+
+def _kept_and_rejected(out: Path) -> tuple[set, dict]:
+    data = read_manifest_files(out, "data/")
+    rej = read_manifest_files(out, "rejects/")
+    decisions = {i: (s, r.split(":", 1)[0] if r else r) for i, s, r in zip(
+        rej["id"].to_pylist(), rej["reject_stage"].to_pylist(), rej["reject_reason"].to_pylist())}
+    return set(data["id"].to_pylist()), decisions
+
+
+def test_three_cron_runs_equal_one_run_over_all_input(ray_local, sort_shuffle, tmp_path, corpus):
+    rows, shards = corpus
+    single = tmp_path / "single"
+    run_pipeline(build_pipeline(_config(shards, single)), progress=False)
+    want_kept, want_rejected = _kept_and_rejected(single)
+    assert want_rejected, "the corpus must hold duplicates for this test to mean anything"
+
+    inc = tmp_path / "inc"
+    seen_input = tmp_path / "landing"
+    seen_input.mkdir()
+    reports = []
+    for upto in (2, 4, 6):   # each night two more shards have landed
+        for s in shards[:upto]:
+            if not (seen_input / s.name).exists():
+                (seen_input / s.name).write_bytes(s.read_bytes())
+        result = run_pipeline(build_pipeline(_config([seen_input], inc, incremental=True)), progress=False)
+        reports.append(result.report)
+        assert result.report["incremental"]["run"] == len(reports)
+        assert result.report["incremental"]["input_files"] == 2
+    got_kept, got_rejected = _kept_and_rejected(inc)
+    assert got_kept == want_kept
+    assert got_rejected == want_rejected
+    # each file processed once, by one run; earlier runs' output files untouched and still listed
+    runs = Ledger(Storage(str(inc))).runs()
+    taken = [f["path"] for r in runs for f in r["files"]]
+    assert len(taken) == len(set(taken)) == SHARDS
+    manifest = json.loads((inc / "_manifest.json").read_text())
+    assert {p for r in runs for p in r["added"]} == {f["path"] for f in manifest["files"]}
+    # running totals: every input document once
+    totals = reports[-1]["incremental"]["totals"]
+    assert totals["input"]["docs"] == len(rows)
+    assert totals["output"]["docs"] == len(want_kept)
+    assert [r["input_files"] for r in reports[-1]["incremental"]["runs"]] == [2, 2, 2]
+    # the minhash and exact indexes of the earlier runs were read
+    assert reports[-1]["global_steps"]["minhash_dedup"]["indexed_runs"] == 2
+    assert reports[-1]["global_steps"]["exact_dedup"]["indexed_runs"] == 2
+    # a run with nothing new does nothing
+    again = run_pipeline(build_pipeline(_config([seen_input], inc, incremental=True)), progress=False)
+    assert again.skipped and len(Ledger(Storage(str(inc))).runs()) == 3
+
+
+def test_killed_run_is_picked_up_without_taking_a_file_twice(tmp_path, corpus):
+    _, shards = corpus
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    for s in shards[:4]:
+        (landing / s.name).write_bytes(s.read_bytes())
+    out = tmp_path / "out"
+    cfg = tmp_path / "incr.yaml"
+    cfg.write_text(yaml.safe_dump(_config([landing], out, incremental=True)))
+    cmd = [sys.executable, "-m", "tokenmill.engine.cli", "run", str(cfg), "--num-cpus", "2", "--progress", "log"]
+    kill_run_after_first_chunk(cmd, out, REPO)
+    pending = json.loads((out / "_ledger" / "pending.json").read_text())
+    assert pending["run"] == 1 and len(pending["files"]) == 4
+    for s in shards[4:]:   # more input lands before the next run
+        (landing / s.name).write_bytes(s.read_bytes())
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "the files of run 1, which did not finish" in done.stdout + done.stderr
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = Ledger(Storage(str(out))).runs()
+    assert [len(r["files"]) for r in runs] == [4, 2]
+    taken = [f["path"] for r in runs for f in r["files"]]
+    assert len(set(taken)) == SHARDS == len(taken)
+    ids = read_manifest_files(out, "data/")["id"].to_pylist() + read_manifest_files(out, "rejects/")["id"].to_pylist()
+    assert len(ids) == len(set(ids))   # no document written twice
+
+
+def test_two_runs_at_once_one_works_the_other_exits(tmp_path, corpus):
+    _, shards = corpus
+    out = tmp_path / "out"
+    cfg = tmp_path / "incr.yaml"
+    cfg.write_text(yaml.safe_dump(_config(shards[:2], out, incremental=True)))
+    cmd = [sys.executable, "-m", "tokenmill.engine.cli", "run", str(cfg), "--num-cpus", "1", "--progress", "log"]
+    first = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lease = out / "_ledger" / "_lease.json"
+    deadline = time.time() + 120
+    while not lease.exists() and time.time() < deadline and first.poll() is None:
+        time.sleep(0.1)
+    assert lease.exists()
+    second = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 75
+    assert "another run holds" in second.stderr and "did nothing" in second.stderr
+    assert first.wait(timeout=600) == 0, first.stdout.read()[-3000:]
+    assert not lease.exists()
+    runs = Ledger(Storage(str(out))).runs()
+    assert len(runs) == 1 and len(runs[0]["files"]) == 2
+
+
+def test_lease_waits_takes_over_from_a_dead_holder_and_refuses_while_held(tmp_path):
+    store = Storage(str(tmp_path))
+    path = store.path("_ledger", "_lease.json")
+    first = Lease(store, path, ttl_s=30, say=lambda m: None).acquire()
+    with pytest.raises(LeaseHeld, match="another run holds"):
+        Lease(store, path, ttl_s=30, say=lambda m: None).acquire(wait_s=0.3, poll_s=0.1)
+    first.release()
+    assert not os.path.exists(path)
+    # a holder that died (a pid of this host that no longer runs) is taken over at once
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    record = {"token": "old", "host": os.uname().nodename, "pid": int(dead.stdout), "since": time.time(),
+              "expires": time.time() + 600}
+    Path(path).write_text(json.dumps(record))
+    messages = []
+    second = Lease(store, path, ttl_s=30, say=messages.append).acquire()
+    assert second.held() and any("taking over" in m for m in messages)
+    second.release()
+    # an expired lease of another host is taken over too
+    Path(path).write_text(json.dumps({**record, "host": "elsewhere", "expires": time.time() - 1}))
+    third = Lease(store, path, ttl_s=30, say=lambda m: None).acquire()
+    assert third.held()
+    third.release()
+
+
+def test_incremental_output_keeps_earlier_files_byte_for_byte(ray_local, sort_shuffle, tmp_path, corpus):
+    _, shards = corpus
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    out = tmp_path / "out"
+    (landing / shards[0].name).write_bytes(shards[0].read_bytes())
+    run_pipeline(build_pipeline(_config([landing], out, incremental=True)), progress=False)
+    before = {p: p.read_bytes() for p in out.glob("data/language=*/*.parquet")}
+    assert before and all(p.name.startswith("part-r000001-") for p in before)
+    (landing / shards[1].name).write_bytes(shards[1].read_bytes())
+    run_pipeline(build_pipeline(_config([landing], out, incremental=True)), progress=False)
+    for p, content in before.items():
+        assert p.read_bytes() == content
+    assert any(p.name.startswith("part-r000002-") for p in out.glob("data/language=*/*.parquet"))
+    assert sum(pq.read_metadata(p).num_rows for p in out.glob("data/language=*/*.parquet")) == \
+        sum(r["output_docs"] for r in json.loads((out / "report.json").read_text())["incremental"]["runs"])
