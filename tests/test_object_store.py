@@ -18,6 +18,7 @@ import pytest
 
 from tokenmill.engine.readers import list_input_files
 from tokenmill.engine.run import fingerprint, run_pipeline
+from tokenmill.engine.storage import Storage
 
 from pipeline_helpers import make_pipeline, web_docs
 
@@ -187,3 +188,39 @@ def test_quality_model_trained_from_and_read_from_the_object_store(ray_s3, s3, s
                                                    "annotate_only": True, "keep_top": 0.5}]}), progress=False)
     assert res.report["global_steps"]["quality_fasttext"]["documents"] == {"und": 80}
     assert sum(map(sum, res.report["quality_scores"]["languages"].values())) == 80
+
+
+def test_lease_on_the_object_store_is_exclusive(s3_server, s3):
+    """The output lease is a conditional put (If-None-Match: *) on S3: a second taker is refused."""
+    from tokenmill.engine.lease import Lease, LeaseHeld
+
+    s3.mkdir("lease-bucket")
+    store = Storage("s3://lease-bucket/out")
+    path = store.path("_ledger", "_lease.json")
+    first = Lease(store, path, ttl_s=60, say=lambda m: None).acquire()
+    with pytest.raises(LeaseHeld):
+        Lease(store, path, ttl_s=60, say=lambda m: None).acquire(wait_s=0.2, poll_s=0.1)
+    first.release()
+    s3.invalidate_cache()
+    assert not s3.exists("lease-bucket/out/_ledger/_lease.json")
+    Lease(store, path, ttl_s=60, say=lambda m: None).acquire().release()
+
+
+def test_incremental_runs_on_the_object_store(ray_s3, s3, shared_data):
+    """Two cron-style runs on S3: the second takes only the new shard and adds its files beside the first's."""
+    docs = web_docs(shared_data)[:40]
+    s3.mkdir("incr-bucket")
+    out = "s3://incr-bucket/curated"
+    for i, part in enumerate((docs[:20], docs[20:])):
+        s3.pipe(f"incr-bucket/crawl/shard-{i}.jsonl", "".join(json.dumps(r) + "\n" for r in part).encode())
+        pipe, _ = make_pipeline(["s3://incr-bucket/crawl/*.jsonl"], out, batch_size=20,
+                                output={"path": out, "incremental": True})
+        res = run_pipeline(pipe, progress=False)
+        assert res.report["incremental"]["run"] == i + 1 and res.report["incremental"]["input_files"] == 1
+    s3.invalidate_cache()
+    manifest = json.loads(s3.cat("incr-bucket/curated/_manifest.json"))
+    names = [f["path"].rsplit("/", 1)[-1] for f in manifest["files"]]
+    assert any(n.startswith("part-r000001-") for n in names) and any(n.startswith("part-r000002-") for n in names)
+    assert sum(f["rows"] for f in manifest["files"]) == 40   # every document once, kept or rejected
+    assert s3.exists("incr-bucket/curated/_ledger/run-000002.json")
+    assert not s3.exists("incr-bucket/curated/_ledger/_lease.json")
