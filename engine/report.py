@@ -178,8 +178,23 @@ in {report['wall_seconds']:.1f} s. Fingerprint <code>{report['fingerprint'][:12]
 <h2>Languages kept ({unit})</h2>{langs}
 {_quality_section(report.get("quality_scores", {}))}
 {generated_html(report.get("generated", {}))}
+{_incremental_html(report.get("incremental"), unit)}
 <h2>Files that could not be read fully</h2><ul>{errs}</ul>
 </body></html>"""
+
+
+def _incremental_html(inc: dict | None, unit: str) -> str:
+    """An incremental run's number and every run's counts with the running totals."""
+    if not inc:
+        return ""
+    rows = "".join(f"<tr><td>{r['run']}</td><td>{r['input_files']:,}</td><td>{r['input_docs']:,}</td>"
+                   f"<td>{r['output_docs']:,}</td><td>{r['files_added']:,}</td></tr>" for r in inc["runs"])
+    t = inc["totals"]
+    return (f"<h2>Incremental: run {inc['run']}{' (finishing a killed run)' if inc['resumed'] else ''}</h2>"
+            f"<p>This run took {inc['input_files']:,} input file(s). Over all {len(inc['runs'])} run(s): "
+            f"{t['input']['docs']:,} documents ({t['input'][unit]:,} {unit}) in, {t['output']['docs']:,} "
+            f"({t['output'][unit]:,} {unit}) kept.</p><table><tr><th>run</th><th>input files</th><th>docs in</th>"
+            f"<th>docs kept</th><th>files added</th></tr>{rows}</table>")
 
 
 def print_summary(report: dict, out: str, stream=None, logs: str | None = None) -> None:
@@ -197,6 +212,11 @@ def print_summary(report: dict, out: str, stream=None, logs: str | None = None) 
     for name, g in report.get("generated", {}).items():
         w(f"{name}: {g['kept']['docs']:,} new documents ({g['kept']['tokens']:,} tokens) in {out}/{g['folder']}/, "
           f"{g['output_tokens']:,} model output tokens\n")
+    inc = report.get("incremental")
+    if inc:
+        t = inc["totals"]
+        w(f"incremental run {inc['run']}: {inc['input_files']:,} new input file(s); over {len(inc['runs'])} runs "
+          f"{t['input']['docs']:,} docs in, {t['output']['docs']:,} kept\n")
     w(f"output: {out}/data/language=*/  rejects: {out}/rejects/  report: {out}/report.html\n")
     if logs:
         w(f"engine logs: {logs}\n")

@@ -181,5 +181,9 @@ def test_incremental_output_keeps_earlier_files_byte_for_byte(ray_local, sort_sh
     for p, content in before.items():
         assert p.read_bytes() == content
     assert any(p.name.startswith("part-r000002-") for p in out.glob("data/language=*/*.parquet"))
+    report = json.loads((out / "report.json").read_text())
     assert sum(pq.read_metadata(p).num_rows for p in out.glob("data/language=*/*.parquet")) == \
-        sum(r["output_docs"] for r in json.loads((out / "report.json").read_text())["incremental"]["runs"])
+        sum(r["output_docs"] for r in report["incremental"]["runs"]) == report["incremental"]["totals"]["output"]["docs"]
+    page = (out / "report.html").read_text()
+    assert "Incremental: run 2" in page and f"{report['incremental']['totals']['input']['docs']:,} documents" in page
+
