@@ -54,7 +54,8 @@ class IncrementalRun:
 
     def pipeline(self, pipeline: Pipeline) -> Pipeline:
         """The pipeline with each stage's incremental parameters (its index under OUT/_index/)."""
-        stages = [ResolvedStage(rs.cls, rs.name, rs.cls.incremental(rs.params, self.store.path(INDEX_FOLDER, rs.name)),
+        url = self.store.url(self.store.path(INDEX_FOLDER))
+        stages = [ResolvedStage(rs.cls, rs.name, rs.cls.incremental(rs.params, f"{url}/{rs.name}"),
                                 rs.resources, rs.type_name) for rs in pipeline.stages]
         return Pipeline(pipeline.config, stages, pipeline.languages, pipeline.source)
 

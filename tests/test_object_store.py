@@ -224,3 +224,5 @@ def test_incremental_runs_on_the_object_store(ray_s3, s3, shared_data):
     assert sum(f["rows"] for f in manifest["files"]) == 40   # every document once, kept or rejected
     assert s3.exists("incr-bucket/curated/_ledger/run-000002.json")
     assert not s3.exists("incr-bucket/curated/_ledger/_lease.json")
+    # the dedup indexes live on the store too, one committed run folder per run
+    assert len([p for p in s3.find("incr-bucket/curated/_index/exact_dedup") if p.endswith("_SUCCESS")]) == 2
