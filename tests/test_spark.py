@@ -416,3 +416,31 @@ def test_reliable_checkpoints_give_the_same_dedup(tmp_path, ray_local, spark_loc
                     spark_local)
     assert got["spark"][0] == got["ray"][0] and any(r[1] == "minhash_dedup" for r in got["spark"][0][1])
     assert any(p.is_file() for p in checkpoints.rglob("*"))   # rounds were written there
+
+
+def test_incremental_runs_alternate_engines_and_equal_one_run(tmp_path, ray_local, spark_local):
+    """output.incremental: run 1 on Ray, run 2 on Spark (exact and MinHash indexes written by one
+    engine, read by the other) keep exactly the documents one run over all the input keeps."""
+    from neardup_corpus import build_corpus, write_jsonl
+
+    rows = sorted(build_corpus(240, seed=3), key=lambda r: r["mutation"] != "original")
+    shards = write_jsonl(rows, tmp_path / "src", shards=4)
+
+    def config(paths, out, **output):
+        return build_pipeline({"name": "incr", "input": {"paths": [str(p) for p in paths], "files_per_chunk": 2},
+                               "output": {"path": str(out), **output},
+                               "stages": [{"type": "langid"}, {"type": "exact_dedup"},
+                                          {"type": "minhash_dedup", "threshold": 0.7, "scope": "global"}]})
+
+    run_pipeline(config(shards, tmp_path / "single"), progress=False)
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    for upto, engine in ((2, "ray"), (4, "spark")):
+        for s in shards[:upto]:
+            if not (landing / s.name).exists():
+                shutil.copy(s, landing / s.name)
+        res = run_pipeline(config([landing], tmp_path / "inc", incremental=True), progress=False, engine=engine)
+        assert res.report["incremental"]["input_files"] == 2
+    assert res.report["global_steps"]["exact_dedup"]["indexed_runs"] == 1
+    single, inc = output_rows(tmp_path / "single"), output_rows(tmp_path / "inc")
+    assert inc[0] == single[0] and [r[:2] for r in inc[1]] == [r[:2] for r in single[1]]
