@@ -330,3 +330,26 @@ def test_raycronjob_warns_when_runs_could_overlap(capsys):
     assert code == 0 and "does not wait for the previous run" in err
     code, _, err = render(capsys, str(CONFIGS[1]), "--cron-mode", "cronjob", "--schedule", "0 */4 * * *")
     assert code == 0 and "previous run" not in err
+
+
+def test_model_checks_skip_only_object_stores(capsys, tmp_path):
+    """Render does not fetch a model from an object store, but a missing local model still fails the
+    config, and the stages' own checks are back in place afterwards."""
+    from tokenmill.engine.config import ConfigError, load_config
+
+    local = tmp_path / "local.yaml"
+    local.write_text("name: x\ninput: {paths: [s3://b/in/]}\noutput: {path: s3://b/out}\n"
+                     f"stages: [{{type: quality_fasttext, model_path: {tmp_path / 'no-model'}, threshold: 0.5}}]\n")
+    code, _, err = render(capsys, str(local))
+    assert code == 2 and "stages[0].model_path" in err
+    code, _, err = render(capsys, str(CONFIGS[0]))        # its quality model is on s3://
+    assert code == 0, err
+    with pytest.raises(ConfigError, match="model_path"):
+        load_config(local, check_inputs=False)
+
+
+def test_writable_root_is_only_for_the_ray_containers(capsys):
+    objs = render_objects(capsys, str(CONFIGS[0]), "--cron-mode", "raycronjob", "--writable-root")
+    problems = security_problems(objs)
+    assert problems and all("root filesystem not read-only" in p for p in problems)
+    assert {p.split(" container ")[-1].split(":")[0] for p in problems} == {"ray-head", "ray-worker"}
