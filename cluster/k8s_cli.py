@@ -12,7 +12,6 @@ import argparse
 import math
 import os
 import sys
-from contextlib import contextmanager
 from datetime import timedelta
 from importlib import metadata as _metadata
 from pathlib import Path
@@ -218,44 +217,12 @@ def build_options(args, pipeline, config_text: str) -> RenderOptions:
     return opts
 
 
-@contextmanager
-def _remote_models_unchecked():
-    """Stage checks that would read a model from an object store are skipped while render loads the
-    config: they would download it to this machine, which may have no credentials for the store
-    (the cluster has them, and a missing model still fails the run before any work). Checks of
-    local paths and everything else still run. Until ``load_config`` can be told to skip them,
-    this wraps each stage class's ``check_params`` and restores it afterwards."""
-    from tokenmill.engine.stage import get_stage_class, known_stage_types
-
-    saved = []
-    for type_name in known_stage_types():
-        cls = get_stage_class(type_name)
-        check = cls.__dict__.get("check_params")
-        if check is None:
-            continue
-
-        def skip_remote(params, _cls=cls, _check=check.__func__ if isinstance(check, staticmethod) else check):
-            raw = params.model_dump()
-            if any("://" in str(raw.get(k) or "") for k in _cls.path_params(raw)):
-                return ()
-            return _check(params)
-
-        saved.append((cls, check))
-        cls.check_params = staticmethod(skip_remote)
-    try:
-        yield
-    finally:
-        for cls, check in saved:
-            cls.check_params = check
-
-
 def _render(args) -> int:
     from tokenmill.engine.config import ConfigError, load_config
 
     path = Path(args.config)
     try:
-        with _remote_models_unchecked():
-            pipeline = load_config(path, check_inputs=False)
+        pipeline = load_config(path, check_inputs=False, check_remote=False)
         config_text, data = _raw_config(path)
     except ConfigError as e:
         print(e.render(), file=sys.stderr)

@@ -289,3 +289,32 @@ def test_cli_validate_good_config_exits_0():
     res = _cli("validate", "configs/quickstart.yaml")
     assert res.returncode == 0, res.stderr
     assert "ok" in res.stdout and "langid, heuristics, exact_dedup" in res.stdout
+
+
+def test_unreadable_remote_model_is_a_config_error_and_can_be_left_to_the_cluster(tmp_path, monkeypatch):
+    """A model on an object store this machine cannot read: a config error naming the stage (exit 2),
+    not a traceback; ``check_remote=False`` (k8s render, submit) leaves that check to the run."""
+    import socket
+
+    with socket.socket() as s:   # a loopback port nothing listens on: the store refuses at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for k, v in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "x",
+                 "AWS_SECRET_ACCESS_KEY": "x", "AWS_EC2_METADATA_DISABLED": "true",
+                 "AWS_MAX_ATTEMPTS": "1", "AWS_RETRY_MODE": "standard"}.items():
+        monkeypatch.setenv(k, v)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(textwrap.dedent(f"""
+        input: {{paths: ["{tmp_path}/in/*.jsonl"]}}
+        output: {{path: s3://bucket/out}}
+        stages:
+          - type: langid
+          - type: quality_fasttext
+            model_path: s3://models/quality
+            threshold: 0.5
+    """))
+    with pytest.raises(ConfigError) as e:
+        load_config(cfg, check_inputs=False)
+    assert e.value.errors[0][0] == "stages[1]" and "could not check its files" in e.value.errors[0][1]
+    assert [s.name for s in load_config(cfg, check_inputs=False, check_remote=False).stages] == \
+        ["langid", "quality_fasttext"]
