@@ -5,8 +5,9 @@ Local paths name the cluster's filesystem: the job's driver runs on the head nod
 workers on every node. So nothing is left relative to the head's working folder: paths in the
 YAML are resolved against the YAML's own folder, as ``tokenmill run`` does, and ``--output``
 against the current folder; each node must see them (a shared filesystem) unless they are
-object-store URLs. Inputs are not required to exist on this machine (they are read on the
-cluster). The language files are config, not data: a ``languages.dir`` travels with the YAML.
+object-store URLs. Inputs need not exist on this machine, nor models on object stores be
+readable from it: the cluster reads them (and the run checks them before any work). The
+language files are config, not data: a ``languages.dir`` travels with the YAML.
 """
 from __future__ import annotations
 
@@ -75,6 +76,6 @@ def prepare(config: str, output: Optional[str] = None) -> JobConfig:
     data = read_yaml_with_extends(source)
     if output:
         data["output"] = {**(data.get("output") or {}), "path": absolute(output)}
-    pipeline = build_pipeline(copy.deepcopy(data), source.resolve(), check_inputs=False)
+    pipeline = build_pipeline(copy.deepcopy(data), source.resolve(), check_inputs=False, check_remote=False)
     lang_dir = pipeline.config.languages.dir
     return JobConfig(pipeline, data, Path(lang_dir) if lang_dir else None)
