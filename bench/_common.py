@@ -252,9 +252,11 @@ class CpuTracker:
 
 
 def run_child(args: list[str], result_path: Path, timeout: float | None = None, env: dict | None = None,
-              quiet: bool = True) -> dict:
+              quiet: bool = True, sample_interval: float = 0.2, pss: bool = True) -> dict:
     """Run ``python <args>`` as a child under a MemorySampler; the child writes its timings as JSON
-    to ``result_path``. Returns that JSON plus the memory peaks and the child's wall seconds."""
+    to ``result_path``. Returns that JSON plus the memory peaks and the child's wall seconds.
+    ``sample_interval``/``pss``: the sampler's cost grows with the processes and their mappings
+    (PSS walks every page table); a run of many large processes samples less often, without PSS."""
     if result_path.exists():
         result_path.unlink()
     log = result_path.with_suffix(".log")
@@ -263,7 +265,7 @@ def run_child(args: list[str], result_path: Path, timeout: float | None = None, 
     with open(log, "w") as fh:
         proc = subprocess.Popen([sys.executable, *args], stdout=fh if quiet else None, stderr=subprocess.STDOUT if quiet else None,
                                 env={**os.environ, **(env or {})}, cwd=str(REPO))
-        with MemorySampler(proc.pid) as mem:
+        with MemorySampler(proc.pid, sample_interval, pss) as mem:
             try:
                 rc = proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:

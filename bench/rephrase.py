@@ -40,7 +40,7 @@ from _common import REPO, SHARED_DATA, WORK, machine_info, median, print_table, 
 sys.path.insert(0, str(REPO / "tests"))
 HERE = Path(__file__).resolve()
 RDIR = WORK / "rephrase"
-MODES = ["hf-plain", "hf-stage", "hf-pipeline", "vllm-plain", "vllm-pipeline"]
+MODES = ["hf-plain", "hf-stage", "hf-pipeline", "vllm-plain", "vllm-raydata", "vllm-pipeline"]
 GOAL = 0.9
 ENGINE = {"dtype": "float32", "max_model_len": 1024, "enforce_eager": True, "gpu_memory_utilization": 0.2,
           "max_num_batched_tokens": 32768,
@@ -149,6 +149,41 @@ def vllm_plain(a) -> dict:
     return {**_timed(run, a, len(convs)), "startup_seconds": startup}
 
 
+def vllm_raydata(a) -> dict:
+    """ray.data.llm's processor alone (no tokenmill) on the same conversations, configured as the
+    stage configures it: what Ray Data's LLM step costs by itself. Start-up cancels out as in
+    ``pipeline`` (runs on N and 2N documents' conversations)."""
+    import ray
+
+    ray.init(num_cpus=8, num_gpus=1, include_dashboard=False, logging_level="ERROR")
+    res = {"seconds": [], "output_tokens": [], "steady_seconds": [], "steady_tokens": []}
+    for _ in range(a.repeats):
+        small, big = (_raydata_once(a, inputs) for inputs in (a.inputs, a.inputs2))
+        res["seconds"].append(small[1])
+        res["output_tokens"].append(small[0])
+        res["steady_seconds"].append(big[1] - small[1])
+        res["steady_tokens"].append(big[0] - small[0])
+    res["requests"] = len(conversations(a)[0])
+    return res
+
+
+def _raydata_once(a, inputs: str) -> tuple[int, float]:
+    import ray
+    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+
+    convs, seeds = conversations(argparse.Namespace(**{**vars(a), "inputs": inputs}))
+    ds = ray.data.from_items([{"messages": json.dumps(c), "seed": s} for c, s in zip(convs, seeds)])
+    config = vLLMEngineProcessorConfig(model_source=a.model, engine_kwargs=ENGINE, batch_size=a.batch_size,
+                                       concurrency=1, runtime_env={"env_vars": {k: ENV[k] for k in ENV if "VLLM" in k}},
+                                       log_engine_metrics=False, tokenize_stage=False, detokenize_stage=False)
+    proc = build_processor(config, preprocess=lambda r: {"messages": json.loads(r["messages"]), "sampling_params": {
+        "max_tokens": a.max_tokens, "temperature": 0.5, "top_p": 0.9, "seed": r["seed"]}},
+        postprocess=lambda r: {"n": int(r.get("num_generated_tokens") or 0)})
+    t0 = time.perf_counter()
+    tokens = sum(r["n"] for r in proc(ds).take_all())
+    return tokens, time.perf_counter() - t0
+
+
 def pipeline(a, backend: str) -> dict:
     """Whole runs on ``--inputs`` and on twice as many documents (``--inputs2``): the generation
     phase's extra time over the extra output tokens is the rate once the engine is up (start-up,
@@ -196,6 +231,8 @@ def child(a) -> dict:
         return hf_stage(a)
     if a.child == "vllm-plain":
         return vllm_plain(a)
+    if a.child == "vllm-raydata":
+        return vllm_raydata(a)
     return pipeline(a, "transformers" if a.child == "hf-pipeline" else "vllm")
 
 
@@ -233,7 +270,9 @@ def main() -> None:
         results[mode] = run_child([str(HERE), "--child", mode, "--model", inp["model"], "--inputs", inp["inputs"],
                                    "--inputs2", inp2["inputs"],
                                    "--repeats", str(a.repeats), "--batch-size", str(a.batch_size), "--max-tokens",
-                                   str(a.max_tokens), "--result", str(result)], result, env=ENV)
+                                   str(a.max_tokens), "--result", str(result)], result, env=ENV,
+                                  # vLLM's processes map GBs: PSS sampling every 0.2 s took ~30% of a core
+                                  sample_interval=1.0, pss=False)
     rows = []
     for mode, r in results.items():
         base = results.get("hf-plain" if mode.startswith("hf") else "vllm-plain")

@@ -137,7 +137,13 @@ def test_two_runs_at_once_one_works_the_other_exits(tmp_path, corpus):
     second = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert second.returncode == 75
     assert "another run holds" in second.stderr and "did nothing" in second.stderr
+    # a third one waits for the lease (--lock-wait), then finds nothing new and does nothing
+    third = subprocess.Popen(cmd + ["--lock-wait", "600"], cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
     assert first.wait(timeout=600) == 0, first.stdout.read()[-3000:]
+    said = third.communicate(timeout=300)[0]
+    assert third.returncode == 0, said[-3000:]
+    assert "waiting up to 600 s" in said and "no new input files" in said
     assert not lease.exists()
     runs = Ledger(Storage(str(out))).runs()
     assert len(runs) == 1 and len(runs[0]["files"]) == 2
