@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
               f"output {cfg.output.path})")
         return 0
     from .console import Console
+    from .incremental import ForeignOutput
     from .lease import LeaseHeld
     from .run import run_pipeline
 
@@ -128,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         run_pipeline(pipeline, address=args.address, output=args.output, num_cpus=args.num_cpus,
                      engine=args.engine, master=args.master,
                      keep_work=args.keep_work, console=console, verbose=args.verbose, lock_wait_s=args.lock_wait)
+    except ForeignOutput as e:
+        print(f"output.incremental: {e}", file=sys.stderr)
+        return 2
     except LeaseHeld as e:
         print(f"{e}; this run did nothing (exit 75: try again later, or pass --lock-wait SECONDS)", file=sys.stderr)
         return 75

@@ -13,14 +13,18 @@ from __future__ import annotations
 from typing import Optional
 
 from .config import Pipeline, ResolvedStage
-from .lease import Lease
+from .lease import Lease, LeaseHeld
 from .ledger import Ledger, RunFiles, run_prefix
-from .manifest import MANIFEST
+from .manifest import MANIFEST, named_by
 from .readers import InputFile
 from .stats import WriteStats
 from .storage import Storage
 
 INDEX_FOLDER = "_index"
+
+
+class ForeignOutput(ValueError):
+    """The output folder holds a plain (not incremental) run's output."""
 
 
 class IncrementalRun:
@@ -30,26 +34,40 @@ class IncrementalRun:
         wait = output.lock_wait_seconds if lock_wait_s is None else lock_wait_s
         self.lease = Lease(store, self.ledger.lease_path, output.lease_seconds, say).acquire(wait)
         self.run: Optional[RunFiles] = None
-        self.stamps: dict[str, list] = {}
 
     def take(self, files: list[InputFile], stamps: list[list]) -> RunFiles:
-        """This run's files (recorded as pending before any work) and their stamps."""
+        """This run's files (recorded as pending before any work)."""
+        self._refuse_foreign_output()
         run = self.ledger.take(files, stamps)
-        self.stamps = {f.path: list(st) for f, st in zip(files, stamps)}
-        for path in run.changed:
-            self.say(f"incremental: {path} changed since a run took it; not taken again")
-        what = "the files of run {n}, which did not finish".format(n=run.number) if run.resumed else "new input files"
-        self.say(f"incremental: run {run.number}: {len(run.files)} {what} "
-                 f"({len(self.ledger.runs())} earlier run(s))")
-        self.ledger.start(run, self.stamps)
         self.run = run
+        for path in run.changed:
+            what = "after the killed run took it (its recorded state is used)" if run.resumed else \
+                "since a run took it; not taken again"
+            self.say(f"incremental: {path} changed {what}")
+        what = f"the files of run {run.number}, which did not finish" if run.resumed else "new input files"
+        self.say(f"incremental: run {run.number}: {len(run.files)} {what} ({run.number - 1} earlier run(s))")
+        self.ledger.start(run)
         return run
 
+    def _refuse_foreign_output(self) -> None:
+        """An output written by plain runs has no ledger: taking every file again would write
+        every document twice."""
+        if self.store.exists(self.store.path(MANIFEST)) and not self.ledger.runs() and not self.ledger.pending():
+            raise ForeignOutput(f"{self.store.url(self.store.root)} holds the output of a run that was not "
+                                "incremental (a manifest, no ledger); give output.incremental a new output folder")
+
     def stamps_of(self, files: list[InputFile]) -> list[list]:
-        return [self.stamps.get(f.path) or [] for f in files]
+        return [self.run.stamps.get(f.path) or [] for f in files]
+
+    @property
+    def run_id(self) -> str:
+        """What this run leaves for later runs (dedup indexes) is named by its number, so a killed
+        run's leftovers are its own on the next try, whatever its fingerprint."""
+        return f"r{self.run.number:06d}"
 
     @property
     def name_prefix(self) -> str:
+        """What every output file of this run starts with (``part-r000003-...``)."""
         return run_prefix(self.run.number)
 
     def pipeline(self, pipeline: Pipeline) -> Pipeline:
@@ -60,18 +78,19 @@ class IncrementalRun:
         return Pipeline(pipeline.config, stages, pipeline.languages, pipeline.source)
 
     def earlier_files(self) -> list[dict]:
-        """The files earlier runs committed (kept by this run's commit)."""
-        manifest = self.store.read_json(self.store.path(MANIFEST)) or {}
-        mine = self.name_prefix
-        return [f for f in manifest.get("files", []) if not f["path"].rsplit("/", 1)[-1].startswith(f"part-{mine}")]
+        """The manifest entries of the files earlier runs committed (kept by this run's commit)."""
+        return [f for r in self.ledger.runs() for f in r.get("added", [])]
+
+    def check_lease(self) -> None:
+        """Before the commit: a run that lost the output's lease must not write to it."""
+        if not self.lease.held():
+            raise LeaseHeld(self.lease.path, self.lease.holder() or {})
 
     def commit(self, stats: WriteStats, manifest: dict) -> None:
         """The ledger record: from now on this run's files are never taken again."""
-        if not self.lease.held():
-            raise RuntimeError("incremental: this run lost the output's lease to another run; its files stay "
-                               "pending and the next run takes them")
-        added = [f["path"] for f in manifest["files"] if f"part-{self.name_prefix}" in f["path"]]
-        self.ledger.commit(self.run, self.stamps, stats.to_json(), added)
+        self.check_lease()
+        added = [f for f in manifest["files"] if named_by(f["path"], self.name_prefix)]
+        self.ledger.commit(self.run, stats.to_json(), added)
 
     def report_section(self, pipeline, manifest: dict, build_report) -> dict:
         """The run's number and files, and every committed run's counts with their totals."""

@@ -3,9 +3,10 @@
 The lease is a small JSON file (``OUT/_ledger/_lease.json``: owner token, host, pid, expiry)
 created with an exclusive write: ``O_EXCL`` locally, a conditional put (``If-None-Match: *``)
 on S3 through fsspec's ``"xb"`` mode. The holder renews it from a background thread every third
-of its time to live, and deletes it when done. A lease whose expiry has passed, or whose holder
-is a process of this host that no longer exists (a killed run), is taken over. After taking a
-lease the holder reads it back, so a taker that lost a race to another taker notices.
+of its time to live, and deletes it when done. A lease whose expiry has passed, whose holder is
+a process of this host that no longer exists (a killed run), or that is empty and older than its
+time to live, is taken over: the taker first creates ``_lease.json.takeover-<stale token>`` with
+the same exclusive write, so of several runs that find one stale lease only one replaces it.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ class Lease:
         self.store, self.path, self.ttl_s, self.say = store, path, ttl_s, say
         self.token = uuid.uuid4().hex
         self._stop = threading.Event()
+        self._lock = threading.Lock()
         self._thread: Optional[threading.Thread] = None
 
     def _record(self) -> dict:
@@ -53,14 +55,10 @@ class Lease:
         said = False
         while True:
             if self._try_create():
-                self._start_renewing()
-                return self
+                return self._start_renewing()
             holder = self.holder() or {}
-            if holder and _stale(holder):
-                self.say(f"lease: taking over {self.path} from a run that is gone "
-                         f"(host {holder.get('host')}, pid {holder.get('pid')})")
-                self.store.rm(self.path)
-                continue
+            if self._stale(holder) and self._take_over(holder):
+                return self._start_renewing()
             if time.time() >= deadline:
                 raise LeaseHeld(self.path, holder)
             if not said:
@@ -69,47 +67,78 @@ class Lease:
                 said = True
             time.sleep(min(poll_s, max(0.05, deadline - time.time())))
 
-    def _try_create(self) -> bool:
-        self.store.makedirs(self.path.rsplit("/", 1)[0])
+    def _exclusive_write(self, path: str, record: dict) -> bool:
         try:
-            with self.store.fs.open(self.path, "xb") as fh:
-                fh.write(json.dumps(self._record()).encode())
+            with self.store.fs.open(path, "xb") as fh:
+                fh.write(json.dumps(record).encode())
+            return True
         except FileExistsError:
             return False
-        time.sleep(0.05)   # a taker that raced us may have replaced the file: read it back
-        return (self.holder() or {}).get("token") == self.token
 
-    def _start_renewing(self) -> None:
+    def _try_create(self) -> bool:
+        self.store.makedirs(self.path.rsplit("/", 1)[0])
+        return self._exclusive_write(self.path, self._record())
+
+    def _stale(self, holder: dict) -> bool:
+        if holder:
+            return _gone(holder)
+        try:   # empty or unreadable: a holder killed between creating and writing it
+            return time.time() - _mtime(self.store.fs.info(self.path)) > self.ttl_s
+        except FileNotFoundError:
+            return False
+
+    def _take_over(self, holder: dict) -> bool:
+        """Replaces a stale lease if this run is the one that claims it first."""
+        claim = f"{self.path}.takeover-{holder.get('token') or 'empty'}"
+        if not self._exclusive_write(claim, self._record()):
+            return False
+        self.say(f"lease: taking over {self.path} from a run that is gone "
+                 f"(host {holder.get('host')}, pid {holder.get('pid')})")
+        self.store.write_json_atomic(self.path, self._record())
+        return True
+
+    def _start_renewing(self) -> "Lease":
         self._thread = threading.Thread(target=self._renew_loop, name="tokenmill-lease", daemon=True)
         self._thread.start()
+        return self
 
     def _renew_loop(self) -> None:
         while not self._stop.wait(self.ttl_s / 3):
-            current = self.holder() or {}
-            if current.get("token") != self.token:
-                self.say(f"lease: {self.path} was taken by another run (host {current.get('host')}); "
-                         "this run's commit will be refused")
-                return
-            self.store.write_json_atomic(self.path, {**self._record(), "since": current.get("since")})
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                try:
+                    current = self.holder() or {}
+                    if current.get("token") != self.token:
+                        self.say(f"lease: {self.path} was taken by another run (host {current.get('host')}); "
+                                 "this run will not commit")
+                        return
+                    self.store.write_json_atomic(self.path, {**self._record(), "since": current.get("since")})
+                except Exception as e:   # a store hiccup: try again next time (the lease outlives two misses)
+                    self.say(f"lease: could not renew {self.path}: {type(e).__name__}: {e}")
 
     def held(self) -> bool:
         return (self.holder() or {}).get("token") == self.token
 
     def release(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        if self.held():
-            self.store.rm(self.path)
+        with self._lock:   # a renewal in flight finishes first, and none starts after
+            if self.held():
+                self.store.rm(self.path)
 
 
-def _stale(holder: dict) -> bool:
+def _gone(holder: dict) -> bool:
     """Expired, or held by a process of this host that no longer runs."""
     if holder.get("expires", 0) < time.time():
         return True
     if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
         return not _alive(holder["pid"])
     return False
+
+
+def _mtime(info: dict) -> float:
+    value = next((info[k] for k in ("mtime", "LastModified", "updated", "created") if info.get(k)), 0)
+    return value.timestamp() if hasattr(value, "timestamp") else float(value)
 
 
 def _alive(pid: int) -> bool:

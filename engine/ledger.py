@@ -9,6 +9,7 @@ writes here.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -29,6 +30,7 @@ class RunFiles:
     files: list[InputFile]
     resumed: bool
     changed: list[str]   # processed files whose size or stamp changed since (not taken again)
+    stamps: dict[str, list]   # path -> (size, stamp) as this run took it (a resumed run: as recorded)
 
 
 class Ledger:
@@ -41,10 +43,15 @@ class Ledger:
         return f"{self.folder}/{LEASE}"
 
     def runs(self) -> list[dict]:
-        """Committed runs, oldest first."""
+        """Committed runs, oldest first. A record that cannot be read stops the run: going on
+        without it would take its files again."""
         names = sorted(p.rsplit("/", 1)[-1] for p in self.store.find(self.folder)
                        if p.rsplit("/", 1)[-1].startswith("run-") and p.endswith(".json"))
-        return [r for r in (self.store.read_json(f"{self.folder}/{n}") for n in names) if r]
+        out = []
+        for name in names:
+            with self.store.open(f"{self.folder}/{name}", "rb") as fh:
+                out.append(json.loads(fh.read()))
+        return out
 
     def pending(self) -> Optional[dict]:
         return self.store.read_json(f"{self.folder}/{PENDING}")
@@ -53,23 +60,28 @@ class Ledger:
         """The files this run processes: a killed run's, else every file no committed run took."""
         runs = self.runs()
         number = max((r["run"] for r in runs), default=0) + 1
+        now = {f.path: list(st) for f, st in zip(files, stamps)}
         pending = self.pending()
-        if pending and pending.get("run") == number:
+        if pending and pending.get("run") == number and pending.get("files"):
             known = {f.path: f for f in files}
-            taken = [known.get(p["path"]) or InputFile(p["path"], p["source"], p["format"]) for p in pending["files"]]
-            return RunFiles(number, taken, True, [])
+            rows = pending["files"]
+            taken = [known.get(p["path"]) or InputFile(p["path"], p["source"], p["format"]) for p in rows]
+            changed = [p["path"] for p in rows if p["path"] in now and now[p["path"]] != _stamp(p)]
+            return RunFiles(number, taken, True, changed, {p["path"]: _stamp(p) for p in rows})
         done = {f["path"]: f for r in runs for f in r["files"]}
         new = [f for f in files if f.path not in done]
-        changed = [f.path for f, st in zip(files, stamps) if f.path in done and _stamp(done[f.path]) != list(st)]
-        return RunFiles(number, new, False, changed)
+        changed = [f.path for f in files if f.path in done and _stamp(done[f.path]) != now[f.path]]
+        return RunFiles(number, new, False, changed, {f.path: now[f.path] for f in new})
 
-    def start(self, run: RunFiles, stamps: dict[str, list]) -> None:
-        if not run.resumed:
+    def start(self, run: RunFiles) -> None:
+        """Records the run's files before any work (nothing when it has none)."""
+        if not run.resumed and run.files:
             self.store.write_json_atomic(f"{self.folder}/{PENDING}", {
-                "run": run.number, "started": time.time(), "files": _file_rows(run.files, stamps)})
+                "run": run.number, "started": time.time(), "files": _file_rows(run.files, run.stamps)})
 
-    def commit(self, run: RunFiles, stamps: dict[str, list], counts: dict, added: list[dict]) -> dict:
-        record = {"run": run.number, "committed": time.time(), "files": _file_rows(run.files, stamps),
+    def commit(self, run: RunFiles, counts: dict, added: list[dict]) -> dict:
+        """The run's record (``added``: the manifest entries of the files it wrote)."""
+        record = {"run": run.number, "committed": time.time(), "files": _file_rows(run.files, run.stamps),
                   "counts": counts, "added": added}
         self.store.write_json_atomic(f"{self.folder}/run-{run.number:06d}.json", record)
         self.store.rm(f"{self.folder}/{PENDING}")
@@ -86,5 +98,6 @@ def _stamp(row: dict) -> list:
 
 
 def run_prefix(number: int) -> str:
-    """What every output file of run ``number`` starts with, so no run replaces another's files."""
+    """What every output file name of run ``number`` starts with after ``part-``, so no run
+    replaces another's files."""
     return f"r{number:06d}-"

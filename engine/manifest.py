@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from typing import Optional
 
 import pyarrow.parquet as pq
 
@@ -16,6 +17,11 @@ from .storage import Storage
 
 MANIFEST = "_manifest.json"
 OUTPUT_FOLDERS = ("data", "rejects")
+
+
+def named_by(rel: str, prefix: str) -> bool:
+    """Whether an output file's name starts with a writer's ``prefix`` (``part-<prefix>...``)."""
+    return rel.rsplit("/", 1)[-1].startswith(f"part-{prefix}")
 
 
 def file_checksum(store: Storage, path: str) -> str:
@@ -41,10 +47,13 @@ def describe_files(store: Storage, folder: str, rel_paths: list[str]) -> list[di
 
 
 def commit(store: Storage, staged: str, plan_path: str, fingerprint: str, extra: dict,
-           folders: tuple[str, ...] = OUTPUT_FOLDERS, keep: tuple[dict, ...] = ()) -> dict:
+           folders: tuple[str, ...] = OUTPUT_FOLDERS, keep: tuple[dict, ...] = (),
+           only_prefix: Optional[str] = None) -> dict:
     """Move staged files into place and write the manifest; idempotent if interrupted. ``folders``:
     the output folders (``data``, ``rejects`` and those of generating stages, e.g. ``synthetic``);
-    ``keep``: manifest entries of earlier runs' files that stay (an incremental run's)."""
+    ``keep``: manifest entries of earlier runs' files that stay (an incremental run's);
+    ``only_prefix``: remove stray files only when their names start with ``part-<prefix>`` (an
+    incremental run never deletes another run's files)."""
     root = store.root
     plan = store.read_json(plan_path)
     if plan is None or plan.get("fingerprint") != fingerprint:
@@ -59,6 +68,8 @@ def commit(store: Storage, staged: str, plan_path: str, fingerprint: str, extra:
     # outputs of an older, different run in the same folder are replaced, not mixed in
     for sub in folders:
         for rel in store.list_parquet(f"{root}/{sub}"):
+            if only_prefix is not None and not named_by(rel, only_prefix):
+                continue
             if f"{sub}/{rel}" not in wanted:
                 store.rm(f"{root}/{sub}/{rel}")
     for f in plan["files"]:

@@ -128,7 +128,8 @@ def fingerprint(pipeline, files: list[InputFile], stamps: Optional[list[list]] =
     cfg = pipeline.config.model_dump(mode="json")
     for engine_only in ("engine", "ray", "spark"):   # the same output on any engine
         cfg.pop(engine_only, None)
-    cfg["output"] = {k: v for k, v in cfg["output"].items() if k != "path"}
+    cfg["output"] = {k: v for k, v in cfg["output"].items()
+                     if k not in ("path", "lock_wait_seconds", "lease_seconds")}   # where and when, not what
     for st in cfg["stages"]:
         st.pop("resources", None)
     langs = {iso: pipeline.languages.raw(iso) for iso in pipeline.languages.languages_with_files()}
@@ -137,11 +138,12 @@ def fingerprint(pipeline, files: list[InputFile], stamps: Optional[list[list]] =
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def with_external_state(pipeline, base: str) -> str:
+def with_external_state(pipeline, base: str, run_id: Optional[str] = None) -> str:
     """The run's fingerprint: ``base`` (config, languages, inputs) plus what stages read besides the
     inputs (``Stage.external_state``); ``base`` alone when no stage reads anything else. What a
-    run leaves for later runs is named by ``base[:16]``, so its own output never counts."""
-    states = [rs.build(pipeline.languages).external_state(base[:16]) for rs in pipeline.stages]
+    run leaves for later runs is named by ``run_id`` (default ``base[:16]``; an incremental run's
+    number), so its own output never counts."""
+    states = [rs.build(pipeline.languages).external_state(run_id or base[:16]) for rs in pipeline.stages]
     if all(s is None for s in states):
         return base
     blob = json.dumps({"base": base, "external": states}, sort_keys=True, default=str)

@@ -215,7 +215,7 @@ def print_summary(report: dict, out: str, stream=None, logs: str | None = None) 
     inc = report.get("incremental")
     if inc:
         t = inc["totals"]
-        w(f"incremental run {inc['run']}: {inc['input_files']:,} new input file(s); over {len(inc['runs'])} runs "
+        w(f"incremental run {inc['run']}: {inc['input_files']:,} input file(s); over {len(inc['runs'])} runs "
           f"{t['input']['docs']:,} docs in, {t['output']['docs']:,} kept\n")
     w(f"output: {out}/data/language=*/  rejects: {out}/rejects/  report: {out}/report.html\n")
     if logs:

@@ -310,7 +310,8 @@ def _run(pipeline, store: Storage, out: str, files, stamps, problems, inc: Optio
 
     cfg = pipeline.config
     base = fingerprint(pipeline, files, stamps)
-    fp = with_external_state(pipeline, base)
+    run_id = inc.run_id if inc is not None else base[:16]   # names what this run leaves for later runs
+    fp = with_external_state(pipeline, base, run_id)
     manifest = store.read_json(store.path(MANIFEST))
     if inc is None and manifest and manifest.get("complete") and manifest.get("fingerprint") == fp:
         return _already_complete(store, out, pipeline, manifest, problems, console)
@@ -325,7 +326,7 @@ def _run(pipeline, store: Storage, out: str, files, stamps, problems, inc: Optio
     console.poll = executor.progress
     try:
         runner = PhaseRunner(store, fp[:16], executor, pipeline, plan, console,
-                             {f.path: st[0] for f, st in zip(files, stamps) if st}, run_id=base[:16])
+                             {f.path: st[0] for f, st in zip(files, stamps) if st}, run_id=run_id)
         runner.name_prefix = inc.name_prefix if inc is not None else ""
         result = _run_and_commit(runner, store, out, fp, files, problems, keep_work, t_start, inc)
         console.close()
@@ -348,10 +349,13 @@ def _run_and_commit(runner: PhaseRunner, store: Storage, out: str, fp: str, file
     pipeline, executor = runner.pipeline, runner.executor
     stats = runner.run()
     t0 = time.time()
+    if inc is not None:
+        inc.check_lease()
     manifest = commit(store, f"{runner.work}/final", f"{runner.work}/_commit.json", fp,
                       {"name": pipeline.config.name, "tokenmill_version": VERSION, "inputs": [f.path for f in files],
                        "input_problems": [list(p) for p in problems], "counts": stats.to_json()},
-                      folders=output_folders(pipeline), keep=tuple(inc.earlier_files()) if inc else ())
+                      folders=output_folders(pipeline), keep=tuple(inc.earlier_files()) if inc else (),
+                      only_prefix=inc.name_prefix if inc else None)
     if inc is not None:
         inc.commit(stats, manifest)
     runner.phase_seconds["commit"] = time.time() - t0

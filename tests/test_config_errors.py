@@ -313,8 +313,13 @@ def test_unreadable_remote_model_is_a_config_error_and_can_be_left_to_the_cluste
             model_path: s3://models/quality
             threshold: 0.5
     """))
-    with pytest.raises(ConfigError) as e:
-        load_config(cfg, check_inputs=False)
+    import s3fs
+
+    try:
+        with pytest.raises(ConfigError) as e:
+            load_config(cfg, check_inputs=False)
+    finally:   # fsspec keeps the S3 filesystem it made, bound to the dead endpoint: later tests must not get it
+        s3fs.S3FileSystem.clear_instance_cache()
     assert e.value.errors[0][0] == "stages[1]" and "could not check its files" in e.value.errors[0][1]
     assert [s.name for s in load_config(cfg, check_inputs=False, check_remote=False).stages] == \
         ["langid", "quality_fasttext"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -80,7 +81,7 @@ def test_three_cron_runs_equal_one_run_over_all_input(ray_local, sort_shuffle, t
     taken = [f["path"] for r in runs for f in r["files"]]
     assert len(taken) == len(set(taken)) == SHARDS
     manifest = json.loads((inc / "_manifest.json").read_text())
-    assert {p for r in runs for p in r["added"]} == {f["path"] for f in manifest["files"]}
+    assert {f["path"] for r in runs for f in r["added"]} == {f["path"] for f in manifest["files"]}
     # running totals: every input document once
     totals = reports[-1]["incremental"]["totals"]
     assert totals["input"]["docs"] == len(rows)
@@ -167,7 +168,7 @@ def test_lease_waits_takes_over_from_a_dead_holder_and_refuses_while_held(tmp_pa
     assert second.held() and any("taking over" in m for m in messages)
     second.release()
     # an expired lease of another host is taken over too
-    Path(path).write_text(json.dumps({**record, "host": "elsewhere", "expires": time.time() - 1}))
+    Path(path).write_text(json.dumps({**record, "token": "older", "host": "elsewhere", "expires": time.time() - 1}))
     third = Lease(store, path, ttl_s=30, say=lambda m: None).acquire()
     assert third.held()
     third.release()
@@ -182,8 +183,10 @@ def test_incremental_output_keeps_earlier_files_byte_for_byte(ray_local, sort_sh
     run_pipeline(build_pipeline(_config([landing], out, incremental=True)), progress=False)
     before = {p: p.read_bytes() for p in out.glob("data/language=*/*.parquet")}
     assert before and all(p.name.startswith("part-r000001-") for p in before)
-    (landing / shards[1].name).write_bytes(shards[1].read_bytes())
-    run_pipeline(build_pipeline(_config([landing], out, incremental=True)), progress=False)
+    assert run_pipeline(build_pipeline(_config([landing], out, incremental=True)), progress=False).skipped
+    (landing / shards[1].name).write_bytes(shards[1].read_bytes())   # lands after a night with nothing new
+    second = run_pipeline(build_pipeline(_config([landing], out, incremental=True)), progress=False)
+    assert second.report["incremental"]["run"] == 2 and second.report["incremental"]["input_files"] == 1
     for p, content in before.items():
         assert p.read_bytes() == content
     assert any(p.name.startswith("part-r000002-") for p in out.glob("data/language=*/*.parquet"))
@@ -193,3 +196,66 @@ def test_incremental_output_keeps_earlier_files_byte_for_byte(ray_local, sort_sh
     page = (out / "report.html").read_text()
     assert "Incremental: run 2" in page and f"{report['incremental']['totals']['input']['docs']:,} documents" in page
 
+
+
+def test_run_killed_after_writing_its_index_does_not_reject_its_own_documents(tmp_path, corpus):
+    """Killed once its exact-dedup index is committed, then resumed with a config whose fingerprint
+    differs (max_rows_per_file): the leftover index is the run's own, not an earlier run's."""
+    _, shards = corpus
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    for s in shards[:3]:   # originals and some of their copies
+        (landing / s.name).write_bytes(s.read_bytes())
+    out = tmp_path / "out"
+    cfg = tmp_path / "incr.yaml"
+    cfg.write_text(yaml.safe_dump(_config([landing], out, incremental=True)))
+    cmd = [sys.executable, "-m", "tokenmill.engine.cli", "run", str(cfg), "--num-cpus", "2", "--progress", "log"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while not list(out.glob("_index/exact_dedup/run=*/_SUCCESS")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert proc.poll() is None, "the run ended before its index was written"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    assert not (out / "_ledger" / "run-000001.json").exists()
+    cfg.write_text(yaml.safe_dump(_config([landing], out, incremental=True, max_rows_per_file=1000)))
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    kept = set(read_manifest_files(out, "data/")["id"].to_pylist())
+    rej = read_manifest_files(out, "rejects/")
+    targets = [r.split(":", 1)[1] for r in rej["reject_reason"].to_pylist() if r and "duplicate_of:" in r]
+    assert targets and set(targets) <= kept   # every duplicate points at a kept document, none at itself
+    assert len(list(out.glob("_index/exact_dedup/run=*/_SUCCESS"))) == 1
+
+
+def test_incremental_refuses_an_output_written_by_a_plain_run(tmp_path, corpus):
+    from tokenmill.engine.incremental import ForeignOutput
+
+    _, shards = corpus
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "_manifest.json").write_text(json.dumps({"complete": True, "files": [], "fingerprint": "x"}))
+    with pytest.raises(ForeignOutput, match="not incremental"):
+        run_pipeline(build_pipeline(_config(shards[:1], out, incremental=True)), progress=False)
+    assert not (out / "_ledger" / "_lease.json").exists()
+
+
+def test_a_stale_lease_is_taken_over_by_one_run_only(tmp_path):
+    store = Storage(str(tmp_path))
+    path = store.path("_ledger", "_lease.json")
+    Path(path).parent.mkdir(parents=True)
+    stale = {"token": "old", "host": "elsewhere", "pid": 1, "since": 0, "expires": time.time() - 5}
+    Path(path).write_text(json.dumps(stale))
+    a, b = (Lease(store, path, ttl_s=30, say=lambda m: None) for _ in range(2))
+    assert a._stale(stale) and b._stale(stale)
+    assert a._take_over(stale) and not b._take_over(stale)   # both found it stale; one replaced it
+    assert a.held() and not b.held()
+    with pytest.raises(LeaseHeld):
+        b.acquire(wait_s=0.2, poll_s=0.1)
+    a.release()
+    # an empty lease (its holder died between creating and writing it) is stale once older than the TTL
+    Path(path).write_text("")
+    os.utime(path, (time.time() - 60, time.time() - 60))
+    c = Lease(store, path, ttl_s=30, say=lambda m: None).acquire()
+    assert c.held()
+    c.release()

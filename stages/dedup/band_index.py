@@ -42,8 +42,10 @@ class IndexParams(BaseModel):
     read: list[str] = Field(default_factory=list, description="indexes of earlier runs: their documents win")
 
     def or_default(self, folder: str) -> "IndexParams":
-        """An incremental run's index: the one configured, else write and read ``folder``."""
-        return self if (self.write or self.read) else IndexParams(write=folder, read=[folder])
+        """An incremental run's index: it writes where configured (default ``folder``) and reads
+        that too, besides any index configured to be read."""
+        write = self.write or folder
+        return IndexParams(write=write, read=list(dict.fromkeys([*self.read, write])))
 
 
 def run_folder(root: str, run: str) -> str:

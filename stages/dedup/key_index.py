@@ -29,7 +29,10 @@ DECISIONS = pa.schema([("row_key", pa.string()), ("reject_reason", pa.string()),
 
 def with_key_hash(table: pa.Table, column: str = "dedup_key") -> pa.Table:
     """``table`` with an int64 of its hex key's first 16 digits (what the shuffle partitions by)."""
-    values = np.array([int(k[:16], 16) for k in table[column].to_pylist()], dtype=np.uint64).view(np.int64)
+    heads = pc.utf8_slice_codeunits(table[column], 0, 16).combine_chunks().cast(pa.string())
+    offsets = np.frombuffer(heads.buffers()[1], dtype=np.int32, count=len(heads) + 1, offset=heads.offset * 4)
+    text = heads.buffers()[2].to_pybytes()[offsets[0]:offsets[-1]]   # every key: 32 hex digits
+    values = np.frombuffer(bytes.fromhex(text.decode("ascii")), dtype=">u8").astype(np.uint64).view(np.int64)
     return table.append_column(HASH, pa.array(values, pa.int64()))
 
 
