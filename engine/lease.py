@@ -89,7 +89,11 @@ class Lease:
 
     def _take_over(self, holder: dict) -> bool:
         """Replaces a stale lease if this run is the one that claims it first."""
-        claim = f"{self.path}.takeover-{holder.get('token') or 'empty'}"
+        try:
+            stale = holder.get("token") or f"empty-{int(_mtime(self.store.fs.info(self.path)))}"
+        except FileNotFoundError:   # released meanwhile: the next try creates it
+            return False
+        claim = f"{self.path}.takeover-{stale}"
         if not self._exclusive_write(claim, self._record()):
             return False
         self.say(f"lease: taking over {self.path} from a run that is gone "

@@ -259,3 +259,8 @@ def test_a_stale_lease_is_taken_over_by_one_run_only(tmp_path):
     c = Lease(store, path, ttl_s=30, say=lambda m: None).acquire()
     assert c.held()
     c.release()
+    Path(path).write_text("")   # another such incident later: its own claim, taken over again
+    os.utime(path, (time.time() - 120, time.time() - 120))
+    d = Lease(store, path, ttl_s=30, say=lambda m: None).acquire()
+    assert d.held()
+    d.release()
