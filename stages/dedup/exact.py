@@ -20,7 +20,7 @@ from tokenmill.engine.stage import GlobalStage, Resources, register_stage
 
 from . import key_index
 from .band_index import IndexParams, index_state
-from .order import input_order_keys, with_input_order
+from .order import duplicate_reasons, first_by_key
 
 
 class ExactDedupParams(BaseModel):
@@ -85,13 +85,7 @@ class ExactDedup(GlobalStage):
 
     def reduce_group(self, group: pa.Table) -> pa.Table:
         """All live rows with one key -> (row_key, reject_reason) for every copy but the first."""
-        if group.num_rows <= 1:
-            return pa.table({"row_key": pa.array([], pa.string()), "reject_reason": pa.array([], pa.string())})
-        group = with_input_order(group)
-        g = group.take(pc.sort_indices(group, sort_keys=input_order_keys()))
-        kept_id = g["id"][0].as_py()
-        losers = g.slice(1)
-        return pa.table({
-            "row_key": losers["row_key"],
-            "reject_reason": pa.array([f"duplicate_of:{kept_id}"] * losers.num_rows, pa.string()),
-        })
+        rows, first, winner = first_by_key(group, self.key_column)
+        copies = pa.array(~first, pa.bool_())
+        return pa.table({"row_key": rows["row_key"].filter(copies),
+                         "reject_reason": duplicate_reasons(first, winner).filter(copies)})

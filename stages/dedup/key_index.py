@@ -20,7 +20,7 @@ from tokenmill.engine.schema import CHUNK
 from tokenmill.engine.storage import Storage
 
 from .band_index import commit_marker, committed_runs, run_folder
-from .order import input_order_keys, with_input_order
+from .order import duplicate_reasons, first_by_key
 
 HASH = "_key64"
 INDEX_ROWS = pa.schema([("dedup_key", pa.string()), ("id", pa.string())])
@@ -47,19 +47,14 @@ def decide(rows: Optional[pa.Table], indexed: Optional[pa.Table]) -> pa.Table:
     if rows is None or rows.num_rows == 0:
         return pa.table({"row_key": [], "reject_reason": [], CHUNK: [], "dedup_key": [], "id": []},
                         schema=DECISIONS.append(pa.field("dedup_key", pa.string())).append(pa.field("id", pa.string())))
-    rows = with_input_order(rows)
-    rows = rows.take(pc.sort_indices(rows, sort_keys=[("dedup_key", "ascending"), *input_order_keys()]))
-    keys = np.asarray(rows["dedup_key"].to_numpy(zero_copy_only=False), dtype=object)
-    first = np.r_[True, keys[1:] != keys[:-1]] if len(keys) else np.zeros(0, bool)
-    ids = np.asarray(rows["id"].to_numpy(zero_copy_only=False), dtype=object)
-    winner = ids[first][np.cumsum(first) - 1]
+    rows, first, winner = first_by_key(rows, "dedup_key")
     if indexed is not None and indexed.num_rows:
         pos = pc.index_in(rows["dedup_key"], indexed["dedup_key"])
         older = pc.is_valid(pos).to_numpy(zero_copy_only=False)
         winner = np.where(older, np.asarray(pc.take(indexed["indexed_id"], pos).to_numpy(zero_copy_only=False),
                                             dtype=object), winner)
         first = first & ~older
-    reasons = pa.array([None if f else f"duplicate_of:{w}" for f, w in zip(first, winner)], pa.string())
+    reasons = duplicate_reasons(first, winner)
     return pa.table({"row_key": rows["row_key"], "reject_reason": reasons, CHUNK: rows[CHUNK].cast(pa.int32()),
                      "dedup_key": rows["dedup_key"], "id": rows["id"]})
 

@@ -3,6 +3,7 @@ as a number (``row_key`` is ``<source>:<offset>``; as plain strings ``f:10`` wou
 ``f:9``)."""
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -20,3 +21,20 @@ def with_input_order(table: pa.Table) -> pa.Table:
 def input_order_keys() -> list[tuple[str, str]]:
     """Sort keys (after ``with_input_order``) for input order; row_key breaks any tie."""
     return [(SOURCE, "ascending"), (OFFSET, "ascending"), ("row_key", "ascending")]
+
+
+def first_by_key(table: pa.Table, key: str) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+    """``table`` sorted by ``key``, then input order; whether each row is the first of its key; and
+    the id of that first row, for every row."""
+    table = with_input_order(table)
+    table = table.take(pc.sort_indices(table, sort_keys=[(key, "ascending"), *input_order_keys()]))
+    keys = np.asarray(table[key].to_numpy(zero_copy_only=False), dtype=object)
+    first = np.r_[True, keys[1:] != keys[:-1]] if len(keys) else np.zeros(0, bool)
+    ids = np.asarray(table["id"].to_numpy(zero_copy_only=False), dtype=object)
+    return table, first, ids[first][np.cumsum(first) - 1]
+
+
+def duplicate_reasons(kept: np.ndarray, winner: np.ndarray) -> pa.Array:
+    """Null where a row is kept, ``duplicate_of:<winner>`` elsewhere."""
+    reasons = pc.binary_join_element_wise(pa.scalar("duplicate_of:"), pa.array(winner, pa.string()), "")
+    return pc.if_else(pa.array(kept, pa.bool_()), pa.scalar(None, pa.string()), reasons)
