@@ -95,21 +95,16 @@ def add_parser(sub) -> None:
     r.set_defaults(func=_render)
 
 
-def _raw_config(path: Path, seen: tuple = ()) -> tuple[str, dict]:
+def _raw_config(path: Path) -> tuple[str, dict]:
     """The config's text as the pod will read it, and its data: the file as written, or with
     ``extends:`` its chain merged (paths are left as written: the pod has no other files)."""
-    from tokenmill.engine.languages import deep_merge
+    from tokenmill.engine.config import read_yaml_with_extends
 
     text = path.read_text(encoding="utf-8")
     data = yaml.safe_load(text) or {}
-    parent = data.pop("extends", None) if isinstance(data, dict) else None
-    if parent is None:
+    if not isinstance(data, dict) or "extends" not in data:
         return text, data
-    parent_path = Path(parent) if Path(parent).is_absolute() else path.parent / parent
-    if parent_path.resolve() in seen:
-        raise ValueError(f"extends cycle through {parent_path}")
-    _, base = _raw_config(parent_path, seen + (path.resolve(),))
-    merged = deep_merge(base, data)
+    merged = read_yaml_with_extends(path, rebase=False)
     head = f"# {path.name} with its extends: chain merged by tokenmill k8s render\n"
     return head + yaml.safe_dump(merged, sort_keys=False, default_flow_style=False, allow_unicode=True), merged
 

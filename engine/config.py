@@ -191,8 +191,9 @@ def _pydantic_errors(err: ValidationError, prefix: str = "") -> list[tuple[str, 
     return out
 
 
-def read_yaml_with_extends(path: Path, _seen: tuple = ()) -> dict:
-    """Load YAML; ``extends: other.yaml`` merges this file over the other (paths rebased)."""
+def read_yaml_with_extends(path: Path, _seen: tuple = (), rebase: bool = True) -> dict:
+    """Load YAML; ``extends: other.yaml`` merges this file over the other (relative paths rebased
+    onto each file's folder, unless ``rebase=False``: as written)."""
     path = path.resolve()
     if path in _seen:
         raise ConfigError([("extends", f"cycle through {path}")], str(path))
@@ -209,7 +210,8 @@ def read_yaml_with_extends(path: Path, _seen: tuple = ()) -> dict:
         raise ConfigError([("(yaml)", f"not valid YAML{where}: {what}")], str(path)) from None
     if not isinstance(data, dict):
         raise ConfigError([("(top level)", "expected a mapping of keys")], str(path))
-    _rebase_paths(data, path.parent)
+    if rebase:
+        _rebase_paths(data, path.parent)
     parent = data.pop("extends", None)
     if parent is None:
         return data
@@ -218,7 +220,7 @@ def read_yaml_with_extends(path: Path, _seen: tuple = ()) -> dict:
     parent_path = Path(parent) if Path(parent).is_absolute() else path.parent / parent
     if not parent_path.exists():
         raise ConfigError([("extends", f"file not found: {parent_path}")], str(path))
-    base = read_yaml_with_extends(parent_path, _seen + (path,))
+    base = read_yaml_with_extends(parent_path, _seen + (path,), rebase)
     # stages are a list: a child that names stages replaces the parent's list
     return deep_merge(base, data)
 
