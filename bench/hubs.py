@@ -72,7 +72,7 @@ def child(a) -> dict:
     import pyarrow as pa
     import ray
 
-    from tokenmill.engine.executors.ray_ops import RayDatasetOps
+    from tokenmill.engine.executors.ray.ops import RayDatasetOps
     from tokenmill.stages.dedup.components import EDGES, connected_components, star_labels
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

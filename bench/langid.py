@@ -244,7 +244,7 @@ def child_ray(a) -> dict:
     import pyarrow.compute as pc
     import ray
 
-    from tokenmill.engine.executors.ray_executor import RayExecutor
+    from tokenmill.engine.executors.ray.executor import RayExecutor
     from tokenmill.engine.schema import phase_schema
 
     pipeline = _languages_and_stage(a.batch_size)

@@ -1,13 +1,13 @@
 """Engine-neutral operations on document batches (``pyarrow.Table``), shared by every executor:
-running a stage on the live rows only, stamping a global stage's decisions onto the rows they
-name, splitting kept rows from rejects, and selecting the small key table a global step shuffles.
+running a stage on the live rows only, running a stage once per chunk of a batch, stamping a
+global stage's decisions onto the rows they name, and splitting kept rows from rejects.
 """
 from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .schema import CHUNK, conform, live_mask, mark_rejects, rejected_mask
+from tokenmill.engine.schema import CHUNK, conform, live_mask, mark_rejects, rejected_mask, set_column
 
 
 def run_stage(stage, batch: pa.Table, schema: pa.Schema) -> tuple[pa.Table, int]:
@@ -23,6 +23,21 @@ def run_stage(stage, batch: pa.Table, schema: pa.Schema) -> tuple[pa.Table, int]
         out = pa.concat_tables([conform(stage(batch.filter(live)), schema),
                                 conform(batch.filter(pc.invert(live)), schema)])
     return conform(out, schema), n_live
+
+
+def per_chunk(fn, batch: pa.Table) -> pa.Table:
+    """``fn`` on the rows of each chunk of ``batch`` (which carries ``_chunk``), its output rows
+    stamped with that chunk: a generating stage's new rows belong to the chunk of the rows they
+    came from, and the stage never sees the engine's column. Chunks are taken in the order they
+    first appear (a batch holds its chunks' rows one after another, in input order)."""
+    chunks = batch[CHUNK]
+    order = pc.unique(chunks).to_pylist()
+    outs = []
+    for chunk in order:
+        rows = batch if len(order) == 1 else batch.filter(pc.equal(chunks, chunk))
+        out = fn(rows.drop_columns([CHUNK]))
+        outs.append(set_column(out, CHUNK, pa.repeat(pa.scalar(chunk, pa.int32()), out.num_rows)))
+    return pa.concat_tables(outs, promote_options="permissive") if outs else fn(batch.drop_columns([CHUNK]))
 
 
 def apply_decisions(batch: pa.Table, decisions: pa.Table, stage_name: str) -> pa.Table:
@@ -53,19 +68,3 @@ def kept_rows(batch: pa.Table, drop: list[str]) -> pa.Table:
 
 def rejected_rows(batch: pa.Table) -> pa.Table:
     return batch.filter(rejected_mask(batch)).drop_columns([c for c in (CHUNK,) if c in batch.column_names])
-
-
-def live_keys(batch: pa.Table, columns: list[str]) -> pa.Table:
-    """The columns a global stage's shuffle needs, for live rows only (never the text)."""
-    return batch.filter(live_mask(batch)).select(columns)
-
-
-def reduce_with_chunk(stage, group: pa.Table) -> pa.Table:
-    """A global stage's ``reduce_group`` over one key's rows, each decision given the chunk of
-    the row it names (row_key is unique per run), so decisions can be written per chunk."""
-    out = stage.reduce_group(group.drop_columns([CHUNK]))
-    if out.num_rows == 0:
-        return pa.table({"row_key": pa.array([], pa.string()), "reject_reason": pa.array([], pa.string()),
-                         CHUNK: pa.array([], pa.int32())})
-    chunk = pc.take(group[CHUNK], pc.index_in(out["row_key"], group["row_key"]))
-    return pa.table({"row_key": out["row_key"], "reject_reason": out["reject_reason"].cast(pa.string()), CHUNK: chunk})

@@ -8,13 +8,14 @@ import logging
 import os
 import sys
 
-from .config import ConfigError, load_config
+from tokenmill.engine import __version__
+from tokenmill.engine.config import ConfigError, load_config
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tokenmill", description="Curate LLM pretraining text: language ID, "
                                 "heuristic filters, dedup -> language-partitioned Parquet and a report.")
-    p.add_argument("--version", action="version", version="tokenmill 0.1.0")
+    p.add_argument("--version", action="version", version=f"tokenmill {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run a pipeline config (embedded local Ray unless --address; or --engine spark)",
                        description="Run a pipeline config. Without --address an embedded local Ray starts (with "
@@ -22,7 +23,9 @@ def _parser() -> argparse.ArgumentParser:
                        "nothing; re-running after a kill finishes the work, on either engine.")
     r.add_argument("config", help="pipeline YAML, e.g. configs/quickstart.yaml")
     r.add_argument("--address", help="existing Ray cluster: 'auto' or ray://HOST:10001 (overrides ray.address)")
-    r.add_argument("--engine", choices=["ray", "spark"], help="the engine (overrides the config's engine; default ray)")
+    r.add_argument("--engine", choices=["ray", "spark", "local"],
+                   help="the engine (overrides the config's engine; default ray): local runs in this process, "
+                   "no Ray or JVM (tiny runs, debugging)")
     r.add_argument("--master", help="Spark master: spark://HOST:7077, yarn, k8s://..., local[N] (overrides spark.master)")
     r.add_argument("--output", help="output folder or URL (overrides output.path)")
     r.add_argument("--num-cpus", type=int, help="CPUs for the embedded local Ray or Spark (default: all)")
@@ -118,10 +121,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{len(pipeline.languages.languages_with_files())} language files from {pipeline.languages.folder}; "
               f"output {cfg.output.path})")
         return 0
-    from .console import Console
-    from .incremental import ForeignOutput
-    from .lease import LeaseHeld
-    from .run import run_pipeline
+    from tokenmill.engine.report.console import Console
+    from tokenmill.engine.durable.incremental import ForeignOutput
+    from tokenmill.engine.durable.lease import LeaseHeld
+    from tokenmill.engine.run import run_pipeline
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     console = Console.auto("off" if args.no_progress else args.progress, args.progress_interval)

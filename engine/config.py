@@ -14,8 +14,10 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .languages import LanguageParams, LanguageTable, deep_merge, load_language_files
-from .stage import GeneratingStage, GlobalStage, Resources, Stage, get_stage_class, known_stage_types
+from tokenmill.engine.languages import LanguageTable, deep_merge, language_params_model, load_language_files
+from tokenmill.engine.schema import DOCUMENT_SCHEMA
+from tokenmill.engine.stage import (GeneratingStage, GlobalStage, Resources, Stage, get_stage_class, known_stage_types,
+                                    providers_of)
 
 
 
@@ -128,7 +130,7 @@ class PipelineConfig(BaseModel):
     stages: list[StageConfig] = Field(min_length=1)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     languages: LanguagesConfig = Field(default_factory=LanguagesConfig)
-    engine: Literal["ray", "spark"] = "ray"
+    engine: Literal["ray", "spark", "local"] = "ray"
     ray: RayConfig = Field(default_factory=RayConfig)
     spark: SparkConfig = Field(default_factory=SparkConfig)
 
@@ -257,14 +259,20 @@ def _rebase_paths(data: dict, base: Path) -> None:
             except (KeyError, ImportError, AttributeError, TypeError):   # reported when the stage is validated
                 keys = ()
             for key in keys:
-                if st.get(key):
-                    st[key] = _rebase(st[key], base)
-            index = st.get("index")
-            if isinstance(index, dict):  # minhash_dedup's band index folders
-                if isinstance(index.get("write"), str):
-                    index["write"] = _rebase(index["write"], base)
-                if isinstance(index.get("read"), list):
-                    index["read"] = [_rebase(p, base) if isinstance(p, str) else p for p in index["read"]]
+                _rebase_key(st, key.split("."), base)
+
+
+def _rebase_key(entry: dict, key: list[str], base: Path) -> None:
+    """Rebase the path (or list of paths) at a dotted key of a stage entry, if it is there."""
+    for part in key[:-1]:
+        entry = entry.get(part)
+        if not isinstance(entry, dict):
+            return
+    value = entry.get(key[-1])
+    if isinstance(value, str) and value:
+        entry[key[-1]] = _rebase(value, base)
+    elif isinstance(value, list):
+        entry[key[-1]] = [_rebase(p, base) if isinstance(p, str) else p for p in value]
 
 
 def build_pipeline(data: dict, source: Path | None = None, check_inputs: bool = True,
@@ -288,13 +296,13 @@ def build_pipeline(data: dict, source: Path | None = None, check_inputs: bool = 
     table = LanguageTable(cfg.languages.defaults, files, cfg.languages.overrides, str(lang_dir))
     defaults_ok = True
     try:
-        LanguageParams.model_validate(deep_merge(cfg.languages.defaults, {}))
+        language_params_model().model_validate(deep_merge(cfg.languages.defaults, {}))
     except ValidationError as e:
         errors += _pydantic_errors(e, "languages.defaults")
         defaults_ok = False
     for iso, raw in (files.items() if defaults_ok else ()):
         try:
-            LanguageParams.model_validate(deep_merge(cfg.languages.defaults, raw))
+            language_params_model().model_validate(deep_merge(cfg.languages.defaults, raw))
         except ValidationError as e:
             errors += _pydantic_errors(e, f"languages.dir/{iso}.yaml")
     for iso in cfg.languages.overrides:
@@ -305,7 +313,8 @@ def build_pipeline(data: dict, source: Path | None = None, check_inputs: bool = 
 
     # stages: known type, valid params, valid resources, unique names
     resolved: list[ResolvedStage] = []
-    resolved_at: list[tuple[int, ResolvedStage]] = []
+    resolved_at: list[tuple[int, ResolvedStage]] = []   # every stage, with its entry's index
+    entries: list[tuple[int, type[Stage], BaseModel]] = []   # every valid entry
     seen_names: set[str] = set()
     for i, st in enumerate(cfg.stages):
         key = f"stages[{i}]"
@@ -328,12 +337,10 @@ def build_pipeline(data: dict, source: Path | None = None, check_inputs: bool = 
         if name in seen_names:
             errors.append((f"{key}.name", f"duplicate stage name {name!r}; give each stage a unique name"))
         seen_names.add(name)
-        parts = getattr(cls, "composite_parts", None)   # an entry that runs as several stages (quality_embed)
-        parts = parts(name, params, res) if parts else [(cls, name, params, res)]
-        for part_cls, part_name, part_params, part_res in parts:
-            resolved.append(ResolvedStage(part_cls, part_name, part_params, part_res, st.type))
-            if part_cls is cls:
-                resolved_at.append((i, resolved[-1]))
+        for part in cls.composite_parts(name, params, res):   # an entry may run as several stages
+            resolved.append(ResolvedStage(part.cls, part.name, part.params, part.resources, st.type))
+            resolved_at.append((i, resolved[-1]))
+        entries.append((i, cls, params))
     if cfg.tokenizer.kind == "tokenizer_json" and not cfg.tokenizer.path:
         errors.append(("tokenizer.path", "required when tokenizer.kind is tokenizer_json"))
     if cfg.tokenizer.path and not _is_remote(cfg.tokenizer.path) and not Path(cfg.tokenizer.path).exists():
@@ -346,23 +353,41 @@ def build_pipeline(data: dict, source: Path | None = None, check_inputs: bool = 
         if local and len(missing) == len(cfg.input.paths):
             for j, p in missing:
                 errors.append((f"input.paths[{j}]", f"matches no file: {p}"))
-    for i, rs in resolved_at:
-        check = getattr(rs.cls, "check_params", None)
-        if check and not check_remote and _names_remote(rs):
+    for i, cls, params in entries:
+        if not check_remote and _names_remote(cls, params):
             continue   # e.g. a model on an object store this machine has no credentials for
-        if check:
-            try:
-                errors += [(f"stages[{i}].{k}", m) for k, m in check(rs.params)]
-            except Exception as e:   # e.g. an object store that refuses this machine
-                errors.append((f"stages[{i}]", f"could not check its files: {type(e).__name__}: {e}"))
+        try:
+            errors += [(f"stages[{i}].{k}", m) for k, m in cls.check_params(params)]
+        except Exception as e:   # e.g. an object store that refuses this machine
+            errors.append((f"stages[{i}]", f"could not check its files: {type(e).__name__}: {e}"))
+    errors += missing_columns(resolved_at)
     if errors:
         raise ConfigError(errors, src)
     return Pipeline(cfg, resolved, table, source)
 
 
-def _names_remote(rs) -> bool:
-    raw = rs.params.model_dump()
-    return any(_is_remote(str(raw.get(k) or "")) for k in rs.cls.path_params(raw))
+def missing_columns(resolved_at: list[tuple[int, "ResolvedStage"]]) -> list[tuple[str, str]]:
+    """Each column a stage needs that no stage before it adds (or adds with another type), as a
+    config error naming the entry and the stage types that provide the column."""
+    have = {f.name: f.type for f in DOCUMENT_SCHEMA}
+    errors = []
+    for i, rs in resolved_at:
+        for column, typ in rs.cls.columns_needed(rs.params).items():
+            if column not in have:
+                givers = providers_of(column)
+                fix = f"; put one of {', '.join(givers)} before it" if givers else ""
+                errors.append((f"stages[{i}]", f"{rs.name} needs the column {column!r}, which no stage before "
+                               f"it adds{fix}"))
+            elif have[column] != typ:
+                errors.append((f"stages[{i}]", f"{rs.name} needs {column!r} as {typ}, but an earlier stage adds "
+                               f"it as {have[column]}"))
+        have.update(rs.cls.adds)
+    return errors
+
+
+def _names_remote(cls: type[Stage], params: BaseModel) -> bool:
+    raw = params.model_dump()
+    return any(_is_remote(str(raw.get(k) or "")) for k in cls.path_params(raw))
 
 
 def load_config(path: str | Path, overrides: dict | None = None, check_inputs: bool = True,

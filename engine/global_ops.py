@@ -109,6 +109,8 @@ def call_on_partition(pieces: pa.Table, fn: Callable[..., pa.Table], n_inputs: i
 
 #: node ids use the low 56 bits; a stage may use the sign and the top 7 bits (e.g. earlier runs' ids)
 NODE_BITS = 56
+ROW_BITS, PART_BITS = 22, 14
+CHUNK_SHIFT = ROW_BITS + PART_BITS
 
 
 def node_ids(rows: int, chunk: int, part_no: int) -> pa.Array:
@@ -117,5 +119,10 @@ def node_ids(rows: int, chunk: int, part_no: int) -> pa.Array:
     if part_no >= 1 << 14 or rows > 1 << 22 or chunk >= 1 << 20:
         raise GlobalStepError(f"node ids: chunk {chunk}, part {part_no}, {rows} rows exceed the id layout "
                               "(2^20 chunks, 2^14 parts per chunk, 2^22 rows per part)")
-    base = (chunk << 36) | (part_no << 22)
+    base = (chunk << CHUNK_SHIFT) | (part_no << ROW_BITS)
     return pa.array(np.arange(base, base + rows, dtype=np.int64), pa.int64())
+
+
+def chunk_of(nodes: pa.Array) -> pa.Array:
+    """The chunk of each node id (``node_ids``' layout)."""
+    return pc.shift_right(nodes, CHUNK_SHIFT).cast(pa.int32())

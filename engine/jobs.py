@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import pyarrow as pa
 
-from .readers import InputFile
+from tokenmill.engine.io.readers import InputFile
 
 # (stage name, decision file URLs for one chunk), applied in order when a part is read
 Decisions = list[tuple[str, list[str]]]
@@ -55,9 +55,8 @@ class PoolSpec:
 
 @dataclass
 class StreamJob:
-    """Stream ``items`` (in chunk order) through a phase's pools; parts are written under ``out_url``."""
+    """Stream ``items`` (in chunk order) through a phase's pools; the last pool writes the parts."""
 
-    phase: int
     items: list[dict]
     pools: list[PoolSpec]
 

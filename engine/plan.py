@@ -17,12 +17,12 @@ from typing import Optional
 
 import pyarrow as pa
 
-from .readers import InputFile
-from .schema import WORKING_COLUMNS, phase_schema
-from .stage import Resources
-from .storage import Storage
+from tokenmill.engine import __version__ as VERSION
+from tokenmill.engine.io.readers import InputFile
+from tokenmill.engine.schema import WORKING_COLUMNS, phase_schema
+from tokenmill.engine.stage import Resources
+from tokenmill.engine.io.storage import Storage
 
-VERSION = "0.1.0"
 #: the layout of OUT/_work; a change makes older unfinished work unusable, so it is in the fingerprint
 WORK_LAYOUT = 2
 

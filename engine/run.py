@@ -14,18 +14,19 @@ import time
 import uuid
 from typing import Optional
 
-from .budget import TOKENS_FILE, Budget, cut_to_budget
-from .jobs import Decisions, FinalJob, GlobalJob, PartWritten, PoolSpec, StreamJob, input_item, part_item
-from .manifest import MANIFEST, OUTPUT_FOLDERS, commit
-from .console import Console
-from .incremental import IncrementalRun
-from .plan import (VERSION, Chunk, Phase, RunPlan, fingerprint, input_stamps, plan_pools, plan_run,
+from tokenmill.engine.durable.budget import TOKENS_FILE, Budget, cut_to_budget
+from tokenmill.engine.jobs import Decisions, FinalJob, GlobalJob, PartWritten, PoolSpec, StreamJob, input_item, part_item
+from tokenmill.engine.durable.manifest import MANIFEST, OUTPUT_FOLDERS, commit
+from tokenmill.engine.report.console import Console
+from tokenmill.engine.durable.incremental import IncrementalRun
+from tokenmill.engine import __version__ as VERSION
+from tokenmill.engine.plan import (Chunk, Phase, RunPlan, fingerprint, input_stamps, plan_pools, plan_run,
                    with_external_state)
-from .readers import list_input_files
-from .stage import Resources
-from .report import build_report, print_summary, write_report
-from .stats import WriteStats
-from .storage import Storage
+from tokenmill.engine.io.readers import list_input_files
+from tokenmill.engine.stage import Resources
+from tokenmill.engine.report.build import build_report, print_summary, write_report
+from tokenmill.engine.report.stats import WriteStats
+from tokenmill.engine.io.storage import Storage
 
 DONE = "_SUCCESS"
 STATS = "_stats.json"
@@ -116,7 +117,7 @@ class PhaseRunner:
                                  files_total=len(items) if not sources else None,
                                  bytes_total=sum(it["bytes"] for it in items) or None)
         tmp = self._tmp()
-        job = StreamJob(phase.index, items, self.pools(phase, self.store.url(tmp)))
+        job = StreamJob(items, self.pools(phase, self.store.url(tmp)))
         budget = self.budget(phase)
         committer = ChunkCommitter(self, phase, todo, tmp, budget)
         self._listings.pop(phase.index, None)
@@ -306,7 +307,7 @@ def run_pipeline(pipeline, address: Optional[str] = None, output: Optional[str] 
 
 def _run(pipeline, store: Storage, out: str, files, stamps, problems, inc: Optional[IncrementalRun],
          console: Console, address, master, num_cpus, engine, keep_work: bool, verbose: bool) -> RunResult:
-    from .executors.base import run_executor
+    from tokenmill.engine.executors.base import run_executor
 
     cfg = pipeline.config
     base = fingerprint(pipeline, files, stamps)

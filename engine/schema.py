@@ -27,7 +27,6 @@ COUNT_FIELDS = [
     pa.field("num_tokens", pa.int64()),
 ]
 DOCUMENT_SCHEMA = pa.schema(CORE_FIELDS + [ROW_KEY_FIELD] + COUNT_FIELDS + REJECT_FIELDS)
-CORE_COLUMNS = [f.name for f in CORE_FIELDS]
 
 
 def live_mask(batch: pa.Table) -> pa.Array:

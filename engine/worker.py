@@ -14,23 +14,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .global_ops import node_ids
-from .batches import apply_decisions, live_keys, run_stage
-from .jobs import FinalJob, PoolSpec, item_decisions
-from .readers import READ_STAGE, InputFile, read_file
-from .schema import CHUNK, EMITTED, conform, live_mask, mark_rejects, set_column
-from .stage import GeneratingStage
-from .stats import WriteStats
-from .storage import Storage
-from .tokens import count_tokens
-from .final_write import FinalWriters
-from .writers import write_parts
+from tokenmill.engine.global_ops import node_ids
+from tokenmill.engine.batches import apply_decisions, per_chunk, run_stage
+from tokenmill.engine.jobs import FinalJob, PoolSpec, item_decisions
+from tokenmill.engine.io.readers import READ_STAGE, InputFile, read_file
+from tokenmill.engine.schema import CHUNK, EMITTED, conform, live_mask, mark_rejects, set_column
+from tokenmill.engine.stage import GeneratingStage
+from tokenmill.engine.report.stats import WriteStats
+from tokenmill.engine.io.storage import Storage
+from tokenmill.engine.io.tokens import count_tokens
+from tokenmill.engine.io.final_write import FinalWriters
+from tokenmill.engine.io.writers import write_parts
 
 Record = Callable[[str, float, int], None]
 #: progress counters a worker records beside its stages' busy time (summed by the engine's metrics)
 FILES_DONE, BYTES_DONE, TOKENS_READ, ROWS_REJECTED = "_files", "_bytes", "_tokens", "_rejected"
 PROGRESS = {FILES_DONE: "files", BYTES_DONE: "bytes", READ_STAGE: "docs", TOKENS_READ: "tokens", ROWS_REJECTED: "rejected"}
-PART_COLUMNS = {"chunk": pa.int32(), "file": pa.string(), "rows": pa.int64(), "tokens": pa.int64()}
 
 
 def _no_record(stage: str, seconds: float, rows: int) -> None:
@@ -51,14 +50,14 @@ def read_parquet_file(url: str, columns: Optional[list[str]] = None) -> pa.Table
         return pq.read_table(fh, columns=columns, partitioning=None)
 
 
-def read_live_keys(url: str, columns: list[str], part_no: Optional[int] = None) -> pa.Table:
-    """The columns a global step shuffles, for the live rows of one part file (never the text);
-    with ``part_no`` (the file's number in its chunk) also a dense int64 ``node`` id per row."""
-    keys = live_keys(read_parquet_file(url, list(dict.fromkeys(columns + ["reject_stage", CHUNK]))), columns)
-    if part_no is None:
-        return keys
-    chunk = keys[CHUNK][0].as_py() if keys.num_rows else 0
-    return keys.append_column("node", node_ids(keys.num_rows, chunk, part_no))
+def read_live_keys(url: str, columns: list[str], part_no: int) -> pa.Table:
+    """The columns a global step shuffles, for the live rows of one part file (never the text),
+    and a dense int64 ``node`` id per row from the file's chunk and its number in the chunk
+    (``part_no``): the chunk a decision belongs to is read back from its node."""
+    table = read_parquet_file(url, list(dict.fromkeys(columns + ["reject_stage", CHUNK])))
+    live = table.filter(live_mask(table))
+    chunk = live[CHUNK][0].as_py() if live.num_rows else 0
+    return live.select(columns).append_column("node", node_ids(live.num_rows, chunk, part_no))
 
 
 def load_decisions(urls: list[str]) -> pa.Table:
@@ -84,6 +83,16 @@ def cached_worker(spec: PoolSpec, make_record: Optional[Callable[[], Optional[Re
             _WORKERS.pop(next(iter(_WORKERS)))
         worker = _WORKERS[spec.key] = StreamWorker(spec, make_record() if make_record else None)
     return worker
+
+
+def through_pools(workers: list, table: pa.Table) -> Iterator[pa.Table]:
+    """A work item's table through every pool of a phase in turn, in one process (the executors
+    without actor pools: Spark's tasks, the local executor)."""
+    if not workers:
+        yield table
+        return
+    for out in workers[0](table):
+        yield from through_pools(workers[1:], out)
 
 
 class StreamWorker:
@@ -161,11 +170,11 @@ class StreamWorker:
         """A generating stage over the live rows: its new rows only (or, as part of an LLM-engine
         step, its requests, or its new rows from the engine's output)."""
         if self.spec.llm_part == "documents":
-            return self.emitted(stage, stage.llm_step().documents(batch)), batch.num_rows
+            return self.emitted(stage, per_chunk(stage.llm_step().documents, batch)), batch.num_rows
         live = batch.filter(live_mask(batch))
         if self.spec.llm_part == "requests":
-            return stage.llm_step().requests(live), live.num_rows
-        return self.emitted(stage, stage(live)), live.num_rows
+            return per_chunk(stage.llm_step().requests, live), live.num_rows
+        return self.emitted(stage, per_chunk(stage, live)), live.num_rows
 
     def emitted(self, stage: GeneratingStage, rows: pa.Table) -> pa.Table:
         """New rows stamped with the stage that wrote them and counted in the run's tokenizer."""

@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
 from tokenmill.engine.schema import mark_rejects, set_column
+from tokenmill.engine.languages import register_language_params
 from tokenmill.engine.stage import Resources, Stage, register_stage
 
 from .fasttext_io import local_copy, one_line
@@ -35,18 +36,24 @@ class LangIdParams(BaseModel):
 
     @staticmethod
     def check(params: "LangIdParams"):
+        """A local model file must exist."""
         if params.model_path and "://" not in params.model_path and not os.path.exists(params.model_path):
             yield ("model_path", f"file not found: {params.model_path}")
+
+
+register_language_params(lid_threshold=(float, Field(0.5, ge=0, le=1, description="langid: documents scoring below it are rejected")))
 
 
 @register_stage("langid")
 class LangId(Stage):
     name = "langid"
     Params = LangIdParams
-    is_filter = True
     adds = {"language": pa.string(), "language_score": pa.float64()}
     default_resources = Resources(num_cpus=1, concurrency=2, batch_size=2000)
-    check_params = staticmethod(LangIdParams.check)
+
+    @classmethod
+    def check_params(cls, params: LangIdParams):
+        return LangIdParams.check(params)
 
     def setup(self) -> None:
         import fasttext_new  # fastText in Rust (pip fasttext-new): same models, same predictions, wheels everywhere

@@ -22,8 +22,8 @@ import pyarrow.parquet as pq
 import zstandard
 
 from tokenmill.engine.config import InputConfig
-from tokenmill.engine.decode import FEED
-from tokenmill.engine.readers import FILE_REASONS, InputFile, detect_format, read_file
+from tokenmill.engine.io.decode import FEED
+from tokenmill.engine.io.readers import FILE_REASONS, InputFile, detect_format, read_file
 from tokenmill.engine.schema import DOCUMENT_SCHEMA
 
 #: small batches, so that damage also meets batch boundaries

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from tokenmill.engine.executors.ray_ops import RayDatasetOps
+from tokenmill.engine.executors.ray.ops import RayDatasetOps
 from tokenmill.engine.global_ops import GlobalStepError, pack_partitions, partition_ids, unpack_partition
 from tokenmill.stages.dedup.components import (BAND_ROWS, EDGES, HUB_DEGREE, candidate_edges, connected_components,
                                                large_star, small_star, star_labels, DIRECTED, both_directions)

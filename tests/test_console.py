@@ -16,7 +16,7 @@ import termios
 import time
 from pathlib import Path
 
-from tokenmill.engine.console import Console, PhaseProgress
+from tokenmill.engine.report.console import Console, PhaseProgress
 
 from conftest import QUICKSTART, REPO, tokenmill_cmd
 

@@ -13,7 +13,7 @@ import pytest
 
 from tokenmill.engine.batches import apply_decisions, reduce_with_chunk
 from tokenmill.engine.config import build_pipeline
-from tokenmill.engine.readers import list_input_files
+from tokenmill.engine.io.readers import list_input_files
 from tokenmill.engine.run import run_pipeline
 from tokenmill.engine.schema import CHUNK
 from tokenmill.stages.dedup.exact import ExactDedup, ExactDedupParams, normalise

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pytest
 
 from tokenmill.engine.config import load_config
-from tokenmill.engine.languages import LanguageParams
+from tokenmill.engine.languages import language_params_model
 from tokenmill.engine.stage import get_stage_class
 from tokenmill.stages.heuristics import rules
 from tokenmill.stages.heuristics.stage import ALL_FAMILIES, check_document
@@ -38,11 +38,11 @@ def _table():
     return load_config(REPO / "configs" / "quickstart.yaml", check_inputs=False).languages
 
 
-def params(iso: str) -> LanguageParams:
+def params(iso: str):
     return _table().get(iso)
 
 
-def stop(p: LanguageParams) -> frozenset:
+def stop(p) -> frozenset:
     return frozenset(w.lower() for w in p.stopwords)
 
 
@@ -71,7 +71,7 @@ def clean_doc(iso: str) -> str:
     return "\n".join(paragraphs(iso))
 
 
-def words_of(text: str, p: LanguageParams) -> list[str]:
+def words_of(text: str, p) -> list[str]:
     return DocView(text, p.word_tokenizer).words
 
 

@@ -19,10 +19,10 @@ from conftest import REPO
 from neardup_corpus import build_corpus, write_jsonl
 from pipeline_helpers import kill_run_after_first_chunk, read_manifest_files
 from tokenmill.engine.config import build_pipeline
-from tokenmill.engine.lease import Lease, LeaseHeld
-from tokenmill.engine.ledger import Ledger
+from tokenmill.engine.durable.lease import Lease, LeaseHeld
+from tokenmill.engine.durable.ledger import Ledger
 from tokenmill.engine.run import run_pipeline
-from tokenmill.engine.storage import Storage
+from tokenmill.engine.io.storage import Storage
 
 SHARDS = 6
 
@@ -229,7 +229,7 @@ def test_run_killed_after_writing_its_index_does_not_reject_its_own_documents(tm
 
 
 def test_incremental_refuses_an_output_written_by_a_plain_run(tmp_path, corpus):
-    from tokenmill.engine.incremental import ForeignOutput
+    from tokenmill.engine.durable.incremental import ForeignOutput
 
     _, shards = corpus
     out = tmp_path / "out"

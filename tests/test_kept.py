@@ -8,7 +8,7 @@ import random
 import pyarrow as pa
 import pytest
 
-from tokenmill.engine.executors.ray_ops import RayDatasetOps
+from tokenmill.engine.executors.ray.ops import RayDatasetOps
 from tokenmill.stages.dedup.hubs import find_hubs
 from tokenmill.stages.dedup.kept import CLUSTER_SIZE, decide
 

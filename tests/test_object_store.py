@@ -16,9 +16,9 @@ import urllib.request
 import pyarrow.parquet as pq
 import pytest
 
-from tokenmill.engine.readers import list_input_files
+from tokenmill.engine.io.readers import list_input_files
 from tokenmill.engine.run import fingerprint, run_pipeline
-from tokenmill.engine.storage import Storage
+from tokenmill.engine.io.storage import Storage
 
 from pipeline_helpers import make_pipeline, web_docs
 
@@ -192,7 +192,7 @@ def test_quality_model_trained_from_and_read_from_the_object_store(ray_s3, s3, s
 
 def test_lease_on_the_object_store_is_exclusive(s3_server, s3):
     """The output lease is a conditional put (If-None-Match: *) on S3: a second taker is refused."""
-    from tokenmill.engine.lease import Lease, LeaseHeld
+    from tokenmill.engine.durable.lease import Lease, LeaseHeld
 
     s3.mkdir("lease-bucket")
     store = Storage("s3://lease-bucket/out")

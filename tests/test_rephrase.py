@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 from tokenmill.engine.config import build_pipeline
 from tokenmill.engine.run import run_pipeline
-from tokenmill.engine.console import Console
+from tokenmill.engine.report.console import Console
 from tokenmill.stages.rephrase.assign import chunks
 from tokenmill.stages.rephrase.stage import token_counter
 from tokenmill.stages.rephrase.styles import load_styles

@@ -9,10 +9,10 @@ from collections import Counter, defaultdict
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tokenmill.engine.readers import FILE_REASONS
+from tokenmill.engine.io.readers import FILE_REASONS
 from tokenmill.engine.run import run_pipeline
-from tokenmill.engine.stats import WriteStats
-from tokenmill.engine.writers import PartitionedWriter
+from tokenmill.engine.report.stats import WriteStats
+from tokenmill.engine.io.writers import PartitionedWriter
 
 from pipeline_helpers import make_pipeline, read_manifest_files, web_docs, write_jsonl_gz
 

@@ -32,7 +32,7 @@ CLUSTER_SIZE = "dup_cluster_size"
 def spark_local():
     """One embedded Spark (local[2], a failed task retried up to 4 times) that every Spark run of
     this module reuses, started as tokenmill starts it."""
-    from tokenmill.engine.executors.spark_session import local_master, session_conf, start_session
+    from tokenmill.engine.executors.spark.session import local_master, session_conf, start_session
 
     spark, started = start_session(local_master(2), "tokenmill-tests", session_conf(1000, None, None))
     yield spark
@@ -290,7 +290,7 @@ def _free_port() -> int:
 
 
 def _spark_env(**extra) -> dict:
-    from tokenmill.engine.executors.spark_session import java_home
+    from tokenmill.engine.executors.spark.session import java_home
 
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, **extra}
     home = java_home()

@@ -3,15 +3,15 @@
 The run loop (``engine/run.py``) plans phases and calls these; everything engine-neutral (the
 plan, schemas, the stream worker, decision application, the final writer, write-time stats,
 storage) lives outside the executors, so an executor only maps work items onto its engine's
-tasks, actor pools and shuffles. ``ray_executor.RayExecutor`` and ``spark_executor.SparkExecutor``
-implement it.
+tasks, actor pools and shuffles; what they share is in ``common.py``. ``ray.executor.RayExecutor``,
+``spark.executor.SparkExecutor`` and ``local.executor.LocalExecutor`` implement it.
 """
 from __future__ import annotations
 
 from typing import Iterator, Protocol
 
-from ..jobs import FinalJob, GlobalJob, PartWritten, StreamJob
-from ..stats import WriteStats
+from tokenmill.engine.jobs import FinalJob, GlobalJob, PartWritten, StreamJob
+from tokenmill.engine.report.stats import WriteStats
 
 
 class Executor(Protocol):
@@ -29,10 +29,9 @@ class Executor(Protocol):
         complete. A retried task may leave unlisted files behind: only yielded parts count."""
 
     def run_global(self, job: GlobalJob) -> dict:
-        """Run a global stage over the phase's live rows and write its decisions partitioned by
-        chunk: a one-key stage (``reduce_group``) groups rows by its key with the engine's shuffle;
-        a multi-step stage (``global_step``) runs on the executor's ``global_ops.DatasetOps``.
-        Returns what the step reports (e.g. rounds), for the report."""
+        """Run a global stage's ``global_step`` over the phase's live rows on the executor's
+        ``global_ops.DatasetOps`` and write its decisions partitioned by chunk
+        (``common.run_global_step``). Returns what the step reports (e.g. rounds), for the report."""
 
     def finalize(self, job: FinalJob) -> list[WriteStats]:
         """One task per chunk: apply the decisions, write the final partitions; return the
@@ -52,15 +51,22 @@ class Executor(Protocol):
 
 
 def run_executor(name: str, pipeline, **kwargs) -> Executor:
-    """The executor for ``name``: ``ray`` (Ray Data) or ``spark`` (Spark DataFrames)."""
+    """The executor for ``name``: ``ray`` (Ray Data), ``spark`` (Spark DataFrames) or ``local``
+    (one process)."""
     if name == "ray":
-        from .ray_executor import RayExecutor
+        from tokenmill.engine.executors.ray.executor import RayExecutor
 
         kwargs.pop("master", None)
         return RayExecutor(pipeline, **kwargs)
     if name == "spark":
-        from .spark_executor import SparkExecutor
+        from tokenmill.engine.executors.spark.executor import SparkExecutor
 
         kwargs.pop("address", None)
         return SparkExecutor(pipeline, **kwargs)
+    if name == "local":
+        from tokenmill.engine.executors.local.executor import LocalExecutor
+
+        kwargs.pop("address", None)
+        kwargs.pop("master", None)
+        return LocalExecutor(pipeline, **kwargs)
     raise ValueError(f"unknown executor {name!r}")

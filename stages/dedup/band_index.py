@@ -24,13 +24,12 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
 from tokenmill.engine.global_ops import NODE_BITS
-from tokenmill.engine.storage import Storage
+from tokenmill.engine.io.storage import Storage
 
 from .components import band_rows
 
 DONE = "_SUCCESS"
 INDEX_ROWS = pa.schema([("band", pa.int64()), ("node", pa.int64()), ("id", pa.string()), ("range", pa.int32())])
-INDEXED_IDS = pa.schema([("label", pa.int64()), ("indexed_id", pa.string())])
 MAX_INDEXES = 1 << (63 - NODE_BITS)
 
 

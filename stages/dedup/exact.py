@@ -1,11 +1,10 @@
 """Exact deduplication of normalised text across the whole run.
 
 Streamed part: ``dedup_key`` = BLAKE2b-128 of the text lower-cased with whitespace runs
-collapsed (Unicode NFC is the reader's job). Global part: the executor groups live rows by
-``dedup_key`` with its engine's shuffle; ``reduce_group`` keeps the first row in input order
-(source, then offset; ``order.py``) and rejects the others as ``duplicate_of:<kept id>``.
-With ``index`` (incremental runs) the global part also checks earlier runs' kept keys
-(``key_index.py``).
+collapsed (Unicode NFC is the reader's job). Global part (``key_index.global_step``): one shuffle
+brings every row with a key to one call, which keeps the first row in input order (source, then
+offset; ``order.py``) and rejects the others as ``duplicate_of:<kept id>``. With ``index``
+(incremental runs) the same step also checks earlier runs' kept keys.
 """
 from __future__ import annotations
 
@@ -15,12 +14,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
-from tokenmill.engine.schema import CHUNK, set_column
+from tokenmill.engine.schema import set_column
 from tokenmill.engine.stage import GlobalStage, Resources, register_stage
 
 from . import key_index
 from .band_index import IndexParams, index_state
-from .order import duplicate_reasons, first_by_key
 
 
 class ExactDedupParams(BaseModel):
@@ -48,12 +46,14 @@ def text_hashes(texts: pa.Array) -> pa.Array:
 class ExactDedup(GlobalStage):
     name = "exact_dedup"
     Params = ExactDedupParams
-    is_filter = True
-    key_column = "dedup_key"
     adds = {"dedup_key": pa.string()}
     internal_columns = ("dedup_key",)
-    group_columns = ("row_key", "id")
     default_resources = Resources(num_cpus=1, concurrency=1, batch_size=2000)
+
+    @classmethod
+    def path_params(cls, raw: dict) -> tuple[str, ...]:
+        """The index folders (``index.read``, ``index.write``) are paths."""
+        return ("index.write", "index.read")
 
     @classmethod
     def report_reason(cls, reasons: pa.Array) -> pa.Array:
@@ -63,29 +63,20 @@ class ExactDedup(GlobalStage):
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         norm = normalise(batch["text"], self.params.lowercase, self.params.collapse_whitespace)
-        return set_column(batch, self.key_column, text_hashes(norm))
+        return set_column(batch, "dedup_key", text_hashes(norm))
 
     @classmethod
     def incremental(cls, params: ExactDedupParams, folder: str) -> ExactDedupParams:
         return params.model_copy(update={"index": params.index.or_default(folder)})
 
-    def has_global_step(self) -> bool:
-        return bool(self.params.index.read or self.params.index.write)
-
     def shuffle_columns(self) -> list[str]:
-        return ["dedup_key", "row_key", "id", CHUNK]
+        return ["dedup_key", "row_key", "id"]
 
     def external_state(self, run_id: str) -> list:
         """The key indexes this run reads (their committed runs, but for its own)."""
         return index_state(self.params.index.read, exclude=run_id)
 
     def global_step(self, ops, keys) -> tuple[object, dict]:
-        """With an index: this run's copies and those of earlier runs' kept documents (``key_index``)."""
-        return key_index.global_step(ops, keys, self.params.index)
-
-    def reduce_group(self, group: pa.Table) -> pa.Table:
-        """All live rows with one key -> (row_key, reject_reason) for every copy but the first."""
-        rows, first, winner = first_by_key(group, self.key_column)
-        copies = pa.array(~first, pa.bool_())
-        return pa.table({"row_key": rows["row_key"].filter(copies),
-                         "reject_reason": duplicate_reasons(first, winner).filter(copies)})
+        """This run's copies, and with an index those of earlier runs' kept documents (``key_index``)."""
+        decisions, figures = key_index.global_step(ops, keys, self.params.index)
+        return decisions, figures if self.params.index.read or self.params.index.write else {}

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tokenmill.engine.schema import CHUNK, set_column
+from tokenmill.engine.schema import set_column
 
 from .hubs import HubLog, find_hubs, partition_by
 from .order import input_order_keys, with_input_order
@@ -25,14 +25,14 @@ from .order import input_order_keys, with_input_order
 CLUSTER_SIZE = "dup_cluster_size"
 REASON_PREFIX = "near_duplicate_of:"
 DECISIONS = pa.schema([("row_key", pa.string()), ("reject_reason", pa.string()), (CLUSTER_SIZE, pa.int32()),
-                       (CHUNK, pa.int32()), ("node", pa.int64())])
+                       ("node", pa.int64())])
 #: what the driver passes every slice of a heavy component: its kept reference and size
 HEAVY = pa.schema([("label", pa.int64()), ("kept_ref", pa.string()), ("kept_row_key", pa.string()),
                    ("size", pa.int32())])
 
 
 def decide(ops, labeled, owners: list, keep: str, hub_degree: int, log: Optional[HubLog] = None):
-    """Decisions for every member of ``labeled`` (node, label, row_key, id, chunk[, quality_score]);
+    """Decisions for every member of ``labeled`` (node, label, row_key, id[, quality_score]);
     ``owners``: none, or one dataset of (label, indexed_id) for components with indexed documents;
     ``log`` hears of the components spread."""
     labeled = ops.materialize(labeled)
@@ -133,8 +133,7 @@ def _decide_heavy(rows: pa.Table, heavy: pa.Table) -> pa.Table:
 
 
 def _decisions(rows: pa.Table, reasons, sizes) -> pa.Table:
-    return pa.table({"row_key": rows["row_key"], "reject_reason": reasons, CLUSTER_SIZE: sizes, CHUNK: rows[CHUNK],
-                     "node": rows["node"]}, schema=DECISIONS)
+    return pa.table({"row_key": rows["row_key"], "reject_reason": reasons, CLUSTER_SIZE: sizes, "node": rows["node"]}, schema=DECISIONS)
 
 
 def _against_index(labeled: pa.Table, owners: pa.Table) -> pa.Table:

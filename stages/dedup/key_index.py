@@ -16,15 +16,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tokenmill.engine.schema import CHUNK
-from tokenmill.engine.storage import Storage
+from tokenmill.engine.io.storage import Storage
 
 from .band_index import commit_marker, committed_runs, run_folder
 from .order import duplicate_reasons, first_by_key
 
 HASH = "_key64"
 INDEX_ROWS = pa.schema([("dedup_key", pa.string()), ("id", pa.string())])
-DECISIONS = pa.schema([("row_key", pa.string()), ("reject_reason", pa.string()), (CHUNK, pa.int32())])
+DECISIONS = pa.schema([("row_key", pa.string()), ("reject_reason", pa.string()), ("node", pa.int64())])
 
 
 def with_key_hash(table: pa.Table, column: str = "dedup_key") -> pa.Table:
@@ -45,7 +44,7 @@ def decide(rows: Optional[pa.Table], indexed: Optional[pa.Table]) -> pa.Table:
     """One partition: every live row of this run with ``reject_reason`` set on the copies (null on
     the row kept). A key an earlier run kept rejects all of this run's rows with it."""
     if rows is None or rows.num_rows == 0:
-        return pa.table({"row_key": [], "reject_reason": [], CHUNK: [], "dedup_key": [], "id": []},
+        return pa.table({"row_key": [], "reject_reason": [], "node": [], "dedup_key": [], "id": []},
                         schema=DECISIONS.append(pa.field("dedup_key", pa.string())).append(pa.field("id", pa.string())))
     rows, first, winner = first_by_key(rows, "dedup_key")
     if indexed is not None and indexed.num_rows:
@@ -55,7 +54,7 @@ def decide(rows: Optional[pa.Table], indexed: Optional[pa.Table]) -> pa.Table:
                                             dtype=object), winner)
         first = first & ~older
     reasons = duplicate_reasons(first, winner)
-    return pa.table({"row_key": rows["row_key"], "reject_reason": reasons, CHUNK: rows[CHUNK].cast(pa.int32()),
+    return pa.table({"row_key": rows["row_key"], "reject_reason": reasons, "node": rows["node"],
                      "dedup_key": rows["dedup_key"], "id": rows["id"]})
 
 
@@ -68,8 +67,8 @@ def kept(table: pa.Table) -> pa.Table:
 
 
 def global_step(ops, keys, index) -> tuple[object, dict]:
-    """Decisions (row_key, reject_reason, chunk) against this run and the indexes read; writes this
-    run's kept keys when ``index.write`` is set."""
+    """Decisions (row_key, reject_reason, node) against this run and the indexes read (none: the
+    run's own copies only); writes this run's kept keys when ``index.write`` is set."""
     runs = committed_runs(index.read, exclude=ops.run_id)
     inputs = [ops.map(keys, with_key_hash)]
     tables = [ops.map(ops.read_parquet(files), indexed_keys) for files in runs if files]

@@ -22,10 +22,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tokenmill.engine.schema import CHUNK, set_column
+from tokenmill.engine.io.storage import Storage
+from tokenmill.engine.languages import register_language_params
+from tokenmill.engine.schema import set_column
 from tokenmill.engine.stage import GlobalStage, Resources, register_stage
-
-from tokenmill.engine.storage import Storage
 
 from .band_index import IndexParams, commit_marker, committed_runs, index_state, indexed_rows, keep_rows, run_folder
 from .components import BAND_ROWS, HUB_DEGREE, band_rows, candidate_edges, connected_components, star_labels
@@ -72,6 +72,10 @@ class MinHashParams(BaseModel):
         return self.bands, self.num_perm // self.bands
 
 
+register_language_params(minhash_char_ngram=(int, Field(5, ge=1, description="minhash_dedup: character "
+                                                    "n-gram length for cjk/thai tokenizers")))
+
+
 def _language_salt(lang: Optional[str]) -> np.uint64:
     return np.uint64(zlib.crc32((lang or "und").encode()) * 0x9E3779B1 & 0xFFFFFFFFFFFFFFFF)
 
@@ -80,11 +84,14 @@ def _language_salt(lang: Optional[str]) -> np.uint64:
 class MinHashDedup(GlobalStage):
     name = "minhash_dedup"
     Params = MinHashParams
-    is_filter = True
-    key_column = BANDS_COLUMN
     adds = {BANDS_COLUMN: pa.list_(pa.int64()), SIGNATURE_COLUMN: pa.list_(pa.uint64()), CLUSTER_SIZE: pa.int32()}
     internal_columns = (BANDS_COLUMN, SIGNATURE_COLUMN)
     default_resources = Resources(num_cpus=1, concurrency=2, batch_size=1000)
+
+    @classmethod
+    def path_params(cls, raw: dict) -> tuple[str, ...]:
+        """The index folders (``index.read``, ``index.write``) are paths."""
+        return ("index.write", "index.read")
 
     @classmethod
     def report_reason(cls, reasons: pa.Array) -> pa.Array:
@@ -103,11 +110,16 @@ class MinHashDedup(GlobalStage):
             self._hashers[ngram] = MinHasher(num_perm=p.num_perm, seed=p.seed, hash=p.hash, ngram=ngram)
         return self._hashers[ngram]
 
+    @classmethod
+    def columns_needed(cls, params: MinHashParams) -> dict:
+        """``keep: quality_score`` reads the score a quality stage before this one adds."""
+        return {"quality_score": pa.float64()} if params.keep == "quality_score" else {}
+
     def shuffle_columns(self) -> list[str]:
         """The columns the global step reads back (never the text)."""
         extra = ["quality_score"] if self.params.keep == "quality_score" else []
         extra += [SIGNATURE_COLUMN] if self.params.verify else []
-        return ["row_key", "id", BANDS_COLUMN, CHUNK, *extra]
+        return ["row_key", "id", BANDS_COLUMN, *extra]
 
     # -- streamed -----------------------------------------------------------------------------------
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -259,7 +271,7 @@ def explode_bands(keys: pa.Table) -> pa.Table:
 
 
 def member_rows(keys: pa.Table, columns: list[str]) -> pa.Table:
-    """What choosing the kept document needs of each row: node, row_key, id, chunk (+ quality)."""
+    """What choosing the kept document needs of each row: node, row_key, id (+ quality)."""
     return keys.select(["node"] + [c for c in columns if c not in (BANDS_COLUMN, SIGNATURE_COLUMN)])
 
 

@@ -12,7 +12,7 @@ from typing import Optional
 
 import numpy as np
 
-from tokenmill.engine.languages import C4, FineWeb, GopherQuality, GopherRepetition
+from .params import C4, FineWeb, GopherQuality, GopherRepetition
 
 from .words import NON_ALPHA_WORD, DocView
 

@@ -47,7 +47,6 @@ def check_document(text: str, lang_params, families: list[str], stopwords: froze
 class Heuristics(Stage):
     name = "heuristics"
     Params = HeuristicsParams
-    is_filter = True
     default_resources = Resources(num_cpus=1, concurrency=2, batch_size=500)
 
     def families(self) -> list[str]:

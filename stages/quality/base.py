@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tokenmill.engine.schema import CHUNK, mark_rejects, set_column
+from tokenmill.engine.schema import mark_rejects, set_column
 from tokenmill.engine.stage import GlobalStage
 
 from . import cut
@@ -22,7 +22,7 @@ from . import cut
 SCORE = "quality_score"
 GROUP = "quality_language"   # working column: the language each document is cut within
 REASON = "low_quality"
-DECISIONS = pa.schema([("row_key", pa.string()), ("reject_reason", pa.string()), (CHUNK, pa.int32())])
+DECISIONS = pa.schema([("row_key", pa.string()), ("reject_reason", pa.string()), ("node", pa.int64())])
 
 
 class RuleParams(BaseModel):
@@ -46,10 +46,9 @@ class QualityFilter(GlobalStage):
     """A stage that adds ``quality_score`` and keeps documents by the rule; a subclass defines
     ``scores(batch) -> np.ndarray`` (one score in [0, 1] per row)."""
 
-    is_filter = True
-    key_column = GROUP
     adds = {SCORE: pa.float64(), GROUP: pa.string()}
     internal_columns = (GROUP,)
+    score_column = SCORE
 
     @classmethod
     def is_global_for(cls, params: RuleParams) -> bool:
@@ -65,8 +64,14 @@ class QualityFilter(GlobalStage):
         return mark_rejects(batch, self.name, pc.if_else(low, pa.scalar(REASON), pa.scalar(None, pa.string())))
 
     # -- global (keep_top) ---------------------------------------------------------------------
+    @classmethod
+    def score_thresholds(cls, params: RuleParams, figures: dict) -> dict:
+        """The cut keep_top chose per language (``figures``), else the fixed ``threshold``."""
+        chosen = figures.get("thresholds", {})
+        return {"*": params.threshold, **chosen} if params.threshold is not None or chosen else {}
+
     def shuffle_columns(self) -> list[str]:
-        return ["row_key", GROUP, SCORE, CHUNK]
+        return ["row_key", GROUP, SCORE]
 
     def global_step(self, ops, keys) -> tuple[object, dict]:
         """Each language's threshold over the whole run (null in the report: keeps none, as in a
@@ -90,7 +95,7 @@ def below_threshold(keys: pa.Table, thresholds: dict) -> pa.Table:
     rows = keys.filter(pc.less(keys[SCORE].cast(pa.float64()), limit))
     return pa.table({"row_key": rows["row_key"].cast(pa.string()),
                      "reject_reason": pa.array(np.full(rows.num_rows, REASON, object), pa.string()),
-                     CHUNK: rows[CHUNK].cast(pa.int32())}, schema=DECISIONS)
+                     "node": rows["node"]}, schema=DECISIONS)
 
 
 def _no_decisions(keys: pa.Table) -> pa.Table:

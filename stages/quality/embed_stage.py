@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from tokenmill.engine.schema import set_column
-from tokenmill.engine.stage import Resources, Stage, register_stage
+from tokenmill.engine.stage import Part, Resources, Stage, register_stage
 
 from .base import QualityFilter, RuleParams
 from .embed_model import DEFAULT_MAX_TOKENS, HEAD_FILE, Encoder, default_encoder, head_scores
@@ -111,15 +111,16 @@ class EmbedTokenize(Stage):
 class QualityEmbed(QualityFilter):
     name = "quality_embed"
     Params = EmbedParams
+    needs = {TOKENS: pa.list_(pa.int32())}
     default_resources = Resources(num_cpus=1, concurrency=1, batch_size=256)
     check_params = staticmethod(EmbedParams.check)
 
     @classmethod
-    def composite_parts(cls, name: str, params: EmbedParams, resources: Resources) -> list:
-        """(class, name, params, resources) of the stages this entry runs as: the CPU tokenizer,
-        then this stage on its own pool (the model on GPUs when its resources ask for them)."""
+    def composite_parts(cls, name: str, params: EmbedParams, resources: Resources) -> list[Part]:
+        """The stages this entry runs as: the CPU tokenizer, then this stage on its own pool (the
+        model on GPUs when its resources ask for them)."""
         tok_res = Resources(num_cpus=1, concurrency=resources.concurrency, batch_size=resources.batch_size)
-        return [(EmbedTokenize, f"{name}.tokenize", params, tok_res), (cls, name, params, resources)]
+        return [Part(EmbedTokenize, f"{name}.tokenize", params, tok_res), Part(cls, name, params, resources)]
 
     def setup(self) -> None:
         import torch

@@ -18,8 +18,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tokenmill.engine.schema import CHUNK
-
 from .assign import chunks, styles_for
 from .postprocess import qa_pairs, reject_reason, strip_preamble
 from .styles import Style
@@ -34,7 +32,7 @@ PROVENANCE = {"source_id": pa.string(), "style": pa.string(), "model": pa.string
 #: a request that failed after its retries: the reason carries the error (reported as generation_failed)
 FAILED = "generation_failed: "
 #: the source's columns a synthetic document inherits (the rest describe the source, not it)
-INHERITED = ("source", "url", "meta", "language", CHUNK)
+INHERITED = ("source", "url", "meta", "language")
 
 
 def selected(live: pa.Table, select) -> np.ndarray:

@@ -19,7 +19,7 @@ from typing import Callable, Optional
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tokenmill.engine.stage import GeneratingStage, LLMStep, Resources, register_stage
+from tokenmill.engine.stage import LLM_ERROR, GeneratingStage, LLMStep, Resources, register_stage
 
 from ..fasttext_io import local_copy
 from .backend import Backend, Generation
@@ -108,6 +108,11 @@ class Rephrase(GeneratingStage):
         return ("styles_dir",) if raw.get("backend") == "openai" else ("model", "styles_dir")
 
     @classmethod
+    def columns_needed(cls, params: RephraseParams) -> dict:
+        """Selecting by ``min_quality_score`` reads the score a quality stage before this one adds."""
+        return {"quality_score": pa.float64()} if params.select.min_quality_score is not None else {}
+
+    @classmethod
     def report_reason(cls, reasons: pa.Array) -> pa.Array:
         """Every ``generation_failed: <error>`` counts as ``generation_failed``."""
         failed = pc.starts_with(pc.fill_null(reasons, ""), FAILED)
@@ -144,8 +149,8 @@ class Rephrase(GeneratingStage):
 
     def documents(self, generated: pa.Table) -> pa.Table:
         generated = with_all_columns(generated)
-        if "__inference_error__" in generated.column_names:   # a request the LLM engine failed
-            err = generated["__inference_error__"].cast(pa.string())
+        if LLM_ERROR in generated.column_names:   # a request the LLM engine failed
+            err = generated[LLM_ERROR].cast(pa.string())
             failed = pc.fill_null(pc.not_equal(err, ""), False)
             generated = generated.set_column(generated.column_names.index("gen_error"), "gen_error",
                                              pc.if_else(failed, err, generated["gen_error"]))

@@ -18,7 +18,7 @@ import time
 import uuid
 from typing import Callable, Optional
 
-from .storage import Storage
+from tokenmill.engine.io.storage import Storage
 
 
 class LeaseHeld(RuntimeError):

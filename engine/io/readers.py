@@ -19,12 +19,12 @@ from typing import Iterator, Optional
 
 import pyarrow as pa
 
-from .read_jsonl import read_jsonl
-from .read_parquet import read_parquet
-from .read_rows import FILE_ERROR, TRUNCATED, NoRecords, file_error_table, is_failure
-from .read_rows import FILE_REASONS, READ_STAGE  # noqa: F401  (the engine imports them from here)
-from .read_warc import read_warc
-from .storage import Storage
+from tokenmill.engine.io.read_jsonl import read_jsonl
+from tokenmill.engine.io.read_parquet import read_parquet
+from tokenmill.engine.io.read_rows import FILE_ERROR, TRUNCATED, NoRecords, file_error_table, is_failure
+from tokenmill.engine.io.read_rows import FILE_REASONS, READ_STAGE  # noqa: F401  (the engine imports them from here)
+from tokenmill.engine.io.read_warc import read_warc
+from tokenmill.engine.io.storage import Storage
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .batches import kept_rows, rejected_rows
-from .jobs import FinalJob
-from .schema import EMITTED
-from .stats import WriteStats
-from .writers import PartitionedWriter
+from tokenmill.engine.batches import kept_rows, rejected_rows
+from tokenmill.engine.jobs import FinalJob
+from tokenmill.engine.schema import EMITTED
+from tokenmill.engine.report.stats import WriteStats
+from tokenmill.engine.io.writers import PartitionedWriter
 
 
 class FinalWriters:

@@ -14,7 +14,7 @@ from functools import lru_cache
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .schema import set_column
+from tokenmill.engine.schema import set_column
 
 
 #: documents per tokenizer call: the encoders return every token id as a Python object (~36 bytes

@@ -4,18 +4,26 @@ The stage describes the step (``stage.LLMStep``: model, engine arguments, the ro
 around the engine); this module turns it into ``build_processor(vLLMEngineProcessorConfig(...))``,
 a Dataset-to-Dataset step whose replicas (``concurrency``), batch size and tensor parallelism come
 from the stage's resources. A request that fails in the engine does not end the run
-(``should_continue_on_error``): its row comes back with the error, and the stage rejects it.
+(``should_continue_on_error``): its row comes back with Ray Data's error column, which this adapter
+renames to the contract's ``LLM_ERROR``, and the stage rejects it. The engine's chunk column rides
+along each request (the stage's ``postprocess`` never sees it).
 """
 from __future__ import annotations
 
 import uuid
 from dataclasses import replace
-from typing import Optional
+from functools import partial
+from typing import Callable, Optional
 
-from ..jobs import PoolSpec
-from ..stage import LLMStep, Resources
+import pyarrow as pa
+
+from tokenmill.engine.jobs import PoolSpec
+from tokenmill.engine.schema import CHUNK
+from tokenmill.engine.stage import LLM_ERROR, LLMStep, Resources
 
 WRITE_ROWS = 512
+#: the column Ray Data's LLM processor gives a request its engine failed
+RAY_ERROR = "__inference_error__"
 
 
 def llm_step_of(pool: PoolSpec) -> Optional[LLMStep]:
@@ -49,4 +57,15 @@ def processor(step: LLMStep, resources: Resources):
         # the engine tokenizes prompts and detokenizes outputs in its own process, as plain LLM.chat
         # does; Ray Data's separate tokenizer and detokenizer actor pools would redo that work
         tokenize_stage=False, detokenize_stage=False)
-    return build_processor(config, preprocess=step.preprocess, postprocess=step.postprocess)
+    return build_processor(config, preprocess=step.preprocess, postprocess=partial(_carry_chunk, step.postprocess))
+
+
+def _carry_chunk(postprocess: Callable[[dict], dict], row: dict) -> dict:
+    return {**postprocess(row), CHUNK: row.get(CHUNK)}
+
+
+def engine_errors(batch: pa.Table) -> pa.Table:
+    """An LLM processor's output with Ray Data's error column named as the Stage contract says."""
+    if RAY_ERROR in batch.column_names:
+        batch = batch.rename_columns([LLM_ERROR if c == RAY_ERROR else c for c in batch.column_names])
+    return batch

@@ -13,7 +13,7 @@ from typing import Optional
 
 import pyarrow.parquet as pq
 
-from .storage import Storage
+from tokenmill.engine.io.storage import Storage
 
 MANIFEST = "_manifest.json"
 OUTPUT_FOLDERS = ("data", "rejects")

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .config import Pipeline, ResolvedStage
-from .lease import Lease, LeaseHeld
-from .ledger import Ledger, RunFiles, run_prefix
-from .manifest import MANIFEST, named_by
-from .readers import InputFile
-from .stats import WriteStats
-from .storage import Storage
+from tokenmill.engine.config import Pipeline, ResolvedStage
+from tokenmill.engine.durable.lease import Lease, LeaseHeld
+from tokenmill.engine.durable.ledger import Ledger, RunFiles, run_prefix
+from tokenmill.engine.durable.manifest import MANIFEST, named_by
+from tokenmill.engine.io.readers import InputFile
+from tokenmill.engine.report.stats import WriteStats
+from tokenmill.engine.io.storage import Storage
 
 INDEX_FOLDER = "_index"
 

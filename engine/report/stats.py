@@ -19,9 +19,8 @@ from typing import Callable, Optional
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .readers import FILE_REASONS
+from tokenmill.engine.io.readers import FILE_REASONS
 
-UNITS = ("docs", "chars", "tokens")
 SCORE_BINS = 20   # quality_score histograms: bins of 0.05 over [0, 1]
 
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .read_rows import (FILE_ERROR, MAX_BATCH_BYTES, TRUNCATED, document_table, file_error_table, id_text,
+from tokenmill.engine.io.read_rows import (FILE_ERROR, MAX_BATCH_BYTES, TRUNCATED, document_table, file_error_table, id_text,
                         is_failure)
 
 _STRING = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)

@@ -5,9 +5,9 @@
   is ``spark.range`` over the chunk's work items, one per partition, through ``mapInArrow``: the
   task looks its item up by id and runs every pool of the phase in turn (``worker.StreamWorker``; each set up once per Python
   worker process, which Spark reuses) and writes parts. Text never passes through Spark.
-- global step: a one-key stage reads its key columns into a DataFrame and runs
-  ``groupBy(key).applyInArrow(reduce_group)``; a multi-step stage runs on ``SparkDatasetOps``
-  (Spark's shuffle and checkpoints). Decisions are written by chunk, sorted by row key.
+- global step: the key columns of live rows, read by tasks into a checkpointed DataFrame of Arrow
+  pieces, then the stage's ``global_step`` on ``SparkDatasetOps`` (Spark's shuffle and
+  checkpoints; ``common.run_global_step``).
 - finalize: one task per chunk (``mapInArrow`` over the chunk items), returning write statistics.
 - metrics and progress: each stream task ends with a row of its ``{name: [seconds, rows, calls]}``
   counts, which the driver merges by addition (a failed attempt's rows never arrive); no
@@ -26,23 +26,19 @@ from typing import Iterator, Optional
 
 import pyarrow as pa
 
-from ..batches import reduce_with_chunk
-from ..global_ops import BLOB
-from ..jobs import FinalJob, GlobalJob, PartWritten, StreamJob
-from ..schema import CHUNK
-from ..stats import WriteStats
-from ..worker import PROGRESS, cached_worker, finalize_chunk, read_live_keys, read_parquet_file
-from .spark_ops import BLOB_DDL, SparkDatasetOps, spark_types, to_blobs
-from .spark_session import local_master, quiet_logs, session_conf, start_session
+from tokenmill.engine.executors.common import (SHUFFLE_BYTES, merge_counts, progress_of, run_global_step,
+                                               shuffle_partitions, stage_metrics)
+from tokenmill.engine.executors.spark.ops import BLOB_DDL, SparkDatasetOps, spark_types, to_blobs
+from tokenmill.engine.global_ops import BLOB
+from tokenmill.engine.jobs import FinalJob, GlobalJob, PartWritten, StreamJob
+from tokenmill.engine.report.stats import WriteStats
+from tokenmill.engine.worker import cached_worker, finalize_chunk, read_live_keys, through_pools
+from tokenmill.engine.executors.spark.session import local_master, quiet_logs, session_conf, start_session
 
-SHUFFLE_BYTES = "_shuffle_bytes"
 PART_DDL = "chunk int, file string, rows bigint, tokens bigint, counts string"
 PART_SCHEMA = pa.schema([("chunk", pa.int32()), ("file", pa.large_string()), ("rows", pa.int64()),
                          ("tokens", pa.int64()), ("counts", pa.large_string())])
 STATS_DDL = "stats string"
-DECISIONS_DDL = f"row_key string, reject_reason string, {CHUNK} int"
-#: a multi-step global stage's shuffles use a partition per this many bytes of phase output (at least 2 per core)
-PARTITION_BYTES = 256 << 20
 
 # -- what runs in the Python workers ------------------------------------------------------------
 _TASK: dict = {}
@@ -64,15 +60,7 @@ def _record(stage: str, seconds: float, rows: int) -> None:
     """A worker's stage timings and progress counters, summed for the current task."""
     counts = _TASK.get("counts")
     if counts is not None:
-        _merge_counts(counts, {stage: [seconds, rows, 1]})
-
-
-def _through(workers: list, table: pa.Table) -> Iterator[pa.Table]:
-    if not workers:
-        yield table
-        return
-    for out in workers[0](table):
-        yield from _through(workers[1:], out)
+        merge_counts(counts, {stage: [seconds, rows, 1]})
 
 
 def _items_of(batches: Iterator[pa.RecordBatch], items: list) -> Iterator:
@@ -87,7 +75,7 @@ def _stream_task(pools: list, items: list[dict]):
         _begin_task()
         workers = [cached_worker(p, lambda: _record) for p in pools]
         for item in _items_of(batches, items):
-            for out in _through(workers, pa.Table.from_pylist([item])):
+            for out in through_pools(workers, pa.Table.from_pylist([item])):
                 parts = out.append_column("counts", pa.nulls(out.num_rows, pa.large_string()))
                 yield from spark_types(parts).to_batches()
         yield pa.RecordBatch.from_pylist([{"chunk": -1, "file": None, "rows": 0, "tokens": 0, "counts": _end_task()}],
@@ -102,39 +90,12 @@ def _finalize_task(job: FinalJob, items: list[dict]):
     return run
 
 
-def _keys_task(columns: list[str], node_ids: bool, parts: list, as_blobs: bool):
+def _keys_task(columns: list[str], parts: list):
     """Task body: the key columns of the live rows of its part files ((url, part_no) items)."""
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for url, no in _items_of(batches, parts):
-            keys = read_live_keys(url, columns, no if node_ids else None)
-            if as_blobs:
-                yield to_blobs(keys)
-            else:
-                yield from spark_types(keys).to_batches()
+            yield to_blobs(read_live_keys(url, columns, no))
     return run
-
-
-def _reduce_task(stage):
-    def run(group: pa.Table) -> pa.Table:
-        return spark_types(reduce_with_chunk(stage, group))
-    return run
-
-
-def _blobs_task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    for batch in batches:
-        yield to_blobs(pa.Table.from_batches([batch]))
-
-
-def _sort_by_row_key(table: pa.Table) -> pa.Table:
-    return table.sort_by("row_key")
-
-
-def _merge_counts(into: dict, more: dict) -> None:
-    for k, (sec, rows, n) in more.items():
-        x = into.setdefault(k, [0.0, 0, 0])
-        x[0] += sec
-        x[1] += rows
-        x[2] += n
 
 
 class SparkExecutor:
@@ -185,20 +146,16 @@ class SparkExecutor:
 
     def _add_counts(self, counts: dict) -> None:
         with self._lock:
-            _merge_counts(self._counts, counts)
+            merge_counts(self._counts, counts)
 
     def metrics(self) -> dict:
         with self._lock:
-            data = {k: list(v) for k, v in self._counts.items()}
-        shuffle = data.pop(SHUFFLE_BYTES, [0.0, 0, 0])
-        stages = {k: {"busy_seconds": v[0], "rows": v[1], "batches": v[2]} for k, v in data.items()
-                  if not k.startswith("_")}
-        return {"stages": stages, "shuffle_bytes": int(shuffle[1])}
+            return stage_metrics({k: list(v) for k, v in self._counts.items()})
 
     def progress(self) -> dict:
         """Counts of the tasks finished so far (a stream job's tasks report when its chunk completes)."""
         with self._lock:
-            return {name: int(self._counts.get(key, [0, 0, 0])[1]) for key, name in PROGRESS.items()}
+            return progress_of(self._counts)
 
     def log_location(self) -> str:
         return self._log_dir if self._context() is not None else "the Spark Connect server's log"
@@ -238,68 +195,36 @@ class SparkExecutor:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def run_global(self, job: GlobalJob) -> dict:
-        stage = job.stage.build(job.languages)
-        stage.setup()
-        if not job.parts:
-            return {}
+        """The stage's global step on ``SparkDatasetOps`` (``common.run_global_step``)."""
+        parts = shuffle_partitions(job.input_bytes, self.cores())
         before = self.spark.conf.get("spark.sql.shuffle.partitions")
-        self.spark.conf.set("spark.sql.shuffle.partitions", str(self._partitions(job)))
+        self.spark.conf.set("spark.sql.shuffle.partitions", str(parts))
         try:
-            if stage.has_global_step():
-                return self._run_global_step(stage, job)
-            self._run_reduce_groups(stage, job)
-            return {}
+            return run_global_step(job, self._ops(job, parts), lambda columns: self._keys(job, columns))
         finally:
             self.spark.conf.set("spark.sql.shuffle.partitions", before)
 
-    def _partitions(self, job: GlobalJob) -> int:
-        """Shuffle partitions of a global step: 2 per core, or one per 256 MiB of phase output."""
-        return max(2 * self.cores(), -(-job.input_bytes // PARTITION_BYTES))
-
-    def _ops(self, job: GlobalJob) -> SparkDatasetOps:
+    def _ops(self, job: GlobalJob, parts: int) -> SparkDatasetOps:
         checkpoint = self.pipeline.config.spark.checkpoint
         if checkpoint == "auto":
             sc = self._context()
             checkpoint = "reliable" if sc is not None and sc.getCheckpointDir() else "local"
-        return SparkDatasetOps(self.spark, self._partitions(job), run_id=job.run_id, checkpoint=checkpoint)
+        return SparkDatasetOps(self.spark, parts, run_id=job.run_id, checkpoint=checkpoint)
 
-    def _keys(self, job: GlobalJob, columns: list[str], node_ids: bool, schema):
+    def _keys(self, job: GlobalJob, columns: list[str]):
         """The key columns of every live row of the phase, read by a few tasks (never the text)."""
-        parts = list(zip(job.parts, job.part_numbers or [-1] * len(job.parts)))
-        fn = _keys_task(columns, node_ids, parts, as_blobs=schema == BLOB_DDL)
-        return self._range(len(parts), 4 * self.cores()).mapInArrow(fn, schema).localCheckpoint(eager=True)
+        parts = list(zip(job.parts, job.part_numbers))
+        keys = self._range(len(parts), 4 * self.cores()).mapInArrow(_keys_task(columns, parts), BLOB_DDL)
+        keys = keys.localCheckpoint(eager=True)
+        self._count_shuffle(keys)
+        return keys
 
-    def _count_shuffle(self, df, columns: list[str]) -> None:
-        """Bytes of the keys a global step shuffles (string/binary lengths + 8 per other value)."""
+    def _count_shuffle(self, keys) -> None:
+        """Bytes of the key pieces a global step shuffles."""
         from pyspark.sql import functions as F
 
-        types = dict(df.dtypes)
-        sizes = [F.octet_length(F.col(c)) if types[c] in ("string", "binary") else F.lit(8) for c in columns]
-        total = df.select(F.sum(sum(sizes[1:], sizes[0]))).collect()[0][0]
+        total = keys.select(F.sum(F.octet_length(F.col(BLOB)))).collect()[0][0]
         self._add_counts({SHUFFLE_BYTES: [0.0, int(total or 0), 1]})
-
-    def _run_global_step(self, stage, job: GlobalJob) -> dict:
-        ops = self._ops(job)
-        keys = self._keys(job, stage.shuffle_columns(), True, BLOB_DDL)
-        self._count_shuffle(keys, [BLOB])
-        decisions, figures = stage.global_step(ops, keys)
-        self._write_decisions(ops, decisions, job.out_url)
-        return figures
-
-    def _run_reduce_groups(self, stage, job: GlobalJob) -> None:
-        """A one-key global stage: live rows grouped by its key with Spark's shuffle, ``reduce_group`` each."""
-        from pyspark.sql.pandas.types import from_arrow_schema
-
-        cols = list(dict.fromkeys([stage.key_column, "row_key", *stage.group_columns, CHUNK]))
-        schema = read_parquet_file(job.parts[0], cols).schema
-        keys = self._keys(job, cols, False, from_arrow_schema(spark_types(schema.empty_table()).schema))
-        self._count_shuffle(keys, cols)
-        decisions = keys.groupBy(stage.key_column).applyInArrow(_reduce_task(stage), DECISIONS_DDL)
-        self._write_decisions(self._ops(job), decisions.mapInArrow(_blobs_task, BLOB_DDL), job.out_url)
-
-    @staticmethod
-    def _write_decisions(ops: SparkDatasetOps, decisions, out_url: str) -> None:
-        ops.write_parquet(ops.partition_map([decisions], CHUNK, _sort_by_row_key), out_url, [CHUNK])
 
     def finalize(self, job: FinalJob) -> list[WriteStats]:
         if not job.items:

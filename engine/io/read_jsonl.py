@@ -14,8 +14,8 @@ from typing import Iterator, Optional
 
 import pyarrow as pa
 
-from .decode import iter_blocks, iter_lines
-from .read_rows import RowBatch, check_text, id_text, read_guarded
+from tokenmill.engine.io.decode import iter_blocks, iter_lines
+from tokenmill.engine.io.read_rows import RowBatch, check_text, id_text, read_guarded
 
 BOM = "\ufeff"
 

@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .schema import CHUNK
-from .storage import Storage
+from tokenmill.engine.schema import CHUNK
+from tokenmill.engine.io.storage import Storage
 
 ROW_GROUP_ROWS = 20_000
 GROUP_BYTES = 8 << 20      # a partition's buffer is written as a row group at this size ...
@@ -143,3 +143,28 @@ class PartitionedWriter:
             self._flush(value)
             self._close(f)
         return self.written
+
+
+def write_hive(url: str, table: pa.Table, cols: Optional[list[str]] = None, compression: str = "zstd") -> int:
+    """Write ``table`` under ``url`` in hive-style sub-folders (``col=value/``) of ``cols``, without
+    those columns, one uniquely named file per folder; returns the number of files written."""
+    store, files = Storage(url), 0
+    for folder, part in _hive_parts(table, cols):
+        path = store.path(*folder, f"{uuid.uuid4().hex}.parquet")
+        store.makedirs(path.rsplit("/", 1)[0])
+        write_table(store, path, part, compression)
+        files += 1
+    return files
+
+
+def _hive_parts(table: pa.Table, cols: Optional[list[str]]):
+    """(sub-folder names, rows) of each distinct value combination of ``cols``."""
+    if not cols:
+        yield [], table
+        return
+    for values in table.select(cols).group_by(cols).aggregate([]).to_pylist():
+        mask = None
+        for c in cols:
+            m = pc.equal(table[c], values[c])
+            mask = m if mask is None else pc.and_(mask, m)
+        yield [f"{c}={values[c]}" for c in cols], table.filter(mask).drop_columns(cols)

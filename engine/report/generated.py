@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 from typing import Optional
 
-from .plan import plan_run
+from tokenmill.engine.plan import plan_run
 
 
 def _rounded(x: Optional[float], digits: int = 3) -> Optional[float]:

@@ -10,7 +10,7 @@ from typing import Callable
 
 import pyarrow as pa
 
-from ..global_ops import PART, call_on_partition, pack_partitions
+from tokenmill.engine.global_ops import PART, call_on_partition, pack_partitions
 
 
 class RayDatasetOps:
@@ -57,7 +57,7 @@ class RayDatasetOps:
 
 
 def _read_files(batch: pa.Table) -> pa.Table:
-    from ..worker import read_parquet_file
+    from tokenmill.engine.worker import read_parquet_file
 
     tables = [read_parquet_file(u) for u in batch["path"].to_pylist()]
     return pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})

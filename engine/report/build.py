@@ -10,9 +10,9 @@ from __future__ import annotations
 import html
 import sys
 
-from .readers import READ_STAGE
-from .report_generated import generated_html, generated_report
-from .stats import WriteStats
+from tokenmill.engine.io.readers import READ_STAGE
+from tokenmill.engine.report.generated import generated_html, generated_report
+from tokenmill.engine.report.stats import WriteStats
 
 
 def _zero() -> dict:

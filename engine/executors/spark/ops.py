@@ -14,8 +14,8 @@ from typing import Callable, Iterator, Optional
 
 import pyarrow as pa
 
-from ..global_ops import BLOB, PART, SRC, call_on_partition, pack_partitions, _ipc
-from ..writers import write_table
+from tokenmill.engine.global_ops import BLOB, PART, SRC, call_on_partition, pack_partitions, _ipc
+from tokenmill.engine.io.writers import write_hive
 
 BLOB_DDL = f"{BLOB} binary"
 BLOB_SCHEMA = pa.schema([(BLOB, pa.large_binary())])
@@ -69,7 +69,7 @@ def _group_fn(fn: Callable[..., pa.Table], n_inputs: int, fn_kwargs: dict):
 
 def _read_fn(urls: list[str]):
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from ..worker import read_parquet_file
+        from tokenmill.engine.worker import read_parquet_file
 
         for batch in batches:
             for i in batch.column(0).to_pylist():
@@ -79,35 +79,12 @@ def _read_fn(urls: list[str]):
 
 def _write_fn(url: str, partition_cols: Optional[list[str]]):
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        import uuid
-
-        from ..storage import Storage
-
-        store, files = Storage(url), 0
+        files = 0
         for batch in batches:
             for table in from_blobs(batch):
-                for folder, part in _partitions(table, partition_cols):
-                    path = store.path(*folder, f"{uuid.uuid4().hex}.parquet")
-                    store.makedirs(path.rsplit("/", 1)[0])
-                    write_table(store, path, part, "zstd")
-                    files += 1
+                files += write_hive(url, table, partition_cols)
         yield pa.RecordBatch.from_arrays([pa.array([files], pa.int32())], names=["files"])
     return run
-
-
-def _partitions(table: pa.Table, cols: Optional[list[str]]) -> Iterator[tuple[list[str], pa.Table]]:
-    """Hive-style sub-folders (``col=value``) of a table and their rows, without those columns."""
-    if not cols:
-        yield [], table
-        return
-    import pyarrow.compute as pc
-
-    for values in table.select(cols).group_by(cols).aggregate([]).to_pylist():
-        mask = None
-        for c in cols:
-            m = pc.equal(table[c], values[c])
-            mask = m if mask is None else pc.and_(mask, m)
-        yield [f"{c}={values[c]}" for c in cols], table.filter(mask).drop_columns(cols)
 
 
 class SparkDatasetOps:

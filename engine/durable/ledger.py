@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from .readers import InputFile
-from .storage import Storage
+from tokenmill.engine.io.readers import InputFile
+from tokenmill.engine.io.storage import Storage
 
 FOLDER = "_ledger"
 PENDING = "pending.json"

@@ -16,8 +16,8 @@ from typing import Iterator
 
 import pyarrow as pa
 
-from .decode import BlockStream, iter_blocks
-from .read_rows import RowBatch, check_text, read_guarded
+from tokenmill.engine.io.decode import BlockStream, iter_blocks
+from tokenmill.engine.io.read_rows import RowBatch, check_text, read_guarded
 
 
 class CutRecord(Exception):

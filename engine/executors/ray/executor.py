@@ -4,8 +4,9 @@
   ``StreamWorker``s, one per pool (the first reads, the last writes parts): CPU pools as tasks on
   Ray's reused worker processes (stages set up once per process), GPU pools as actor pools;
   order preserved so the run loop can commit each chunk as soon as its last part arrives.
-- global step: the key columns of live rows, read by tasks -> ``groupby(key).map_groups`` ->
-  ``groupby(chunk)`` -> ``write_parquet(partition_cols=[chunk])``: only keys are shuffled.
+- global step: the key columns of live rows, read by tasks, then the stage's ``global_step`` on
+  ``RayDatasetOps`` (``common.run_global_step``): only keys are shuffled, with Ray Data's sort
+  shuffle for small runs and its hash shuffle above 1 GiB.
 - finalize: one task per chunk (``map_batches`` over chunk items) applying decisions and writing
   the final partitions; the tasks return their write-time statistics.
 
@@ -24,23 +25,20 @@ from typing import Iterator, Optional
 
 import pyarrow as pa
 
-from ..batches import reduce_with_chunk
-from ..jobs import FinalJob, GlobalJob, PartWritten, PoolSpec, StreamJob
-from ..plan import plan_pools
-from ..schema import CHUNK
-from ..stats import WriteStats
-from .ray_llm import llm_step_of, processor, split_pool
-from .ray_ops import RayDatasetOps
-from ..worker import PROGRESS, StreamWorker, cached_worker, finalize_chunk, read_live_keys
+from tokenmill.engine.executors.common import SHUFFLE_BYTES, progress_of, run_global_step, shuffle_partitions, stage_metrics
+from tokenmill.engine.executors.ray.llm import engine_errors, llm_step_of, processor, split_pool
+from tokenmill.engine.executors.ray.logs import quiet_raylet_warnings, ray_data_console, session_logs
+from tokenmill.engine.executors.ray.ops import RayDatasetOps
+from tokenmill.engine.jobs import FinalJob, GlobalJob, PartWritten, PoolSpec, StreamJob
+from tokenmill.engine.plan import plan_pools
+from tokenmill.engine.report.stats import WriteStats
+from tokenmill.engine.worker import StreamWorker, cached_worker, finalize_chunk, read_live_keys
 
 log = logging.getLogger("tokenmill")
-SHUFFLE_BYTES = "_shuffle_bytes"
 #: below this much phase output, a global step uses Ray Data's task-based sort shuffle (no
 #: shuffle actors to start); above it, the hash shuffle meant for large data
 SMALL_SHUFFLE_BYTES = 1 << 30
 PARTS_PER_KEY_TASK = 64
-#: a multi-step global stage's shuffles use a partition per this many bytes of phase output (at least 2 per CPU)
-PARTITION_BYTES = 256 << 20
 
 
 def _metrics_actor(name: Optional[str]):
@@ -67,66 +65,7 @@ class StageMetrics:
         s[2] += 1
 
     def get(self) -> dict:
-        return {k: {"busy_seconds": v[0], "rows": v[1], "batches": v[2]} for k, v in self.data.items()}
-
-
-def _session_logs() -> Optional[str]:
-    """The log folder of the Ray session this driver is connected to, when it is on this machine."""
-    try:
-        from ray._private.worker import _global_node
-
-        path = _global_node.get_logs_dir_path() if _global_node is not None else None
-    except Exception:  # a Ray client connection has no local node
-        return None
-    return path if path and os.path.isdir(path) else None
-
-
-def _ray_data_console(level: int) -> None:
-    """Ray Data logs INFO (progress blocks, execution stats) and warnings to the console, and
-    re-reads its logging config at each execution: point it (``RAY_DATA_LOGGING_CONFIG``) at a copy
-    of its default config whose console handler passes only ``level`` and up. Its log file in the
-    session folder keeps everything."""
-    import copy
-    import tempfile
-
-    import yaml
-
-    try:
-        from ray.data._internal.logging import DEFAULT_CONFIG, configure_logging
-    except ImportError:  # a Ray Data without this config: leave its logging as it is
-        return
-    config = copy.deepcopy(DEFAULT_CONFIG)
-    config["handlers"]["console"]["level"] = logging.getLevelName(level)
-    path = os.path.join(tempfile.gettempdir(), f"tokenmill-ray-data-logging-{os.getpid()}.yaml")
-    with open(f"{path}.tmp", "w") as fh:
-        yaml.safe_dump(config, fh)
-    os.replace(f"{path}.tmp", path)
-    os.environ["RAY_DATA_LOGGING_CONFIG"] = path
-    configure_logging()
-
-
-RAYLET_NOISE = ("worker processes have been started",)
-
-
-def _quiet_raylet_warnings() -> None:
-    """The raylet pushes some warnings straight to the driver's stdout whatever ``log_to_driver``
-    says (e.g. "N PYTHON worker processes have been started ...", harmless with task pools); drop
-    those (they are in the session's raylet.out) and print every other pushed message."""
-    try:
-        from ray._private import worker as ray_worker
-    except ImportError:
-        return
-    original = ray_worker.print_to_stdstream
-    if getattr(original, "_tokenmill_quiet", False):
-        return
-
-    def print_to_stdstream(data, ignore_prefix: bool):
-        if data.get("pid") == "raylet" and all(any(n in line for n in RAYLET_NOISE) for line in data.get("lines", [])):
-            return
-        original(data, ignore_prefix)
-
-    print_to_stdstream._tokenmill_quiet = True
-    ray_worker.print_to_stdstream = print_to_stdstream
+        return {k: list(v) for k, v in self.data.items()}
 
 
 def _recorder(metrics_name: Optional[str]):
@@ -150,22 +89,14 @@ def stage_task(batch: pa.Table, spec: PoolSpec, metrics_name: Optional[str] = No
 
 
 def _read_keys(batch: pa.Table, columns: list[str], metrics_name: Optional[str]) -> pa.Table:
-    """Task body: the key columns of live rows of the part files named in a batch of work items
-    (with a ``node`` id per row where the item gives the part's number in its chunk)."""
+    """Task body: the key columns of live rows of the part files named in a batch of work items,
+    with a ``node`` id per row (from the part's number in its chunk)."""
     items = zip(batch["path"].to_pylist(), batch["part_no"].to_pylist())
-    keys = pa.concat_tables([read_live_keys(url, columns, None if no < 0 else no) for url, no in items])
+    keys = pa.concat_tables([read_live_keys(url, columns, no) for url, no in items])
     metrics = _metrics_actor(metrics_name)
     if metrics is not None:
         metrics.add.remote(SHUFFLE_BYTES, 0.0, keys.nbytes)
     return keys
-
-
-def _reduce(group: pa.Table, stage) -> pa.Table:
-    return reduce_with_chunk(stage, group)
-
-
-def _sort_by_row_key(group: pa.Table) -> pa.Table:
-    return group.sort_by("row_key")
 
 
 def _finalize(batch: pa.Table, job: FinalJob) -> pa.Table:
@@ -199,11 +130,11 @@ class RayExecutor:
                 ray.init(num_cpus=self.local_cpus(), num_gpus=cfg.num_gpus,
                          object_store_memory=cfg.object_store_memory, **kwargs)
             self._started_ray = True
-        self._log_dir = _session_logs()
+        self._log_dir = session_logs()
         if not self.verbose:  # Ray Data's advice (UserWarning, DeprecationWarning) is for its own users
             warnings.filterwarnings("ignore", module=r"ray(\.|$)")
-            _quiet_raylet_warnings()
-        _ray_data_console(logging.INFO if self.verbose else logging.ERROR)
+            quiet_raylet_warnings()
+        ray_data_console(logging.INFO if self.verbose else logging.ERROR)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = self.verbose
         ctx.print_on_execution_start = False
@@ -252,13 +183,10 @@ class RayExecutor:
         except Exception as exc:  # timings are for the report: losing them never fails a committed run
             log.warning("stage timings unavailable (%s: %s)", type(exc).__name__, exc)
             data = {}
-        shuffle = data.pop(SHUFFLE_BYTES, {"rows": 0})
-        stages = {k: v for k, v in data.items() if not k.startswith("_")}  # "_files" etc. are progress counters
-        return {"stages": stages, "shuffle_bytes": int(shuffle["rows"])}
+        return stage_metrics(data)
 
     def progress(self) -> dict:
-        data = self._counts(timeout=10)
-        return {name: int(data.get(key, {}).get("rows", 0)) for key, name in PROGRESS.items()}
+        return progress_of(self._counts(timeout=10))
 
     def log_location(self) -> str:
         if self._log_dir:
@@ -302,7 +230,7 @@ class RayExecutor:
         from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
         if llm is not None:   # the LLM engine's own actor pool between a pool's two halves
-            ds = processor(*llm)(ds)
+            ds = processor(*llm)(ds).map_batches(engine_errors, batch_format="pyarrow", batch_size=None)
         r = pool.resources
         common = dict(batch_format="pyarrow", batch_size=1 if pool.reads else r.batch_size,
                       num_cpus=r.num_cpus, memory=r.memory)
@@ -315,53 +243,22 @@ class RayExecutor:
                               num_gpus=r.num_gpus, **common)
 
     def run_global(self, job: GlobalJob) -> dict:
-        stage = job.stage.build(job.languages)
-        stage.setup()
-        if not job.parts:
-            return {}
-        if stage.has_global_step():
-            return self._run_global_step(stage, job)
-        self._run_reduce_groups(stage, job)
-        return {}
+        """The stage's global step on ``RayDatasetOps`` (``common.run_global_step``)."""
+        parts = shuffle_partitions(job.input_bytes, self.cluster_cpus())
+        with self._shuffle(job.input_bytes) as strategy:  # a Dataset copies the context when it is created
+            ops = RayDatasetOps(parts, materialize_before_shuffle=strategy == "sort", run_id=job.run_id)
+            return run_global_step(job, ops, lambda columns: ops.materialize(self._keys(job, columns)))
 
-    def _keys(self, job: GlobalJob, columns: list[str], node_ids: bool = False):
+    def _keys(self, job: GlobalJob, columns: list[str]):
         """The key columns of every live row of the phase, read by a few tasks (never the text)."""
         import ray
 
         n = max(2, self.cluster_cpus())
         blocks = min(len(job.parts), max(2 * n, -(-len(job.parts) // PARTS_PER_KEY_TASK)))
-        items = [{"path": p, "part_no": i if node_ids else -1} for p, i in zip(job.parts, job.part_numbers)]
+        items = [{"path": p, "part_no": i} for p, i in zip(job.parts, job.part_numbers)]
         keys = ray.data.from_items(items, override_num_blocks=blocks)
         return keys.map_batches(_read_keys, fn_kwargs=dict(columns=columns, metrics_name=self.metrics_name),
                                 batch_size=None, batch_format="pyarrow")
-
-    def _run_global_step(self, stage, job: GlobalJob) -> dict:
-        """A multi-step global stage on ``RayDatasetOps``; its decisions written by chunk."""
-        n = max(2, self.cluster_cpus())
-        parts = max(2 * n, -(-job.input_bytes // PARTITION_BYTES))
-        with self._shuffle(job.input_bytes) as strategy:
-            ops = RayDatasetOps(parts, materialize_before_shuffle=strategy == "sort", run_id=job.run_id)
-            keys = ops.materialize(self._keys(job, stage.shuffle_columns(), node_ids=True))
-            decisions, figures = stage.global_step(ops, keys)
-            self._write_decisions(decisions, job.out_url, n)
-        return figures
-
-    @staticmethod
-    def _write_decisions(decisions, out_url: str, n: int) -> None:
-        decisions = decisions.groupby(CHUNK, num_partitions=n).map_groups(_sort_by_row_key, batch_format="pyarrow")
-        decisions.write_parquet(out_url, partition_cols=[CHUNK])
-
-    def _run_reduce_groups(self, stage, job: GlobalJob) -> None:
-        """A one-key global stage: group live rows by its key, ``reduce_group`` each group."""
-        cols = list(dict.fromkeys([stage.key_column, "row_key", *stage.group_columns, CHUNK]))
-        n = max(2, self.cluster_cpus())
-        with self._shuffle(job.input_bytes) as strategy:  # a Dataset copies the context when it is created
-            keys = self._keys(job, cols)
-            if strategy == "sort":  # the sort shuffle samples its input first: keep the (small) keys
-                keys = keys.materialize()
-            decisions = keys.groupby(stage.key_column, num_partitions=n).map_groups(
-                _reduce, fn_kwargs=dict(stage=stage), batch_format="pyarrow")
-            self._write_decisions(decisions, job.out_url, n)
 
     @contextmanager
     def _shuffle(self, input_bytes: int):

@@ -16,7 +16,7 @@ from typing import Iterator, Optional
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .schema import DOCUMENT_SCHEMA
+from tokenmill.engine.schema import DOCUMENT_SCHEMA
 
 READ_STAGE = "read"
 FILE_ERROR = "unreadable_file"

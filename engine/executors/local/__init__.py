@@ -1,0 +1,1 @@
+"""The executor interface in one process: pyarrow and a thread pool, no Ray and no JVM."""

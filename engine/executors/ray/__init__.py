@@ -1,0 +1,1 @@
+"""The executor interface on Ray Data (the default engine)."""

@@ -1,0 +1,1 @@
+"""The executor interface on Spark DataFrames (classic or Spark Connect)."""

@@ -1,0 +1,1 @@
+"""Bytes in and out: storage (fsspec), decoders, one reader per input format, Parquet writers, token counts."""
