@@ -173,7 +173,7 @@ class MemorySampler:
         return {**{f"peak_{k}_mib": round(v / MiB, 1) for k, v in self.peak.items()},
                 "peak_processes": self.peak_procs, "samples": self.samples,
                 "max_foreign_ray_processes": self.foreign_ray,
-                "at_peak_rss_workers": [{"process": l, "rss_mib": r, "pss_mib": s} for l, r, s in self.peak_detail],
+                "at_peak_rss_workers": [{"process": item, "rss_mib": r, "pss_mib": s} for item, r, s in self.peak_detail],
                 "peak_rss_by_process_name_mib": {k: round(v / MiB) for k, v in
                                                  sorted(self.peak_by_name.items(), key=lambda x: -x[1])}}
 
@@ -330,7 +330,7 @@ def git_state() -> dict:
             return None
 
     return {"head": git("rev-parse", "HEAD"), "subject": git("log", "-1", "--format=%s"),
-            "dirty": [l for l in (git("status", "--porcelain", "--", "engine", "stages", "configs") or "").splitlines()]}
+            "dirty": [item for item in (git("status", "--porcelain", "--", "engine", "stages", "configs") or "").splitlines()]}
 
 
 def print_table(headers: list[str], rows: list[list], title: str | None = None) -> str:

@@ -79,8 +79,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from _common import (WORK, CpuTracker, machine_info, median, print_table, run_child,  # noqa: E402
-                     write_json)
+from _common import WORK, CpuTracker, machine_info, median, print_table, run_child, write_json  # noqa: E402
 
 HERE = Path(__file__).resolve()
 DDIR = WORK / "dedup"
@@ -112,9 +111,9 @@ def with_boilerplate(rows: list[dict], copies: int, seed: int) -> list[dict]:
 def prepare(docs: int, seed: int, boilerplate: int = 0) -> dict:
     """Build and write the corpus once (cached by size, seed and boilerplate copies); returns paths
     and its summary."""
-    import neardup_corpus as nc
-
     import hashlib
+
+    import neardup_corpus as nc
 
     folder = DDIR / (f"corpus-{docs}-s{seed}" + (f"-b{boilerplate}" if boilerplate else ""))
     info_path = folder / "corpus.json"
@@ -198,7 +197,6 @@ def _shingler():
     except Exception:  # noqa: BLE001 -- signatures.py not importable (being edited): the same definition
         import pyarrow as pa
         import pyarrow.compute as pc
-
         from neardup_corpus import _word_re
 
         word = _word_re()
@@ -254,7 +252,7 @@ def child_tokenmill_sig(a) -> dict:
     res: dict = {"cpu": cpu, "cores": 1}
     ids_all: list[str] = []
     keys = None
-    for rep in range(a.repeats):
+    for _rep in range(a.repeats):
         parts, ids_all, t_sig, t_band, c_sig, c_band = [], [], 0.0, 0.0, 0.0, 0.0
         empties = 0
         for ids, texts in _batches(a.input):
@@ -467,8 +465,12 @@ def child_datatrove(a, words: str = "spacy") -> dict:
     """datatrove's four MinHash steps with one worker; ``words``: spacy (its English default) or split."""
     from datatrove.executor import LocalPipelineExecutor
     from datatrove.pipeline.dedup import MinhashDedupSignature
-    from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
-                                                  MinhashDedupFilter)
+    from datatrove.pipeline.dedup.minhash import (
+        MinhashConfig,
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupFilter,
+    )
     from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.writers.jsonl import JsonlWriter
 
@@ -504,7 +506,7 @@ def child_datatrove(a, words: str = "spacy") -> dict:
         res.setdefault("seconds", []).append(sum(times))
         res.setdefault("cpu_seconds", []).append(cpu)
         if rep == a.repeats - 1:
-            def read(folder):
+            def read(folder, out=out):
                 for f in sorted((out / folder).glob("*.jsonl")):
                     for line in open(f, encoding="utf-8"):
                         yield json.loads(line)

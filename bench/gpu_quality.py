@@ -150,8 +150,8 @@ def main() -> None:
                                "docs_per_s": round(a.docs / (time.perf_counter() - t0), 1),
                                "tokens_per_doc": round(float(np.mean([len(x) for x in ids])), 1)}
     for bs in [int(x) for x in a.batch_sizes.split(",")]:
-        result[f"stage_batch_{bs}"] = timed(lambda: enc.embed(ids, batch_size=bs, by_length=True), a.docs)
-        result[f"stage_batch_{bs}_unsorted"] = timed(lambda: enc.embed(ids, batch_size=bs, by_length=False), a.docs)
+        result[f"stage_batch_{bs}"] = timed(lambda bs=bs: enc.embed(ids, batch_size=bs, by_length=True), a.docs)
+        result[f"stage_batch_{bs}_unsorted"] = timed(lambda bs=bs: enc.embed(ids, batch_size=bs, by_length=False), a.docs)
     result["plain_loop_64"] = timed(lambda: plain_loop(enc, batch, a.device), a.docs)
     print(json.dumps(result, indent=1))
     out = Path(os.environ.get("OUT") or REPO / "bench") / "gpu_quality.json"

@@ -160,7 +160,8 @@ def main() -> None:
     convs = [json.loads(m) for m in reqs["rq_messages"].to_pylist()]
     results = []
     for bs in [int(x) for x in a.batch_sizes.split(",")]:
-        for mode, fn in (("plain", lambda: plain(model, convs, a, bs)), ("stage", lambda: through_stage(model, table, a, bs))):
+        for mode, fn in (("plain", lambda bs=bs: plain(model, convs, a, bs)),
+                         ("stage", lambda bs=bs: through_stage(model, table, a, bs))):
             seconds, tokens = fn()
             results.append({"mode": mode, "batch_size": bs, "seconds": round(seconds, 2), "output_tokens": tokens,
                             "tokens_per_second": round(tokens / seconds, 1)})

@@ -45,8 +45,17 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (SHARED_DATA, WORK, lid_model_path, machine_info, median, print_table,  # noqa: E402
-                     run_child, CpuTracker, write_json)
+from _common import (  # noqa: E402
+    SHARED_DATA,
+    WORK,
+    CpuTracker,
+    lid_model_path,
+    machine_info,
+    median,
+    print_table,
+    run_child,
+    write_json,
+)
 
 HERE = Path(__file__).resolve()
 LANGID_DIR = WORK / "langid"
@@ -59,7 +68,7 @@ def prepare(copies: int) -> dict:
     shards (for the real pipeline). Returns paths and counts."""
     LANGID_DIR.mkdir(parents=True, exist_ok=True)
     src = SHARED_DATA / "langid_dev.jsonl"
-    rows = [json.loads(l) for l in open(src, encoding="utf-8")]
+    rows = [json.loads(item) for item in open(src, encoding="utf-8")]
     tag = f"x{copies}"
     arrow_path = LANGID_DIR / f"docs-{tag}.arrow"
     jsonl_dir = LANGID_DIR / f"jsonl-{tag}"
@@ -116,7 +125,7 @@ def child_plain(a) -> dict:
         langs = plain_loop(model, texts, a.batch_size)
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
-    en = sum(1 for l in langs if l and l[0] == "__label__en")
+    en = sum(1 for item in langs if item and item[0] == "__label__en")
     return {"docs": len(texts), "seconds": times, "cpu_seconds": cpu, "cores": 1, "model_load_seconds": load_s,
             "en_docs": en}
 
@@ -328,9 +337,8 @@ def child_pipeline(a) -> dict:
 
 
 def child_datatrove(a) -> dict:
-    from datatrove.data import Document
-
     from _datatrove_local import LocalLanguageFilter
+    from datatrove.data import Document
 
     table = load_table(a.input)
     docs_src = list(zip(table["id"].to_pylist(), table["text"].to_pylist()))

@@ -45,8 +45,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (SHARED_DATA, WORK, CpuTracker, machine_info, median, print_table,  # noqa: E402
-                     run_child, write_json)
+from _common import SHARED_DATA, WORK, CpuTracker, machine_info, median, print_table, run_child, write_json  # noqa: E402
 
 HERE = Path(__file__).resolve()
 BENCH = HERE.parent
@@ -112,13 +111,16 @@ def child_tokenmill(a, engine: str = "ray") -> dict:
 
 
 def child_datatrove(a) -> dict:
+    from _datatrove_local import LocalLanguageFilter
     from datatrove.executor import LocalPipelineExecutor
-    from datatrove.pipeline.filters import (C4QualityFilter, FineWebQualityFilter, GopherQualityFilter,
-                                            GopherRepetitionFilter)
+    from datatrove.pipeline.filters import (
+        C4QualityFilter,
+        FineWebQualityFilter,
+        GopherQualityFilter,
+        GopherRepetitionFilter,
+    )
     from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.writers import ParquetWriter
-
-    from _datatrove_local import LocalLanguageFilter
 
     out = Path(a.output)
     ex = LocalPipelineExecutor(
@@ -135,7 +137,7 @@ def child_datatrove(a) -> dict:
     )
     with CpuTracker() as tracker:
         t0, c0 = time.perf_counter(), tracker.total()
-        stats = ex.run()
+        ex.run()
         wall = time.perf_counter() - t0
         cpu = tracker.total() - c0
     st = json.loads((out / "logs" / "stats.json").read_text())

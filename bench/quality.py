@@ -38,8 +38,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (SHARED_DATA, WORK, CpuTracker, machine_info, median, print_table, run_child,  # noqa: E402
-                     write_json)
+from _common import SHARED_DATA, WORK, CpuTracker, machine_info, median, print_table, run_child, write_json  # noqa: E402
 
 HERE = Path(__file__).resolve()
 QDIR = WORK / "quality"

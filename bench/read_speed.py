@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from tokenmill.engine.config import build_pipeline
-from tokenmill.engine.io.readers import detect_format, InputFile, read_file
+from tokenmill.engine.io.readers import InputFile, detect_format, read_file
 
 HERE = Path(__file__).resolve().parent
 SAMPLE = HERE.parent / "configs" / "sample"

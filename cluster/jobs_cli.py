@@ -11,8 +11,18 @@ import functools
 import sys
 import time
 
-from .ray_jobs import (TERMINAL, JobServerError, call, connect, describe, exit_code, follow_logs, job_server_url,
-                       status_of, wait_done)
+from .ray_jobs import (
+    TERMINAL,
+    JobServerError,
+    call,
+    connect,
+    describe,
+    exit_code,
+    follow_logs,
+    job_server_url,
+    status_of,
+    wait_done,
+)
 
 ADDRESS_HELP = ("the Ray job server (the head's dashboard): http://HEAD:8265; default $RAY_API_SERVER_ADDRESS, "
                 "$RAY_ADDRESS when it is an http(s) URL, else http://127.0.0.1:8265")

@@ -18,10 +18,26 @@ from pathlib import Path
 
 import yaml
 
-from .k8s_options import (DEFAULT_IMAGE, DEFAULT_LAUNCHER_IMAGE, DEFAULT_NAMESPACE, DEFAULT_SCHEDULE,
-                          DEFAULT_SECRET, DEFAULT_TIME_ZONE, KUBERAY_VERSION, Group, OptionError, RenderOptions,
-                          check_image, check_name, check_namespace, check_quantity, check_secret_name, check_time_zone, parse_cron,
-                          resource_name)
+from .k8s_options import (
+    DEFAULT_IMAGE,
+    DEFAULT_LAUNCHER_IMAGE,
+    DEFAULT_NAMESPACE,
+    DEFAULT_SCHEDULE,
+    DEFAULT_SECRET,
+    DEFAULT_TIME_ZONE,
+    KUBERAY_VERSION,
+    Group,
+    OptionError,
+    RenderOptions,
+    check_image,
+    check_name,
+    check_namespace,
+    check_quantity,
+    check_secret_name,
+    check_time_zone,
+    parse_cron,
+    resource_name,
+)
 from .k8s_write import DEFAULT_BASE, stream, write_overlay
 
 

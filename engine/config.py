@@ -16,9 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tokenmill.engine.languages import LanguageTable, deep_merge, language_params_model, load_language_files
 from tokenmill.engine.schema import DOCUMENT_SCHEMA
-from tokenmill.engine.stage import (GeneratingStage, GlobalStage, Resources, Stage, get_stage_class, known_stage_types,
-                                    providers_of)
-
+from tokenmill.engine.stage import (
+    GeneratingStage,
+    GlobalStage,
+    Resources,
+    Stage,
+    get_stage_class,
+    known_stage_types,
+    providers_of,
+)
 
 
 def shipped_languages_dir() -> Path:
@@ -366,7 +372,7 @@ def build_pipeline(data: dict, source: Path | None = None, check_inputs: bool = 
     return Pipeline(cfg, resolved, table, source)
 
 
-def missing_columns(resolved_at: list[tuple[int, "ResolvedStage"]]) -> list[tuple[str, str]]:
+def missing_columns(resolved_at: list[tuple[int, ResolvedStage]]) -> list[tuple[str, str]]:
     """Each column a stage needs that no stage before it adds (or adds with another type), as a
     config error naming the entry and the stage types that provide the column."""
     have = {f.name: f.type for f in DOCUMENT_SCHEMA}

@@ -15,7 +15,8 @@ document; memory per worker is bounded by its partition's size.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Protocol
+from collections.abc import Callable
+from typing import Any, Optional, Protocol
 
 import numpy as np
 import pyarrow as pa

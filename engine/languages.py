@@ -90,7 +90,7 @@ class LanguageTable:
         self.defaults = defaults or {}
         self.files = files or {}
         self.overrides = overrides or {}
-        self._cache: dict[str, LanguageParams] = {}
+        self._cache: dict[str, BaseModel] = {}
 
     def raw(self, lang: str) -> dict[str, Any]:
         merged = deep_merge(self.defaults, self.files.get(lang, {}))

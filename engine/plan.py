@@ -19,9 +19,9 @@ import pyarrow as pa
 
 from tokenmill.engine import __version__ as VERSION
 from tokenmill.engine.io.readers import InputFile
+from tokenmill.engine.io.storage import Storage
 from tokenmill.engine.schema import WORKING_COLUMNS, phase_schema
 from tokenmill.engine.stage import Resources
-from tokenmill.engine.io.storage import Storage
 
 #: the layout of OUT/_work; a change makes older unfinished work unusable, so it is in the fingerprint
 WORK_LAYOUT = 2

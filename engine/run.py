@@ -14,19 +14,36 @@ import time
 import uuid
 from typing import Optional
 
-from tokenmill.engine.durable.budget import TOKENS_FILE, Budget, cut_to_budget
-from tokenmill.engine.jobs import Decisions, FinalJob, GlobalJob, PartWritten, PoolSpec, StreamJob, input_item, part_item
-from tokenmill.engine.durable.manifest import MANIFEST, OUTPUT_FOLDERS, commit
-from tokenmill.engine.report.console import Console
-from tokenmill.engine.durable.incremental import IncrementalRun
 from tokenmill.engine import __version__ as VERSION
-from tokenmill.engine.plan import (Chunk, Phase, RunPlan, fingerprint, input_stamps, plan_pools, plan_run,
-                   with_external_state)
+from tokenmill.engine.durable.budget import TOKENS_FILE, Budget, cut_to_budget
+from tokenmill.engine.durable.incremental import IncrementalRun
+from tokenmill.engine.durable.manifest import MANIFEST, OUTPUT_FOLDERS, commit
 from tokenmill.engine.io.readers import list_input_files
-from tokenmill.engine.stage import Resources
-from tokenmill.engine.report.build import build_report, print_summary, write_report
-from tokenmill.engine.report.stats import WriteStats
 from tokenmill.engine.io.storage import Storage
+from tokenmill.engine.jobs import (
+    Decisions,
+    FinalJob,
+    GlobalJob,
+    PartWritten,
+    PoolSpec,
+    StreamJob,
+    input_item,
+    part_item,
+)
+from tokenmill.engine.plan import (
+    Chunk,
+    Phase,
+    RunPlan,
+    fingerprint,
+    input_stamps,
+    plan_pools,
+    plan_run,
+    with_external_state,
+)
+from tokenmill.engine.report.build import build_report, print_summary, write_report
+from tokenmill.engine.report.console import Console
+from tokenmill.engine.report.stats import WriteStats
+from tokenmill.engine.stage import Resources
 
 DONE = "_SUCCESS"
 STATS = "_stats.json"

@@ -19,7 +19,9 @@ global step. The engine's own working columns never reach a stage's code.
 from __future__ import annotations
 
 import importlib
-from typing import Any, ClassVar, Iterable, NamedTuple, Optional
+from collections.abc import Iterable
+from importlib.metadata import entry_points
+from typing import Any, ClassVar, NamedTuple, Optional
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
@@ -189,7 +191,7 @@ class GeneratingStage(Stage):
         """Tokens (``num_tokens`` of kept new rows) after which generation stops; None: no limit."""
         return None
 
-    def llm_step(self) -> Optional["LLMStep"]:
+    def llm_step(self) -> Optional[LLMStep]:
         """The generation as an LLM-engine step, or None (then ``__call__`` generates)."""
         return None
 
@@ -240,12 +242,14 @@ def register_stage(type_name: str):
 
 
 def load_builtins() -> None:
-    """Import ``tokenmill.stages`` once: the package registers its stages (and their language
+    """Import the stage packages registered under the ``tokenmill.stages`` entry-point group once
+    (tokenmill's own: ``tokenmill.stages``): each registers its stages (and their language
     parameters) as it is imported."""
     global _BUILTINS_LOADED
     if not _BUILTINS_LOADED:
-        importlib.import_module("tokenmill.stages")
         _BUILTINS_LOADED = True
+        for ep in sorted(entry_points(group="tokenmill.stages"), key=lambda ep: ep.name):
+            importlib.import_module(ep.value)
 
 
 def known_stage_types() -> list[str]:

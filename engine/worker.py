@@ -8,23 +8,24 @@ import an engine. Models load once per worker in ``StreamWorker.__init__`` (each
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
+from typing import Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tokenmill.engine.global_ops import node_ids
 from tokenmill.engine.batches import apply_decisions, per_chunk, run_stage
-from tokenmill.engine.jobs import FinalJob, PoolSpec, item_decisions
+from tokenmill.engine.global_ops import node_ids
+from tokenmill.engine.io.final_write import FinalWriters
 from tokenmill.engine.io.readers import READ_STAGE, InputFile, read_file
-from tokenmill.engine.schema import CHUNK, EMITTED, conform, live_mask, mark_rejects, set_column
-from tokenmill.engine.stage import GeneratingStage
-from tokenmill.engine.report.stats import WriteStats
 from tokenmill.engine.io.storage import Storage
 from tokenmill.engine.io.tokens import count_tokens
-from tokenmill.engine.io.final_write import FinalWriters
 from tokenmill.engine.io.writers import write_parts
+from tokenmill.engine.jobs import FinalJob, PoolSpec, item_decisions
+from tokenmill.engine.report.stats import WriteStats
+from tokenmill.engine.schema import CHUNK, EMITTED, conform, live_mask, mark_rejects, set_column
+from tokenmill.engine.stage import GeneratingStage
 
 Record = Callable[[str, float, int], None]
 #: progress counters a worker records beside its stages' busy time (summed by the engine's metrics)
@@ -68,11 +69,11 @@ def load_decisions(urls: list[str]) -> pa.Table:
     return pa.concat_tables(tables, promote_options="permissive").combine_chunks()
 
 
-_WORKERS: dict[str, "StreamWorker"] = {}
+_WORKERS: dict[str, StreamWorker] = {}
 _KEEP_WORKERS = 2
 
 
-def cached_worker(spec: PoolSpec, make_record: Optional[Callable[[], Optional[Record]]] = None) -> "StreamWorker":
+def cached_worker(spec: PoolSpec, make_record: Optional[Callable[[], Optional[Record]]] = None) -> StreamWorker:
     """This process's ``StreamWorker`` for a pool: its stages are built and set up (models
     loaded) on the first batch the process gets, then reused for every later batch and phase of
     the run, as an actor would. The oldest of more than two pools is dropped. ``make_record`` is
@@ -204,7 +205,7 @@ def finalize_chunk(item: dict, job: FinalJob) -> WriteStats:
     chunk = item["chunk"]
     decisions = [(n, load_decisions(u)) for n, u in item_decisions(item)]
     writers = FinalWriters(job, f"{job.name_prefix}{chunk:05d}")
-    stats = WriteStats()
+    stats = WriteStats(writers.score_column)
     for part in item["parts"]:
         table = read_parquet_file(part)
         for name, dec in decisions:

@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
-from tokenmill.engine.schema import mark_rejects, set_column
 from tokenmill.engine.languages import register_language_params
+from tokenmill.engine.schema import mark_rejects, set_column
 from tokenmill.engine.stage import Resources, Stage, register_stage
 
 from .fasttext_io import local_copy, one_line
@@ -35,7 +35,7 @@ class LangIdParams(BaseModel):
     label_prefix: str = "__label__"
 
     @staticmethod
-    def check(params: "LangIdParams"):
+    def check(params: LangIdParams):
         """A local model file must exist."""
         if params.model_path and "://" not in params.model_path and not os.path.exists(params.model_path):
             yield ("model_path", f"file not found: {params.model_path}")
@@ -76,7 +76,7 @@ class LangId(Stage):
         langs, scores = self.predict(batch["text"].combine_chunks() if isinstance(batch["text"], pa.ChunkedArray) else batch["text"])
         lang_arr = pa.array(langs, pa.string())
         uniq = pc.unique(lang_arr)
-        thresholds = pa.array([self.languages.get(l).lid_threshold for l in uniq.to_pylist()], pa.float64())
+        thresholds = pa.array([self.languages.get(item).lid_threshold for item in uniq.to_pylist()], pa.float64())
         row_thr = pc.take(thresholds, pc.index_in(lang_arr, uniq))
         score_arr = pa.array(scores, pa.float64())
         reasons = pc.if_else(pc.less(score_arr, row_thr), pa.scalar("low_language_score"), pa.scalar(None, pa.string()))

@@ -20,8 +20,8 @@ import functools
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import jsonschema
 import kubernetes_validate
@@ -60,7 +60,7 @@ def strictify(schema: dict) -> dict:
     return schema
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def crd_schema(kind: str, strict: bool = True) -> dict:
     crd = yaml.load((CRD_DIR / CRD_FILES[kind]).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
@@ -68,7 +68,7 @@ def crd_schema(kind: str, strict: bool = True) -> dict:
     return strictify(schema) if strict else schema
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _crd_validator(kind: str, strict: bool) -> jsonschema.Draft7Validator:
     return jsonschema.Draft7Validator(crd_schema(kind, strict))
 
@@ -210,7 +210,7 @@ def _container_problems(where: str, c: dict, pod_sc: dict, check_resources: bool
         out.append(f"{where}: adds capabilities {caps['add']}")
     if sc.get("readOnlyRootFilesystem") is not True:
         out.append(f"{where}: root filesystem not read-only")
-    if not (sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is True):
+    if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is not True:
         out.append(f"{where}: runAsNonRoot is not true")
     if sc.get("runAsUser", pod_sc.get("runAsUser")) == 0:
         out.append(f"{where}: runs as uid 0")

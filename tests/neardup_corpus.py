@@ -79,9 +79,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from functools import lru_cache
+from collections.abc import Iterable, Sequence
+from functools import cache, lru_cache
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -242,7 +243,7 @@ class _Vocab:
         return "".join(self._obj[toks].tolist()) if len(toks) else ""
 
 
-@lru_cache(maxsize=None)
+@cache
 def _word_re():
     from tokenmill.stages.heuristics.words import _WORDS
 

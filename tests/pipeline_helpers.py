@@ -35,7 +35,7 @@ def write_jsonl_gz(path: Path, rows: list[dict]) -> Path:
 
 def web_docs(shared_data: Path, copies: int = 1) -> list[dict]:
     """Real web documents; each extra copy is a distinct document (a line appended), not a duplicate."""
-    base = [json.loads(l) for l in open(shared_data / "web_dev.jsonl", encoding="utf-8")]
+    base = [json.loads(item) for item in open(shared_data / "web_dev.jsonl", encoding="utf-8")]
     rows = []
     for c in range(copies):
         for r in base:
@@ -121,3 +121,20 @@ def run_while_killing(run, victims, settle: float = 0.0) -> list[int]:
         stop.set()
         t.join(10)
     return killed
+
+def report_counts(report: dict) -> tuple:
+    return (report["input"], report["output"], sorted(map(json.dumps, report["reject_reasons"])),
+            sorted(map(json.dumps, report["languages"])),
+            [(s["stage"], s["docs_in"], s["docs_out"], s["tokens_out"]) for s in report["stages"]],
+            sorted(map(json.dumps, report["file_errors"])))
+
+
+def extra_columns(out: Path, column: str) -> dict:
+    data = read_manifest_files(out, "data/")
+    return dict(zip(data["id"].to_pylist(), data[column].to_pylist())) if column in data.column_names else {}
+
+
+def minhash_config(inputs: Path, out: Path, **params) -> dict:
+    return {"name": "mh", "input": {"paths": [str(inputs)], "files_per_chunk": 2},
+            "output": {"path": str(out)},
+            "stages": [{"type": "minhash_dedup", "scope": "global", "resources": {"batch_size": 300}, **params}]}

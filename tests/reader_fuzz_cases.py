@@ -14,9 +14,10 @@ from __future__ import annotations
 import io
 import random
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import pyarrow.parquet as pq
 import zstandard

@@ -11,10 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 from fastwarc.warc import ArchiveIterator
+from pipeline_helpers import make_pipeline, read_manifest_files, web_docs
 
 from tokenmill.engine.run import run_pipeline
-
-from pipeline_helpers import make_pipeline, read_manifest_files, web_docs
 
 
 def _responses_before(warc_gz: bytes, cut: int) -> int:

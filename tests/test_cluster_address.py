@@ -7,7 +7,6 @@ import os
 import subprocess
 
 import yaml
-
 from conftest import REPO, tokenmill_cmd
 from pipeline_helpers import make_pipeline, output_rows, web_docs, write_jsonl_gz
 
@@ -31,8 +30,8 @@ def test_run_on_existing_multinode_cluster(tmp_path, shared_data):
         assert proc.returncode == 0, proc.stderr[-3000:]
         # the driver connected to the cluster (both nodes) and left it running
         assert "already" not in proc.stderr
-        probe = subprocess.run([tokenmill_cmd()[0], "-c", "import ray; ray.init(address=%r, logging_level='ERROR'); "
-                                "print(sum(n['Alive'] for n in ray.nodes()))" % cluster.address],
+        probe = subprocess.run([tokenmill_cmd()[0], "-c", f"import ray; ray.init(address={cluster.address!r}, logging_level='ERROR'); "
+                                "print(sum(n['Alive'] for n in ray.nodes()))"],
                                env=env, capture_output=True, text=True, timeout=120)
         assert probe.stdout.strip().splitlines()[-1] == "2", probe.stderr[-2000:]
     finally:

@@ -11,8 +11,18 @@ import pytest
 
 from tokenmill.engine.executors.ray.ops import RayDatasetOps
 from tokenmill.engine.global_ops import GlobalStepError, pack_partitions, partition_ids, unpack_partition
-from tokenmill.stages.dedup.components import (BAND_ROWS, EDGES, HUB_DEGREE, candidate_edges, connected_components,
-                                               large_star, small_star, star_labels, DIRECTED, both_directions)
+from tokenmill.stages.dedup.components import (
+    BAND_ROWS,
+    DIRECTED,
+    EDGES,
+    HUB_DEGREE,
+    both_directions,
+    candidate_edges,
+    connected_components,
+    large_star,
+    small_star,
+    star_labels,
+)
 from tokenmill.stages.dedup.hubs import SALTED_KEY, Hubs, find_hubs, salted
 
 
@@ -61,7 +71,7 @@ def test_random_graphs_match_union_find(ray_local, hub_degree):
     pairs = [(rng.randrange(3000), rng.randrange(3000)) for _ in range(2500)]
     pairs = [(a, b) for a, b in pairs if a != b]
     got, rounds = _labels(ray_local, pairs, hub_degree=hub_degree)
-    want = {n: l for n, l in _oracle(pairs).items()}
+    want = dict(_oracle(pairs).items())
     assert got == want
     assert rounds <= 20
 

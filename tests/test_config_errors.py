@@ -323,3 +323,22 @@ def test_unreadable_remote_model_is_a_config_error_and_can_be_left_to_the_cluste
     assert e.value.errors[0][0] == "stages[1]" and "could not check its files" in e.value.errors[0][1]
     assert [s.name for s in load_config(cfg, check_inputs=False, check_remote=False).stages] == \
         ["langid", "quality_fasttext"]
+
+
+def test_a_stage_that_needs_a_column_no_earlier_stage_adds_is_a_config_error(tmp_path):
+    """minhash_dedup keeping the best quality_score with no quality stage before it fails when the
+    config is read (it used to pass and fail at the global step), naming the entry and the fix."""
+    from tokenmill.engine.config import ConfigError, build_pipeline
+
+    (tmp_path / "in.jsonl").write_text('{"text": "x"}\n')
+    base = {"input": {"paths": [str(tmp_path / "in.jsonl")]}, "output": {"path": str(tmp_path / "out")}}
+    with pytest.raises(ConfigError) as err:
+        build_pipeline({**base, "stages": [{"type": "langid"}, {"type": "minhash_dedup", "keep": "quality_score"}]})
+    assert err.value.errors == [("stages[1]", "minhash_dedup needs the column 'quality_score', which no stage before "
+                                 "it adds; put one of quality_embed, quality_fasttext before it")]
+    with pytest.raises(ConfigError) as err:   # after it is too late
+        build_pipeline({**base, "stages": [{"type": "minhash_dedup", "keep": "quality_score"},
+                                           {"type": "quality_fasttext", "model_path": str(tmp_path), "threshold": 0.5}]})
+    assert any(k == "stages[0]" and "quality_score" in m for k, m in err.value.errors)
+    # a stage whose parameters need nothing more passes
+    assert build_pipeline({**base, "stages": [{"type": "minhash_dedup"}]}).stages[0].name == "minhash_dedup"

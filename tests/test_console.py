@@ -11,14 +11,13 @@ import re
 import select
 import struct
 import subprocess
-import sys
 import termios
 import time
 from pathlib import Path
 
-from tokenmill.engine.report.console import Console, PhaseProgress
-
 from conftest import QUICKSTART, REPO, tokenmill_cmd
+
+from tokenmill.engine.report.console import Console, PhaseProgress
 
 RAY_NOISE = re.compile(r"logging_progress|Running Dataset|streaming_executor|\(raylet\)|Token authentication|"
                        r"Skipping zero-size|worker processes have been started|INFO |WARNING ")
@@ -50,13 +49,13 @@ def test_quickstart_log_output_is_short_and_tokenmills_own(tmp_path):
     lines = proc.stdout.splitlines()
     assert proc.returncode == 0, proc.stdout
     assert len(lines) <= 40, proc.stdout
-    assert not [l for l in lines if RAY_NOISE.search(l)], proc.stdout
+    assert not [item for item in lines if RAY_NOISE.search(item)], proc.stdout
     # tokenmill's progress lines: phase, files, docs and tokens per second, rejects
-    progress = [l for l in lines if l.startswith("[tokenmill] stream 0: ")]
+    progress = [item for item in lines if item.startswith("[tokenmill] stream 0: ")]
     assert progress and re.search(r"files \d+/5, .* docs \(.*/s\), .* tokens \(.*/s\), \d+ rejected", progress[-1])
     # the same final summary, and where the engine's logs went (they exist there)
     assert "tokenmill: quickstart finished" in proc.stdout and f"report: {out}/report.html" in proc.stdout
-    logs = next(l for l in lines if l.startswith("engine logs: ")).split(": ", 1)[1]
+    logs = next(item for item in lines if item.startswith("engine logs: ")).split(": ", 1)[1]
     assert Path(logs).is_dir() and any(Path(logs).iterdir())
     assert (out / "report.json").exists()
 

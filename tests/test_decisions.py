@@ -10,15 +10,16 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from pipeline_helpers import read_manifest_files, write_jsonl_gz
 
-from tokenmill.engine.batches import apply_decisions, reduce_with_chunk
+from tokenmill.engine.batches import apply_decisions, per_chunk
 from tokenmill.engine.config import build_pipeline
+from tokenmill.engine.executors.common import with_chunk
+from tokenmill.engine.global_ops import node_ids
 from tokenmill.engine.io.readers import list_input_files
 from tokenmill.engine.run import run_pipeline
 from tokenmill.engine.schema import CHUNK
-from tokenmill.stages.dedup.exact import ExactDedup, ExactDedupParams, normalise
-
-from pipeline_helpers import read_manifest_files, write_jsonl_gz
+from tokenmill.stages.dedup.exact import normalise
 
 TEXTS = [f"Document number {i} talks about topic {i % 7} at some length, with enough words." for i in range(12)]
 
@@ -109,10 +110,23 @@ def test_apply_decisions_matches_row_keys_not_ids():
     assert out["reject_reason"].to_pylist() == [None, "duplicate_of:a", None, "low_language_score"]
 
 
-def test_reduce_with_chunk_gives_each_decision_its_rows_chunk():
-    stage = ExactDedup(ExactDedupParams())
-    group = pa.table({"dedup_key": ["k"] * 3, "row_key": ["b.jsonl:4", "a.jsonl:9", "c.jsonl:0"],
-                      "id": ["same", "same", "same"], CHUNK: pa.array([2, 0, 5], pa.int32())})
-    out = reduce_with_chunk(stage, group)
-    assert dict(zip(out["row_key"].to_pylist(), out[CHUNK].to_pylist())) == {"b.jsonl:4": 2, "c.jsonl:0": 5}
-    assert set(out["reject_reason"].to_pylist()) == {"duplicate_of:same"}
+def test_decisions_are_routed_to_the_chunk_of_the_node_they_name():
+    nodes = pa.concat_arrays([node_ids(2, 5, 3), node_ids(1, 0, 0)])
+    decisions = pa.table({"row_key": ["b:4", "b:5", "a:0"], "reject_reason": ["x", None, "y"], "node": nodes})
+    out = with_chunk(decisions)
+    assert out[CHUNK].to_pylist() == [5, 5, 0]
+    assert "node" not in out.column_names and out["row_key"].to_pylist() == ["b:4", "b:5", "a:0"]
+
+
+def test_a_stage_run_per_chunk_never_sees_the_chunk_and_its_rows_get_their_sources_chunk():
+    seen = []
+
+    def make_rows(live: pa.Table) -> pa.Table:   # like a generating stage: new rows, built from the live ones
+        seen.append(live.column_names)
+        return pa.table({"id": [f"{i}#new" for i in live["id"].to_pylist()] * 2})
+
+    batch = pa.table({"id": ["a", "b", "c"], CHUNK: pa.array([3, 3, 4], pa.int32())})
+    out = per_chunk(make_rows, batch)
+    assert all(CHUNK not in cols for cols in seen) and len(seen) == 2
+    assert out["id"].to_pylist() == ["a#new", "b#new", "a#new", "b#new", "c#new", "c#new"]
+    assert out[CHUNK].to_pylist() == [3, 3, 3, 3, 4, 4]

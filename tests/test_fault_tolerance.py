@@ -9,11 +9,10 @@ import subprocess
 import psutil
 import pytest
 import yaml
-
-from tokenmill.engine.run import run_pipeline
-
 from conftest import REPO, tokenmill_cmd
 from pipeline_helpers import kill_run_after_first_chunk, make_pipeline, output_rows, run_while_killing, web_shards
+
+from tokenmill.engine.run import run_pipeline
 
 
 @pytest.fixture(scope="module")

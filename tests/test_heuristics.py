@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import re
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
 from tokenmill.engine.config import load_config
-from tokenmill.engine.languages import language_params_model
 from tokenmill.engine.stage import get_stage_class
 from tokenmill.stages.heuristics import rules
 from tokenmill.stages.heuristics.stage import ALL_FAMILIES, check_document
@@ -33,7 +32,7 @@ N_SENTENCES, PER_PARA = 28, 4
 
 # --------------------------------------------------------------------------- fixtures / helpers
 
-@lru_cache(maxsize=None)
+@cache
 def _table():
     return load_config(REPO / "configs" / "quickstart.yaml", check_inputs=False).languages
 
@@ -46,7 +45,7 @@ def stop(p) -> frozenset:
     return frozenset(w.lower() for w in p.stopwords)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _sentences() -> dict[str, list[str]]:
     assert DEV.exists(), f"dev data not found at {DEV}"
     out: dict[str, list[str]] = {}
@@ -200,8 +199,8 @@ def trip_list_ratio(iso, p):
 
 
 # (family, expected check, builder, languages where it applies)
-NO_CJK = [l for l in LANGS if l not in ("zh", "ja")]  # cjk: min_avg_word_length is 1.0, cannot go lower
-NO_TH = [l for l in LANGS if l != "th"]  # th: rule switched off in th.yaml
+NO_CJK = [item for item in LANGS if item not in ("zh", "ja")]  # cjk: min_avg_word_length is 1.0, cannot go lower
+NO_TH = [item for item in LANGS if item != "th"]  # th: rule switched off in th.yaml
 CASES = [
     ("gopher_quality", "min_doc_words", trip_min_doc_words, LANGS),
     ("gopher_quality", "min_avg_word_length", trip_min_avg_word_length, NO_CJK),

@@ -14,15 +14,15 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
-
 from conftest import REPO
 from neardup_corpus import build_corpus, write_jsonl
 from pipeline_helpers import kill_run_after_first_chunk, read_manifest_files
+
 from tokenmill.engine.config import build_pipeline
 from tokenmill.engine.durable.lease import Lease, LeaseHeld
 from tokenmill.engine.durable.ledger import Ledger
-from tokenmill.engine.run import run_pipeline
 from tokenmill.engine.io.storage import Storage
+from tokenmill.engine.run import run_pipeline
 
 SHARDS = 6
 

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from k8s_schemas import (CRD_DIR, crd_errors, embedded_objects, errors, kustomize, pod_templates,
-                         security_problems)
+from k8s_schemas import CRD_DIR, crd_errors, embedded_objects, errors, kustomize, pod_templates, security_problems
 
 from tokenmill.cluster.k8s_options import OptionError, parse_cron
 from tokenmill.engine.cli import main

@@ -13,15 +13,14 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 import yaml
+from conftest import REPO, tokenmill_cmd
+from pipeline_helpers import read_manifest_files, web_docs
 
 from tokenmill.engine.config import build_pipeline
 from tokenmill.engine.run import run_pipeline
 from tokenmill.stages.dedup.kept import CLUSTER_SIZE, choose_kept
 from tokenmill.stages.dedup.minhash import explode_bands
 from tokenmill.stages.dedup.signatures import shingles
-
-from conftest import REPO, tokenmill_cmd
-from pipeline_helpers import read_manifest_files, web_docs
 
 
 def _families(shared_data: Path, originals: int = 120, copies: int = 2, seed: int = 0) -> list[dict]:
@@ -169,7 +168,7 @@ def _cluster_run(tmp_path: Path, inputs: list[str], remove_worker: bool) -> set[
         cluster.shutdown()
     assert rc == 0, "".join(lines)[-3000:]
     if remove_worker:
-        assert removed and any("global: minhash_dedup done" in l for l in lines[lines.index(removed[0]):])
+        assert removed and any("global: minhash_dedup done" in item for item in lines[lines.index(removed[0]):])
     return _outcome(out)
 
 

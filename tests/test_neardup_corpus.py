@@ -10,17 +10,17 @@ import itertools
 import json
 import random
 from collections import Counter, defaultdict
-from functools import lru_cache
-
-import pytest
+from functools import cache
 
 import neardup_corpus as nc
+import pytest
+
 from tokenmill.stages.dedup.signatures import shingles
 
 N = 2000           # 667 originals: all 390 usable real pages + 277 spliced ones
 
 
-@lru_cache(maxsize=None)
+@cache
 def corpus(n: int = N, seed: int = 0) -> tuple:
     return tuple(nc.build_corpus(n, seed=seed))
 
@@ -71,7 +71,7 @@ def test_shape_and_bucket_coverage():
 def test_natural_pairs_are_copies_of_their_first_page():
     rows = corpus()
     nat = {r["origin"]: r for r in rows if r["mutation"] == "natural"}
-    pairs = [json.loads(l) for l in open(nc.SHARED_DATA / "web_neardup_pairs_dev.jsonl", encoding="utf-8")]
+    pairs = [json.loads(item) for item in open(nc.SHARED_DATA / "web_neardup_pairs_dev.jsonl", encoding="utf-8")]
     assert len(nat) == len(pairs) == 4
     for p in pairs:
         assert nat[p["id_a"]]["jaccard"] == pytest.approx(p["jaccard_word5gram"], abs=5e-4)
@@ -112,11 +112,11 @@ def test_originals_are_not_near_duplicates_of_each_other():
 def test_write_jsonl(tmp_path):
     rows = corpus()[:50]
     [one] = nc.write_jsonl(rows, tmp_path / "c.jsonl")
-    back = [json.loads(l) for l in open(one, encoding="utf-8")]
+    back = [json.loads(item) for item in open(one, encoding="utf-8")]
     assert back == [{"id": r["id"], "text": r["text"]} for r in rows]
     parts = nc.write_jsonl(rows, tmp_path / "shards", shards=4, extra=("group", "jaccard"))
     assert [p.name for p in parts] == [f"part-{i:05d}.jsonl" for i in range(4)]
-    back = [json.loads(l) for p in parts for l in open(p, encoding="utf-8")]
+    back = [json.loads(item) for p in parts for item in open(p, encoding="utf-8")]
     assert [b["id"] for b in back] == [r["id"] for r in rows] and back[0]["group"] == rows[0]["group"]
 
 

@@ -15,12 +15,11 @@ import urllib.request
 
 import pyarrow.parquet as pq
 import pytest
+from pipeline_helpers import make_pipeline, web_docs
 
 from tokenmill.engine.io.readers import list_input_files
-from tokenmill.engine.run import fingerprint, run_pipeline
 from tokenmill.engine.io.storage import Storage
-
-from pipeline_helpers import make_pipeline, web_docs
+from tokenmill.engine.run import fingerprint, run_pipeline
 
 s3fs = pytest.importorskip("s3fs")
 pytest.importorskip("moto.server")

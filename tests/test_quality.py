@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
+from conftest import tokenmill_cmd
+from pipeline_helpers import read_manifest_files
 
 from tokenmill.engine.config import build_pipeline
 from tokenmill.engine.run import run_pipeline
 from tokenmill.stages.quality.evaluate import roc_auc
-
-from conftest import tokenmill_cmd
-from pipeline_helpers import read_manifest_files
 
 AUC_FLOOR = 0.97   # measured 0.9953 (held-out 20%: 32 high, 119 low; epoch 25, lr 0.5)
 
@@ -88,7 +87,7 @@ def test_keep_top_is_per_language_over_the_whole_run(ray_local, tmp_path, shared
             assert abs(n_kept / docs - 0.25) <= 0.01, (lang, n_kept, docs)
     assert sum(1 for d in step["documents"].values() if d >= 200) >= 4
     # the recorded threshold reproduces the kept set
-    for lang, (lg, score) in ((i, v) for i, v in kept.items()):
+    for lg, score in kept.values():
         assert score >= step["thresholds"][lg]
     for doc_id, (_, score) in rejected.items():
         t = step["thresholds"][_lang_of(doc_id, out)]
@@ -101,11 +100,14 @@ def test_keep_top_is_per_language_over_the_whole_run(ray_local, tmp_path, shared
     assert "Quality scores per language" in page and page.count('stroke="#d9534f"') >= 4
 
 
-def _lang_of(doc_id: str, out: Path, _cache: dict = {}) -> str:
-    if out not in _cache:
+_LANGS: dict = {}
+
+
+def _lang_of(doc_id: str, out: Path) -> str:
+    if out not in _LANGS:
         rej = read_manifest_files(out, "rejects/")
-        _cache[out] = dict(zip(rej["id"].to_pylist(), pc.fill_null(rej["language"], "und").to_pylist()))
-    return _cache[out][doc_id]
+        _LANGS[out] = dict(zip(rej["id"].to_pylist(), pc.fill_null(rej["language"], "und").to_pylist()))
+    return _LANGS[out][doc_id]
 
 
 def test_threshold_filters_streamed_and_annotate_only_keeps_all(ray_local, tmp_path, shared_data, quality_model):

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import tokenmill_cmd
+from pipeline_helpers import read_manifest_files
 
 from tokenmill.engine.config import build_pipeline
 from tokenmill.engine.run import run_pipeline
-
-from conftest import tokenmill_cmd
-from pipeline_helpers import read_manifest_files
 
 pytest.importorskip("torch")
 AUC_FLOOR = 0.99   # measured 1.0 (held-out 20%: 32 high, 119 low; max_tokens 128)

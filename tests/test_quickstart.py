@@ -5,12 +5,11 @@ import hashlib
 import json
 
 import pyarrow.parquet as pq
+from conftest import QUICKSTART
+from pipeline_helpers import output_rows, read_manifest_files
 
 from tokenmill.engine.config import load_config
 from tokenmill.engine.run import run_pipeline
-
-from conftest import QUICKSTART
-from pipeline_helpers import output_rows, read_manifest_files
 
 SAMPLE_DOCS = 117 + 30 + 472 + 161 + 22  # web, recrawl, udhr, books, warc responses
 
@@ -62,7 +61,7 @@ def test_quickstart_end_to_end(ray_local, tmp_path):
     assert all(n > 0 for n in data["num_tokens"].to_pylist())
     assert len(set(data["id"].to_pylist())) == data.num_rows
     assert sum(r["docs"] for r in report["reject_reasons"]) == rejects.num_rows
-    langs = {l["language"]: l for l in report["languages"]}
+    langs = {item["language"]: item for item in report["languages"]}
     assert langs["en"]["docs"] == sum(1 for x in data["language"].to_pylist() if x == "en")
     assert report["file_errors"] == []
     assert "<svg" in (out / "report.html").read_text()

@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from tokenmill.engine.io import readers
 from tokenmill.engine.config import InputConfig
+from tokenmill.engine.io import readers
 from tokenmill.engine.io.readers import InputFile, detect_format, read_file
 from tokenmill.engine.schema import DOCUMENT_SCHEMA
 

@@ -20,12 +20,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zstandard
+from pipeline_helpers import make_pipeline, read_manifest_files
+from reader_fuzz_cases import (
+    Damage,
+    check,
+    compressed_jsonl_expect,
+    damage,
+    parquet_expect,
+    plain_jsonl_expect,
+    read_rows,
+    warc_expect,
+)
 
 from tokenmill.engine.run import run_pipeline
-
-from pipeline_helpers import make_pipeline, read_manifest_files
-from reader_fuzz_cases import (Damage, check, compressed_jsonl_expect, damage, parquet_expect,
-                               plain_jsonl_expect, read_rows, warc_expect)
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "configs" / "sample"
@@ -34,7 +41,7 @@ SEED = int(os.environ.get("FUZZ_SEED", "6"))
 
 def _small_jsonl(shared: Path) -> bytes:
     """Real web documents cut to 300 characters, so that damage lands in many lines."""
-    lines = [json.loads(l) for l in open(shared / "web_dev.jsonl", encoding="utf-8")][:150]
+    lines = [json.loads(item) for item in open(shared / "web_dev.jsonl", encoding="utf-8")][:150]
     return b"".join(json.dumps({**r, "text": r["text"][:300]}, ensure_ascii=False).encode() + b"\n" for r in lines)
 
 
@@ -160,10 +167,10 @@ def _expected_id(given, key: str) -> str:
 
 
 def test_random_json_values_give_one_row_each(tmp_path, shared_data):
-    texts = [json.loads(l)["text"] for l in open(shared_data / "web_dev.jsonl", encoding="utf-8")][:50]
+    texts = [json.loads(item)["text"] for item in open(shared_data / "web_dev.jsonl", encoding="utf-8")][:50]
     rng = random.Random(SEED)
     records, lines = [], []
-    for i in range(400):
+    for _ in range(400):
         rec = {k: _random_value(rng, texts) for k in ("id", "text", "url", "extra") if rng.random() < 0.85}
         line = json.dumps(rec, ensure_ascii=rng.random() < 0.5)
         if line != _fixed(line):  # lone surrogates can only be written as \u escapes
@@ -240,7 +247,7 @@ def _parquet_row(cell, kind: str) -> tuple:
 
 
 def test_random_parquet_column_types(tmp_path, shared_data):
-    texts = [json.loads(l)["text"] for l in open(shared_data / "web_dev.jsonl", encoding="utf-8")][:60]
+    texts = [json.loads(item)["text"] for item in open(shared_data / "web_dev.jsonl", encoding="utf-8")][:60]
     texts += ["", "  \n", "nul\x00byte"]
     rng = random.Random(SEED)
     for case in range(40):

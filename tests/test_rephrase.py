@@ -10,14 +10,14 @@ from collections import Counter
 from pathlib import Path
 
 import pyarrow.compute as pc
+from pipeline_helpers import read_manifest_files
+
 from tokenmill.engine.config import build_pipeline
-from tokenmill.engine.run import run_pipeline
 from tokenmill.engine.report.console import Console
+from tokenmill.engine.run import run_pipeline
 from tokenmill.stages.rephrase.assign import chunks
 from tokenmill.stages.rephrase.stage import token_counter
 from tokenmill.stages.rephrase.styles import load_styles
-
-from pipeline_helpers import read_manifest_files
 
 SYNTHETIC = "synthetic/"
 

@@ -130,14 +130,20 @@ def _openai_stage():
 
 def test_engine_failures_become_rejects_even_when_a_whole_batch_failed():
     """Rows the LLM engine failed skip ray.data.llm's postprocess: a batch of only those has no
-    generation columns, and each still becomes a reject with the engine's error."""
+    generation columns, and each still becomes a reject with the engine's error (Ray Data's error
+    column, renamed by the Ray adapter to the contract's LLM_ERROR)."""
     import pyarrow as pa
+
+    from tokenmill.engine.executors.ray.llm import engine_errors
+    from tokenmill.engine.stage import LLM_ERROR
 
     stage = _openai_stage()
     failed = pa.table({"id": ["d1", "d2"], "row_key": ["f:1", "f:2"], "rq_style": ["wikipedia"] * 2,
                        "rq_version": pa.array([1, 1], pa.int32()), "rq_chunk_index": pa.array([0, 1], pa.int32()),
-                       "rq_piece": ["x", "y"], "_chunk": pa.array([0, 0], pa.int32()),
+                       "rq_piece": ["x", "y"],
                        "__inference_error__": ["EngineDeadError: boom", "EngineDeadError: boom"]})
+    failed = engine_errors(failed)
+    assert LLM_ERROR in failed.column_names and "__inference_error__" not in failed.column_names
     rows = stage.documents(failed).to_pylist()
     assert [r["reject_reason"] for r in rows] == ["generation_failed: EngineDeadError: boom"] * 2
     assert [r["row_key"] for r in rows] == ["f:1#rephrase#wikipedia-0", "f:2#rephrase#wikipedia-1"]

@@ -11,14 +11,13 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 from aiohttp import web
+from pipeline_helpers import read_manifest_files
+from test_rephrase_openai import _last_user, start_chat_server
 
 from tokenmill.engine.config import build_pipeline
 from tokenmill.engine.run import run_pipeline
 from tokenmill.stages.rephrase.backend import Sampling
 from tokenmill.stages.rephrase.transformers_backend import TransformersBackend
-
-from pipeline_helpers import read_manifest_files
-from test_rephrase_openai import _last_user, start_chat_server
 
 MARKERS = ("ALWAYS500", "FAIL500ONCE", "SLOWONCE", "BAD400")
 

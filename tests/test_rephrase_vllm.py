@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
-
-from tokenmill.stages.rephrase.styles import load_styles
-
 from conftest import tokenmill_cmd
 from pipeline_helpers import read_manifest_files
+
+from tokenmill.stages.rephrase.styles import load_styles
 
 BUDGET = 800
 #: vLLM's CPU engine arguments (see ../shared/VLLM_CPU.md); no chunked prefill and a large token

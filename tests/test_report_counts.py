@@ -8,13 +8,12 @@ from collections import Counter, defaultdict
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pipeline_helpers import make_pipeline, read_manifest_files, web_docs, write_jsonl_gz
 
 from tokenmill.engine.io.readers import FILE_REASONS
-from tokenmill.engine.run import run_pipeline
-from tokenmill.engine.report.stats import WriteStats
 from tokenmill.engine.io.writers import PartitionedWriter
-
-from pipeline_helpers import make_pipeline, read_manifest_files, web_docs, write_jsonl_gz
+from tokenmill.engine.report.stats import WriteStats
+from tokenmill.engine.run import run_pipeline
 
 
 def _recount(out):
@@ -38,7 +37,7 @@ def _recount(out):
 
 
 def _from_report(report):
-    langs = {l["language"]: [l["docs"], l["chars"], l["tokens"]] for l in report["languages"]}
+    langs = {item["language"]: [item["docs"], item["chars"], item["tokens"]] for item in report["languages"]}
     reasons = Counter({(r["stage"], r["reason"]): r["docs"] for r in report["reject_reasons"]})
     stages = Counter({s["stage"]: s["docs_rejected"] for s in report["stages"] if s["docs_rejected"]})
     files = sorted((e["path"], e["kind"]) for e in report["file_errors"] if e["kind"] != "input")
@@ -92,7 +91,7 @@ def test_write_stats_merge_by_addition():
 
 def test_partitioned_writer_rotates_files_and_keeps_partitions_pure(tmp_path):
     w = PartitionedWriter(str(tmp_path), "00007", "language", max_rows=25, group_rows=10)
-    for i in range(6):
+    for _ in range(6):
         w.write(pa.table({"language": ["en"] * 12 + ["fr"] * 3, "n": list(range(15))}))
     paths = w.close()
     counts = {p: pq.ParquetFile(p).metadata.num_rows for p in paths}

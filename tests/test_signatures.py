@@ -16,7 +16,7 @@ import json
 import random
 import subprocess
 import sys
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -24,19 +24,25 @@ import pyarrow as pa
 import pytest
 
 from tokenmill.stages.dedup import signatures as sg
-from tokenmill.stages.dedup.signatures import (MinHasher, band_keys, estimated_jaccard, optimal_bands,
-                                               shingles, word_shingle_hashes)
+from tokenmill.stages.dedup.signatures import (
+    MinHasher,
+    band_keys,
+    estimated_jaccard,
+    optimal_bands,
+    shingles,
+    word_shingle_hashes,
+)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-@lru_cache(maxsize=None)
+@cache
 def web() -> tuple[str, ...]:
     with open(DATA / "web_dev.jsonl", encoding="utf-8") as fh:
         return tuple(json.loads(line)["text"] for line in fh)
 
 
-@lru_cache(maxsize=None)
+@cache
 def by_lang() -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     with open(DATA / "langid_dev.jsonl", encoding="utf-8") as fh:
@@ -57,7 +63,7 @@ def paragraphs(lang: str, k: int = 12) -> list[str]:
     return [" ".join(sents[i:i + k]) for i in range(0, len(sents) - k + 1, k)][:20]
 
 
-@lru_cache(maxsize=None)
+@cache
 def big_doc() -> str:
     """~1 MB: web pages concatenated (real text, many distinct shingles)."""
     out, size = [], 0

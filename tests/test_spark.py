@@ -16,13 +16,23 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
+from conftest import QUICKSTART, REPO, tokenmill_cmd
+from pipeline_helpers import (
+    extra_columns,
+    kill_run_after_first_chunk,
+    make_pipeline,
+    minhash_config,
+    output_rows,
+    read_manifest_files,
+    report_counts,
+    run_while_killing,
+    web_docs,
+    web_shards,
+    write_jsonl_gz,
+)
 
 from tokenmill.engine.config import build_pipeline, load_config
 from tokenmill.engine.run import run_pipeline
-
-from conftest import QUICKSTART, REPO, tokenmill_cmd
-from pipeline_helpers import (kill_run_after_first_chunk, make_pipeline, output_rows, read_manifest_files,
-                              run_while_killing, web_docs, web_shards, write_jsonl_gz)
 
 pytest.importorskip("pyspark")
 CLUSTER_SIZE = "dup_cluster_size"
@@ -40,13 +50,6 @@ def spark_local():
         spark.stop()
 
 
-def _report_counts(report: dict) -> tuple:
-    return (report["input"], report["output"], sorted(map(json.dumps, report["reject_reasons"])),
-            sorted(map(json.dumps, report["languages"])),
-            [(s["stage"], s["docs_in"], s["docs_out"], s["tokens_out"]) for s in report["stages"]],
-            sorted(map(json.dumps, report["file_errors"])))
-
-
 def _run_both(pipe_for, tmp_path, ray_local, spark_local):
     """Run the same config on Ray and on Spark into two folders; their (outputs, reports)."""
     got = {}
@@ -55,11 +58,6 @@ def _run_both(pipe_for, tmp_path, ray_local, spark_local):
         result = run_pipeline(pipe_for(out), progress=False, engine=engine)
         got[engine] = (output_rows(out), result.report, out)
     return got
-
-
-def _extra_columns(out: Path, column: str) -> dict:
-    data = read_manifest_files(out, "data/")
-    return dict(zip(data["id"].to_pylist(), data[column].to_pylist())) if column in data.column_names else {}
 
 
 def test_quickstart_on_spark_equals_ray(tmp_path, ray_local, spark_local):
@@ -71,7 +69,7 @@ def test_quickstart_on_spark_equals_ray(tmp_path, ray_local, spark_local):
     got = _run_both(pipe_for, tmp_path, ray_local, spark_local)
     (ray_rows, ray_report, _), (spark_rows, spark_report, out) = got["ray"], got["spark"]
     assert spark_rows == ray_rows and len(spark_rows[0]) > 300
-    assert _report_counts(spark_report) == _report_counts(ray_report)
+    assert report_counts(spark_report) == report_counts(ray_report)
     assert spark_report["stages"][-1]["stage"] == "exact_dedup" and spark_report["stages"][-1]["docs_rejected"] > 0
     assert {"langid", "heuristics", "exact_dedup"} <= set(spark_report["stages"][i]["stage"]
                                                           for i in range(len(spark_report["stages"])))
@@ -99,17 +97,11 @@ def test_bad_input_on_spark_equals_ray(tmp_path, shared_data, ray_local, spark_l
                     tmp_path, ray_local, spark_local)
     (ray_rows, ray_report, _), (spark_rows, spark_report, _) = got["ray"], got["spark"]
     assert spark_rows == ray_rows
-    assert _report_counts(spark_report) == _report_counts(ray_report)
+    assert report_counts(spark_report) == report_counts(ray_report)
     kinds = sorted(e["kind"] for e in spark_report["file_errors"])
     assert kinds == ["truncated_file", "unreadable_file"]
     reasons = {r[2] for r in spark_rows[1]}
     assert {"invalid_json", "invalid_unicode"} <= reasons
-
-
-def _minhash_config(inputs: Path, out: Path, **params) -> dict:
-    return {"name": "mh", "input": {"paths": [str(inputs)], "files_per_chunk": 2},
-            "output": {"path": str(out)},
-            "stages": [{"type": "minhash_dedup", "scope": "global", "resources": {"batch_size": 300}, **params}]}
 
 
 def test_minhash_dedup_on_spark_equals_ray(tmp_path, ray_local, spark_local):
@@ -120,14 +112,14 @@ def test_minhash_dedup_on_spark_equals_ray(tmp_path, ray_local, spark_local):
     rows = build_corpus(1500, seed=3)
     inputs = tmp_path / "in"
     write_jsonl(rows, inputs, shards=4)
-    got = _run_both(lambda out: build_pipeline(_minhash_config(inputs, out, hub_degree=8)), tmp_path, ray_local,
+    got = _run_both(lambda out: build_pipeline(minhash_config(inputs, out, hub_degree=8)), tmp_path, ray_local,
                     spark_local)
     (ray_rows, ray_report, ray_out), (spark_rows, spark_report, spark_out) = got["ray"], got["spark"]
     assert spark_rows == ray_rows
     removed = [r for r in spark_rows[1] if r[1] == "minhash_dedup"]
     assert len(removed) > 300 and all(r[2].startswith("near_duplicate_of:") for r in removed)
-    assert _extra_columns(spark_out, CLUSTER_SIZE) == _extra_columns(ray_out, CLUSTER_SIZE)
-    assert _report_counts(spark_report) == _report_counts(ray_report)
+    assert extra_columns(spark_out, CLUSTER_SIZE) == extra_columns(ray_out, CLUSTER_SIZE)
+    assert report_counts(spark_report) == report_counts(ray_report)
     assert spark_report["global_steps"]["minhash_dedup"]["star_edges"] == len(removed)
     assert spark_report["global_steps"]["minhash_dedup"]["hubs_spread"] > 10
 
@@ -147,7 +139,7 @@ def test_quality_keep_top_on_spark_equals_ray(tmp_path, shared_data, ray_local, 
                                                   "keep_top": 0.3, "resources": {"batch_size": 100}}]})
     got = _run_both(cfg, tmp_path, ray_local, spark_local)
     assert got["spark"][0] == got["ray"][0]
-    assert _extra_columns(got["spark"][2], "quality_score") == _extra_columns(got["ray"][2], "quality_score")
+    assert extra_columns(got["spark"][2], "quality_score") == extra_columns(got["ray"][2], "quality_score")
     steps = [got[e][1]["global_steps"]["quality_fasttext"] for e in ("ray", "spark")]
     assert steps[0] == steps[1] and steps[0]["documents"]["en"] > 600
 
@@ -193,7 +185,7 @@ def test_quality_embed_on_spark_equals_ray(tmp_path, shared_data, ray_local, spa
                                                   "resources": {"batch_size": 40}}]})
     got = _run_both(cfg, tmp_path, ray_local, spark_local)
     assert got["spark"][0] == got["ray"][0] and any(r[1] == "quality_embed" for r in got["ray"][0][1])
-    ray_scores, spark_scores = (_extra_columns(got[e][2], "quality_score") for e in ("ray", "spark"))
+    ray_scores, spark_scores = (extra_columns(got[e][2], "quality_score") for e in ("ray", "spark"))
     assert ray_scores.keys() == spark_scores.keys() and ray_scores
     assert max(abs(ray_scores[k] - spark_scores[k]) for k in ray_scores) < 1e-5
 
@@ -204,15 +196,15 @@ def test_incremental_minhash_on_spark_reads_an_index_written_on_ray(tmp_path, sh
     first = tmp_path / "in-a"
     first.mkdir()
     write_jsonl_gz(first / "a.jsonl.gz", rows[:40])
-    run_pipeline(build_pipeline(_minhash_config(first, tmp_path / "a", index={"write": str(index)})),
+    run_pipeline(build_pipeline(minhash_config(first, tmp_path / "a", index={"write": str(index)})),
                  progress=False, engine="ray")
     second = tmp_path / "in-b"
     second.mkdir()
     copies = [{"id": f"{r['id']}~again", "text": r["text"] + " again"} for r in rows[:10]]
     write_jsonl_gz(second / "b.jsonl.gz", rows[40:] + copies)
-    on_ray = _minhash_config(second, tmp_path / "b-ray", index={"read": [str(index)], "write": str(index)})
+    on_ray = minhash_config(second, tmp_path / "b-ray", index={"read": [str(index)], "write": str(index)})
     run_pipeline(build_pipeline(on_ray), progress=False, engine="ray")
-    cfg = _minhash_config(second, tmp_path / "b", index={"read": [str(index)], "write": str(index)})
+    cfg = minhash_config(second, tmp_path / "b", index={"read": [str(index)], "write": str(index)})
     result = run_pipeline(build_pipeline(cfg), progress=False, engine="spark")
     rej = {r[0]: r[2] for r in output_rows(tmp_path / "b")[1] if r[1] == "minhash_dedup"}
     # every copy loses to its indexed original (natural near-duplicates among the pages may go too),
@@ -412,7 +404,7 @@ def test_reliable_checkpoints_give_the_same_dedup(tmp_path, ray_local, spark_loc
     write_jsonl(build_corpus(600, seed=5), tmp_path / "in", shards=2)
     checkpoints = tmp_path / "checkpoints"
     spark_local.sparkContext.setCheckpointDir(str(checkpoints))
-    got = _run_both(lambda out: build_pipeline(_minhash_config(tmp_path / "in", out)), tmp_path, ray_local,
+    got = _run_both(lambda out: build_pipeline(minhash_config(tmp_path / "in", out)), tmp_path, ray_local,
                     spark_local)
     assert got["spark"][0] == got["ray"][0] and any(r[1] == "minhash_dedup" for r in got["spark"][0][1])
     assert any(p.is_file() for p in checkpoints.rglob("*"))   # rounds were written there

@@ -22,7 +22,6 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 import yaml
-
 from conftest import REPO, tokenmill_cmd
 
 SAMPLE = REPO / "configs" / "sample"

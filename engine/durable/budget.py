@@ -10,10 +10,10 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow.compute as pc
 
-from tokenmill.engine.schema import live_mask
 from tokenmill.engine.io.storage import Storage
-from tokenmill.engine.worker import read_parquet_file
 from tokenmill.engine.io.writers import write_table
+from tokenmill.engine.schema import live_mask
+from tokenmill.engine.worker import read_parquet_file
 
 TOKENS_FILE = "_emitted.json"
 

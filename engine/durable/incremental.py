@@ -17,8 +17,8 @@ from tokenmill.engine.durable.lease import Lease, LeaseHeld
 from tokenmill.engine.durable.ledger import Ledger, RunFiles, run_prefix
 from tokenmill.engine.durable.manifest import MANIFEST, named_by
 from tokenmill.engine.io.readers import InputFile
-from tokenmill.engine.report.stats import WriteStats
 from tokenmill.engine.io.storage import Storage
+from tokenmill.engine.report.stats import WriteStats
 
 INDEX_FOLDER = "_index"
 

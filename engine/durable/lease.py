@@ -16,7 +16,8 @@ import socket
 import threading
 import time
 import uuid
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 from tokenmill.engine.io.storage import Storage
 
@@ -50,7 +51,7 @@ class Lease:
     def holder(self) -> Optional[dict]:
         return self.store.read_json(self.path)
 
-    def acquire(self, wait_s: float = 0.0, poll_s: float = 2.0) -> "Lease":
+    def acquire(self, wait_s: float = 0.0, poll_s: float = 2.0) -> Lease:
         deadline = time.time() + wait_s
         said = False
         while True:
@@ -101,7 +102,7 @@ class Lease:
         self.store.write_json_atomic(self.path, self._record())
         return True
 
-    def _start_renewing(self) -> "Lease":
+    def _start_renewing(self) -> Lease:
         self._thread = threading.Thread(target=self._renew_loop, name="tokenmill-lease", daemon=True)
         self._thread.start()
         return self

@@ -8,7 +8,8 @@ tasks, actor pools and shuffles; what they share is in ``common.py``. ``ray.exec
 """
 from __future__ import annotations
 
-from typing import Iterator, Protocol
+from collections.abc import Iterator
+from typing import Protocol
 
 from tokenmill.engine.jobs import FinalJob, GlobalJob, PartWritten, StreamJob
 from tokenmill.engine.report.stats import WriteStats

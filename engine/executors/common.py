@@ -7,7 +7,7 @@ key columns of a phase's parts, and how it runs tasks.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pyarrow as pa
 

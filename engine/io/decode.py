@@ -14,7 +14,8 @@ import bz2
 import io
 import lzma
 import zlib
-from typing import Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
+from typing import Optional
 
 import fsspec
 

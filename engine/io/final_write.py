@@ -7,10 +7,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tokenmill.engine.batches import kept_rows, rejected_rows
-from tokenmill.engine.jobs import FinalJob
-from tokenmill.engine.schema import EMITTED
-from tokenmill.engine.report.stats import WriteStats
 from tokenmill.engine.io.writers import PartitionedWriter
+from tokenmill.engine.jobs import FinalJob
+from tokenmill.engine.report.stats import WriteStats
+from tokenmill.engine.schema import EMITTED
 
 
 class FinalWriters:
@@ -20,9 +20,9 @@ class FinalWriters:
         out = job.output
         self.job, self.prefix = job, prefix
         self.labels = {rs.name: rs.cls.report_reason for rs in job.stages}
-        self.folders = {rs.name: getattr(rs.cls, "emits_to", None) for rs in job.stages}
-        self.accounting = {rs.name: (getattr(rs.cls, "accounting_by", ()), getattr(rs.cls, "accounting_sums", ()))
-                           for rs in job.stages}
+        self.score_column = next((rs.cls.score_column for rs in job.stages if rs.cls.score_column), None)
+        self.folders = {rs.name: rs.cls.emits_to for rs in job.stages if rs.generates}
+        self.accounting = {rs.name: (rs.cls.accounting_by, rs.cls.accounting_sums) for rs in job.stages if rs.generates}
         self.writers: dict[str, PartitionedWriter] = {}
         self.rejects = PartitionedWriter(f"{job.out_url}/rejects", prefix, None, out.compression,
                                          out.max_rows_per_file) if out.write_rejects else None

@@ -10,7 +10,8 @@ the start of a line is skipped, and lone surrogates are repaired when the batch 
 from __future__ import annotations
 
 import json
-from typing import Iterator, Optional
+from collections.abc import Iterator
+from typing import Optional
 
 import pyarrow as pa
 

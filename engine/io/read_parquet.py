@@ -12,7 +12,8 @@ skipped, the others are read, and the file gets a ``truncated_file`` row naming 
 from __future__ import annotations
 
 import json
-from typing import Iterator, Optional
+from collections.abc import Iterator
+from typing import Optional
 
 import fsspec
 import numpy as np
@@ -20,8 +21,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tokenmill.engine.io.read_rows import (FILE_ERROR, MAX_BATCH_BYTES, TRUNCATED, document_table, file_error_table, id_text,
-                        is_failure)
+from tokenmill.engine.io.read_rows import (
+    FILE_ERROR,
+    MAX_BATCH_BYTES,
+    TRUNCATED,
+    document_table,
+    file_error_table,
+    id_text,
+    is_failure,
+)
 
 _STRING = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
 _BINARY = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_binary_view, pa.types.is_fixed_size_binary)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Iterator, Optional
+from collections.abc import Iterator
+from typing import Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -94,8 +95,13 @@ class RowBatch:
 
     def add(self, id, text, source, url=None, meta=None, reason=None, row_key=None):
         c = self.cols
-        c["id"].append(id); c["row_key"].append(row_key or id); c["text"].append(text); c["source"].append(source)
-        c["url"].append(url); c["meta"].append(meta); c["reject_reason"].append(reason)
+        c["id"].append(id)
+        c["row_key"].append(row_key or id)
+        c["text"].append(text)
+        c["source"].append(source)
+        c["url"].append(url)
+        c["meta"].append(meta)
+        c["reject_reason"].append(reason)
         self.nbytes += len(text) if text else 0
         self.records += reason not in FILE_REASONS
 

@@ -12,7 +12,7 @@ extracted is ``html_extraction_failed``.
 from __future__ import annotations
 
 import json
-from typing import Iterator
+from collections.abc import Iterator
 
 import pyarrow as pa
 

@@ -14,15 +14,23 @@ from __future__ import annotations
 
 import glob as _glob
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Optional
 
 import pyarrow as pa
 
 from tokenmill.engine.io.read_jsonl import read_jsonl
 from tokenmill.engine.io.read_parquet import read_parquet
-from tokenmill.engine.io.read_rows import FILE_ERROR, TRUNCATED, NoRecords, file_error_table, is_failure
-from tokenmill.engine.io.read_rows import FILE_REASONS, READ_STAGE  # noqa: F401  (the engine imports them from here)
+from tokenmill.engine.io.read_rows import (  # noqa: F401  (the engine imports them from here)
+    FILE_ERROR,
+    FILE_REASONS,
+    READ_STAGE,
+    TRUNCATED,
+    NoRecords,
+    file_error_table,
+    is_failure,
+)
 from tokenmill.engine.io.read_warc import read_warc
 from tokenmill.engine.io.storage import Storage
 

@@ -16,7 +16,6 @@ import pyarrow.compute as pc
 
 from tokenmill.engine.schema import set_column
 
-
 #: documents per tokenizer call: the encoders return every token id as a Python object (~36 bytes
 #: a token), so a whole batch at once would hold ~100 MB of them for a moment
 COUNT_BATCH = 64

@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tokenmill.engine.schema import CHUNK
 from tokenmill.engine.io.storage import Storage
+from tokenmill.engine.schema import CHUNK
 
 ROW_GROUP_ROWS = 20_000
 GROUP_BYTES = 8 << 20      # a partition's buffer is written as a row group at this size ...

@@ -63,16 +63,16 @@ def build_report(pipeline, manifest: dict, stats: WriteStats, problems, metrics:
 
 
 def _quality_scores(pipeline, stats: WriteStats, global_steps: dict) -> dict:
-    """Histograms of quality_score per language, with each language's threshold: a stage's fixed
-    ``threshold``, or the cut its keep_top global step chose."""
+    """Histograms of the score column per language, with each language's threshold as the stages
+    say (``Stage.score_thresholds``: a fixed threshold, or the cut a global step chose; ``*``: every
+    language)."""
     if not stats.scores:
         return {}
     thresholds: dict = {}
     for rs in pipeline.stages:
-        fixed = getattr(rs.params, "threshold", None) if hasattr(rs.params, "keep_top") else None
-        chosen = global_steps.get(rs.name, {}).get("thresholds", {})
+        marks = rs.cls.score_thresholds(rs.params, global_steps.get(rs.name, {}))
         for lang in stats.scores:
-            t = chosen.get(lang, fixed)
+            t = marks.get(lang, marks.get("*"))
             if t is not None:
                 thresholds[lang] = t
     return {"bins": len(next(iter(stats.scores.values()))), "languages": dict(sorted(stats.scores.items())),
@@ -155,7 +155,7 @@ def render_html(report: dict) -> str:
     funnel = _bars([(f"{s['stage']} (out)", s[f"{unit}_out"], "#2b7bb9") for s in report["stages"]])
     funnel_docs = _bars([(f"{s['stage']} (out)", s["docs_out"], "#5aa469") for s in report["stages"]])
     reasons = _bars([(f"{r['stage']}: {r['reason']}", r["docs"], "#d9534f") for r in report["reject_reasons"][:25]])
-    langs = _bars([(l["language"], l[unit], "#8e6bbf") for l in report["languages"][:30]])
+    langs = _bars([(item["language"], item[unit], "#8e6bbf") for item in report["languages"][:30]])
     rows = "".join(
         f"<tr><td>{html.escape(s['stage'])}</td><td>{s['docs_in']:,}</td><td>{s['docs_out']:,}</td>"
         f"<td>{s['docs_rejected']:,}</td><td>{s[f'{unit}_in']:,}</td><td>{s[f'{unit}_out']:,}</td>"
@@ -205,7 +205,7 @@ def print_summary(report: dict, out: str, stream=None, logs: str | None = None) 
     w(f"{'stage':<20}{'docs in':>12}{'docs out':>12}{unit + ' in':>14}{unit + ' out':>14}\n")
     for s in report["stages"]:
         w(f"{s['stage']:<20}{s['docs_in']:>12,}{s['docs_out']:>12,}{s[f'{unit}_in']:>14,}{s[f'{unit}_out']:>14,}\n")
-    top = ", ".join(f"{l['language']} {l['docs']:,} docs/{l[unit]:,} {unit[:-1]}" for l in report["languages"][:8])
+    top = ", ".join(f"{item['language']} {item['docs']:,} docs/{item[unit]:,} {unit[:-1]}" for item in report["languages"][:8])
     w(f"top languages: {top or 'none'}\n")
     if report["file_errors"]:
         w(f"files with errors: {len(report['file_errors'])} (see report.json file_errors)\n")

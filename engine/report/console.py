@@ -16,8 +16,9 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 COUNTERS = ("files", "bytes", "docs", "tokens", "rejected")
 DEFAULT_INTERVAL = 10.0
@@ -99,7 +100,7 @@ class Console:
         self._thread: Optional[threading.Thread] = None
 
     @classmethod
-    def auto(cls, progress: str = "auto", interval: float = DEFAULT_INTERVAL, stream=None) -> "Console":
+    def auto(cls, progress: str = "auto", interval: float = DEFAULT_INTERVAL, stream=None) -> Console:
         """``progress``: auto (live in a terminal, log elsewhere), live, log or off."""
         stream = stream or sys.stderr
         if progress == "auto":

@@ -45,10 +45,7 @@ def _throughput(rs, costs: list[dict], sums: tuple, seconds: Optional[float]) ->
     is the output count: e.g. gen_output_tokens). A resumed run's phase time covers only the chunks
     it generated again, its tokens every chunk: its rates are too high."""
     r = rs.resources
-    step = rs.build(None).llm_step()
-    # an LLM-engine step asks one GPU per tensor-parallel rank of each replica, whatever num_gpus says
-    gpus = step.engine_kwargs.get("tensor_parallel_size", r.tensor_parallel_size) if step is not None \
-        else r.num_gpus * r.tensor_parallel_size
+    gpus = rs.build(None).gpus_per_replica()
     out_tokens = sum(c.get(sums[-1], 0) for c in costs) if sums else 0
     hours = seconds * r.concurrency / 3600 if seconds else None
     return {"seconds": _rounded(seconds, 2), "replicas": r.concurrency, "gpus_per_replica": gpus,

@@ -5,8 +5,9 @@ addition, are kept with the committed output (``_manifest.json`` ``counts``), an
 built from them, so no pass re-reads the output to count it. Kept documents are counted per
 language; rejected ones per (stage, reason, language), the reason as the stage reports it
 (``Stage.report_reason``: e.g. every ``duplicate_of:<id>`` counts as ``duplicate``); files that
-could not be read fully are listed with their path and error; documents with a ``quality_score``
-add to a histogram of it per language. A generating stage's new rows are counted apart from the
+could not be read fully are listed with their path and error; documents with a score (the column
+a stage names as its ``score_column``, e.g. ``quality_score``) add to a histogram of it per
+language (kept under the JSON key ``quality_scores``). A generating stage's new rows are counted apart from the
 documents read (so the funnel from input to output stays exact): kept ones per (stage, language),
 rejected ones per (stage, rejecting stage, reason, language), and the generation costs the stage
 names (``accounting_sums``, e.g. model input/output tokens) summed per ``accounting_by`` values.
@@ -14,14 +15,15 @@ names (``accounting_sums``, e.g. model input/output tokens) summed per ``account
 from __future__ import annotations
 
 import json
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from tokenmill.engine.io.readers import FILE_REASONS
 
-SCORE_BINS = 20   # quality_score histograms: bins of 0.05 over [0, 1]
+SCORE_BINS = 20   # score histograms: bins of 0.05 over [0, 1]
 
 
 def _group_sums(table: pa.Table, keys: list[str]) -> list[tuple]:
@@ -38,14 +40,14 @@ def _group_sums(table: pa.Table, keys: list[str]) -> list[tuple]:
     return [tuple(r) for r in rows]
 
 
-def _score_counts(table: pa.Table) -> list[tuple[str, int, int]]:
-    """(language, bin, documents) of the rows that carry a ``quality_score``."""
-    if "quality_score" not in table.column_names or table.num_rows == 0:
+def _score_counts(table: pa.Table, column: Optional[str]) -> list[tuple[str, int, int]]:
+    """(language, bin, documents) of the rows that carry a score in ``column``."""
+    if column is None or column not in table.column_names or table.num_rows == 0:
         return []
-    scored = table.filter(pc.is_valid(table["quality_score"]))
+    scored = table.filter(pc.is_valid(table[column]))
     if scored.num_rows == 0:
         return []
-    bins = pc.min_element_wise(pc.floor(pc.multiply(scored["quality_score"].cast(pa.float64()), SCORE_BINS)),
+    bins = pc.min_element_wise(pc.floor(pc.multiply(scored[column].cast(pa.float64()), SCORE_BINS)),
                                SCORE_BINS - 1).cast(pa.int32())
     lang = pc.fill_null(scored["language"], "und") if "language" in scored.column_names else \
         pa.array(["und"] * scored.num_rows, pa.string())
@@ -56,17 +58,18 @@ def _score_counts(table: pa.Table) -> list[tuple[str, int, int]]:
 class WriteStats:
     """Counts of what one or more writer tasks wrote; ``merge`` adds another's."""
 
-    def __init__(self):
+    def __init__(self, score_column: Optional[str] = None):
+        self.score_column = score_column                       # the column histogrammed (not serialized)
         self.kept: dict[str, list[int]] = {}                   # language -> [docs, chars, tokens]
         self.rejected: dict[tuple[str, str, str], list[int]] = {}  # (stage, reason, language) -> [...]
         self.file_errors: list[dict] = []
-        self.scores: dict[str, list[int]] = {}                 # language -> quality_score histogram
+        self.scores: dict[str, list[int]] = {}                 # language -> score histogram
         self.emitted: dict[tuple[str, str], list[int]] = {}    # (generating stage, language) -> [...]
         self.emitted_rejected: dict[tuple[str, str, str, str], list[int]] = {}   # (stage, by, reason, lang)
         self.accounting: dict[tuple, list[int]] = {}           # (stage, *by values) -> [rows, *sums]
 
     def _add_scores(self, table: pa.Table) -> None:
-        for lang, b, n in _score_counts(table):
+        for lang, b, n in _score_counts(table, self.score_column):
             self.scores.setdefault(lang, [0] * SCORE_BINS)[max(0, b)] += n
 
     @staticmethod
@@ -138,7 +141,7 @@ class WriteStats:
             info = json.loads(meta or "{}")
             self.file_errors.append({"path": info.get("path", source), "kind": reason, "error": info.get("error")})
 
-    def merge(self, other: "WriteStats") -> "WriteStats":
+    def merge(self, other: WriteStats) -> WriteStats:
         for k, v in other.kept.items():
             self._add(self.kept, k, v)
         for k, v in other.rejected.items():
@@ -166,7 +169,7 @@ class WriteStats:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> "WriteStats":
+    def from_json(cls, data: dict) -> WriteStats:
         st = cls()
         for lang, *v in data.get("kept", []):
             cls._add(st.kept, lang, v)

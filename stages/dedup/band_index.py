@@ -20,7 +20,6 @@ from typing import Optional
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from tokenmill.engine.global_ops import NODE_BITS
@@ -40,7 +39,7 @@ class IndexParams(BaseModel):
     write: Optional[str] = Field(None, description="folder or URL: store this run's kept documents' keys")
     read: list[str] = Field(default_factory=list, description="indexes of earlier runs: their documents win")
 
-    def or_default(self, folder: str) -> "IndexParams":
+    def or_default(self, folder: str) -> IndexParams:
         """An incremental run's index: it writes where configured (default ``folder``) and reads
         that too, besides any index configured to be read."""
         write = self.write or folder

@@ -21,7 +21,8 @@ Memory per worker is bounded by its partition: no bucket, node or component with
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 import numpy as np
 import pyarrow as pa

@@ -51,8 +51,9 @@ and 4 x 1.1 MB code point tables stay per process.
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
-from typing import Iterator, Optional, Sequence, Union
+from collections.abc import Iterator, Sequence
+from functools import cache
+from typing import Optional, Union
 
 import numpy as np
 import pyarrow as pa
@@ -129,7 +130,7 @@ def _powers(base: np.uint64, n: int) -> np.ndarray:
 
 
 # -- code point classes ----------------------------------------------------------------------------
-@lru_cache(maxsize=None)
+@cache
 def _classes(kind: str) -> np.ndarray:
     """uint8 class per code point (0..0x10FFFF): 0 not part of any unit, 1 a word-run code point,
     2 a code point that is a unit alone (CJK), 3 a Thai code point (runs cut every 4). Built from
@@ -215,7 +216,7 @@ def _chunks(offsets: np.ndarray, limit: int) -> Iterator[tuple[int, int]]:
         lo = hi
 
 
-@lru_cache(maxsize=None)
+@cache
 def _byte_table(kind: str) -> bytes:
     """Class of each ASCII byte as a ``bytes.translate`` table; 0 for bytes >= 0x80 (filled from
     their code point by ``_byte_classes``)."""
@@ -457,7 +458,7 @@ class MinHasher:
             self._init_datasketch(scheme)
 
     def _init_datasketch(self, scheme: Optional[str]) -> None:
-        from datasketch import MinHash   # the permutation parameters come from datasketch itself
+        from datasketch import MinHash  # the permutation parameters come from datasketch itself
 
         mh = MinHash(num_perm=self.num_perm, seed=self.seed, scheme=scheme)
         self.scheme = mh.scheme
@@ -519,7 +520,7 @@ class MinHasher:
 
 
 # -- LSH ------------------------------------------------------------------------------------------
-@lru_cache(maxsize=None)
+@cache
 def optimal_bands(threshold: float, num_perm: int) -> tuple[int, int]:
     """(bands, rows) as ``datasketch.MinHashLSH(threshold, num_perm)`` chooses them (default
     weights 0.5/0.5: the least weighted sum of false-positive and false-negative probability).

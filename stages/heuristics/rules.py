@@ -7,13 +7,11 @@ al. 2020; FineWeb: Penedo et al. 2024); every one is a per-language parameter.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from typing import Optional
 
 import numpy as np
 
 from .params import C4, FineWeb, GopherQuality, GopherRepetition
-
 from .words import NON_ALPHA_WORD, DocView
 
 BULLETS = ("•", "●", "○", "▪", "◦", "‣", "⁃", "-", "*", "·", "–")

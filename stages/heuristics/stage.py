@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Literal
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
 from tokenmill.engine.schema import mark_rejects

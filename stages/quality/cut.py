@@ -68,7 +68,7 @@ def scores_in_bins(keys: pa.Table, group: str, score: str, cuts: dict) -> pa.Tab
 def thresholds(in_bins: pa.Table, cuts: dict) -> dict[str, float]:
     """Per group: the score of its k-th best document (k from ``cut_bins``); infinite keeps none."""
     out = {}
-    for g, (bin_no, need, _) in cuts.items():
+    for g, (_, need, _) in cuts.items():
         if need <= 0:   # round(fraction x documents) is 0: keep none
             out[g] = float("inf")
             continue

@@ -21,9 +21,9 @@ from pydantic import Field
 from tokenmill.engine.schema import set_column
 from tokenmill.engine.stage import Part, Resources, Stage, register_stage
 
+from ..fasttext_io import local_copy
 from .base import QualityFilter, RuleParams
 from .embed_model import DEFAULT_MAX_TOKENS, HEAD_FILE, Encoder, default_encoder, head_scores
-from ..fasttext_io import local_copy
 from .fasttext_model import INFO_FILE
 
 TOKENS = "quality_tokens"
@@ -39,7 +39,7 @@ class EmbedParams(RuleParams):
     sort_by_length: bool = Field(True, description="run a batch's documents in order of length (less padding)")
 
     @staticmethod
-    def check(params: "EmbedParams"):
+    def check(params: EmbedParams):
         """Before any work: torch and transformers are installed, the head exists and its
         dimension matches the encoder's."""
         missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]

@@ -21,7 +21,7 @@ class QualityParams(RuleParams):
     positive_label: Optional[str] = Field(None, description="the positive label of a .bin (default __label__hq)")
 
     @staticmethod
-    def check(params: "QualityParams"):
+    def check(params: QualityParams):
         """Before any work: the model exists, loads, and has the positive label."""
         try:
             load(resolve(params.model_path, params.positive_label))

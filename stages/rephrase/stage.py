@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from functools import partial
-from typing import Callable, Optional
+from typing import Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -24,7 +25,16 @@ from tokenmill.engine.stage import LLM_ERROR, GeneratingStage, LLMStep, Resource
 from ..fasttext_io import local_copy
 from .backend import Backend, Generation
 from .params import RephraseParams
-from .rows import FAILED, GENERATION_FIELDS, INHERITED, PROVENANCE, REQUEST_FIELDS, documents, requests, with_generations
+from .rows import (
+    FAILED,
+    GENERATION_FIELDS,
+    INHERITED,
+    PROVENANCE,
+    REQUEST_FIELDS,
+    documents,
+    requests,
+    with_generations,
+)
 from .styles import load_styles
 
 #: columns the documents step reads back from an LLM engine's output rows

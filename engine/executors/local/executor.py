@@ -16,13 +16,20 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import Iterator, Optional
+from typing import Optional
 
 import pyarrow as pa
 
-from tokenmill.engine.executors.common import (SHUFFLE_BYTES, merge_counts, progress_of, run_global_step,
-                                               shuffle_partitions, stage_metrics)
+from tokenmill.engine.executors.common import (
+    SHUFFLE_BYTES,
+    merge_counts,
+    progress_of,
+    run_global_step,
+    shuffle_partitions,
+    stage_metrics,
+)
 from tokenmill.engine.executors.local.ops import LocalDatasetOps
 from tokenmill.engine.jobs import FinalJob, GlobalJob, PartWritten, PoolSpec, StreamJob
 from tokenmill.engine.report.stats import WriteStats

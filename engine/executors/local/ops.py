@@ -7,8 +7,9 @@ operations are list operations. Every dataset is already computed, so ``material
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import pyarrow as pa

@@ -20,12 +20,19 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Optional
 
 import pyarrow as pa
 
-from tokenmill.engine.executors.common import SHUFFLE_BYTES, progress_of, run_global_step, shuffle_partitions, stage_metrics
+from tokenmill.engine.executors.common import (
+    SHUFFLE_BYTES,
+    progress_of,
+    run_global_step,
+    shuffle_partitions,
+    stage_metrics,
+)
 from tokenmill.engine.executors.ray.llm import engine_errors, llm_step_of, processor, split_pool
 from tokenmill.engine.executors.ray.logs import quiet_raylet_warnings, ray_data_console, session_logs
 from tokenmill.engine.executors.ray.ops import RayDatasetOps

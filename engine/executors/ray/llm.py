@@ -11,9 +11,10 @@ along each request (the stage's ``postprocess`` never sees it).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
-from typing import Callable, Optional
+from typing import Optional
 
 import pyarrow as pa
 

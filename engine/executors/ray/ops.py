@@ -6,7 +6,7 @@ calls the stage's function there; everything else is a plain Dataset call.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pyarrow as pa
 

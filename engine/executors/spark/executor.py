@@ -21,19 +21,26 @@ import json
 import tempfile
 import threading
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator, Optional
+from typing import Optional
 
 import pyarrow as pa
 
-from tokenmill.engine.executors.common import (SHUFFLE_BYTES, merge_counts, progress_of, run_global_step,
-                                               shuffle_partitions, stage_metrics)
+from tokenmill.engine.executors.common import (
+    SHUFFLE_BYTES,
+    merge_counts,
+    progress_of,
+    run_global_step,
+    shuffle_partitions,
+    stage_metrics,
+)
 from tokenmill.engine.executors.spark.ops import BLOB_DDL, SparkDatasetOps, spark_types, to_blobs
+from tokenmill.engine.executors.spark.session import local_master, quiet_logs, session_conf, start_session
 from tokenmill.engine.global_ops import BLOB
 from tokenmill.engine.jobs import FinalJob, GlobalJob, PartWritten, StreamJob
 from tokenmill.engine.report.stats import WriteStats
 from tokenmill.engine.worker import cached_worker, finalize_chunk, read_live_keys, through_pools
-from tokenmill.engine.executors.spark.session import local_master, quiet_logs, session_conf, start_session
 
 PART_DDL = "chunk int, file string, rows bigint, tokens bigint, counts string"
 PART_SCHEMA = pa.schema([("chunk", pa.int32()), ("file", pa.large_string()), ("rows", pa.int64()),

@@ -10,11 +10,12 @@ moves a few pieces per block, never one row per document.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
+from typing import Optional
 
 import pyarrow as pa
 
-from tokenmill.engine.global_ops import BLOB, PART, SRC, call_on_partition, pack_partitions, _ipc
+from tokenmill.engine.global_ops import BLOB, PART, SRC, _ipc, call_on_partition, pack_partitions
 from tokenmill.engine.io.writers import write_hive
 
 BLOB_DDL = f"{BLOB} binary"

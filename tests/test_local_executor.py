@@ -1,0 +1,169 @@
+"""The local executor (``engine: local``: one process, pyarrow and threads) gives Ray's output row
+for row: the quickstart, bad input, MinHash with hubs spread, quality keep_top, a generating stage
+under a token budget, and incremental runs alternating the two engines. Its own behaviour (no Ray
+started, one CPU inline, a stage error surfacing) is checked without Ray."""
+from __future__ import annotations
+
+import gzip
+import json
+import sys
+import threading
+
+import pytest
+from conftest import QUICKSTART
+from pipeline_helpers import (
+    extra_columns,
+    make_pipeline,
+    minhash_config,
+    output_rows,
+    read_manifest_files,
+    report_counts,
+    web_docs,
+    write_jsonl_gz,
+)
+
+from tokenmill.engine.config import build_pipeline, load_config
+from tokenmill.engine.run import run_pipeline
+
+
+def _run_both(pipe_for, tmp_path):
+    got = {}
+    for engine in ("ray", "local"):
+        out = tmp_path / engine
+        result = run_pipeline(pipe_for(out), progress=False, engine=engine)
+        got[engine] = (output_rows(out), result.report, out)
+    return got
+
+
+@pytest.mark.slow   # runs Ray too
+def test_quickstart_on_local_equals_ray(tmp_path, ray_local):
+    def pipe_for(out):
+        p = load_config(QUICKSTART)
+        p.config.output.path = str(out)
+        return p
+
+    got = _run_both(pipe_for, tmp_path)
+    assert got["local"][0] == got["ray"][0] and len(got["local"][0][0]) > 300
+    assert report_counts(got["local"][1]) == report_counts(got["ray"][1])
+    assert all(s["busy_seconds"] for s in got["local"][1]["stages"][1:])
+    assert run_pipeline(pipe_for(got["local"][2]), progress=False, engine="ray").skipped   # the same run
+
+
+@pytest.mark.slow   # runs Ray too
+def test_bad_input_on_local_equals_ray(tmp_path, shared_data, ray_local):
+    rows = web_docs(shared_data)
+    good = write_jsonl_gz(tmp_path / "good.jsonl.gz", rows[:150] + rows[:20])
+    cut = tmp_path / "cut.jsonl.gz"
+    blob = gzip.compress("".join(json.dumps(r) + "\n" for r in rows[150:250]).encode())
+    cut.write_bytes(blob[: len(blob) // 2])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine but short"}\nnot json at all\n{"id": 3}\n{"text": "\\ud800 lone"}\n')
+    (tmp_path / "empty.jsonl.gz").write_bytes(b"")
+    inputs = [good, cut, bad, tmp_path / "empty.jsonl.gz"]
+    got = _run_both(lambda out: make_pipeline(inputs, out, batch_size=40, files_per_chunk=2)[0], tmp_path)
+    assert got["local"][0] == got["ray"][0]
+    assert report_counts(got["local"][1]) == report_counts(got["ray"][1])
+    assert sorted(e["kind"] for e in got["local"][1]["file_errors"]) == ["truncated_file", "unreadable_file"]
+
+
+@pytest.mark.slow   # runs Ray too
+def test_minhash_with_hubs_on_local_equals_ray(tmp_path, ray_local):
+    from neardup_corpus import build_corpus, write_jsonl
+
+    rows = build_corpus(1500, seed=3)
+    write_jsonl(rows, tmp_path / "in", shards=4)
+    got = _run_both(lambda out: build_pipeline(minhash_config(tmp_path / "in", out, hub_degree=8)), tmp_path)
+    assert got["local"][0] == got["ray"][0]
+    removed = [r for r in got["local"][0][1] if r[1] == "minhash_dedup"]
+    assert len(removed) > 300
+    assert extra_columns(got["local"][2], "dup_cluster_size") == extra_columns(got["ray"][2], "dup_cluster_size")
+    steps = [got[e][1]["global_steps"]["minhash_dedup"] for e in ("ray", "local")]
+    assert steps[0] == steps[1] and steps[1]["hubs_spread"] > 10
+
+
+@pytest.mark.slow   # runs Ray too
+def test_quality_keep_top_on_local_equals_ray(tmp_path, shared_data, ray_local, quality_model):
+    rows = [json.loads(line) for line in (shared_data / "quality_dev.jsonl").read_text().splitlines()]
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        (tmp_path / "in" / f"p{i}.jsonl").write_text("".join(json.dumps({"id": r["id"], "text": r["text"]}) + "\n"
+                                                            for r in rows[i::3]))
+
+    def cfg(out):
+        return build_pipeline({"name": "q", "input": {"paths": [str(tmp_path / "in")], "files_per_chunk": 1},
+                               "output": {"path": str(out)},
+                               "stages": [{"type": "langid"},
+                                          {"type": "quality_fasttext", "model_path": str(quality_model),
+                                           "keep_top": 0.3, "resources": {"batch_size": 100}}]})
+
+    got = _run_both(cfg, tmp_path)
+    assert got["local"][0] == got["ray"][0]
+    assert extra_columns(got["local"][2], "quality_score") == extra_columns(got["ray"][2], "quality_score")
+    assert got["local"][1]["global_steps"] == got["ray"][1]["global_steps"]
+    assert got["local"][1]["quality_scores"] == got["ray"][1]["quality_scores"]
+
+
+@pytest.mark.slow   # runs Ray too
+def test_rephrase_under_a_budget_on_local_equals_ray(tmp_path, shared_data, ray_local, tiny_model):
+    """A generating stage (transformers backend, a tiny LM): the same synthetic documents, cut at
+    the same row by the token budget, each in the chunk of the document it came from."""
+    rows = [json.loads(line) for line in open(shared_data / "web_dev.jsonl", encoding="utf-8")][:16]
+    (tmp_path / "in").mkdir()
+    for i in range(2):
+        (tmp_path / "in" / f"p{i}.jsonl").write_text("".join(json.dumps({"id": r["id"], "text": r["text"]}) + "\n"
+                                                            for r in rows[i::2]))
+    stage = {"type": "rephrase", "backend": "transformers", "model": str(tiny_model), "max_input_tokens": 256,
+             "max_output_tokens": 8, "min_chars": 0, "reject_truncated": False, "budget_tokens": 700,
+             "resources": {"batch_size": 32}}
+
+    def cfg(out):
+        return build_pipeline({"name": "r", "input": {"paths": [str(tmp_path / "in")], "files_per_chunk": 1},
+                               "output": {"path": str(out)}, "stages": [{"type": "langid"}, stage]})
+
+    got = _run_both(cfg, tmp_path)
+    syn = {e: read_manifest_files(got[e][2], "synthetic/").sort_by("id") for e in ("ray", "local")}
+    assert syn["ray"].num_rows > 20 and syn["local"].to_pylist() == syn["ray"].to_pylist()
+    assert got["local"][1]["generated"]["rephrase"]["kept"] == got["ray"][1]["generated"]["rephrase"]["kept"]
+
+
+@pytest.mark.slow   # runs Ray too
+def test_incremental_runs_alternating_local_and_ray_equal_one_run(tmp_path, shared_data, ray_local):
+    rows = web_docs(shared_data)[:90]
+    copies = [{"id": f"{r['id']}~again", "text": r["text"] + " again"} for r in rows[:10]]
+    (tmp_path / "in").mkdir()
+
+    def cfg(out, incremental: bool):
+        return build_pipeline({**minhash_config(tmp_path / "in", out), "output": {"path": str(out),
+                                                                              "incremental": incremental}})
+
+    for i, (engine, part) in enumerate((("local", rows[:30]), ("ray", rows[30:60] + copies[:5]),
+                                        ("local", rows[60:] + copies[5:]))):
+        write_jsonl_gz(tmp_path / "in" / f"{i}.jsonl.gz", part)
+        run_pipeline(cfg(tmp_path / "inc", True), progress=False, engine=engine)
+    run_pipeline(cfg(tmp_path / "once", False), progress=False, engine="ray")
+    assert output_rows(tmp_path / "inc") == output_rows(tmp_path / "once")
+
+
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_local_run_starts_no_ray_and_one_cpu_runs_inline(tmp_path, shared_data, cpus):
+    """Without Ray imported; with one CPU every stage runs on the calling thread (a breakpoint stops there)."""
+    threads = set()
+
+    def watch(frame, event, arg):   # the threads that run a stage's __call__
+        if event == "call" and frame.f_code.co_name == "__call__" and "stages/" in frame.f_code.co_filename:
+            threads.add(threading.get_ident())
+
+    write_jsonl_gz(tmp_path / "a.jsonl.gz", web_docs(shared_data)[:60])
+    pipe = make_pipeline([tmp_path / "a.jsonl.gz"], tmp_path / "out")[0]
+    was_loaded = "ray" in sys.modules
+    threading.settrace(watch)
+    sys.settrace(watch)
+    try:
+        result = run_pipeline(pipe, progress=False, engine="local", num_cpus=cpus)
+    finally:
+        sys.settrace(None)
+        threading.settrace(None)
+    assert result.report["output"]["docs"] > 0
+    if not was_loaded:
+        assert "ray" not in sys.modules
+    assert (threads == {threading.get_ident()}) == (cpus == 1) and threads
