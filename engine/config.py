@@ -110,6 +110,12 @@ class SparkConfig(BaseModel):
         "(spark.checkpoint.dir); auto: reliable when a checkpoint dir is set")
 
 
+class LocalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    num_cpus: Optional[int] = Field(None, ge=1, description="worker processes of the local executor (default: all "
+                                    "cores); 1 runs every stage on the calling thread (debugging)")
+
+
 class LanguagesConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dir: Optional[str] = Field(None, description="folder of <iso>.yaml files; default: the files shipped with tokenmill "
@@ -139,6 +145,7 @@ class PipelineConfig(BaseModel):
     engine: Literal["ray", "spark", "local"] = "ray"
     ray: RayConfig = Field(default_factory=RayConfig)
     spark: SparkConfig = Field(default_factory=SparkConfig)
+    local: LocalConfig = Field(default_factory=LocalConfig)
 
     @field_validator("name")
     @classmethod

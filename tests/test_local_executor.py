@@ -144,26 +144,29 @@ def test_incremental_runs_alternating_local_and_ray_equal_one_run(tmp_path, shar
     assert output_rows(tmp_path / "inc") == output_rows(tmp_path / "once")
 
 
-@pytest.mark.parametrize("cpus", [1, 2])
-def test_local_run_starts_no_ray_and_one_cpu_runs_inline(tmp_path, shared_data, cpus):
-    """Without Ray imported; with one CPU every stage runs on the calling thread (a breakpoint stops there)."""
-    threads = set()
+def test_local_runs_start_no_ray_one_cpu_runs_inline_and_two_give_the_same_output(tmp_path, shared_data):
+    """Ray is never imported; with one CPU every stage runs on the calling thread (a breakpoint
+    stops there), with two in worker processes; both write the same rows and counts."""
+    calls = set()
 
-    def watch(frame, event, arg):   # the threads that run a stage's __call__
-        if event == "call" and frame.f_code.co_name == "__call__" and "stages/" in frame.f_code.co_filename:
-            threads.add(threading.get_ident())
+    def watch(frame, event, arg):   # where a stage's __call__ runs
+        if event == "call" and frame.f_code.co_name == "__call__" and "/stages/" in frame.f_code.co_filename:
+            calls.add(threading.get_ident())
 
     write_jsonl_gz(tmp_path / "a.jsonl.gz", web_docs(shared_data)[:60])
-    pipe = make_pipeline([tmp_path / "a.jsonl.gz"], tmp_path / "out")[0]
+    write_jsonl_gz(tmp_path / "b.jsonl.gz", web_docs(shared_data)[40:90])   # 20 exact duplicates of a
     was_loaded = "ray" in sys.modules
-    threading.settrace(watch)
-    sys.settrace(watch)
-    try:
-        result = run_pipeline(pipe, progress=False, engine="local", num_cpus=cpus)
-    finally:
-        sys.settrace(None)
-        threading.settrace(None)
-    assert result.report["output"]["docs"] > 0
+    got = {}
+    for cpus in (1, 2):
+        pipe = make_pipeline([tmp_path / "a.jsonl.gz", tmp_path / "b.jsonl.gz"], tmp_path / f"out{cpus}")[0]
+        calls.clear()
+        sys.settrace(watch)
+        try:
+            result = run_pipeline(pipe, progress=False, engine="local", num_cpus=cpus)
+        finally:
+            sys.settrace(None)
+        got[cpus] = (output_rows(tmp_path / f"out{cpus}"), report_counts(result.report), set(calls))
+    assert got[1][2] == {threading.get_ident()} and got[2][2] == set()
+    assert got[1][:2] == got[2][:2] and sum(1 for r in got[1][0][1] if r[1] == "exact_dedup") >= 10
     if not was_loaded:
         assert "ray" not in sys.modules
-    assert (threads == {threading.get_ident()}) == (cpus == 1) and threads

@@ -1,39 +1,73 @@
-"""The local executor: the executor interface (``base.Executor``) in one process.
+"""The local executor: the executor interface (``base.Executor``) in one process and its children.
 
 - stream: each work item runs through every pool of the phase in turn (``worker.through_pools``)
-  on a thread pool of ``num_cpus`` threads (each thread sets a pool's stages up once; pyarrow,
-  tiktoken and fastText release the GIL); parts come back in work-item order.
+  in a pool of ``num_cpus`` worker processes (each sets a pool's stages up once and keeps them,
+  as Ray's reused workers do); parts come back in work-item order with the item's stage timings.
 - global step: the key columns of live rows, then the stage's ``global_step`` on
-  ``LocalDatasetOps`` (``common.run_global_step``).
-- finalize: one call per chunk on the same threads.
+  ``LocalDatasetOps`` (``common.run_global_step``), whose calls run on threads of this process
+  (the key tables are small, and pyarrow and numpy release the GIL).
+- finalize: one call per chunk in the worker processes.
 
-With ``num_cpus: 1`` everything runs on the calling thread: a breakpoint in a stage stops there.
-It serves tiny runs, debugging and fast tests of the global algorithms; its output is the Ray and
-Spark executors' output, row for row.
+With ``num_cpus: 1`` everything runs on the calling thread, no child process: a breakpoint in a
+stage stops there. It serves tiny runs, debugging and fast tests of the global algorithms; its
+output is the Ray and Spark executors' output, row for row.
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
+import sys
 import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import Optional
+import types
+from contextlib import contextmanager
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from functools import partial
+from typing import Iterator, Optional
 
 import pyarrow as pa
 
-from tokenmill.engine.executors.common import (
-    SHUFFLE_BYTES,
-    merge_counts,
-    progress_of,
-    run_global_step,
-    shuffle_partitions,
-    stage_metrics,
-)
+from tokenmill.engine.executors.common import (SHUFFLE_BYTES, merge_counts, progress_of, run_global_step,
+                                               shuffle_partitions, stage_metrics)
 from tokenmill.engine.executors.local.ops import LocalDatasetOps
 from tokenmill.engine.jobs import FinalJob, GlobalJob, PartWritten, PoolSpec, StreamJob
 from tokenmill.engine.report.stats import WriteStats
-from tokenmill.engine.worker import StreamWorker, finalize_chunk, read_live_keys, through_pools
+from tokenmill.engine.worker import cached_worker, finalize_chunk, read_live_keys, through_pools
+
+#: what the worker processes import once, before any task (the forkserver preloads it)
+PRELOAD = ["tokenmill.engine.worker", "tokenmill.engine.executors.local.executor"]
+
+# -- what runs in a worker process (or inline) ------------------------------------------------------
+_COUNTS: dict[str, list] = {}
+
+
+def _record(name: str, seconds: float, rows: int) -> None:
+    merge_counts(_COUNTS, {name: [seconds, rows, 1]})
+
+
+def stream_item(item: dict, pools: list[PoolSpec]) -> tuple[list[PartWritten], dict]:
+    """One work item through every pool; the parts it wrote and its stage timings."""
+    _COUNTS.clear()
+    workers = [cached_worker(p, lambda: _record) for p in pools]
+    parts = [PartWritten(r["chunk"], r["file"], r["rows"], r["tokens"])
+             for out in through_pools(workers, pa.Table.from_pylist([item])) for r in out.to_pylist()]
+    counts = {k: list(v) for k, v in _COUNTS.items()}
+    _COUNTS.clear()
+    return parts, counts
+
+
+@contextmanager
+def _main_not_reimported():
+    """While worker processes start: ``multiprocessing`` re-imports the caller's ``__main__`` in
+    every child it starts (a script without a ``__main__`` guard would run again in each, and
+    ``python -`` has no file to import); the workers need only tokenmill, so they are shown an
+    empty main module instead."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
 
 
 class InlineExecutor(Executor):
@@ -46,25 +80,31 @@ class InlineExecutor(Executor):
 class LocalExecutor:
     def __init__(self, pipeline, num_cpus: Optional[int] = None, verbose: bool = False):
         self.pipeline = pipeline
-        self.num_cpus = num_cpus or pipeline.config.ray.num_cpus or os.cpu_count() or 1
+        self.num_cpus = num_cpus or pipeline.config.local.num_cpus or os.cpu_count() or 1
         self._counts: dict[str, list] = {}
         self._lock = threading.Lock()
-        self._local = threading.local()
-        self.pool: Optional[Executor] = None
+        self.processes: Optional[Executor] = None
+        self.threads: Optional[Executor] = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
-        self.pool = InlineExecutor() if self.num_cpus <= 1 else \
-            ThreadPoolExecutor(max_workers=self.num_cpus, thread_name_prefix="tokenmill-local")
+        if self.num_cpus <= 1:
+            self.processes = self.threads = InlineExecutor()
+            return
+        self.threads = ThreadPoolExecutor(max_workers=self.num_cpus, thread_name_prefix="tokenmill-local")
+        context = multiprocessing.get_context("forkserver")   # never fork a process that runs threads
+        context.set_forkserver_preload(PRELOAD)
+        self.processes = ProcessPoolExecutor(max_workers=self.num_cpus, mp_context=context)
 
     def stop(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-        self.pool = None
+        for pool in (self.processes, self.threads):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        self.processes = self.threads = None
 
-    def _record(self, name: str, seconds: float, rows: int) -> None:
+    def _add(self, counts: dict) -> None:
         with self._lock:
-            merge_counts(self._counts, {name: [seconds, rows, 1]})
+            merge_counts(self._counts, counts)
 
     def metrics(self) -> dict:
         with self._lock:
@@ -78,37 +118,27 @@ class LocalExecutor:
         return "none (the local executor has no engine of its own)"
 
     # -- phases ------------------------------------------------------------------------------------
-    def _worker(self, spec: PoolSpec) -> StreamWorker:
-        """This thread's worker of a pool (stages set up once per thread, then reused)."""
-        workers = getattr(self._local, "workers", None)
-        if workers is None:
-            workers = self._local.workers = {}
-        if spec.key not in workers:
-            workers[spec.key] = StreamWorker(spec, self._record)
-        return workers[spec.key]
-
-    def _stream_item(self, item: dict, pools: list[PoolSpec]) -> list[PartWritten]:
-        workers = [self._worker(p) for p in pools]
-        parts = []
-        for out in through_pools(workers, pa.Table.from_pylist([item])):
-            for r in out.to_pylist():
-                parts.append(PartWritten(r["chunk"], r["file"], r["rows"], r["tokens"]))
-        return parts
+    def _in_processes(self, fn, items: list) -> Iterator:
+        """``fn`` over ``items`` in the worker processes, results in order (every task is submitted,
+        so every process is started, before this returns)."""
+        with _main_not_reimported():
+            return self.processes.map(fn, items)
 
     def stream(self, job: StreamJob) -> Iterator[PartWritten]:
-        for parts in self.pool.map(lambda item: self._stream_item(item, job.pools), job.items):
+        for parts, counts in self._in_processes(partial(stream_item, pools=job.pools), job.items):
+            self._add(counts)
             yield from parts
 
     def run_global(self, job: GlobalJob) -> dict:
         """The stage's global step on ``LocalDatasetOps`` (``common.run_global_step``)."""
-        ops = LocalDatasetOps(shuffle_partitions(job.input_bytes, self.num_cpus), self.pool, run_id=job.run_id)
+        ops = LocalDatasetOps(shuffle_partitions(job.input_bytes, self.num_cpus), self.threads, run_id=job.run_id)
         return run_global_step(job, ops, lambda columns: self._keys(job, columns))
 
     def _keys(self, job: GlobalJob, columns: list[str]) -> list[pa.Table]:
         t0 = time.perf_counter()
-        keys = list(self.pool.map(lambda p: read_live_keys(p[0], columns, p[1]), zip(job.parts, job.part_numbers)))
-        self._record(SHUFFLE_BYTES, time.perf_counter() - t0, sum(k.nbytes for k in keys))
+        keys = list(self.threads.map(read_live_keys, job.parts, [columns] * len(job.parts), job.part_numbers))
+        self._add({SHUFFLE_BYTES: [time.perf_counter() - t0, sum(k.nbytes for k in keys), 1]})
         return keys
 
     def finalize(self, job: FinalJob) -> list[WriteStats]:
-        return list(self.pool.map(lambda item: finalize_chunk(item, job), job.items))
+        return list(self._in_processes(partial(finalize_chunk, job=job), job.items))
