@@ -38,6 +38,19 @@ def tokenmill_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "tokenmill.engine.cli", *args]
 
 
+@pytest.fixture(scope="session")
+def quickstart_run(tmp_path_factory):
+    """The main job, once per session, as a user runs it: ``tokenmill run configs/quickstart.yaml``
+    in a child process on an embedded Ray, progress lines every 2 s. (completed process, output)."""
+    import subprocess
+
+    out = tmp_path_factory.mktemp("quickstart") / "out"
+    env = {k: v for k, v in os.environ.items() if k not in ("TOKENMILL_PROGRESS_INTERVAL", "RAY_ADDRESS")}
+    proc = subprocess.run(tokenmill_cmd("run", str(QUICKSTART), "--output", str(out), "--progress-interval", "2"),
+                          cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    return proc, out
+
+
 @pytest.fixture
 def sort_shuffle(ray_local):
     """The shuffle the executor picks for small runs (the hash shuffle starts actors per step)."""
@@ -71,3 +84,50 @@ def tiny_model(tmp_path_factory, shared_data) -> Path:
     from tiny_llm import make_tiny_llm
 
     return make_tiny_llm(tmp_path_factory.mktemp("tiny-llm") / "model", shared_data / "web_dev.jsonl")
+
+
+@pytest.fixture(params=["local", pytest.param("ray", marks=pytest.mark.slow)])
+def engine(request) -> str:
+    """The executor a pipeline test runs on: ``local`` (one process, no Ray: the fast lane) and
+    ``ray`` (marked slow; the full suite runs both, and the two must agree)."""
+    if request.param == "ray":
+        request.getfixturevalue("ray_local")
+    return request.param
+
+
+class DatasetOpsMaker:
+    """``DatasetOps`` of one executor and datasets of it from Arrow tables, for tests of the global
+    algorithms written over those operations."""
+
+    def __init__(self, kind: str, pool=None):
+        self.kind, self.pool = kind, pool
+
+    def ops(self, parts: int):
+        if self.kind == "ray":
+            from tokenmill.engine.executors.ray.ops import RayDatasetOps
+
+            return RayDatasetOps(parts)
+        from tokenmill.engine.executors.local.ops import LocalDatasetOps
+
+        return LocalDatasetOps(parts, self.pool)
+
+    def dataset(self, table, blocks: int = 1):
+        if self.kind == "ray":
+            import ray
+
+            return ray.data.from_arrow(table).repartition(blocks)
+        step = -(-table.num_rows // max(1, blocks)) or 1
+        return [table.slice(i, step) for i in range(0, max(1, table.num_rows), step)]
+
+
+@pytest.fixture(params=["local", pytest.param("ray", marks=pytest.mark.slow)])
+def datasets(request):
+    """Dataset operations on the local executor (fast lane) and on Ray Data (slow)."""
+    if request.param == "ray":
+        request.getfixturevalue("ray_local")
+        yield DatasetOpsMaker("ray")
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        yield DatasetOpsMaker("local", pool)

@@ -23,7 +23,7 @@ def _responses_before(warc_gz: bytes, cut: int) -> int:
     return sum(1 for (kind, _), end in zip(recs, ends) if "response" in kind and end <= cut)
 
 
-def test_bad_input_corpus(ray_local, tmp_path, shared_data):
+def test_bad_input_corpus(engine, tmp_path, shared_data):
     d = tmp_path / "in"
     d.mkdir()
     docs = web_docs(shared_data)
@@ -75,7 +75,7 @@ def test_bad_input_corpus(ray_local, tmp_path, shared_data):
 
     out = tmp_path / "out"
     pipe, _ = make_pipeline([str(d / "*")], out)
-    result = run_pipeline(pipe, progress=False)
+    result = run_pipeline(pipe, progress=False, engine=engine)
     report = result.report
     rejects = read_manifest_files(out, "rejects/")
     data = read_manifest_files(out, "data/")

@@ -6,10 +6,12 @@ import json
 import os
 import subprocess
 
+import pytest
 import yaml
 from conftest import REPO, tokenmill_cmd
 from pipeline_helpers import make_pipeline, output_rows, web_docs, write_jsonl_gz
 
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 def test_run_on_existing_multinode_cluster(tmp_path, shared_data):
     from ray.cluster_utils import Cluster

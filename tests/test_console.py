@@ -15,7 +15,7 @@ import termios
 import time
 from pathlib import Path
 
-from conftest import QUICKSTART, REPO, tokenmill_cmd
+from conftest import tokenmill_cmd
 
 from tokenmill.engine.report.console import Console, PhaseProgress
 
@@ -42,10 +42,8 @@ def _small_config(tmp_path: Path, shared_data: Path, docs: int = 30) -> Path:
     return cfg
 
 
-def test_quickstart_log_output_is_short_and_tokenmills_own(tmp_path):
-    out = tmp_path / "out"
-    proc = subprocess.run(tokenmill_cmd("run", str(QUICKSTART), "--output", str(out), "--progress-interval", "2"),
-                          cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+def test_quickstart_log_output_is_short_and_tokenmills_own(quickstart_run):
+    proc, out = quickstart_run
     lines = proc.stdout.splitlines()
     assert proc.returncode == 0, proc.stdout
     assert len(lines) <= 40, proc.stdout

@@ -14,6 +14,7 @@ from pipeline_helpers import kill_run_after_first_chunk, make_pipeline, output_r
 
 from tokenmill.engine.run import run_pipeline
 
+pytestmark = [pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory, shared_data):

@@ -54,10 +54,10 @@ def _kept_and_rejected(out: Path) -> tuple[set, dict]:
     return set(data["id"].to_pylist()), decisions
 
 
-def test_three_cron_runs_equal_one_run_over_all_input(ray_local, sort_shuffle, tmp_path, corpus):
+def test_three_cron_runs_equal_one_run_over_all_input(engine, tmp_path, corpus):
     rows, shards = corpus
     single = tmp_path / "single"
-    run_pipeline(build_pipeline(_config(shards, single)), progress=False)
+    run_pipeline(build_pipeline(_config(shards, single)), progress=False, engine=engine)
     want_kept, want_rejected = _kept_and_rejected(single)
     assert want_rejected, "the corpus must hold duplicates for this test to mean anything"
 
@@ -69,7 +69,7 @@ def test_three_cron_runs_equal_one_run_over_all_input(ray_local, sort_shuffle, t
         for s in shards[:upto]:
             if not (seen_input / s.name).exists():
                 (seen_input / s.name).write_bytes(s.read_bytes())
-        result = run_pipeline(build_pipeline(_config([seen_input], inc, incremental=True)), progress=False)
+        result = run_pipeline(build_pipeline(_config([seen_input], inc, incremental=True)), progress=False, engine=engine)
         reports.append(result.report)
         assert result.report["incremental"]["run"] == len(reports)
         assert result.report["incremental"]["input_files"] == 2
@@ -91,10 +91,11 @@ def test_three_cron_runs_equal_one_run_over_all_input(ray_local, sort_shuffle, t
     assert reports[-1]["global_steps"]["minhash_dedup"]["indexed_runs"] == 2
     assert reports[-1]["global_steps"]["exact_dedup"]["indexed_runs"] == 2
     # a run with nothing new does nothing
-    again = run_pipeline(build_pipeline(_config([seen_input], inc, incremental=True)), progress=False)
+    again = run_pipeline(build_pipeline(_config([seen_input], inc, incremental=True)), progress=False, engine=engine)
     assert again.skipped and len(Ledger(Storage(str(inc))).runs()) == 3
 
 
+@pytest.mark.slow   # tokenmill run child processes on Ray, killed
 def test_killed_run_is_picked_up_without_taking_a_file_twice(tmp_path, corpus):
     _, shards = corpus
     landing = tmp_path / "landing"
@@ -123,6 +124,7 @@ def test_killed_run_is_picked_up_without_taking_a_file_twice(tmp_path, corpus):
     assert len(ids) == len(set(ids))   # no document written twice
 
 
+@pytest.mark.slow   # tokenmill run child processes on Ray, killed
 def test_two_runs_at_once_one_works_the_other_exits(tmp_path, corpus):
     _, shards = corpus
     out = tmp_path / "out"
@@ -174,18 +176,18 @@ def test_lease_waits_takes_over_from_a_dead_holder_and_refuses_while_held(tmp_pa
     third.release()
 
 
-def test_incremental_output_keeps_earlier_files_byte_for_byte(ray_local, sort_shuffle, tmp_path, corpus):
+def test_incremental_output_keeps_earlier_files_byte_for_byte(engine, tmp_path, corpus):
     _, shards = corpus
     landing = tmp_path / "landing"
     landing.mkdir()
     out = tmp_path / "out"
     (landing / shards[0].name).write_bytes(shards[0].read_bytes())
-    run_pipeline(build_pipeline(_config([landing], out, incremental=True)), progress=False)
+    run_pipeline(build_pipeline(_config([landing], out, incremental=True)), progress=False, engine=engine)
     before = {p: p.read_bytes() for p in out.glob("data/language=*/*.parquet")}
     assert before and all(p.name.startswith("part-r000001-") for p in before)
-    assert run_pipeline(build_pipeline(_config([landing], out, incremental=True)), progress=False).skipped
+    assert run_pipeline(build_pipeline(_config([landing], out, incremental=True)), progress=False, engine=engine).skipped
     (landing / shards[1].name).write_bytes(shards[1].read_bytes())   # lands after a night with nothing new
-    second = run_pipeline(build_pipeline(_config([landing], out, incremental=True)), progress=False)
+    second = run_pipeline(build_pipeline(_config([landing], out, incremental=True)), progress=False, engine=engine)
     assert second.report["incremental"]["run"] == 2 and second.report["incremental"]["input_files"] == 1
     for p, content in before.items():
         assert p.read_bytes() == content
@@ -198,6 +200,7 @@ def test_incremental_output_keeps_earlier_files_byte_for_byte(ray_local, sort_sh
 
 
 
+@pytest.mark.slow   # tokenmill run child processes on Ray, killed
 def test_run_killed_after_writing_its_index_does_not_reject_its_own_documents(tmp_path, corpus):
     """Killed once its exact-dedup index is committed, then resumed with a config whose fingerprint
     differs (max_rows_per_file): the leftover index is the run's own, not an earlier run's."""
@@ -228,7 +231,7 @@ def test_run_killed_after_writing_its_index_does_not_reject_its_own_documents(tm
     assert len(list(out.glob("_index/exact_dedup/run=*/_SUCCESS"))) == 1
 
 
-def test_incremental_refuses_an_output_written_by_a_plain_run(tmp_path, corpus):
+def test_incremental_refuses_an_output_written_by_a_plain_run(engine, tmp_path, corpus):
     from tokenmill.engine.durable.incremental import ForeignOutput
 
     _, shards = corpus
@@ -236,7 +239,7 @@ def test_incremental_refuses_an_output_written_by_a_plain_run(tmp_path, corpus):
     out.mkdir()
     (out / "_manifest.json").write_text(json.dumps({"complete": True, "files": [], "fingerprint": "x"}))
     with pytest.raises(ForeignOutput, match="not incremental"):
-        run_pipeline(build_pipeline(_config(shards[:1], out, incremental=True)), progress=False)
+        run_pipeline(build_pipeline(_config(shards[:1], out, incremental=True)), progress=False, engine=engine)
     assert not (out / "_ledger" / "_lease.json").exists()
 
 

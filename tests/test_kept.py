@@ -1,4 +1,5 @@
-"""Choosing the kept document of each near-duplicate component on real Ray (stages/dedup/kept):
+"""Choosing the kept document of each near-duplicate component (stages/dedup/kept) on the engines'
+dataset operations (local; Ray Data in the full suite):
 a component too large for one call is decided in slices, with exactly the decisions it gets whole,
 for both keep rules and when an indexed document of an earlier run owns it."""
 from __future__ import annotations
@@ -8,13 +9,14 @@ import random
 import pyarrow as pa
 import pytest
 
-from tokenmill.engine.executors.ray.ops import RayDatasetOps
 from tokenmill.stages.dedup.hubs import find_hubs
 from tokenmill.stages.dedup.kept import CLUSTER_SIZE, decide
 
 
 @pytest.fixture(autouse=True)
-def _sort_shuffle(sort_shuffle):
+def _sort_shuffle(request):
+    if "datasets" in request.fixturenames and request.getfixturevalue("datasets").kind == "ray":
+        request.getfixturevalue("sort_shuffle")   # the shuffle the executor picks for small runs
     yield
 
 
@@ -28,26 +30,25 @@ def _labeled(big: int = 30_000) -> pa.Table:
     rng.shuffle(offsets)
     return pa.table({"node": pa.array(range(n), pa.int64()), "label": pa.array(labels, pa.int64()),
                      "row_key": [f"f{o % 3}.jsonl:{o}" for o in offsets], "id": [f"doc{o}" for o in offsets],
-                     "_chunk": pa.array([o % 4 for o in offsets], pa.int32()),
                      "quality_score": [rng.choice([0.1, 0.5, 0.9, None]) for _ in range(n)]})
 
 
-def _decisions(ray_local, table: pa.Table, keep: str, hub_degree: int) -> dict:
-    ops = RayDatasetOps(8)
-    labeled = ray_local.data.from_arrow(table).repartition(5)
-    owners = [ray_local.data.from_arrow(pa.table({"label": pa.array([-7], pa.int64()), "indexed_id": ["old-page"]}))]
+def _decisions(datasets, table: pa.Table, keep: str, hub_degree: int) -> dict:
+    ops = datasets.ops(8)
+    labeled = datasets.dataset(table, 5)
+    owners = [datasets.dataset(pa.table({"label": pa.array([-7], pa.int64()), "indexed_id": ["old-page"]}))]
     out = ops.collect(decide(ops, labeled, owners, keep, hub_degree))
     return {r["row_key"]: (r["reject_reason"], r[CLUSTER_SIZE]) for r in out.to_pylist()}
 
 
 @pytest.mark.parametrize("keep", ["first", "quality_score"])
-def test_sliced_components_decide_as_whole_ones(ray_local, keep):
+def test_sliced_components_decide_as_whole_ones(datasets, keep):
     table = _labeled()
-    ops = RayDatasetOps(8)
-    hubs = find_hubs(ops, ray_local.data.from_arrow(table).repartition(5), "label", None, 2_000)
+    ops = datasets.ops(8)
+    hubs = find_hubs(ops, datasets.dataset(table, 5), "label", None, 2_000)
     assert hubs.keys.tolist() == [-7, 0] and hubs.counts.tolist() == [6_000, 30_000]
-    sliced = _decisions(ray_local, table, keep, hub_degree=2_000)
-    whole = _decisions(ray_local, table, keep, hub_degree=10**9)
+    sliced = _decisions(datasets, table, keep, hub_degree=2_000)
+    whole = _decisions(datasets, table, keep, hub_degree=10**9)
     assert sliced == whole and len(sliced) == table.num_rows
     kept = [k for k, (reason, _) in sliced.items() if reason is None]
     assert len(kept) == 1 + 300  # the owned component keeps none
@@ -64,9 +65,9 @@ def test_sliced_components_decide_as_whole_ones(ray_local, keep):
         assert len(best) == 1 and best[0]["quality_score"] == 0.9
 
 
-def test_components_under_half_the_hub_degree_are_not_hubs(ray_local):
+def test_components_under_half_the_hub_degree_are_not_hubs(datasets):
     """6,000 members are reported by the blocks (over 20,000 // 16 each) but stay under half of
     20,000: no hub, so every component is decided whole in one call."""
-    data = ray_local.data.from_arrow(_labeled(big=500)).repartition(2)
-    assert find_hubs(RayDatasetOps(8), data, "label", None, 20_000) is None
-    assert find_hubs(RayDatasetOps(8), data, "label", None, 12_000).keys.tolist() == [-7]
+    data = datasets.dataset(_labeled(big=500), 2)
+    assert find_hubs(datasets.ops(8), data, "label", None, 20_000) is None
+    assert find_hubs(datasets.ops(8), data, "label", None, 12_000).keys.tolist() == [-7]

@@ -1,7 +1,7 @@
-"""The local executor (``engine: local``: one process, pyarrow and threads) gives Ray's output row
-for row: the quickstart, bad input, MinHash with hubs spread, quality keep_top, a generating stage
+"""The local executor (``engine: local``: one process and its workers, no Ray) gives Ray's output
+row for row (the quickstart: test_quickstart.py): bad input, MinHash with hubs spread, quality keep_top, a generating stage
 under a token budget, and incremental runs alternating the two engines. Its own behaviour (no Ray
-started, one CPU inline, a stage error surfacing) is checked without Ray."""
+started, one CPU inline, a stage's error failing the run) is checked without Ray."""
 from __future__ import annotations
 
 import gzip
@@ -10,7 +10,6 @@ import sys
 import threading
 
 import pytest
-from conftest import QUICKSTART
 from pipeline_helpers import (
     extra_columns,
     make_pipeline,
@@ -21,9 +20,11 @@ from pipeline_helpers import (
     web_docs,
     write_jsonl_gz,
 )
+from pydantic import BaseModel
 
-from tokenmill.engine.config import build_pipeline, load_config
+from tokenmill.engine.config import build_pipeline
 from tokenmill.engine.run import run_pipeline
+from tokenmill.engine.stage import Stage
 
 
 def _run_both(pipe_for, tmp_path):
@@ -33,20 +34,6 @@ def _run_both(pipe_for, tmp_path):
         result = run_pipeline(pipe_for(out), progress=False, engine=engine)
         got[engine] = (output_rows(out), result.report, out)
     return got
-
-
-@pytest.mark.slow   # runs Ray too
-def test_quickstart_on_local_equals_ray(tmp_path, ray_local):
-    def pipe_for(out):
-        p = load_config(QUICKSTART)
-        p.config.output.path = str(out)
-        return p
-
-    got = _run_both(pipe_for, tmp_path)
-    assert got["local"][0] == got["ray"][0] and len(got["local"][0][0]) > 300
-    assert report_counts(got["local"][1]) == report_counts(got["ray"][1])
-    assert all(s["busy_seconds"] for s in got["local"][1]["stages"][1:])
-    assert run_pipeline(pipe_for(got["local"][2]), progress=False, engine="ray").skipped   # the same run
 
 
 @pytest.mark.slow   # runs Ray too
@@ -170,3 +157,30 @@ def test_local_runs_start_no_ray_one_cpu_runs_inline_and_two_give_the_same_outpu
     assert got[1][:2] == got[2][:2] and sum(1 for r in got[1][0][1] if r[1] == "exact_dedup") >= 10
     if not was_loaded:
         assert "ray" not in sys.modules
+
+
+class NoParams(BaseModel):
+    pass
+
+
+class Explodes(Stage):
+    """A user's stage that fails on one document."""
+
+    name = "explodes"
+    Params = NoParams
+
+    def __call__(self, batch):
+        if any("BOOM" in (t or "") for t in batch["text"].to_pylist()):
+            raise RuntimeError("this stage cannot handle BOOM")
+        return batch
+
+
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_a_stage_error_fails_the_run_and_commits_nothing(tmp_path, cpus):
+    write_jsonl_gz(tmp_path / "a.jsonl.gz", [{"id": "1", "text": "fine"}, {"id": "2", "text": "BOOM here"}])
+    pipe = build_pipeline({"name": "x", "input": {"paths": [str(tmp_path / "a.jsonl.gz")]},
+                           "output": {"path": str(tmp_path / "out")},
+                           "stages": [{"type": "test_local_executor:Explodes"}]})
+    with pytest.raises(RuntimeError, match="cannot handle BOOM"):
+        run_pipeline(pipe, progress=False, engine="local", num_cpus=cpus)
+    assert not (tmp_path / "out" / "_manifest.json").exists() and not (tmp_path / "out" / "data").exists()

@@ -74,10 +74,10 @@ def _family(doc_id: str) -> str:
     return doc_id.split("~copy")[0]
 
 
-def test_copies_are_removed_in_favour_of_their_original(ray_local, tmp_path, shared_data):
+def test_copies_are_removed_in_favour_of_their_original(engine, tmp_path, shared_data):
     rows = _families(shared_data)
     out = tmp_path / "out"
-    result = run_pipeline(build_pipeline(_config(_write(rows, tmp_path / "in"), out, scope="global")), progress=False)
+    result = run_pipeline(build_pipeline(_config(_write(rows, tmp_path / "in"), out, scope="global")), progress=False, engine=engine)
     data = read_manifest_files(out, "data/")
     rej = [r for r in read_manifest_files(out, "rejects/").to_pylist() if r["reject_stage"] == "minhash_dedup"]
     # every copy is removed (recall 1.0 at Jaccard ~0.9), and attributed to a document of its family
@@ -106,19 +106,19 @@ def test_copies_are_removed_in_favour_of_their_original(ray_local, tmp_path, sha
     assert reasons == {"near_duplicate": len(removed)}
 
 
-def test_same_kept_set_whatever_batches_chunks_workers_and_hub_degree(ray_local, tmp_path, shared_data):
+def test_same_kept_set_whatever_batches_chunks_workers_and_hub_degree(engine, tmp_path, shared_data):
     """Also with a page copied 1,000 times, whole in one call (hub_degree 10^9) or spread (hub_degree
     50: that page's buckets, its smallest copy's edges and its component cut into slices)."""
     page = web_docs(shared_data)[200]["text"]
     rows = _families(shared_data, originals=60) + [{"id": f"boiler{i}", "text": page} for i in range(1000)]
     inputs = _write(rows, tmp_path / "in", files=3)
     one = tmp_path / "one"
-    whole = run_pipeline(build_pipeline(_config(inputs, one, hub_degree=10**9)), progress=False)
+    whole = run_pipeline(build_pipeline(_config(inputs, one, hub_degree=10**9)), progress=False, engine=engine)
     many = tmp_path / "many"
     run_pipeline(build_pipeline(_config(inputs, many, batch_size=17, files_per_chunk=1, concurrency=1)),
-                 progress=False)
+                 progress=False, engine=engine)
     spread = tmp_path / "spread"
-    sliced = run_pipeline(build_pipeline(_config(inputs, spread, hub_degree=50)), progress=False)
+    sliced = run_pipeline(build_pipeline(_config(inputs, spread, hub_degree=50)), progress=False, engine=engine)
     assert _outcome(one) == _outcome(many) == _outcome(spread)
     assert sum(1 for r in _outcome(one) if r[1]) >= 100 + 999
     assert ("boiler0", None, 1000) in _outcome(one)
@@ -180,12 +180,12 @@ def test_multinode_cluster_gives_the_same_result(ray_local, tmp_path, shared_dat
     assert _cluster_run(tmp_path, inputs, remove_worker) == _outcome(single)
 
 
-def test_incremental_run_rejects_copies_of_indexed_documents(ray_local, tmp_path, shared_data):
+def test_incremental_run_rejects_copies_of_indexed_documents(engine, tmp_path, shared_data):
     pages = web_docs(shared_data)
     index = tmp_path / "index"
     run_a = tmp_path / "a"
     run_pipeline(build_pipeline(_config(_write(pages[:60], tmp_path / "in-a"), run_a, index={"write": str(index)})),
-                 progress=False)
+                 progress=False, engine=engine)
     kept_a = set(read_manifest_files(run_a, "data/")["id"].to_pylist())
     a_files = {p: p.read_bytes() for p in run_a.rglob("*.parquet")}
     assert len(list(index.glob("run=*/_SUCCESS"))) == 1 and list(index.glob("run=*/range=*/*.parquet"))
@@ -201,7 +201,7 @@ def test_incremental_run_rejects_copies_of_indexed_documents(ray_local, tmp_path
     fresh = pages[100:140]
     cfg_b = _config(_write(fresh + copies, tmp_path / "in-b"), tmp_path / "b",
                     index={"read": [str(index)], "write": str(index)})
-    result = run_pipeline(build_pipeline(cfg_b), progress=False)
+    result = run_pipeline(build_pipeline(cfg_b), progress=False, engine=engine)
     rej = [r for r in read_manifest_files(tmp_path / "b", "rejects/").to_pylist() if r["reject_stage"] == "minhash_dedup"]
     got = {r["id"]: r["reject_reason"] for r in rej}
     assert got == {c["id"]: f"near_duplicate_of:{c['id'][:-len('~again')]}" for c in copies}
@@ -209,32 +209,32 @@ def test_incremental_run_rejects_copies_of_indexed_documents(ray_local, tmp_path
     # run A's output is untouched; run B added its own index run; re-running B does nothing
     assert {p: p.read_bytes() for p in run_a.rglob("*.parquet")} == a_files
     assert len(list(index.glob("run=*/_SUCCESS"))) == 2
-    assert run_pipeline(build_pipeline(cfg_b), progress=False).skipped
+    assert run_pipeline(build_pipeline(cfg_b), progress=False, engine=engine).skipped
 
     # the index gains a run (C): B is redone against A and C, never against its own index run
     run_pipeline(build_pipeline(_config(_write(pages[150:170], tmp_path / "in-c"), tmp_path / "c",
-                                        index={"write": str(index)})), progress=False)
-    again = run_pipeline(build_pipeline(cfg_b), progress=False)
+                                        index={"write": str(index)})), progress=False, engine=engine)
+    again = run_pipeline(build_pipeline(cfg_b), progress=False, engine=engine)
     assert not again.skipped and again.report["global_steps"]["minhash_dedup"]["indexed_runs"] == 2
     rej = [r for r in read_manifest_files(tmp_path / "b", "rejects/").to_pylist() if r["reject_stage"] == "minhash_dedup"]
     assert {r["id"]: r["reject_reason"] for r in rej} == got
     assert len(list(index.glob("run=*/_SUCCESS"))) == 3
-    assert run_pipeline(build_pipeline(cfg_b), progress=False).skipped
+    assert run_pipeline(build_pipeline(cfg_b), progress=False, engine=engine).skipped
 
 
-def test_verify_drops_candidates_below_the_estimated_jaccard(ray_local, tmp_path, shared_data):
+def test_verify_drops_candidates_below_the_estimated_jaccard(engine, tmp_path, shared_data):
     rows = _families(shared_data, originals=30, copies=1)           # copies at Jaccard ~0.9
     twins = [{"id": f"{r['id']}~twin", "text": r["text"] + " "} for r in rows[:20:2]]   # the same shingles
     out = tmp_path / "out"
     run_pipeline(build_pipeline(_config(_write(rows + twins, tmp_path / "in"), out, scope="global", verify=0.99)),
-                 progress=False)
+                 progress=False, engine=engine)
     rej = {r["id"] for r in read_manifest_files(out, "rejects/").to_pylist() if r["reject_stage"] == "minhash_dedup"}
     assert {t["id"] for t in twins} <= rej
     close_copies = {r["id"] for r in rows if "~copy" in r["id"]} & rej
     assert len(close_copies) <= 2, close_copies   # ~0.9 copies survive a 0.99 check (but for chance agreement)
 
 
-def test_precision_and_recall_on_a_near_duplicate_corpus(ray_local, tmp_path):
+def test_precision_and_recall_on_a_near_duplicate_corpus(engine, tmp_path):
     """3,000 documents from real pages: copies spread over true word-5-gram Jaccard buckets. The
     floors are what 14 bands x 8 rows reach here (measured 2026-11-29: recall at >= 0.8 of 0.99x,
     precision 1.0); the theory for the [0.8, 0.9) bucket alone is ~0.98."""
@@ -245,7 +245,7 @@ def test_precision_and_recall_on_a_near_duplicate_corpus(ray_local, tmp_path):
     out = tmp_path / "out"
     cfg = _config(inputs, out, scope="global")
     cfg["stages"] = cfg["stages"][1:]  # minhash_dedup alone: langid would split the spliced originals by language
-    run_pipeline(build_pipeline(cfg), progress=False)
+    run_pipeline(build_pipeline(cfg), progress=False, engine=engine)
     rej = read_manifest_files(out, "rejects/").to_pylist()
     removed = {r["id"]: r["reject_reason"].split(":", 1)[1] for r in rej if r["reject_stage"] == "minhash_dedup"}
     score = evaluate(rows, removed)

@@ -11,7 +11,10 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
+import pytest
 from conftest import REPO
+
+pytestmark = [pytest.mark.slow]
 
 SHIPPED_LANGUAGES = 24
 

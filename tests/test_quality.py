@@ -73,10 +73,10 @@ def _scores(out: Path) -> tuple[dict, dict]:
                   if r["reject_stage"] == "quality_fasttext"}
 
 
-def test_keep_top_is_per_language_over_the_whole_run(ray_local, tmp_path, shared_data, quality_model):
+def test_keep_top_is_per_language_over_the_whole_run(engine, tmp_path, shared_data, quality_model):
     out = tmp_path / "out"
     result = run_pipeline(build_pipeline(_config(_corpus(tmp_path / "in", shared_data), out, quality_model,
-                                                 keep_top=0.25)), progress=False)
+                                                 keep_top=0.25)), progress=False, engine=engine)
     step = result.report["global_steps"]["quality_fasttext"]
     kept, rejected = _scores(out)
     assert set(r for r, _ in rejected.values()) == {"low_quality"}
@@ -110,10 +110,10 @@ def _lang_of(doc_id: str, out: Path) -> str:
     return _LANGS[out][doc_id]
 
 
-def test_threshold_filters_streamed_and_annotate_only_keeps_all(ray_local, tmp_path, shared_data, quality_model):
+def test_threshold_filters_streamed_and_annotate_only_keeps_all(engine, tmp_path, shared_data, quality_model):
     inputs = _corpus(tmp_path / "in", shared_data, files=2)
     fixed = run_pipeline(build_pipeline(_config(inputs, tmp_path / "fixed", quality_model, threshold=0.5)),
-                         progress=False)
+                         progress=False, engine=engine)
     assert "quality_fasttext" not in fixed.report["global_steps"]   # no global step, no phase break
     kept, rejected = _scores(tmp_path / "fixed")
     assert kept and rejected
@@ -122,7 +122,7 @@ def test_threshold_filters_streamed_and_annotate_only_keeps_all(ray_local, tmp_p
     assert sum(map(sum, hist["languages"].values())) == len(kept) + len(rejected)
     assert set(hist["thresholds"].values()) == {0.5}
     annotated = run_pipeline(build_pipeline(_config(inputs, tmp_path / "ann", quality_model, keep_top=0.1,
-                                                    annotate_only=True)), progress=False)
+                                                    annotate_only=True)), progress=False, engine=engine)
     kept_all, none = _scores(tmp_path / "ann")
     assert not none and len(kept_all) == len(kept) + len(rejected)
     assert kept_all.keys() == kept.keys() | rejected.keys()

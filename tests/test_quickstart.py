@@ -1,4 +1,5 @@
-"""The quickstart config end to end on a real embedded Ray: partitions, report, manifest, re-runs."""
+"""The quickstart config end to end, as a user runs it (``tokenmill run`` on an embedded Ray, once
+per session: ``conftest.quickstart_run``): partitions, report, manifest, re-runs."""
 from __future__ import annotations
 
 import hashlib
@@ -6,7 +7,7 @@ import json
 
 import pyarrow.parquet as pq
 from conftest import QUICKSTART
-from pipeline_helpers import output_rows, read_manifest_files
+from pipeline_helpers import output_rows, read_manifest_files, report_counts
 
 from tokenmill.engine.config import load_config
 from tokenmill.engine.run import run_pipeline
@@ -14,9 +15,9 @@ from tokenmill.engine.run import run_pipeline
 SAMPLE_DOCS = 117 + 30 + 472 + 161 + 22  # web, recrawl, udhr, books, warc responses
 
 
-def test_quickstart_end_to_end(ray_local, tmp_path):
-    out = tmp_path / "out"
-    result = run_pipeline(load_config(QUICKSTART), output=str(out), progress=False)
+def test_quickstart_end_to_end(quickstart_run, tmp_path):
+    proc, out = quickstart_run
+    assert proc.returncode == 0, proc.stdout[-3000:]
     report = json.loads((out / "report.json").read_text())
     manifest = json.loads((out / "_manifest.json").read_text())
 
@@ -78,9 +79,10 @@ def test_quickstart_end_to_end(ray_local, tmp_path):
     # re-running a finished run does nothing and says so
     again = run_pipeline(load_config(QUICKSTART), output=str(out), progress=False)
     assert again.skipped and again.manifest["fingerprint"] == manifest["fingerprint"]
-    assert result.report["output"] == report["output"]
+    assert again.report["output"] == report["output"]
 
-    # the same input and config give the same output rows
+    # the same input and config give the same output rows, on any engine (here: in this process)
     out2 = tmp_path / "out2"
-    run_pipeline(load_config(QUICKSTART), output=str(out2), progress=False)
+    local = run_pipeline(load_config(QUICKSTART), output=str(out2), progress=False, engine="local")
     assert output_rows(out2) == output_rows(out)
+    assert report_counts(local.report) == report_counts(report)

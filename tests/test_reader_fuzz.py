@@ -271,7 +271,7 @@ def test_random_parquet_column_types(tmp_path, shared_data):
 
 
 # -- one pipeline over damaged files of every format -----------------------------------------------
-def test_pipeline_over_damaged_files(ray_local, originals, tmp_path):
+def test_pipeline_over_damaged_files(engine, originals, tmp_path):
     """One run over 30 damaged files: it completes, every intact record of every file is in
     data/ or rejects/, each file's rows all arrive, and exactly the files the reader reports
     (at least those that must be) are in file_errors."""
@@ -289,7 +289,7 @@ def test_pipeline_over_damaged_files(ray_local, originals, tmp_path):
             cases[target.name] = (target, expect_for(path, clean, d))
     out = tmp_path / "out"
     pipe, _ = make_pipeline([str(src / "*")], out)
-    report = run_pipeline(pipe, progress=False).report
+    report = run_pipeline(pipe, progress=False, engine=engine).report
     assert json.loads((out / "_manifest.json").read_text())["complete"]
     rows = read_manifest_files(out, "data/").to_pylist() + read_manifest_files(out, "rejects/").to_pylist()
     seen = {(r["source"], r["id"], r["text"]) for r in rows}

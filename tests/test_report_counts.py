@@ -44,7 +44,7 @@ def _from_report(report):
     return langs, reasons, stages, files
 
 
-def test_report_counts_equal_a_recount_of_the_files(tmp_path, shared_data, ray_local):
+def test_report_counts_equal_a_recount_of_the_files(tmp_path, shared_data, engine):
     rows = web_docs(shared_data)
     good = write_jsonl_gz(tmp_path / "good.jsonl.gz", rows[:150] + rows[:20])  # 20 exact duplicates
     cut = tmp_path / "cut.jsonl.gz"
@@ -54,7 +54,7 @@ def test_report_counts_equal_a_recount_of_the_files(tmp_path, shared_data, ray_l
     bad.write_text('{"text": "fine but short"}\nnot json at all\n{"id": 3}\n')
     out = tmp_path / "out"
     pipe, _ = make_pipeline([good, cut, bad], out, batch_size=40, files_per_chunk=2)
-    result = run_pipeline(pipe, progress=False)
+    result = run_pipeline(pipe, progress=False, engine=engine)
     report = json.loads((out / "report.json").read_text())
 
     recount = _recount(out)
@@ -68,7 +68,7 @@ def test_report_counts_equal_a_recount_of_the_files(tmp_path, shared_data, ray_l
 
     # a report lost after the commit is rebuilt from the manifest's counts, without the engine
     (out / "report.json").unlink()
-    again = run_pipeline(pipe, progress=False)
+    again = run_pipeline(pipe, progress=False, engine=engine)
     assert again.skipped and _from_report(again.report) == recount
 
 
@@ -102,14 +102,14 @@ def test_partitioned_writer_rotates_files_and_keeps_partitions_pure(tmp_path):
         assert set(pq.read_table(p)["language"].to_pylist()) == {p.split("language=")[1].split("/")[0]}
 
 
-def test_without_token_counts_the_report_measures_in_characters(tmp_path, shared_data, ray_local):
+def test_without_token_counts_the_report_measures_in_characters(tmp_path, shared_data, engine):
     """``tokenizer.kind: none`` skips the BPE count: num_tokens stays null on disk, and the report and
     its HTML say so and measure in characters (their figures still equal a recount of the files)."""
     rows = web_docs(shared_data)[:60]
     src = write_jsonl_gz(tmp_path / "in.jsonl.gz", rows + rows[:10])
     out = tmp_path / "out"
     pipe, _ = make_pipeline([src], out, tokenizer={"kind": "none"})
-    report = run_pipeline(pipe, progress=False).report
+    report = run_pipeline(pipe, progress=False, engine=engine).report
     data = read_manifest_files(out, "data/")
     assert data.num_rows == report["output"]["docs"] > 0 and data["num_tokens"].null_count == data.num_rows
     assert report["size_unit"] == "chars" and report["output"]["tokens"] == 0

@@ -34,6 +34,8 @@ from pipeline_helpers import (
 from tokenmill.engine.config import build_pipeline, load_config
 from tokenmill.engine.run import run_pipeline
 
+pytestmark = [pytest.mark.slow, pytest.mark.spark]
+
 pytest.importorskip("pyspark")
 CLUSTER_SIZE = "dup_cluster_size"
 

@@ -24,6 +24,8 @@ import requests
 import yaml
 from conftest import REPO, tokenmill_cmd
 
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+
 SAMPLE = REPO / "configs" / "sample"
 SAMPLE_INPUTS = [SAMPLE / "web.jsonl.gz", SAMPLE / "recrawl.jsonl"]   # 117 + 30 documents
 ADDRESS_VARS = ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")
