@@ -15,6 +15,7 @@ import termios
 import time
 from pathlib import Path
 
+import pytest
 from conftest import tokenmill_cmd
 
 from tokenmill.engine.report.console import Console, PhaseProgress
@@ -58,6 +59,7 @@ def test_quickstart_log_output_is_short_and_tokenmills_own(quickstart_run):
     assert (out / "report.json").exists()
 
 
+@pytest.mark.slow   # a tokenmill run child process on Ray
 def test_verbose_brings_ray_logs_back(tmp_path, shared_data):
     cfg = _small_config(tmp_path, shared_data)
     proc = subprocess.run(tokenmill_cmd("run", str(cfg), "--verbose"), cwd=tmp_path, env=_env(),
@@ -90,6 +92,7 @@ def _run_in_terminal(cmd: list[str], cwd: Path, timeout: float = 300) -> tuple[i
     return proc.wait(timeout=30), b"".join(chunks).decode("utf-8", "replace")
 
 
+@pytest.mark.slow   # a tokenmill run child process on Ray
 def test_terminal_gets_one_live_line(tmp_path, shared_data):
     cfg = _small_config(tmp_path, shared_data, docs=200)
     rc, screen = _run_in_terminal(tokenmill_cmd("run", str(cfg)), tmp_path)

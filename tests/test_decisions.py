@@ -53,9 +53,12 @@ def _expected(rows: list[dict]) -> dict[str, str]:
     return out
 
 
-@pytest.mark.parametrize("stages,shuffle", [(["exact_dedup"], "hash"), (["exact_dedup", "heuristics"], "auto")],
-                         ids=["final-hash-shuffle", "next-phase-sort-shuffle"])
-def test_decisions_land_on_the_right_rows(tmp_path, ray_local, stages, shuffle):
+@pytest.mark.parametrize("engine,stages,shuffle", [
+    ("local", ["exact_dedup"], "auto"), ("local", ["exact_dedup", "heuristics"], "auto"),
+    pytest.param("ray", ["exact_dedup"], "hash", marks=pytest.mark.slow),
+    pytest.param("ray", ["exact_dedup", "heuristics"], "auto", marks=pytest.mark.slow)],
+    ids=["local-final", "local-next-phase", "ray-final-hash-shuffle", "ray-next-phase-sort-shuffle"])
+def test_decisions_land_on_the_right_rows(request, tmp_path, engine, stages, shuffle):
     paths = _corpus(tmp_path)
     out = tmp_path / "out"
     patterns = [str(tmp_path / "crawl-a" / "*.jsonl.gz"), str(tmp_path / "crawl-b" / "*.jsonl.gz")]
@@ -66,7 +69,9 @@ def test_decisions_land_on_the_right_rows(tmp_path, ray_local, stages, shuffle):
         "stages": [{"type": t, "resources": {"batch_size": 5}} for t in stages],
         "ray": {"shuffle": shuffle},   # small input: auto takes the sort shuffle
     })
-    run_pipeline(pipe, progress=False)
+    if engine == "ray":
+        request.getfixturevalue("ray_local")
+    run_pipeline(pipe, progress=False, engine=engine)
 
     # the input as the reader sees it: file names repeat across folders, yet sources (and so
     # row_keys) differ; ids repeat in every file

@@ -173,6 +173,8 @@ def _cluster_run(tmp_path: Path, inputs: list[str], remove_worker: bool) -> set[
 
 
 @pytest.mark.parametrize("remove_worker", [False, True], ids=["three-nodes", "worker-removed-mid-dedup"])
+@pytest.mark.slow
+@pytest.mark.cluster
 def test_multinode_cluster_gives_the_same_result(ray_local, tmp_path, shared_data, remove_worker):
     inputs = _write(_families(shared_data, originals=40), tmp_path / "in", files=4)
     single = tmp_path / "single"

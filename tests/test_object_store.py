@@ -104,6 +104,7 @@ def _parquet(s3, path: str):
         return pq.read_table(fh, partitioning=None)
 
 
+@pytest.mark.slow   # runs on a Ray restarted with the S3 env
 def test_object_store_input_and_output(ray_s3, s3, shared_data):
     docs = web_docs(shared_data)[:N_DOCS]
     assert len(docs) == N_DOCS
@@ -165,6 +166,7 @@ def test_object_store_input_and_output(ray_s3, s3, shared_data):
     assert fingerprint(pipe, files) != manifest["fingerprint"]
 
 
+@pytest.mark.slow   # runs on a Ray restarted with the S3 env
 def test_quality_model_trained_from_and_read_from_the_object_store(ray_s3, s3, shared_data, tmp_path):
     """train-quality reads its documents from S3 and writes the model folder there; the stage's
     model_path takes that S3 folder (copied once per actor)."""
@@ -205,6 +207,7 @@ def test_lease_on_the_object_store_is_exclusive(s3_server, s3):
     Lease(store, path, ttl_s=60, say=lambda m: None).acquire().release()
 
 
+@pytest.mark.slow   # runs on a Ray restarted with the S3 env
 def test_incremental_runs_on_the_object_store(ray_s3, s3, shared_data):
     """Two cron-style runs on S3: the second takes only the new shard and adds its files beside the first's."""
     docs = web_docs(shared_data)[:40]

@@ -45,6 +45,11 @@ def test_wheel_ships_language_files_and_a_run_outside_the_repo_uses_them(tmp_pat
     names = zipfile.ZipFile(wheel).namelist()
     assert sum(1 for n in names if n.startswith("tokenmill/languages/") and n.endswith(".yaml")) == SHIPPED_LANGUAGES
     assert {"tokenmill/stages/quality/embed_stage.py", "tokenmill/stages/rephrase/styles/qa.yaml"} <= set(names)
+    # packaging cannot forget a sub-package: every module of the tree is in the wheel
+    tree = {f"tokenmill/{p.relative_to(REPO).as_posix()}" for top in ("engine", "stages", "cluster")
+            for p in (REPO / top).rglob("*.py") if "__pycache__" not in p.parts}
+    assert tree <= set(names), sorted(tree - set(names))
+    assert {"tokenmill/engine/executors/local/executor.py", "tokenmill/engine/io/readers.py"} <= set(names)
     py = _venv_with_wheel(tmp_path / "venv", wheel)
 
     work = tmp_path / "elsewhere"

@@ -32,6 +32,7 @@ def embed_model(quality_model, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow   # trains an embedding head; runs on Ray
 def test_embed_head_reaches_the_auc_floor(embed_model):
     result = json.loads((embed_model / "eval.json").read_text())
     info = json.loads((embed_model / "quality.json").read_text())
@@ -61,6 +62,7 @@ def _direct_scores(texts: list[str], model_dir: Path, max_tokens: int = 128) -> 
 
 
 @pytest.mark.parametrize("sort_by_length", [True, False])
+@pytest.mark.slow   # trains an embedding head; runs on Ray
 def test_stage_under_ray_gives_the_direct_model_scores(ray_local, tmp_path, shared_data, embed_model, sort_by_length):
     rows = [json.loads(line) for line in (shared_data / "quality_dev.jsonl").read_text().splitlines()][:120]
     inp = tmp_path / "in.jsonl"

@@ -50,7 +50,7 @@ def rephrase_rejects(out: Path):
     return rej.filter(pc.equal(rej["reject_stage"], "rephrase")) if rej.num_rows else rej
 
 
-def run(inputs: str, out: Path, model: Path, messages: list | None = None, **stage) -> dict:
+def run(inputs: str, out: Path, model: Path, messages: list | None = None, engine: str = "local", **stage) -> dict:
     keep_work = stage.pop("_keep", False)
     chunk_files = stage.pop("_chunk_files", 64)
     rephrase = {"type": "rephrase", "backend": "transformers", "model": str(model), "max_input_tokens": 256,
@@ -61,15 +61,15 @@ def run(inputs: str, out: Path, model: Path, messages: list | None = None, **sta
     console = Console("off")
     if messages is not None:
         console.say = messages.append
-    return run_pipeline(build_pipeline(cfg), progress=False, console=console, keep_work=keep_work).report
+    return run_pipeline(build_pipeline(cfg), progress=False, console=console, keep_work=keep_work, engine=engine).report
 
 
-def test_chunks_and_provenance(tmp_path, shared_data, tiny_model, ray_local):
+def test_chunks_and_provenance(tmp_path, shared_data, tiny_model, engine):
     """Each selected document becomes one request per chunk of at most max_input_tokens model
     tokens; every synthetic document names its source, style, model, prompt version and chunk,
     inherits the source's language, and is counted in the run's tokenizer."""
     rows = web_rows(shared_data, 12)
-    report = run(_write(tmp_path / "in", rows), tmp_path / "out", tiny_model)
+    report = run(_write(tmp_path / "in", rows), tmp_path / "out", tiny_model, engine=engine)
     syn = read_manifest_files(tmp_path / "out", SYNTHETIC)
     rej = read_manifest_files(tmp_path / "out", "rejects/")
     rej = rej.filter(pc.equal(rej["reject_stage"], "rephrase")) if rej.num_rows else rej
@@ -103,32 +103,32 @@ def test_chunks_and_provenance(tmp_path, shared_data, tiny_model, ray_local):
     assert report["output"]["docs"] == len(rows) and report["files"]["synthetic"] >= 1
 
 
-def test_style_mix_and_same_seed_same_output(tmp_path, shared_data, tiny_model, ray_local):
+def test_style_mix_and_same_seed_same_output(tmp_path, shared_data, tiny_model, engine):
     """A few hundred documents draw their styles in the mix's proportions; the same seed gives the
     same synthetic documents, another seed other ones."""
     inputs = _write(tmp_path / "in", sentence_rows(shared_data, 400))
     mix = {"wikipedia": 0.5, "distill": 0.3, "tutorial": 0.2}
-    run(inputs, tmp_path / "a", tiny_model, styles=mix)
+    run(inputs, tmp_path / "a", tiny_model, styles=mix, engine=engine)
     a = read_manifest_files(tmp_path / "a", SYNTHETIC).sort_by("id")
     share = Counter(a["style"].to_pylist() + rephrase_rejects(tmp_path / "a")["style"].to_pylist())
     n = read_manifest_files(tmp_path / "a", "data/").num_rows   # a few sentences are rejected at read
     assert sum(share.values()) == n > 380 and a.num_rows > 300
     for style, weight in mix.items():
         assert abs(share[style] / n - weight) < 0.08, share
-    run(inputs, tmp_path / "b", tiny_model, styles=mix)
+    run(inputs, tmp_path / "b", tiny_model, styles=mix, engine=engine)
     b = read_manifest_files(tmp_path / "b", SYNTHETIC).sort_by("id")
     assert a["text"].to_pylist() == b["text"].to_pylist()
-    run(inputs, tmp_path / "c", tiny_model, styles=mix, sampling={"seed": 1})
+    run(inputs, tmp_path / "c", tiny_model, styles=mix, sampling={"seed": 1}, engine=engine)
     c = read_manifest_files(tmp_path / "c", SYNTHETIC).sort_by("id")
     assert c["text"].to_pylist() != a["text"].to_pylist()
 
 
-def test_routing_by_score_bucket(tmp_path, shared_data, tiny_model, ray_local):
+def test_routing_by_score_bucket(tmp_path, shared_data, tiny_model, engine):
     """route_by: each document takes the mix of the bucket its score falls in (here langid's
     language_score: below 0.9 Wikipedia-style, from 0.9 tutorials)."""
     inputs = _write(tmp_path / "in", sentence_rows(shared_data, 200))
     run(inputs, tmp_path / "out", tiny_model, route_by="language_score",
-        routes=[{"min": 0.0, "styles": {"wikipedia": 1}}, {"min": 0.9, "styles": {"tutorial": 1}}])
+        routes=[{"min": 0.0, "styles": {"wikipedia": 1}}, {"min": 0.9, "styles": {"tutorial": 1}}], engine=engine)
     syn = read_manifest_files(tmp_path / "out", SYNTHETIC)
     data = read_manifest_files(tmp_path / "out", "data/")
     score = dict(zip(data["id"].to_pylist(), data["language_score"].to_pylist()))
@@ -151,14 +151,14 @@ def _generated_in_order(out: Path) -> list[dict]:
     return rows
 
 
-def test_budget_stops_generation_and_a_resumed_run_regenerates_nothing(tmp_path, shared_data, tiny_model, ray_local):
+def test_budget_stops_generation_and_a_resumed_run_regenerates_nothing(tmp_path, shared_data, tiny_model, engine):
     """budget_tokens: the synthetic documents are the shortest prefix, in input order, of what the
     run without a budget generates that holds the budget; chunks after it are committed empty. A run
     resumed with the last chunks' generation lost counts the committed chunks' tokens (their
     _emitted.json) and ends with the same documents; a resumed run that lost only the final write
     generates nothing."""
     inputs = _write(tmp_path / "in", sentence_rows(shared_data, 300), files=3)
-    run(inputs, tmp_path / "full", tiny_model, _keep=True, _chunk_files=1)
+    run(inputs, tmp_path / "full", tiny_model, _keep=True, _chunk_files=1, engine=engine)
     full = _generated_in_order(tmp_path / "full")
     budget = sum(r["num_tokens"] for r in full[:len(full) // 2]) - 3   # crosses inside the second chunk
     cum, expected = 0, []
@@ -168,7 +168,7 @@ def test_budget_stops_generation_and_a_resumed_run_regenerates_nothing(tmp_path,
         if cum >= budget:
             break
     messages: list = []
-    run(inputs, tmp_path / "cut", tiny_model, messages, budget_tokens=budget, _keep=True, _chunk_files=1)
+    run(inputs, tmp_path / "cut", tiny_model, messages, budget_tokens=budget, _keep=True, _chunk_files=1, engine=engine)
     syn = read_manifest_files(tmp_path / "cut", SYNTHETIC)
     assert any(f"budget of {budget:,} tokens reached" in m for m in messages)
     assert sorted(syn["id"].to_pylist()) == sorted(expected) and len(expected) < len(full)
@@ -181,7 +181,7 @@ def test_budget_stops_generation_and_a_resumed_run_regenerates_nothing(tmp_path,
     for folder in chunks_dirs[1:]:
         (folder / "_SUCCESS").unlink()
     messages.clear()
-    run(inputs, tmp_path / "cut", tiny_model, messages, budget_tokens=budget, _keep=True, _chunk_files=1)
+    run(inputs, tmp_path / "cut", tiny_model, messages, budget_tokens=budget, _keep=True, _chunk_files=1, engine=engine)
     assert any("phase 1: 1/3 chunks already done, skipped" in m for m in messages), messages
     again = read_manifest_files(tmp_path / "cut", SYNTHETIC)
     assert sorted(again["id"].to_pylist()) == sorted(expected)
@@ -189,7 +189,7 @@ def test_budget_stops_generation_and_a_resumed_run_regenerates_nothing(tmp_path,
     shutil.rmtree(work / "final")
     (tmp_path / "cut" / "_manifest.json").unlink()
     messages.clear()
-    run(inputs, tmp_path / "cut", tiny_model, messages, budget_tokens=budget, _chunk_files=1)
+    run(inputs, tmp_path / "cut", tiny_model, messages, budget_tokens=budget, _chunk_files=1, engine=engine)
     assert any("phase 1: 3/3 chunks already done, skipped" in m for m in messages), messages
     assert sorted(read_manifest_files(tmp_path / "cut", SYNTHETIC)["text"].to_pylist()) == \
         sorted(again["text"].to_pylist())

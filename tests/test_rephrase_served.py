@@ -80,11 +80,11 @@ def _config(inputs: list[str], out: Path, served, stages: list[dict] | None = No
             "stages": [{"type": "langid"}, rephrase, *(stages or [])]}
 
 
-def test_openai_backend_retries_and_rejects_what_keeps_failing(tmp_path, shared_data, served, ray_local):
+def test_openai_backend_retries_and_rejects_what_keeps_failing(tmp_path, shared_data, served, engine):
     rows = _rows(shared_data)
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     report = run_pipeline(build_pipeline(_config([str(tmp_path / "in.jsonl")], tmp_path / "out", served)),
-                          progress=False).report
+                          progress=False, engine=engine).report
     syn = read_manifest_files(tmp_path / "out", "synthetic/")
     rej = read_manifest_files(tmp_path / "out", "rejects/")
     assert set(syn["source_id"].to_pylist()) == {r["id"] for r in rows} - {"marker-ALWAYS500"}
@@ -103,7 +103,7 @@ def test_openai_backend_retries_and_rejects_what_keeps_failing(tmp_path, shared_
     assert len({r["json"]["seed"] for r in served.requests}) >= len(rows) - 2
 
 
-def test_a_pipeline_drops_the_synthetic_copy_of_its_source(tmp_path, shared_data, served, quality_model, ray_local):
+def test_a_pipeline_drops_the_synthetic_copy_of_its_source(tmp_path, shared_data, served, quality_model, engine):
     """rephrase -> quality_fasttext -> minhash_dedup: the stages after rephrase judge the synthetic
     documents too; the near copy of a source is a near duplicate, and the source is the one kept."""
     docs = [json.loads(line) for line in open(shared_data / "quality_dev.jsonl", encoding="utf-8")]
@@ -115,7 +115,7 @@ def test_a_pipeline_drops_the_synthetic_copy_of_its_source(tmp_path, shared_data
              {"type": "minhash_dedup"}]
     cfg = _config([str(tmp_path / "in.jsonl")], tmp_path / "out", served, after, max_input_tokens=4096,
                   max_copy=0.99, max_output_tokens=64)
-    run_pipeline(build_pipeline(cfg), progress=False)
+    run_pipeline(build_pipeline(cfg), progress=False, engine=engine)
     syn = read_manifest_files(tmp_path / "out", "synthetic/")
     rej = read_manifest_files(tmp_path / "out", "rejects/")
     data = read_manifest_files(tmp_path / "out", "data/")

@@ -20,15 +20,22 @@ import sys
 import threading
 import time
 import types
-from contextlib import contextmanager
+from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
 from functools import partial
-from typing import Iterator, Optional
+from typing import Optional
 
 import pyarrow as pa
 
-from tokenmill.engine.executors.common import (SHUFFLE_BYTES, merge_counts, progress_of, run_global_step,
-                                               shuffle_partitions, stage_metrics)
+from tokenmill.engine.executors.common import (
+    SHUFFLE_BYTES,
+    merge_counts,
+    progress_of,
+    run_global_step,
+    shuffle_partitions,
+    stage_metrics,
+)
 from tokenmill.engine.executors.local.ops import LocalDatasetOps
 from tokenmill.engine.jobs import FinalJob, GlobalJob, PartWritten, PoolSpec, StreamJob
 from tokenmill.engine.report.stats import WriteStats
@@ -43,6 +50,11 @@ _COUNTS: dict[str, list] = {}
 
 def _record(name: str, seconds: float, rows: int) -> None:
     merge_counts(_COUNTS, {name: [seconds, rows, 1]})
+
+
+def _take_environment(env: dict) -> None:
+    os.environ.clear()
+    os.environ.update(env)
 
 
 def stream_item(item: dict, pools: list[PoolSpec]) -> tuple[list[PartWritten], dict]:
@@ -94,7 +106,9 @@ class LocalExecutor:
         self.threads = ThreadPoolExecutor(max_workers=self.num_cpus, thread_name_prefix="tokenmill-local")
         context = multiprocessing.get_context("forkserver")   # never fork a process that runs threads
         context.set_forkserver_preload(PRELOAD)
-        self.processes = ProcessPoolExecutor(max_workers=self.num_cpus, mp_context=context)
+        # the forkserver lives as long as this interpreter: each worker takes this run's environment
+        self.processes = ProcessPoolExecutor(max_workers=self.num_cpus, mp_context=context,
+                                             initializer=_take_environment, initargs=(dict(os.environ),))
 
     def stop(self) -> None:
         for pool in (self.processes, self.threads):
