@@ -123,10 +123,10 @@ def run_while_killing(run, victims, settle: float = 0.0) -> list[int]:
     return killed
 
 def report_counts(report: dict) -> tuple:
-    return (report["input"], report["output"], sorted(map(json.dumps, report["reject_reasons"])),
-            sorted(map(json.dumps, report["languages"])),
+    return (report["input"], report["output"], sorted(json.dumps(r, sort_keys=True) for r in report["reject_reasons"]),
+            sorted(json.dumps(r, sort_keys=True) for r in report["languages"]),
             [(s["stage"], s["docs_in"], s["docs_out"], s["tokens_out"]) for s in report["stages"]],
-            sorted(map(json.dumps, report["file_errors"])))
+            sorted(json.dumps(r, sort_keys=True) for r in report["file_errors"]))
 
 
 def extra_columns(out: Path, column: str) -> dict:

@@ -234,7 +234,12 @@ class RayExecutor:
         return ds
 
     def _map_pool(self, ds, pool: PoolSpec, items: Optional[int], llm=None):
-        from ray.data import ActorPoolStrategy, TaskPoolStrategy
+        from ray.data import ActorPoolStrategy
+
+        try:
+            from ray.data import TaskPoolStrategy
+        except ImportError:   # Ray 2.50 has it, but not at the package's top
+            from ray.data._internal.compute import TaskPoolStrategy
 
         if llm is not None:   # the LLM engine's own actor pool between a pool's two halves
             ds = processor(*llm)(ds).map_batches(engine_errors, batch_format="pyarrow", batch_size=None)

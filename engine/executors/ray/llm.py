@@ -45,8 +45,17 @@ def split_pool(pool: PoolSpec) -> tuple[PoolSpec, PoolSpec]:
     return before, after
 
 
+#: the first Ray whose ``ray.data.llm`` takes every argument below (log_engine_metrics: 2.55)
+LLM_MIN_RAY = (2, 55)
+
+
 def processor(step: LLMStep, resources: Resources):
     """The ``ray.data.llm`` processor of a step (Dataset -> Dataset)."""
+    import ray
+
+    if tuple(int(x) for x in ray.__version__.split(".")[:2]) < LLM_MIN_RAY:
+        raise RuntimeError(f"an LLM step on Ray (the rephrase stage's vllm backend) needs ray>=2.55 for ray.data.llm; "
+                           f"this is ray {ray.__version__}: pip install 'ray[data,llm]>=2.55'")
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
     config = vLLMEngineProcessorConfig(
