@@ -64,8 +64,10 @@ def test_minhash_with_hubs_on_local_equals_ray(tmp_path, ray_local):
     removed = [r for r in got["local"][0][1] if r[1] == "minhash_dedup"]
     assert len(removed) > 300
     assert extra_columns(got["local"][2], "dup_cluster_size") == extra_columns(got["ray"][2], "dup_cluster_size")
+    # the step's own figures depend on the partitions (cores); the components do not
     steps = [got[e][1]["global_steps"]["minhash_dedup"] for e in ("ray", "local")]
-    assert steps[0] == steps[1] and steps[1]["hubs_spread"] > 10
+    assert steps[0]["star_edges"] == steps[1]["star_edges"] == len(removed)
+    assert steps[0]["hubs_spread"] > 10 and steps[1]["hubs_spread"] > 10
 
 
 @pytest.mark.slow   # runs Ray too

@@ -81,6 +81,8 @@ def _config(inputs: list[str], out: Path, served, stages: list[dict] | None = No
 
 
 def test_openai_backend_retries_and_rejects_what_keeps_failing(tmp_path, shared_data, served, engine):
+    served.requests.clear()   # the server outlives a test: each engine's run starts from nothing
+    served.seen.clear()
     rows = _rows(shared_data)
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     report = run_pipeline(build_pipeline(_config([str(tmp_path / "in.jsonl")], tmp_path / "out", served)),

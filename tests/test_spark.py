@@ -62,14 +62,19 @@ def _run_both(pipe_for, tmp_path, ray_local, spark_local):
     return got
 
 
-def test_quickstart_on_spark_equals_ray(tmp_path, ray_local, spark_local):
+def test_quickstart_on_spark_equals_ray(tmp_path, quickstart_run, spark_local):
+    """Spark against the session's quickstart run on Ray (``conftest.quickstart_run``)."""
     def pipe_for(out):
         p = load_config(QUICKSTART)
         p.config.output.path = str(out)
         return p
 
-    got = _run_both(pipe_for, tmp_path, ray_local, spark_local)
-    (ray_rows, ray_report, _), (spark_rows, spark_report, out) = got["ray"], got["spark"]
+    proc, ray_out = quickstart_run
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    ray_rows, ray_report = output_rows(ray_out), json.loads((ray_out / "report.json").read_text())
+    out = tmp_path / "spark"
+    spark_report = run_pipeline(pipe_for(out), progress=False, engine="spark").report
+    spark_rows = output_rows(out)
     assert spark_rows == ray_rows and len(spark_rows[0]) > 300
     assert report_counts(spark_report) == report_counts(ray_report)
     assert spark_report["stages"][-1]["stage"] == "exact_dedup" and spark_report["stages"][-1]["docs_rejected"] > 0
