@@ -9,11 +9,18 @@ import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import zstandard
 from fastwarc.warc import ArchiveIterator
 from pipeline_helpers import make_pipeline, read_manifest_files, web_docs
 
 from tokenmill.engine.run import run_pipeline
+
+
+@pytest.fixture
+def engine() -> str:
+    """The local executor only: these runs on Ray are test_local_executor's parity tests."""
+    return "local"
 
 
 def _responses_before(warc_gz: bytes, cut: int) -> int:

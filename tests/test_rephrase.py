@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import pyarrow.compute as pc
+import pytest
 from pipeline_helpers import read_manifest_files
 
 from tokenmill.engine.config import build_pipeline
@@ -18,6 +19,13 @@ from tokenmill.engine.run import run_pipeline
 from tokenmill.stages.rephrase.assign import chunks
 from tokenmill.stages.rephrase.stage import token_counter
 from tokenmill.stages.rephrase.styles import load_styles
+
+
+@pytest.fixture
+def engine() -> str:
+    """The local executor only: these runs on Ray are test_local_executor's parity tests."""
+    return "local"
+
 
 SYNTHETIC = "synthetic/"
 

@@ -1,8 +1,9 @@
 """The local executor: the executor interface (``base.Executor``) in one process and its children.
 
 - stream: each work item runs through every pool of the phase in turn (``worker.through_pools``)
-  in a pool of ``num_cpus`` worker processes (each sets a pool's stages up once and keeps them,
-  as Ray's reused workers do); parts come back in work-item order with the item's stage timings.
+  in a pool of ``num_cpus`` worker processes, kept for the interpreter's later runs as Ray keeps
+  its workers (each sets a pool's stages up once); parts come back in work-item order with the
+  item's stage timings.
 - global step: the key columns of live rows, then the stage's ``global_step`` on
   ``LocalDatasetOps`` (``common.run_global_step``), whose calls run on threads of this process
   (the key tables are small, and pyarrow and numpy release the GIL).
@@ -22,6 +23,7 @@ import time
 import types
 from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from functools import partial
 from typing import Optional
@@ -52,13 +54,16 @@ def _record(name: str, seconds: float, rows: int) -> None:
     merge_counts(_COUNTS, {name: [seconds, rows, 1]})
 
 
-def _take_environment(env: dict) -> None:
-    os.environ.clear()
-    os.environ.update(env)
+def _take_environment(env: Optional[dict]) -> None:
+    """The run's environment in a worker process (the processes outlive a run)."""
+    if env is not None and env != os.environ:
+        os.environ.clear()
+        os.environ.update(env)
 
 
-def stream_item(item: dict, pools: list[PoolSpec]) -> tuple[list[PartWritten], dict]:
+def stream_item(item: dict, pools: list[PoolSpec], env: Optional[dict] = None) -> tuple[list[PartWritten], dict]:
     """One work item through every pool; the parts it wrote and its stage timings."""
+    _take_environment(env)
     _COUNTS.clear()
     workers = [cached_worker(p, lambda: _record) for p in pools]
     parts = [PartWritten(r["chunk"], r["file"], r["rows"], r["tokens"])
@@ -66,6 +71,36 @@ def stream_item(item: dict, pools: list[PoolSpec]) -> tuple[list[PartWritten], d
     counts = {k: list(v) for k, v in _COUNTS.items()}
     _COUNTS.clear()
     return parts, counts
+
+
+def finalize_item(item: dict, job: FinalJob, env: Optional[dict] = None) -> WriteStats:
+    _take_environment(env)
+    return finalize_chunk(item, job)
+
+
+_PROCESSES: dict[int, ProcessPoolExecutor] = {}
+
+
+def worker_processes(n: int) -> ProcessPoolExecutor:
+    """This interpreter's pool of ``n`` worker processes, kept from one run to the next as Ray
+    keeps its workers (what they imported stays; each run's stages are set up anew). Started from a
+    forkserver: this process may run threads, and a forked copy of a lock held by one of them
+    would never be released."""
+    if n not in _PROCESSES:
+        for old in _PROCESSES.values():
+            old.shutdown(wait=False, cancel_futures=True)
+        _PROCESSES.clear()
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(PRELOAD)
+        _PROCESSES[n] = ProcessPoolExecutor(max_workers=n, mp_context=context)
+    return _PROCESSES[n]
+
+
+def _forget_processes(n: int) -> None:
+    """A pool whose worker died (killed, out of memory) cannot take more work: the next run starts anew."""
+    pool = _PROCESSES.pop(n, None)
+    if pool is not None:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 @contextmanager
@@ -104,17 +139,12 @@ class LocalExecutor:
             self.processes = self.threads = InlineExecutor()
             return
         self.threads = ThreadPoolExecutor(max_workers=self.num_cpus, thread_name_prefix="tokenmill-local")
-        context = multiprocessing.get_context("forkserver")   # never fork a process that runs threads
-        context.set_forkserver_preload(PRELOAD)
-        # the forkserver lives as long as this interpreter: each worker takes this run's environment
-        self.processes = ProcessPoolExecutor(max_workers=self.num_cpus, mp_context=context,
-                                             initializer=_take_environment, initargs=(dict(os.environ),))
+        self.processes = worker_processes(self.num_cpus)
 
     def stop(self) -> None:
-        for pool in (self.processes, self.threads):
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
-        self.processes = self.threads = None
+        if self.threads is not None:
+            self.threads.shutdown(wait=True, cancel_futures=True)
+        self.processes = self.threads = None   # the worker processes stay for the next run
 
     def _add(self, counts: dict) -> None:
         with self._lock:
@@ -133,10 +163,16 @@ class LocalExecutor:
 
     # -- phases ------------------------------------------------------------------------------------
     def _in_processes(self, fn, items: list) -> Iterator:
-        """``fn`` over ``items`` in the worker processes, results in order (every task is submitted,
-        so every process is started, before this returns)."""
+        """``fn(item, env=...)`` over ``items`` in the worker processes, results in order (every
+        task is submitted, so every process is started, before results are read)."""
+        env = None if isinstance(self.processes, InlineExecutor) else dict(os.environ)
         with _main_not_reimported():
-            return self.processes.map(fn, items)
+            results = self.processes.map(partial(fn, env=env), items)
+        try:
+            yield from results
+        except BrokenProcessPool:
+            _forget_processes(self.num_cpus)
+            raise
 
     def stream(self, job: StreamJob) -> Iterator[PartWritten]:
         for parts, counts in self._in_processes(partial(stream_item, pools=job.pools), job.items):
@@ -155,4 +191,4 @@ class LocalExecutor:
         return keys
 
     def finalize(self, job: FinalJob) -> list[WriteStats]:
-        return list(self._in_processes(partial(finalize_chunk, job=job), job.items))
+        return list(self._in_processes(partial(finalize_item, job=job), job.items))
