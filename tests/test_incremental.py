@@ -24,6 +24,14 @@ from tokenmill.engine.durable.ledger import Ledger
 from tokenmill.engine.io.storage import Storage
 from tokenmill.engine.run import run_pipeline
 
+
+@pytest.fixture
+def engine() -> str:
+    """The local executor only: the Ray runs of these algorithms are the parity tests (local,
+    Spark) and the child-process tests below."""
+    return "local"
+
+
 SHARDS = 6
 
 

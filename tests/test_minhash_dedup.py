@@ -23,6 +23,13 @@ from tokenmill.stages.dedup.minhash import explode_bands
 from tokenmill.stages.dedup.signatures import shingles
 
 
+@pytest.fixture
+def engine() -> str:
+    """The local executor only: the Ray runs of these algorithms are the parity tests (local,
+    Spark) and the child-process tests below."""
+    return "local"
+
+
 def _families(shared_data: Path, originals: int = 120, copies: int = 2, seed: int = 0) -> list[dict]:
     """Real web pages, each followed by copies with ~1% of their words replaced (word 5-gram Jaccard
     ~0.9, where 14 bands of 8 rows find a pair with probability 0.9996)."""

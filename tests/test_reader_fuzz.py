@@ -34,6 +34,14 @@ from reader_fuzz_cases import (
 
 from tokenmill.engine.run import run_pipeline
 
+
+@pytest.fixture
+def engine() -> str:
+    """The local executor only: the Ray runs of these algorithms are the parity tests (local,
+    Spark) and the child-process tests below."""
+    return "local"
+
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "configs" / "sample"
 SEED = int(os.environ.get("FUZZ_SEED", "6"))

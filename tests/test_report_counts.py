@@ -8,12 +8,20 @@ from collections import Counter, defaultdict
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from pipeline_helpers import make_pipeline, read_manifest_files, web_docs, write_jsonl_gz
 
 from tokenmill.engine.io.readers import FILE_REASONS
 from tokenmill.engine.io.writers import PartitionedWriter
 from tokenmill.engine.report.stats import WriteStats
 from tokenmill.engine.run import run_pipeline
+
+
+@pytest.fixture
+def engine() -> str:
+    """The local executor only: the Ray runs of these algorithms are the parity tests (local,
+    Spark) and the child-process tests below."""
+    return "local"
 
 
 def _recount(out):
