@@ -7,6 +7,7 @@ key columns of a phase's parts, and how it runs tasks.
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import pyarrow as pa
@@ -68,6 +69,27 @@ def stage_metrics(counts: dict[str, list]) -> dict:
 def progress_of(counts: dict[str, list]) -> dict:
     """``Executor.progress()`` from summed ``{name: [seconds, rows, calls]}`` counters."""
     return {name: int(counts.get(key, [0, 0, 0])[1]) for key, name in PROGRESS.items()}
+
+
+class Counters:
+    """``{name: [seconds, rows, calls]}`` counters summed from the reports tasks send back,
+    thread-safe: what ``metrics()`` and ``progress()`` read on the Spark and local executors."""
+
+    def __init__(self):
+        self._counts: dict[str, list] = {}
+        self._lock = threading.Lock()
+
+    def add(self, counts: dict) -> None:
+        with self._lock:
+            merge_counts(self._counts, counts)
+
+    def metrics(self) -> dict:
+        with self._lock:
+            return stage_metrics({k: list(v) for k, v in self._counts.items()})
+
+    def progress(self) -> dict:
+        with self._lock:
+            return progress_of(self._counts)
 
 
 def merge_counts(into: dict, more: dict) -> None:

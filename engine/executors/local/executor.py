@@ -18,7 +18,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
-import threading
 import time
 import types
 from collections.abc import Iterator
@@ -32,11 +31,10 @@ import pyarrow as pa
 
 from tokenmill.engine.executors.common import (
     SHUFFLE_BYTES,
+    Counters,
     merge_counts,
-    progress_of,
     run_global_step,
     shuffle_partitions,
-    stage_metrics,
 )
 from tokenmill.engine.executors.local.ops import LocalDatasetOps
 from tokenmill.engine.jobs import FinalJob, GlobalJob, PartWritten, PoolSpec, StreamJob
@@ -128,8 +126,7 @@ class LocalExecutor:
     def __init__(self, pipeline, num_cpus: Optional[int] = None, verbose: bool = False):
         self.pipeline = pipeline
         self.num_cpus = num_cpus or pipeline.config.local.num_cpus or os.cpu_count() or 1
-        self._counts: dict[str, list] = {}
-        self._lock = threading.Lock()
+        self.counters = Counters()
         self.processes: Optional[Executor] = None
         self.threads: Optional[Executor] = None
 
@@ -146,17 +143,11 @@ class LocalExecutor:
             self.threads.shutdown(wait=True, cancel_futures=True)
         self.processes = self.threads = None   # the worker processes stay for the next run
 
-    def _add(self, counts: dict) -> None:
-        with self._lock:
-            merge_counts(self._counts, counts)
-
     def metrics(self) -> dict:
-        with self._lock:
-            return stage_metrics({k: list(v) for k, v in self._counts.items()})
+        return self.counters.metrics()
 
     def progress(self) -> dict:
-        with self._lock:
-            return progress_of(self._counts)
+        return self.counters.progress()
 
     def log_location(self) -> str:
         return "none (the local executor has no engine of its own)"
@@ -176,7 +167,7 @@ class LocalExecutor:
 
     def stream(self, job: StreamJob) -> Iterator[PartWritten]:
         for parts, counts in self._in_processes(partial(stream_item, pools=job.pools), job.items):
-            self._add(counts)
+            self.counters.add(counts)
             yield from parts
 
     def run_global(self, job: GlobalJob) -> dict:
@@ -187,7 +178,7 @@ class LocalExecutor:
     def _keys(self, job: GlobalJob, columns: list[str]) -> list[pa.Table]:
         t0 = time.perf_counter()
         keys = list(self.threads.map(read_live_keys, job.parts, [columns] * len(job.parts), job.part_numbers))
-        self._add({SHUFFLE_BYTES: [time.perf_counter() - t0, sum(k.nbytes for k in keys), 1]})
+        self.counters.add({SHUFFLE_BYTES: [time.perf_counter() - t0, sum(k.nbytes for k in keys), 1]})
         return keys
 
     def finalize(self, job: FinalJob) -> list[WriteStats]:

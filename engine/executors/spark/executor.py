@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import threading
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,11 +28,10 @@ import pyarrow as pa
 
 from tokenmill.engine.executors.common import (
     SHUFFLE_BYTES,
+    Counters,
     merge_counts,
-    progress_of,
     run_global_step,
     shuffle_partitions,
-    stage_metrics,
 )
 from tokenmill.engine.executors.spark.ops import BLOB_DDL, SparkDatasetOps, spark_types, to_blobs
 from tokenmill.engine.executors.spark.session import local_master, quiet_logs, session_conf, start_session
@@ -117,8 +115,7 @@ class SparkExecutor:
         self.verbose = verbose
         self.spark = None
         self._started = False
-        self._counts: dict = {}
-        self._lock = threading.Lock()
+        self.counters = Counters()
         self._log_dir: Optional[str] = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -151,18 +148,12 @@ class SparkExecutor:
             return None
         return self.spark.sparkContext
 
-    def _add_counts(self, counts: dict) -> None:
-        with self._lock:
-            merge_counts(self._counts, counts)
-
     def metrics(self) -> dict:
-        with self._lock:
-            return stage_metrics({k: list(v) for k, v in self._counts.items()})
+        return self.counters.metrics()
 
     def progress(self) -> dict:
         """Counts of the tasks finished so far (a stream job's tasks report when its chunk completes)."""
-        with self._lock:
-            return progress_of(self._counts)
+        return self.counters.progress()
 
     def log_location(self) -> str:
         return self._log_dir if self._context() is not None else "the Spark Connect server's log"
@@ -188,7 +179,7 @@ class SparkExecutor:
             parts = []
             for r in self._range(len(items), len(items)).mapInArrow(fn, PART_DDL).collect():
                 if r["counts"] is not None:
-                    self._add_counts(json.loads(r["counts"]))
+                    self.counters.add(json.loads(r["counts"]))
                 else:
                     parts.append(PartWritten(r["chunk"], r["file"], r["rows"], r["tokens"]))
             return parts
@@ -231,7 +222,7 @@ class SparkExecutor:
         from pyspark.sql import functions as F
 
         total = keys.select(F.sum(F.octet_length(F.col(BLOB)))).collect()[0][0]
-        self._add_counts({SHUFFLE_BYTES: [0.0, int(total or 0), 1]})
+        self.counters.add({SHUFFLE_BYTES: [0.0, int(total or 0), 1]})
 
     def finalize(self, job: FinalJob) -> list[WriteStats]:
         if not job.items:
