@@ -138,3 +138,12 @@ def minhash_config(inputs: Path, out: Path, **params) -> dict:
     return {"name": "mh", "input": {"paths": [str(inputs)], "files_per_chunk": 2},
             "output": {"path": str(out)},
             "stages": [{"type": "minhash_dedup", "scope": "global", "resources": {"batch_size": 300}, **params}]}
+
+
+def write_interleaved(rows: list[dict], folder: Path, parts: int) -> Path:
+    """``rows`` (id and text only) dealt over ``parts`` JSONL files ``p<i>.jsonl`` in ``folder``."""
+    folder.mkdir(exist_ok=True)
+    for i in range(parts):
+        (folder / f"p{i}.jsonl").write_text("".join(json.dumps({"id": r["id"], "text": r["text"]}) + "\n"
+                                                    for r in rows[i::parts]))
+    return folder

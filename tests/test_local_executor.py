@@ -18,6 +18,7 @@ from pipeline_helpers import (
     read_manifest_files,
     report_counts,
     web_docs,
+    write_interleaved,
     write_jsonl_gz,
 )
 from pydantic import BaseModel
@@ -73,10 +74,7 @@ def test_minhash_with_hubs_on_local_equals_ray(tmp_path, ray_local):
 @pytest.mark.slow   # runs Ray too
 def test_quality_keep_top_on_local_equals_ray(tmp_path, shared_data, ray_local, quality_model):
     rows = [json.loads(line) for line in (shared_data / "quality_dev.jsonl").read_text().splitlines()]
-    (tmp_path / "in").mkdir()
-    for i in range(3):
-        (tmp_path / "in" / f"p{i}.jsonl").write_text("".join(json.dumps({"id": r["id"], "text": r["text"]}) + "\n"
-                                                            for r in rows[i::3]))
+    write_interleaved(rows, tmp_path / "in", 3)
 
     def cfg(out):
         return build_pipeline({"name": "q", "input": {"paths": [str(tmp_path / "in")], "files_per_chunk": 1},
@@ -97,10 +95,7 @@ def test_rephrase_under_a_budget_on_local_equals_ray(tmp_path, shared_data, ray_
     """A generating stage (transformers backend, a tiny LM): the same synthetic documents, cut at
     the same row by the token budget, each in the chunk of the document it came from."""
     rows = [json.loads(line) for line in open(shared_data / "web_dev.jsonl", encoding="utf-8")][:16]
-    (tmp_path / "in").mkdir()
-    for i in range(2):
-        (tmp_path / "in" / f"p{i}.jsonl").write_text("".join(json.dumps({"id": r["id"], "text": r["text"]}) + "\n"
-                                                            for r in rows[i::2]))
+    write_interleaved(rows, tmp_path / "in", 2)
     stage = {"type": "rephrase", "backend": "transformers", "model": str(tiny_model), "max_input_tokens": 256,
              "max_output_tokens": 8, "min_chars": 0, "reject_truncated": False, "budget_tokens": 700,
              "resources": {"batch_size": 32}}

@@ -28,6 +28,7 @@ from pipeline_helpers import (
     run_while_killing,
     web_docs,
     web_shards,
+    write_interleaved,
     write_jsonl_gz,
 )
 
@@ -135,10 +136,7 @@ def test_quality_keep_top_on_spark_equals_ray(tmp_path, shared_data, ray_local, 
     """The fastText quality stage on Spark: the same scores, the same per-language cut and the same
     kept set as on Ray."""
     rows = [json.loads(line) for line in (shared_data / "quality_dev.jsonl").read_text().splitlines()]
-    for i in range(3):
-        (tmp_path / "in").mkdir(exist_ok=True)
-        (tmp_path / "in" / f"p{i}.jsonl").write_text("".join(json.dumps({"id": r["id"], "text": r["text"]}) + "\n"
-                                                            for r in rows[i::3]))
+    write_interleaved(rows, tmp_path / "in", 3)
     cfg = lambda out: build_pipeline({"name": "q", "input": {"paths": [str(tmp_path / "in")], "files_per_chunk": 1},
                                       "output": {"path": str(out)},
                                       "stages": [{"type": "langid"},
@@ -155,10 +153,7 @@ def test_rephrase_on_spark_equals_ray(tmp_path, shared_data, ray_local, spark_lo
     """The rephrase stage (transformers backend, tiny LM) on Spark: the same synthetic documents,
     cut at the same row by the token budget, as on Ray."""
     rows = [json.loads(line) for line in open(shared_data / "web_dev.jsonl", encoding="utf-8")][:16]
-    (tmp_path / "in").mkdir()
-    for i in range(2):
-        (tmp_path / "in" / f"p{i}.jsonl").write_text("".join(json.dumps({"id": r["id"], "text": r["text"]}) + "\n"
-                                                            for r in rows[i::2]))
+    write_interleaved(rows, tmp_path / "in", 2)
     stage = {"type": "rephrase", "backend": "transformers", "model": str(tiny_model), "max_input_tokens": 256,
              "max_output_tokens": 8, "min_chars": 0, "reject_truncated": False, "budget_tokens": 700,
              "resources": {"batch_size": 32}}
@@ -182,10 +177,7 @@ def test_quality_embed_on_spark_equals_ray(tmp_path, shared_data, ray_local, spa
     train(TrainArgs(positive=[str(folder / "positive.jsonl")], negative=[str(folder / "negative.jsonl")],
                     out=str(model), kind="embed", holdout=0.2, max_tokens=64))
     rows = [json.loads(line) for line in (shared_data / "quality_dev.jsonl").read_text().splitlines()][::6]
-    (tmp_path / "in").mkdir()
-    for i in range(2):
-        (tmp_path / "in" / f"p{i}.jsonl").write_text("".join(json.dumps({"id": r["id"], "text": r["text"]}) + "\n"
-                                                            for r in rows[i::2]))
+    write_interleaved(rows, tmp_path / "in", 2)
     cfg = lambda out: build_pipeline({"name": "qe", "input": {"paths": [str(tmp_path / "in")], "files_per_chunk": 1},
                                       "output": {"path": str(out)},
                                       "stages": [{"type": "quality_embed", "model_path": str(model), "threshold": 0.5,
