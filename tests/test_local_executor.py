@@ -181,3 +181,33 @@ def test_a_stage_error_fails_the_run_and_commits_nothing(tmp_path, cpus):
     with pytest.raises(RuntimeError, match="cannot handle BOOM"):
         run_pipeline(pipe, progress=False, engine="local", num_cpus=cpus)
     assert not (tmp_path / "out" / "_manifest.json").exists() and not (tmp_path / "out" / "data").exists()
+
+
+def _slow_touch(item: dict, env=None) -> str:
+    import time
+    from pathlib import Path
+    time.sleep(item["sleep"])
+    Path(item["path"]).write_text("late")
+    return item["path"]
+
+
+def test_a_reader_that_stops_early_leaves_no_task_running(tmp_path):
+    """A generation budget stops reading the stream early; the tasks still running in the worker
+    processes finish before the stream returns (the run then removes its work folder: a task still
+    writing there made that removal fail), and the tasks not started never start."""
+    from tokenmill.engine.executors.local.executor import LocalExecutor
+    (tmp_path / "in").mkdir()
+    write_jsonl_gz(tmp_path / "in" / "a.jsonl.gz", [{"id": "1", "text": "fine"}])
+    ex = LocalExecutor(make_pipeline([tmp_path / "in" / "a.jsonl.gz"], tmp_path / "out")[0], num_cpus=2)
+    ex.start()
+    try:
+        items = [{"sleep": 0.0, "path": str(tmp_path / "first")}, {"sleep": 1.5, "path": str(tmp_path / "slow")}]
+        items += [{"sleep": 0.0, "path": str(tmp_path / f"later-{i}")} for i in range(20)]
+        stream = ex._in_processes(_slow_touch, items)
+        assert next(stream) == str(tmp_path / "first")
+        stream.close()
+        written = sorted(p.name for p in tmp_path.iterdir() if p.is_file())
+        assert "slow" in written, written            # the running task finished before close() returned
+        assert len(written) < len(items)             # and the queued ones were cancelled
+    finally:
+        ex.stop()

@@ -21,7 +21,7 @@ import sys
 import time
 import types
 from collections.abc import Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from functools import partial
@@ -155,15 +155,25 @@ class LocalExecutor:
     # -- phases ------------------------------------------------------------------------------------
     def _in_processes(self, fn, items: list) -> Iterator:
         """``fn(item, env=...)`` over ``items`` in the worker processes, results in order (every
-        task is submitted, so every process is started, before results are read)."""
-        env = None if isinstance(self.processes, InlineExecutor) else dict(os.environ)
+        task is submitted, so every process is started, before results are read). A caller that
+        stops reading early (a generation budget reached) cancels the tasks not started and waits
+        for the running ones: none of them may still write into the run's folder when it returns."""
+        if isinstance(self.processes, InlineExecutor):
+            yield from (fn(item, env=None) for item in items)
+            return
+        env = dict(os.environ)
         with _main_not_reimported():
-            results = self.processes.map(partial(fn, env=env), items)
+            futures = [self.processes.submit(fn, item, env=env) for item in items]
         try:
-            yield from results
+            for future in futures:
+                yield future.result()
         except BrokenProcessPool:
             _forget_processes(self.num_cpus)
             raise
+        finally:
+            for future in futures:
+                future.cancel()
+            wait(futures)
 
     def stream(self, job: StreamJob) -> Iterator[PartWritten]:
         for parts, counts in self._in_processes(partial(stream_item, pools=job.pools), job.items):
