@@ -55,7 +55,14 @@ class InputConfig(BaseModel):
     text_field: str = "text"
     id_field: str = "id"
     url_field: str = "url"
-    max_doc_bytes: int = Field(10_000_000, ge=1, description="larger documents are rejected as too_large")
+    max_doc_bytes: int = Field(10_000_000, ge=1, description="larger documents are rejected as too_large; a "
+                               "longer line or record is streamed past, never held whole")
+    max_record_bytes: int = Field(64 << 20, ge=1, description="a WARC record's payload (HTML) larger than this is "
+                                  "rejected as too_large before extraction, never read whole")
+    max_field_bytes: int = Field(64 << 10, ge=1, description="id, url and meta longer than this are cut to it "
+                                 "(their full length noted in meta)")
+    reject_text_bytes: int = Field(64 << 10, ge=0, description="a rejected row keeps at most this prefix of its "
+                                   "text (meta holds the full length and its SHA-256)")
     batch_rows: int = Field(2000, ge=1, description="rows per batch the reader yields")
     files_per_chunk: int = Field(64, ge=1, description="input files committed together in the stream phase")
 
@@ -69,10 +76,20 @@ class OutputConfig(BaseModel):
     incremental: bool = Field(False, description="each run takes only input files no earlier run took (the "
                               "ledger in OUT/_ledger), adds its own files beside theirs, and dedups against "
                               "what they kept")
-    lock_wait_seconds: float = Field(0.0, ge=0, description="incremental: how long to wait while another run "
-                                     "holds the output before giving up (exit 75)")
-    lease_seconds: float = Field(600.0, ge=10, description="incremental: the output lease's time to live (renewed "
-                                 "every third of it while the run lives; an expired one is taken over)")
+    lock_wait_seconds: float = Field(0.0, ge=0, description="how long to wait while another run holds the "
+                                     "output before giving up (exit 75)")
+    lease_seconds: float = Field(600.0, ge=10, description="the output lease's time to live (renewed every third "
+                                 "of it while the run lives; an expired one is taken over)")
+
+
+class IOConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    retries: int = Field(5, ge=0, description="transient storage and read errors (timeouts, resets, 429/5xx, "
+                         "throttling) are retried this many times before the call fails")
+    backoff_seconds: float = Field(0.5, ge=0, description="the first retry's wait; each next one doubles it, "
+                                   "with jitter")
+    quarantine_after: int = Field(3, ge=1, description="an input file whose reading task was killed this many "
+                                  "times (out of memory) is skipped and listed as quarantined")
 
 
 class TokenizerConfig(BaseModel):
@@ -139,6 +156,7 @@ class PipelineConfig(BaseModel):
     name: str = "tokenmill"
     input: InputConfig
     output: OutputConfig
+    io: IOConfig = Field(default_factory=IOConfig)
     stages: list[StageConfig] = Field(min_length=1)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     languages: LanguagesConfig = Field(default_factory=LanguagesConfig)

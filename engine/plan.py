@@ -126,7 +126,7 @@ def fingerprint(pipeline, files: list[InputFile], stamps: Optional[list[list]] =
     """Changes when anything that changes the output changes: config, language files, inputs."""
     stamps = stamps if stamps is not None else input_stamps(files)
     cfg = pipeline.config.model_dump(mode="json")
-    for engine_only in ("engine", "ray", "spark", "local"):   # the same output on any engine
+    for engine_only in ("engine", "ray", "spark", "local", "io"):   # the same output on any engine, with any retries
         cfg.pop(engine_only, None)
     cfg["output"] = {k: v for k, v in cfg["output"].items()
                      if k not in ("path", "lock_wait_seconds", "lease_seconds")}   # where and when, not what
