@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 
 from tokenmill.engine import __version__
 from tokenmill.engine.commands import command_parsers
@@ -40,8 +42,15 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--verbose", "-v", action="store_true", help="also show the engine's own logs, warnings and progress")
     r.add_argument("--keep-work", action="store_true", help="keep intermediate phase files under OUT/_work")
     r.add_argument("--lock-wait", type=float, metavar="SECONDS",
-                   help="incremental runs: how long to wait while another run holds the output (overrides "
+                   help="how long to wait while another run holds the output (overrides "
                    "output.lock_wait_seconds; default 0: exit 75 at once)")
+    r.add_argument("--lease-holder", metavar="NAME", default=os.environ.get("TOKENMILL_LEASE_HOLDER"),
+                   help="the job this run is an attempt of (e.g. a Kubernetes Job's name): a lease held by an "
+                   "earlier attempt of the same job, which can only be dead, is taken over at once "
+                   "(default $TOKENMILL_LEASE_HOLDER)")
+    r.add_argument("--force", action="store_true",
+                   help="write to an output folder that holds another kind of run, another pipeline's output "
+                   "or files tokenmill did not write, replacing them (without it such a folder is refused, exit 2)")
     v = sub.add_parser("validate", help="check a config without running it",
                        description="Validate a config: keys, stage types and parameters, language files, inputs.")
     v.add_argument("config")
@@ -66,27 +75,48 @@ def main(argv: list[str] | None = None) -> int:
               f"{len(pipeline.languages.languages_with_files())} language files from {pipeline.languages.folder}; "
               f"output {cfg.output.path})")
         return 0
-    from tokenmill.engine.durable.incremental import ForeignOutput
-    from tokenmill.engine.durable.lease import LeaseHeld
+    from tokenmill.engine.durable.lease import LeaseHeld, LeaseLost
+    from tokenmill.engine.durable.ownership import ForeignOutput
     from tokenmill.engine.report.console import Console
     from tokenmill.engine.run import run_pipeline
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     console = Console.auto("off" if args.no_progress else args.progress, args.progress_interval)
+    _terminate_as_exit()
     try:
         run_pipeline(pipeline, address=args.address, output=args.output, num_cpus=args.num_cpus,
-                     engine=args.engine, master=args.master,
-                     keep_work=args.keep_work, console=console, verbose=args.verbose, lock_wait_s=args.lock_wait)
+                     engine=args.engine, master=args.master, keep_work=args.keep_work, console=console,
+                     verbose=args.verbose, lock_wait_s=args.lock_wait, force=args.force,
+                     lease_holder=args.lease_holder)
     except ForeignOutput as e:
-        print(f"output.incremental: {e}", file=sys.stderr)
+        print(f"output.path: {e}", file=sys.stderr)
         return 2
     except LeaseHeld as e:
         print(f"{e}; this run did nothing (exit 75: try again later, or pass --lock-wait SECONDS)", file=sys.stderr)
         return 75
+    except LeaseLost as e:
+        print(f"{e} (exit 75: finished phases are kept; run again to finish)", file=sys.stderr)
+        return 75
     except KeyboardInterrupt:
         print("interrupted: finished phases are kept; run the same command again to finish", file=sys.stderr)
         return 130
+    except SystemExit as e:
+        if e.code != 143:
+            raise
+        print("terminated: finished phases are kept and the output's lease is released; run the same command "
+              "again to finish", file=sys.stderr)
+        return 143
     return 0
+
+
+def _terminate_as_exit() -> None:
+    """SIGTERM (Kubernetes stopping a pod, ``kill``) unwinds the run like Ctrl-C, so the output's
+    lease is released and the engine shut down, instead of ending the process where it stands."""
+    def stop(signum, frame):
+        raise SystemExit(143)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
 
 
 if __name__ == "__main__":

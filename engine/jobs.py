@@ -46,6 +46,8 @@ class PoolSpec:
     input: Any = None        # InputConfig (phase 0 reads input files)
     tokenizer: Any = None    # TokenizerConfig
     sink_url: Optional[str] = None
+    io: Any = None           # IOConfig: retries of transient errors, quarantine
+    attempts_url: Optional[str] = None   # where readers mark the files they read (``durable/attempts.py``)
     #: a generating pool run as an LLM-engine step: "requests" (read, then the stage's requests)
     #: or "documents" (the stage's new rows from the engine's output, then write); None: whole
     llm_part: Optional[str] = None
@@ -97,3 +99,4 @@ class FinalJob:
     output: Any              # OutputConfig
     stages: list = field(default_factory=list)   # ResolvedStage: report labels of reject reasons
     name_prefix: str = ""    # starts every file name (an incremental run's number)
+    io: Any = None           # IOConfig: retries of transient errors

@@ -12,14 +12,19 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Optional
 
 from tokenmill.engine import __version__ as VERSION
 from tokenmill.engine.durable.budget import TOKENS_FILE, Budget, cut_to_budget
 from tokenmill.engine.durable.incremental import IncrementalRun
-from tokenmill.engine.durable.manifest import MANIFEST, OUTPUT_FOLDERS, commit
+from tokenmill.engine.durable.lease import LEASE_FOLDER, Lease
+from tokenmill.engine.durable.manifest import MANIFEST, OUTPUT_FOLDERS, commit, named_by, remove_superseded
+from tokenmill.engine.durable.ownership import check_output
 from tokenmill.engine.io.readers import list_input_files
 from tokenmill.engine.io.storage import Storage
+from tokenmill.engine.io.transient import configure as configure_retries
 from tokenmill.engine.jobs import (
     Decisions,
     FinalJob,
@@ -47,6 +52,7 @@ from tokenmill.engine.stage import Resources
 
 DONE = "_SUCCESS"
 STATS = "_stats.json"
+ATTEMPTS = "_attempts"      # marks of input files being read (``durable/attempts.py``)
 FIGURES = "_figures.json"   # what a global step reports (e.g. connected-components rounds)
 #: (phase, decisions by chunk): parts a phase reads, with what to apply to them
 Source = tuple[Phase, dict[int, Decisions]]
@@ -72,6 +78,7 @@ class PhaseRunner:
         self.phase_seconds: dict[str, float] = {}
         self.global_figures: dict[str, dict] = {}
         self._listings: dict[int, dict[str, dict[str, int]]] = {}
+        self.check: Callable[[], None] = lambda: None   # before each commit: the lease is still ours
 
     def run(self) -> WriteStats:
         sources: list[Source] = []   # what the next phase reads: (phase, pending decisions by chunk)
@@ -170,11 +177,13 @@ class PhaseRunner:
             res = res or Resources()
             specs.append(PoolSpec(stages=stages, languages=self.pipeline.languages, schema=phase.schema,
                                   batch_size=res.batch_size, resources=res, reads=i == 0,
-                                  input=cfg.input, tokenizer=cfg.tokenizer,
+                                  input=cfg.input, tokenizer=cfg.tokenizer, io=cfg.io,
+                                  attempts_url=self.store.url(self.store.path("_work", ATTEMPTS)),
                                   sink_url=sink_url if i == len(groups) - 1 else None))
         return specs
 
     def commit_chunk(self, phase: Phase, chunk: Chunk, files: list[str], tokens: int = 0) -> None:
+        self.check()
         final = self.chunk_dir(phase, chunk)
         self.store.rm(final)  # a commit cut short
         # named in the order they arrived (input order), so every later phase reads them in that order
@@ -216,6 +225,7 @@ class PhaseRunner:
         return {c: [(phase.barrier.name, urls)] for c, urls in out.items()}
 
     def _commit_dir(self, tmp: str, final: str) -> None:
+        self.check()
         self.store.makedirs(tmp)
         self.store.rm(final)
         self.store.move_dir(tmp, final)
@@ -239,7 +249,7 @@ class PhaseRunner:
         stats = WriteStats()
         for s in self.executor.finalize(FinalJob(items, self.plan.final_schema, self.plan.drop_columns,
                                                  self.store.url(tmp), cfg.output, list(self.pipeline.stages),
-                                                 self.name_prefix)):
+                                                 self.name_prefix, cfg.io)):
             stats.merge(s)
         self.store.makedirs(tmp)
         self.store.write_json_atomic(f"{tmp}/{STATS}", stats.to_json())
@@ -290,21 +300,33 @@ class ChunkCommitter:
 def run_pipeline(pipeline, address: Optional[str] = None, output: Optional[str] = None,
                  num_cpus: Optional[int] = None, progress: bool = True, keep_work: bool = False,
                  console: Optional[Console] = None, verbose: bool = False, engine: Optional[str] = None,
-                 master: Optional[str] = None, lock_wait_s: Optional[float] = None) -> RunResult:
-    """Run a pipeline to completion (or finish an interrupted run). ``engine``: ``ray`` or ``spark``
-    (default: the config's ``engine``); ``address``: a Ray cluster, ``master``: a Spark master;
-    ``console``: where messages and progress go (default: a live display in a terminal, progress
-    lines elsewhere, none with ``progress=False``); ``verbose``: let the engine's own logs and
-    progress through. The output does not depend on the engine: a run begun on one may be
+                 master: Optional[str] = None, lock_wait_s: Optional[float] = None, force: bool = False,
+                 lease_holder: Optional[str] = None) -> RunResult:
+    """Run a pipeline to completion (or finish an interrupted run). ``engine``: ``ray``, ``spark``
+    or ``local`` (default: the config's ``engine``); ``address``: a Ray cluster, ``master``: a Spark
+    master; ``console``: where messages and progress go (default: a live display in a terminal,
+    progress lines elsewhere, none with ``progress=False``); ``verbose``: let the engine's own logs
+    and progress through. The output does not depend on the engine: a run begun on one may be
     finished on the other. With ``output.incremental`` the run takes only input files no earlier
-    run took (``incremental.py``); ``lock_wait_s`` overrides ``output.lock_wait_seconds`` (raises
-    ``lease.LeaseHeld`` when another run holds the output that long)."""
+    run took (``incremental.py``).
+
+    Every run holds the output's lease (``lease.py``) from before it looks at anything until it is
+    done: ``lock_wait_s`` overrides ``output.lock_wait_seconds`` (raises ``lease.LeaseHeld`` when
+    another run holds the output that long; ``lease.LeaseLost`` when the lease is lost midway);
+    ``lease_holder`` names the job whose earlier attempts' leases this run takes over at once.
+    A folder holding another kind of run, another pipeline's output or files tokenmill did not
+    write is refused (``ownership.ForeignOutput``) unless ``force``."""
     console = console or Console.auto("auto" if progress else "off")
     cfg = pipeline.config
+    configure_retries(cfg.io)
     out = output or cfg.output.path
     store = Storage(out)
-    inc = IncrementalRun(store, cfg.output, console.say, lock_wait_s) if cfg.output.incremental else None
+    wait = cfg.output.lock_wait_seconds if lock_wait_s is None else lock_wait_s
+    lease = Lease(store, store.path(LEASE_FOLDER), cfg.output.lease_seconds, console.say, holder=lease_holder)
+    lease.acquire(wait)
     try:
+        owned = check_output(store, cfg.name, cfg.output.incremental, output_folders(pipeline), force)
+        inc = IncrementalRun(store, lease, console.say) if cfg.output.incremental else None
         files, problems = list_input_files(cfg.input.paths, cfg.input.format)
         for where, what in problems:
             console.say(f"input: {where}: {what}")
@@ -315,40 +337,64 @@ def run_pipeline(pipeline, address: Optional[str] = None, output: Optional[str] 
             if not files:
                 console.say(f"incremental: no new input files in {', '.join(cfg.input.paths)}; nothing to do")
                 return RunResult(out, store.read_json(store.path(MANIFEST)) or {}, None, skipped=True)
-        return _run(pipeline, store, out, files, stamps, problems, inc, console, address=address, master=master,
-                    num_cpus=num_cpus, engine=engine, keep_work=keep_work, verbose=verbose)
+        context = RunContext(store, out, files, stamps, problems, inc, console, lease,
+                             None if force else owned.files)
+        return _run(pipeline, context, address=address, master=master, num_cpus=num_cpus, engine=engine,
+                    keep_work=keep_work, verbose=verbose)
     finally:
-        if inc is not None:
-            inc.release()
+        lease.release()
 
 
-def _run(pipeline, store: Storage, out: str, files, stamps, problems, inc: Optional[IncrementalRun],
-         console: Console, address, master, num_cpus, engine, keep_work: bool, verbose: bool) -> RunResult:
+@dataclass
+class RunContext:
+    """What a run found before any work: its output, inputs, lease and the files it may replace."""
+
+    store: Storage
+    out: str
+    files: list
+    stamps: list
+    problems: list
+    inc: Optional[IncrementalRun]
+    console: Console
+    lease: Lease
+    owned: Optional[set[str]]   # None: --force, every file in the output folders may go
+
+    def replaceable(self, prefix: Optional[str], folders: tuple[str, ...]) -> Optional[set[str]]:
+        """What the commit may remove: an incremental run only files named with its own run number
+        (an earlier attempt's)."""
+        if self.owned is None or prefix is None:
+            return self.owned
+        return {f"{sub}/{rel}" for sub in folders for rel in self.store.list_parquet(self.store.path(sub))
+                if named_by(rel, prefix)}
+
+
+def _run(pipeline, ctx: RunContext, address, master, num_cpus, engine, keep_work: bool, verbose: bool) -> RunResult:
     from tokenmill.engine.executors.base import run_executor
 
-    cfg = pipeline.config
-    base = fingerprint(pipeline, files, stamps)
+    cfg, store, inc, console = pipeline.config, ctx.store, ctx.inc, ctx.console
+    base = fingerprint(pipeline, ctx.files, ctx.stamps)
     run_id = inc.run_id if inc is not None else base[:16]   # names what this run leaves for later runs
     fp = with_external_state(pipeline, base, run_id)
     manifest = store.read_json(store.path(MANIFEST))
     if inc is None and manifest and manifest.get("complete") and manifest.get("fingerprint") == fp:
-        return _already_complete(store, out, pipeline, manifest, problems, console)
+        return _already_complete(store, ctx.out, pipeline, manifest, ctx.problems, console)
 
-    plan = plan_run(pipeline, files)
+    plan = plan_run(pipeline, ctx.files)
     engine = engine or cfg.engine
     executor = run_executor(engine, pipeline, address=address, master=master, num_cpus=num_cpus, verbose=verbose)
-    console.say(f"run {cfg.name} on {engine}: {len(files)} input files in {len(plan.chunks)} chunk(s), {len(plan.phases)} "
-                f"phase(s), output {out}")
+    console.say(f"run {cfg.name} on {engine}: {len(ctx.files)} input files in {len(plan.chunks)} chunk(s), "
+                f"{len(plan.phases)} phase(s), output {ctx.out}")
     t_start = time.time()
     executor.start()
     console.poll = executor.progress
     try:
         runner = PhaseRunner(store, fp[:16], executor, pipeline, plan, console,
-                             {f.path: st[0] for f, st in zip(files, stamps) if st}, run_id=run_id)
+                             {f.path: st[0] for f, st in zip(ctx.files, ctx.stamps) if st}, run_id=run_id)
         runner.name_prefix = inc.name_prefix if inc is not None else ""
-        result = _run_and_commit(runner, store, out, fp, files, problems, keep_work, t_start, inc)
+        runner.check = ctx.lease.check
+        result = _run_and_commit(runner, ctx, fp, keep_work, t_start)
         console.close()
-        print_summary(result.report, out, logs=executor.log_location())
+        print_summary(result.report, ctx.out, logs=executor.log_location())
         return result
     finally:
         console.close()
@@ -361,19 +407,19 @@ def output_folders(pipeline) -> tuple[str, ...]:
     return tuple(dict.fromkeys([*OUTPUT_FOLDERS, *extra]))
 
 
-def _run_and_commit(runner: PhaseRunner, store: Storage, out: str, fp: str, files, problems,
-                    keep_work: bool, t_start: float, inc: Optional[IncrementalRun] = None) -> RunResult:
+def _run_and_commit(runner: PhaseRunner, ctx: RunContext, fp: str, keep_work: bool, t_start: float) -> RunResult:
     """Every phase, then the commit (files, manifest), then the report."""
-    pipeline, executor = runner.pipeline, runner.executor
+    pipeline, executor, store, inc, out = runner.pipeline, runner.executor, ctx.store, ctx.inc, ctx.out
     stats = runner.run()
     t0 = time.time()
-    if inc is not None:
-        inc.check_lease()
+    problems = ctx.problems
     manifest = commit(store, f"{runner.work}/final", f"{runner.work}/_commit.json", fp,
-                      {"name": pipeline.config.name, "tokenmill_version": VERSION, "inputs": [f.path for f in files],
+                      {"name": pipeline.config.name, "kind": "incremental" if inc else "plain",
+                       "tokenmill_version": VERSION, "inputs": [f.path for f in ctx.files],
                        "input_problems": [list(p) for p in problems], "counts": stats.to_json()},
                       folders=output_folders(pipeline), keep=tuple(inc.earlier_files()) if inc else (),
-                      only_prefix=inc.name_prefix if inc else None)
+                      owned=ctx.replaceable(inc.name_prefix if inc else None, output_folders(pipeline)),
+                      check=ctx.lease.check)
     if inc is not None:
         inc.commit(stats, manifest)
     runner.phase_seconds["commit"] = time.time() - t0
@@ -399,6 +445,7 @@ def _already_complete(store: Storage, out: str, pipeline, manifest: dict, proble
                               {}, wall_seconds=0.0, phase_seconds={})
         write_report(store, report)
         console.say(f"{out} was complete but had no report; rebuilt it")
+    remove_superseded(store, manifest)   # a commit killed after its manifest
     console.say(f"{out} is already complete for this config and input (fingerprint {manifest['fingerprint'][:12]}); "
                 "nothing to do.")
     return RunResult(out, manifest, report, skipped=True)

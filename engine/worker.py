@@ -16,11 +16,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tokenmill.engine.batches import apply_decisions, per_chunk, run_stage
+from tokenmill.engine.durable.attempts import Attempts
 from tokenmill.engine.global_ops import node_ids
 from tokenmill.engine.io.final_write import FinalWriters
+from tokenmill.engine.io.read_rows import QUARANTINED, file_error_table
 from tokenmill.engine.io.readers import READ_STAGE, InputFile, read_file
 from tokenmill.engine.io.storage import Storage
 from tokenmill.engine.io.tokens import count_tokens
+from tokenmill.engine.io.transient import configure as configure_retries
 from tokenmill.engine.io.writers import write_parts
 from tokenmill.engine.jobs import FinalJob, PoolSpec, item_decisions
 from tokenmill.engine.report.stats import WriteStats
@@ -103,6 +106,9 @@ class StreamWorker:
     def __init__(self, spec: PoolSpec, record: Optional[Record] = None):
         self.spec = spec
         self.record = record or _no_record
+        configure_retries(spec.io)
+        self.attempts = Attempts(spec.attempts_url, spec.io.quarantine_after) \
+            if spec.reads and spec.attempts_url and spec.io is not None else None
         self.stages = [rs.build(spec.languages) for rs in spec.stages]
         for st in self.stages:
             st.setup()
@@ -131,12 +137,22 @@ class StreamWorker:
             release_memory()
 
     def _read_input(self, item: dict) -> Iterator[pa.Table]:
+        """An input file's tables, tokens counted; a file whose tasks were killed too often
+        (``durable/attempts.py``) is one ``quarantined`` row instead."""
         tok = self.spec.tokenizer
         chunk = pa.scalar(item["chunk"], pa.int32())
-        for table in read_file(InputFile(item["path"], item["source"], item["format"]), self.spec.input):
-            table = count_tokens(table, tok.kind, tok.encoding, tok.path)
-            table = table.append_column(CHUNK, pa.repeat(chunk, table.num_rows))
-            yield conform(table, self.spec.schema)
+        f = InputFile(item["path"], item["source"], item["format"])
+        mark, why = self.attempts.begin(f.path) if self.attempts is not None else (None, None)
+        tables = read_file(f, self.spec.input) if why is None else \
+            iter([file_error_table(f.path, f.source, why, QUARANTINED)])
+        try:
+            for table in tables:
+                table = count_tokens(table, tok.kind, tok.encoding, tok.path)
+                table = table.append_column(CHUNK, pa.repeat(chunk, table.num_rows))
+                yield conform(table, self.spec.schema)
+        finally:   # also on an exception (the task is retried): only a killed process leaves its mark
+            if self.attempts is not None:
+                self.attempts.end(mark)
 
     def _read_part(self, item: dict) -> Iterator[pa.Table]:
         table = read_parquet_file(item["path"])
@@ -202,6 +218,7 @@ def finalize_chunk(item: dict, job: FinalJob) -> WriteStats:
     """Apply a chunk's pending decisions to its parts; write kept rows to ``data/language=xx/`` (a
     generating stage's new rows to ``<its emits_to>/language=xx/``) and rejects to ``rejects/``
     under ``job.out_url``; return what was written, counted."""
+    configure_retries(job.io)
     chunk = item["chunk"]
     decisions = [(n, load_decisions(u)) for n, u in item_decisions(item)]
     writers = FinalWriters(job, f"{job.name_prefix}{chunk:05d}")

@@ -19,7 +19,7 @@ from neardup_corpus import build_corpus, write_jsonl
 from pipeline_helpers import kill_run_after_first_chunk, read_manifest_files
 
 from tokenmill.engine.config import build_pipeline
-from tokenmill.engine.durable.lease import Lease, LeaseHeld
+from tokenmill.engine.durable.lease import Lease
 from tokenmill.engine.durable.ledger import Ledger
 from tokenmill.engine.io.storage import Storage
 from tokenmill.engine.run import run_pipeline
@@ -140,11 +140,11 @@ def test_two_runs_at_once_one_works_the_other_exits(tmp_path, corpus):
     cfg.write_text(yaml.safe_dump(_config(shards[:2], out, incremental=True)))
     cmd = [sys.executable, "-m", "tokenmill.engine.cli", "run", str(cfg), "--num-cpus", "1", "--progress", "log"]
     first = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lease = out / "_ledger" / "_lease.json"
+    lease = Lease(Storage(str(out)), str(out / "_lease"))
     deadline = time.time() + 120
-    while not lease.exists() and time.time() < deadline and first.poll() is None:
+    while not lease.holder() and time.time() < deadline and first.poll() is None:
         time.sleep(0.1)
-    assert lease.exists()
+    assert lease.holder()
     second = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert second.returncode == 75
     assert "another run holds" in second.stderr and "did nothing" in second.stderr
@@ -155,33 +155,9 @@ def test_two_runs_at_once_one_works_the_other_exits(tmp_path, corpus):
     said = third.communicate(timeout=300)[0]
     assert third.returncode == 0, said[-3000:]
     assert "waiting up to 600 s" in said and "no new input files" in said
-    assert not lease.exists()
+    assert not lease.holder()
     runs = Ledger(Storage(str(out))).runs()
     assert len(runs) == 1 and len(runs[0]["files"]) == 2
-
-
-def test_lease_waits_takes_over_from_a_dead_holder_and_refuses_while_held(tmp_path):
-    store = Storage(str(tmp_path))
-    path = store.path("_ledger", "_lease.json")
-    first = Lease(store, path, ttl_s=30, say=lambda m: None).acquire()
-    with pytest.raises(LeaseHeld, match="another run holds"):
-        Lease(store, path, ttl_s=30, say=lambda m: None).acquire(wait_s=0.3, poll_s=0.1)
-    first.release()
-    assert not os.path.exists(path)
-    # a holder that died (a pid of this host that no longer runs) is taken over at once
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    record = {"token": "old", "host": os.uname().nodename, "pid": int(dead.stdout), "since": time.time(),
-              "expires": time.time() + 600}
-    Path(path).write_text(json.dumps(record))
-    messages = []
-    second = Lease(store, path, ttl_s=30, say=messages.append).acquire()
-    assert second.held() and any("taking over" in m for m in messages)
-    second.release()
-    # an expired lease of another host is taken over too
-    Path(path).write_text(json.dumps({**record, "token": "older", "host": "elsewhere", "expires": time.time() - 1}))
-    third = Lease(store, path, ttl_s=30, say=lambda m: None).acquire()
-    assert third.held()
-    third.release()
 
 
 def test_incremental_output_keeps_earlier_files_byte_for_byte(engine, tmp_path, corpus):
@@ -240,7 +216,7 @@ def test_run_killed_after_writing_its_index_does_not_reject_its_own_documents(tm
 
 
 def test_incremental_refuses_an_output_written_by_a_plain_run(engine, tmp_path, corpus):
-    from tokenmill.engine.durable.incremental import ForeignOutput
+    from tokenmill.engine.durable.ownership import ForeignOutput
 
     _, shards = corpus
     out = tmp_path / "out"
@@ -248,30 +224,7 @@ def test_incremental_refuses_an_output_written_by_a_plain_run(engine, tmp_path, 
     (out / "_manifest.json").write_text(json.dumps({"complete": True, "files": [], "fingerprint": "x"}))
     with pytest.raises(ForeignOutput, match="not incremental"):
         run_pipeline(build_pipeline(_config(shards[:1], out, incremental=True)), progress=False, engine=engine)
-    assert not (out / "_ledger" / "_lease.json").exists()
+    assert not Lease(Storage(str(out)), str(out / "_lease")).holder()   # released
+    assert not (out / "_ledger").exists()                                 # nothing written
 
 
-def test_a_stale_lease_is_taken_over_by_one_run_only(tmp_path):
-    store = Storage(str(tmp_path))
-    path = store.path("_ledger", "_lease.json")
-    Path(path).parent.mkdir(parents=True)
-    stale = {"token": "old", "host": "elsewhere", "pid": 1, "since": 0, "expires": time.time() - 5}
-    Path(path).write_text(json.dumps(stale))
-    a, b = (Lease(store, path, ttl_s=30, say=lambda m: None) for _ in range(2))
-    assert a._stale(stale) and b._stale(stale)
-    assert a._take_over(stale) and not b._take_over(stale)   # both found it stale; one replaced it
-    assert a.held() and not b.held()
-    with pytest.raises(LeaseHeld):
-        b.acquire(wait_s=0.2, poll_s=0.1)
-    a.release()
-    # an empty lease (its holder died between creating and writing it) is stale once older than the TTL
-    Path(path).write_text("")
-    os.utime(path, (time.time() - 60, time.time() - 60))
-    c = Lease(store, path, ttl_s=30, say=lambda m: None).acquire()
-    assert c.held()
-    c.release()
-    Path(path).write_text("")   # another such incident later: its own claim, taken over again
-    os.utime(path, (time.time() - 120, time.time() - 120))
-    d = Lease(store, path, ttl_s=30, say=lambda m: None).acquire()
-    assert d.held()
-    d.release()

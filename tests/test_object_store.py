@@ -193,17 +193,25 @@ def test_quality_model_trained_from_and_read_from_the_object_store(ray_s3, s3, s
 
 def test_lease_on_the_object_store_is_exclusive(s3_server, s3):
     """The output lease is a conditional put (If-None-Match: *) on S3: a second taker is refused."""
-    from tokenmill.engine.durable.lease import Lease, LeaseHeld
+    from tokenmill.engine.durable.lease import Lease, LeaseHeld, LeaseLost
 
     s3.mkdir("lease-bucket")
     store = Storage("s3://lease-bucket/out")
-    path = store.path("_ledger", "_lease.json")
+    path = store.path("_lease")
     first = Lease(store, path, ttl_s=60, say=lambda m: None).acquire()
     with pytest.raises(LeaseHeld):
         Lease(store, path, ttl_s=60, say=lambda m: None).acquire(wait_s=0.2, poll_s=0.1)
-    first.release()
+    # renewing and releasing are conditional creates too: a rival that wrote the next record wins
+    rival = Lease(store, path, ttl_s=60, say=lambda m: None)
+    assert rival._create(first.generation + 1, rival._record())
+    assert not first._create(first.generation + 1, first._record())
+    first._renew_once()
+    with pytest.raises(LeaseLost):
+        first.check()
+    rival.generation = first.generation + 1
+    rival.release()
     s3.invalidate_cache()
-    assert not s3.exists("lease-bucket/out/_ledger/_lease.json")
+    assert not Lease(store, path).holder()
     Lease(store, path, ttl_s=60, say=lambda m: None).acquire().release()
 
 

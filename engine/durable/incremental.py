@@ -1,7 +1,7 @@
 """Incremental runs (``output.incremental: true``): a cron run takes only new input files.
 
-Around the usual run, an incremental one: holds the output's lease (``lease.py``) from before it
-lists anything until its ledger record is written; takes the files no committed run took
+Around the usual run, an incremental one (under the output's lease, ``lease.py``, as every run):
+takes the files no committed run took
 (``ledger.py``; a killed run's files first); gives each stage that keeps state for later runs
 its folder under ``OUT/_index/<stage>/`` (``Stage.incremental``: dedup stages write the keys
 they kept there and check new documents against earlier runs'); names its output files with
@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import Optional
 
 from tokenmill.engine.config import Pipeline, ResolvedStage
-from tokenmill.engine.durable.lease import Lease, LeaseHeld
+from tokenmill.engine.durable.lease import Lease
 from tokenmill.engine.durable.ledger import Ledger, RunFiles, run_prefix
-from tokenmill.engine.durable.manifest import MANIFEST, named_by
+from tokenmill.engine.durable.manifest import named_by
 from tokenmill.engine.io.readers import InputFile
 from tokenmill.engine.io.storage import Storage
 from tokenmill.engine.report.stats import WriteStats
@@ -23,21 +23,17 @@ from tokenmill.engine.report.stats import WriteStats
 INDEX_FOLDER = "_index"
 
 
-class ForeignOutput(ValueError):
-    """The output folder holds a plain (not incremental) run's output."""
-
-
 class IncrementalRun:
-    def __init__(self, store: Storage, output, say, lock_wait_s: Optional[float] = None):
-        self.store, self.say = store, say
+    """An incremental run's ledger work, under the output's ``lease`` (held by the caller, which
+    has already refused an output that is not incremental: ``ownership.check_output``)."""
+
+    def __init__(self, store: Storage, lease: Lease, say):
+        self.store, self.say, self.lease = store, say, lease
         self.ledger = Ledger(store)
-        wait = output.lock_wait_seconds if lock_wait_s is None else lock_wait_s
-        self.lease = Lease(store, self.ledger.lease_path, output.lease_seconds, say).acquire(wait)
         self.run: Optional[RunFiles] = None
 
     def take(self, files: list[InputFile], stamps: list[list]) -> RunFiles:
         """This run's files (recorded as pending before any work)."""
-        self._refuse_foreign_output()
         run = self.ledger.take(files, stamps)
         self.run = run
         for path in run.changed:
@@ -48,13 +44,6 @@ class IncrementalRun:
         self.say(f"incremental: run {run.number}: {len(run.files)} {what} ({run.number - 1} earlier run(s))")
         self.ledger.start(run)
         return run
-
-    def _refuse_foreign_output(self) -> None:
-        """An output written by plain runs has no ledger: taking every file again would write
-        every document twice."""
-        if self.store.exists(self.store.path(MANIFEST)) and not self.ledger.runs() and not self.ledger.pending():
-            raise ForeignOutput(f"{self.store.url(self.store.root)} holds the output of a run that was not "
-                                "incremental (a manifest, no ledger); give output.incremental a new output folder")
 
     def stamps_of(self, files: list[InputFile]) -> list[list]:
         return [self.run.stamps.get(f.path) or [] for f in files]
@@ -81,14 +70,9 @@ class IncrementalRun:
         """The manifest entries of the files earlier runs committed (kept by this run's commit)."""
         return [f for r in self.ledger.runs() for f in r.get("added", [])]
 
-    def check_lease(self) -> None:
-        """Before the commit: a run that lost the output's lease must not write to it."""
-        if not self.lease.held():
-            raise LeaseHeld(self.lease.path, self.lease.holder() or {})
-
     def commit(self, stats: WriteStats, manifest: dict) -> None:
         """The ledger record: from now on this run's files are never taken again."""
-        self.check_lease()
+        self.lease.check()
         added = [f for f in manifest["files"] if named_by(f["path"], self.name_prefix)]
         self.ledger.commit(self.run, stats.to_json(), added)
 
@@ -105,9 +89,6 @@ class IncrementalRun:
                           "input_docs": _docs(r, "input"), "output_docs": _docs(r, "output"),
                           "files_added": len(r.get("added", []))} for r in runs],
                 "totals": {k: whole[k] for k in ("input", "output", "languages", "reject_reasons")}}
-
-    def release(self) -> None:
-        self.lease.release()
 
 
 def _docs(record: dict, which: str) -> int:

@@ -4,8 +4,8 @@
 their size and stamp, its write-time counts and the files it added. ``OUT/_ledger/pending.json``
 names the run in progress and its files, written before any work: a run that was killed is
 picked up by the next one with exactly those files (so its finished phases are reused), and
-files that arrived since wait for the run after. Only a run holding the lease (``lease.py``)
-writes here.
+files that arrived since wait for the run after. Only a run holding the output's lease
+(``lease.py``) writes here.
 """
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from tokenmill.engine.io.storage import Storage
 
 FOLDER = "_ledger"
 PENDING = "pending.json"
-LEASE = "_lease.json"
 
 
 @dataclass
@@ -37,10 +36,6 @@ class Ledger:
     def __init__(self, store: Storage):
         self.store = store
         self.folder = store.path(FOLDER)
-
-    @property
-    def lease_path(self) -> str:
-        return f"{self.folder}/{LEASE}"
 
     def runs(self) -> list[dict]:
         """Committed runs, oldest first. A record that cannot be read stops the run: going on

@@ -2,13 +2,15 @@
 
 ``_manifest.json`` lists a file only once it is complete, with its row count and SHA-256, and
 carries the run's write-time counts (the report is built from them). The commit is two-phase: a
-commit plan (source -> destination with checksums) is written atomically first, then files are
-moved, then the manifest is written; a killed commit is finished by the next run.
+commit plan (source -> destination with checksums, and the earlier files that go) is written
+atomically first, then files are moved, then the manifest is written, then the files it
+supersedes are removed; a killed commit is finished by the next run.
 """
 from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from typing import Optional
 
 import pyarrow.parquet as pq
@@ -48,37 +50,55 @@ def describe_files(store: Storage, folder: str, rel_paths: list[str]) -> list[di
 
 def commit(store: Storage, staged: str, plan_path: str, fingerprint: str, extra: dict,
            folders: tuple[str, ...] = OUTPUT_FOLDERS, keep: tuple[dict, ...] = (),
-           only_prefix: Optional[str] = None) -> dict:
-    """Move staged files into place and write the manifest; idempotent if interrupted. ``folders``:
-    the output folders (``data``, ``rejects`` and those of generating stages, e.g. ``synthetic``);
-    ``keep``: manifest entries of earlier runs' files that stay (an incremental run's);
-    ``only_prefix``: remove stray files only when their names start with ``part-<prefix>`` (an
-    incremental run never deletes another run's files)."""
+           owned: Optional[set[str]] = None, check: Optional[Callable[[], None]] = None) -> dict:
+    """Move staged files into place and write the manifest; idempotent if interrupted, and safe
+    when any single storage call fails (a failed read raises, it is never taken for "not there").
+    ``folders``: the output folders (``data``, ``rejects``, ``synthetic``...); ``keep``: manifest
+    entries of earlier runs' files that stay (an incremental run's); ``owned``: the files earlier
+    runs of this pipeline wrote (``ownership.owned_files``), the only ones the commit may remove —
+    None: every file in ``folders`` (``--force``); ``check``: called before each step that changes
+    the output (the lease's ``check``).
+
+    Order: the plan (what moves where, and which earlier files go) is written first; files are
+    moved; the manifest is written, naming the files that go as ``superseded``; only then are they
+    removed. A reader of ``_manifest.json`` never finds a listed file missing."""
+    check = check or (lambda: None)
     root = store.root
     plan = store.read_json(plan_path)
     if plan is None or plan.get("fingerprint") != fingerprint:
-        rels = [r for r in store.list_parquet(staged) if r.split("/", 1)[0] in folders]
-        plan = {"fingerprint": fingerprint, "staged": staged, "files": describe_files(store, staged, rels),
-                "created": time.time()}
+        check()
+        plan = _new_plan(store, staged, fingerprint, folders, keep, owned)
         store.write_json_atomic(plan_path, plan)
-    wanted = {f["path"] for f in plan["files"]} | {f["path"] for f in keep}
-    earlier = store.read_json(f"{root}/{MANIFEST}") or {}
-    folders = tuple(dict.fromkeys([*folders, *(f["path"].split("/", 1)[0] for f in earlier.get("files", [])
-                                               if "/" in f["path"])]))   # e.g. synthetic/ of a run that had rephrase
-    # outputs of an older, different run in the same folder are replaced, not mixed in
-    for sub in folders:
-        for rel in store.list_parquet(f"{root}/{sub}"):
-            if only_prefix is not None and not named_by(rel, only_prefix):
-                continue
-            if f"{sub}/{rel}" not in wanted:
-                store.rm(f"{root}/{sub}/{rel}")
     for f in plan["files"]:
         src, dst = f"{plan['staged']}/{f['path']}", f"{root}/{f['path']}"
         if store.exists(src):
+            check()
             store.makedirs(dst.rsplit("/", 1)[0])
             store.mv(src, dst)
         elif not store.exists(dst):
             raise RuntimeError(f"commit lost a file: {src} (neither staged nor in place)")
-    manifest = {"fingerprint": fingerprint, "complete": True, "files": [*keep, *plan["files"]], "committed": time.time(), **extra}
+    check()
+    manifest = {"fingerprint": fingerprint, "complete": True, "files": [*keep, *plan["files"]],
+                "superseded": plan["remove"], "committed": time.time(), **extra}
     store.write_json_atomic(f"{root}/{MANIFEST}", manifest)
+    remove_superseded(store, manifest)
     return manifest
+
+
+def _new_plan(store: Storage, staged: str, fingerprint: str, folders: tuple[str, ...],
+              keep: tuple[dict, ...], owned: Optional[set[str]]) -> dict:
+    rels = [r for r in store.list_parquet(staged) if r.split("/", 1)[0] in folders]
+    files = describe_files(store, staged, rels)
+    wanted = {f["path"] for f in files} | {f["path"] for f in keep}
+    if owned is None:   # --force: every file in the output folders is replaced
+        owned = {f"{sub}/{rel}" for sub in folders for rel in store.list_parquet(store.path(sub))}
+    remove = [{"path": rel} for rel in sorted(owned - wanted)]
+    return {"fingerprint": fingerprint, "staged": staged, "files": files, "remove": remove, "created": time.time()}
+
+
+def remove_superseded(store: Storage, manifest: dict) -> None:
+    """Remove the files a committed manifest names as superseded (again after a killed commit)."""
+    listed = {f["path"] for f in manifest.get("files", [])}
+    for f in manifest.get("superseded", []):
+        if f["path"] not in listed:
+            store.rm(store.path(f["path"]))

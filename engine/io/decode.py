@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from typing import Optional
 
-import fsspec
+from tokenmill.engine.io.transient import open_for_reading
 
 RAW_CHUNK = 1 << 20   # bytes read from the file at a time
 FEED = 64 << 10       # compressed bytes given to a decoder at a time: bounds each decoded block
@@ -54,7 +54,7 @@ def codec_of(path: str) -> Optional[tuple[str, str, Callable]]:
 
 
 def _raw_chunks(path: str) -> Iterator[bytes]:
-    with fsspec.open(path, "rb") as fh:
+    with open_for_reading(path) as fh:   # a transient fault mid-file: reopened at the same offset
         while True:
             chunk = fh.read(RAW_CHUNK)
             if not chunk:

@@ -15,12 +15,12 @@ import json
 from collections.abc import Iterator
 from typing import Optional
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from tokenmill.engine.io.transient import is_transient, open_for_reading
 from tokenmill.engine.io.read_rows import (
     FILE_ERROR,
     MAX_BATCH_BYTES,
@@ -201,6 +201,8 @@ def read_row_groups(pf: pq.ParquetFile, f, opts, bad: list) -> Iterator[pa.Table
                 first += rb.num_rows
                 yield from split_by_bytes(table)
         except Exception as exc:
+            if is_transient(exc):
+                raise   # not damage: the task fails and is retried
             bad.append((g, exc))
         start += pf.metadata.row_group(g).num_rows
 
@@ -208,7 +210,7 @@ def read_row_groups(pf: pq.ParquetFile, f, opts, bad: list) -> Iterator[pa.Table
 def read_parquet(f, opts) -> Iterator[pa.Table]:
     rows, bad = 0, []
     try:
-        with fsspec.open(f.path, "rb") as fh:
+        with open_for_reading(f.path) as fh:
             pf = pq.ParquetFile(fh)
             names = pf.schema_arrow.names
             if opts.text_field not in names:

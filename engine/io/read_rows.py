@@ -17,13 +17,15 @@ from typing import Optional
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tokenmill.engine.io.transient import is_transient
 from tokenmill.engine.schema import DOCUMENT_SCHEMA
 
 READ_STAGE = "read"
 FILE_ERROR = "unreadable_file"
 TRUNCATED = "truncated_file"
+QUARANTINED = "quarantined"   # a file whose reading tasks were killed again and again (out of memory)
 #: reasons of rows that stand for a whole file (the report lists them under file_errors)
-FILE_REASONS = (FILE_ERROR, TRUNCATED)
+FILE_REASONS = (FILE_ERROR, TRUNCATED, QUARANTINED)
 INVALID_UNICODE = "invalid_unicode"
 MAX_BATCH_BYTES = 64 << 20
 _STRING_COLUMNS = ("id", "row_key", "text", "source", "url", "meta")
@@ -37,7 +39,11 @@ class NoRecords(Exception):
 def is_failure(exc: BaseException) -> bool:
     """An error a reader turns into a file-error row: any ``Exception``, and a panic inside a
     native parser (pyo3's ``PanicException`` derives from ``BaseException``); never an interrupt,
-    an exit or a generator being closed."""
+    an exit or a generator being closed, and never a transient I/O error (``transient.is_transient``:
+    a timeout, a reset, throttling), which fails the task so that the engine retries it and the file
+    is never marked done with records missing."""
+    if is_transient(exc):
+        return False
     return isinstance(exc, Exception) or type(exc).__name__ == "PanicException"
 
 

@@ -2,7 +2,9 @@
 
 ``Storage(url)`` holds the filesystem and the root path inside it; ``url(path)`` turns a path
 inside it back into what an engine or a worker is given (a URL again on object stores). Every
-atomic write, folder move, listing and JSON read of tokenmill goes through here.
+atomic write, folder move, listing and JSON read of tokenmill goes through here, and each is
+retried on a transient error (``transient.retry``: timeouts, resets, throttling) with backoff;
+a move that succeeded before its answer was lost is not done twice.
 """
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ import uuid
 from typing import Any, Optional
 
 import fsspec
+
+from tokenmill.engine.io.transient import retry
 
 
 class Storage:
@@ -37,20 +41,23 @@ class Storage:
 
     # -- plain operations --------------------------------------------------------------------
     def exists(self, path: str) -> bool:
-        return self.fs.exists(path)
+        return retry(self.fs.exists, path)
 
     def makedirs(self, path: str) -> None:
-        self.fs.makedirs(path, exist_ok=True)
+        retry(self.fs.makedirs, path, exist_ok=True)
 
     def rm(self, path: str) -> None:
+        retry(self._rm_once, path)
+
+    def _rm_once(self, path: str) -> None:
         if self.fs.exists(path):
             self.fs.rm(path, recursive=True)
 
     def touch(self, path: str) -> None:
-        self.fs.touch(path)
+        retry(self.fs.touch, path)
 
     def size(self, path: str) -> int:
-        return self.fs.size(path)
+        return retry(self.fs.size, path)
 
     def open(self, path: str, mode: str = "rb"):
         return self.fs.open(path, mode)
@@ -61,27 +68,42 @@ class Storage:
 
     def find_sizes(self, folder: str) -> dict[str, int]:
         """Every file under a folder with its size, from one listing."""
+        return retry(self._find_sizes_once, folder)
+
+    def _find_sizes_once(self, folder: str) -> dict[str, int]:
+        self.fs.invalidate_cache(folder)
         if not self.fs.exists(folder):
             return {}
-        self.fs.invalidate_cache(folder)
         return {p: info.get("size") or 0 for p, info in sorted(self.fs.find(folder, detail=True).items())
                 if not p.endswith("/")}
 
     def mv(self, src: str, dst: str) -> None:
-        self.fs.mv(src, dst)
+        retry(self._mv_once, src, dst)
+
+    def _mv_once(self, src: str, dst: str) -> None:
+        """One move; a retry of a move that was done (its answer lost) finds it done."""
+        try:
+            self.fs.mv(src, dst)
+        except FileNotFoundError:
+            if not self.fs.exists(dst):
+                raise
 
     def move_dir(self, src: str, dst: str) -> None:
         """Move a folder. Locally one rename; an object store has neither folders nor rename (and
         fsspec's recursive ``mv`` there also copies the folder's own name as if it were a key, which
         fails), so each file is moved on its own, then what is left of ``src`` (folder markers) goes."""
         if self.local:
-            self.fs.mv(src, dst, recursive=True)
+            retry(self._mv_dir_once, src, dst)
             return
         files = self.find(src)
         if files:
-            self.fs.mv(files, [f"{dst}/{self.rel(p, src)}" for p in files])
+            retry(self._mv_many_once, files, [f"{dst}/{self.rel(p, src)}" for p in files])
         self.fs.invalidate_cache(dst)
         self.rm(src)
+
+    def _mv_dir_once(self, src: str, dst: str) -> None:
+        if self.fs.exists(src) or not self.fs.exists(dst):
+            self.fs.mv(src, dst, recursive=True)
 
     def move_files(self, files: list[str], dst: str, names: Optional[list[str]] = None) -> None:
         """Move files (full paths of this store) into one folder, keeping their names or taking ``names``."""
@@ -89,26 +111,42 @@ class Storage:
         targets = [f"{dst}/{n}" for n in (names or [p.rsplit('/', 1)[-1] for p in files])]
         if self.local:
             for src, target in zip(files, targets):
-                self.fs.mv(src, target)
-        elif files:  # object stores: copied concurrently, then deleted
-            self.fs.mv(files, targets)
+                self.mv(src, target)
+        elif files:  # object stores: copied concurrently, then deleted; a retry moves what is left
+            retry(self._mv_many_once, files, targets)
+
+    def _mv_many_once(self, files: list[str], targets: list[str]) -> None:
+        left = [(f, t) for f, t in zip(files, targets) if self.fs.exists(f) or not self.fs.exists(t)]
+        if left:
+            self.fs.mv([f for f, _ in left], [t for _, t in left])
 
     # -- atomic writes, JSON ---------------------------------------------------------------------
     def write_text_atomic(self, path: str, text: str) -> None:
         tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        with self.fs.open(tmp, "w") as fh:
+        retry(self._write_once, tmp, text)
+        self.mv(tmp, path)
+
+    def _write_once(self, path: str, text: str) -> None:
+        if self.local:
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        with self.fs.open(path, "w") as fh:
             fh.write(text)
-        self.fs.mv(tmp, path)
 
     def write_json_atomic(self, path: str, obj: Any) -> None:
         self.write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
 
     def read_json(self, path: str) -> Optional[Any]:
+        """The JSON document at ``path``; None when there is none (or it is not JSON: an empty
+        file of a writer killed before it wrote). Any other error is raised after the retries:
+        "could not read" must never be taken for "not there"."""
         try:
-            with self.fs.open(path, "r") as fh:
-                return json.load(fh)
-        except (FileNotFoundError, json.JSONDecodeError, OSError):
+            return retry(self._read_json_once, path)
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
             return None
+
+    def _read_json_once(self, path: str) -> Any:
+        with self.fs.open(path, "r") as fh:
+            return json.load(fh)
 
     def list_parquet(self, folder: str) -> list[str]:
         """Relative paths of complete .parquet files under a folder (temporary and hidden names skipped)."""

@@ -37,6 +37,7 @@ from tokenmill.engine.executors.common import (
     shuffle_partitions,
 )
 from tokenmill.engine.executors.local.ops import LocalDatasetOps
+from tokenmill.engine.io.transient import is_transient, policy, retry
 from tokenmill.engine.jobs import FinalJob, GlobalJob, PartWritten, PoolSpec, StreamJob
 from tokenmill.engine.report.stats import WriteStats
 from tokenmill.engine.worker import cached_worker, finalize_chunk, read_live_keys, through_pools
@@ -159,14 +160,14 @@ class LocalExecutor:
         stops reading early (a generation budget reached) cancels the tasks not started and waits
         for the running ones: none of them may still write into the run's folder when it returns."""
         if isinstance(self.processes, InlineExecutor):
-            yield from (fn(item, env=None) for item in items)
+            yield from (retry(fn, item, env=None) for item in items)
             return
         env = dict(os.environ)
         with _main_not_reimported():
             futures = [self.processes.submit(fn, item, env=env) for item in items]
         try:
-            for future in futures:
-                yield future.result()
+            for i, item in enumerate(items):
+                yield self._result(futures, i, partial(fn, item, env=env))
         except BrokenProcessPool:
             _forget_processes(self.num_cpus)
             raise
@@ -174,6 +175,22 @@ class LocalExecutor:
             for future in futures:
                 future.cancel()
             wait(futures)
+
+    def _result(self, futures: list, i: int, task) -> object:
+        """Task ``i``'s result; a task that failed on a transient error (a store that timed out) is
+        run again, as Ray and Spark retry a failed task, up to ``io.retries`` times."""
+        pol = policy()
+        for attempt in range(pol.retries + 1):
+            try:
+                return futures[i].result()
+            except BrokenProcessPool:
+                raise
+            except Exception as exc:
+                if attempt >= pol.retries or not is_transient(exc):
+                    raise
+                time.sleep(pol.wait(attempt))
+                futures[i] = self.processes.submit(task)
+        raise AssertionError("unreachable")
 
     def stream(self, job: StreamJob) -> Iterator[PartWritten]:
         for parts, counts in self._in_processes(partial(stream_item, pools=job.pools), job.items):

@@ -1,0 +1,98 @@
+"""What in an output folder is this pipeline's, and refusing a folder that holds anything else.
+
+tokenmill writes only its output folders (``data/``, ``rejects/``, a generating stage's
+``synthetic/``), ``report.json``/``report.html``, ``_manifest.json`` and its ``_``-folders
+(``_work``, ``_lease``, ``_ledger``, ``_index``). A file there is *ours* when the manifest lists
+it (or lists it as superseded: a commit killed before it removed it), or when a commit plan under
+``_work/`` names it (a commit killed before its manifest). Before any work a run refuses, with
+``ForeignOutput`` (exit 2), a folder that holds another kind of run (plain vs incremental),
+another pipeline's manifest, or files it did not write — unless told ``force``. Files elsewhere
+in the folder are never touched, so they are not looked at.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tokenmill.engine.durable.ledger import Ledger
+from tokenmill.engine.durable.manifest import MANIFEST
+from tokenmill.engine.io.storage import Storage
+
+WORK = "_work"
+PLAN = "_commit.json"
+REPORTS = ("report.json", "report.html")
+HOW = "give the run another output folder, or pass --force (run_pipeline(force=True)) to let it replace them"
+
+
+class ForeignOutput(ValueError):
+    """The output folder holds what this run must not replace (exit 2 before any work)."""
+
+
+@dataclass
+class Owned:
+    """The output files (relative paths) that runs of this pipeline wrote, and the folders they are in."""
+
+    files: set[str] = field(default_factory=set)
+    folders: set[str] = field(default_factory=set)
+
+
+def owned_files(store: Storage, manifest: dict, folders: tuple[str, ...]) -> Owned:
+    """Files the manifest lists (kept and superseded) and files a commit plan under ``_work`` names."""
+    owned = Owned(set(), set(folders))
+    for f in [*manifest.get("files", []), *manifest.get("superseded", [])]:
+        owned.files.add(f["path"])
+    for path in store.find(store.path(WORK)):
+        if path.endswith(f"/{PLAN}"):
+            plan = store.read_json(path) or {}
+            owned.files.update(f["path"] for f in plan.get("files", []))
+    owned.folders.update(p.split("/", 1)[0] for p in owned.files if "/" in p)
+    return owned
+
+
+def foreign_files(store: Storage, owned: Owned, prefix_ok=None) -> list[str]:
+    """Files in the output folders that no run of this pipeline wrote (``prefix_ok(rel)``: also
+    ours, e.g. named with an incremental run's prefix), and reports not written by tokenmill."""
+    out = []
+    for sub in sorted(owned.folders):
+        for path in store.find(store.path(sub)):
+            rel = f"{sub}/{store.rel(path, store.path(sub))}"
+            if rel not in owned.files and not (prefix_ok and prefix_ok(rel)) and ".tmp" not in rel:
+                out.append(rel)
+    for name in REPORTS:
+        path = store.path(name)
+        if store.exists(path) and not _written_by_tokenmill(store, path):
+            out.append(name)
+    return out
+
+
+def _written_by_tokenmill(store: Storage, path: str) -> bool:
+    with store.open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    return b"tokenmill" in head or b'"fingerprint":' in head   # report.html names it; report.json has the run's
+
+
+def check_output(store: Storage, name: str, incremental: bool, folders: tuple[str, ...],
+                 force: bool = False, prefix_ok=None) -> Owned:
+    """Refuse (``ForeignOutput``) a folder this run must not write to; what is ours otherwise."""
+    manifest = store.read_json(store.path(MANIFEST)) or {}
+    owned = owned_files(store, manifest, folders)
+    if force:
+        return owned
+    where = store.url(store.root)
+    ledger = Ledger(store)
+    has_ledger = bool(ledger.runs() or ledger.pending())
+    if incremental and manifest and not has_ledger:
+        raise ForeignOutput(f"{where} holds the output of a run that was not incremental (a manifest, no "
+                            f"ledger); an incremental run would mix its files with it: {HOW}")
+    if not incremental and has_ledger:
+        raise ForeignOutput(f"{where} holds the output of incremental runs (a ledger in {where}/_ledger); a "
+                            f"plain run would replace the files they committed: {HOW}")
+    if manifest and manifest.get("name") not in (None, name):
+        raise ForeignOutput(f"{where} holds the output of another pipeline ({manifest.get('name')!r}, not "
+                            f"{name!r}): {HOW}")
+    foreign = foreign_files(store, owned, prefix_ok)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ForeignOutput(f"{where} holds {len(foreign)} file(s) tokenmill did not write where it writes "
+                            f"its output ({shown}): {HOW}")
+    return owned
+
