@@ -21,11 +21,13 @@ import yaml
 from .k8s_options import (
     DEFAULT_IMAGE,
     DEFAULT_LAUNCHER_IMAGE,
+    DEFAULT_LOCK_WAIT,
     DEFAULT_NAMESPACE,
     DEFAULT_SCHEDULE,
     DEFAULT_SECRET,
     DEFAULT_TIME_ZONE,
     KUBERAY_VERSION,
+    MIN_RAY_FOR_AUTH,
     Group,
     OptionError,
     RenderOptions,
@@ -33,9 +35,11 @@ from .k8s_options import (
     check_name,
     check_namespace,
     check_quantity,
+    check_ray_version,
     check_secret_name,
     check_time_zone,
     parse_cron,
+    ray_version_tuple,
     resource_name,
 )
 from .k8s_write import DEFAULT_BASE, stream, write_overlay
@@ -52,7 +56,8 @@ def add_parser(sub) -> None:
         description="Write the manifests that run CONFIG on a schedule on KubeRay: a ConfigMap with the config "
         "and a RayCronJob (--cron-mode raycronjob: KubeRay >= 1.6 with its RayCronJob feature gate) or a "
         "CronJob whose pod creates a RayJob and waits for it (--cron-mode cronjob, the default: no feature gate). "
-        f"Written against KubeRay {KUBERAY_VERSION}'s CRDs.",
+        "Each run's Ray head asks for the cluster's token (KubeRay authOptions) and NetworkPolicies admit only the "
+        f"cluster's own pods. Written against KubeRay {KUBERAY_VERSION}'s CRDs.",
         epilog="examples:\n"
         "  tokenmill k8s render configs/k8s/en.yaml | kubectl apply -f -\n"
         "  tokenmill k8s render configs/k8s/de.yaml --schedule '30 1 * * *' --time-zone Europe/Berlin "
@@ -82,6 +87,10 @@ def add_parser(sub) -> None:
                    help="keep the finished run's cluster this long (ttlSecondsAfterFinished; default 600)")
     s.add_argument("--starting-deadline", type=int, default=3600, metavar="SECONDS",
                    help="cronjob mode: a run that could not start this long after its time is skipped (default 3600)")
+    s.add_argument("--lock-wait", type=int, metavar="SECONDS",
+                   help="a run waits this long for another run's lease on the output, then exits 75 (tokenmill run "
+                   "--lock-wait; a retry of the same run takes its own lease over at once; default: the config's "
+                   f"output.lock_wait_seconds, or {DEFAULT_LOCK_WAIT})")
     i = r.add_argument_group("images and credentials")
     i.add_argument("--image", default=DEFAULT_IMAGE,
                    help=f"image with tokenmill and ray[default] for every Ray pod (default {DEFAULT_IMAGE})")
@@ -93,6 +102,22 @@ def add_parser(sub) -> None:
                    f"run time; '' for none (default {DEFAULT_SECRET})")
     i.add_argument("--writable-root", action="store_true",
                    help="Ray containers keep a writable root filesystem (for images that write outside /tmp)")
+    i.add_argument("--ray-version", metavar="VERSION",
+                   help="the Ray version of --image (rayVersion; default: this machine's Ray); token authentication "
+                   "needs 2.52.0 or later")
+    n = r.add_argument_group("access to the Ray clusters")
+    n.add_argument("--ray-auth", choices=["token", "disabled"], default="token",
+                   help="token (default): the head accepts only requests with the cluster's Ray token (KubeRay "
+                   "authOptions; Ray >= 2.52); disabled: no authentication (images with an older Ray)")
+    n.add_argument("--ray-auth-secret", metavar="NAME",
+                   help="a Secret of yours with the token under the key auth_token (default: KubeRay makes one per "
+                   "cluster and deletes it with the cluster)")
+    n.add_argument("--no-network-policy", action="store_true",
+                   help="no NetworkPolicies (default: the Ray pods take connections only from their own cluster, "
+                   "its submitter and the KubeRay operator)")
+    n.add_argument("--operator-namespace", metavar="NS",
+                   help="the KubeRay operator's namespace, the only one whose operator may reach the heads' dashboard "
+                   "port (default: an operator pod in any namespace)")
     z = r.add_argument_group("sizing (Kubernetes quantities: 8, 500m, 32Gi)")
     z.add_argument("--head-cpus", default="2", metavar="QTY", help="the head runs the driver, not work (default 2)")
     z.add_argument("--head-memory", default="8Gi", metavar="QTY", help="(default 8Gi)")
@@ -178,6 +203,39 @@ def _ray_version() -> str:
         return ""
 
 
+def _ray_options(args) -> dict:
+    """rayVersion and the head's authentication: token mode needs a Ray that has it."""
+    version = check_ray_version(args.ray_version, "--ray-version") if args.ray_version else _ray_version()
+    token = args.ray_auth == "token"
+    if token and ray_version_tuple(version) < MIN_RAY_FOR_AUTH:
+        have = f"Ray {version}" if version else "no rayVersion (Ray is not installed here)"
+        raise OptionError("--ray-auth", f"token authentication needs Ray >= 2.52.0 in --image, and render has {have}: "
+                          "pass --ray-version with the image's Ray, or --ray-auth disabled for an older image")
+    if args.ray_auth_secret and not token:
+        raise OptionError("--ray-auth-secret", "goes with --ray-auth token")
+    if args.operator_namespace:
+        check_namespace(args.operator_namespace, "--operator-namespace")
+    return {"ray_version": version, "ray_auth": token,
+            "ray_auth_secret": check_secret_name(args.ray_auth_secret, "--ray-auth-secret"),
+            "network_policy": not args.no_network_policy, "operator_namespace": args.operator_namespace or None}
+
+
+def _lock_wait(args, pipeline) -> int:
+    """``--lock-wait``, else the config's ``output.lock_wait_seconds`` if it sets one, else the
+    default; below ``--deadline``, which would end a run still waiting."""
+    output = pipeline.config.output
+    if args.lock_wait is not None:
+        wait = _count(args.lock_wait, "--lock-wait")
+    elif "lock_wait_seconds" in output.model_fields_set:
+        wait = math.ceil(output.lock_wait_seconds)
+    else:
+        wait = DEFAULT_LOCK_WAIT
+    if wait >= args.deadline:
+        raise OptionError("--lock-wait", f"{wait} s is not less than --deadline {args.deadline} s: the run would be "
+                          "stopped while it waits")
+    return wait
+
+
 def build_options(args, pipeline, config_text: str) -> RenderOptions:
     """The checked options (``OptionError`` names the first bad one)."""
     name = check_name(args.name, "--name") if args.name else check_name(
@@ -211,14 +269,14 @@ def build_options(args, pipeline, config_text: str) -> RenderOptions:
         name=name, config_text=config_text, schedule=args.schedule.strip(), time_zone=args.time_zone,
         cron_mode=args.cron_mode, image=check_image(args.image, "--image"),
         launcher_image=check_image(args.launcher_image, "--launcher-image"), namespace=args.namespace,
-        ray_version=_ray_version(), head_cpus=args.head_cpus, head_memory=args.head_memory,
+        head_cpus=args.head_cpus, head_memory=args.head_memory,
         cpu_group=Group("cpu", args.min_cpu_workers, args.max_cpu_workers, args.worker_cpus, args.worker_memory),
         gpu_group=Group("gpu", 0, max_gpu, args.gpu_worker_cpus, args.gpu_worker_memory, per) if max_gpu else None,
         deadline_s=args.deadline, retries=args.retries, ttl_s=args.ttl, idle_timeout_s=args.idle_timeout,
         starting_deadline_s=args.starting_deadline,
         object_store_secret=check_secret_name(args.object_store_secret, "--object-store-secret"),
         image_pull_secret=check_secret_name(args.image_pull_secret, "--image-pull-secret"),
-        read_only_root=not args.writable_root)
+        read_only_root=not args.writable_root, lock_wait_s=_lock_wait(args, pipeline), **_ray_options(args))
     if opts.cron_mode == "raycronjob":
         gap = cron.min_gap(below=timedelta(seconds=opts.deadline_s))
         if gap is not None:

@@ -21,6 +21,15 @@ DEFAULT_IMAGE = "tokenmill:0.1.0"
 DEFAULT_LAUNCHER_IMAGE = "alpine/kubectl:1.34.1"
 DEFAULT_SECRET = "tokenmill-object-store"
 DEFAULT_NAMESPACE = "tokenmill"
+#: how long a run waits for another run's lease on the output (tokenmill run --lock-wait), unless
+#: the config's output.lock_wait_seconds says otherwise
+DEFAULT_LOCK_WAIT = 600
+#: the oldest Ray with token authentication; KubeRay refuses ``authOptions.mode: token`` below it
+MIN_RAY_FOR_AUTH = (2, 52, 0)
+#: the submitter's variable that names the run's lease holder: its RayJob's name, the same for
+#: every retry of one RayJob (KubeRay labels the submitter pod with it)
+LEASE_HOLDER_ENV = "TOKENMILL_LEASE_HOLDER"
+RAYJOB_NAME_LABEL = "ray.io/originated-from-cr-name"
 
 _QUANTITY = re.compile(r"^(\d+(\.\d+)?|\.\d+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -72,6 +81,11 @@ class RenderOptions:
     read_only_root: bool = True
     run_as_user: int = 1000         # the ray user of rayproject/ray images
     run_as_group: int = 100
+    ray_auth: bool = True           # authOptions.mode token (KubeRay >= 1.5.1, Ray >= 2.52)
+    ray_auth_secret: Optional[str] = None   # a Secret with key auth_token; None: KubeRay makes one per cluster
+    network_policy: bool = True     # NetworkPolicies that close the Ray pods to all but their own cluster
+    operator_namespace: Optional[str] = None   # where the KubeRay operator runs (None: any namespace)
+    lock_wait_s: int = DEFAULT_LOCK_WAIT
 
     @property
     def config_key(self) -> str:
@@ -83,7 +97,10 @@ class RenderOptions:
 
     @property
     def entrypoint(self) -> str:
-        return f"tokenmill run {CONFIG_DIR}/{self.config_key} --address auto --progress log"
+        """The run on the head. KubeRay's submitter puts it in ``bash -c``, so the lease holder is
+        its pod's ``$TOKENMILL_LEASE_HOLDER`` (the RayJob's name) by the time Ray gets it."""
+        return (f"tokenmill run {CONFIG_DIR}/{self.config_key} --address auto --progress log "
+                f'--lock-wait {self.lock_wait_s} --lease-holder "${LEASE_HOLDER_ENV}"')
 
 
 #: where the head pod mounts the config ConfigMap
@@ -131,6 +148,18 @@ def check_secret_name(value: Optional[str], option: str) -> Optional[str]:
     if value and not _DNS1123_SUBDOMAIN.match(value):
         raise OptionError(option, f"{value!r} is not a Kubernetes object name")
     return value or None
+
+
+def check_ray_version(value: str, option: str = "--ray-version") -> str:
+    if value and not re.fullmatch(r"\d+\.\d+(\.\d+)?([-.+]?[0-9A-Za-z.]+)?", value):
+        raise OptionError(option, f"{value!r} is not a Ray version (e.g. 2.60.0)")
+    return value
+
+
+def ray_version_tuple(value: str) -> tuple[int, ...]:
+    """(2, 60, 0) from '2.60.0' or '2.60' (a suffix such as rc1 is ignored); () for ''."""
+    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", value or "")
+    return tuple(int(p or 0) for p in m.groups()) if m else ()
 
 
 def check_time_zone(tz: str, option: str = "--time-zone") -> str:

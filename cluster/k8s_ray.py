@@ -7,12 +7,19 @@ has GPU stages (or ``--max-gpu-workers`` asks), a GPU worker group that starts a
 autoscaler grows and shrinks both between their bounds. The RayJob deletes its cluster
 ``ttlSecondsAfterFinished`` after the run (``shutdownAfterJobFinishes``), fails the run after
 ``activeDeadlineSeconds``, and retries a failed run ``backoffLimit`` times on a new cluster;
-a retried ``tokenmill run`` keeps every phase the failed one committed.
+a retried ``tokenmill run`` keeps every phase the failed one committed, and takes over the
+output's lease its predecessor left at once: every attempt of one RayJob runs with
+``--lease-holder`` set to the RayJob's name, which a run of another RayJob never has.
+
+The head authenticates (``authOptions.mode: token``): KubeRay gives every Ray container, the
+autoscaler and the submitter ``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN`` from a Secret it
+makes for each cluster (and deletes with it), or from ``--ray-auth-secret``. A pod without the
+token cannot use the GCS, the dashboard, the Jobs API or the client server.
 """
 from __future__ import annotations
 
 from . import k8s_pods as pods
-from .k8s_options import CONFIG_DIR, Group, RenderOptions
+from .k8s_options import CONFIG_DIR, LEASE_HOLDER_ENV, RAYJOB_NAME_LABEL, Group, RenderOptions
 
 API_VERSION = "ray.io/v1"
 CONFIG_VOLUME = "config"
@@ -67,8 +74,19 @@ def autoscaler_options(opts: RenderOptions) -> dict:
             "volumeMounts": [{"name": pods.TMP_VOLUME, "mountPath": "/tmp"}]}
 
 
+def auth_options(opts: RenderOptions) -> dict:
+    """Ray's token authentication (KubeRay >= 1.5.1 needs ``rayVersion`` >= 2.52.0 for it)."""
+    if not opts.ray_auth:
+        return {"mode": "disabled"}
+    auth = {"mode": "token"}
+    if opts.ray_auth_secret:
+        auth["secretName"] = opts.ray_auth_secret
+    return auth
+
+
 def cluster_spec(opts: RenderOptions) -> dict:
     spec = {"rayVersion": opts.ray_version} if opts.ray_version else {}
+    spec["authOptions"] = auth_options(opts)
     spec["enableInTreeAutoscaling"] = True
     spec["autoscalerOptions"] = autoscaler_options(opts)
     spec["headGroupSpec"] = head_group(opts)
@@ -80,9 +98,13 @@ def cluster_spec(opts: RenderOptions) -> dict:
 def submitter_template(opts: RenderOptions) -> dict:
     """The pod of KubeRay's submitter Job (K8sJobMode): ``ray job submit`` and ``ray job logs
     --follow``, so ``kubectl logs job/<rayjob>`` shows the run's progress lines. No command here:
-    KubeRay writes it. It needs neither credentials nor the Kubernetes API."""
+    KubeRay writes it, with the entrypoint inside ``bash -c``: ``$TOKENMILL_LEASE_HOLDER`` there
+    is this pod's RayJob name (KubeRay's label), the run's lease holder. KubeRay adds the Ray
+    token; it needs no other credentials and not the Kubernetes API."""
+    holder = {"name": LEASE_HOLDER_ENV,
+              "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{RAYJOB_NAME_LABEL}']"}}}
     container = {"name": SUBMITTER, "image": opts.image, "imagePullPolicy": "IfNotPresent",
-                 "env": pods.home_env(),
+                 "env": pods.home_env() + [holder],
                  "resources": pods.resources("1", "1Gi", requests=("200m", "512Mi")),
                  "securityContext": pods.container_security(True),
                  "volumeMounts": pods.scratch_mounts(shm=False)}

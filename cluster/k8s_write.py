@@ -5,8 +5,8 @@ shared base that holds the CronJob fallback's RBAC and launcher script.
 Layout (``tokenmill k8s render CONFIG --out k8s/overlays/en``)::
 
     k8s/base/                kustomization.yaml, rbac.yaml, launcher.yaml   (written when missing)
-    k8s/overlays/en/         kustomization.yaml, config.yaml and either raycronjob.yaml, or
-                             rayjob-template.yaml and cronjob.yaml
+    k8s/overlays/en/         kustomization.yaml, config.yaml, networkpolicy.yaml and either
+                             raycronjob.yaml, or rayjob-template.yaml and cronjob.yaml
 
 An overlay's ``namespace:`` places the base's objects too, so overlays in different namespaces each
 get their own RBAC. Files are written whole and the same options give the same bytes.
@@ -18,12 +18,13 @@ from typing import Optional
 
 import yaml
 
-from . import k8s_cron, k8s_ray
+from . import k8s_cron, k8s_net, k8s_ray
 from .k8s_options import DEFAULT_NAMESPACE, RenderOptions
 
 KUSTOMIZE_API = "kustomize.config.k8s.io/v1beta1"
 #: every file name render may write in an overlay (a re-render in the other mode removes the rest)
-OVERLAY_FILES = ("kustomization.yaml", "config.yaml", "raycronjob.yaml", "rayjob-template.yaml", "cronjob.yaml")
+OVERLAY_FILES = ("kustomization.yaml", "config.yaml", "networkpolicy.yaml", "raycronjob.yaml", "rayjob-template.yaml",
+                 "cronjob.yaml")
 DEFAULT_BASE = "../../base"
 
 
@@ -47,12 +48,18 @@ def dump_all(objs: list[dict]) -> str:
     return "".join("---\n" + dump(o) for o in objs)
 
 
-def objects(opts: RenderOptions, namespace: Optional[str]) -> list[dict]:
-    """This config's objects (not the shared ones), in the order they are applied."""
+def schedule_objects(opts: RenderOptions, namespace: Optional[str]) -> list[dict]:
+    """The RayCronJob, or the RayJob template and the CronJob that launches it."""
     if opts.cron_mode == "raycronjob":
-        return [k8s_ray.config_map(opts, namespace), k8s_ray.raycronjob(opts, namespace)]
-    return [k8s_ray.config_map(opts, namespace), k8s_cron.rayjob_template(opts, namespace),
-            k8s_cron.cronjob(opts, namespace)]
+        return [k8s_ray.raycronjob(opts, namespace)]
+    return [k8s_cron.rayjob_template(opts, namespace), k8s_cron.cronjob(opts, namespace)]
+
+
+def objects(opts: RenderOptions, namespace: Optional[str]) -> list[dict]:
+    """This config's objects (not the shared ones), in the order they are applied: the network
+    policies before anything that makes pods."""
+    return ([k8s_ray.config_map(opts, namespace)] + k8s_net.network_policies(opts, namespace)
+            + schedule_objects(opts, namespace))
 
 
 def stream(opts: RenderOptions) -> str:
@@ -80,18 +87,22 @@ def base_files() -> dict[str, str]:
 
 
 def overlay_files(opts: RenderOptions, source: str, base: str = DEFAULT_BASE) -> dict[str, str]:
-    objs = objects(opts, None)
+    files = {"config.yaml": [k8s_ray.config_map(opts, None)]}
+    policies = k8s_net.network_policies(opts, None)
+    if policies:
+        files["networkpolicy.yaml"] = policies
+    schedule = schedule_objects(opts, None)
     if opts.cron_mode == "raycronjob":
-        files = {"config.yaml": objs[0], "raycronjob.yaml": objs[1]}
+        files["raycronjob.yaml"] = schedule
         resources = []
     else:
-        files = {"config.yaml": objs[0], "rayjob-template.yaml": objs[1], "cronjob.yaml": objs[2]}
+        files.update({"rayjob-template.yaml": schedule[:1], "cronjob.yaml": schedule[1:]})
         resources = [base]
     head = (f"{opts.name}: written by `tokenmill k8s render` from {source} ({opts.cron_mode} mode,\n"
             f"schedule {opts.schedule!r} {opts.time_zone}). Render again rather than edit these files;\n"
             "to change them for one cluster, patch them in an overlay of this folder.")
     out = {"kustomization.yaml": kustomization(resources + list(files), opts.namespace, head)}
-    out.update({name: dump_all([obj]) for name, obj in files.items()})
+    out.update({name: dump_all(objs) for name, objs in files.items()})
     return out
 
 

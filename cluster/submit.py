@@ -4,7 +4,9 @@
 code and the config (``job_package``; never data or models), starts ``tokenmill run`` on the
 cluster as a Ray job and prints its id. With ``--wait`` it streams the job's logs and exits with
 the job's end: 0 succeeded, 1 failed or stopped; 2 when the job server cannot be reached or
-refuses the job; 130 on Ctrl-C, which leaves the job running.
+refuses the job; 130 on Ctrl-C, which leaves the job running. ``--env`` values (credentials,
+often) go only to an https:// job server unless ``--insecure`` says plain http is fine; otherwise
+it exits 2 before anything is sent.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from tokenmill.engine.config import ConfigError
 from . import jobs_cli
 from .job_config import JobConfig, absolute, prepare
 from .job_package import entrypoint, parse_env, runtime_env, stage_code
-from .ray_jobs import call, connect, job_server_url
+from .ray_jobs import JobServerError, call, connect, job_server_url
 
 
 def add_parsers(sub) -> None:
@@ -41,6 +43,9 @@ def _submit_parser(sub) -> None:
     s.add_argument("--env", action="append", default=[], metavar="KEY[=VALUE]",
                    help="an environment variable for the job (repeatable); a bare KEY sends this machine's "
                         "value. Nothing else of the local environment is sent.")
+    s.add_argument("--insecure", action="store_true",
+                   help="send --env values to a plain http:// job server too (they cross the network unencrypted; "
+                   "default: only to https://)")
     s.add_argument("--no-ship-code", action="store_true",
                    help="run the tokenmill installed on the cluster instead of shipping this one's code")
     s.add_argument("--py-module", action="append", default=[], metavar="PATH",
@@ -64,11 +69,23 @@ def submit(args) -> int:
         print(f"tokenmill: {e}", file=sys.stderr)
         return 2
     url = job_server_url(args.address)
+    check_transport(url, env_vars, args.insecure)
     client = connect(url)
     job_id = _send(client, job, env_vars, args)
     print(job_id)
     _say_submitted(job, job_id, url, args)
     return jobs_cli.follow_to_end(client, url, job_id) if args.wait else 0
+
+
+def check_transport(url: str, env_vars: dict, insecure: bool = False) -> None:
+    """``--env`` values travel in the job's runtime environment: over plain http anyone on the way
+    reads them. A ``JobServerError`` (exit 2, nothing sent) unless the URL is https or the user
+    said ``--insecure``."""
+    if env_vars and url.startswith("http://") and not insecure:
+        names = ", ".join(sorted(env_vars))
+        raise JobServerError(f"--env {names}: {url} is plain http, so the values would cross the network unencrypted; "
+                             "use the job server's https:// address, or pass --insecure to send them anyway (e.g. "
+                             "through a kubectl port-forward); nothing was sent")
 
 
 def _send(client, job: JobConfig, env_vars: dict, args) -> str:

@@ -7,11 +7,19 @@
   (the CRDs leave ``metadata`` open), and their names against KubeRay's length limits.
 - Core objects (CronJob, ConfigMap, ServiceAccount, Role, RoleBinding, ...) with
   ``kubernetes-validate`` in strict mode, for each Kubernetes version in ``K8S_VERSIONS``.
+- KubeRay's own rules that its CRDs cannot express (``utils/validation.go``), for what the
+  manifests use: token authentication needs ``rayVersion`` >= 2.52.0, and not for RayJobs with
+  Kubernetes-delegated tokens.
 - A ConfigMap that carries a RayJob manifest (the CronJob fallback's) has it validated too.
 
 ``security_problems`` is the pod security check: non-root, no privilege escalation, all
 capabilities dropped, read-only root filesystem, CPU and memory requests and limits (GPUs in
 limits), no host namespaces or hostPath, and no inline secrets anywhere.
+
+``isolation_problems`` checks a whole set of manifests: every Ray cluster authenticates with a
+token, and its NetworkPolicies let no pod but its own reach the head or the workers. It runs the
+NetworkPolicy rules (``ingress_allowed``) on the pods KubeRay would make from the templates,
+with the labels KubeRay adds (``kuberay_pods``).
 """
 from __future__ import annotations
 
@@ -21,6 +29,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jsonschema
@@ -36,6 +45,8 @@ CRD_FILES = {"RayJob": "ray.io_rayjobs.yaml", "RayCronJob": "ray.io_raycronjobs.
 #: KubeRay v1.7.0's own name limits (utils/constant.go), DNS-1035 labels
 MAX_NAME = {"RayCluster": 53, "RayJob": 47, "RayCronJob": 36}
 GENERATED_SUFFIX = 5   # what the API server appends to a generateName
+#: KubeRay v1.7.0 refuses authOptions.mode token below this rayVersion (utils/validation.go)
+MIN_RAY_FOR_AUTH = (2, 52, 0)
 
 
 def strictify(schema: dict) -> dict:
@@ -128,6 +139,27 @@ def _name_errors(obj: dict) -> list[str]:
     return errors
 
 
+def _version(text: str) -> tuple[int, ...]:
+    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", str(text))
+    return tuple(int(p or 0) for p in m.groups()) if m else ()
+
+
+def kuberay_rule_errors(obj: dict) -> list[str]:
+    """What KubeRay v1.7.0's ValidateRayClusterSpec / ValidateRayJobSpec refuse about
+    ``authOptions`` (the CRD only lists the fields)."""
+    out = []
+    for where, spec in _clusters(obj):
+        auth = spec.get("authOptions") or {}
+        token = auth.get("mode") == "token"
+        if token and not spec.get("rayVersion"):
+            out.append(f"{where}.authOptions: mode token needs rayVersion (Ray >= 2.52.0)")
+        elif token and not _version(spec["rayVersion"]) >= MIN_RAY_FOR_AUTH:
+            out.append(f"{where}.authOptions: mode token needs Ray >= 2.52.0, rayVersion is {spec['rayVersion']}")
+        if auth.get("enableK8sTokenAuth") and (not token or obj.get("kind") != "RayCluster"):
+            out.append(f"{where}.authOptions.enableK8sTokenAuth: needs mode token, and not in a RayJob")
+    return out
+
+
 def errors(obj: dict) -> list[str]:
     """Every problem found in one object (empty: valid)."""
     if not isinstance(obj, dict) or "kind" not in obj or "apiVersion" not in obj:
@@ -135,7 +167,7 @@ def errors(obj: dict) -> list[str]:
     if obj["apiVersion"].startswith("ray.io/"):
         if obj["apiVersion"] != "ray.io/v1" or obj["kind"] not in CRD_FILES:
             return [f"unknown KubeRay object {obj['apiVersion']} {obj['kind']}"]
-        out = crd_errors(obj) + _name_errors(obj)
+        out = crd_errors(obj) + _name_errors(obj) + kuberay_rule_errors(obj)
         meta = dict(obj.get("metadata") or {})
         meta.setdefault("name", "placeholder")
         # the CRDs leave metadata and the pod templates' metadata open: the core schemas check them
@@ -275,3 +307,127 @@ def _clusters(obj: dict) -> Iterator[tuple[str, dict]]:
         yield "spec.rayClusterSpec", spec["rayClusterSpec"]
     elif obj.get("kind") == "RayCronJob" and (spec.get("jobTemplate") or {}).get("rayClusterSpec"):
         yield "spec.jobTemplate.rayClusterSpec", spec["jobTemplate"]["rayClusterSpec"]
+
+
+# --- the isolation check: authentication and NetworkPolicies ---
+
+@dataclass(frozen=True)
+class Pod:
+    """A pod as NetworkPolicies see it: its namespace and labels."""
+
+    namespace: str
+    labels: dict = field(default_factory=dict)
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    """Whether a label selector (matchLabels, matchExpressions) selects these labels."""
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for e in selector.get("matchExpressions") or []:
+        key, op, values = e["key"], e["operator"], e.get("values") or []
+        ok = {"In": labels.get(key) in values, "NotIn": labels.get(key) not in values,
+              "Exists": key in labels, "DoesNotExist": key not in labels}[op]
+        if not ok:
+            return False
+    return True
+
+
+def _peer_admits(peer: dict, src: Pod, policy_ns: str) -> bool:
+    if "ipBlock" in peer:        # pods are not matched by address here
+        return False
+    ns_sel, pod_sel = peer.get("namespaceSelector"), peer.get("podSelector")
+    ns_ok = src.namespace == policy_ns if ns_sel is None else selects(
+        ns_sel, {"kubernetes.io/metadata.name": src.namespace})
+    return ns_ok and (pod_sel is None or selects(pod_sel, src.labels))
+
+
+def _port_admits(ports: list | None, port: int) -> bool:
+    if not ports:
+        return True
+    for p in ports:
+        if p.get("protocol", "TCP") != "TCP":
+            continue
+        if "port" not in p:
+            return True
+        if isinstance(p["port"], int) and p["port"] <= port <= p.get("endPort", p["port"]):
+            return True
+    return False
+
+
+def ingress_allowed(policies: list[dict], src: Pod, dst: Pod, port: int) -> bool:
+    """Whether ``src`` may open a TCP connection to ``dst:port`` under these NetworkPolicies (the
+    Kubernetes semantics: a pod no Ingress policy selects takes everything; a selected pod takes
+    what any rule of any selecting policy allows)."""
+    selecting = [p for p in policies if p.get("kind") == "NetworkPolicy"
+                 and (p.get("metadata") or {}).get("namespace", dst.namespace) == dst.namespace
+                 and "Ingress" in (p["spec"].get("policyTypes") or ["Ingress"])
+                 and selects(p["spec"].get("podSelector") or {}, dst.labels)]
+    if not selecting:
+        return True
+    return any(_port_admits(rule.get("ports"), port)
+               and (not rule.get("from") or any(_peer_admits(peer, src, dst.namespace) for peer in rule["from"]))
+               for p in selecting for rule in p["spec"].get("ingress") or [])
+
+
+def kuberay_pods(obj: dict, namespace: str, cluster: str = "run-x1") -> dict[str, Pod]:
+    """The pods KubeRay v1.7.0 makes from a RayJob or RayCronJob, with the labels it adds
+    (common/pod.go labelPod; the submitter's from rayjob_controller.go): 'head', one per worker
+    group ('worker-<group>') and 'submitter'."""
+    spec = obj.get("spec") or {}
+    job = (spec.get("jobTemplate") or {}) if obj.get("kind") == "RayCronJob" else spec
+    ray = job.get("rayClusterSpec") or {}
+
+    def ray_pod(template: dict, node_type: str, group: str) -> Pod:
+        labels = {"ray.io/is-ray-node": "yes", "app.kubernetes.io/name": "kuberay",
+                  "app.kubernetes.io/created-by": "kuberay-operator"}
+        labels.update((template.get("metadata") or {}).get("labels") or {})
+        labels.update({"ray.io/cluster": cluster, "ray.io/node-type": node_type, "ray.io/group": group})
+        return Pod(namespace, labels)
+
+    pods = {"head": ray_pod(ray["headGroupSpec"]["template"], "head", "headgroup")}
+    for g in ray.get("workerGroupSpecs") or []:
+        pods[f"worker-{g['groupName']}"] = ray_pod(g["template"], "worker", g["groupName"])
+    sub = dict(((job.get("submitterPodTemplate") or {}).get("metadata") or {}).get("labels") or {})
+    sub.update({"ray.io/originated-from-cr-name": cluster.rsplit("-", 1)[0], "ray.io/originated-from-crd": "RayJob",
+                "app.kubernetes.io/created-by": "kuberay-operator"})
+    pods["submitter"] = Pod(namespace, sub)
+    return pods
+
+
+#: Ray's ports on a head that outsiders must not reach: GCS, dashboard and Jobs API, client
+#: server, metrics, dashboard agent, and one in Ray's default worker port range
+RAY_PORTS = (6379, 8265, 10001, 8080, 52365, 12000)
+
+
+def strangers(namespace: str) -> tuple[Pod, ...]:
+    """Pods that are not the cluster's: one beside it, one in another namespace."""
+    return Pod(namespace, {"app": "stranger"}), Pod(f"not-{namespace}", {"app": "stranger"})
+
+
+def _ray_objects(objs: list[dict]) -> Iterator[dict]:
+    for obj in objs:
+        if obj.get("kind") in ("RayJob", "RayCronJob"):
+            yield obj
+        yield from (inner for inner in embedded_objects(obj) if inner.get("kind") in ("RayJob", "RayCronJob"))
+
+
+def isolation_problems(objs: list[dict], namespace: str = "tokenmill") -> list[str]:
+    """Every Ray cluster in the manifests authenticates with a token, and no pod outside it (one
+    in its namespace or in another) reaches its head or workers on any of Ray's ports."""
+    out = []
+    policies = [o for o in objs if o.get("kind") == "NetworkPolicy"]
+    for obj in _ray_objects(objs):
+        meta = obj.get("metadata") or {}
+        label = f"{obj['kind']}/{meta.get('name') or meta.get('generateName')}"
+        ns = meta.get("namespace") or namespace
+        for where, spec in _clusters(obj):
+            if (spec.get("authOptions") or {}).get("mode") != "token":
+                out.append(f"{label} {where}: the Ray head does not authenticate (authOptions.mode is not token)")
+        for role, pod in kuberay_pods(obj, ns).items():
+            if role == "submitter":
+                continue
+            open_to = [f"{s.namespace}/{s.labels}:{port}" for s in strangers(ns) for port in RAY_PORTS
+                       if ingress_allowed(policies, s, pod, port)]
+            if open_to:
+                out.append(f"{label} {role}: reachable from pods outside the cluster ({', '.join(open_to[:3])} ...)")
+    return out

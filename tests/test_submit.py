@@ -1,8 +1,12 @@
 """`tokenmill submit` and `tokenmill jobs` against a real Ray head (`ray start --head` with the
 dashboard's job server on a loopback port), started once for this module and private to it:
-its temp folder is its own, so a plain `ray.init()` elsewhere (the other tests) never joins it."""
+its temp folder is its own, so a plain `ray.init()` elsewhere (the other tests) never joins it.
+Those are the slow lane's (``on_a_head``); what needs no Ray (where the job server is, which
+``--env`` values may go over plain http, checked against a plain HTTP server that records every
+request) is the fast lane's."""
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import queue
@@ -24,11 +28,14 @@ import requests
 import yaml
 from conftest import REPO, tokenmill_cmd
 
-pytestmark = [pytest.mark.slow, pytest.mark.cluster]
-
 SAMPLE = REPO / "configs" / "sample"
 SAMPLE_INPUTS = [SAMPLE / "web.jsonl.gz", SAMPLE / "recrawl.jsonl"]   # 117 + 30 documents
 ADDRESS_VARS = ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")
+
+
+def on_a_head(test):
+    """A test that needs the module's Ray head (or starts a Ray of its own): slow, cluster."""
+    return pytest.mark.slow(pytest.mark.cluster(test))
 
 
 def _free_port() -> int:
@@ -148,11 +155,12 @@ def _unpacked(head: Head, kind: str, uri: str) -> Path:
     return head.session_resources() / f"{kind}_files" / name
 
 
+@on_a_head
 def test_submit_wait_runs_the_pipeline_on_the_cluster(head, tmp_path):
     # relative paths in the YAML resolve against its folder here, not against the job's folder there
     cfg = _config(tmp_path / "cfg", SAMPLE_INPUTS, "../out", languages={"dir": str(REPO / "configs" / "languages")})
     proc = tm("submit", str(cfg), "--address", head.url, "--wait", "--progress-interval", "1",
-              "--env", "TOKENMILL_MARK=42", cwd=tmp_path)
+              "--env", "TOKENMILL_MARK=42", "--insecure", cwd=tmp_path)   # plain http on loopback
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     job_id = _job_id(proc)
     # the job's own log streamed here: tokenmill's progress lines and summary, then the status
@@ -196,6 +204,7 @@ def test_submit_wait_runs_the_pipeline_on_the_cluster(head, tmp_path):
     assert re.search(rf"^{job_id}\s+SUCCEEDED\s.*\ssubmitted\s+{re.escape(str(out))}$", listed.stdout, re.M)
 
 
+@on_a_head
 def test_the_job_imports_the_shipped_code(head, tmp_path):
     """tokenmill is a namespace package: the shipped copy must win over the cluster's own install."""
     from tokenmill.cluster.job_package import runtime_env, stage_code
@@ -220,6 +229,7 @@ def test_the_job_imports_the_shipped_code(head, tmp_path):
     assert str(REPO) not in logs
 
 
+@on_a_head
 def test_a_job_that_fails_on_the_cluster(head, tmp_path):
     # valid here (inputs are the cluster's to read), but nothing matches on the head: tokenmill run exits 2 there
     missing = tmp_path / "nowhere" / "*.jsonl.gz"
@@ -242,6 +252,7 @@ def _lines(stream, q: queue.Queue) -> None:
     q.put(None)
 
 
+@on_a_head
 def test_ctrl_c_leaves_the_job_running_and_jobs_stop_stops_it(head, tmp_path):
     fifo = tmp_path / "never-written.jsonl"      # the reader blocks on it: a job that runs until stopped
     os.mkfifo(fifo)
@@ -274,6 +285,7 @@ def test_ctrl_c_leaves_the_job_running_and_jobs_stop_stops_it(head, tmp_path):
     assert after.returncode == 1 and after.stdout.startswith(f"{job_id}: STOPPED")
 
 
+@on_a_head
 def test_bad_config_or_env_sends_nothing(head, tmp_path):
     before = len(head.client().list_jobs())
     cfg = _config(tmp_path, SAMPLE_INPUTS, str(tmp_path / "out"), stages=[{"type": "no_such_stage"}])
@@ -286,6 +298,7 @@ def test_bad_config_or_env_sends_nothing(head, tmp_path):
     assert len(head.client().list_jobs()) == before
 
 
+@on_a_head
 def test_unreachable_job_server_and_unknown_job(head, tmp_path):
     cfg = _config(tmp_path, SAMPLE_INPUTS, str(tmp_path / "out"))
     nobody = f"http://127.0.0.1:{_free_port()}"
@@ -302,6 +315,7 @@ def test_unreachable_job_server_and_unknown_job(head, tmp_path):
     assert wrong.returncode == 2 and "expected the job server's URL, http(s)://HEAD:8265" in wrong.stderr
 
 
+@on_a_head
 def test_a_plain_ray_init_elsewhere_does_not_join_the_head(head):
     probe = "import ray; ray.init(include_dashboard=False, logging_level='ERROR'); print(ray.get_runtime_context().gcs_address)"
     proc = subprocess.run([sys.executable, "-c", probe], env=_env(), capture_output=True, text=True, timeout=180)
@@ -320,3 +334,79 @@ def test_job_server_address_resolution():
         == "http://api:8265"
     with pytest.raises(JobServerError):
         job_server_url("ray://head:10001", {})
+
+
+# --- --env over plain http (no Ray: a plain HTTP server that records what reaches it) ---
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """Notes every request (method, path, body) and answers 404: no Ray job server."""
+
+    def _answer(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.seen.append((self.command, self.path, body))
+        self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_POST = do_PUT = do_HEAD = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def recording_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    server.seen = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)
+
+
+def test_env_values_go_over_plain_http_only_with_insecure(recording_server, tmp_path, capsys, monkeypatch):
+    from tokenmill.engine.cli import main
+
+    for var in ADDRESS_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("TOKENMILL_TEST_SECRET", "s3cr3t-value")
+    cfg = _config(tmp_path, SAMPLE_INPUTS, str(tmp_path / "out"))
+    url = f"http://127.0.0.1:{recording_server.server_port}"
+
+    def submit(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = main(["submit", str(cfg), *args])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    for env in (["--env", "TOKENMILL_TEST_SECRET"], ["--env", "B=2", "--env", "A=secret-too"]):
+        code, out, err = submit("--address", url, *env, "--wait")
+        assert code == 2 and out == "", err
+        names = "TOKENMILL_TEST_SECRET" if len(env) == 2 else "A, B"
+        assert err == f"tokenmill: --env {names}: {url} is plain http, so the values would cross the network " \
+                      "unencrypted; use the job server's https:// address, or pass --insecure to send them anyway " \
+                      "(e.g. through a kubectl port-forward); nothing was sent\n"
+        assert "s3cr3t" not in err and "secret-too" not in err
+    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", url)       # the address from the environment: the same
+    code, _, err = submit("--env", "A=1")
+    assert code == 2 and "plain http" in err
+    monkeypatch.delenv("RAY_API_SERVER_ADDRESS")
+    assert recording_server.seen == []                      # nothing reached the server
+
+    # the server answers: with --insecure the same submission goes out (and is refused: no Ray there)
+    code, out, err = submit("--address", url, "--env", "A=1", "--insecure")
+    assert code == 2 and out == "" and err.startswith(f"tokenmill: job server at {url}: "), err
+    assert recording_server.seen and recording_server.seen[0][:2] == ("GET", "/api/version")
+
+
+def test_env_transport_rule():
+    from tokenmill.cluster.ray_jobs import JobServerError
+    from tokenmill.cluster.submit import check_transport
+
+    check_transport("https://ray.example.org", {"AWS_SECRET_ACCESS_KEY": "x"})   # https: fine
+    check_transport("http://head:8265", {})                                       # nothing to protect
+    check_transport("http://head:8265", {"A": "1"}, insecure=True)
+    with pytest.raises(JobServerError, match=r"^--env A: http://head:8265 is plain http"):
+        check_transport("http://head:8265", {"A": "1"})
