@@ -72,7 +72,7 @@ class PhaseRunner:
         self.console, self.say = console, console.say
         self.sizes = sizes or {}
         self.run_id = run_id or work   # names what the run leaves for later runs (a band index)
-        self.name_prefix = ""          # starts every output file's name (an incremental run's number)
+        self.name_prefix = ""          # starts every output file's name (the run's number or fingerprint)
         self.work = store.path("_work", work)
         self.tmp_root = store.path("_work", "_tmp")
         self.phase_seconds: dict[str, float] = {}
@@ -390,7 +390,10 @@ def _run(pipeline, ctx: RunContext, address, master, num_cpus, engine, keep_work
     try:
         runner = PhaseRunner(store, fp[:16], executor, pipeline, plan, console,
                              {f.path: st[0] for f, st in zip(ctx.files, ctx.stamps) if st}, run_id=run_id)
-        runner.name_prefix = inc.name_prefix if inc is not None else ""
+        # file names carry the run (an incremental run's number, a plain run's fingerprint), so a
+        # run never overwrites a file an earlier manifest lists: that manifest stays true until the
+        # new one replaces it, and only then do the files it alone listed go
+        runner.name_prefix = inc.name_prefix if inc is not None else f"{fp[:8]}-"
         runner.check = ctx.lease.check
         result = _run_and_commit(runner, ctx, fp, keep_work, t_start)
         console.close()
@@ -440,7 +443,8 @@ def _run_and_commit(runner: PhaseRunner, ctx: RunContext, fp: str, keep_work: bo
 
 def _already_complete(store: Storage, out: str, pipeline, manifest: dict, problems, console: Console) -> RunResult:
     report = store.read_json(store.path("report.json"))
-    if report is None:  # killed between the manifest and the report: rebuild it from the manifest's counts
+    if report is None or report.get("fingerprint") != manifest.get("fingerprint"):
+        # killed between the manifest and the report (none, or an earlier run's): rebuilt from the manifest's counts
         report = build_report(pipeline, manifest, WriteStats.from_json(manifest.get("counts") or {}), problems,
                               {}, wall_seconds=0.0, phase_seconds={})
         write_report(store, report)

@@ -16,10 +16,11 @@ processes::
 A rule matches calls of ``op`` (``open`` — for reading or writing, or ``open_read`` /
 ``open_write``; ``read``: a read that reaches ``after_bytes`` of a file; ``ls`` (also ``find``,
 ``info``, ``exists``); ``mv``; ``rm``; ``pipe``, ``touch``, ``makedirs``) whose path matches the
-glob ``match``; skips the first ``skip`` such calls, then fails the next ``times`` (per path with
-``per_path``; of the paths a seeded hash picks with ``fraction``). ``kind``: ``transient``
+glob ``match`` (``any``: every op but ``read``); skips the first ``skip`` such calls, then fails the next ``times`` (per path with
+``per_path``; of the paths a seeded hash of their file name picks with ``fraction``). ``kind``: ``transient``
 raises ``transient.TransientError`` (a reset connection), ``permanent`` a ``PermissionError``.
-Every failure is appended to ``state/log.jsonl``.
+Every failure is appended to ``state/log.jsonl``; with ``"trace": true`` every call (but reads)
+to ``state/trace.jsonl``, in order, so a test can fail each call of a step in turn.
 
 It is registered with fsspec by tokenmill's ``fsspec.specs`` entry point, so any process with
 tokenmill installed resolves ``faulty://`` URLs.
@@ -54,8 +55,11 @@ class FaultSchedule:
     def __init__(self, schedule: dict):
         self.rules = schedule.get("rules", [])
         self.state = schedule.get("state")
+        self.trace = bool(schedule.get("trace"))
 
     def check(self, op: str, path: str, position: Optional[int] = None) -> None:
+        if self.trace and op != "read":
+            self._log({"op": op, "path": path, "pid": os.getpid()}, "trace.jsonl")
         for i, rule in enumerate(self.rules):
             if self._applies(rule, op, path, position) and self._count(i, rule, path):
                 self._fail(rule, op, path)
@@ -63,7 +67,8 @@ class FaultSchedule:
     @staticmethod
     def _applies(rule: dict, op: str, path: str, position: Optional[int]) -> bool:
         want = rule["op"]
-        if not (want == op or (want == "ls" and op in LISTING_OPS) or (want == "open" and op.startswith("open_"))):
+        if not (want == op or (want == "any" and op != "read") or (want == "ls" and op in LISTING_OPS)
+                or (want == "open" and op.startswith("open_"))):
             return False
         if not fnmatch.fnmatch(path, rule.get("match", "*")):
             return False
@@ -71,7 +76,8 @@ class FaultSchedule:
             return False
         fraction = rule.get("fraction")
         if fraction is not None:
-            h = int(hashlib.sha256(f"{rule.get('seed', 0)}:{path}".encode()).hexdigest()[:8], 16)
+            name = path.rsplit("/", 1)[-1]   # the same files picked wherever the folder is
+            h = int(hashlib.sha256(f"{rule.get('seed', 0)}:{name}".encode()).hexdigest()[:8], 16)
             return h / 0xFFFFFFFF < fraction
         return True
 
@@ -89,9 +95,13 @@ class FaultSchedule:
         skip, times = rule.get("skip", 0), rule.get("times", 1)
         return skip <= n < skip + times
 
+    def _log(self, record: dict, name: str) -> None:
+        os.makedirs(self.state, exist_ok=True)
+        with open(os.path.join(self.state, name), "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
     def _fail(self, rule: dict, op: str, path: str) -> None:
-        with open(os.path.join(self.state, "log.jsonl"), "a") as fh:
-            fh.write(json.dumps({"op": op, "path": path, "kind": rule.get("kind", "transient"), "pid": os.getpid()}) + "\n")
+        self._log({"op": op, "path": path, "kind": rule.get("kind", "transient"), "pid": os.getpid()}, "log.jsonl")
         message = f"injected {rule.get('kind', 'transient')} fault: {op} {path}"
         if rule.get("kind") == "permanent":
             raise PermissionError(message)
