@@ -145,14 +145,16 @@ class StreamWorker:
         mark, why = self.attempts.begin(f.path) if self.attempts is not None else (None, None)
         tables = read_file(f, self.spec.input) if why is None else \
             iter([file_error_table(f.path, f.source, why, QUARANTINED)])
+        finished = False
         try:
             for table in tables:
                 table = count_tokens(table, tok.kind, tok.encoding, tok.path)
                 table = table.append_column(CHUNK, pa.repeat(chunk, table.num_rows))
                 yield conform(table, self.spec.schema)
+            finished = True
         finally:   # also on an exception (the task is retried): only a killed process leaves its mark
             if self.attempts is not None:
-                self.attempts.end(mark)
+                self.attempts.end(f.path, mark, finished)
 
     def _read_part(self, item: dict) -> Iterator[pa.Table]:
         table = read_parquet_file(item["path"])

@@ -39,6 +39,10 @@ class Attempts:
         self.store.touch(mark)
         return mark, None
 
-    def end(self, mark: Optional[str]) -> None:
-        if mark is not None:
+    def end(self, path: str, mark: Optional[str], finished: bool) -> None:
+        """This attempt is over: its mark goes; a file read to its end clears every mark of it
+        (a process killed for another file's sake took this one's mark down with it)."""
+        if finished:
+            self.store.rm(self._folder(path))
+        elif mark is not None:
             self.store.rm(mark)

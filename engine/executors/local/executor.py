@@ -163,34 +163,53 @@ class LocalExecutor:
             yield from (retry(fn, item, env=None) for item in items)
             return
         env = dict(os.environ)
+        tasks = [partial(fn, item, env=env) for item in items]
         with _main_not_reimported():
-            futures = [self.processes.submit(fn, item, env=env) for item in items]
+            futures: list = [self.processes.submit(t) for t in tasks]
         try:
-            for i, item in enumerate(items):
-                yield self._result(futures, i, partial(fn, item, env=env))
-        except BrokenProcessPool:
-            _forget_processes(self.num_cpus)
-            raise
+            for i in range(len(tasks)):
+                yield self._result(futures, tasks, i)
         finally:
-            for future in futures:
+            live = [f for f in futures if f is not None]
+            for future in live:
                 future.cancel()
-            wait(futures)
+            wait(live)
 
-    def _result(self, futures: list, i: int, task) -> object:
-        """Task ``i``'s result; a task that failed on a transient error (a store that timed out) is
-        run again, as Ray and Spark retry a failed task, up to ``io.retries`` times."""
-        pol = policy()
-        for attempt in range(pol.retries + 1):
+    def _result(self, futures: list, tasks: list, i: int) -> object:
+        """Task ``i``'s result, retried as Ray and Spark retry a task: after a transient error (a
+        store that timed out) up to ``io.retries`` times; after its worker process was killed (out
+        of memory) up to ``io.quarantine_after`` times, by when the reader quarantines the file
+        that kills it (``durable/attempts.py``). A killed worker takes the pool's other tasks
+        down with it, so from then on the tasks run one at a time: a file that kills its process
+        is then the only one killed."""
+        pol, failures, kills = policy(), 0, 0
+        while True:
+            if futures[i] is None:
+                futures[i] = self.processes.submit(tasks[i])
             try:
                 return futures[i].result()
             except BrokenProcessPool:
-                raise
-            except Exception as exc:
-                if attempt >= pol.retries or not is_transient(exc):
+                kills += 1
+                self._restart(futures, i)
+                if kills > self.pipeline.config.io.quarantine_after:
                     raise
-                time.sleep(pol.wait(attempt))
-                futures[i] = self.processes.submit(task)
-        raise AssertionError("unreachable")
+            except Exception as exc:
+                failures += 1
+                if failures > pol.retries or not is_transient(exc):
+                    raise
+                time.sleep(pol.wait(failures - 1))
+                futures[i] = None
+
+    def _restart(self, futures: list, i: int) -> None:
+        """A fresh pool after a worker died; every task from ``i`` on that had not finished runs
+        again, submitted when it is read (one at a time)."""
+        _forget_processes(self.num_cpus)
+        with _main_not_reimported():
+            self.processes = worker_processes(self.num_cpus)
+        for j in range(i, len(futures)):
+            f = futures[j]
+            if f is not None and (not f.done() or f.cancelled() or f.exception() is not None):
+                futures[j] = None
 
     def stream(self, job: StreamJob) -> Iterator[PartWritten]:
         for parts, counts in self._in_processes(partial(stream_item, pools=job.pools), job.items):
