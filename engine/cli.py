@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from tokenmill.engine.durable.lease import LeaseHeld, LeaseLost
     from tokenmill.engine.durable.ownership import ForeignOutput
+    from tokenmill.engine.io.transient import is_transient
     from tokenmill.engine.report.console import Console
     from tokenmill.engine.run import run_pipeline
 
@@ -100,6 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished phases are kept; run the same command again to finish", file=sys.stderr)
         return 130
+    except OSError as e:
+        if not is_transient(e):
+            raise
+        print(f"the run stopped on a storage error that did not go away after the retries (io.retries): "
+              f"{type(e).__name__}: {e}; nothing of the unfinished work was committed and no input file "
+              "was marked done: run the same command again to finish", file=sys.stderr)
+        return 1
     except SystemExit as e:
         if e.code != 143:
             raise

@@ -192,3 +192,22 @@ def test_a_lease_that_cannot_be_renewed_before_it_expires_stops_the_run(tmp_path
     with pytest.raises(LeaseLost, match="not renewed before it expired"):
         _run(cfg)
     assert not (out / "_manifest.json").exists() and not (out / "data").exists()
+
+
+def test_the_cli_names_the_file_and_exits_1_when_a_transient_fault_persists(tmp_path, faults):
+    import subprocess
+    import sys
+
+    import yaml
+    from conftest import REPO
+
+    inputs = _inputs(tmp_path)
+    out = tmp_path / "out"
+    faults([{"op": "open_read", "match": inputs[0], "kind": "transient", "times": 1000}])
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(_config(inputs, out)))
+    done = subprocess.run([sys.executable, "-m", "tokenmill.engine.cli", "run", str(cfg), "--progress", "off"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "did not go away after the retries" in done.stderr and inputs[0] in done.stderr
+    assert "Traceback" not in done.stderr and not (out / "_manifest.json").exists()
