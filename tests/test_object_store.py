@@ -236,3 +236,53 @@ def test_incremental_runs_on_the_object_store(ray_s3, s3, shared_data):
     assert not s3.exists("incr-bucket/curated/_ledger/_lease.json")
     # the dedup indexes live on the store too, one committed run folder per run
     assert len([p for p in s3.find("incr-bucket/curated/_index/exact_dedup") if p.endswith("_SUCCESS")]) == 2
+
+
+def test_transient_s3_faults_change_nothing_and_a_commit_survives_a_failed_move(s3_server, s3, shared_data,
+                                                                                tmp_path, monkeypatch):
+    """The fault-injecting filesystem over moto's S3 (``faulty://`` with ``inner: s3``): first reads
+    of inputs, listings and moves fail transiently, and one move of the commit fails for good; the
+    run is retried, and its output equals a clean run's on plain S3. The local executor: no Ray."""
+    from pipeline_helpers import read_manifest_files
+
+    from tokenmill.engine.config import build_pipeline
+    from tokenmill.engine.io.faults import ENV
+
+    s3.mkdir("fault-bucket")
+    docs = web_docs(shared_data)[:45]
+    for i in range(3):
+        s3.pipe(f"fault-bucket/in/s{i}.jsonl.gz",
+                gzip.compress("".join(json.dumps({"id": d["id"], "text": d["text"]}) + "\n" for d in docs[i::3]).encode()))
+
+    def config(url: str) -> dict:
+        return {"name": "s3faults", "input": {"paths": [f"{url.split('://')[0]}://fault-bucket/in/*.jsonl.gz"],
+                                              "files_per_chunk": 1},
+                "output": {"path": f"{url}"}, "engine": "local", "local": {"num_cpus": 1},
+                "io": {"backoff_seconds": 0.01},
+                "stages": [{"type": "langid"}, {"type": "exact_dedup"}]}
+
+    clean = run_pipeline(build_pipeline(config("s3://fault-bucket/clean")), progress=False)
+
+    def schedule(rules: list[dict], n: int) -> None:
+        path = tmp_path / f"faults-{n}.json"
+        path.write_text(json.dumps({"inner": "s3", "state": str(tmp_path / f"state-{n}"), "rules": rules}))
+        monkeypatch.setenv(ENV, str(path))
+
+    schedule([{"op": "open_read", "match": "fault-bucket/in/*", "kind": "transient", "per_path": True},
+              {"op": "ls", "match": "fault-bucket/out*", "kind": "transient", "skip": 2, "times": 2},
+              {"op": "mv", "match": "fault-bucket/out/_work/*/final/data/*", "kind": "permanent", "skip": 1, "times": 1},
+              {"op": "mv", "match": "fault-bucket/out/*", "kind": "transient", "skip": 3, "times": 2}], 0)
+    with pytest.raises(PermissionError, match="injected permanent fault: mv"):
+        run_pipeline(build_pipeline(config("faulty://fault-bucket/out")), progress=False)
+    injected = [json.loads(line) for line in (tmp_path / "state-0" / "log.jsonl").read_text().splitlines()]
+    assert sum(e["op"] == "open_read" for e in injected) == 3 and sum(e["kind"] == "permanent" for e in injected) == 1
+    schedule([], 1)
+    again = run_pipeline(build_pipeline(config("faulty://fault-bucket/out")), progress=False)
+    s3.invalidate_cache()
+    local = tmp_path / "copies"
+    for name in ("clean", "out"):
+        s3.get(f"fault-bucket/{name}/", str(local / name), recursive=True)
+    kept = [read_manifest_files(local / name, "data/") for name in ("out", "clean")]
+    assert sorted(kept[0]["id"].to_pylist()) == sorted(kept[1]["id"].to_pylist()) and kept[0].num_rows > 0
+    assert sorted(kept[0]["text"].to_pylist()) == sorted(kept[1]["text"].to_pylist())
+    assert again.report["output"] == clean.report["output"] and again.report["file_errors"] == []
