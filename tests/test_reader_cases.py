@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import hashlib
 import json
 import lzma
 import zlib
@@ -94,14 +95,14 @@ def test_odd_json_values_and_lines(tmp_path):
         b'{"id": null, "text": true}',
         b'{"id": "nul", "text": "a\\u0000b"}',
         b'{"id": "crlf-invalid", "text": "unterminated\r',
-        b'{"id": "big-text", "text": "' + b"long text " * 200 + b'"}',
+        b'{"id": "big-text", "text": "' + b"long text " * 30_000 + b'"}',  # over the cap: streamed past
         b'{"id": "' + "\u00e9".encode() * 3 + b'", "text": "ok"}',
         b'{"id": "raw-nul", "text": "a\x00b"}',           # a raw control character in a string: invalid_json
         bytes(range(256)).replace(b"\n", b""),            # binary garbage: invalid_utf8
     ]
     path = tmp_path / "values.jsonl"
     path.write_bytes(b"\n".join(lines))  # no newline after the last line
-    rows = read(path, InputConfig(paths=["unused"], max_doc_bytes=1000))
+    rows = read(path, InputConfig(paths=["unused"], max_doc_bytes=250_000))
     assert summary(rows) == [("values.jsonl:0", "invalid_json"), ("values.jsonl:1", "invalid_json"),
                              ("nan", "missing_text"), ("12", "missing_text"), ('{"k": [1, 2]}', None),
                              ("values.jsonl:5", "missing_text"), ("nul", "contains_nul"),
@@ -114,10 +115,12 @@ def test_odd_json_values_and_lines(tmp_path):
 
 def test_single_huge_line_without_newline(tmp_path):
     text = "All work and no play makes Jack a dull boy. " * 300_000  # 13 MB, over the 10 MB limit
+    line = json.dumps({"id": "huge", "text": text}).encode()
     path = tmp_path / "huge.jsonl.gz"
-    path.write_bytes(gzip.compress(json.dumps({"id": "huge", "text": text}).encode(), 1))
-    rows = read(path)
-    assert summary(rows) == [("huge", "too_large")] and rows[0]["text"] == text
+    path.write_bytes(gzip.compress(line, 1))
+    rows = read(path)   # streamed past: the reject keeps the text's first 64 KiB, the line's size and hash
+    assert summary(rows) == [("huge", "too_large")] and rows[0]["text"] == text[:64 << 10]
+    assert json.loads(rows[0]["meta"])["_cut"] == {"line": {"bytes": len(line), "sha256": hashlib.sha256(line).hexdigest()}}
 
 
 # -- 3. truncated compressed JSONL -----------------------------------------------------------------

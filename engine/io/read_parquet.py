@@ -8,6 +8,12 @@ url columns of other types are rendered as strings (ids) or dropped (urls); othe
 ``meta`` as JSON. A file without the text column, or whose footer cannot be read, is one
 ``unreadable_file`` row. Row groups are read one by one: one that fails (a corrupt page) is
 skipped, the others are read, and the file gets a ``truncated_file`` row naming the lost groups.
+
+Oversized values: Arrow must load a column chunk whole, but a text over ``max_doc_bytes`` is only
+scanned in place (its checks are Arrow compute over the buffers) and rejected as ``too_large``
+with a prefix, like every reject (``read_rows.cut_rows``: hashed in place, never copied whole);
+a value of another column is shortened to ``max_field_bytes`` characters before it goes to
+Python for ``meta``.
 """
 from __future__ import annotations
 
@@ -20,16 +26,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tokenmill.engine.io.transient import is_transient, open_for_reading
 from tokenmill.engine.io.read_rows import (
     FILE_ERROR,
     MAX_BATCH_BYTES,
     TRUNCATED,
+    cut_rows,
     document_table,
     file_error_table,
     id_text,
     is_failure,
 )
+from tokenmill.engine.io.transient import is_transient, open_for_reading
 
 _STRING = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
 _BINARY = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_binary_view, pa.types.is_fixed_size_binary)
@@ -89,10 +96,16 @@ def _scalar_py(scalar: pa.Scalar):
             return None
 
 
-def _strings(col: pa.Array) -> list:
-    """Python values of any column, strings repaired (invalid UTF-8 replaced)."""
+def _strings(col: pa.Array, most: int) -> list:
+    """Python values of any column, strings repaired (invalid UTF-8 replaced) and shortened to
+    ``most`` characters in Arrow first, so that a huge value is never copied into Python."""
     utf8 = as_utf8(col)
-    return _as_py(utf8[0] if utf8 is not None else col)
+    if utf8 is None:
+        return _as_py(col)
+    text = utf8[0]
+    if (pc.max(pc.binary_length(text)).as_py() or 0) > most:
+        text = pc.utf8_slice_codeunits(text, 0, most)
+    return _as_py(text)
 
 
 def _has_nul(text: pa.Array) -> pa.Array:
@@ -139,11 +152,12 @@ def urls_column(col: Optional[pa.Array], n: int) -> pa.Array:
     return utf8[0].cast(pa.string()) if utf8 is not None else pa.nulls(n, pa.string())
 
 
-def meta_column(cols: dict[str, pa.Array], n: int) -> pa.Array:
-    """The other columns of each row as a JSON object (null values left out; None if none)."""
+def meta_column(cols: dict[str, pa.Array], n: int, most: int) -> pa.Array:
+    """The other columns of each row as a JSON object (null values left out; None if none); a
+    string over ``most`` bytes is shortened first (``cut_rows`` then cuts a meta still too long)."""
     if not cols:
         return pa.nulls(n, pa.string())
-    values = {name: _strings(col) for name, col in cols.items()}
+    values = {name: _strings(col, most) for name, col in cols.items()}
     out = []
     for i in range(n):
         extra = {k: v[i] for k, v in values.items() if v[i] is not None}
@@ -152,16 +166,16 @@ def meta_column(cols: dict[str, pa.Array], n: int) -> pa.Array:
 
 
 def batch_rows(rb: pa.RecordBatch, first_row: int, source: str, opts) -> pa.Table:
-    """The document rows of one record batch; row keys count rows from the file's start."""
+    """The document rows of one record batch, cut to size; row keys count rows from the file's start."""
     n = rb.num_rows
     cols = dict(zip(rb.schema.names, rb.columns))
     text, reasons = text_and_reasons(cols.pop(opts.text_field), opts.max_doc_bytes)
     keys = pa.array([f"{source}:{i}" for i in range(first_row, first_row + n)], pa.string())
-    return document_table({
+    return cut_rows(document_table({
         "id": ids_column(cols.pop(opts.id_field, None), keys), "row_key": keys, "text": text,
         "source": pa.array([source] * n, pa.string()), "url": urls_column(cols.pop(opts.url_field, None), n),
-        "meta": meta_column(cols, n), "reject_reason": reasons,
-    })
+        "meta": meta_column(cols, n, opts.max_field_bytes), "reject_reason": reasons,
+    }), opts)
 
 
 def split_by_bytes(table: pa.Table, limit: int = MAX_BATCH_BYTES) -> Iterator[pa.Table]:

@@ -9,14 +9,17 @@ or ``truncated_file`` (the rows before the damage are kept), its path and error 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterator
 from typing import Optional
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tokenmill.engine.config import InputConfig
 from tokenmill.engine.io.transient import is_transient
 from tokenmill.engine.schema import DOCUMENT_SCHEMA
 
@@ -30,6 +33,10 @@ INVALID_UNICODE = "invalid_unicode"
 MAX_BATCH_BYTES = 64 << 20
 _STRING_COLUMNS = ("id", "row_key", "text", "source", "url", "meta")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+#: the meta key that notes what was cut from a row: {"text"|"line"|"id"|"url"|"meta": {"bytes", "sha256"}}
+CUT = "_cut"
+#: the limits of a ``RowBatch`` made without a config (``max_field_bytes``, ``reject_text_bytes``)
+DEFAULT_LIMITS = InputConfig.model_construct(paths=["-"])
 
 
 class NoRecords(Exception):
@@ -87,11 +94,110 @@ def document_table(cols: dict) -> pa.Table:
     return pa.Table.from_pydict({f.name: arrays[f.name] for f in DOCUMENT_SCHEMA}, schema=DOCUMENT_SCHEMA)
 
 
-class RowBatch:
-    """Accumulates rows column-wise and emits DOCUMENT_SCHEMA tables."""
+# -- cutting rows to size: a reject keeps a prefix of its text, id/url/meta at most max_field_bytes --
+def utf8_head(data, max_bytes: int) -> str:
+    """The first (at most) ``max_bytes`` bytes of UTF-8 ``data`` as text, never half a character
+    (other invalid bytes become U+FFFD)."""
+    if len(data) > max_bytes:
+        cut = max_bytes
+        while cut > max(0, max_bytes - 3) and data[cut] & 0xC0 == 0x80:  # a continuation byte: back to its lead
+            cut -= 1
+        data = data[:cut]
+    return bytes(data).decode("utf-8", "replace")
 
-    def __init__(self, batch_rows: int):
+
+def cut_note(data) -> dict:
+    """The full length (bytes) and SHA-256 of a value that was cut."""
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def with_notes(meta: Optional[str], notes: dict) -> str:
+    """``meta`` (a JSON object, or None) with ``notes`` added under ``_cut``."""
+    try:
+        obj = json.loads(meta) if meta else {}
+    except ValueError:
+        obj = meta
+    obj = obj if isinstance(obj, dict) else {"_meta": obj}
+    old = obj.get(CUT)
+    obj[CUT] = {**(old if isinstance(old, dict) else {}), **notes}
+    return json.dumps(obj, ensure_ascii=False, sort_keys=True)
+
+
+def _over(col, max_bytes: int) -> pa.ChunkedArray:
+    return pc.fill_null(pc.greater(pc.binary_length(col), max_bytes), False)
+
+
+def _value_bytes(col: pa.ChunkedArray, i: int) -> memoryview:
+    """The bytes of string value ``i`` of a column, read in place (a huge value is never copied)."""
+    for chunk in col.chunks:
+        if i < len(chunk):
+            break
+        i -= len(chunk)
+    large = pa.types.is_large_string(chunk.type) or pa.types.is_large_binary(chunk.type)
+    _, offsets, data = chunk.buffers()[:3]
+    j = chunk.offset + i
+    start, end = np.frombuffer(offsets, np.int64 if large else np.int32)[j:j + 2]
+    return memoryview(data).cast("B")[start:end] if data is not None else memoryview(b"")
+
+
+def _cut_column(col: pa.ChunkedArray, rows: list[int], max_bytes: int, name: str, notes: dict) -> pa.ChunkedArray:
+    """``col`` with the values at ``rows`` cut to ``max_bytes`` (each noted in ``notes[row][name]``)."""
+    values: list = [None] * len(col)
+    mask = np.zeros(len(col), bool)
+    for i in rows:
+        data = _value_bytes(col, i)
+        notes.setdefault(i, {})[name] = cut_note(data)
+        values[i], mask[i] = utf8_head(data[:max_bytes + 3], max_bytes), True
+    return pc.if_else(pa.array(mask), pa.array(values, col.type), col)
+
+
+def cut_rows(table: pa.Table, limits) -> pa.Table:
+    """A document table with its oversized values cut: a rejected row's text to
+    ``limits.reject_text_bytes``, ``id``, ``url`` and ``meta`` to ``limits.max_field_bytes``; what
+    was cut is noted in ``meta`` under ``_cut`` (a cut meta becomes ``{"_cut": ..., "_meta_prefix":
+    its first half-limit bytes}``), ``num_chars`` counts the text kept. Checked column-wise; only the
+    rare cut rows are handled one by one, each value hashed in place."""
+    keep, most = limits.reject_text_bytes, limits.max_field_bytes
+    over = {"text": pc.and_(pc.is_valid(table["reject_reason"]), _over(table["text"], keep))}
+    over.update({name: _over(table[name], most) for name in ("id", "url", "meta")})
+    rows = {name: pc.indices_nonzero(mask).to_pylist() for name, mask in over.items() if pc.any(mask).as_py()}
+    if not rows:
+        return table
+    notes: dict[int, dict] = {}
+    for name, idx in rows.items():
+        if name != "meta":
+            limit = keep if name == "text" else most
+            table = table.set_column(table.schema.get_field_index(name), name,
+                                     _cut_column(table[name], idx, limit, name, notes))
+    table = table.set_column(table.schema.get_field_index("meta"), "meta",
+                             _noted_meta(table["meta"], rows.get("meta", []), most, notes))
+    if "text" in rows:
+        chars = pc.fill_null(pc.utf8_length(table["text"]), 0).cast(pa.int64())
+        table = table.set_column(table.schema.get_field_index("num_chars"), "num_chars", chars)
+    return table
+
+
+def _noted_meta(meta: pa.ChunkedArray, cut: list[int], most: int, notes: dict) -> pa.ChunkedArray:
+    """The meta column with each row's notes added; a meta over ``most`` bytes kept as a prefix."""
+    values: list = [None] * len(meta)
+    mask = np.zeros(len(meta), bool)
+    for i in cut:
+        data = _value_bytes(meta, i)
+        notes.setdefault(i, {})["meta"] = cut_note(data)
+        values[i] = json.dumps({"_meta_prefix": utf8_head(data[:most // 2 + 3], most // 2)}, ensure_ascii=False)
+    for i, note in notes.items():
+        values[i] = with_notes(values[i] if values[i] is not None else meta[i].as_py(), note)
+        mask[i] = True
+    return pc.if_else(pa.array(mask), pa.array(values, meta.type), meta)
+
+
+class RowBatch:
+    """Accumulates rows column-wise and emits DOCUMENT_SCHEMA tables, their oversized values cut
+    (``cut_rows``) to ``limits`` (an ``InputConfig``; None: its defaults)."""
+
+    def __init__(self, batch_rows: int, limits=None):
         self.batch_rows = batch_rows
+        self.limits = limits if limits is not None else DEFAULT_LIMITS
         self.records = 0   # record rows added so far (file rows not counted)
         self._reset()
 
@@ -118,11 +224,12 @@ class RowBatch:
         if not self.cols["id"]:
             return None
         try:
-            return document_table(self.cols)
+            table = document_table(self.cols)
         except UnicodeEncodeError:  # a lone surrogate somewhere: rare, so only then look for it
-            return document_table(self._without_surrogates())
+            table = document_table(self._without_surrogates())
         finally:
             self._reset()  # a batch that failed is not emitted twice
+        return cut_rows(table, self.limits)
 
     def _without_surrogates(self) -> dict:
         """The columns with lone surrogates replaced; a text that had one is rejected as
