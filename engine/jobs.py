@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import pyarrow as pa
 
-from tokenmill.engine.io.readers import InputFile
+from tokenmill.engine.io.listing import InputFile
 
 # (stage name, decision file URLs for one chunk), applied in order when a part is read
 Decisions = list[tuple[str, list[str]]]

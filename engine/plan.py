@@ -18,7 +18,7 @@ from typing import Optional
 import pyarrow as pa
 
 from tokenmill.engine import __version__ as VERSION
-from tokenmill.engine.io.readers import InputFile
+from tokenmill.engine.io.listing import InputFile
 from tokenmill.engine.io.storage import Storage
 from tokenmill.engine.schema import WORKING_COLUMNS, phase_schema
 from tokenmill.engine.stage import Resources

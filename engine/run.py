@@ -22,7 +22,7 @@ from tokenmill.engine.durable.incremental import IncrementalRun
 from tokenmill.engine.durable.lease import LEASE_FOLDER, Lease
 from tokenmill.engine.durable.manifest import MANIFEST, OUTPUT_FOLDERS, commit, named_by, remove_superseded
 from tokenmill.engine.durable.ownership import check_output
-from tokenmill.engine.io.readers import list_input_files
+from tokenmill.engine.io.listing import list_input_files
 from tokenmill.engine.io.storage import Storage
 from tokenmill.engine.io.transient import configure as configure_retries
 from tokenmill.engine.jobs import (

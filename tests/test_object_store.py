@@ -61,8 +61,10 @@ def s3_server():
                     pytest.fail(f"moto server did not start on {endpoint} (exit code {proc.poll()})")
                 time.sleep(0.1)
         os.environ.update(env)
+        s3fs.S3FileSystem.clear_instance_cache()   # an instance made for another server's endpoint
         yield endpoint, env
     finally:
+        s3fs.S3FileSystem.clear_instance_cache()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

@@ -16,7 +16,7 @@ from tokenmill.engine.config import Pipeline, ResolvedStage
 from tokenmill.engine.durable.lease import Lease
 from tokenmill.engine.durable.ledger import Ledger, RunFiles, run_prefix
 from tokenmill.engine.durable.manifest import named_by
-from tokenmill.engine.io.readers import InputFile
+from tokenmill.engine.io.listing import InputFile
 from tokenmill.engine.io.storage import Storage
 from tokenmill.engine.report.stats import WriteStats
 

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from tokenmill.engine.io.readers import InputFile
+from tokenmill.engine.io.listing import InputFile
 from tokenmill.engine.io.storage import Storage
 
 FOLDER = "_ledger"
