@@ -211,3 +211,22 @@ def test_the_cli_names_the_file_and_exits_1_when_a_transient_fault_persists(tmp_
     assert done.returncode == 1, done.stderr[-2000:]
     assert "did not go away after the retries" in done.stderr and inputs[0] in done.stderr
     assert "Traceback" not in done.stderr and not (out / "_manifest.json").exists()
+
+
+def test_a_read_cut_short_in_transit_is_read_again_not_taken_for_a_cut_file(tmp_path, faults):
+    """The store ends a gzip body early without an error (once per file): the decoder sees a cut
+    file, a second read finds the damage gone, so the task is retried instead of the file being
+    reported 'truncated_file' with its last records lost. A file that is really cut stays one."""
+    inputs = _inputs(tmp_path)
+    clean = _run(_config(inputs, tmp_path / "clean")).report
+    sizes = [Path(p).stat().st_size for p in inputs]
+    assert min(sizes) > 300
+    state = faults([{"op": "read", "match": f"{tmp_path}/in/*", "after_bytes": 300, "kind": "short", "per_path": True}])
+    report = _run(_config(inputs, tmp_path / "out")).report
+    assert len(_log(state)) == 3 and report["file_errors"] == []
+    assert output_rows(tmp_path / "out") == output_rows(tmp_path / "clean") and report["output"] == clean["output"]
+    cut = Path(inputs[0])
+    cut.write_bytes(cut.read_bytes()[:300])
+    faults([])
+    report = _run(_config(inputs, tmp_path / "cut")).report
+    assert [e["kind"] for e in report["file_errors"]] == ["truncated_file"]

@@ -80,6 +80,31 @@ def iter_blocks(path: str) -> Iterator[bytes]:
         yield from _decode(_raw_chunks(path), *codec)
 
 
+def decoded_outcome(path: str) -> tuple[str, int]:
+    """The file decoded again to its end: ("damaged", offset) where decoding fails, else ("end",
+    decoded size). Only for a file whose first read stopped on damage (rare): a second read tells
+    damage in the file, which repeats, from a read cut short in transit, which does not."""
+    size = 0
+    try:
+        for block in iter_blocks(path):
+            size += len(block)
+    except DamagedInput as exc:
+        return "damaged", exc.offset
+    return "end", size
+
+
+def damage_repeats(path: str, exc: BaseException) -> bool:
+    """Whether ``exc``, the damage a read of ``path`` stopped on, is there again on a second read:
+    decoding fails at the same offset, or the content ends at the same decoded byte (``exc.at``).
+    Other errors come from the bytes themselves and are taken as they are."""
+    if isinstance(exc, DamagedInput):
+        return decoded_outcome(path) == ("damaged", exc.offset)
+    at = getattr(exc, "at", None)
+    if isinstance(at, int):
+        return decoded_outcome(path) == ("end", at)
+    return True
+
+
 def _decode(chunks: Iterator[bytes], name: str, unit: str, new_decoder: Callable) -> Iterator[bytes]:
     """Feed compressed chunks through one decoder per member/frame, in turn; at the end of the
     file the last one must have ended. Zero bytes between gzip members are padding."""

@@ -18,7 +18,8 @@ A rule matches calls of ``op`` (``open`` — for reading or writing, or ``open_r
 ``info``, ``exists``); ``mv``; ``rm``; ``pipe``, ``touch``, ``makedirs``) whose path matches the
 glob ``match`` (``any``: every op but ``read``); skips the first ``skip`` such calls, then fails the next ``times`` (per path with
 ``per_path``; of the paths a seeded hash of their file name picks with ``fraction``). ``kind``: ``transient``
-raises ``transient.TransientError`` (a reset connection), ``permanent`` a ``PermissionError``.
+raises ``transient.TransientError`` (a reset connection), ``permanent`` a ``PermissionError``,
+``short`` (``read`` only) ends the file there without an error (a body cut off in transit).
 Every failure is appended to ``state/log.jsonl``; with ``"trace": true`` every call (but reads)
 to ``state/trace.jsonl``, in order, so a test can fail each call of a step in turn.
 
@@ -105,7 +106,17 @@ class FaultSchedule:
         message = f"injected {rule.get('kind', 'transient')} fault: {op} {path}"
         if rule.get("kind") == "permanent":
             raise PermissionError(message)
+        if rule.get("kind") == "short":
+            raise _ShortRead(rule.get("after_bytes", 0))
         raise TransientError(message)
+
+
+class _ShortRead(Exception):
+    """A read that ends the file at byte ``at`` without an error (a body cut off in transit)."""
+
+    def __init__(self, at: int):
+        super().__init__(at)
+        self.at = at
 
 
 class _FaultyFile:
@@ -115,7 +126,12 @@ class _FaultyFile:
         self._fh, self._path, self._faults = fh, path, faults
 
     def read(self, size: int = -1) -> bytes:
-        self._faults.check("read", self._path, self._fh.tell() + (size if size and size > 0 else 1 << 30))
+        try:
+            self._faults.check("read", self._path, self._fh.tell() + (size if size and size > 0 else 1 << 30))
+        except _ShortRead as cut:
+            data = self._fh.read(max(0, cut.at - self._fh.tell()))
+            self._fh.seek(0, 2)   # every later read ends too
+            return data
         return self._fh.read(size)
 
     def __getattr__(self, name: str) -> Any:

@@ -18,11 +18,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from functools import partial
 from typing import Optional
 
 import pyarrow as pa
 
-from tokenmill.engine.io.decode import Oversized, iter_blocks, iter_lines
+from tokenmill.engine.io.decode import Oversized, damage_repeats, iter_blocks, iter_lines
 from tokenmill.engine.io.read_rows import CUT, RowBatch, check_text, id_text, read_guarded, utf8_head
 
 BOM = "\ufeff"
@@ -142,7 +143,8 @@ class LineParser:
 
 def read_jsonl(f, opts) -> Iterator[pa.Table]:
     b = RowBatch(opts.batch_rows, opts)
-    return read_guarded(b, f.path, f.source, _lines(b, LineParser(b, f.source, opts), f.path))
+    return read_guarded(b, f.path, f.source, _lines(b, LineParser(b, f.source, opts), f.path),
+                        partial(damage_repeats, f.path))
 
 
 def _lines(b: RowBatch, parser: LineParser, path: str) -> Iterator[pa.Table]:

@@ -36,7 +36,7 @@ from tokenmill.engine.io.read_rows import (
     id_text,
     is_failure,
 )
-from tokenmill.engine.io.transient import is_transient, open_for_reading
+from tokenmill.engine.io.transient import TransientError, is_transient, open_for_reading
 
 _STRING = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
 _BINARY = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_binary_view, pa.types.is_fixed_size_binary)
@@ -215,10 +215,21 @@ def read_row_groups(pf: pq.ParquetFile, f, opts, bad: list) -> Iterator[pa.Table
                 first += rb.num_rows
                 yield from split_by_bytes(table)
         except Exception as exc:
-            if is_transient(exc):
-                raise   # not damage: the task fails and is retried
+            if is_transient(exc) or not _fails_again(pf, g):
+                raise TransientError(f"{f.path}: row group {g}: {exc} (not damage: it reads on a second "
+                                     "try)") from exc   # the task fails and is retried
             bad.append((g, exc))
         start += pf.metadata.row_group(g).num_rows
+
+
+def _fails_again(pf: pq.ParquetFile, g: int) -> bool:
+    """Whether a row group that failed fails again when read once more (damage repeats; a read
+    cut short in transit does not)."""
+    try:
+        pf.read_row_group(g)
+    except Exception as exc:
+        return not is_transient(exc)
+    return False
 
 
 def read_parquet(f, opts) -> Iterator[pa.Table]:

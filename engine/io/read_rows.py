@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Optional
 
 import numpy as np
@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tokenmill.engine.config import InputConfig
-from tokenmill.engine.io.transient import is_transient
+from tokenmill.engine.io.transient import TransientError, is_transient
 from tokenmill.engine.schema import DOCUMENT_SCHEMA
 
 READ_STAGE = "read"
@@ -252,10 +252,13 @@ def file_error(b: RowBatch, path: str, source: str, exc: BaseException, kind: st
     b.add(f"{source}:{kind}", "", source, None, meta, kind)
 
 
-def read_guarded(b: RowBatch, path: str, source: str, tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
+def read_guarded(b: RowBatch, path: str, source: str, tables: Iterator[pa.Table],
+                 confirm: Optional[Callable[[BaseException], bool]] = None) -> Iterator[pa.Table]:
     """A reader's tables, then the rows still buffered in ``b``; when reading stops on damage (a cut
     file, an unreadable path, a parser's error) the file's error row goes before those last rows,
-    so every record read before the damage is kept."""
+    so every record read before the damage is kept. ``confirm(exc)``: whether the damage repeats
+    when the file is read again; when it does not (a stream that ended early without an error),
+    it was not damage: a transient error fails the task, which is retried."""
     failure = None
     try:
         yield from tables
@@ -263,6 +266,9 @@ def read_guarded(b: RowBatch, path: str, source: str, tables: Iterator[pa.Table]
         if not is_failure(exc):
             raise
         failure = exc
+    if failure is not None and confirm is not None and not confirm(failure):
+        raise TransientError(f"{path}: {failure} (read again, the damage was not there: the first read "
+                             "was cut short in transit)") from failure
     if failure is not None:
         file_error(b, path, source, failure, TRUNCATED if b.records else FILE_ERROR, b.records)
     out = b.emit()

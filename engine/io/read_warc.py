@@ -29,11 +29,12 @@ import json
 import re
 import zlib
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Optional
 
 import pyarrow as pa
 
-from tokenmill.engine.io.decode import BlockStream, iter_blocks
+from tokenmill.engine.io.decode import BlockStream, damage_repeats, iter_blocks
 from tokenmill.engine.io.read_rows import RowBatch, check_text, read_guarded
 
 PIECE = 1 << 20   # payload bytes read at a time
@@ -42,7 +43,11 @@ _CODING_NAME = re.compile(r"[a-z0-9][a-z0-9._+-]{0,31}")
 
 
 class CutRecord(Exception):
-    """The WARC content ends inside a record."""
+    """The WARC content ends inside a record (``at``: the decoded byte where it ended, when known)."""
+
+    def __init__(self, message: str, at: Optional[int] = None):
+        super().__init__(message)
+        self.at = at
 
 
 class Undecodable(Exception):
@@ -281,12 +286,13 @@ def check_end(stream: BlockStream, count: int) -> None:
     """Content must end with the blank line that closes every record; anything else is a
     record cut off (fastwarc drops a partial header without a word)."""
     if stream.pos and not stream.tail.endswith((b"\n\n", b"\n\r\n")):
-        raise CutRecord(f"the content ends inside a record at byte {stream.pos} (after response {count})")
+        raise CutRecord(f"the content ends inside a record at byte {stream.pos} (after response {count})",
+                        at=stream.pos)
 
 
 def read_warc(f, opts) -> Iterator[pa.Table]:
     b = RowBatch(opts.batch_rows, opts)
-    return read_guarded(b, f.path, f.source, _responses(b, f, opts))
+    return read_guarded(b, f.path, f.source, _responses(b, f, opts), partial(damage_repeats, f.path))
 
 
 def _responses(b: RowBatch, f, opts) -> Iterator[pa.Table]:
