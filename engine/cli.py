@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
               "was marked done: run the same command again to finish", file=sys.stderr)
         return 1
     except SystemExit as e:
-        if e.code != 143:
+        if e.code not in (143, 15):   # 15: Ray's own SIGTERM handler (ray.init replaces ours)
             raise
         print("terminated: finished phases are kept and the output's lease is released; run the same command "
               "again to finish", file=sys.stderr)

@@ -101,6 +101,13 @@ class PhaseRunner:
     def _tmp(self) -> str:
         return f"{self.tmp_root}/{uuid.uuid4().hex[:12]}"
 
+    def remove_work(self) -> None:
+        """``_work`` once the run is committed, right after a lease check: while this run holds the
+        lease no other run works there, so what is left besides this run's work is a dead run's;
+        a run that lost its lease must not touch the next one's."""
+        self.check()
+        self.store.rm(self.store.path("_work"))
+
     # -- stream ----------------------------------------------------------------------------------
     def chunk_dir(self, phase: Phase, chunk: Chunk) -> str:
         return f"{self.work}/{phase.stream_dir}/{chunk.name}"
@@ -323,8 +330,8 @@ def run_pipeline(pipeline, address: Optional[str] = None, output: Optional[str] 
     store = Storage(out)
     wait = cfg.output.lock_wait_seconds if lock_wait_s is None else lock_wait_s
     lease = Lease(store, store.path(LEASE_FOLDER), cfg.output.lease_seconds, console.say, holder=lease_holder)
-    lease.acquire(wait)
     try:
+        lease.acquire(wait)
         owned = check_output(store, cfg.name, cfg.output.incremental, output_folders(pipeline), force)
         inc = IncrementalRun(store, lease, console.say) if cfg.output.incremental else None
         files, problems = list_input_files(cfg.input.paths, cfg.input.format)
@@ -337,8 +344,7 @@ def run_pipeline(pipeline, address: Optional[str] = None, output: Optional[str] 
             if not files:
                 console.say(f"incremental: no new input files in {', '.join(cfg.input.paths)}; nothing to do")
                 return RunResult(out, store.read_json(store.path(MANIFEST)) or {}, None, skipped=True)
-        context = RunContext(store, out, files, stamps, problems, inc, console, lease,
-                             None if force else owned.files)
+        context = RunContext(store, out, files, stamps, problems, inc, console, lease, owned.replaceable(force))
         return _run(pipeline, context, address=address, master=master, num_cpus=num_cpus, engine=engine,
                     keep_work=keep_work, verbose=verbose)
     finally:
@@ -357,15 +363,12 @@ class RunContext:
     inc: Optional[IncrementalRun]
     console: Console
     lease: Lease
-    owned: Optional[set[str]]   # None: --force, every file in the output folders may go
+    owned: set[str]   # the files in the output folders the commit may replace (``Owned.replaceable``)
 
-    def replaceable(self, prefix: Optional[str], folders: tuple[str, ...]) -> Optional[set[str]]:
+    def replaceable(self, prefix: Optional[str]) -> set[str]:
         """What the commit may remove: an incremental run only files named with its own run number
         (an earlier attempt's)."""
-        if self.owned is None or prefix is None:
-            return self.owned
-        return {f"{sub}/{rel}" for sub in folders for rel in self.store.list_parquet(self.store.path(sub))
-                if named_by(rel, prefix)}
+        return self.owned if prefix is None else {p for p in self.owned if named_by(p, prefix)}
 
 
 def _run(pipeline, ctx: RunContext, address, master, num_cpus, engine, keep_work: bool, verbose: bool) -> RunResult:
@@ -421,7 +424,7 @@ def _run_and_commit(runner: PhaseRunner, ctx: RunContext, fp: str, keep_work: bo
                        "tokenmill_version": VERSION, "inputs": [f.path for f in ctx.files],
                        "input_problems": [list(p) for p in problems], "counts": stats.to_json()},
                       folders=output_folders(pipeline), keep=tuple(inc.earlier_files()) if inc else (),
-                      owned=ctx.replaceable(inc.name_prefix if inc else None, output_folders(pipeline)),
+                      owned=ctx.replaceable(inc.name_prefix if inc else None),
                       check=ctx.lease.check)
     if inc is not None:
         inc.commit(stats, manifest)
@@ -435,9 +438,10 @@ def _run_and_commit(runner: PhaseRunner, ctx: RunContext, fp: str, keep_work: bo
         report["incremental"] = inc.report_section(pipeline, manifest, build_report)
     report["phase_seconds"]["report"] = round(time.time() - t0, 2)
     report["wall_seconds"] = round(time.time() - t_start, 2)  # everything but the engine's shutdown
+    ctx.lease.check()
     write_report(store, report)
     if not keep_work:
-        store.rm(store.path("_work"))
+        runner.remove_work()
     return RunResult(out, manifest, report, skipped=False)
 
 

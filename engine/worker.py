@@ -151,7 +151,7 @@ class StreamWorker:
                 table = count_tokens(table, tok.kind, tok.encoding, tok.path)
                 table = table.append_column(CHUNK, pa.repeat(chunk, table.num_rows))
                 yield conform(table, self.spec.schema)
-            finished = True
+            finished = why is None   # a quarantined file keeps its marks: a retried task skips it too
         finally:   # also on an exception (the task is retried): only a killed process leaves its mark
             if self.attempts is not None:
                 self.attempts.end(f.path, mark, finished)

@@ -103,7 +103,18 @@ def test_three_cron_runs_equal_one_run_over_all_input(engine, tmp_path, corpus):
     assert again.skipped and len(Ledger(Storage(str(inc))).runs()) == 3
 
 
-@pytest.mark.slow   # tokenmill run child processes on Ray, killed
+def _slow_local_run(cfg: Path, config: dict, cpus: int) -> tuple[list[str], dict]:
+    """A ``tokenmill run`` command on the local executor whose config first sleeps 1 s a batch
+    (``test_lease.Sleeper``): slow enough to be killed or overlapped at a chosen point, no Ray
+    (the child-process kill on Ray is test_fault_tolerance's); and the environment it needs."""
+    config = {**config, "stages": [{"type": "test_lease:Sleeper", "seconds": 1.0}, *config["stages"]]}
+    cfg.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
+    return [sys.executable, "-m", "tokenmill.engine.cli", "run", str(cfg), "--engine", "local", "--num-cpus", str(cpus),
+            "--progress", "log"], env
+
+
+@pytest.mark.slow   # tokenmill run child processes, killed
 def test_killed_run_is_picked_up_without_taking_a_file_twice(tmp_path, corpus):
     _, shards = corpus
     landing = tmp_path / "landing"
@@ -111,18 +122,16 @@ def test_killed_run_is_picked_up_without_taking_a_file_twice(tmp_path, corpus):
     for s in shards[:4]:
         (landing / s.name).write_bytes(s.read_bytes())
     out = tmp_path / "out"
-    cfg = tmp_path / "incr.yaml"
-    cfg.write_text(yaml.safe_dump(_config([landing], out, incremental=True)))
-    cmd = [sys.executable, "-m", "tokenmill.engine.cli", "run", str(cfg), "--num-cpus", "2", "--progress", "log"]
-    kill_run_after_first_chunk(cmd, out, REPO)
+    cmd, env = _slow_local_run(tmp_path / "incr.yaml", _config([landing], out, incremental=True), cpus=2)
+    kill_run_after_first_chunk(cmd, out, REPO, env=env)
     pending = json.loads((out / "_ledger" / "pending.json").read_text())
     assert pending["run"] == 1 and len(pending["files"]) == 4
     for s in shards[4:]:   # more input lands before the next run
         (landing / s.name).write_bytes(s.read_bytes())
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "the files of run 1, which did not finish" in done.stdout + done.stderr
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     runs = Ledger(Storage(str(out))).runs()
     assert [len(r["files"]) for r in runs] == [4, 2]
@@ -132,24 +141,22 @@ def test_killed_run_is_picked_up_without_taking_a_file_twice(tmp_path, corpus):
     assert len(ids) == len(set(ids))   # no document written twice
 
 
-@pytest.mark.slow   # tokenmill run child processes on Ray, killed
+@pytest.mark.slow   # tokenmill run child processes
 def test_two_runs_at_once_one_works_the_other_exits(tmp_path, corpus):
     _, shards = corpus
     out = tmp_path / "out"
-    cfg = tmp_path / "incr.yaml"
-    cfg.write_text(yaml.safe_dump(_config(shards[:2], out, incremental=True)))
-    cmd = [sys.executable, "-m", "tokenmill.engine.cli", "run", str(cfg), "--num-cpus", "1", "--progress", "log"]
-    first = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cmd, env = _slow_local_run(tmp_path / "incr.yaml", _config(shards[:2], out, incremental=True), cpus=1)
+    first = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lease = Lease(Storage(str(out)), str(out / "_lease"))
     deadline = time.time() + 120
     while not lease.holder() and time.time() < deadline and first.poll() is None:
         time.sleep(0.1)
     assert lease.holder()
-    second = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    second = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert second.returncode == 75
     assert "another run holds" in second.stderr and "did nothing" in second.stderr
     # a third one waits for the lease (--lock-wait), then finds nothing new and does nothing
-    third = subprocess.Popen(cmd + ["--lock-wait", "600"], cwd=REPO, stdout=subprocess.PIPE,
+    third = subprocess.Popen(cmd + ["--lock-wait", "600"], cwd=REPO, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
     assert first.wait(timeout=600) == 0, first.stdout.read()[-3000:]
     said = third.communicate(timeout=300)[0]

@@ -157,6 +157,9 @@ def test_object_store_input_and_output(ray_s3, s3, shared_data):
 
     assert not s3.exists(f"{root}/_work"), s3.find(f"{root}/_work")
     everything = {p[len(root) + 1:] for p in s3.find(root)} - {""}   # "" is a folder marker ("run1/")
+    lease = {p for p in everything if p.startswith("_lease/")}
+    assert len(lease) == 1 and json.loads(s3.cat(f"{root}/{lease.pop()}"))["released"]   # the last record: released
+    everything = {p for p in everything if not p.startswith("_lease/")}
     assert everything == set(listed) | {"_manifest.json", "report.json", "report.html"}, everything
 
     again = run_pipeline(make_pipeline([IN_GLOB], OUT, batch_size=20)[0], progress=False)

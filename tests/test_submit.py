@@ -254,10 +254,17 @@ def _lines(stream, q: queue.Queue) -> None:
 
 @on_a_head
 def test_ctrl_c_leaves_the_job_running_and_jobs_stop_stops_it(head, tmp_path):
-    fifo = tmp_path / "never-written.jsonl"      # the reader blocks on it: a job that runs until stopped
-    os.mkfifo(fifo)
-    cfg = _config(tmp_path, [fifo], str(tmp_path / "out"), stages=[{"type": "langid"}])
-    proc = subprocess.Popen(tokenmill_cmd("submit", str(cfg), "--address", head.url, "--wait"), cwd=REPO, env=_env(),
+    # a stage of the user's own, shipped with --py-module, that sleeps: a job that runs until stopped
+    pkg = tmp_path / "slowstage"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        "import time\nfrom pydantic import BaseModel\nfrom tokenmill.engine.stage import Stage\n\n\n"
+        "class NoParams(BaseModel):\n    pass\n\n\n"
+        "class Sleeps(Stage):\n    name = 'sleeps'\n    Params = NoParams\n\n"
+        "    def __call__(self, batch):\n        time.sleep(3600)\n        return batch\n")
+    cfg = _config(tmp_path / "cfg", SAMPLE_INPUTS, str(tmp_path / "out"), stages=[{"type": "slowstage:Sleeps"}])
+    proc = subprocess.Popen(tokenmill_cmd("submit", str(cfg), "--address", head.url, "--wait", "--py-module", str(pkg)),
+                            cwd=REPO, env={**_env(), "PYTHONPATH": str(tmp_path)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     q: queue.Queue = queue.Queue()
     threading.Thread(target=_lines, args=(proc.stdout, q), daemon=True).start()

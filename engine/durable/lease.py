@@ -99,6 +99,13 @@ class Lease:
             return True
         except FileExistsError:
             return (self.store.read_json(self._name(generation)) or {}).get("token") == self.token
+        except OSError:
+            # S3 answers two racing conditional puts with 409 (ConditionalRequestConflict), which
+            # s3fs raises as a plain OSError; the record tells who won, or the error stands
+            found = self.store.read_json(self._name(generation))
+            if found is None:
+                raise
+            return found.get("token") == self.token
 
     def _prune(self, below: int) -> None:
         for gen in range(max(1, below - 8), below):
@@ -115,19 +122,29 @@ class Lease:
         while True:
             gen, rec = self.latest()
             why = self._free(rec)
-            if why is not None and self._create(gen + 1, self._record()):
+            if why is not None and self._try_create(gen + 1):
                 if why:
                     self.say(f"lease: taking over {self.path} from {why} (host {rec.get('host')}, pid {rec.get('pid')})")
                 self.generation, self._renewed_at = gen + 1, time.time()
                 self._prune(self.generation)
                 return self._start_renewing()
-            if why is None and time.time() >= deadline:
-                raise LeaseHeld(self.path, rec)
+            if time.time() >= deadline and (why is None or time.time() >= deadline + self.ttl_s):
+                raise LeaseHeld(self.path, rec)   # (free, but the store kept failing: for a TTL more)
             if why is None and not said:
                 self.say(f"lease: another run works on this output (host {rec.get('host')}, pid "
                          f"{rec.get('pid')}); waiting up to {wait_s:.0f} s")
                 said = True
-            time.sleep(0 if why is not None else min(poll_s, max(0.05, deadline - time.time())))
+            time.sleep(0.05 if why is not None else min(poll_s, max(0.05, deadline - time.time())))
+
+    def _try_create(self, generation: int) -> bool:
+        """``_create`` while acquiring: an error (after the store's retries) is a try lost, not a crash."""
+        try:
+            return self._create(generation, self._record())
+        except OSError as e:
+            self.say(f"lease: could not write {self._name(generation)} ({type(e).__name__}: {e}); trying again")
+            self._attempt += 1
+            time.sleep(policy().wait(min(self._attempt - 1, 5)))
+            return False
 
     def _free(self, rec: dict) -> Optional[str]:
         """None while ``rec`` holds the lease; else why it can be taken ('' when simply free)."""
@@ -184,10 +201,12 @@ class Lease:
 
     # -- use ------------------------------------------------------------------------------------------
     def held(self) -> bool:
-        if self.lost or not self.generation:
+        """The highest record is this run's and not a release (a renewal in flight may already have
+        created the next one: it is ours too), and the lease has not expired without a renewal."""
+        if self.lost or not self.generation or time.time() > self._renewed_at + self.ttl_s:
             return False
         gen, rec = self.latest()
-        return gen == self.generation and rec.get("token") == self.token
+        return gen >= self.generation and rec.get("token") == self.token and not rec.get("released")
 
     def check(self) -> None:
         """Raises ``LeaseLost`` unless this run still holds the lease (before every commit step)."""

@@ -54,9 +54,9 @@ def commit(store: Storage, staged: str, plan_path: str, fingerprint: str, extra:
     """Move staged files into place and write the manifest; idempotent if interrupted, and safe
     when any single storage call fails (a failed read raises, it is never taken for "not there").
     ``folders``: the output folders (``data``, ``rejects``, ``synthetic``...); ``keep``: manifest
-    entries of earlier runs' files that stay (an incremental run's); ``owned``: the files earlier
-    runs of this pipeline wrote (``ownership.owned_files``), the only ones the commit may remove —
-    None: every file in ``folders`` (``--force``); ``check``: called before each step that changes
+    entries of earlier runs' files that stay (an incremental run's); ``owned``: the files now in the
+    output folders that the commit may remove (``ownership.Owned.replaceable``: earlier runs' of
+    this pipeline, or every one with ``--force``); ``check``: called before each step that changes
     the output (the lease's ``check``).
 
     Order: the plan (what moves where, and which earlier files go) is written first; files are
@@ -79,7 +79,7 @@ def commit(store: Storage, staged: str, plan_path: str, fingerprint: str, extra:
             raise RuntimeError(f"commit lost a file: {src} (neither staged nor in place)")
     check()
     manifest = {"fingerprint": fingerprint, "complete": True, "files": [*keep, *plan["files"]],
-                "superseded": plan["remove"], "committed": time.time(), **extra}
+                "superseded": plan.get("remove", []), "committed": time.time(), **extra}
     store.write_json_atomic(f"{root}/{MANIFEST}", manifest)
     remove_superseded(store, manifest)
     return manifest
@@ -90,9 +90,7 @@ def _new_plan(store: Storage, staged: str, fingerprint: str, folders: tuple[str,
     rels = [r for r in store.list_parquet(staged) if r.split("/", 1)[0] in folders]
     files = describe_files(store, staged, rels)
     wanted = {f["path"] for f in files} | {f["path"] for f in keep}
-    if owned is None:   # --force: every file in the output folders is replaced
-        owned = {f"{sub}/{rel}" for sub in folders for rel in store.list_parquet(store.path(sub))}
-    remove = [{"path": rel} for rel in sorted(owned - wanted)]
+    remove = [{"path": rel} for rel in sorted(set(owned or ()) - wanted)]
     return {"fingerprint": fingerprint, "staged": staged, "files": files, "remove": remove, "created": time.time()}
 
 

@@ -29,14 +29,21 @@ class ForeignOutput(ValueError):
 
 @dataclass
 class Owned:
-    """The output files (relative paths) that runs of this pipeline wrote, and the folders they are in."""
+    """The output files (relative paths) runs of this pipeline wrote, the folders they are in, and
+    what is in those folders now (one listing)."""
 
     files: set[str] = field(default_factory=set)
     folders: set[str] = field(default_factory=set)
+    present: set[str] = field(default_factory=set)
+
+    def replaceable(self, force: bool) -> set[str]:
+        """What a commit may remove: the files of ours that are there (all that are, with force)."""
+        return set(self.present) if force else self.present & self.files
 
 
 def owned_files(store: Storage, manifest: dict, folders: tuple[str, ...]) -> Owned:
-    """Files the manifest lists (kept and superseded) and files a commit plan under ``_work`` names."""
+    """Files the manifest lists (kept and superseded) and files a commit plan under ``_work`` names,
+    and every file now in the output folders."""
     owned = Owned(set(), set(folders))
     for f in [*manifest.get("files", []), *manifest.get("superseded", [])]:
         owned.files.add(f["path"])
@@ -45,18 +52,18 @@ def owned_files(store: Storage, manifest: dict, folders: tuple[str, ...]) -> Own
             plan = store.read_json(path) or {}
             owned.files.update(f["path"] for f in plan.get("files", []))
     owned.folders.update(p.split("/", 1)[0] for p in owned.files if "/" in p)
-    return owned
-
-
-def foreign_files(store: Storage, owned: Owned, prefix_ok=None) -> list[str]:
-    """Files in the output folders that no run of this pipeline wrote (``prefix_ok(rel)``: also
-    ours, e.g. named with an incremental run's prefix), and reports not written by tokenmill."""
-    out = []
     for sub in sorted(owned.folders):
         for path in store.find(store.path(sub)):
             rel = f"{sub}/{store.rel(path, store.path(sub))}"
-            if rel not in owned.files and not (prefix_ok and prefix_ok(rel)) and ".tmp" not in rel:
-                out.append(rel)
+            if ".tmp" not in rel:
+                owned.present.add(rel)
+    return owned
+
+
+def foreign_files(store: Storage, owned: Owned) -> list[str]:
+    """Files in the output folders that no run of this pipeline wrote, and reports not written by
+    tokenmill."""
+    out = sorted(owned.present - owned.files)
     for name in REPORTS:
         path = store.path(name)
         if store.exists(path) and not _written_by_tokenmill(store, path):
@@ -65,13 +72,14 @@ def foreign_files(store: Storage, owned: Owned, prefix_ok=None) -> list[str]:
 
 
 def _written_by_tokenmill(store: Storage, path: str) -> bool:
+    if path.endswith(".json"):
+        return bool((store.read_json(path) or {}).get("fingerprint"))   # the run's, in every report
     with store.open(path, "rb") as fh:
-        head = fh.read(1 << 16)
-    return b"tokenmill" in head or b'"fingerprint":' in head   # report.html names it; report.json has the run's
+        return b"tokenmill" in fh.read(1 << 16)
 
 
 def check_output(store: Storage, name: str, incremental: bool, folders: tuple[str, ...],
-                 force: bool = False, prefix_ok=None) -> Owned:
+                 force: bool = False) -> Owned:
     """Refuse (``ForeignOutput``) a folder this run must not write to; what is ours otherwise."""
     manifest = store.read_json(store.path(MANIFEST)) or {}
     owned = owned_files(store, manifest, folders)
@@ -89,7 +97,7 @@ def check_output(store: Storage, name: str, incremental: bool, folders: tuple[st
     if manifest and manifest.get("name") not in (None, name):
         raise ForeignOutput(f"{where} holds the output of another pipeline ({manifest.get('name')!r}, not "
                             f"{name!r}): {HOW}")
-    foreign = foreign_files(store, owned, prefix_ok)
+    foreign = foreign_files(store, owned)
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise ForeignOutput(f"{where} holds {len(foreign)} file(s) tokenmill did not write where it writes "

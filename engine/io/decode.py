@@ -24,7 +24,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from typing import NamedTuple, Optional, Union
 
-from tokenmill.engine.io.transient import open_for_reading
+from tokenmill.engine.io.transient import TransientError, open_for_reading
 
 RAW_CHUNK = 1 << 20   # bytes read from the file at a time
 FEED = 64 << 10       # compressed bytes given to a decoder at a time
@@ -64,11 +64,15 @@ def codec_of(path: str) -> Optional[tuple[str, str, Callable]]:
 
 def _raw_chunks(path: str) -> Iterator[bytes]:
     with open_for_reading(path) as fh:   # a transient fault mid-file: reopened at the same offset
+        size, done = fh.size(), 0
         while True:
             chunk = fh.read(RAW_CHUNK)
             if not chunk:
-                return
+                break
+            done += len(chunk)
             yield chunk
+    if size is not None and done < size:   # the store ended the body early, without an error
+        raise TransientError(f"{path}: the read ended at byte {done} of {size}")
 
 
 def iter_blocks(path: str) -> Iterator[bytes]:

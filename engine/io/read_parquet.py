@@ -215,18 +215,21 @@ def read_row_groups(pf: pq.ParquetFile, f, opts, bad: list) -> Iterator[pa.Table
                 first += rb.num_rows
                 yield from split_by_bytes(table)
         except Exception as exc:
-            if is_transient(exc) or not _fails_again(pf, g):
+            if is_transient(exc):
+                raise
+            if isinstance(exc, OSError) and not _fails_again(pf, g, opts):
                 raise TransientError(f"{f.path}: row group {g}: {exc} (not damage: it reads on a second "
                                      "try)") from exc   # the task fails and is retried
             bad.append((g, exc))
         start += pf.metadata.row_group(g).num_rows
 
 
-def _fails_again(pf: pq.ParquetFile, g: int) -> bool:
-    """Whether a row group that failed fails again when read once more (damage repeats; a read
-    cut short in transit does not)."""
+def _fails_again(pf: pq.ParquetFile, g: int, opts) -> bool:
+    """Whether a row group whose read failed with an I/O error fails again when read once more,
+    batch by batch (damage repeats; a read cut short in transit does not)."""
     try:
-        pf.read_row_group(g)
+        for _ in pf.iter_batches(batch_size=opts.batch_rows, row_groups=[g]):
+            pass
     except Exception as exc:
         return not is_transient(exc)
     return False

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import io
+import os
 import random
 import time
 from collections.abc import Callable
@@ -121,6 +122,16 @@ class RetryingFile(io.RawIOBase):
 
     def tell(self) -> int:
         return self.pos
+
+    def size(self) -> Optional[int]:
+        """The file's size as the store gave it when opened (None when it does not say)."""
+        value = getattr(self.fh, "size", None)
+        if isinstance(value, int):
+            return value
+        try:
+            return os.fstat(self.fh.fileno()).st_size
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            return None
 
     def seek(self, offset: int, whence: int = 0) -> int:
         self.pos = self._call(lambda: self.fh.seek(offset, whence))
