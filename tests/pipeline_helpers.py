@@ -147,3 +147,29 @@ def write_interleaved(rows: list[dict], folder: Path, parts: int) -> Path:
         (folder / f"p{i}.jsonl").write_text("".join(json.dumps({"id": r["id"], "text": r["text"]}) + "\n"
                                                     for r in rows[i::parts]))
     return folder
+
+
+def env_with_tests() -> dict:
+    """This environment with tests/ on PYTHONPATH, so a ``tokenmill run`` child process finds the
+    tests' own stages (``test_lease:Sleeper``)."""
+    import os
+
+    tests = str(Path(__file__).resolve().parent)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
+
+
+def start_holding_the_lease(cmd: list[str], out: Path, cwd: Path, env: dict, stdout=None):
+    """Start a ``tokenmill run`` command and return it once it holds the output's lease."""
+    import subprocess
+    import time
+
+    from tokenmill.engine.durable.lease import Lease
+    from tokenmill.engine.io.storage import Storage
+
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=stdout or subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lease = Lease(Storage(str(out)), str(out / "_lease"))
+    deadline = time.time() + 120
+    while not lease.holder() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert lease.holder(), proc.stdout.read()[-2000:]
+    return proc

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from conftest import REPO
 from neardup_corpus import build_corpus, write_jsonl
-from pipeline_helpers import kill_run_after_first_chunk, read_manifest_files
+from pipeline_helpers import env_with_tests, kill_run_after_first_chunk, read_manifest_files, start_holding_the_lease
 
 from tokenmill.engine.config import build_pipeline
 from tokenmill.engine.durable.lease import Lease
@@ -109,7 +109,7 @@ def _slow_local_run(cfg: Path, config: dict, cpus: int) -> tuple[list[str], dict
     (the child-process kill on Ray is test_fault_tolerance's); and the environment it needs."""
     config = {**config, "stages": [{"type": "test_lease:Sleeper", "seconds": 1.0}, *config["stages"]]}
     cfg.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
+    env = env_with_tests()
     return [sys.executable, "-m", "tokenmill.engine.cli", "run", str(cfg), "--engine", "local", "--num-cpus", str(cpus),
             "--progress", "log"], env
 
@@ -146,12 +146,8 @@ def test_two_runs_at_once_one_works_the_other_exits(tmp_path, corpus):
     _, shards = corpus
     out = tmp_path / "out"
     cmd, env = _slow_local_run(tmp_path / "incr.yaml", _config(shards[:2], out, incremental=True), cpus=1)
-    first = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = start_holding_the_lease(cmd, out, REPO, env)
     lease = Lease(Storage(str(out)), str(out / "_lease"))
-    deadline = time.time() + 120
-    while not lease.holder() and time.time() < deadline and first.poll() is None:
-        time.sleep(0.1)
-    assert lease.holder()
     second = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert second.returncode == 75
     assert "another run holds" in second.stderr and "did nothing" in second.stderr

@@ -6,7 +6,6 @@ report's ``file_errors``), plain trees list exactly what ``glob`` lists, and obj
 from __future__ import annotations
 
 import glob
-import gzip
 import json
 import os
 import socket
@@ -18,11 +17,6 @@ import pytest
 from pipeline_helpers import make_pipeline, web_docs
 
 from tokenmill.engine.io.readers import list_input_files
-
-try:   # moto's S3 server on loopback, the fixture test_object_store runs it with
-    from test_object_store import s3_server  # noqa: F401
-except pytest.skip.Exception:   # s3fs or moto missing: that module skips itself
-    s3_server = None
 
 FIFO_PROBLEM = "a FIFO (named pipe), not a regular file: skipped, never opened"
 
@@ -189,25 +183,3 @@ def test_a_fifo_among_the_inputs_is_in_the_reports_file_errors(tree, docs):
     assert not opened, "the FIFO was opened"
     assert report["file_errors"] == [{"path": str(fifo), "kind": "input", "error": FIFO_PROBLEM}]
     assert report["input"]["docs"] == 6
-
-
-# -- object stores ---------------------------------------------------------------------------------
-
-
-def test_object_store_globs_and_folders_still_list(request, docs):
-    if s3_server is None:
-        pytest.skip("s3fs or moto[server] is not installed")
-    import s3fs
-
-    endpoint, _ = request.getfixturevalue("s3_server")
-    s3 = s3fs.S3FileSystem(endpoint_url=endpoint, key="testing", secret="testing", skip_instance_cache=True)
-    s3.mkdir("list-bucket")
-    body = gzip.compress("".join(json.dumps(r) + "\n" for r in docs[:2]).encode())
-    for name in ("crawl/a.jsonl.gz", "crawl/b.jsonl.gz", "crawl/deep/c.jsonl.gz", "crawl/_SUCCESS"):
-        s3.pipe(f"list-bucket/{name}", body)
-    files, problems = list_input_files(["s3://list-bucket/crawl/*.jsonl.gz"])
-    assert [f.path for f in files] == ["s3://list-bucket/crawl/a.jsonl.gz", "s3://list-bucket/crawl/b.jsonl.gz"]
-    assert problems == []
-    files, problems = list_input_files(["s3://list-bucket/crawl"])
-    assert [f.source for f in files] == ["a.jsonl.gz", "b.jsonl.gz", "c.jsonl.gz"] and problems == []
-    assert [f.path for f in files][2] == "s3://list-bucket/crawl/deep/c.jsonl.gz"

@@ -11,12 +11,11 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 from conftest import REPO
-from pipeline_helpers import write_jsonl_gz
+from pipeline_helpers import env_with_tests, start_holding_the_lease, write_jsonl_gz
 from pydantic import BaseModel
 
 from tokenmill.engine.config import build_pipeline
@@ -24,8 +23,6 @@ from tokenmill.engine.durable.lease import Lease, LeaseHeld, LeaseLost
 from tokenmill.engine.io.storage import Storage
 from tokenmill.engine.run import run_pipeline
 from tokenmill.engine.stage import Stage
-
-TESTS = Path(__file__).resolve().parent
 
 
 def _lease(tmp_path, **kw) -> Lease:
@@ -186,14 +183,10 @@ def test_sigterm_releases_the_lease_and_a_plain_rerun_finishes(tmp_path):
     cfg = tmp_path / "slow.yaml"
     cfg.write_text(yaml.safe_dump(_slow_config(tmp_path, seconds=1.0)))
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    env = env_with_tests()
     cmd = [sys.executable, "-m", "tokenmill.engine.cli", "run", str(cfg), "--progress", "log"]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = start_holding_the_lease(cmd, out, REPO, env)
     lease = Lease(Storage(str(out)), str(out / "_lease"))
-    deadline = time.time() + 120
-    while not lease.holder() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    assert lease.holder(), proc.stdout.read()[-2000:]
     time.sleep(1.0)
     proc.send_signal(signal.SIGTERM)
     said = proc.communicate(timeout=120)[0]

@@ -291,3 +291,19 @@ def test_transient_s3_faults_change_nothing_and_a_commit_survives_a_failed_move(
     assert sorted(kept[0]["id"].to_pylist()) == sorted(kept[1]["id"].to_pylist()) and kept[0].num_rows > 0
     assert sorted(kept[0]["text"].to_pylist()) == sorted(kept[1]["text"].to_pylist())
     assert again.report["output"] == clean.report["output"] and again.report["file_errors"] == []
+
+
+def test_object_store_globs_and_folders_still_list(s3_server, s3, shared_data):
+    """Input listing on an object store (the local walk's symlink and FIFO rules do not apply):
+    globs and folders list every file once, markers left out."""
+    docs = web_docs(shared_data)[:2]
+    s3.mkdir("list-bucket")
+    body = gzip.compress("".join(json.dumps(r) + "\n" for r in docs).encode())
+    for name in ("crawl/a.jsonl.gz", "crawl/b.jsonl.gz", "crawl/deep/c.jsonl.gz", "crawl/_SUCCESS"):
+        s3.pipe(f"list-bucket/{name}", body)
+    files, problems = list_input_files(["s3://list-bucket/crawl/*.jsonl.gz"])
+    assert [f.path for f in files] == ["s3://list-bucket/crawl/a.jsonl.gz", "s3://list-bucket/crawl/b.jsonl.gz"]
+    assert problems == []
+    files, problems = list_input_files(["s3://list-bucket/crawl"])
+    assert [f.source for f in files] == ["a.jsonl.gz", "b.jsonl.gz", "c.jsonl.gz"] and problems == []
+    assert [f.path for f in files][2] == "s3://list-bucket/crawl/deep/c.jsonl.gz"

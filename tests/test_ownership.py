@@ -7,22 +7,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
 from conftest import REPO
-from pipeline_helpers import output_rows, write_jsonl_gz
+from pipeline_helpers import env_with_tests, output_rows, start_holding_the_lease, write_jsonl_gz
 
 from tokenmill.engine.config import build_pipeline
-from tokenmill.engine.durable.lease import Lease
-from tokenmill.engine.io.storage import Storage
 from tokenmill.engine.run import run_pipeline
-
-TESTS = Path(__file__).resolve().parent
 
 
 def _inputs(tmp_path: Path, files: int = 3) -> list[str]:
@@ -112,13 +106,9 @@ def test_two_plain_runs_at_once_one_commits_the_other_waits_or_exits_75(tmp_path
     cfg["stages"].insert(0, {"type": "test_lease:Sleeper", "seconds": 0.5})
     path = tmp_path / "slow.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    env = env_with_tests()
     cmd = [sys.executable, "-m", "tokenmill.engine.cli", "run", str(path), "--progress", "off"]
-    first = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lease = Lease(Storage(str(out)), str(out / "_lease"))
-    deadline = time.time() + 120
-    while not lease.holder() and time.time() < deadline and first.poll() is None:
-        time.sleep(0.05)
+    first = start_holding_the_lease(cmd, out, REPO, env)
     second = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert second.returncode == 75 and "another run holds" in second.stderr, second.stderr
     third = subprocess.Popen(cmd + ["--lock-wait", "300"], cwd=REPO, env=env, stdout=subprocess.PIPE,
