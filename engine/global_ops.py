@@ -110,20 +110,25 @@ def call_on_partition(pieces: pa.Table, fn: Callable[..., pa.Table], n_inputs: i
 
 #: node ids use the low 56 bits; a stage may use the sign and the top 7 bits (e.g. earlier runs' ids)
 NODE_BITS = 56
-ROW_BITS, PART_BITS = 22, 14
-CHUNK_SHIFT = ROW_BITS + PART_BITS
 
 
-def node_ids(rows: int, chunk: int, part_no: int) -> pa.Array:
-    """Dense int64 ids for the live rows of one part file: (chunk, part number in the chunk, row)
-    packed in 20 + 14 + 22 bits; unique per run, the same on every engine and every re-run."""
-    if part_no >= 1 << 14 or rows > 1 << 22 or chunk >= 1 << 20:
-        raise GlobalStepError(f"node ids: chunk {chunk}, part {part_no}, {rows} rows exceed the id layout "
-                              "(2^20 chunks, 2^14 parts per chunk, 2^22 rows per part)")
-    base = (chunk << CHUNK_SHIFT) | (part_no << ROW_BITS)
-    return pa.array(np.arange(base, base + rows, dtype=np.int64), pa.int64())
+def node_ids(base: int, live: np.ndarray) -> pa.Array:
+    """Dense int64 ids for the live rows of one part file: ``base`` (the rows of every part before
+    it in the run, in chunk and part order) plus each live row's position in the file; unique per
+    run, the same on every engine and every re-run, with no cap on parts or chunks below 2^56 rows."""
+    positions = np.flatnonzero(live)
+    if base + len(live) > 1 << NODE_BITS:
+        raise GlobalStepError(f"node ids: a run of more than 2^{NODE_BITS} rows exceeds the id layout")
+    return pa.array(np.int64(base) + positions.astype(np.int64), pa.int64())
 
 
-def chunk_of(nodes: pa.Array) -> pa.Array:
-    """The chunk of each node id (``node_ids``' layout)."""
-    return pc.shift_right(nodes, CHUNK_SHIFT).cast(pa.int32())
+def part_bases(rows: list[int]) -> list[int]:
+    """The node id each part's rows start at, from the parts' row counts in run order."""
+    return np.concatenate([[0], np.cumsum(rows, dtype=np.int64)[:-1]]).astype(np.int64).tolist() if rows else []
+
+
+def chunk_of(nodes: pa.Array, chunk_bases: np.ndarray) -> pa.Array:
+    """The chunk of each node id: the last chunk whose first node id is at most it
+    (``chunk_bases[i]``: chunk ``i``'s first id; an empty chunk has the next one's)."""
+    n = np.asarray(pc.fill_null(nodes, 0).to_numpy(zero_copy_only=False), dtype=np.int64)
+    return pa.array(np.searchsorted(np.asarray(chunk_bases, dtype=np.int64), n, side="right") - 1, pa.int32())

@@ -83,7 +83,8 @@ class GlobalJob:
     parts: list[str]         # the phase's committed part files (URLs)
     out_url: str
     input_bytes: int         # size of the parts on disk (picks the shuffle for small runs)
-    part_numbers: list = field(default_factory=list)   # each part's number within its chunk (node ids)
+    part_bases: list = field(default_factory=list)    # where each part's node ids start (its rows' offset in the run)
+    chunk_bases: list = field(default_factory=list)   # where each chunk's node ids start (chunk i: item i)
     run_id: str = "run"      # the run's fingerprint prefix (names what it leaves for later runs)
 
 

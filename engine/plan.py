@@ -24,7 +24,7 @@ from tokenmill.engine.schema import WORKING_COLUMNS, phase_schema
 from tokenmill.engine.stage import Resources
 
 #: the layout of OUT/_work; a change makes older unfinished work unusable, so it is in the fingerprint
-WORK_LAYOUT = 3
+WORK_LAYOUT = 4
 
 
 @dataclass

@@ -22,6 +22,7 @@ from tokenmill.engine.durable.incremental import IncrementalRun
 from tokenmill.engine.durable.lease import LEASE_FOLDER, Lease
 from tokenmill.engine.durable.manifest import MANIFEST, OUTPUT_FOLDERS, commit, named_by, remove_superseded
 from tokenmill.engine.durable.ownership import check_output
+from tokenmill.engine.global_ops import part_bases
 from tokenmill.engine.io.listing import list_input_files
 from tokenmill.engine.io.storage import Storage
 from tokenmill.engine.io.transient import configure as configure_retries
@@ -56,6 +57,16 @@ ATTEMPTS = "_attempts"      # marks of input files being read (``durable/attempt
 FIGURES = "_figures.json"   # what a global step reports (e.g. connected-components rounds)
 #: (phase, decisions by chunk): parts a phase reads, with what to apply to them
 Source = tuple[Phase, dict[int, Decisions]]
+
+
+def part_name(number: int, rows: int) -> str:
+    """A committed stream part's name: its number in the chunk and its row count."""
+    return f"part-{number:08d}-n{rows}.parquet"
+
+
+def part_rows(path: str) -> int:
+    """The row count a committed part's name carries (``part_name``)."""
+    return int(path.rsplit("-n", 1)[1].split(".", 1)[0])
 
 
 class RunResult:
@@ -189,12 +200,14 @@ class PhaseRunner:
                                   sink_url=sink_url if i == len(groups) - 1 else None))
         return specs
 
-    def commit_chunk(self, phase: Phase, chunk: Chunk, files: list[str], tokens: int = 0) -> None:
+    def commit_chunk(self, phase: Phase, chunk: Chunk, files: list[tuple[str, int]], tokens: int = 0) -> None:
+        """``files``: (path, rows) of each part, in the order they arrived."""
         self.check()
         final = self.chunk_dir(phase, chunk)
         self.store.rm(final)  # a commit cut short
-        # named in the order they arrived (input order), so every later phase reads them in that order
-        self.store.move_files(files, final, [f"part-{i:08d}.parquet" for i in range(len(files))])
+        # named in the order they arrived (input order), so every later phase reads them in that
+        # order, with their row counts (a global step numbers rows from them without reading a file)
+        self.store.move_files([f for f, _ in files], final, [part_name(i, rows) for i, (_, rows) in enumerate(files)])
         if phase.generates:
             self.store.write_json_atomic(f"{final}/{TOKENS_FILE}", {"tokens": tokens})
         self.store.touch(f"{final}/{DONE}")
@@ -209,12 +222,14 @@ class PhaseRunner:
         t0 = time.time()
         self.console.start_phase(f"global {phase.barrier.name}")
         listing = self._listing(phase)
-        numbered = [(self.store.url(p), i) for c in self.plan.chunks for i, p in enumerate(sorted(listing.get(c.name, {})))]
+        parts = [(p, part_rows(p)) for c in self.plan.chunks for p in sorted(listing.get(c.name, {}))]
+        chunk_rows = [sum(part_rows(p) for p in listing.get(c.name, {})) for c in self.plan.chunks]
         size = sum(sum(sizes.values()) for sizes in listing.values())
         tmp = self._tmp()
-        figures = self.executor.run_global(GlobalJob(phase.barrier, self.pipeline.languages, [u for u, _ in numbered],
-                                                     self.store.url(tmp), size, [i for _, i in numbered],
-                                                     self.run_id)) or {}
+        figures = self.executor.run_global(GlobalJob(
+            phase.barrier, self.pipeline.languages, [self.store.url(p) for p, _ in parts], self.store.url(tmp), size,
+            part_bases=part_bases([r for _, r in parts]), chunk_bases=part_bases(chunk_rows),
+            run_id=self.run_id)) or {}
         self.store.makedirs(tmp)
         self.store.write_json_atomic(f"{tmp}/{FIGURES}", figures)
         self._commit_dir(tmp, final)
@@ -276,7 +291,7 @@ class ChunkCommitter:
         self.runner, self.phase, self.tmp, self.budget = runner, phase, tmp, budget
         self.chunks = chunks
         self.next = 0
-        self.files: dict[int, list[str]] = {}
+        self.files: dict[int, list[tuple[str, int]]] = {}
         self.tokens: dict[int, int] = {}
         self.total_rows = 0
 
@@ -291,7 +306,7 @@ class ChunkCommitter:
             if tokens >= self.budget.left:
                 rows, tokens = cut_to_budget(self.runner.store, path, self.budget.left)
             self.budget.used += tokens
-        self.files.setdefault(part.chunk, []).append(path)
+        self.files.setdefault(part.chunk, []).append((path, rows))
         self.tokens[part.chunk] = self.tokens.get(part.chunk, 0) + tokens
         self.total_rows += rows
 

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Optional
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -54,14 +55,14 @@ def read_parquet_file(url: str, columns: Optional[list[str]] = None) -> pa.Table
         return pq.read_table(fh, columns=columns, partitioning=None)
 
 
-def read_live_keys(url: str, columns: list[str], part_no: int) -> pa.Table:
+def read_live_keys(url: str, columns: list[str], base: int) -> pa.Table:
     """The columns a global step shuffles, for the live rows of one part file (never the text),
-    and a dense int64 ``node`` id per row from the file's chunk and its number in the chunk
-    (``part_no``): the chunk a decision belongs to is read back from its node."""
-    table = read_parquet_file(url, list(dict.fromkeys(columns + ["reject_stage", CHUNK])))
-    live = table.filter(live_mask(table))
-    chunk = live[CHUNK][0].as_py() if live.num_rows else 0
-    return live.select(columns).append_column("node", node_ids(live.num_rows, chunk, part_no))
+    and a dense int64 ``node`` id per row: ``base`` (where this part's rows start in the run) plus
+    the row's position; the chunk a decision belongs to is found again from its node."""
+    table = read_parquet_file(url, list(dict.fromkeys(columns + ["reject_stage"])))
+    mask = live_mask(table)
+    live = np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool)
+    return table.filter(mask).select(columns).append_column("node", node_ids(base, live))
 
 
 def load_decisions(urls: list[str]) -> pa.Table:

@@ -7,6 +7,7 @@ import gzip
 import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -15,7 +16,7 @@ from pipeline_helpers import read_manifest_files, write_jsonl_gz
 from tokenmill.engine.batches import apply_decisions, per_chunk
 from tokenmill.engine.config import build_pipeline
 from tokenmill.engine.executors.common import with_chunk
-from tokenmill.engine.global_ops import node_ids
+from tokenmill.engine.global_ops import node_ids, part_bases
 from tokenmill.engine.io.readers import list_input_files
 from tokenmill.engine.run import run_pipeline
 from tokenmill.engine.schema import CHUNK
@@ -116,11 +117,28 @@ def test_apply_decisions_matches_row_keys_not_ids():
 
 
 def test_decisions_are_routed_to_the_chunk_of_the_node_they_name():
-    nodes = pa.concat_arrays([node_ids(2, 5, 3), node_ids(1, 0, 0)])
-    decisions = pa.table({"row_key": ["b:4", "b:5", "a:0"], "reject_reason": ["x", None, "y"], "node": nodes})
-    out = with_chunk(decisions)
-    assert out[CHUNK].to_pylist() == [5, 5, 0]
-    assert "node" not in out.column_names and out["row_key"].to_pylist() == ["b:4", "b:5", "a:0"]
+    # chunk 0: one part of 3 rows; chunks 1 and 2 empty; chunk 3: parts of 4 and 2 rows
+    bases = part_bases([3, 4, 2])
+    chunk_bases = part_bases([3, 0, 0, 6])
+    live = np.array([True, False, True, True])
+    nodes = pa.concat_arrays([node_ids(bases[1], live), node_ids(bases[0], np.array([True, True, False])),
+                              node_ids(bases[2], np.array([False, True]))])
+    assert nodes.to_pylist() == [3, 5, 6, 0, 1, 8]
+    decisions = pa.table({"row_key": ["b:0", "b:2", "b:3", "a:0", "a:1", "c:1"], "reject_reason": ["x"] * 6,
+                          "node": nodes})
+    out = with_chunk(decisions, chunk_bases)
+    assert out[CHUNK].to_pylist() == [3, 3, 3, 0, 0, 3]
+    assert "node" not in out.column_names and out["row_key"].to_pylist() == ["b:0", "b:2", "b:3", "a:0", "a:1", "c:1"]
+
+
+def test_node_ids_have_no_cap_on_parts_in_a_chunk():
+    bases = part_bases([1] * 20_000)   # more parts in one chunk than the old 14-bit part number held
+    nodes = np.concatenate([node_ids(b, np.array([True])).to_numpy() for b in bases])
+    assert len(np.unique(nodes)) == 20_000 and nodes.max() == 19_999
+    big = node_ids((1 << 40) + 5, np.array([True, True]))   # past 2^40 rows in a run
+    assert big.to_pylist() == [(1 << 40) + 5, (1 << 40) + 6]
+    assert with_chunk(pa.table({"row_key": ["x"], "reject_reason": ["y"], "node": big.slice(0, 1)}),
+                      [0, 1 << 40])[CHUNK].to_pylist() == [1]
 
 
 def test_a_stage_run_per_chunk_never_sees_the_chunk_and_its_rows_get_their_sources_chunk():

@@ -43,14 +43,14 @@ def run_global_step(job: GlobalJob, ops, read_keys: Callable[[list[str]], object
         return {}
     keys = read_keys(key_columns(stage))
     decisions, figures = stage.global_step(ops, keys)
-    routed = ops.map(decisions, with_chunk)
+    routed = ops.map(decisions, with_chunk, chunk_bases=job.chunk_bases)
     ops.write_parquet(ops.partition_map([routed], CHUNK, sorted_by_row_key), job.out_url, [CHUNK])
     return figures or {}
 
 
-def with_chunk(decisions: pa.Table) -> pa.Table:
+def with_chunk(decisions: pa.Table, chunk_bases: list) -> pa.Table:
     """Decisions with the chunk of the row each names (from its ``node`` id), without the node."""
-    return decisions.drop_columns(["node"]).append_column(CHUNK, chunk_of(decisions["node"]))
+    return decisions.drop_columns(["node"]).append_column(CHUNK, chunk_of(decisions["node"], chunk_bases))
 
 
 def sorted_by_row_key(decisions: pa.Table) -> pa.Table:

@@ -223,7 +223,7 @@ class LocalExecutor:
 
     def _keys(self, job: GlobalJob, columns: list[str]) -> list[pa.Table]:
         t0 = time.perf_counter()
-        keys = list(self.threads.map(read_live_keys, job.parts, [columns] * len(job.parts), job.part_numbers))
+        keys = list(self.threads.map(read_live_keys, job.parts, [columns] * len(job.parts), job.part_bases))
         self.counters.add({SHUFFLE_BYTES: [time.perf_counter() - t0, sum(k.nbytes for k in keys), 1]})
         return keys
 

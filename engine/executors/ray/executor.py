@@ -97,8 +97,8 @@ def stage_task(batch: pa.Table, spec: PoolSpec, metrics_name: Optional[str] = No
 
 def _read_keys(batch: pa.Table, columns: list[str], metrics_name: Optional[str]) -> pa.Table:
     """Task body: the key columns of live rows of the part files named in a batch of work items,
-    with a ``node`` id per row (from the part's number in its chunk)."""
-    items = zip(batch["path"].to_pylist(), batch["part_no"].to_pylist())
+    with a ``node`` id per row (from where the part's rows start in the run)."""
+    items = zip(batch["path"].to_pylist(), batch["base"].to_pylist())
     keys = pa.concat_tables([read_live_keys(url, columns, no) for url, no in items])
     metrics = _metrics_actor(metrics_name)
     if metrics is not None:
@@ -267,7 +267,7 @@ class RayExecutor:
 
         n = max(2, self.cluster_cpus())
         blocks = min(len(job.parts), max(2 * n, -(-len(job.parts) // PARTS_PER_KEY_TASK)))
-        items = [{"path": p, "part_no": i} for p, i in zip(job.parts, job.part_numbers)]
+        items = [{"path": p, "base": b} for p, b in zip(job.parts, job.part_bases)]
         keys = ray.data.from_items(items, override_num_blocks=blocks)
         return keys.map_batches(_read_keys, fn_kwargs=dict(columns=columns, metrics_name=self.metrics_name),
                                 batch_size=None, batch_format="pyarrow")

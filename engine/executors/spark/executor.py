@@ -96,7 +96,7 @@ def _finalize_task(job: FinalJob, items: list[dict]):
 
 
 def _keys_task(columns: list[str], parts: list):
-    """Task body: the key columns of the live rows of its part files ((url, part_no) items)."""
+    """Task body: the key columns of the live rows of its part files ((url, node base) items)."""
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for url, no in _items_of(batches, parts):
             yield to_blobs(read_live_keys(url, columns, no))
@@ -211,7 +211,7 @@ class SparkExecutor:
 
     def _keys(self, job: GlobalJob, columns: list[str]):
         """The key columns of every live row of the phase, read by a few tasks (never the text)."""
-        parts = list(zip(job.parts, job.part_numbers))
+        parts = list(zip(job.parts, job.part_bases))
         keys = self._range(len(parts), 4 * self.cores()).mapInArrow(_keys_task(columns, parts), BLOB_DDL)
         keys = keys.localCheckpoint(eager=True)
         self._count_shuffle(keys)
