@@ -1,20 +1,20 @@
 """The band index that makes MinHash dedup incremental across runs.
 
 ``index.write: PATH`` stores, for every document a run kept, its band keys and id:
-``PATH/run=<fingerprint>/range=<r>/*.parquet`` (rows: band, the run's node id, id; ``r`` = the band key's top 4 bits,
-so a later reader can take a band range at a time), committed by a ``_SUCCESS`` marker in the run
-folder (a fresh token each commit). A run that reads indexes has their run folders and markers in
-its fingerprint (``index_state``): when an index gains or rewrites a run, the reader's run is redone. ``index.read: [PATH, ...]`` takes every committed run folder under those paths: their band
-rows join this run's buckets with node ids below zero, so a component that holds an indexed
-document has a negative label, and every document of this run in it is rejected in favour of
-the indexed one (the indexed document always wins; the old corpus is never read).
+``PATH/run=<run id>/range=<r>/*.parquet`` (rows: band, the run's node id, id; ``r`` = the band
+key's top 4 bits), committed by a ``_SUCCESS`` marker; earlier runs' folders are merged into
+compacted generations as they accumulate (``index_store.py``), so a run reads a number of folders
+logarithmic in the runs. A run that reads indexes has the runs they cover in its fingerprint
+(``index_state``): when an index gains or rewrites a run, the reader's run is redone.
+``index.read: [PATH, ...]`` takes every committed folder under those paths: their band rows join
+this run's buckets with node ids below zero, so a component that holds an indexed document has a
+negative label, and every document of this run in it is rejected in favour of the indexed one
+(the indexed document always wins; the old corpus is never read).
 
 Index size per document: ``bands`` x 8 bytes of keys plus the id, before Parquet compression.
 """
 from __future__ import annotations
 
-import time
-import uuid
 from typing import Optional
 
 import numpy as np
@@ -23,13 +23,11 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
 from tokenmill.engine.global_ops import NODE_BITS
-from tokenmill.engine.io.storage import Storage
 
 from .components import band_rows
+from .index_store import without_run
 
-DONE = "_SUCCESS"
 INDEX_ROWS = pa.schema([("band", pa.int64()), ("node", pa.int64()), ("id", pa.string()), ("range", pa.int32())])
-MAX_INDEXES = 1 << (63 - NODE_BITS)
 
 
 class IndexParams(BaseModel):
@@ -46,52 +44,16 @@ class IndexParams(BaseModel):
         return IndexParams(write=write, read=list(dict.fromkeys([*self.read, write])))
 
 
-def run_folder(root: str, run: str) -> str:
-    return f"{root.rstrip('/')}/run={run}"
-
-
-def committed_runs(paths: list[str], exclude: Optional[str] = None) -> list[list[str]]:
-    """The Parquet files of each committed run folder under ``paths`` (sorted, so each run gets the
-    same number every time); ``exclude`` skips this run's own folder."""
-    runs = [[store.url(store.path(name, rel)) for rel in store.list_parquet(store.path(name))]
-            for store, name in _run_folders(paths, exclude)]
-    if len(runs) > MAX_INDEXES:
-        raise ValueError(f"index.read: {len(runs)} indexed runs; at most {MAX_INDEXES} can be read at once")
-    return runs
-
-
-def index_state(paths: list[str], exclude: Optional[str] = None) -> list[list]:
-    """What the indexes under ``paths`` hold, for the run's fingerprint: each committed run folder's
-    name and its marker (written afresh, with a unique token, each time a run commits its index)."""
-    return [[store.url(store.path(name)), store.read_json(store.path(name, DONE))]
-            for store, name in _run_folders(paths, exclude)]
-
-
-def commit_marker(store: Storage) -> None:
-    """The ``_SUCCESS`` marker of a run folder: a new token on every commit, so readers' fingerprints change."""
-    store.write_json_atomic(store.path(DONE), {"committed": uuid.uuid4().hex, "at": time.time()})
-
-
-def _run_folders(paths: list[str], exclude: Optional[str]) -> list[tuple[Storage, str]]:
-    found = []
-    for root in paths:
-        store = Storage(root)
-        if not store.exists(store.root):
-            continue
-        folders = sorted({store.rel(p, store.root).split("/", 1)[0] for p in store.find(store.root)})
-        found += [(store, name) for name in folders if name.startswith("run=") and name != f"run={exclude}"
-                  and store.exists(store.path(name, DONE))]
-    return found
-
-
 def indexed_node(nodes: np.ndarray, run_no: int) -> np.ndarray:
-    """Ids below zero for indexed documents, distinct per (run, row), never equal to a new node."""
+    """Ids below zero for indexed documents, distinct per (folder, node), never equal to a new node."""
     return -(1 + ((np.int64(run_no) << np.int64(NODE_BITS)) | nodes))
 
 
-def indexed_rows(table: pa.Table, run_no: int) -> pa.Table:
-    """One indexed run's rows (band, node, id) -> (node, band, label, indexed_id), with node ids
-    below zero (the run's own ids, tagged with its number)."""
+def indexed_rows(table: pa.Table, run_no: int, own: Optional[int] = None) -> pa.Table:
+    """One index folder's rows (band, node, id) -> (node, band, label, indexed_id), with node ids
+    below zero (the folder's own ids, tagged with its number ``run_no``); ``own``: the reading
+    run's position in a merged folder, whose rows are left out."""
+    table = without_run(table, own)
     node = indexed_node(table["node"].to_numpy(zero_copy_only=False).astype(np.int64), run_no)
     return pa.table({"node": pa.array(node, pa.int64()), "band": table["band"], "label": pa.array(node, pa.int64()),
                      "indexed_id": table["id"]})

@@ -18,7 +18,8 @@ from tokenmill.engine.schema import set_column
 from tokenmill.engine.stage import GlobalStage, Resources, register_stage
 
 from . import key_index
-from .band_index import IndexParams, index_state
+from .band_index import IndexParams
+from .index_store import index_state
 
 
 class ExactDedupParams(BaseModel):

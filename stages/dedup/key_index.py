@@ -1,8 +1,8 @@
 """Exact dedup across runs: an index of the keys of the documents each run kept.
 
 ``index.write: PATH`` stores (dedup_key, id) of every document this run kept under
-``PATH/run=<run id>/`` (committed by a marker, as the band index is); ``index.read: [PATH, ...]``
-brings every committed earlier run's keys into this run's shuffle: a document whose key an
+``PATH/run=<run id>/`` (committed by a marker, and merged with other runs' as they accumulate,
+as the band index is: ``index_store.py``); ``index.read: [PATH, ...]`` brings every committed earlier run's keys into this run's shuffle: a document whose key an
 earlier run kept is rejected as ``duplicate_of:<that id>`` (the earlier document always wins,
 and the old corpus is never read); the rest are deduplicated among themselves as without an
 index (the first in input order is kept). With an index the stage runs as a multi-step global
@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from tokenmill.engine.io.storage import Storage
 
-from .band_index import commit_marker, committed_runs, run_folder
+from .index_store import commit_marker, compact, index_figures, index_folders, own_position, run_folder, without_run
 from .order import duplicate_reasons, first_by_key
 
 HASH = "_key64"
@@ -35,8 +35,10 @@ def with_key_hash(table: pa.Table, column: str = "dedup_key") -> pa.Table:
     return table.append_column(HASH, pa.array(values, pa.int64()))
 
 
-def indexed_keys(table: pa.Table) -> pa.Table:
-    """One earlier run's index rows -> (key hash, dedup_key, indexed_id)."""
+def indexed_keys(table: pa.Table, own: Optional[int] = None) -> pa.Table:
+    """One index folder's rows -> (key hash, dedup_key, indexed_id); ``own``: the reading run's
+    position in a merged folder, whose rows are left out."""
+    table = without_run(table, own)
     return with_key_hash(table.select(["dedup_key", "id"]).rename_columns(["dedup_key", "indexed_id"]))
 
 
@@ -68,10 +70,13 @@ def kept(table: pa.Table) -> pa.Table:
 
 def global_step(ops, keys, index) -> tuple[object, dict]:
     """Decisions (row_key, reject_reason, node) against this run and the indexes read (none: the
-    run's own copies only); writes this run's kept keys when ``index.write`` is set."""
-    runs = committed_runs(index.read, exclude=ops.run_id)
+    run's own copies only); writes this run's kept keys when ``index.write`` is set, after merging
+    that index's earlier folders as they accumulate."""
+    figures = compact(ops, index.write, exclude=ops.run_id) if index.write else {}
+    folders = index_folders(index.read, exclude=ops.run_id)
     inputs = [ops.map(keys, with_key_hash)]
-    tables = [ops.map(ops.read_parquet(files), indexed_keys) for files in runs if files]
+    tables = [ops.map(ops.read_parquet(files), indexed_keys, own=own_position(f, ops.run_id))
+              for f in folders if (files := f.files())]
     if tables:
         inputs.append(ops.union(tables))
     decided = ops.partition_map(inputs, HASH, _decide_partition)
@@ -82,7 +87,7 @@ def global_step(ops, keys, index) -> tuple[object, dict]:
         store.rm(store.root)
         ops.write_parquet(ops.map(decided, kept), folder)
         commit_marker(store)
-    return ops.map(decided, rejected), {"indexed_runs": len(runs)}
+    return ops.map(decided, rejected), {**figures, **index_figures(folders, ops.run_id)}
 
 
 def _decide_partition(rows: Optional[pa.Table], indexed: Optional[pa.Table] = None) -> pa.Table:

@@ -27,9 +27,10 @@ from tokenmill.engine.languages import register_language_params
 from tokenmill.engine.schema import set_column
 from tokenmill.engine.stage import GlobalStage, Resources, register_stage
 
-from .band_index import IndexParams, commit_marker, committed_runs, index_state, indexed_rows, keep_rows, run_folder
+from .band_index import IndexParams, indexed_rows, keep_rows
 from .components import BAND_ROWS, HUB_DEGREE, band_rows, candidate_edges, connected_components, star_labels
 from .hubs import HubLog
+from .index_store import commit_marker, compact, index_figures, index_folders, index_state, own_position, run_folder
 from .kept import CLUSTER_SIZE, REASON_PREFIX, decide
 from .signatures import MinHasher, band_keys, optimal_bands
 
@@ -181,8 +182,10 @@ class MinHashDedup(GlobalStage):
         buckets), star edges at the fixpoint (one per document in a component but its center),
         indexed runs read, hubs spread over several calls and the most rows one of them had."""
         band_rows = ops.map(keys, explode_bands)
-        runs = committed_runs(self.params.index.read, exclude=ops.run_id)
-        indexed = [ops.map(ops.read_parquet(files), indexed_rows, run_no=i) for i, files in enumerate(runs) if files]
+        merged = compact(ops, self.params.index.write, exclude=ops.run_id, nodes=True) if self.params.index.write else {}
+        folders = index_folders(self.params.index.read, exclude=ops.run_id)
+        indexed = [ops.map(ops.read_parquet(files), indexed_rows, run_no=i, own=own_position(f, ops.run_id))
+                   for i, f in enumerate(folders) if (files := f.files())]
         owners = []
         if indexed:
             index = ops.materialize(ops.union(indexed))
@@ -203,7 +206,8 @@ class MinHashDedup(GlobalStage):
             decisions = ops.materialize(decisions)
             self._write_index(ops, keys, decisions)
         return decisions, {"rounds": rounds, "candidate_edges": counts[0], "star_edges": counts[rounds],
-                           "indexed_runs": len(runs), "hubs_spread": hubs.spread, "largest_hub": hubs.largest}
+                           **index_figures(folders, ops.run_id), **merged,
+                           "hubs_spread": hubs.spread, "largest_hub": hubs.largest}
 
     def _write_index(self, ops, keys, decisions) -> None:
         """This run's kept documents' band keys under index.write (committed by a marker)."""

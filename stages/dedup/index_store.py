@@ -1,0 +1,251 @@
+"""The folders of a dedup index kept across runs, and their compaction.
+
+An index root (``index.write``) holds one folder per run that wrote to it, ``run=<run id>/``, and
+compacted generations, ``gen=<level>-<token>/``, each the rows of several earlier folders. A
+folder counts only once its ``_SUCCESS`` marker is written; the marker says which runs it covers
+(``covers``: each run's folder name and commit token), its ``level`` (0 for a run's own folder)
+and, for band indexes, ``span`` (its node ids are below it).
+
+Compaction keeps the number of folders a run reads logarithmic in the number of runs: whenever
+``FANOUT`` folders of one level exist, the oldest of them are merged into one folder of the next
+level (and so on up). A merge is crash-safe: the new folder is written, then its marker (the
+commit), and only then are the folders it covers removed; readers skip a folder whose runs a
+larger committed folder covers, and ignore a folder without a marker, so a killed merge leaves
+every run readable exactly once, and the next merge removes its leftovers. A merged folder's rows
+keep their run's identity: ``_run`` (the run's position in ``covers``) and, for band indexes,
+node ids shifted past the folders before them, so every indexed document keeps a distinct id.
+
+What a run reads is named by the runs covered, not by folders, so a merge changes no fingerprint.
+Merges run on the executor (``DatasetOps``), like the dedup itself; only the writer of an index
+root merges it (under its output's lease).
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tokenmill.engine.global_ops import NODE_BITS
+from tokenmill.engine.io.storage import Storage
+
+DONE = "_SUCCESS"
+RUN_COLUMN = "_run"
+BUCKET = "_bucket"
+#: folders of one level merged into one of the next: at most FANOUT - 1 per level are read
+FANOUT = 8
+#: folders one run may read at once (their ordinal tags node ids above NODE_BITS)
+MAX_FOLDERS = (1 << (63 - NODE_BITS)) - 1
+
+
+@dataclass
+class IndexFolder:
+    """One committed folder of an index root: a run's own, or a merged generation."""
+
+    store: Storage   # the index root
+    name: str        # run=<id> or gen=<level>-<token>
+    marker: dict
+
+    @property
+    def covers(self) -> list[tuple[str, str]]:
+        """(run folder name, commit token) of each run whose rows it holds, in order."""
+        if "covers" in self.marker:
+            return [tuple(c) for c in self.marker["covers"]]
+        return [(self.name, str(self.marker.get("committed")))]
+
+    @property
+    def level(self) -> int:
+        return int(self.marker.get("level", 0))
+
+    @property
+    def url(self) -> str:
+        return self.store.url(self.store.path(self.name))
+
+    def files(self) -> list[str]:
+        return [self.store.url(self.store.path(self.name, rel)) for rel in self.store.list_parquet(self.store.path(self.name))]
+
+
+def run_folder(root: str, run: str) -> str:
+    return f"{root.rstrip('/')}/run={run}"
+
+
+def commit_marker(store: Storage, **extra) -> None:
+    """A folder's ``_SUCCESS`` marker: a new token on every commit (readers' fingerprints change)."""
+    store.write_json_atomic(store.path(DONE), {"committed": uuid.uuid4().hex, "at": time.time(), **extra})
+
+
+def folders_of(root: str) -> tuple[list[IndexFolder], list[str]]:
+    """The committed folders of an index root that hold runs no larger folder holds (oldest first),
+    and the names of the rest: uncommitted merges and folders a merge covered (leftovers)."""
+    store = Storage(root)
+    if not store.exists(store.root):
+        return [], []
+    names = sorted({store.rel(p, store.root).split("/", 1)[0] for p in store.find(store.root)})
+    committed, leftovers = [], []
+    for name in names:
+        if not name.startswith(("run=", "gen=")):
+            continue
+        marker = store.read_json(store.path(name, DONE))
+        if marker is not None:
+            committed.append(IndexFolder(store, name, marker))
+        elif name.startswith("gen="):
+            leftovers.append(name)
+    live, held = [], set()
+    for f in sorted(committed, key=lambda f: (-len(f.covers), f.name)):
+        runs = set(f.covers)
+        if runs <= held:
+            leftovers.append(f.name)
+        else:
+            live.append(f)
+            held |= runs
+    return sorted(live, key=lambda f: (float(f.marker.get("first_at", f.marker.get("at", 0))), f.name)), leftovers
+
+
+def index_folders(paths: list[str], exclude: Optional[str] = None) -> list[IndexFolder]:
+    """The folders a run reads under ``paths`` (``exclude``: this run's own id, whose own folder is
+    skipped and whose rows are left out of a merged folder that holds them)."""
+    found = [f for root in paths for f in folders_of(root)[0] if f.name != f"run={exclude}"]
+    if len(found) > MAX_FOLDERS:
+        raise ValueError(f"index.read: {len(found)} index folders; at most {MAX_FOLDERS} can be read at once "
+                         "(compaction keeps an index written by tokenmill far below this)")
+    return found
+
+
+def index_state(paths: list[str], exclude: Optional[str] = None) -> list[list[str]]:
+    """What the indexes under ``paths`` hold, for the run's fingerprint: each run covered (its root,
+    folder name and commit token), however the runs are merged into folders."""
+    own = f"run={exclude}"
+    return sorted([f.store.url(f.store.root), run, token] for root in paths for f in folders_of(root)[0]
+                  for run, token in f.covers if run != own)
+
+
+def index_figures(folders: list[IndexFolder], exclude: Optional[str]) -> dict:
+    """What a global step reports of the indexes it read: runs covered and folders read."""
+    own = f"run={exclude}"
+    return {"indexed_runs": sum(1 for f in folders for run, _ in f.covers if run != own),
+            "index_folders": len(folders)}
+
+
+def own_position(folder: IndexFolder, exclude: Optional[str]) -> Optional[int]:
+    """The position in a merged folder's ``covers`` of this run's own rows (None: it has none)."""
+    names = [run for run, _ in folder.covers]
+    own = f"run={exclude}"
+    return names.index(own) if folder.name.startswith("gen=") and own in names else None
+
+
+def without_run(table: pa.Table, position: Optional[int]) -> pa.Table:
+    """A merged folder's rows less those of the run at ``position`` (the reading run's own)."""
+    if position is None or RUN_COLUMN not in table.column_names:
+        return table
+    return table.filter(pc.not_equal(table[RUN_COLUMN], position))
+
+
+# -- compaction ----------------------------------------------------------------------------------
+def compact(ops, root: str, exclude: Optional[str] = None, nodes: bool = False,
+            say: Callable[[str], None] = lambda _: None) -> dict:
+    """Merge ``root``'s folders (all but ``run=<exclude>``) while ``FANOUT`` of one level exist, and
+    remove leftovers of earlier merges. ``nodes``: rows carry ``node`` ids to keep distinct (a band
+    index). Returns figures: folders merged and removed."""
+    live, leftovers = folders_of(root)
+    store = Storage(root)
+    for name in leftovers:
+        store.rm(store.path(name))
+    live = [f for f in live if f.name != f"run={exclude}"]
+    merged = 0
+    while True:
+        group = _next_group(live)
+        if group is None:
+            break
+        new = _merge(ops, store, group, nodes)
+        for f in group:
+            store.rm(store.path(f.name))
+        live = [f for f in live if f not in group] + [new]
+        merged += len(group)
+        say(f"index {root}: merged {len(group)} folders into {new.name}")
+    return {"index_folders_merged": merged, "index_leftovers_removed": len(leftovers)}
+
+
+def _next_group(live: list[IndexFolder]) -> Optional[list[IndexFolder]]:
+    """The oldest ``FANOUT`` folders of the lowest level that has that many."""
+    for level in sorted({f.level for f in live}):
+        same = [f for f in live if f.level == level]
+        if len(same) >= FANOUT:
+            return same[:FANOUT]
+    return None
+
+
+def _merge(ops, store: Storage, group: list[IndexFolder], nodes: bool) -> IndexFolder:
+    """One merged folder of ``group``'s rows, committed by its marker (the sources stay until then)."""
+    level = max(f.level for f in group) + 1
+    name = f"gen={level}-{uuid.uuid4().hex[:12]}"
+    spans = [_span(ops, f) if nodes else 0 for f in group]
+    node_offsets = np.concatenate([[0], np.cumsum(spans)]).astype(np.int64).tolist()
+    if node_offsets[-1] >= 1 << NODE_BITS:
+        raise ValueError(f"index {store.root}: merged node ids would pass 2^{NODE_BITS}")
+    run_offsets = np.concatenate([[0], np.cumsum([len(f.covers) for f in group])]).astype(np.int64).tolist()
+    parts = [ops.map(ops.read_parquet(files), shifted, node=node_offsets[i] if nodes else None, run=run_offsets[i])
+             for i, f in enumerate(group) if (files := f.files())]
+    out = store.path(name)
+    if parts:   # one shuffle: a few files per merged folder, not one per source file
+        keyed = ops.map(ops.union(parts), _with_bucket)
+        ops.write_parquet(ops.partition_map([keyed], BUCKET, _without_bucket), store.url(out))
+    store.makedirs(out)
+    marker = {"covers": [list(c) for f in group for c in f.covers], "level": level,
+              "first_at": min(float(f.marker.get("first_at", f.marker.get("at", 0))) for f in group)}
+    if nodes:
+        marker["span"] = node_offsets[-1]
+    commit_marker(Storage(store.url(out)), **marker)
+    return IndexFolder(store, name, store.read_json(store.path(name, DONE)))
+
+
+def shifted(table: pa.Table, node: Optional[int], run: int) -> pa.Table:
+    """A source folder's rows as a merged folder holds them: ``_run`` moved past the runs before
+    it (0 for a run's own folder), ``node`` past the node ids before it; hive columns dropped."""
+    n = table.num_rows
+    runs = table[RUN_COLUMN].to_numpy(zero_copy_only=False).astype(np.int32) if RUN_COLUMN in table.column_names \
+        else np.zeros(n, np.int32)
+    table = table.drop_columns([c for c in (RUN_COLUMN, "range") if c in table.column_names])
+    if node is not None:
+        i = table.column_names.index("node")
+        shifted_nodes = table["node"].to_numpy(zero_copy_only=False).astype(np.int64) + np.int64(node)
+        table = table.set_column(i, "node", pa.array(shifted_nodes, pa.int64()))
+    return table.append_column(RUN_COLUMN, pa.array(runs + np.int32(run), pa.int32()))
+
+
+def _with_bucket(table: pa.Table) -> pa.Table:
+    """Rows with an int64 to spread them over a merge's partitions (their band or key, else a hash of the id)."""
+    if "band" in table.column_names:
+        return table.append_column(BUCKET, table["band"].cast(pa.int64()))
+    if "dedup_key" in table.column_names:
+        from .key_index import with_key_hash  # noqa: PLC0415 (key_index builds on this module)
+
+        return with_key_hash(table, "dedup_key").rename_columns([*table.column_names, BUCKET])
+    ids = table["id"].cast(pa.string()).to_pylist()
+    buckets = np.frombuffer(b"".join(hashlib.blake2b(str(i).encode(), digest_size=8).digest() for i in ids), "<i8")
+    return table.append_column(BUCKET, pa.array(buckets, pa.int64()))
+
+
+def _without_bucket(rows: Optional[pa.Table]) -> pa.Table:
+    return rows.drop_columns([BUCKET]) if rows is not None else pa.table({})
+
+
+def _span(ops, folder: IndexFolder) -> int:
+    """A folder's node id bound: from its marker, else one more than its largest node id."""
+    if folder.marker.get("span") is not None:
+        return int(folder.marker["span"])
+    files = folder.files()
+    if not files:
+        return 0
+    top = ops.collect(ops.map(ops.read_parquet(files), _max_node))
+    return int(pc.max(top["top"]).as_py()) + 1 if top.num_rows else 0
+
+
+def _max_node(table: pa.Table) -> pa.Table:
+    top = pc.max(table["node"]).as_py() if table.num_rows else None
+    return pa.table({"top": pa.array([] if top is None else [top], pa.int64())})

@@ -1,0 +1,192 @@
+"""Dedup indexes across runs are compacted (``stages/dedup/index_store.py``): a cron output reads a
+number of index folders logarithmic in its runs, past the 127 folders one run can tag, with the
+same decisions as reading every run, and a killed compaction loses nothing.
+
+Earlier runs' index folders are built quickly with the stages' own global step (the real
+writer, the real merge) on the local engine's ``DatasetOps``; the run that reads them is a real
+incremental run."""
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from pipeline_helpers import read_manifest_files, web_docs
+
+from tokenmill.engine.config import build_pipeline
+from tokenmill.engine.executors.common import key_columns
+from tokenmill.engine.executors.local.ops import LocalDatasetOps
+from tokenmill.engine.global_ops import node_ids
+from tokenmill.engine.run import run_pipeline
+from tokenmill.stages.dedup import index_store
+from tokenmill.stages.dedup.index_store import compact, folders_of, index_folders, index_state
+
+HISTORY = 134   # index folders written before the real run: with run 1's, 135 runs
+
+
+@pytest.fixture(scope="module")
+def texts(shared_data) -> list[str]:
+    out = [r["text"] for r in web_docs(shared_data) if len(r["text"].split()) > 60]
+    assert len(out) >= 150
+    return out
+
+
+def _config(inputs: Path, out: Path) -> dict:
+    return {"name": "cron", "input": {"paths": [str(inputs)]}, "engine": "local", "tokenizer": {"kind": "none"},
+            "output": {"path": str(out), "incremental": True},
+            "stages": [{"type": "exact_dedup"}, {"type": "minhash_dedup", "threshold": 0.7, "scope": "global"}]}
+
+
+def _write_docs(path: Path, docs: list[tuple[str, str]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in docs))
+
+
+def _index_run(pipeline, out: Path, run_id: str, docs: list[tuple[str, str]], pool) -> None:
+    """What a run with these documents leaves in ``out``'s indexes: each dedup stage's global step
+    (merging earlier folders as a real run does, then writing this run's keys)."""
+    for rs in pipeline.stages:
+        params = rs.cls.incremental(rs.params, f"{out}/_index/{rs.name}")
+        stage = rs.cls(params, pipeline.languages, rs.resources)
+        stage.setup()
+        batch = pa.table({"id": [i for i, _ in docs], "row_key": [f"{run_id}:{n}" for n in range(len(docs))],
+                          "text": pa.array([t for _, t in docs], pa.large_string()),
+                          "language": pa.nulls(len(docs), pa.string())})
+        keys = stage(batch).select(key_columns(stage))
+        keys = keys.append_column("node", node_ids(0, [True] * keys.num_rows))
+        stage.global_step(LocalDatasetOps(2, pool, run_id=run_id), [keys])
+
+
+def _near_copy(text: str) -> str:
+    words = text.split()
+    return " ".join(words[:-3] + ["tail", "words", "changed"])
+
+
+@pytest.mark.slow
+def test_run_after_135_indexed_runs_reads_few_folders_and_rejects_copies_of_the_first_and_latest(tmp_path, texts):
+    landing, out = tmp_path / "in", tmp_path / "out"
+    _write_docs(landing / "night-0001.jsonl", [("first-0", texts[0]), ("first-1", texts[1])])
+    first = run_pipeline(build_pipeline(_config(landing, out)), progress=False)
+    assert first.report["incremental"]["run"] == 1
+    pipeline = build_pipeline(_config(landing, out))
+    with ThreadPoolExecutor(2) as pool:
+        for n in range(HISTORY):
+            _index_run(pipeline, out, f"h{n:06d}", [(f"hist-{n}", texts[2 + n])], pool)
+    for stage in ("exact_dedup", "minhash_dedup"):
+        live, leftovers = folders_of(str(out / "_index" / stage))
+        assert sum(len(f.covers) for f in live) == HISTORY + 1 and not leftovers
+        assert len(live) <= 3 * (index_store.FANOUT - 1)   # log_8(135) levels, at most 7 folders each
+    _write_docs(landing / "night-0002.jsonl", [
+        ("copy-of-first", texts[0]), ("near-first", _near_copy(texts[1])),
+        ("copy-of-latest", texts[2 + HISTORY - 1]), ("near-oldest-history", _near_copy(texts[2])),
+        ("new", texts[2 + HISTORY])])
+    result = run_pipeline(build_pipeline(_config(landing, out)), progress=False)
+    assert result.report["incremental"]["run"] == 2
+    steps = result.report["global_steps"]
+    assert steps["exact_dedup"]["indexed_runs"] == HISTORY + 1
+    assert steps["minhash_dedup"]["indexed_runs"] == HISTORY + 1
+    assert steps["minhash_dedup"]["index_folders"] <= 3 * (index_store.FANOUT - 1)
+    rejects = read_manifest_files(out, "rejects/")
+    reasons = dict(zip(rejects["id"].to_pylist(), rejects["reject_reason"].to_pylist()))
+    assert reasons == {"copy-of-first": "duplicate_of:first-0", "near-first": "near_duplicate_of:first-1",
+                       "copy-of-latest": f"duplicate_of:hist-{HISTORY - 1}",
+                       "near-oldest-history": "near_duplicate_of:hist-0"}
+    assert read_manifest_files(out, "data/")["id"].to_pylist().count("new") == 1
+
+
+def _decisions(out: Path) -> tuple[list, dict]:
+    data = read_manifest_files(out, "data/")
+    rej = read_manifest_files(out, "rejects/")
+    return sorted(data["id"].to_pylist()), dict(zip(rej["id"].to_pylist(), rej["reject_reason"].to_pylist()))
+
+
+def test_compacted_indexes_give_the_decisions_of_reading_every_run(tmp_path, texts, monkeypatch):
+    """The same 12 earlier runs, merged (fan-out 3: two levels) and not merged: the same decisions,
+    the same fingerprint state."""
+    runs = 12
+    history = [[(f"h{n}-{k}", texts[3 * n + k]) for k in range(3)] for n in range(runs)]
+    arrivals = [("a", texts[5]), ("b", _near_copy(texts[20])), ("c", texts[121]), ("d", _near_copy(texts[121])),
+                ("e", _near_copy(texts[35]))]
+    outcomes, states = [], []
+    for fanout in (3, 10_000):
+        monkeypatch.setattr(index_store, "FANOUT", fanout)
+        landing, out = tmp_path / f"in-{fanout}", tmp_path / f"out-{fanout}"
+        _write_docs(landing / "night.jsonl", arrivals)
+        pipeline = build_pipeline(_config(landing, out))
+        with ThreadPoolExecutor(2) as pool:
+            for n, docs in enumerate(history):
+                _index_run(pipeline, out, f"h{n:06d}", docs, pool)
+        states.append([run for _, run, _ in index_state([str(out / "_index" / "minhash_dedup")])])
+        result = run_pipeline(build_pipeline(_config(landing, out)), progress=False)
+        outcomes.append(_decisions(out))
+        folders = result.report["global_steps"]["minhash_dedup"]["index_folders"]
+        assert folders == (runs if fanout > runs else len(folders_of(str(out / "_index" / "minhash_dedup"))[0]) - 1)
+    assert states[0] == states[1] == sorted(f"run=h{n:06d}" for n in range(runs))
+    assert outcomes[0] == outcomes[1]
+    kept, rejected = outcomes[0]
+    assert kept == ["c"] and set(rejected) == {"a", "b", "d", "e"}
+    assert rejected["d"] == "near_duplicate_of:c"
+
+
+def _key_folders(root: Path, runs: int, pool) -> None:
+    ops = LocalDatasetOps(2, pool, run_id="x")
+    for n in range(runs):
+        folder = index_store.run_folder(str(root), f"r{n:06d}")
+        ops.write_parquet([pa.table({"dedup_key": [f"{n:032x}"], "id": [f"doc-{n}"]})], folder)
+        index_store.commit_marker(index_store.Storage(folder))
+
+
+def _indexed_ids(root: Path, pool) -> list[str]:
+    ops = LocalDatasetOps(2, pool, run_id="reader")
+    return sorted(i for f in index_folders([str(root)]) for t in ops.read_parquet(f.files()) for i in t["id"].to_pylist())
+
+
+@pytest.mark.parametrize("fault", ["marker", "removal"])
+def test_a_killed_compaction_leaves_every_run_readable_once_and_the_next_one_finishes_it(tmp_path, monkeypatch, fault):
+    """A merge fails at its commit (its marker cannot be written) or after it (a source folder
+    cannot be removed): readers see every run exactly once either way, and the next merge clears
+    what was left."""
+    root = tmp_path / "index"
+    state = tmp_path / "faults-state"
+    match = "*gen=*_SUCCESS*" if fault == "marker" else "*run=r000002*"
+    op = "mv" if fault == "marker" else "rm"
+    schedule = tmp_path / "faults.json"
+    schedule.write_text(json.dumps({"inner": "file", "state": str(state),
+                                    "rules": [{"op": op, "match": match, "kind": "permanent", "times": 1}]}))
+    monkeypatch.setenv("TOKENMILL_FAULTS", str(schedule))
+    with ThreadPoolExecutor(2) as pool:
+        _key_folders(root, index_store.FANOUT + 2, pool)
+        want = sorted(f"doc-{n}" for n in range(index_store.FANOUT + 2))
+        before = index_state([str(root)])
+        with pytest.raises(PermissionError):
+            compact(LocalDatasetOps(2, pool, run_id="x"), f"faulty://{root}")
+        assert _indexed_ids(root, pool) == want
+        assert index_state([str(root)]) == before
+        live, leftovers = folders_of(str(root))
+        # the merge without a marker, or the sources it had not removed yet (the one it could not remove on)
+        assert len(leftovers) == (1 if fault == "marker" else index_store.FANOUT - 2)
+        figures = compact(LocalDatasetOps(2, pool, run_id="x"), f"faulty://{root}")
+        assert figures["index_leftovers_removed"] == len(leftovers)
+        live, leftovers = folders_of(str(root))
+        assert not leftovers and len(live) == 3 and _indexed_ids(root, pool) == want
+        assert index_state([str(root)]) == before
+        assert not any(p.name.startswith("run=r00000") and p.name < "run=r000008" for p in root.iterdir())
+
+
+def test_a_run_never_reads_its_own_rows_from_a_merged_folder(tmp_path):
+    """A plain run re-run with the same id after its folder was merged: its own rows are left out."""
+    root = tmp_path / "index"
+    with ThreadPoolExecutor(2) as pool:
+        _key_folders(root, index_store.FANOUT, pool)
+        compact(LocalDatasetOps(2, pool, run_id="x"), str(root))
+        (merged,) = index_folders([str(root)], exclude="r000003")
+        position = index_store.own_position(merged, "r000003")
+        rows = pa.concat_tables(LocalDatasetOps(2, pool).read_parquet(merged.files()))
+        left = index_store.without_run(rows, position)
+    assert position == 3 and rows.num_rows == index_store.FANOUT
+    assert sorted(left["id"].to_pylist()) == sorted(f"doc-{n}" for n in range(index_store.FANOUT) if n != 3)
+    assert pc.min(rows[index_store.RUN_COLUMN]).as_py() == 0
+    assert len(index_state([str(root)], exclude="r000003")) == index_store.FANOUT - 1
