@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 import pyarrow as pa
@@ -101,3 +101,7 @@ class FinalJob:
     stages: list = field(default_factory=list)   # ResolvedStage: report labels of reject reasons
     name_prefix: str = ""    # starts every file name (an incremental run's number)
     io: Any = None           # IOConfig: retries of transient errors
+
+    def without_items(self) -> FinalJob:
+        """What each chunk's task needs besides its own item: the job less every chunk's items."""
+        return replace(self, items=[])

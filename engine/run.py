@@ -274,7 +274,7 @@ class PhaseRunner:
                                                  self.name_prefix, cfg.io)):
             stats.merge(s)
         self.store.makedirs(tmp)
-        self.store.write_json_atomic(f"{tmp}/{STATS}", stats.to_json())
+        self.store.write_json_atomic(f"{tmp}/{STATS}", stats.to_json(files=True))
         self._commit_dir(tmp, staged)
         self.say(f"write: curated data and rejects staged ({len(items)} chunk(s))")
         return stats
@@ -440,7 +440,7 @@ def _run_and_commit(runner: PhaseRunner, ctx: RunContext, fp: str, keep_work: bo
                        "input_problems": [list(p) for p in problems], "counts": stats.to_json()},
                       folders=output_folders(pipeline), keep=tuple(inc.earlier_files()) if inc else (),
                       owned=ctx.replaceable(inc.name_prefix if inc else None),
-                      check=ctx.lease.check)
+                      check=ctx.lease.check, written=stats.files)
     if inc is not None:
         inc.commit(stats, manifest)
     runner.phase_seconds["commit"] = time.time() - t0

@@ -234,6 +234,6 @@ def finalize_chunk(item: dict, job: FinalJob) -> WriteStats:
         read = pc.is_null(table[EMITTED])
         writers.write_read(table.filter(read), stats)
         writers.write_emitted(table.filter(pc.invert(read)), stats)
-    writers.close()
+    writers.close(stats)
     release_memory()
     return stats

@@ -1,16 +1,18 @@
 """The run manifest and the final commit of a staged output.
 
-``_manifest.json`` lists a file only once it is complete, with its row count and SHA-256, and
+``_manifest.json`` lists a file only once it is complete, with its row count, size and SHA-256
+(counted by the task that wrote it, while writing: the driver never reads output data), and
 carries the run's write-time counts (the report is built from them). The commit is two-phase: a
 commit plan (source -> destination with checksums, and the earlier files that go) is written
-atomically first, then files are moved, then the manifest is written, then the files it
-supersedes are removed; a killed commit is finished by the next run.
+atomically first, then files are moved (by a bounded pool of threads), then the manifest is
+written, then the files it supersedes are removed; a killed commit is finished by the next run.
 """
 from __future__ import annotations
 
 import hashlib
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
 import pyarrow.parquet as pq
@@ -19,6 +21,8 @@ from tokenmill.engine.io.storage import Storage
 
 MANIFEST = "_manifest.json"
 OUTPUT_FOLDERS = ("data", "rejects")
+#: moves (copies on object stores) in flight at once during a commit
+MOVERS = 16
 
 
 def named_by(rel: str, prefix: str) -> bool:
@@ -50,14 +54,16 @@ def describe_files(store: Storage, folder: str, rel_paths: list[str]) -> list[di
 
 def commit(store: Storage, staged: str, plan_path: str, fingerprint: str, extra: dict,
            folders: tuple[str, ...] = OUTPUT_FOLDERS, keep: tuple[dict, ...] = (),
-           owned: Optional[set[str]] = None, check: Optional[Callable[[], None]] = None) -> dict:
+           owned: Optional[set[str]] = None, check: Optional[Callable[[], None]] = None,
+           written: Optional[list[dict]] = None) -> dict:
     """Move staged files into place and write the manifest; idempotent if interrupted, and safe
     when any single storage call fails (a failed read raises, it is never taken for "not there").
     ``folders``: the output folders (``data``, ``rejects``, ``synthetic``...); ``keep``: manifest
     entries of earlier runs' files that stay (an incremental run's); ``owned``: the files now in the
     output folders that the commit may remove (``ownership.Owned.replaceable``: earlier runs' of
     this pipeline, or every one with ``--force``); ``check``: called before each step that changes
-    the output (the lease's ``check``).
+    the output (the lease's ``check``); ``written``: the staged files as their writers described
+    them (path under ``staged``, rows, bytes, sha256); without it they are read back (old work).
 
     Order: the plan (what moves where, and which earlier files go) is written first; files are
     moved; the manifest is written, naming the files that go as ``superseded``; only then are they
@@ -67,16 +73,9 @@ def commit(store: Storage, staged: str, plan_path: str, fingerprint: str, extra:
     plan = store.read_json(plan_path)
     if plan is None or plan.get("fingerprint") != fingerprint:
         check()
-        plan = _new_plan(store, staged, fingerprint, folders, keep, owned)
+        plan = _new_plan(store, staged, fingerprint, folders, keep, owned, written)
         store.write_json_atomic(plan_path, plan)
-    for f in plan["files"]:
-        src, dst = f"{plan['staged']}/{f['path']}", f"{root}/{f['path']}"
-        if store.exists(src):
-            check()
-            store.makedirs(dst.rsplit("/", 1)[0])
-            store.mv(src, dst)
-        elif not store.exists(dst):
-            raise RuntimeError(f"commit lost a file: {src} (neither staged nor in place)")
+    _move_all(store, plan, check)
     check()
     manifest = {"fingerprint": fingerprint, "complete": True, "files": [*keep, *plan["files"]],
                 "superseded": plan.get("remove", []), "committed": time.time(), **extra}
@@ -85,10 +84,31 @@ def commit(store: Storage, staged: str, plan_path: str, fingerprint: str, extra:
     return manifest
 
 
+def _move_all(store: Storage, plan: dict, check: Callable[[], None]) -> None:
+    """Every planned file from the staged folder into place, ``MOVERS`` at a time; a file already
+    moved (a commit cut short) is found in place."""
+    staged = set(store.find(plan["staged"])) if store.exists(plan["staged"]) else set()
+
+    def move(f: dict) -> None:
+        src, dst = f"{plan['staged']}/{f['path']}", f"{store.root}/{f['path']}"
+        if src in staged:
+            check()
+            store.makedirs(dst.rsplit("/", 1)[0])
+            store.mv(src, dst)
+        elif not store.exists(dst):
+            raise RuntimeError(f"commit lost a file: {src} (neither staged nor in place)")
+
+    with ThreadPoolExecutor(MOVERS) as pool:
+        list(pool.map(move, plan["files"]))
+
+
 def _new_plan(store: Storage, staged: str, fingerprint: str, folders: tuple[str, ...],
-              keep: tuple[dict, ...], owned: Optional[set[str]]) -> dict:
-    rels = [r for r in store.list_parquet(staged) if r.split("/", 1)[0] in folders]
-    files = describe_files(store, staged, rels)
+              keep: tuple[dict, ...], owned: Optional[set[str]], written: Optional[list[dict]]) -> dict:
+    if written is None:
+        rels = [r for r in store.list_parquet(staged) if r.split("/", 1)[0] in folders]
+        files = describe_files(store, staged, rels)
+    else:
+        files = sorted((f for f in written if f["path"].split("/", 1)[0] in folders), key=lambda f: f["path"])
     wanted = {f["path"] for f in files} | {f["path"] for f in keep}
     remove = [{"path": rel} for rel in sorted(set(owned or ()) - wanted)]
     return {"fingerprint": fingerprint, "staged": staged, "files": files, "remove": remove, "created": time.time()}

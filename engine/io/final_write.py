@@ -1,6 +1,7 @@
 """The final partitions of one chunk, as the task that finalizes it writes them: kept documents to
 ``data/language=xx/``, each generating stage's kept new rows to its own folder (``synthetic/``),
-rejects to ``rejects/``, each counted into the task's ``WriteStats`` as it is written."""
+rejects to ``rejects/``, each counted into the task's ``WriteStats`` as it is written, with every
+file's rows, bytes and checksum (the manifest's entries)."""
 from __future__ import annotations
 
 import pyarrow as pa
@@ -58,8 +59,10 @@ class FinalWriters:
             if self.rejects is not None:
                 self.rejects.write(rej)
 
-    def close(self) -> None:
-        for w in self.writers.values():
+    def close(self, stats: WriteStats) -> None:
+        """Finish every file; ``stats.files`` gets their manifest entries (paths under the output)."""
+        named = [(folder, w) for folder, w in self.writers.items()] + \
+            ([("rejects", self.rejects)] if self.rejects is not None else [])
+        for folder, w in named:
             w.close()
-        if self.rejects is not None:
-            self.rejects.close()
+            stats.files += [{**f, "path": f"{folder}/{f['path']}"} for f in w.described]

@@ -4,10 +4,13 @@
   (a retried task writes new names; the run loop commits only the parts it was told about).
 - ``PartitionedWriter``: the final partitions of one chunk, ``language=xx/part-<chunk>-<n>.parquet``,
   names fixed by chunk and sequence so a retried task rewrites the same files; small batches are
-  buffered into row groups, files rotate at ``max_rows``.
+  buffered into row groups, files rotate at ``max_rows``. Each file's rows, bytes and SHA-256 are
+  counted while it is written (``HashingSink``) and returned (``files``), so the manifest is built
+  without reading a file back.
 """
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Optional
 
@@ -53,10 +56,39 @@ def write_parts(batch: pa.Table, folder_url: str) -> list[tuple[int, str, int, i
     return out
 
 
+class HashingSink:
+    """A binary file being written, with the bytes and SHA-256 of what went through it."""
+
+    def __init__(self, handle):
+        self.handle, self.sha, self.bytes, self.closed = handle, hashlib.sha256(), 0, False
+
+    def write(self, data) -> int:
+        view = memoryview(data)
+        self.sha.update(view)
+        self.bytes += view.nbytes
+        self.handle.write(view)
+        return view.nbytes
+
+    def tell(self) -> int:
+        return self.bytes
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        if not self.closed:
+            self.handle.close()
+            self.closed = True
+
+
 class _OpenFile:
     def __init__(self):
         self.writer = None
-        self.handle = None
+        self.sink: Optional[HashingSink] = None
+        self.rel = ""
         self.rows = 0
         self.seq = 0
         self.buffer: list[pa.Table] = []
@@ -75,6 +107,7 @@ class PartitionedWriter:
         self.max_rows, self.group_rows, self.buffer_bytes = max_rows, min(group_rows, max_rows), buffer_bytes
         self.files: dict[str, _OpenFile] = {}
         self.written: list[str] = []
+        self.described: list[dict] = []   # {"path" (relative to the folder), "rows", "bytes", "sha256"}
         self.buffered_bytes = 0
 
     def write(self, table: pa.Table) -> None:
@@ -125,18 +158,19 @@ class PartitionedWriter:
         folder = self.store.path(f"{self.key}={value}") if self.key else self.store.root
         self.store.makedirs(folder)
         path = f"{folder}/part-{self.prefix}-{f.seq:03d}.parquet"
-        f.handle = None if self.store.local else self.store.open(path, "wb")
-        f.writer = pq.ParquetWriter(path if self.store.local else f.handle, schema, compression=_codec(self.compression))
+        f.sink = HashingSink(self.store.open(path, "wb"))
+        f.writer = pq.ParquetWriter(f.sink, schema, compression=_codec(self.compression))
+        f.rel = self.store.rel(path, self.store.root)
         f.seq += 1
         self.written.append(self.store.url(path))
 
-    @staticmethod
-    def _close(f: _OpenFile) -> None:
+    def _close(self, f: _OpenFile) -> None:
         if f.writer is not None:
             f.writer.close()
-            if f.handle is not None:
-                f.handle.close()
-        f.writer, f.handle, f.rows = None, None, 0
+            f.sink.close()
+            self.described.append({"path": f.rel, "rows": f.rows, "bytes": f.sink.bytes,
+                                   "sha256": f.sink.sha.hexdigest()})
+        f.writer, f.sink, f.rows = None, None, 0
 
     def close(self) -> list[str]:
         for value, f in self.files.items():

@@ -67,6 +67,7 @@ class WriteStats:
         self.emitted: dict[tuple[str, str], list[int]] = {}    # (generating stage, language) -> [...]
         self.emitted_rejected: dict[tuple[str, str, str, str], list[int]] = {}   # (stage, by, reason, lang)
         self.accounting: dict[tuple, list[int]] = {}           # (stage, *by values) -> [rows, *sums]
+        self.files: list[dict] = []                            # files written: path, rows, bytes, sha256
 
     def _add_scores(self, table: pa.Table) -> None:
         for lang, b, n in _score_counts(table, self.score_column):
@@ -147,6 +148,7 @@ class WriteStats:
         for k, v in other.rejected.items():
             self._add(self.rejected, k, v)
         self.file_errors += other.file_errors
+        self.files += other.files
         for lang, counts in other.scores.items():
             mine = self.scores.setdefault(lang, [0] * SCORE_BINS)
             self.scores[lang] = [a + b for a, b in zip(mine, counts)]
@@ -157,8 +159,9 @@ class WriteStats:
         return self
 
     # -- JSON ------------------------------------------------------------------------------------
-    def to_json(self) -> dict:
-        return {
+    def to_json(self, files: bool = False) -> dict:
+        """The counts (``files``: with the files written, which the manifest lists apart)."""
+        return {**({"files": sorted(self.files, key=lambda f: f["path"])} if files else {}),
             "kept": [[lang, *v] for lang, v in sorted(self.kept.items())],
             "rejected": [[*k, *v] for k, v in sorted(self.rejected.items())],
             "file_errors": sorted(self.file_errors, key=lambda e: (str(e["path"]), e["kind"])),
@@ -176,6 +179,7 @@ class WriteStats:
         for stage, reason, lang, *v in data.get("rejected", []):
             cls._add(st.rejected, (stage, reason, lang), v)
         st.file_errors = list(data.get("file_errors", []))
+        st.files = list(data.get("files", []))
         st.scores = {lang: list(v) for lang, *v in data.get("quality_scores", [])}
         for stage, lang, *v in data.get("emitted", []):
             cls._add(st.emitted, (stage, lang), v)

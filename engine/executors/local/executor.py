@@ -228,4 +228,4 @@ class LocalExecutor:
         return keys
 
     def finalize(self, job: FinalJob) -> list[WriteStats]:
-        return list(self._in_processes(partial(finalize_item, job=job), job.items))
+        return list(self._in_processes(partial(finalize_item, job=job.without_items()), job.items))

@@ -107,7 +107,7 @@ def _read_keys(batch: pa.Table, columns: list[str], metrics_name: Optional[str])
 
 
 def _finalize(batch: pa.Table, job: FinalJob) -> pa.Table:
-    stats = [finalize_chunk(item, job).to_json() for item in batch.to_pylist()]
+    stats = [finalize_chunk(item, job).to_json(files=True) for item in batch.to_pylist()]
     return pa.table({"stats": pa.array([json.dumps(s) for s in stats], pa.string())})
 
 
@@ -295,5 +295,5 @@ class RayExecutor:
         if not job.items:
             return []
         ds = ray.data.from_items(job.items, override_num_blocks=len(job.items))
-        ds = ds.map_batches(_finalize, fn_kwargs=dict(job=job), batch_size=1, batch_format="pyarrow", num_cpus=1)
+        ds = ds.map_batches(_finalize, fn_kwargs=dict(job=job.without_items()), batch_size=1, batch_format="pyarrow", num_cpus=1)
         return [WriteStats.from_json(json.loads(r["stats"])) for r in ds.take_all()]

@@ -90,7 +90,7 @@ def _stream_task(pools: list, items: list[dict]):
 
 def _finalize_task(job: FinalJob, items: list[dict]):
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        stats = [json.dumps(finalize_chunk(item, job).to_json()) for item in _items_of(batches, items)]
+        stats = [json.dumps(finalize_chunk(item, job).to_json(files=True)) for item in _items_of(batches, items)]
         yield pa.RecordBatch.from_arrays([pa.array(stats, pa.large_string())], names=["stats"])
     return run
 
@@ -227,6 +227,6 @@ class SparkExecutor:
     def finalize(self, job: FinalJob) -> list[WriteStats]:
         if not job.items:
             return []
-        fn = _finalize_task(job, job.items)
+        fn = _finalize_task(job.without_items(), job.items)
         out = self._range(len(job.items), len(job.items)).mapInArrow(fn, STATS_DDL).collect()
         return [WriteStats.from_json(json.loads(r["stats"])) for r in out]
