@@ -18,7 +18,7 @@ from typing import Optional
 import pyarrow as pa
 
 from tokenmill.engine import __version__ as VERSION
-from tokenmill.engine.io.listing import InputFile
+from tokenmill.engine.io.listing import InputFile, stamp_of
 from tokenmill.engine.io.storage import Storage
 from tokenmill.engine.schema import WORKING_COLUMNS, phase_schema
 from tokenmill.engine.stage import Resources
@@ -118,8 +118,9 @@ def plan_pools(stages, fuse_cpu_stages: bool = True) -> list[tuple[list, Resourc
 
 
 def input_stamps(files: list[InputFile]) -> list[list]:
-    """(size, modification stamp) of each input file, asked once per run."""
-    return [_stamp(f.path) for f in files]
+    """(size, modification stamp) of each input file: from the listing on object stores (no request
+    per file), else asked once per run (a local stat)."""
+    return [list(f.listed) if f.listed is not None else _stamp(f.path) for f in files]
 
 
 def fingerprint(pipeline, files: list[InputFile], stamps: Optional[list[list]] = None) -> str:
@@ -155,9 +156,7 @@ def _stamp(path: str) -> list:
     try:
         if "://" in path:
             st = Storage(path)
-            info = st.fs.info(st.root)
-            stamp = next((info[k] for k in ("ETag", "etag", "LastModified", "mtime", "updated") if info.get(k)), None)
-            return [info.get("size"), None if stamp is None else str(stamp)]
+            return stamp_of(st.fs.info(st.root))
         st = os.stat(path)
         return [st.st_size, int(st.st_mtime)]
     except OSError:

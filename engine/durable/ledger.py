@@ -36,12 +36,26 @@ class Ledger:
     def __init__(self, store: Storage):
         self.store = store
         self.folder = store.path(FOLDER)
+        self._runs: Optional[list[dict]] = None
 
     def runs(self) -> list[dict]:
-        """Committed runs, oldest first. A record that cannot be read stops the run: going on
-        without it would take its files again."""
-        names = sorted(p.rsplit("/", 1)[-1] for p in self.store.find(self.folder)
-                       if p.rsplit("/", 1)[-1].startswith("run-") and p.endswith(".json"))
+        """Committed runs, oldest first, read once per run (only the run holding the lease adds
+        one). A record that cannot be read stops the run: going on without it would take its
+        files again."""
+        if self._runs is None:
+            self._runs = self._read_runs()
+        return self._runs
+
+    def _record_names(self) -> list[str]:
+        return sorted(p.rsplit("/", 1)[-1] for p in self.store.find(self.folder)
+                      if p.rsplit("/", 1)[-1].startswith("run-") and p.endswith(".json"))
+
+    def has_runs(self) -> bool:
+        """Whether any run committed here (a listing; no record is read)."""
+        return bool(self._record_names())
+
+    def _read_runs(self) -> list[dict]:
+        names = self._record_names()
         out = []
         for name in names:
             with self.store.open(f"{self.folder}/{name}", "rb") as fh:
@@ -80,6 +94,7 @@ class Ledger:
                   "counts": counts, "added": added}
         self.store.write_json_atomic(f"{self.folder}/run-{run.number:06d}.json", record)
         self.store.rm(f"{self.folder}/{PENDING}")
+        self._runs = [r for r in self.runs() if r["run"] != run.number] + [record]
         return record
 
 

@@ -87,7 +87,7 @@ def check_output(store: Storage, name: str, incremental: bool, folders: tuple[st
         return owned
     where = store.url(store.root)
     ledger = Ledger(store)
-    has_ledger = bool(ledger.runs() or ledger.pending())
+    has_ledger = ledger.has_runs() or ledger.pending() is not None
     if incremental and manifest and not has_ledger:
         raise ForeignOutput(f"{where} holds the output of a run that was not incremental (a manifest, no "
                             f"ledger); an incremental run would mix its files with it: {HOW}")

@@ -12,7 +12,7 @@ import fnmatch
 import glob as _glob
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from tokenmill.engine.io.storage import Storage
@@ -23,6 +23,14 @@ class InputFile:
     path: str     # full path or URL
     source: str   # stable name: path relative to the pattern's base folder
     format: str   # jsonl | parquet | warc
+    #: (size, stamp) as the object store's listing gave them (None: asked when needed)
+    listed: Optional[tuple] = field(default=None, compare=False)
+
+
+def stamp_of(info: dict) -> list:
+    """(size, modification stamp) from an object store's file info: size and ETag (or time)."""
+    stamp = next((info[k] for k in ("ETag", "etag", "LastModified", "mtime", "updated", "created") if info.get(k)), None)
+    return [info.get("size"), None if stamp is None else str(stamp)]
 
 
 def detect_format(path: str) -> Optional[str]:
@@ -205,13 +213,14 @@ def list_input_files(patterns: list[str], fmt: str = "auto") -> tuple[list[Input
     problems: list[tuple[str, str]] = []
     seen: set[str] = set()
     sources: set[str] = set()
+    infos: dict[str, Optional[dict]] = {}
     for pattern in patterns:
         if "://" in pattern:
             st = Storage(pattern)  # asks the store afresh: a cached listing would miss new input
-            urls = []
+            infos: dict[str, Optional[dict]] = {}
             for m in sorted(st.fs.glob(st.root)):
-                urls += [st.url(p) for p in st.find(m)] if st.fs.isdir(m) else [st.url(m)]
-            expanded = [(url, url) for url in urls]   # (path, what makes it the same input)
+                infos.update({st.url(p): i for p, i in st.find_info(m).items()} if st.fs.isdir(m) else {st.url(m): None})
+            expanded = [(url, url) for url in infos]   # (path, what makes it the same input)
         else:
             expanded = _expand_local(pattern, problems)
         if not expanded:
@@ -234,5 +243,6 @@ def list_input_files(patterns: list[str], fmt: str = "auto") -> tuple[list[Input
             if rel in sources:  # two patterns give the same relative name: the full path keeps row_key unique
                 rel = path.split("://", 1)[-1].lstrip("/")
             sources.add(rel)
-            files.append(InputFile(path=path, source=rel, format=f))
+            info = infos.get(path) if "://" in path else None
+            files.append(InputFile(path=path, source=rel, format=f, listed=tuple(stamp_of(info)) if info else None))
     return files, problems

@@ -68,14 +68,17 @@ class Storage:
 
     def find_sizes(self, folder: str) -> dict[str, int]:
         """Every file under a folder with its size, from one listing."""
-        return retry(self._find_sizes_once, folder)
+        return {p: info.get("size") or 0 for p, info in self.find_info(folder).items()}
 
-    def _find_sizes_once(self, folder: str) -> dict[str, int]:
+    def find_info(self, folder: str) -> dict[str, dict]:
+        """Every file under a folder with what the listing says of it (size, ETag or time)."""
+        return retry(self._find_info_once, folder)
+
+    def _find_info_once(self, folder: str) -> dict[str, dict]:
         self.fs.invalidate_cache(folder)
         if not self.fs.exists(folder):
             return {}
-        return {p: info.get("size") or 0 for p, info in sorted(self.fs.find(folder, detail=True).items())
-                if not p.endswith("/")}
+        return {p: info for p, info in sorted(self.fs.find(folder, detail=True).items()) if not p.endswith("/")}
 
     def mv(self, src: str, dst: str) -> None:
         retry(self._mv_once, src, dst)
