@@ -190,3 +190,48 @@ def test_a_run_never_reads_its_own_rows_from_a_merged_folder(tmp_path):
     assert sorted(left["id"].to_pylist()) == sorted(f"doc-{n}" for n in range(index_store.FANOUT) if n != 3)
     assert pc.min(rows[index_store.RUN_COLUMN]).as_py() == 0
     assert len(index_state([str(root)], exclude="r000003")) == index_store.FANOUT - 1
+
+
+@pytest.mark.slow
+def test_a_chunk_of_more_than_16384_parts_dedups_correctly(tmp_path):
+    """One chunk of 16,500 one-row parts (the old node ids held 16,384 parts a chunk) through exact
+    dedup's multi-step global step on the local engine: every copy is rejected for its first."""
+    import pyarrow.parquet as pq
+
+    from tokenmill.engine.executors.local.executor import LocalExecutor
+    from tokenmill.engine.global_ops import part_bases
+    from tokenmill.engine.jobs import GlobalJob
+    from tokenmill.engine.worker import read_parquet_file
+
+    n, distinct = 16_500, 8_000
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "x.jsonl").write_text('{"text": "x"}\n')
+    cfg = {"name": "parts", "input": {"paths": [str(tmp_path / "in")]}, "output": {"path": str(tmp_path / "out")},
+           "tokenizer": {"kind": "none"}, "stages": [{"type": "exact_dedup", "index": {"write": str(tmp_path / "idx")}}]}
+    pipeline = build_pipeline(cfg)
+    rs = pipeline.stages[0]
+    stage = rs.build(pipeline.languages)
+    docs = pa.table({"id": [f"d{i}" for i in range(n)], "row_key": [f"f{i:05d}:0" for i in range(n)],
+                     "text": pa.array([f"document {i % distinct} with some words" for i in range(n)], pa.large_string()),
+                     "language": pa.nulls(n, pa.string()), "reject_stage": pa.nulls(n, pa.string())})
+    keyed = stage(docs)
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    urls = []
+    for i in range(n):
+        path = folder / f"part-{i:08d}-n1.parquet"
+        pq.write_table(keyed.slice(i, 1), path)
+        urls.append(str(path))
+    executor = LocalExecutor(pipeline, num_cpus=2)
+    executor.start()
+    try:
+        executor.run_global(GlobalJob(rs, pipeline.languages, urls, str(tmp_path / "decisions"), 0,
+                                      part_bases=part_bases([1] * n), chunk_bases=[0], run_id="t"))
+    finally:
+        executor.stop()
+    files = sorted((tmp_path / "decisions").rglob("*.parquet"))
+    assert files and all("_chunk=0" in str(f) for f in files), files[:3]
+    decisions = pa.concat_tables([read_parquet_file(str(f)) for f in files])
+    reasons = dict(zip(decisions["row_key"].to_pylist(), decisions["reject_reason"].to_pylist()))
+    assert len(reasons) == n - distinct
+    assert all(reasons[f"f{i:05d}:0"] == f"duplicate_of:d{i % distinct}" for i in range(distinct, n))
