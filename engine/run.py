@@ -438,9 +438,9 @@ def _run_and_commit(runner: PhaseRunner, ctx: RunContext, fp: str, keep_work: bo
                       {"name": pipeline.config.name, "kind": "incremental" if inc else "plain",
                        "tokenmill_version": VERSION, "inputs": [f.path for f in ctx.files],
                        "input_problems": [list(p) for p in problems], "counts": stats.to_json()},
-                      folders=output_folders(pipeline), keep=tuple(inc.earlier_files()) if inc else (),
-                      owned=ctx.replaceable(inc.name_prefix if inc else None),
-                      check=ctx.lease.check, written=stats.files)
+                      folders=output_folders(pipeline), owned=ctx.replaceable(inc.name_prefix if inc else None),
+                      check=ctx.lease.check, written=stats.files,
+                      part=inc.part if inc else None, earlier=inc.earlier() if inc else None)
     if inc is not None:
         inc.commit(stats, manifest)
     runner.phase_seconds["commit"] = time.time() - t0

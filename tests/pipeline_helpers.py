@@ -9,6 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tokenmill.engine.config import build_pipeline
+from tokenmill.engine.durable.manifest import manifest_files
+from tokenmill.engine.io.storage import Storage
 
 
 def make_pipeline(inputs: list[str], out: Path, batch_size: int = 1000, files_per_chunk: int = 64, **extra):
@@ -46,7 +48,8 @@ def web_docs(shared_data: Path, copies: int = 1) -> list[dict]:
 
 def read_manifest_files(out: Path, prefix: str) -> pa.Table:
     manifest = json.loads((out / "_manifest.json").read_text())
-    tables = [pq.read_table(out / f["path"], partitioning=None) for f in manifest["files"] if f["path"].startswith(prefix)]
+    files = manifest_files(Storage(str(out)), manifest)   # every run's, of a sharded (incremental) manifest
+    tables = [pq.read_table(out / f["path"], partitioning=None) for f in files if f["path"].startswith(prefix)]
     return pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})
 
 

@@ -21,6 +21,7 @@ from pipeline_helpers import env_with_tests, kill_run_after_first_chunk, read_ma
 from tokenmill.engine.config import build_pipeline
 from tokenmill.engine.durable.lease import Lease
 from tokenmill.engine.durable.ledger import Ledger
+from tokenmill.engine.durable.manifest import manifest_files
 from tokenmill.engine.io.storage import Storage
 from tokenmill.engine.run import run_pipeline
 
@@ -89,7 +90,13 @@ def test_three_cron_runs_equal_one_run_over_all_input(engine, tmp_path, corpus):
     taken = [f["path"] for r in runs for f in r["files"]]
     assert len(taken) == len(set(taken)) == SHARDS
     manifest = json.loads((inc / "_manifest.json").read_text())
-    assert {f["path"] for r in runs for f in r["added"]} == {f["path"] for f in manifest["files"]}
+    assert manifest["parts"] == [f"_manifest/run-{n:06d}.json" for n in (1, 2, 3)]   # sharded: a part per run
+    assert {f["path"] for f in manifest["files"]} == {f["path"] for f in runs[-1]["added"]}   # the last run's
+    every = manifest_files(Storage(str(inc)), manifest)
+    assert {f["path"] for r in runs for f in r["added"]} == {f["path"] for f in every}
+    assert manifest["file_counts"]["data"] == sum(1 for f in every if f["path"].startswith("data/"))
+    assert {p.relative_to(inc).as_posix() for p in inc.rglob("*.parquet") if "_index" not in str(p)} == \
+        {f["path"] for f in every}
     # running totals: every input document once
     totals = reports[-1]["incremental"]["totals"]
     assert totals["input"]["docs"] == len(rows)

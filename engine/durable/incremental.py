@@ -5,7 +5,8 @@ takes the files no committed run took
 (``ledger.py``; a killed run's files first); gives each stage that keeps state for later runs
 its folder under ``OUT/_index/<stage>/`` (``Stage.incremental``: dedup stages write the keys
 they kept there and check new documents against earlier runs'); names its output files with
-the run's number, so the commit adds them beside earlier runs' files and never touches those;
+the run's number, so the commit adds them beside earlier runs' files and never touches those, and
+writes them to its own part of the sharded manifest (``manifest.py``);
 and adds to the report the run's number, its files and running totals over every run.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Optional
 from tokenmill.engine.config import Pipeline, ResolvedStage
 from tokenmill.engine.durable.lease import Lease
 from tokenmill.engine.durable.ledger import Ledger, RunFiles, run_prefix
-from tokenmill.engine.durable.manifest import named_by
+from tokenmill.engine.durable.manifest import MANIFEST, PARTS, file_counts, named_by
 from tokenmill.engine.io.listing import InputFile
 from tokenmill.engine.io.storage import Storage
 from tokenmill.engine.report.stats import WriteStats
@@ -66,9 +67,26 @@ class IncrementalRun:
                                 rs.resources, rs.type_name) for rs in pipeline.stages]
         return Pipeline(pipeline.config, stages, pipeline.languages, pipeline.source)
 
-    def earlier_files(self) -> list[dict]:
-        """The manifest entries of the files earlier runs committed (kept by this run's commit)."""
-        return [f for r in self.ledger.runs() for f in r.get("added", [])]
+    @property
+    def part(self) -> str:
+        """This run's part of the sharded manifest (``_manifest/run-<n>.json``)."""
+        return f"run-{self.run.number:06d}"
+
+    def earlier(self) -> dict:
+        """What the manifest's index keeps of earlier runs: their parts and file counts. An output
+        whose manifest lists every file (before manifests were sharded) gets a part per run from
+        the ledger's record of the files each run added (nothing is read from the output)."""
+        manifest = self.store.read_json(self.store.path(MANIFEST)) or {}
+        if "parts" in manifest:
+            return {"parts": manifest["parts"], "file_counts": manifest.get("file_counts", {})}
+        parts, files = [], []
+        for r in self.ledger.runs():
+            name = f"{PARTS}/run-{r['run']:06d}.json"
+            self.lease.check()
+            self.store.write_json_atomic(self.store.path(name), {"files": r.get("added", [])})
+            parts.append(name)
+            files += r.get("added", [])
+        return {"parts": parts, "file_counts": file_counts(files)}
 
     def commit(self, stats: WriteStats, manifest: dict) -> None:
         """The ledger record: from now on this run's files are never taken again."""

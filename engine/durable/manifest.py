@@ -6,6 +6,11 @@ carries the run's write-time counts (the report is built from them). The commit 
 commit plan (source -> destination with checksums, and the earlier files that go) is written
 atomically first, then files are moved (by a bounded pool of threads), then the manifest is
 written, then the files it supersedes are removed; a killed commit is finished by the next run.
+
+An incremental output's manifest is sharded, so a run writes only what it added: each run's files
+go to ``_manifest/run-<n>.json`` (a part), and ``_manifest.json`` is an index naming every part,
+with this run's files and the number of files per folder over all runs. ``manifest_files`` reads
+every file of either kind.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import pyarrow.parquet as pq
 from tokenmill.engine.io.storage import Storage
 
 MANIFEST = "_manifest.json"
+PARTS = "_manifest"
 OUTPUT_FOLDERS = ("data", "rejects")
 #: moves (copies on object stores) in flight at once during a commit
 MOVERS = 16
@@ -55,7 +61,7 @@ def describe_files(store: Storage, folder: str, rel_paths: list[str]) -> list[di
 def commit(store: Storage, staged: str, plan_path: str, fingerprint: str, extra: dict,
            folders: tuple[str, ...] = OUTPUT_FOLDERS, keep: tuple[dict, ...] = (),
            owned: Optional[set[str]] = None, check: Optional[Callable[[], None]] = None,
-           written: Optional[list[dict]] = None) -> dict:
+           written: Optional[list[dict]] = None, part: Optional[str] = None, earlier: Optional[dict] = None) -> dict:
     """Move staged files into place and write the manifest; idempotent if interrupted, and safe
     when any single storage call fails (a failed read raises, it is never taken for "not there").
     ``folders``: the output folders (``data``, ``rejects``, ``synthetic``...); ``keep``: manifest
@@ -64,6 +70,8 @@ def commit(store: Storage, staged: str, plan_path: str, fingerprint: str, extra:
     this pipeline, or every one with ``--force``); ``check``: called before each step that changes
     the output (the lease's ``check``); ``written``: the staged files as their writers described
     them (path under ``staged``, rows, bytes, sha256); without it they are read back (old work).
+    ``part`` (an incremental run): this run's files go to ``_manifest/<part>.json`` and the manifest
+    is the index of ``earlier["parts"]`` and this one (``earlier["file_counts"]``: theirs).
 
     Order: the plan (what moves where, and which earlier files go) is written first; files are
     moved; the manifest is written, naming the files that go as ``superseded``; only then are they
@@ -79,6 +87,12 @@ def commit(store: Storage, staged: str, plan_path: str, fingerprint: str, extra:
     check()
     manifest = {"fingerprint": fingerprint, "complete": True, "files": [*keep, *plan["files"]],
                 "superseded": plan.get("remove", []), "committed": time.time(), **extra}
+    if part is not None:
+        name = f"{PARTS}/{part}.json"
+        store.write_json_atomic(store.path(name), {"fingerprint": fingerprint, "files": plan["files"]})
+        earlier = earlier or {}
+        manifest["parts"] = [*[p for p in earlier.get("parts", []) if p != name], name]
+        manifest["file_counts"] = _add_counts(earlier.get("file_counts", {}), file_counts(plan["files"]))
     store.write_json_atomic(f"{root}/{MANIFEST}", manifest)
     remove_superseded(store, manifest)
     return manifest
@@ -112,6 +126,32 @@ def _new_plan(store: Storage, staged: str, fingerprint: str, folders: tuple[str,
     wanted = {f["path"] for f in files} | {f["path"] for f in keep}
     remove = [{"path": rel} for rel in sorted(set(owned or ()) - wanted)]
     return {"fingerprint": fingerprint, "staged": staged, "files": files, "remove": remove, "created": time.time()}
+
+
+def file_counts(files: list[dict]) -> dict[str, int]:
+    """Files per output folder (``data``, ``rejects``, ...)."""
+    out: dict[str, int] = {}
+    for f in files:
+        folder = f["path"].split("/", 1)[0]
+        out[folder] = out.get(folder, 0) + 1
+    return out
+
+
+def _add_counts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    return {k: a.get(k, 0) + b.get(k, 0) for k in sorted(set(a) | set(b))}
+
+
+def manifest_files(store: Storage, manifest: dict) -> list[dict]:
+    """Every file a manifest lists: its own, or, for a sharded one, every part's (one read each)."""
+    if "parts" not in manifest:
+        return list(manifest.get("files", []))
+    out = []
+    for name in manifest["parts"]:
+        part = store.read_json(store.path(name))
+        if part is None:
+            raise RuntimeError(f"{store.url(store.path(name))}: a manifest part the manifest names is missing")
+        out += part["files"]
+    return out
 
 
 def remove_superseded(store: Storage, manifest: dict) -> None:

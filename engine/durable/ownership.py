@@ -11,6 +11,7 @@ in the folder are never touched, so they are not looked at.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from tokenmill.engine.durable.ledger import Ledger
@@ -21,6 +22,9 @@ WORK = "_work"
 PLAN = "_commit.json"
 REPORTS = ("report.json", "report.html")
 HOW = "give the run another output folder, or pass --force (run_pipeline(force=True)) to let it replace them"
+
+#: the name of a file an incremental run wrote (``ledger.run_prefix``)
+RUN_FILE = re.compile(r"part-r\d{6}-")
 
 
 class ForeignOutput(ValueError):
@@ -42,8 +46,9 @@ class Owned:
 
 
 def owned_files(store: Storage, manifest: dict, folders: tuple[str, ...]) -> Owned:
-    """Files the manifest lists (kept and superseded) and files a commit plan under ``_work`` names,
-    and every file now in the output folders."""
+    """Files the manifest lists (kept and superseded; of a sharded manifest, every file named by an
+    incremental run, ``part-r<n>-``, without reading the parts) and files a commit plan under
+    ``_work`` names, and every file now in the output folders."""
     owned = Owned(set(), set(folders))
     for f in [*manifest.get("files", []), *manifest.get("superseded", [])]:
         owned.files.add(f["path"])
@@ -52,11 +57,14 @@ def owned_files(store: Storage, manifest: dict, folders: tuple[str, ...]) -> Own
             plan = store.read_json(path) or {}
             owned.files.update(f["path"] for f in plan.get("files", []))
     owned.folders.update(p.split("/", 1)[0] for p in owned.files if "/" in p)
+    owned.folders.update(manifest.get("file_counts", {}))
     for sub in sorted(owned.folders):
         for path in store.find(store.path(sub)):
             rel = f"{sub}/{store.rel(path, store.path(sub))}"
             if ".tmp" not in rel:
                 owned.present.add(rel)
+    if "parts" in manifest:   # a sharded (incremental) manifest: every run's files carry its number
+        owned.files.update(p for p in owned.present if RUN_FILE.match(p.rsplit("/", 1)[-1]))
     return owned
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import sys
 
+from tokenmill.engine.durable.manifest import file_counts
 from tokenmill.engine.io.readers import READ_STAGE
 from tokenmill.engine.report.generated import generated_html, generated_report
 from tokenmill.engine.report.stats import WriteStats
@@ -57,9 +58,14 @@ def build_report(pipeline, manifest: dict, stats: WriteStats, problems, metrics:
         "file_errors": stats.file_errors + [{"path": p, "kind": "input", "error": e} for p, e in problems],
         "quality_scores": _quality_scores(pipeline, stats, (metrics or {}).get("global_steps", {})),
         "generated": generated_report(pipeline, stats, phase_seconds),
-        "files": {folder: sum(1 for f in manifest["files"] if f["path"].startswith(f"{folder}/"))
-                  for folder in sorted({f["path"].split("/", 1)[0] for f in manifest["files"]} | {"data", "rejects"})},
+        "files": _file_counts(manifest),
     }
+
+
+def _file_counts(manifest: dict) -> dict[str, int]:
+    """Files per output folder: over every run of a sharded (incremental) manifest."""
+    counts = manifest.get("file_counts") or file_counts(manifest.get("files", []))
+    return {folder: counts.get(folder, 0) for folder in sorted(set(counts) | {"data", "rejects"})}
 
 
 def _quality_scores(pipeline, stats: WriteStats, global_steps: dict) -> dict:
