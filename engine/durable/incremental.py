@@ -105,7 +105,7 @@ class IncrementalRun:
                 "changed_files": self.run.changed,
                 "runs": [{"run": r["run"], "input_files": len(r["files"]), "committed": r["committed"],
                           "input_docs": _docs(r, "input"), "output_docs": _docs(r, "output"),
-                          "files_added": len(r.get("added", []))} for r in runs],
+                          "files_added": r.get("files_added", len(r.get("added", [])))} for r in runs],
                 "totals": {k: whole[k] for k in ("input", "output", "languages", "reject_reasons")}}
 
 

@@ -6,6 +6,10 @@ names the run in progress and its files, written before any work: a run that was
 picked up by the next one with exactly those files (so its finished phases are reused), and
 files that arrived since wait for the run after. Only a run holding the output's lease
 (``lease.py``) writes here.
+
+Every ``SUMMARIZE_EVERY`` runs, ``OUT/_ledger/summary.json`` gathers every record so far (less
+the list of files each added, which the manifest's parts hold), so a run reads the summary and
+the few records after it, not one file per run ever committed; the records stay as they are.
 """
 from __future__ import annotations
 
@@ -19,6 +23,9 @@ from tokenmill.engine.io.storage import Storage
 
 FOLDER = "_ledger"
 PENDING = "pending.json"
+SUMMARY = "summary.json"
+#: runs committed after the summary before it is written again
+SUMMARIZE_EVERY = 16
 
 
 @dataclass
@@ -37,6 +44,7 @@ class Ledger:
         self.store = store
         self.folder = store.path(FOLDER)
         self._runs: Optional[list[dict]] = None
+        self._summarized = 0   # the last run the summary holds
 
     def runs(self) -> list[dict]:
         """Committed runs, oldest first, read once per run (only the run holding the lease adds
@@ -55,8 +63,10 @@ class Ledger:
         return bool(self._record_names())
 
     def _read_runs(self) -> list[dict]:
-        names = self._record_names()
-        out = []
+        summary = self.store.read_json(f"{self.folder}/{SUMMARY}") or {"through": 0, "runs": []}
+        self._summarized = summary["through"]
+        names = [n for n in self._record_names() if int(n[len("run-"):-len(".json")]) > summary["through"]]
+        out = list(summary["runs"])
         for name in names:
             with self.store.open(f"{self.folder}/{name}", "rb") as fh:
                 out.append(json.loads(fh.read()))
@@ -95,7 +105,18 @@ class Ledger:
         self.store.write_json_atomic(f"{self.folder}/run-{run.number:06d}.json", record)
         self.store.rm(f"{self.folder}/{PENDING}")
         self._runs = [r for r in self.runs() if r["run"] != run.number] + [record]
+        if run.number - self._summarized >= SUMMARIZE_EVERY:
+            self.store.write_json_atomic(f"{self.folder}/{SUMMARY}", {
+                "through": run.number, "runs": [_summarized(r) for r in self._runs]})
+            self._summarized = run.number
         return record
+
+
+def _summarized(record: dict) -> dict:
+    """A run's record as the summary keeps it: the count of the files it added, not their list."""
+    out = {k: v for k, v in record.items() if k != "added"}
+    out["files_added"] = record.get("files_added", len(record.get("added", [])))
+    return out
 
 
 def _file_rows(files: list[InputFile], stamps: dict[str, list]) -> list[dict]:
