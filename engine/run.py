@@ -89,6 +89,7 @@ class PhaseRunner:
         self.phase_seconds: dict[str, float] = {}
         self.global_figures: dict[str, dict] = {}
         self._listings: dict[int, dict[str, dict[str, int]]] = {}
+        self._committed: dict[int, set[str]] = {}
         self.check: Callable[[], None] = lambda: None   # before each commit: the lease is still ours
 
     def run(self) -> WriteStats:
@@ -132,15 +133,25 @@ class PhaseRunner:
         if phase.index not in self._listings:
             folder = f"{self.work}/{phase.stream_dir}"
             by_chunk: dict[str, dict[str, int]] = {}
+            done: set[str] = set()
             for path, size in self.store.find_sizes(folder).items():
                 chunk, _, name = self.store.rel(path, folder).partition("/")
                 if name.endswith(".parquet") and "/" not in name:
                     by_chunk.setdefault(chunk, {})[path] = size
+                elif name == DONE:
+                    done.add(chunk)
             self._listings[phase.index] = by_chunk
+            self._committed[phase.index] = done
         return self._listings[phase.index]
 
+    def committed_chunks(self, phase: Phase) -> set[str]:
+        """Names of the chunks of a phase committed by their marker (the same one listing)."""
+        self._listing(phase)
+        return self._committed[phase.index]
+
     def stream(self, phase: Phase, sources: list[Source]) -> None:
-        todo = [c for c in self.plan.chunks if not self.store.exists(f"{self.chunk_dir(phase, c)}/{DONE}")]
+        done = self.committed_chunks(phase)   # one listing, not a request per chunk
+        todo = [c for c in self.plan.chunks if c.name not in done]
         n = len(self.plan.chunks)
         if len(todo) < n:
             self.say(f"stream: phase {phase.index}: {n - len(todo)}/{n} chunks already done, skipped")
@@ -183,8 +194,9 @@ class PhaseRunner:
         limit = phase.stages[0].build(self.pipeline.languages).budget()
         if limit is None:
             return None
+        done = self.committed_chunks(phase)
         used = sum((self.store.read_json(f"{self.chunk_dir(phase, c)}/{TOKENS_FILE}") or {}).get("tokens", 0)
-                   for c in self.plan.chunks if self.store.exists(f"{self.chunk_dir(phase, c)}/{DONE}"))
+                   for c in self.plan.chunks if c.name in done)
         return Budget(limit, used)
 
     def pools(self, phase: Phase, sink_url: str) -> list[PoolSpec]:
