@@ -33,9 +33,11 @@ class GlobalStepError(RuntimeError):
 
 class DatasetOps(Protocol):
     """What an executor gives a global stage's ``global_step``; ``run_id`` names the run (the same on
-    a re-run of the same config and input)."""
+    a re-run of the same config and input); ``check()`` raises when the run may no longer change
+    what other runs read (it lost its output's lease): call it before each such change."""
 
     run_id: str
+    check: Callable[[], None]
 
     def partition_map(self, inputs: list, key: str, fn: Callable[..., pa.Table], **fn_kwargs) -> Any:
         """Hash-partition every input by its ``key`` column (int64/uint64) and call

@@ -86,6 +86,7 @@ class GlobalJob:
     part_bases: list = field(default_factory=list)    # where each part's node ids start (its rows' offset in the run)
     chunk_bases: list = field(default_factory=list)   # where each chunk's node ids start (chunk i: item i)
     run_id: str = "run"      # the run's fingerprint prefix (names what it leaves for later runs)
+    check: Any = None        # called before a step changes state other runs read (the lease's check)
 
 
 @dataclass

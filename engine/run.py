@@ -241,7 +241,7 @@ class PhaseRunner:
         figures = self.executor.run_global(GlobalJob(
             phase.barrier, self.pipeline.languages, [self.store.url(p) for p, _ in parts], self.store.url(tmp), size,
             part_bases=part_bases([r for _, r in parts]), chunk_bases=part_bases(chunk_rows),
-            run_id=self.run_id)) or {}
+            run_id=self.run_id, check=self.check)) or {}
         self.store.makedirs(tmp)
         self.store.write_json_atomic(f"{tmp}/{FIGURES}", figures)
         self._commit_dir(tmp, final)

@@ -235,3 +235,21 @@ def test_a_chunk_of_more_than_16384_parts_dedups_correctly(tmp_path):
     reasons = dict(zip(decisions["row_key"].to_pylist(), decisions["reject_reason"].to_pylist()))
     assert len(reasons) == n - distinct
     assert all(reasons[f"f{i:05d}:0"] == f"duplicate_of:d{i % distinct}" for i in range(distinct, n))
+
+
+def test_a_run_that_lost_its_lease_changes_no_index_folder(tmp_path):
+    """Compaction asks the lease before each change: a run that lost it merges and removes nothing."""
+    root = tmp_path / "index"
+
+    def lost() -> None:
+        raise RuntimeError("lease lost")
+
+    with ThreadPoolExecutor(2) as pool:
+        _key_folders(root, index_store.FANOUT, pool)
+        before = sorted(p.name for p in root.iterdir())
+        ops = LocalDatasetOps(2, pool, run_id="x")
+        ops.check = lost
+        with pytest.raises(RuntimeError, match="lease lost"):
+            compact(ops, str(root))
+        assert sorted(p.name for p in root.iterdir()) == before
+        assert _indexed_ids(root, pool) == sorted(f"doc-{n}" for n in range(index_store.FANOUT))

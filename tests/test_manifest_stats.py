@@ -53,3 +53,46 @@ def test_manifest_entries_equal_a_recount_and_the_driver_reads_no_output_file(tm
     reads = [c for c in driver if c["op"] == "open_read" and c["path"].endswith(".parquet")
              and ("/final/" in c["path"] or c["path"].startswith((f"{out}/data/", f"{out}/rejects/")))]
     assert reads == []
+
+
+def test_a_run_killed_after_its_manifest_counts_its_files_once_when_it_is_finished(tmp_path, shared_data, monkeypatch):
+    """The ledger record of run 2 cannot be written (the run stops after its sharded manifest);
+    the next run finishes run 2: the index lists each part once and counts each file once."""
+    from tokenmill.engine.durable.manifest import manifest_files
+    from tokenmill.engine.io.storage import Storage
+
+    (tmp_path / "in").mkdir()
+    shards = web_shards(tmp_path / "in", shared_data, shards=2, copies=1)
+    landing, out = tmp_path / "landing", tmp_path / "out"
+    landing.mkdir()
+    schedule = tmp_path / "faults.json"
+    schedule.write_text(json.dumps({"inner": "file", "state": str(tmp_path / "faults-state"), "rules": [
+        {"op": "mv", "match": "*_ledger/run-000002.json*", "kind": "permanent", "times": 1}]}))
+    monkeypatch.setenv(ENV, str(schedule))
+
+    def run():
+        cfg = _config([landing], f"faulty://{out}")
+        cfg["output"]["incremental"] = True
+        return run_pipeline(build_pipeline(cfg), progress=False)
+
+    for shard in shards:
+        (landing / shard.name).write_bytes(shard.read_bytes())
+        if shard is shards[0]:
+            run()
+    try:
+        run()
+        raise AssertionError("the ledger record of run 2 was to fail")
+    except PermissionError:
+        pass
+    killed = json.loads((out / "_manifest.json").read_text())
+    assert killed["parts"][-1] == "_manifest/run-000002.json"   # it got as far as its index
+    result = run()
+    assert result.report["incremental"]["run"] == 2 and result.report["incremental"]["resumed"]
+    manifest = json.loads((out / "_manifest.json").read_text())
+    every = manifest_files(Storage(str(out)), manifest)
+    assert manifest["parts"] == ["_manifest/run-000001.json", "_manifest/run-000002.json"]
+    on_disk = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.parquet") if "_index" not in str(p))
+    assert sorted(f["path"] for f in every) == on_disk
+    for folder in ("data", "rejects"):
+        assert manifest["file_counts"][folder] == sum(1 for f in every if f["path"].startswith(f"{folder}/"))
+    assert result.report["files"] == {k: manifest["file_counts"].get(k, 0) for k in result.report["files"]}

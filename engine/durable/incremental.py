@@ -82,10 +82,16 @@ class IncrementalRun:
         parts, files = [], []
         for r in self.ledger.runs():
             name = f"{PARTS}/run-{r['run']:06d}.json"
-            self.lease.check()
-            self.store.write_json_atomic(self.store.path(name), {"files": r.get("added", [])})
+            part = self.store.read_json(self.store.path(name))
+            if part is None:
+                if "added" not in r:
+                    raise RuntimeError(f"{self.store.url(self.store.path(name))}: run {r['run']}'s part of the "
+                                       "manifest is missing and the ledger's summary does not list its files")
+                self.lease.check()
+                part = {"files": r["added"]}
+                self.store.write_json_atomic(self.store.path(name), part)
             parts.append(name)
-            files += r.get("added", [])
+            files += part["files"]
         return {"parts": parts, "file_counts": file_counts(files)}
 
     def commit(self, stats: WriteStats, manifest: dict) -> None:

@@ -89,10 +89,14 @@ def commit(store: Storage, staged: str, plan_path: str, fingerprint: str, extra:
                 "superseded": plan.get("remove", []), "committed": time.time(), **extra}
     if part is not None:
         name = f"{PARTS}/{part}.json"
-        store.write_json_atomic(store.path(name), {"fingerprint": fingerprint, "files": plan["files"]})
         earlier = earlier or {}
+        counts = earlier.get("file_counts", {})
+        if name in earlier.get("parts", []):   # a killed attempt of this run got as far as its index
+            before = store.read_json(store.path(name)) or {}
+            counts = _add_counts(counts, file_counts(before.get("files", [])), sign=-1)
+        store.write_json_atomic(store.path(name), {"fingerprint": fingerprint, "files": plan["files"]})
         manifest["parts"] = [*[p for p in earlier.get("parts", []) if p != name], name]
-        manifest["file_counts"] = _add_counts(earlier.get("file_counts", {}), file_counts(plan["files"]))
+        manifest["file_counts"] = _add_counts(counts, file_counts(plan["files"]))
     store.write_json_atomic(f"{root}/{MANIFEST}", manifest)
     remove_superseded(store, manifest)
     return manifest
@@ -123,6 +127,7 @@ def _new_plan(store: Storage, staged: str, fingerprint: str, folders: tuple[str,
         files = describe_files(store, staged, rels)
     else:
         files = sorted((f for f in written if f["path"].split("/", 1)[0] in folders), key=lambda f: f["path"])
+        files = _as_on_disk(store, staged, files)
     wanted = {f["path"] for f in files} | {f["path"] for f in keep}
     remove = [{"path": rel} for rel in sorted(set(owned or ()) - wanted)]
     return {"fingerprint": fingerprint, "staged": staged, "files": files, "remove": remove, "created": time.time()}
@@ -137,8 +142,8 @@ def file_counts(files: list[dict]) -> dict[str, int]:
     return out
 
 
-def _add_counts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
-    return {k: a.get(k, 0) + b.get(k, 0) for k in sorted(set(a) | set(b))}
+def _add_counts(a: dict[str, int], b: dict[str, int], sign: int = 1) -> dict[str, int]:
+    return {k: a.get(k, 0) + sign * b.get(k, 0) for k in sorted(set(a) | set(b))}
 
 
 def manifest_files(store: Storage, manifest: dict) -> list[dict]:
@@ -151,6 +156,19 @@ def manifest_files(store: Storage, manifest: dict) -> list[dict]:
         if part is None:
             raise RuntimeError(f"{store.url(store.path(name))}: a manifest part the manifest names is missing")
         out += part["files"]
+    return out
+
+
+def _as_on_disk(store: Storage, staged: str, files: list[dict]) -> list[dict]:
+    """The writers' descriptions, checked against one listing of the staged folder: a file whose
+    size differs (two attempts of a task wrote it at once) is described again from its bytes."""
+    sizes = store.find_sizes(staged)
+    out = []
+    for f in files:
+        size = sizes.get(f"{staged}/{f['path']}")
+        if size is None:
+            raise RuntimeError(f"commit: {staged}/{f['path']} was written but is not in the staged folder")
+        out.append(f if size == f["bytes"] else describe_files(store, staged, [f["path"]])[0])
     return out
 
 

@@ -41,11 +41,16 @@ def run_global_step(job: GlobalJob, ops, read_keys: Callable[[list[str]], object
     stage.setup()
     if not job.parts:
         return {}
+    ops.check = job.check or _no_check   # a stage checks the lease before it changes shared state
     keys = read_keys(key_columns(stage))
     decisions, figures = stage.global_step(ops, keys)
     routed = ops.map(decisions, with_chunk, chunk_bases=job.chunk_bases)
     ops.write_parquet(ops.partition_map([routed], CHUNK, sorted_by_row_key), job.out_url, [CHUNK])
     return figures or {}
+
+
+def _no_check() -> None:
+    return None
 
 
 def with_chunk(decisions: pa.Table, chunk_bases: list) -> pa.Table:

@@ -151,10 +151,13 @@ def compact(ops, root: str, exclude: Optional[str] = None, nodes: bool = False,
             say: Callable[[str], None] = lambda _: None) -> dict:
     """Merge ``root``'s folders (all but ``run=<exclude>``) while ``FANOUT`` of one level exist, and
     remove leftovers of earlier merges. ``nodes``: rows carry ``node`` ids to keep distinct (a band
-    index). Returns figures: folders merged and removed."""
+    index). Only the run holding the lease of the output that writes ``root`` merges it:
+    ``ops.check()`` is called before every change. Returns figures: folders merged and removed."""
+    check = getattr(ops, "check", None) or (lambda: None)
     live, leftovers = folders_of(root)
     store = Storage(root)
     for name in leftovers:
+        check()
         store.rm(store.path(name))
     live = [f for f in live if f.name != f"run={exclude}"]
     merged = 0
@@ -162,8 +165,14 @@ def compact(ops, root: str, exclude: Optional[str] = None, nodes: bool = False,
         group = _next_group(live)
         if group is None:
             break
-        new = _merge(ops, store, group, nodes)
+        spans = [_span(ops, f) if nodes else 0 for f in group]
+        if sum(spans) >= 1 << NODE_BITS:   # folders of old layouts whose ids are sparse: left as they are
+            say(f"index {root}: {len(group)} folders not merged: their node ids span more than 2^{NODE_BITS}")
+            break
+        check()
+        new = _merge(ops, store, group, spans if nodes else None, check)
         for f in group:
+            check()
             store.rm(store.path(f.name))
         live = [f for f in live if f not in group] + [new]
         merged += len(group)
@@ -180,14 +189,14 @@ def _next_group(live: list[IndexFolder]) -> Optional[list[IndexFolder]]:
     return None
 
 
-def _merge(ops, store: Storage, group: list[IndexFolder], nodes: bool) -> IndexFolder:
-    """One merged folder of ``group``'s rows, committed by its marker (the sources stay until then)."""
+def _merge(ops, store: Storage, group: list[IndexFolder], spans: Optional[list[int]],
+           check: Callable[[], None]) -> IndexFolder:
+    """One merged folder of ``group``'s rows, committed by its marker (the sources stay until then);
+    ``spans``: each source's node id bound (a band index), None for rows without node ids."""
     level = max(f.level for f in group) + 1
     name = f"gen={level}-{uuid.uuid4().hex[:12]}"
-    spans = [_span(ops, f) if nodes else 0 for f in group]
-    node_offsets = np.concatenate([[0], np.cumsum(spans)]).astype(np.int64).tolist()
-    if node_offsets[-1] >= 1 << NODE_BITS:
-        raise ValueError(f"index {store.root}: merged node ids would pass 2^{NODE_BITS}")
+    nodes = spans is not None
+    node_offsets = np.concatenate([[0], np.cumsum(spans or [0] * len(group))]).astype(np.int64).tolist()
     run_offsets = np.concatenate([[0], np.cumsum([len(f.covers) for f in group])]).astype(np.int64).tolist()
     parts = [ops.map(ops.read_parquet(files), shifted, node=node_offsets[i] if nodes else None, run=run_offsets[i])
              for i, f in enumerate(group) if (files := f.files())]
@@ -200,6 +209,7 @@ def _merge(ops, store: Storage, group: list[IndexFolder], nodes: bool) -> IndexF
               "first_at": min(float(f.marker.get("first_at", f.marker.get("at", 0))) for f in group)}
     if nodes:
         marker["span"] = node_offsets[-1]
+    check()
     commit_marker(Storage(store.url(out)), **marker)
     return IndexFolder(store, name, store.read_json(store.path(name, DONE)))
 
