@@ -26,6 +26,8 @@ def test_a_run_reads_the_summary_and_the_records_after_it(tmp_path, monkeypatch)
     summary = json.loads((out / "_ledger" / "summary.json").read_text())
     assert summary["through"] == 32 and len(summary["runs"]) == 32
     assert summary["runs"][0]["files_added"] == 1 and "added" not in summary["runs"][0]
+    assert summary["runs"][4]["output_docs"] == summary["runs"][4]["input_docs"] == 5
+    assert summary["totals"]["kept"] == [["en", sum(range(1, 33))] * 1 + [sum(range(1, 33))] * 2]
     assert len(list((out / "_ledger").glob("run-*.json"))) == 40   # the records stay
     opened = []
     real = Storage.read_json
@@ -51,3 +53,4 @@ def test_a_run_reads_the_summary_and_the_records_after_it(tmp_path, monkeypatch)
                       InputFile("/in/new.jsonl", "new.jsonl", "jsonl")], [[13, 3], [1, 1]]).files == \
         [InputFile("/in/new.jsonl", "new.jsonl", "jsonl")]
     assert ledger_module.SUMMARIZE_EVERY == 16
+    assert book.totals().kept == {"en": [sum(range(1, 41))] * 3}   # the summary's totals and runs 33-40

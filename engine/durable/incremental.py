@@ -103,9 +103,7 @@ class IncrementalRun:
     def report_section(self, pipeline, manifest: dict, build_report) -> dict:
         """The run's number and files, and every committed run's counts with their totals."""
         runs = self.ledger.runs()
-        total = WriteStats()
-        for r in runs:
-            total.merge(WriteStats.from_json(r.get("counts") or {}))
+        total = self.ledger.totals()
         whole = build_report(pipeline, manifest, total, [], {}, wall_seconds=0.0, phase_seconds={})
         return {"run": self.run.number, "resumed": self.run.resumed, "input_files": len(self.run.files),
                 "changed_files": self.run.changed,
@@ -116,6 +114,8 @@ class IncrementalRun:
 
 
 def _docs(record: dict, which: str) -> int:
+    if f"{which}_docs" in record:   # a run the ledger's summary holds
+        return record[f"{which}_docs"]
     stats = WriteStats.from_json(record.get("counts") or {})
     kept = sum(v[0] for v in stats.kept.values())
     return kept if which == "output" else kept + sum(v[0] for v in stats.rejected.values())

@@ -7,9 +7,10 @@ picked up by the next one with exactly those files (so its finished phases are r
 files that arrived since wait for the run after. Only a run holding the output's lease
 (``lease.py``) writes here.
 
-Every ``SUMMARIZE_EVERY`` runs, ``OUT/_ledger/summary.json`` gathers every record so far (less
-the list of files each added, which the manifest's parts hold), so a run reads the summary and
-the few records after it, not one file per run ever committed; the records stay as they are.
+Every ``SUMMARIZE_EVERY`` runs, ``OUT/_ledger/summary.json`` gathers every record so far (each
+run's input files and document counts; the list of files it added is in the manifest's parts, and
+its full counts are summed into the summary's ``totals``), so a run reads the summary and the few
+records after it, not one file per run ever committed; the records stay as they are.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import Optional
 
 from tokenmill.engine.io.listing import InputFile
 from tokenmill.engine.io.storage import Storage
+from tokenmill.engine.report.stats import WriteStats
 
 FOLDER = "_ledger"
 PENDING = "pending.json"
@@ -45,6 +47,7 @@ class Ledger:
         self.folder = store.path(FOLDER)
         self._runs: Optional[list[dict]] = None
         self._summarized = 0   # the last run the summary holds
+        self._totals: dict = {}   # the summed counts of the runs the summary holds
 
     def runs(self) -> list[dict]:
         """Committed runs, oldest first, read once per run (only the run holding the lease adds
@@ -64,13 +67,22 @@ class Ledger:
 
     def _read_runs(self) -> list[dict]:
         summary = self.store.read_json(f"{self.folder}/{SUMMARY}") or {"through": 0, "runs": []}
-        self._summarized = summary["through"]
+        self._summarized, self._totals = summary["through"], summary.get("totals", {})
         names = [n for n in self._record_names() if int(n[len("run-"):-len(".json")]) > summary["through"]]
         out = list(summary["runs"])
         for name in names:
             with self.store.open(f"{self.folder}/{name}", "rb") as fh:
                 out.append(json.loads(fh.read()))
         return out
+
+    def totals(self) -> WriteStats:
+        """The counts of every committed run, summed."""
+        runs = self.runs()   # reads the summary's totals too
+        total = WriteStats.from_json(self._totals)
+        for r in runs:
+            if "counts" in r:   # a record the summary does not hold
+                total.merge(WriteStats.from_json(r["counts"]))
+        return total
 
     def pending(self) -> Optional[dict]:
         return self.store.read_json(f"{self.folder}/{PENDING}")
@@ -106,16 +118,24 @@ class Ledger:
         self.store.rm(f"{self.folder}/{PENDING}")
         self._runs = [r for r in self.runs() if r["run"] != run.number] + [record]
         if run.number - self._summarized >= SUMMARIZE_EVERY:
+            totals = self.totals().to_json()
             self.store.write_json_atomic(f"{self.folder}/{SUMMARY}", {
-                "through": run.number, "runs": [_summarized(r) for r in self._runs]})
-            self._summarized = run.number
+                "through": run.number, "runs": [_summarized(r) for r in self._runs], "totals": totals})
+            self._summarized, self._totals = run.number, totals
+            self._runs = [_summarized(r) for r in self._runs]
         return record
 
 
 def _summarized(record: dict) -> dict:
-    """A run's record as the summary keeps it: the count of the files it added, not their list."""
-    out = {k: v for k, v in record.items() if k != "added"}
-    out["files_added"] = record.get("files_added", len(record.get("added", [])))
+    """A run's record as the summary keeps it: the number of files it added and of documents it
+    read and kept, not their lists and full counts."""
+    if "counts" not in record:
+        return record
+    out = {k: v for k, v in record.items() if k not in ("added", "counts")}
+    out["files_added"] = len(record.get("added", []))
+    stats = WriteStats.from_json(record["counts"])
+    out["output_docs"] = sum(v[0] for v in stats.kept.values())
+    out["input_docs"] = out["output_docs"] + sum(v[0] for v in stats.rejected.values())
     return out
 
 

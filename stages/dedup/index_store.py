@@ -91,7 +91,7 @@ def folders_of(root: str) -> tuple[list[IndexFolder], list[str]]:
     for name in names:
         if not name.startswith(("run=", "gen=")):
             continue
-        marker = store.read_json(store.path(name, DONE))
+        marker = _marker(store, name)
         if marker is not None:
             committed.append(IndexFolder(store, name, marker))
         elif name.startswith("gen="):
@@ -105,6 +105,21 @@ def folders_of(root: str) -> tuple[list[IndexFolder], list[str]]:
             live.append(f)
             held |= runs
     return sorted(live, key=lambda f: (float(f.marker.get("first_at", f.marker.get("at", 0))), f.name)), leftovers
+
+
+#: markers of merged folders already read: a merged folder's marker is written once and never changes
+_GEN_MARKERS: dict[str, dict] = {}
+
+
+def _marker(store: Storage, name: str) -> Optional[dict]:
+    """A folder's marker (a run's own may be rewritten when the run is; a merged folder's is final)."""
+    key = store.url(store.path(name, DONE))
+    if key in _GEN_MARKERS:
+        return _GEN_MARKERS[key]
+    marker = store.read_json(store.path(name, DONE))
+    if marker is not None and name.startswith("gen="):
+        _GEN_MARKERS[key] = marker
+    return marker
 
 
 def index_folders(paths: list[str], exclude: Optional[str] = None) -> list[IndexFolder]:
