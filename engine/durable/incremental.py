@@ -15,7 +15,7 @@ from typing import Optional
 
 from tokenmill.engine.config import Pipeline, ResolvedStage
 from tokenmill.engine.durable.lease import Lease
-from tokenmill.engine.durable.ledger import Ledger, RunFiles, run_prefix
+from tokenmill.engine.durable.ledger import Ledger, RunFiles, docs_of, run_prefix
 from tokenmill.engine.durable.manifest import MANIFEST, PARTS, file_counts, named_by
 from tokenmill.engine.io.listing import InputFile
 from tokenmill.engine.io.storage import Storage
@@ -108,14 +108,6 @@ class IncrementalRun:
         return {"run": self.run.number, "resumed": self.run.resumed, "input_files": len(self.run.files),
                 "changed_files": self.run.changed,
                 "runs": [{"run": r["run"], "input_files": len(r["files"]), "committed": r["committed"],
-                          "input_docs": _docs(r, "input"), "output_docs": _docs(r, "output"),
+                          "input_docs": docs_of(r)[0], "output_docs": docs_of(r)[1],
                           "files_added": r.get("files_added", len(r.get("added", [])))} for r in runs],
                 "totals": {k: whole[k] for k in ("input", "output", "languages", "reject_reasons")}}
-
-
-def _docs(record: dict, which: str) -> int:
-    if f"{which}_docs" in record:   # a run the ledger's summary holds
-        return record[f"{which}_docs"]
-    stats = WriteStats.from_json(record.get("counts") or {})
-    kept = sum(v[0] for v in stats.kept.values())
-    return kept if which == "output" else kept + sum(v[0] for v in stats.rejected.values())

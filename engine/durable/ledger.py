@@ -133,10 +133,17 @@ def _summarized(record: dict) -> dict:
         return record
     out = {k: v for k, v in record.items() if k not in ("added", "counts")}
     out["files_added"] = len(record.get("added", []))
-    stats = WriteStats.from_json(record["counts"])
-    out["output_docs"] = sum(v[0] for v in stats.kept.values())
-    out["input_docs"] = out["output_docs"] + sum(v[0] for v in stats.rejected.values())
+    out["input_docs"], out["output_docs"] = docs_of(record)
     return out
+
+
+def docs_of(record: dict) -> tuple[int, int]:
+    """(documents read, documents kept) of a run's record, full or as the summary keeps it."""
+    if "input_docs" in record:
+        return record["input_docs"], record["output_docs"]
+    stats = WriteStats.from_json(record.get("counts") or {})
+    kept = sum(v[0] for v in stats.kept.values())
+    return kept + sum(v[0] for v in stats.rejected.values()), kept
 
 
 def _file_rows(files: list[InputFile], stamps: dict[str, list]) -> list[dict]:

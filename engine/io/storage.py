@@ -153,10 +153,10 @@ class Storage:
 
     def list_parquet(self, folder: str) -> list[str]:
         """Relative paths of complete .parquet files under a folder (temporary and hidden names skipped)."""
-        rels = []
-        for full in self.find(folder):
-            name = full.rsplit("/", 1)[-1]
-            if name.endswith(".parquet") and not name.startswith((".", "_")) and ".tmp" not in name:
-                rels.append(self.rel(full, folder))
-        return sorted(rels)
+        return sorted(self.rel(full, folder) for full in self.find(folder) if complete_parquet(full))
 
+
+def complete_parquet(path: str) -> bool:
+    """Whether a listed path is a complete Parquet file (not a temporary, hidden or marker file)."""
+    name = path.rsplit("/", 1)[-1]
+    return name.endswith(".parquet") and not name.startswith((".", "_")) and ".tmp" not in name

@@ -21,7 +21,6 @@ root merges it (under its output's lease).
 """
 from __future__ import annotations
 
-import hashlib
 import time
 import uuid
 from collections.abc import Callable
@@ -33,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tokenmill.engine.global_ops import NODE_BITS
-from tokenmill.engine.io.storage import Storage
+from tokenmill.engine.io.storage import Storage, complete_parquet
 
 DONE = "_SUCCESS"
 RUN_COLUMN = "_run"
@@ -51,6 +50,7 @@ class IndexFolder:
     store: Storage   # the index root
     name: str        # run=<id> or gen=<level>-<token>
     marker: dict
+    listed: Optional[list[str]] = None   # its Parquet files, from the listing that found it
 
     @property
     def covers(self) -> list[tuple[str, str]]:
@@ -68,7 +68,10 @@ class IndexFolder:
         return self.store.url(self.store.path(self.name))
 
     def files(self) -> list[str]:
-        return [self.store.url(self.store.path(self.name, rel)) for rel in self.store.list_parquet(self.store.path(self.name))]
+        """URLs of its Parquet files (listed again only for a folder found otherwise than by a listing)."""
+        if self.listed is None:
+            self.listed = [self.store.path(self.name, rel) for rel in self.store.list_parquet(self.store.path(self.name))]
+        return [self.store.url(p) for p in self.listed]
 
 
 def run_folder(root: str, run: str) -> str:
@@ -86,14 +89,18 @@ def folders_of(root: str) -> tuple[list[IndexFolder], list[str]]:
     store = Storage(root)
     if not store.exists(store.root):
         return [], []
-    names = sorted({store.rel(p, store.root).split("/", 1)[0] for p in store.find(store.root)})
+    by_folder: dict[str, list[str]] = {}
+    for path in store.find(store.root):   # one listing: the folders and each one's files
+        files = by_folder.setdefault(store.rel(path, store.root).split("/", 1)[0], [])
+        if complete_parquet(path):
+            files.append(path)
     committed, leftovers = [], []
-    for name in names:
+    for name in sorted(by_folder):
         if not name.startswith(("run=", "gen=")):
             continue
         marker = _marker(store, name)
         if marker is not None:
-            committed.append(IndexFolder(store, name, marker))
+            committed.append(IndexFolder(store, name, marker, sorted(by_folder[name])))
         elif name.startswith("gen="):
             leftovers.append(name)
     live, held = [], set()
@@ -244,16 +251,13 @@ def shifted(table: pa.Table, node: Optional[int], run: int) -> pa.Table:
 
 
 def _with_bucket(table: pa.Table) -> pa.Table:
-    """Rows with an int64 to spread them over a merge's partitions (their band or key, else a hash of the id)."""
+    """Rows with an int64 to spread them over a merge's partitions: a band index's band, a key
+    index's key."""
     if "band" in table.column_names:
         return table.append_column(BUCKET, table["band"].cast(pa.int64()))
-    if "dedup_key" in table.column_names:
-        from .key_index import with_key_hash  # noqa: PLC0415 (key_index builds on this module)
+    from .key_index import with_key_hash  # noqa: PLC0415 (key_index builds on this module)
 
-        return with_key_hash(table, "dedup_key").rename_columns([*table.column_names, BUCKET])
-    ids = table["id"].cast(pa.string()).to_pylist()
-    buckets = np.frombuffer(b"".join(hashlib.blake2b(str(i).encode(), digest_size=8).digest() for i in ids), "<i8")
-    return table.append_column(BUCKET, pa.array(buckets, pa.int64()))
+    return with_key_hash(table, "dedup_key").rename_columns([*table.column_names, BUCKET])
 
 
 def _without_bucket(rows: Optional[pa.Table]) -> pa.Table:
