@@ -21,7 +21,7 @@ from pipeline_helpers import env_with_tests, kill_run_after_first_chunk, read_ma
 from tokenmill.engine.config import build_pipeline
 from tokenmill.engine.durable.lease import Lease
 from tokenmill.engine.durable.ledger import Ledger
-from tokenmill.engine.durable.manifest import manifest_files
+from tokenmill.engine.durable.manifest import manifest_files, part_names
 from tokenmill.engine.io.storage import Storage
 from tokenmill.engine.run import run_pipeline
 
@@ -86,11 +86,12 @@ def test_three_cron_runs_equal_one_run_over_all_input(engine, tmp_path, corpus):
     assert got_kept == want_kept
     assert got_rejected == want_rejected
     # each file processed once, by one run; earlier runs' output files untouched and still listed
-    runs = Ledger(Storage(str(inc))).runs()
+    runs = Ledger(Storage(str(inc))).records()
     taken = [f["path"] for r in runs for f in r["files"]]
     assert len(taken) == len(set(taken)) == SHARDS
     manifest = json.loads((inc / "_manifest.json").read_text())
-    assert manifest["parts"] == [f"_manifest/run-{n:06d}.json" for n in (1, 2, 3)]   # sharded: a part per run
+    assert manifest["part_runs"] == [[1, 3]]   # sharded: a part per run
+    assert part_names(manifest) == [f"_manifest/run-{n:06d}.json" for n in (1, 2, 3)]
     assert {f["path"] for f in manifest["files"]} == {f["path"] for f in runs[-1]["added"]}   # the last run's
     every = manifest_files(Storage(str(inc)), manifest)
     assert {f["path"] for r in runs for f in r["added"]} == {f["path"] for f in every}
@@ -107,7 +108,7 @@ def test_three_cron_runs_equal_one_run_over_all_input(engine, tmp_path, corpus):
     assert reports[-1]["global_steps"]["exact_dedup"]["indexed_runs"] == 2
     # a run with nothing new does nothing
     again = run_pipeline(build_pipeline(_config([seen_input], inc, incremental=True)), progress=False, engine=engine)
-    assert again.skipped and len(Ledger(Storage(str(inc))).runs()) == 3
+    assert again.skipped and len(Ledger(Storage(str(inc))).records()) == 3
 
 
 def _slow_local_run(cfg: Path, config: dict, cpus: int) -> tuple[list[str], dict]:
@@ -140,7 +141,7 @@ def test_killed_run_is_picked_up_without_taking_a_file_twice(tmp_path, corpus):
     assert "the files of run 1, which did not finish" in done.stdout + done.stderr
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    runs = Ledger(Storage(str(out))).runs()
+    runs = Ledger(Storage(str(out))).records()
     assert [len(r["files"]) for r in runs] == [4, 2]
     taken = [f["path"] for r in runs for f in r["files"]]
     assert len(set(taken)) == SHARDS == len(taken)
@@ -166,7 +167,7 @@ def test_two_runs_at_once_one_works_the_other_exits(tmp_path, corpus):
     assert third.returncode == 0, said[-3000:]
     assert "waiting up to 600 s" in said and "no new input files" in said
     assert not lease.holder()
-    runs = Ledger(Storage(str(out))).runs()
+    runs = Ledger(Storage(str(out))).records()
     assert len(runs) == 1 and len(runs[0]["files"]) == 2
 
 

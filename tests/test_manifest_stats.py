@@ -58,7 +58,7 @@ def test_manifest_entries_equal_a_recount_and_the_driver_reads_no_output_file(tm
 def test_a_run_killed_after_its_manifest_counts_its_files_once_when_it_is_finished(tmp_path, shared_data, monkeypatch):
     """The ledger record of run 2 cannot be written (the run stops after its sharded manifest);
     the next run finishes run 2: the index lists each part once and counts each file once."""
-    from tokenmill.engine.durable.manifest import manifest_files
+    from tokenmill.engine.durable.manifest import manifest_files, part_names
     from tokenmill.engine.io.storage import Storage
 
     (tmp_path / "in").mkdir()
@@ -85,14 +85,30 @@ def test_a_run_killed_after_its_manifest_counts_its_files_once_when_it_is_finish
     except PermissionError:
         pass
     killed = json.loads((out / "_manifest.json").read_text())
-    assert killed["parts"][-1] == "_manifest/run-000002.json"   # it got as far as its index
+    assert killed["part_runs"] == [[1, 2]]   # it got as far as its index
     result = run()
     assert result.report["incremental"]["run"] == 2 and result.report["incremental"]["resumed"]
     manifest = json.loads((out / "_manifest.json").read_text())
     every = manifest_files(Storage(str(out)), manifest)
-    assert manifest["parts"] == ["_manifest/run-000001.json", "_manifest/run-000002.json"]
+    assert manifest["part_runs"] == [[1, 2]]
+    assert part_names(manifest) == ["_manifest/run-000001.json", "_manifest/run-000002.json"]
     on_disk = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.parquet") if "_index" not in str(p))
     assert sorted(f["path"] for f in every) == on_disk
     for folder in ("data", "rejects"):
         assert manifest["file_counts"][folder] == sum(1 for f in every if f["path"].startswith(f"{folder}/"))
     assert result.report["files"] == {k: manifest["file_counts"].get(k, 0) for k in result.report["files"]}
+
+
+def test_the_index_of_a_sharded_manifest_names_its_parts_by_ranges():
+    """The index does not grow with the runs: ranges of run numbers, also read from an index of
+    the first kind (every part by name)."""
+    from tokenmill.engine.durable.manifest import is_sharded, part_names, part_runs, with_run
+
+    runs: list[list[int]] = []
+    for n in [*range(1, 1001), 1000, 1003]:
+        runs = with_run(runs, n)
+    assert runs == [[1, 1000], [1003, 1003]]
+    assert part_names({"part_runs": runs})[-2:] == ["_manifest/run-001000.json", "_manifest/run-001003.json"]
+    old = {"parts": ["_manifest/run-000001.json", "_manifest/run-000002.json", "_manifest/run-000004.json"]}
+    assert is_sharded(old) and part_runs(old) == [[1, 2], [4, 4]] and part_names(old) == old["parts"]
+    assert not is_sharded({"files": []})

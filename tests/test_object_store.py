@@ -18,6 +18,7 @@ import pytest
 from pipeline_helpers import make_pipeline, web_docs
 
 from tokenmill.engine.io.readers import list_input_files
+from tokenmill.engine.durable.manifest import part_names
 from tokenmill.engine.io.storage import Storage
 from tokenmill.engine.run import fingerprint, run_pipeline
 
@@ -234,7 +235,8 @@ def test_incremental_runs_on_the_object_store(ray_s3, s3, shared_data):
         assert res.report["incremental"]["run"] == i + 1 and res.report["incremental"]["input_files"] == 1
     s3.invalidate_cache()
     manifest = json.loads(s3.cat("incr-bucket/curated/_manifest.json"))
-    every = [f for part in manifest["parts"] for f in json.loads(s3.cat(f"incr-bucket/curated/{part}"))["files"]]
+    assert manifest["part_runs"] == [[1, 2]]
+    every = [f for part in part_names(manifest) for f in json.loads(s3.cat(f"incr-bucket/curated/{part}"))["files"]]
     names = [f["path"].rsplit("/", 1)[-1] for f in every]   # the sharded manifest: a part per run
     assert any(n.startswith("part-r000001-") for n in names) and any(n.startswith("part-r000002-") for n in names)
     assert sum(f["rows"] for f in every) == 40   # every document once, kept or rejected

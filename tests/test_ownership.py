@@ -118,3 +118,21 @@ def test_two_plain_runs_at_once_one_commits_the_other_waits_or_exits_75(tmp_path
     assert third.returncode == 0 and "waiting up to 300 s" in said and "already complete" in said, said[-2000:]
     assert output_rows(out) == output_rows(clean)
     assert json.loads((out / "_manifest.json").read_text())["complete"]
+
+
+def test_a_report_is_told_from_its_head(tmp_path):
+    """report.json/html of tokenmill are known from their first 64 KiB; a user's file of that
+    name, small or large, is foreign (read whole only when the head does not tell)."""
+    from tokenmill.engine.durable.ownership import Owned, foreign_files
+    from tokenmill.engine.io.storage import Storage
+
+    store = Storage(str(tmp_path))
+    (tmp_path / "report.json").write_text(json.dumps({"fingerprint": "abc", "stages": ["x" * 100] * 2000},
+                                                     indent=2, sort_keys=True))
+    (tmp_path / "report.html").write_text("<html><title>tokenmill report</title></html>")
+    assert foreign_files(store, Owned()) == []
+    (tmp_path / "report.json").write_text(json.dumps({"a_user_key": ["y" * 100] * 2000, "fingerprint": "late"}))
+    assert foreign_files(store, Owned()) == []   # the head does not tell; the whole file does
+    (tmp_path / "report.json").write_text(json.dumps({"mine": ["z" * 100] * 2000}))
+    (tmp_path / "report.html").write_text("<html>my own page</html>")
+    assert foreign_files(store, Owned()) == ["report.json", "report.html"]

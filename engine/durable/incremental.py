@@ -15,8 +15,8 @@ from typing import Optional
 
 from tokenmill.engine.config import Pipeline, ResolvedStage
 from tokenmill.engine.durable.lease import Lease
-from tokenmill.engine.durable.ledger import Ledger, RunFiles, docs_of, run_prefix
-from tokenmill.engine.durable.manifest import MANIFEST, PARTS, file_counts, named_by
+from tokenmill.engine.durable.ledger import Ledger, RunFiles, run_prefix
+from tokenmill.engine.durable.manifest import MANIFEST, file_counts, is_sharded, named_by, part_name, part_runs, with_run
 from tokenmill.engine.io.listing import InputFile
 from tokenmill.engine.io.storage import Storage
 from tokenmill.engine.report.stats import WriteStats
@@ -68,31 +68,31 @@ class IncrementalRun:
         return Pipeline(pipeline.config, stages, pipeline.languages, pipeline.source)
 
     @property
-    def part(self) -> str:
-        """This run's part of the sharded manifest (``_manifest/run-<n>.json``)."""
-        return f"run-{self.run.number:06d}"
+    def part(self) -> int:
+        """This run's part of the sharded manifest (``manifest.part_name``): its number."""
+        return self.run.number
 
     def earlier(self) -> dict:
         """What the manifest's index keeps of earlier runs: their parts and file counts. An output
         whose manifest lists every file (before manifests were sharded) gets a part per run from
         the ledger's record of the files each run added (nothing is read from the output)."""
         manifest = self.store.read_json(self.store.path(MANIFEST)) or {}
-        if "parts" in manifest:
-            return {"parts": manifest["parts"], "file_counts": manifest.get("file_counts", {})}
-        parts, files = [], []
-        for r in self.ledger.runs():
-            name = f"{PARTS}/run-{r['run']:06d}.json"
+        if is_sharded(manifest):
+            return {"part_runs": part_runs(manifest), "file_counts": manifest.get("file_counts", {})}
+        runs, files = [], []
+        for r in self.ledger.records():
+            name = part_name(r["run"])
             part = self.store.read_json(self.store.path(name))
             if part is None:
                 if "added" not in r:
                     raise RuntimeError(f"{self.store.url(self.store.path(name))}: run {r['run']}'s part of the "
-                                       "manifest is missing and the ledger's summary does not list its files")
+                                       "manifest is missing and the ledger's record does not list its files")
                 self.lease.check()
                 part = {"files": r["added"]}
                 self.store.write_json_atomic(self.store.path(name), part)
-            parts.append(name)
+            runs = with_run(runs, r["run"])
             files += part["files"]
-        return {"parts": parts, "file_counts": file_counts(files)}
+        return {"part_runs": runs, "file_counts": file_counts(files)}
 
     def commit(self, stats: WriteStats, manifest: dict) -> None:
         """The ledger record: from now on this run's files are never taken again."""
@@ -101,13 +101,10 @@ class IncrementalRun:
         self.ledger.commit(self.run, stats.to_json(), added)
 
     def report_section(self, pipeline, manifest: dict, build_report) -> dict:
-        """The run's number and files, and every committed run's counts with their totals."""
-        runs = self.ledger.runs()
-        total = self.ledger.totals()
-        whole = build_report(pipeline, manifest, total, [], {}, wall_seconds=0.0, phase_seconds={})
+        """The run's number and files, the last ``ledger.RECENT`` runs' counts, and totals over
+        every committed run (every run's record stays in the ledger)."""
+        history = self.ledger.history()
+        whole = build_report(pipeline, manifest, self.ledger.totals(), [], {}, wall_seconds=0.0, phase_seconds={})
         return {"run": self.run.number, "resumed": self.run.resumed, "input_files": len(self.run.files),
-                "changed_files": self.run.changed,
-                "runs": [{"run": r["run"], "input_files": len(r["files"]), "committed": r["committed"],
-                          "input_docs": docs_of(r)[0], "output_docs": docs_of(r)[1],
-                          "files_added": r.get("files_added", len(r.get("added", [])))} for r in runs],
+                "changed_files": self.run.changed, "run_count": history.count, "runs": history.recent,
                 "totals": {k: whole[k] for k in ("input", "output", "languages", "reject_reasons")}}

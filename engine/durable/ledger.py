@@ -7,17 +7,23 @@ picked up by the next one with exactly those files (so its finished phases are r
 files that arrived since wait for the run after. Only a run holding the output's lease
 (``lease.py``) writes here.
 
-Every ``SUMMARIZE_EVERY`` runs, ``OUT/_ledger/summary.json`` gathers every record so far (each
-run's input files and document counts; the list of files it added is in the manifest's parts, and
-its full counts are summed into the summary's ``totals``), so a run reads the summary and the few
-records after it, not one file per run ever committed; the records stay as they are.
+A run does not read one record per run ever committed. Every ``SUMMARIZE_EVERY`` runs the ledger
+writes ``seen-<n>.parquet`` (every input file a run took: path, stamp, run; a few bytes a file,
+compressed) and then ``summary.json``, which names it and holds what does not grow with history:
+the number of runs, every run's counts summed (``totals``) and the last ``RECENT`` runs' document
+counts (for the report). A run reads the summary, its seen-file table and the few records after
+it (``History``); the records stay as they are (``records()`` reads them all, for an audit).
 """
 from __future__ import annotations
 
+import io
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from tokenmill.engine.io.listing import InputFile
 from tokenmill.engine.io.storage import Storage
@@ -28,6 +34,9 @@ PENDING = "pending.json"
 SUMMARY = "summary.json"
 #: runs committed after the summary before it is written again
 SUMMARIZE_EVERY = 16
+#: runs whose document counts the summary (and so the report) keeps one by one
+RECENT = 32
+SEEN_SCHEMA = pa.schema([("path", pa.string()), ("stamp", pa.string()), ("run", pa.int64())])
 
 
 @dataclass
@@ -41,56 +50,87 @@ class RunFiles:
     stamps: dict[str, list]   # path -> (size, stamp) as this run took it (a resumed run: as recorded)
 
 
+@dataclass
+class History:
+    """What a run needs of every committed run, read once: none of it is a list of runs."""
+
+    last: int = 0                                  # the last committed run's number
+    count: int = 0                                 # committed runs
+    seen: dict[str, tuple] = field(default_factory=dict)   # path -> (stamp, run) of every file taken
+    recent: list[dict] = field(default_factory=list)   # the last RECENT runs (``brief``), oldest first
+    totals: dict = field(default_factory=dict)     # every committed run's counts, summed (WriteStats JSON)
+    through: int = 0                               # the last run the summary holds
+
+    def add(self, record: dict) -> None:
+        """A committed run's full record, after those already here."""
+        self.last, self.count = max(self.last, record["run"]), self.count + 1
+        for f in record["files"]:
+            self.seen[f["path"]] = (_stamp(f), record["run"])
+        self.recent = [*self.recent, brief(record)][-RECENT:]
+        total = WriteStats.from_json(self.totals)
+        total.merge(WriteStats.from_json(record.get("counts") or {}))
+        self.totals = total.to_json()
+
+
 class Ledger:
     def __init__(self, store: Storage):
         self.store = store
         self.folder = store.path(FOLDER)
-        self._runs: Optional[list[dict]] = None
-        self._summarized = 0   # the last run the summary holds
-        self._totals: dict = {}   # the summed counts of the runs the summary holds
-
-    def runs(self) -> list[dict]:
-        """Committed runs, oldest first, read once per run (only the run holding the lease adds
-        one). A record that cannot be read stops the run: going on without it would take its
-        files again."""
-        if self._runs is None:
-            self._runs = self._read_runs()
-        return self._runs
+        self._history: Optional[History] = None
 
     def _record_names(self) -> list[str]:
-        return sorted(p.rsplit("/", 1)[-1] for p in self.store.find(self.folder)
-                      if p.rsplit("/", 1)[-1].startswith("run-") and p.endswith(".json"))
+        return [n for n in self._names() if n.startswith("run-") and n.endswith(".json")]
+
+    def _names(self) -> list[str]:
+        return sorted(p.rsplit("/", 1)[-1] for p in self.store.find(self.folder))
 
     def has_runs(self) -> bool:
         """Whether any run committed here (a listing; no record is read)."""
         return bool(self._record_names())
 
-    def _read_runs(self) -> list[dict]:
-        summary = self.store.read_json(f"{self.folder}/{SUMMARY}") or {"through": 0, "runs": []}
-        self._summarized, self._totals = summary["through"], summary.get("totals", {})
-        names = [n for n in self._record_names() if int(n[len("run-"):-len(".json")]) > summary["through"]]
-        out = list(summary["runs"])
-        for name in names:
-            with self.store.open(f"{self.folder}/{name}", "rb") as fh:
-                out.append(json.loads(fh.read()))
-        return out
+    def history(self) -> History:
+        """Every committed run as a run needs it, read once per run (only the run holding the lease
+        adds one): the summary, its seen-file table and the records after it. A record that cannot
+        be read stops the run: going on without it would take its files again."""
+        if self._history is None:
+            self._history = self._read_history()
+        return self._history
+
+    def _read_history(self) -> History:
+        summary = self.store.read_json(f"{self.folder}/{SUMMARY}") or {}
+        history = _from_summary(summary, self._read_seen(summary.get("seen")))
+        for name in self._record_names():
+            if _number(name) > history.through:
+                history.add(self._read_record(name))
+        return history
+
+    def _read_seen(self, name: Optional[str]) -> dict[str, tuple]:
+        if not name:
+            return {}
+        with self.store.open(f"{self.folder}/{name}", "rb") as fh:
+            table = pq.read_table(io.BytesIO(fh.read()))
+        return {p: (json.loads(st), r) for p, st, r in zip(*(table[c].to_pylist() for c in ("path", "stamp", "run")))}
+
+    def _read_record(self, name: str) -> dict:
+        with self.store.open(f"{self.folder}/{name}", "rb") as fh:
+            return json.loads(fh.read())
+
+    def records(self) -> list[dict]:
+        """Every committed run's full record, oldest first: one read per run ever committed (for an
+        audit, or to rebuild what the summary does not keep; a run itself reads ``history()``)."""
+        return [self._read_record(n) for n in self._record_names()]
 
     def totals(self) -> WriteStats:
         """The counts of every committed run, summed."""
-        runs = self.runs()   # reads the summary's totals too
-        total = WriteStats.from_json(self._totals)
-        for r in runs:
-            if "counts" in r:   # a record the summary does not hold
-                total.merge(WriteStats.from_json(r["counts"]))
-        return total
+        return WriteStats.from_json(self.history().totals)
 
     def pending(self) -> Optional[dict]:
         return self.store.read_json(f"{self.folder}/{PENDING}")
 
     def take(self, files: list[InputFile], stamps: list[list]) -> RunFiles:
         """The files this run processes: a killed run's, else every file no committed run took."""
-        runs = self.runs()
-        number = max((r["run"] for r in runs), default=0) + 1
+        history = self.history()
+        number = history.last + 1
         now = {f.path: list(st) for f, st in zip(files, stamps)}
         pending = self.pending()
         if pending and pending.get("run") == number and pending.get("files"):
@@ -99,9 +139,9 @@ class Ledger:
             taken = [known.get(p["path"]) or InputFile(p["path"], p["source"], p["format"]) for p in rows]
             changed = [p["path"] for p in rows if p["path"] in now and now[p["path"]] != _stamp(p)]
             return RunFiles(number, taken, True, changed, {p["path"]: _stamp(p) for p in rows})
-        done = {f["path"]: f for r in runs for f in r["files"]}
+        done = history.seen
         new = [f for f in files if f.path not in done]
-        changed = [f.path for f in files if f.path in done and _stamp(done[f.path]) != now[f.path]]
+        changed = [f.path for f in files if f.path in done and done[f.path][0] != now[f.path]]
         return RunFiles(number, new, False, changed, {f.path: now[f.path] for f in new})
 
     def start(self, run: RunFiles) -> None:
@@ -114,36 +154,63 @@ class Ledger:
         """The run's record (``added``: the manifest entries of the files it wrote)."""
         record = {"run": run.number, "committed": time.time(), "files": _file_rows(run.files, run.stamps),
                   "counts": counts, "added": added}
+        history = self.history()
         self.store.write_json_atomic(f"{self.folder}/run-{run.number:06d}.json", record)
         self.store.rm(f"{self.folder}/{PENDING}")
-        self._runs = [r for r in self.runs() if r["run"] != run.number] + [record]
-        if run.number - self._summarized >= SUMMARIZE_EVERY:
-            totals = self.totals().to_json()
-            self.store.write_json_atomic(f"{self.folder}/{SUMMARY}", {
-                "through": run.number, "runs": [_summarized(r) for r in self._runs], "totals": totals})
-            self._summarized, self._totals = run.number, totals
-            self._runs = [_summarized(r) for r in self._runs]
+        history.add(record)
+        if run.number - history.through >= SUMMARIZE_EVERY:
+            self._summarize(history)
         return record
 
+    def _summarize(self, history: History) -> None:
+        """The seen-file table, then the summary naming it (the atomic step), then older tables."""
+        name = f"seen-{history.last:06d}.parquet"
+        rows = sorted(history.seen.items())
+        table = pa.table({"path": [p for p, _ in rows], "stamp": [json.dumps(st) for _, (st, _) in rows],
+                          "run": [r for _, (_, r) in rows]}, schema=SEEN_SCHEMA)
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        self.store.write_bytes_atomic(f"{self.folder}/{name}", sink.getvalue().to_pybytes())
+        self.store.write_json_atomic(f"{self.folder}/{SUMMARY}", {
+            "version": 2, "through": history.last, "count": history.count, "seen": name,
+            "recent": history.recent, "totals": history.totals})
+        history.through = history.last
+        for old in self._names():
+            if old.startswith("seen-") and old != name:
+                self.store.rm(f"{self.folder}/{old}")
 
-def _summarized(record: dict) -> dict:
-    """A run's record as the summary keeps it: the number of files it added and of documents it
-    read and kept, not their lists and full counts."""
-    if "counts" not in record:
-        return record
-    out = {k: v for k, v in record.items() if k not in ("added", "counts")}
-    out["files_added"] = len(record.get("added", []))
-    out["input_docs"], out["output_docs"] = docs_of(record)
-    return out
+
+def _number(name: str) -> int:
+    return int(name[len("run-"):-len(".json")])
 
 
-def docs_of(record: dict) -> tuple[int, int]:
-    """(documents read, documents kept) of a run's record, full or as the summary keeps it."""
-    if "input_docs" in record:
-        return record["input_docs"], record["output_docs"]
-    stats = WriteStats.from_json(record.get("counts") or {})
-    kept = sum(v[0] for v in stats.kept.values())
-    return kept + sum(v[0] for v in stats.rejected.values()), kept
+def _from_summary(summary: dict, seen: dict[str, tuple]) -> History:
+    """The history a summary holds; a summary of the first kind (every run's record, files and
+    all) is read as it is."""
+    if "runs" not in summary:
+        return History(summary.get("through", 0), summary.get("count", 0), seen, summary.get("recent", []),
+                       summary.get("totals", {}), summary.get("through", 0))
+    history = History(through=summary.get("through", 0))
+    for r in summary["runs"]:
+        history.add({**r, "counts": r.get("counts", {})} if "totals" not in summary else r)
+    if "totals" in summary:   # slim records: their counts are summed there
+        history.totals = summary["totals"]
+    return history
+
+
+def brief(record: dict) -> dict:
+    """What the summary and the report keep of a run: its number, when it committed, and how many
+    input files, documents read and kept, and files added it had."""
+    if "input_docs" not in record:
+        stats = WriteStats.from_json(record["counts"] or {})
+        kept = sum(v[0] for v in stats.kept.values())
+        docs = (kept + sum(v[0] for v in stats.rejected.values()), kept)
+        added = len(record.get("added", []))
+    else:   # a record as the first kind of summary kept it
+        docs, added = (record["input_docs"], record["output_docs"]), record.get("files_added", 0)
+    files = record["files"] if isinstance(record.get("files"), int) else len(record.get("files", []))
+    return {"run": record["run"], "committed": record["committed"], "input_files": files,
+            "input_docs": docs[0], "output_docs": docs[1], "files_added": added}
 
 
 def _file_rows(files: list[InputFile], stamps: dict[str, list]) -> list[dict]:

@@ -8,9 +8,11 @@ atomically first, then files are moved (by a bounded pool of threads), then the 
 written, then the files it supersedes are removed; a killed commit is finished by the next run.
 
 An incremental output's manifest is sharded, so a run writes only what it added: each run's files
-go to ``_manifest/run-<n>.json`` (a part), and ``_manifest.json`` is an index naming every part,
-with this run's files and the number of files per folder over all runs. ``manifest_files`` reads
-every file of either kind.
+go to ``_manifest/run-<n>.json`` (a part), and ``_manifest.json`` is an index of a size that does
+not grow with the runs: the runs that have a part (``part_runs``, ranges of run numbers: ``[[1,
+1000]]``), this run's files and the number of files per folder over all runs. ``part_names``
+names the parts (also of an index that listed them one by one, ``parts``); ``manifest_files``
+reads every file of either kind of manifest.
 """
 from __future__ import annotations
 
@@ -61,7 +63,7 @@ def describe_files(store: Storage, folder: str, rel_paths: list[str]) -> list[di
 def commit(store: Storage, staged: str, plan_path: str, fingerprint: str, extra: dict,
            folders: tuple[str, ...] = OUTPUT_FOLDERS, keep: tuple[dict, ...] = (),
            owned: Optional[set[str]] = None, check: Optional[Callable[[], None]] = None,
-           written: Optional[list[dict]] = None, part: Optional[str] = None, earlier: Optional[dict] = None) -> dict:
+           written: Optional[list[dict]] = None, part: Optional[int] = None, earlier: Optional[dict] = None) -> dict:
     """Move staged files into place and write the manifest; idempotent if interrupted, and safe
     when any single storage call fails (a failed read raises, it is never taken for "not there").
     ``folders``: the output folders (``data``, ``rejects``, ``synthetic``...); ``keep``: manifest
@@ -70,8 +72,8 @@ def commit(store: Storage, staged: str, plan_path: str, fingerprint: str, extra:
     this pipeline, or every one with ``--force``); ``check``: called before each step that changes
     the output (the lease's ``check``); ``written``: the staged files as their writers described
     them (path under ``staged``, rows, bytes, sha256); without it they are read back (old work).
-    ``part`` (an incremental run): this run's files go to ``_manifest/<part>.json`` and the manifest
-    is the index of ``earlier["parts"]`` and this one (``earlier["file_counts"]``: theirs).
+    ``part`` (an incremental run's number): this run's files go to its part (``part_name``) and the
+    manifest is the index of ``earlier["part_runs"]`` and this one (``earlier["file_counts"]``: theirs).
 
     Order: the plan (what moves where, and which earlier files go) is written first; files are
     moved; the manifest is written, naming the files that go as ``superseded``; only then are they
@@ -88,14 +90,14 @@ def commit(store: Storage, staged: str, plan_path: str, fingerprint: str, extra:
     manifest = {"fingerprint": fingerprint, "complete": True, "files": [*keep, *plan["files"]],
                 "superseded": plan.get("remove", []), "committed": time.time(), **extra}
     if part is not None:
-        name = f"{PARTS}/{part}.json"
+        name = part_name(part)
         earlier = earlier or {}
-        counts = earlier.get("file_counts", {})
-        if name in earlier.get("parts", []):   # a killed attempt of this run got as far as its index
+        runs, counts = earlier.get("part_runs", []), earlier.get("file_counts", {})
+        if any(a <= part <= b for a, b in runs):   # a killed attempt of this run got as far as its index
             before = store.read_json(store.path(name)) or {}
             counts = _add_counts(counts, file_counts(before.get("files", [])), sign=-1)
         store.write_json_atomic(store.path(name), {"fingerprint": fingerprint, "files": plan["files"]})
-        manifest["parts"] = [*[p for p in earlier.get("parts", []) if p != name], name]
+        manifest["part_runs"] = with_run(runs, part)
         manifest["file_counts"] = _add_counts(counts, file_counts(plan["files"]))
     store.write_json_atomic(f"{root}/{MANIFEST}", manifest)
     remove_superseded(store, manifest)
@@ -146,12 +148,46 @@ def _add_counts(a: dict[str, int], b: dict[str, int], sign: int = 1) -> dict[str
     return {k: a.get(k, 0) + sign * b.get(k, 0) for k in sorted(set(a) | set(b))}
 
 
+def part_name(run: int) -> str:
+    """Run ``run``'s part of a sharded manifest."""
+    return f"{PARTS}/run-{run:06d}.json"
+
+
+def is_sharded(manifest: dict) -> bool:
+    """Whether a manifest is the index of a sharded (incremental) one."""
+    return "part_runs" in manifest or "parts" in manifest
+
+
+def part_runs(manifest: dict) -> list[list[int]]:
+    """The runs that have a part, as ranges ``[first, last]`` (also of an index naming every part)."""
+    if "part_runs" in manifest:
+        return [list(r) for r in manifest["part_runs"]]
+    runs: list[list[int]] = []
+    for name in manifest.get("parts", []):
+        runs = with_run(runs, int(name.rsplit("-", 1)[-1][:-len(".json")]))
+    return runs
+
+
+def with_run(runs: list[list[int]], run: int) -> list[list[int]]:
+    """Ranges of run numbers with ``run`` in them (runs are added in order; a gap starts a range)."""
+    if any(a <= run <= b for a, b in runs):
+        return [list(r) for r in runs]
+    if runs and runs[-1][1] == run - 1:
+        return [*[list(r) for r in runs[:-1]], [runs[-1][0], run]]
+    return sorted([*[list(r) for r in runs], [run, run]])
+
+
+def part_names(manifest: dict) -> list[str]:
+    """Every part of a sharded manifest, in run order."""
+    return [part_name(n) for a, b in part_runs(manifest) for n in range(a, b + 1)]
+
+
 def manifest_files(store: Storage, manifest: dict) -> list[dict]:
     """Every file a manifest lists: its own, or, for a sharded one, every part's (one read each)."""
-    if "parts" not in manifest:
+    if not is_sharded(manifest):
         return list(manifest.get("files", []))
     out = []
-    for name in manifest["parts"]:
+    for name in part_names(manifest):
         part = store.read_json(store.path(name))
         if part is None:
             raise RuntimeError(f"{store.url(store.path(name))}: a manifest part the manifest names is missing")

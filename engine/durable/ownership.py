@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 
 from tokenmill.engine.durable.ledger import Ledger
-from tokenmill.engine.durable.manifest import MANIFEST
+from tokenmill.engine.durable.manifest import MANIFEST, is_sharded
 from tokenmill.engine.io.storage import Storage
 
 WORK = "_work"
@@ -63,7 +63,7 @@ def owned_files(store: Storage, manifest: dict, folders: tuple[str, ...]) -> Own
             rel = f"{sub}/{store.rel(path, store.path(sub))}"
             if ".tmp" not in rel:
                 owned.present.add(rel)
-    if "parts" in manifest:   # a sharded (incremental) manifest: every run's files carry its number
+    if is_sharded(manifest):   # a sharded (incremental) manifest: every run's files carry its number
         owned.files.update(p for p in owned.present if RUN_FILE.match(p.rsplit("/", 1)[-1]))
     return owned
 
@@ -80,10 +80,15 @@ def foreign_files(store: Storage, owned: Owned) -> list[str]:
 
 
 def _written_by_tokenmill(store: Storage, path: str) -> bool:
-    if path.endswith(".json"):
-        return bool((store.read_json(path) or {}).get("fingerprint"))   # the run's, in every report
+    """Whether a report is tokenmill's, from its first 64 KiB (the whole report.json only when
+    its run's fingerprint, near the top of its sorted keys, is not there)."""
     with store.open(path, "rb") as fh:
-        return b"tokenmill" in fh.read(1 << 16)
+        head = fh.read(1 << 16)
+    if not path.endswith(".json"):
+        return b"tokenmill" in head
+    if b'"fingerprint": "' in head:
+        return True
+    return bool((store.read_json(path) or {}).get("fingerprint"))   # the run's, in every report
 
 
 def check_output(store: Storage, name: str, incremental: bool, folders: tuple[str, ...],

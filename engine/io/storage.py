@@ -129,11 +129,16 @@ class Storage:
         retry(self._write_once, tmp, text)
         self.mv(tmp, path)
 
-    def _write_once(self, path: str, text: str) -> None:
+    def _write_once(self, path: str, body, mode: str = "w") -> None:
         if self.local:
             self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        with self.fs.open(path, "w") as fh:
-            fh.write(text)
+        with self.fs.open(path, mode) as fh:
+            fh.write(body)
+
+    def write_bytes_atomic(self, path: str, data: bytes) -> None:
+        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+        retry(self._write_once, tmp, data, "wb")
+        self.mv(tmp, path)
 
     def write_json_atomic(self, path: str, obj: Any) -> None:
         self.write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str))

@@ -190,16 +190,18 @@ in {report['wall_seconds']:.1f} s. Fingerprint <code>{report['fingerprint'][:12]
 
 
 def _incremental_html(inc: dict | None, unit: str) -> str:
-    """An incremental run's number and every run's counts with the running totals."""
+    """An incremental run's number, the last runs' counts and totals over every run."""
     if not inc:
         return ""
+    count = inc.get("run_count", len(inc["runs"]))
+    shown = f" (the last {len(inc['runs'])})" if count > len(inc["runs"]) else ""
     rows = "".join(f"<tr><td>{r['run']}</td><td>{r['input_files']:,}</td><td>{r['input_docs']:,}</td>"
                    f"<td>{r['output_docs']:,}</td><td>{r['files_added']:,}</td></tr>" for r in inc["runs"])
     t = inc["totals"]
     return (f"<h2>Incremental: run {inc['run']}{' (finishing a killed run)' if inc['resumed'] else ''}</h2>"
-            f"<p>This run took {inc['input_files']:,} input file(s). Over all {len(inc['runs'])} run(s): "
+            f"<p>This run took {inc['input_files']:,} input file(s). Over all {count:,} run(s): "
             f"{t['input']['docs']:,} documents ({t['input'][unit]:,} {unit}) in, {t['output']['docs']:,} "
-            f"({t['output'][unit]:,} {unit}) kept.</p><table><tr><th>run</th><th>input files</th><th>docs in</th>"
+            f"({t['output'][unit]:,} {unit}) kept.</p><h3>Runs{shown}</h3><table><tr><th>run</th><th>input files</th><th>docs in</th>"
             f"<th>docs kept</th><th>files added</th></tr>{rows}</table>")
 
 
@@ -221,7 +223,7 @@ def print_summary(report: dict, out: str, stream=None, logs: str | None = None) 
     inc = report.get("incremental")
     if inc:
         t = inc["totals"]
-        w(f"incremental run {inc['run']}: {inc['input_files']:,} input file(s); over {len(inc['runs'])} runs "
+        w(f"incremental run {inc['run']}: {inc['input_files']:,} input file(s); over {inc.get('run_count', len(inc['runs'])):,} runs "
           f"{t['input']['docs']:,} docs in, {t['output']['docs']:,} kept\n")
     w(f"output: {out}/data/language=*/  rejects: {out}/rejects/  report: {out}/report.html\n")
     if logs:
