@@ -79,6 +79,8 @@ def test_run_after_135_indexed_runs_reads_few_folders_and_rejects_copies_of_the_
         live, leftovers = folders_of(str(out / "_index" / stage))
         assert sum(len(f.covers) for f in live) == HISTORY + 1 and not leftovers
         assert len(live) <= 3 * (index_store.FANOUT - 1)   # log_8(135) levels, at most 7 folders each
+        merged = [f for f in live if f.level > 0]
+        assert merged and all(len(f.files()) == 1 for f in merged)   # a small index merges into one file
     _write_docs(landing / "night-0002.jsonl", [
         ("copy-of-first", texts[0]), ("near-first", _near_copy(texts[1])),
         ("copy-of-latest", texts[2 + HISTORY - 1]), ("near-oldest-history", _near_copy(texts[2])),

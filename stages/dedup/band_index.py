@@ -1,8 +1,9 @@
 """The band index that makes MinHash dedup incremental across runs.
 
 ``index.write: PATH`` stores, for every document a run kept, its band keys and id:
-``PATH/run=<run id>/range=<r>/*.parquet`` (rows: band, the run's node id, id; ``r`` = the band
-key's top 4 bits), committed by a ``_SUCCESS`` marker; earlier runs' folders are merged into
+``PATH/run=<run id>/*.parquet`` (rows: band, the run's node id, id; a few files a run, one per
+partition of its shuffle; folders of earlier versions also have ``range=<r>/`` sub-folders, read
+the same), committed by a ``_SUCCESS`` marker; earlier runs' folders are merged into
 compacted generations as they accumulate (``index_store.py``), so a run reads a number of folders
 logarithmic in the runs. A run that reads indexes has the runs they cover in its fingerprint
 (``index_state``): when an index gains or rewrites a run, the reader's run is redone.
@@ -27,7 +28,7 @@ from tokenmill.engine.global_ops import NODE_BITS
 from .components import band_rows
 from .index_store import without_run
 
-INDEX_ROWS = pa.schema([("band", pa.int64()), ("node", pa.int64()), ("id", pa.string()), ("range", pa.int32())])
+INDEX_ROWS = pa.schema([("band", pa.int64()), ("node", pa.int64()), ("id", pa.string())])
 
 
 class IndexParams(BaseModel):
@@ -60,12 +61,10 @@ def indexed_rows(table: pa.Table, run_no: int, own: Optional[int] = None) -> pa.
 
 
 def keep_rows(keys: Optional[pa.Table], decisions: Optional[pa.Table]) -> pa.Table:
-    """Band rows (band, id, range) of this run's documents that were not rejected as duplicates."""
+    """Band rows (band, node, id) of this run's documents that were not rejected as duplicates."""
     if keys is None or keys.num_rows == 0:
         return INDEX_ROWS.empty_table()
     if decisions is not None and decisions.num_rows:
         gone = decisions.filter(pc.is_valid(decisions["reject_reason"]))["node"]
         keys = keys.filter(pc.invert(pc.is_in(keys["node"], gone)))
-    rows = band_rows(keys, "minhash_bands", ["node", "id"])
-    band_range = (rows["band"].to_numpy().view(np.uint64) >> np.uint64(60)).astype(np.int32)
-    return rows.append_column("range", pa.array(band_range, pa.int32())).select(INDEX_ROWS.names).cast(INDEX_ROWS)
+    return band_rows(keys, "minhash_bands", ["node", "id"]).select(INDEX_ROWS.names).cast(INDEX_ROWS)

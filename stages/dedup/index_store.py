@@ -39,6 +39,8 @@ RUN_COLUMN = "_run"
 BUCKET = "_bucket"
 #: folders of one level merged into one of the next: at most FANOUT - 1 per level are read
 FANOUT = 8
+#: bytes of source files per file of a merged folder (a small index merges into one file)
+MERGED_FILE_BYTES = 128 << 20
 #: folders one run may read at once (their ordinal tags node ids above NODE_BITS)
 MAX_FOLDERS = (1 << (63 - NODE_BITS)) - 1
 
@@ -51,6 +53,7 @@ class IndexFolder:
     name: str        # run=<id> or gen=<level>-<token>
     marker: dict
     listed: Optional[list[str]] = None   # its Parquet files, from the listing that found it
+    bytes: int = 0                       # their size, from that listing
 
     @property
     def covers(self) -> list[tuple[str, str]]:
@@ -90,7 +93,8 @@ def folders_of(root: str) -> tuple[list[IndexFolder], list[str]]:
     if not store.exists(store.root):
         return [], []
     by_folder: dict[str, list[str]] = {}
-    for path in store.find(store.root):   # one listing: the folders and each one's files
+    sizes = store.find_sizes(store.root)   # one listing: the folders and each one's files
+    for path in sorted(sizes):
         files = by_folder.setdefault(store.rel(path, store.root).split("/", 1)[0], [])
         if complete_parquet(path):
             files.append(path)
@@ -100,7 +104,8 @@ def folders_of(root: str) -> tuple[list[IndexFolder], list[str]]:
             continue
         marker = _marker(store, name)
         if marker is not None:
-            committed.append(IndexFolder(store, name, marker, sorted(by_folder[name])))
+            committed.append(IndexFolder(store, name, marker, sorted(by_folder[name]),
+                                         sum(sizes[p] for p in by_folder[name])))
         elif name.startswith("gen="):
             leftovers.append(name)
     live, held = [], set()
@@ -223,8 +228,9 @@ def _merge(ops, store: Storage, group: list[IndexFolder], spans: Optional[list[i
     parts = [ops.map(ops.read_parquet(files), shifted, node=node_offsets[i] if nodes else None, run=run_offsets[i])
              for i, f in enumerate(group) if (files := f.files())]
     out = store.path(name)
-    if parts:   # one shuffle: a few files per merged folder, not one per source file
-        keyed = ops.map(ops.union(parts), _with_bucket)
+    if parts:   # one shuffle into one file per MERGED_FILE_BYTES of sources, not one per source file
+        files = max(1, -(-sum(f.bytes for f in group) // MERGED_FILE_BYTES))
+        keyed = ops.map(ops.union(parts), _with_bucket, files=files)
         ops.write_parquet(ops.partition_map([keyed], BUCKET, _without_bucket), store.url(out))
     store.makedirs(out)
     marker = {"covers": [list(c) for f in group for c in f.covers], "level": level,
@@ -250,14 +256,17 @@ def shifted(table: pa.Table, node: Optional[int], run: int) -> pa.Table:
     return table.append_column(RUN_COLUMN, pa.array(runs + np.int32(run), pa.int32()))
 
 
-def _with_bucket(table: pa.Table) -> pa.Table:
-    """Rows with an int64 to spread them over a merge's partitions: a band index's band, a key
-    index's key."""
+def _with_bucket(table: pa.Table, files: int) -> pa.Table:
+    """Rows with an int64 that spreads them over ``files`` partitions of a merge: a band index's
+    band, a key index's key hash, modulo ``files``."""
     if "band" in table.column_names:
-        return table.append_column(BUCKET, table["band"].cast(pa.int64()))
-    from .key_index import with_key_hash  # noqa: PLC0415 (key_index builds on this module)
+        spread = table["band"].cast(pa.int64())
+    else:
+        from .key_index import with_key_hash  # noqa: PLC0415 (key_index builds on this module)
 
-    return with_key_hash(table, "dedup_key").rename_columns([*table.column_names, BUCKET])
+        spread = with_key_hash(table, "dedup_key").column(table.num_columns)
+    values = spread.to_numpy(zero_copy_only=False).astype(np.int64).view(np.uint64) % np.uint64(files)
+    return table.append_column(BUCKET, pa.array(values.astype(np.int64), pa.int64()))
 
 
 def _without_bucket(rows: Optional[pa.Table]) -> pa.Table:

@@ -216,7 +216,7 @@ class MinHashDedup(GlobalStage):
         store.rm(store.root)
         rows = ops.partition_map([ops.map(keys, _select, columns=["node", "id", BANDS_COLUMN]), decisions], "node",
                                  keep_rows)
-        ops.write_parquet(rows, folder, ["range"])
+        ops.write_parquet(rows, folder)
         commit_marker(store)
 
 
