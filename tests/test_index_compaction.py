@@ -8,6 +8,7 @@ incremental run."""
 from __future__ import annotations
 
 import json
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from tokenmill.engine.config import build_pipeline
 from tokenmill.engine.executors.common import key_columns
 from tokenmill.engine.executors.local.ops import LocalDatasetOps
 from tokenmill.engine.global_ops import node_ids
+from tokenmill.engine.io.storage import Storage
 from tokenmill.engine.run import run_pipeline
 from tokenmill.stages.dedup import index_store
 from tokenmill.stages.dedup.index_store import compact, folders_of, index_folders, index_state
@@ -77,7 +79,7 @@ def test_run_after_135_indexed_runs_reads_few_folders_and_rejects_copies_of_the_
             _index_run(pipeline, out, f"h{n:06d}", [(f"hist-{n}", texts[2 + n])], pool)
     for stage in ("exact_dedup", "minhash_dedup"):
         live, leftovers = folders_of(str(out / "_index" / stage))
-        assert sum(len(f.covers) for f in live) == HISTORY + 1 and not leftovers
+        assert sum(f.count for f in live) == HISTORY + 1 and not leftovers
         assert len(live) <= 3 * (index_store.FANOUT - 1)   # log_8(135) levels, at most 7 folders each
         merged = [f for f in live if f.level > 0]
         assert merged and all(len(f.files()) == 1 for f in merged)   # a small index merges into one file
@@ -118,10 +120,16 @@ def test_compacted_indexes_give_the_decisions_of_reading_every_run(tmp_path, tex
         landing, out = tmp_path / f"in-{fanout}", tmp_path / f"out-{fanout}"
         _write_docs(landing / "night.jsonl", arrivals)
         pipeline = build_pipeline(_config(landing, out))
+        root = str(out / "_index" / "minhash_dedup")
         with ThreadPoolExecutor(2) as pool:
             for n, docs in enumerate(history):
+                before = index_state([root])
                 _index_run(pipeline, out, f"h{n:06d}", docs, pool)
-        states.append([run for _, run, _ in index_state([str(out / "_index" / "minhash_dedup")])])
+                # merges (of earlier folders, during this run) keep the digest: it grew by this run's own only
+                (own,) = [f for f in folders_of(root)[0] if f.name == f"run=h{n:06d}"]
+                count, digest = (before[0][1], int(before[0][2], 16)) if before else (0, 0)
+                assert index_state([root]) == [[root, count + 1, f"{(digest + own.digest) % index_store.DIGEST_MOD:032x}"]]
+        states.append(sorted(r for f in folders_of(root)[0] for r in f.runs))
         result = run_pipeline(build_pipeline(_config(landing, out)), progress=False)
         outcomes.append(_decisions(out))
         folders = result.report["global_steps"]["minhash_dedup"]["index_folders"]
@@ -191,7 +199,10 @@ def test_a_run_never_reads_its_own_rows_from_a_merged_folder(tmp_path):
     assert position == 3 and rows.num_rows == index_store.FANOUT
     assert sorted(left["id"].to_pylist()) == sorted(f"doc-{n}" for n in range(index_store.FANOUT) if n != 3)
     assert pc.min(rows[index_store.RUN_COLUMN]).as_py() == 0
-    assert len(index_state([str(root)], exclude="r000003")) == index_store.FANOUT - 1
+    # the run's fingerprint state keeps the merged folder whole (re-committing its own folder does
+    # not change it); what it reads and reports leaves its own rows out
+    assert index_state([str(root)], exclude="r000003")[0][1] == index_store.FANOUT
+    assert index_store.index_figures([merged], "r000003")["indexed_runs"] == index_store.FANOUT - 1
 
 
 @pytest.mark.slow
@@ -255,3 +266,38 @@ def test_a_run_that_lost_its_lease_changes_no_index_folder(tmp_path):
             compact(ops, str(root))
         assert sorted(p.name for p in root.iterdir()) == before
         assert _indexed_ids(root, pool) == sorted(f"doc-{n}" for n in range(index_store.FANOUT))
+
+
+def test_a_merged_folder_of_the_first_kind_is_read_and_merged_again(tmp_path, monkeypatch):
+    """Markers of the first kind listed every run with its token (``covers``): still read (a run
+    folder they cover is a leftover), and merged into a marker of the new kind."""
+    monkeypatch.setattr(index_store, "FANOUT", 2)
+    root = tmp_path / "index"
+    with ThreadPoolExecutor(2) as pool:
+        _key_folders(root, 2, pool)
+        tokens = {f.name: f.token for f in folders_of(str(root))[0]}
+        shutil.copytree(root / "run=r000000", tmp_path / "aside")
+        compact(LocalDatasetOps(2, pool, run_id="x"), str(root))
+        shutil.copytree(tmp_path / "aside", root / "run=r000000")   # a source the merge had not removed yet
+        (gen,) = [p for p in root.iterdir() if p.name.startswith("gen=")]
+        marker = json.loads((gen / "_SUCCESS").read_text())
+        old = {k: v for k, v in marker.items() if k not in ("sources", "runs", "count", "digest")}
+        old["covers"] = [[name, tokens[name]] for name in ("run=r000000", "run=r000001")]
+        (gen / "_SUCCESS").write_text(json.dumps(old))
+        index_store._GEN_MARKERS.clear()
+        live, leftovers = folders_of(str(root))
+        assert [f.name for f in live] == [gen.name] and leftovers == ["run=r000000"]
+        assert live[0].count == 2 and live[0].runs == ["run=r000000", "run=r000001"]
+        assert index_state([str(root)]) == [[str(root), 2, f"{live[0].digest:032x}"]]
+        for n in (2, 3):   # two more runs: merged (level 1), then merged with the old folder (level 2)
+            folder = index_store.run_folder(str(root), f"r{n:06d}")
+            LocalDatasetOps(2, pool, run_id="x").write_parquet(
+                [pa.table({"dedup_key": [f"{n:032x}"], "id": [f"doc-{n}"]})], folder)
+            index_store.commit_marker(Storage(folder))
+        digest = sum(f.digest for f in folders_of(str(root))[0]) % index_store.DIGEST_MOD
+        compact(LocalDatasetOps(2, pool, run_id="x"), str(root))
+        (top,), leftovers = folders_of(str(root))
+        assert not leftovers and top.level == 2 and "covers" not in top.marker
+        assert top.runs == [f"run=r{n:06d}" for n in range(4)] and top.marker["runs"] == [[0, 3]]
+        assert top.digest == digest and index_store.own_position(top, "r000002") == 2
+        assert _indexed_ids(root, pool) == [f"doc-{n}" for n in range(4)]

@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 from pipeline_helpers import make_pipeline, web_docs
 
-from tokenmill.engine.io.readers import list_input_files
 from tokenmill.engine.durable.manifest import part_names
+from tokenmill.engine.io.readers import list_input_files
 from tokenmill.engine.io.storage import Storage
 from tokenmill.engine.run import fingerprint, run_pipeline
 

@@ -16,7 +16,15 @@ from typing import Optional
 from tokenmill.engine.config import Pipeline, ResolvedStage
 from tokenmill.engine.durable.lease import Lease
 from tokenmill.engine.durable.ledger import Ledger, RunFiles, run_prefix
-from tokenmill.engine.durable.manifest import MANIFEST, file_counts, is_sharded, named_by, part_name, part_runs, with_run
+from tokenmill.engine.durable.manifest import (
+    MANIFEST,
+    file_counts,
+    is_sharded,
+    named_by,
+    part_name,
+    part_runs,
+    with_run,
+)
 from tokenmill.engine.io.listing import InputFile
 from tokenmill.engine.io.storage import Storage
 from tokenmill.engine.report.stats import WriteStats

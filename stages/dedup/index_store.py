@@ -2,9 +2,11 @@
 
 An index root (``index.write``) holds one folder per run that wrote to it, ``run=<run id>/``, and
 compacted generations, ``gen=<level>-<token>/``, each the rows of several earlier folders. A
-folder counts only once its ``_SUCCESS`` marker is written; the marker says which runs it covers
-(``covers``: each run's folder name and commit token), its ``level`` (0 for a run's own folder)
-and, for band indexes, ``span`` (its node ids are below it).
+folder counts only once its ``_SUCCESS`` marker is written (with a new ``committed`` token each
+time). A merged folder's marker does not grow with the runs it holds: the folders it merged
+(``sources``: name and token of each), the runs it covers by name (``runs``: ranges of run
+numbers), their number and ``digest`` (the sum of a hash of each run's name and token), its
+``level`` (0 for a run's own folder) and, for band indexes, ``span`` (its node ids are below it).
 
 Compaction keeps the number of folders a run reads logarithmic in the number of runs: whenever
 ``FANOUT`` folders of one level exist, the oldest of them are merged into one folder of the next
@@ -12,15 +14,18 @@ level (and so on up). A merge is crash-safe: the new folder is written, then its
 commit), and only then are the folders it covers removed; readers skip a folder whose runs a
 larger committed folder covers, and ignore a folder without a marker, so a killed merge leaves
 every run readable exactly once, and the next merge removes its leftovers. A merged folder's rows
-keep their run's identity: ``_run`` (the run's position in ``covers``) and, for band indexes,
+keep their run's identity: ``_run`` (the run's position in its ``runs``) and, for band indexes,
 node ids shifted past the folders before them, so every indexed document keeps a distinct id.
 
-What a run reads is named by the runs covered, not by folders, so a merge changes no fingerprint.
+What a run reads is named by the runs covered (their number and digest), not by folders, so a
+merge changes no fingerprint.
 Merges run on the executor (``DatasetOps``), like the dedup itself; only the writer of an index
 root merges it (under its output's lease).
 """
 from __future__ import annotations
 
+import hashlib
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -56,11 +61,39 @@ class IndexFolder:
     bytes: int = 0                       # their size, from that listing
 
     @property
-    def covers(self) -> list[tuple[str, str]]:
-        """(run folder name, commit token) of each run whose rows it holds, in order."""
+    def token(self) -> str:
+        return str(self.marker.get("committed"))
+
+    @property
+    def runs(self) -> list[str]:
+        """The folder name of each run whose rows it holds, in order (a run's own: itself)."""
+        if "runs" in self.marker:
+            return expand_runs(self.marker["runs"])
+        if "covers" in self.marker:   # a merged folder's marker of the first kind: every run and token
+            return [c[0] for c in self.marker["covers"]]
+        return [self.name]
+
+    @property
+    def count(self) -> int:
+        """How many runs it holds."""
+        if "count" in self.marker:
+            return int(self.marker["count"])
+        return len(self.marker["covers"]) if "covers" in self.marker else 1
+
+    @property
+    def digest(self) -> int:
+        """The sum (mod 2^128) of a hash of each run's name and commit token: a merge keeps it."""
+        if "digest" in self.marker:
+            return int(self.marker["digest"], 16)
+        pairs = self.marker["covers"] if "covers" in self.marker else [(self.name, self.token)]
+        return sum(run_hash(n, t) for n, t in pairs) % DIGEST_MOD
+
+    def pairs(self) -> Optional[set[tuple[str, str]]]:
+        """(run, token) of each run held, where the marker names them (a run's own folder, a merged
+        folder of the first kind); None for a merged folder that names its sources instead."""
         if "covers" in self.marker:
-            return [tuple(c) for c in self.marker["covers"]]
-        return [(self.name, str(self.marker.get("committed")))]
+            return {tuple(c) for c in self.marker["covers"]}
+        return None if "runs" in self.marker else {(self.name, self.token)}
 
     @property
     def level(self) -> int:
@@ -75,6 +108,35 @@ class IndexFolder:
         if self.listed is None:
             self.listed = [self.store.path(self.name, rel) for rel in self.store.list_parquet(self.store.path(self.name))]
         return [self.store.url(p) for p in self.listed]
+
+
+DIGEST_MOD = 1 << 128
+_RUN_NUMBER = re.compile(r"run=r(\d{6})")
+
+
+def run_hash(name: str, token: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{name}\0{token}".encode()).digest()[:16], "big")
+
+
+def compress_runs(names: list[str]) -> list:
+    """Run folder names, consecutive numbered ones (``run=r000001``...) as ``[first, last]``."""
+    out: list = []
+    for name in names:
+        m = _RUN_NUMBER.fullmatch(name)
+        n = int(m.group(1)) if m else None
+        if n is not None and out and isinstance(out[-1], list) and out[-1][1] == n - 1:
+            out[-1][1] = n
+        else:
+            out.append([n, n] if n is not None else name)
+    return out
+
+
+def expand_runs(runs: list) -> list[str]:
+    """The names ``compress_runs`` gave, in order."""
+    out: list[str] = []
+    for item in runs:
+        out += [f"run=r{n:06d}" for n in range(item[0], item[1] + 1)] if isinstance(item, list) else [item]
+    return out
 
 
 def run_folder(root: str, run: str) -> str:
@@ -108,14 +170,15 @@ def folders_of(root: str) -> tuple[list[IndexFolder], list[str]]:
                                          sum(sizes[p] for p in by_folder[name])))
         elif name.startswith("gen="):
             leftovers.append(name)
+    merged_away = {tuple(src) for f in committed for src in f.marker.get("sources", [])}
     live, held = [], set()
-    for f in sorted(committed, key=lambda f: (-len(f.covers), f.name)):
-        runs = set(f.covers)
-        if runs <= held:
-            leftovers.append(f.name)
+    for f in sorted(committed, key=lambda f: (-f.count, f.name)):
+        pairs = f.pairs()
+        if (f.name, f.token) in merged_away or (pairs is not None and pairs <= held):
+            leftovers.append(f.name)   # a committed merge holds it (by name, or every run of it)
         else:
             live.append(f)
-            held |= runs
+            held |= pairs or set()
     return sorted(live, key=lambda f: (float(f.marker.get("first_at", f.marker.get("at", 0))), f.name)), leftovers
 
 
@@ -144,26 +207,31 @@ def index_folders(paths: list[str], exclude: Optional[str] = None) -> list[Index
     return found
 
 
-def index_state(paths: list[str], exclude: Optional[str] = None) -> list[list[str]]:
-    """What the indexes under ``paths`` hold, for the run's fingerprint: each run covered (its root,
-    folder name and commit token), however the runs are merged into folders."""
-    own = f"run={exclude}"
-    return sorted([f.store.url(f.store.root), run, token] for root in paths for f in folders_of(root)[0]
-                  for run, token in f.covers if run != own)
+def index_state(paths: list[str], exclude: Optional[str] = None) -> list[list]:
+    """What the indexes under ``paths`` hold, for the run's fingerprint: per root, the number of
+    runs covered and their digest (the run's own folder left out), however they are merged."""
+    out = []
+    for root in paths:
+        folders = [f for f in folders_of(root)[0] if f.name != f"run={exclude}"]
+        if folders:
+            out.append([folders[0].store.url(folders[0].store.root), sum(f.count for f in folders),
+                        f"{sum(f.digest for f in folders) % DIGEST_MOD:032x}"])
+    return sorted(out)
 
 
 def index_figures(folders: list[IndexFolder], exclude: Optional[str]) -> dict:
     """What a global step reports of the indexes it read: runs covered and folders read."""
-    own = f"run={exclude}"
-    return {"indexed_runs": sum(1 for f in folders for run, _ in f.covers if run != own),
-            "index_folders": len(folders)}
+    own = sum(1 for f in folders if own_position(f, exclude) is not None)
+    return {"indexed_runs": sum(f.count for f in folders) - own, "index_folders": len(folders)}
 
 
 def own_position(folder: IndexFolder, exclude: Optional[str]) -> Optional[int]:
-    """The position in a merged folder's ``covers`` of this run's own rows (None: it has none)."""
-    names = [run for run, _ in folder.covers]
+    """The position in a merged folder's ``runs`` of this run's own rows (None: it has none)."""
+    if not folder.name.startswith("gen=") or exclude is None:
+        return None
+    names = folder.runs
     own = f"run={exclude}"
-    return names.index(own) if folder.name.startswith("gen=") and own in names else None
+    return names.index(own) if own in names else None
 
 
 def without_run(table: pa.Table, position: Optional[int]) -> pa.Table:
@@ -224,7 +292,7 @@ def _merge(ops, store: Storage, group: list[IndexFolder], spans: Optional[list[i
     name = f"gen={level}-{uuid.uuid4().hex[:12]}"
     nodes = spans is not None
     node_offsets = np.concatenate([[0], np.cumsum(spans or [0] * len(group))]).astype(np.int64).tolist()
-    run_offsets = np.concatenate([[0], np.cumsum([len(f.covers) for f in group])]).astype(np.int64).tolist()
+    run_offsets = np.concatenate([[0], np.cumsum([f.count for f in group])]).astype(np.int64).tolist()
     parts = [ops.map(ops.read_parquet(files), shifted, node=node_offsets[i] if nodes else None, run=run_offsets[i])
              for i, f in enumerate(group) if (files := f.files())]
     out = store.path(name)
@@ -233,8 +301,9 @@ def _merge(ops, store: Storage, group: list[IndexFolder], spans: Optional[list[i
         keyed = ops.map(ops.union(parts), _with_bucket, files=files)
         ops.write_parquet(ops.partition_map([keyed], BUCKET, _without_bucket), store.url(out))
     store.makedirs(out)
-    marker = {"covers": [list(c) for f in group for c in f.covers], "level": level,
-              "first_at": min(float(f.marker.get("first_at", f.marker.get("at", 0))) for f in group)}
+    marker = {"sources": [[f.name, f.token] for f in group], "runs": compress_runs([r for f in group for r in f.runs]),
+              "count": sum(f.count for f in group), "digest": f"{sum(f.digest for f in group) % DIGEST_MOD:032x}",
+              "level": level, "first_at": min(float(f.marker.get("first_at", f.marker.get("at", 0))) for f in group)}
     if nodes:
         marker["span"] = node_offsets[-1]
     check()
