@@ -136,3 +136,26 @@ def test_a_report_is_told_from_its_head(tmp_path):
     (tmp_path / "report.json").write_text(json.dumps({"mine": ["z" * 100] * 2000}))
     (tmp_path / "report.html").write_text("<html>my own page</html>")
     assert foreign_files(store, Owned()) == ["report.json", "report.html"]
+
+
+def test_a_cron_run_does_not_list_the_files_earlier_runs_committed_and_touches_none(tmp_path, monkeypatch):
+    """After its first run an incremental output is not listed (its runs replace no file but their
+    own killed attempt's, which a commit plan names): a file put beside the runs' files stays."""
+    from tokenmill.engine.io.storage import Storage
+
+    inputs, out = _inputs(tmp_path), tmp_path / "out"
+    run_pipeline(build_pipeline(_config(inputs[:1], out, incremental=True)), progress=False)
+    theirs = sorted((out / "data").iterdir())[0] / "theirs.parquet"
+    theirs.write_bytes(b"not ours")
+    listed = []
+    real = Storage.find_info
+
+    def counting(self, folder):
+        listed.append(folder.rsplit("/", 1)[-1])
+        return real(self, folder)
+
+    monkeypatch.setattr(Storage, "find_info", counting)
+    result = run_pipeline(build_pipeline(_config(inputs[:2], out, incremental=True)), progress=False)
+    assert result.report["incremental"]["run"] == 2
+    assert "data" not in listed and "rejects" not in listed
+    assert theirs.read_bytes() == b"not ours"

@@ -7,7 +7,9 @@ it (or lists it as superseded: a commit killed before it removed it), or when a 
 ``_work/`` names it (a commit killed before its manifest). Before any work a run refuses, with
 ``ForeignOutput`` (exit 2), a folder that holds another kind of run (plain vs incremental),
 another pipeline's manifest, or files it did not write — unless told ``force``. Files elsewhere
-in the folder are never touched, so they are not looked at.
+in the folder are never touched, so they are not looked at; nor are the output folders of an
+incremental output its earlier runs committed (a run there replaces only its own killed attempt's
+files, which a commit plan names).
 """
 from __future__ import annotations
 
@@ -45,17 +47,25 @@ class Owned:
         return set(self.present) if force else self.present & self.files
 
 
-def owned_files(store: Storage, manifest: dict, folders: tuple[str, ...]) -> Owned:
+def owned_files(store: Storage, manifest: dict, folders: tuple[str, ...], listing: bool = True) -> Owned:
     """Files the manifest lists (kept and superseded; of a sharded manifest, every file named by an
     incremental run, ``part-r<n>-``, without reading the parts) and files a commit plan under
-    ``_work`` names, and every file now in the output folders."""
+    ``_work`` names, and every file now in the output folders. Without ``listing`` (a cron run on
+    an output its earlier runs committed: it replaces no file but those of its own killed attempt,
+    which its commit plan names) the output folders are not listed, however many files they hold:
+    the planned files are taken as present."""
     owned = Owned(set(), set(folders))
     for f in [*manifest.get("files", []), *manifest.get("superseded", [])]:
         owned.files.add(f["path"])
+    planned: set[str] = set()
     for path in store.find(store.path(WORK)):
         if path.endswith(f"/{PLAN}"):
             plan = store.read_json(path) or {}
-            owned.files.update(f["path"] for f in plan.get("files", []))
+            planned.update(f["path"] for f in plan.get("files", []))
+    owned.files |= planned
+    if not listing:
+        owned.present = set(planned)
+        return owned
     owned.folders.update(p.split("/", 1)[0] for p in owned.files if "/" in p)
     owned.folders.update(manifest.get("file_counts", {}))
     for sub in sorted(owned.folders):
@@ -95,12 +105,12 @@ def check_output(store: Storage, name: str, incremental: bool, folders: tuple[st
                  force: bool = False) -> Owned:
     """Refuse (``ForeignOutput``) a folder this run must not write to; what is ours otherwise."""
     manifest = store.read_json(store.path(MANIFEST)) or {}
-    owned = owned_files(store, manifest, folders)
+    ledger = Ledger(store)
+    has_ledger = ledger.has_runs() or ledger.pending() is not None
+    owned = owned_files(store, manifest, folders, listing=force or not (incremental and has_ledger and manifest))
     if force:
         return owned
     where = store.url(store.root)
-    ledger = Ledger(store)
-    has_ledger = ledger.has_runs() or ledger.pending() is not None
     if incremental and manifest and not has_ledger:
         raise ForeignOutput(f"{where} holds the output of a run that was not incremental (a manifest, no "
                             f"ledger); an incremental run would mix its files with it: {HOW}")

@@ -161,12 +161,26 @@ def _expand_local(pattern: str, problems: list[tuple[str, str]]) -> list[tuple[s
     return _one_path_per_file(expanded)
 
 
+def _real_paths(paths: list[str]) -> list[str]:
+    """``os.path.realpath`` of each path, each folder resolved once (a folder of many files costs one
+    lstat per file, not one per component of each path)."""
+    folders: dict[str, str] = {}
+    out = []
+    for p in paths:
+        head, name = os.path.split(os.path.abspath(p))
+        if head not in folders:
+            folders[head] = os.path.realpath(head)
+        joined = os.path.join(folders[head], name)
+        out.append(os.path.realpath(joined) if os.path.islink(joined) else joined)
+    return out
+
+
 def _one_path_per_file(paths: list[str]) -> list[tuple[str, str]]:
     """(path, real path) of ``paths`` without a second path to the same real file: a symlink gives
     way to its target when both are listed; otherwise the first path is taken. Hidden files and
     markers are left out first (a link to a hidden file is input as the link)."""
     paths = [p for p in paths if not _hidden(p)]
-    reals = [os.path.realpath(p) for p in paths]
+    reals = _real_paths(paths)
     chosen: dict[str, str] = {}
     for p, real in zip(paths, reals):
         if real not in chosen or (os.path.islink(chosen[real]) and not os.path.islink(p)):
