@@ -180,6 +180,7 @@ def _near(text: str) -> str:
 def cron_child(runs: int, folder: Path) -> list[dict]:
     from tokenmill.engine.config import build_pipeline
     from tokenmill.engine.run import run_pipeline
+    from tokenmill.stages.dedup import index_store
 
     vocab = _vocabulary()
     landing, out = folder / "in", folder / "out"
@@ -193,6 +194,7 @@ def cron_child(runs: int, folder: Path) -> list[dict]:
         if first is not None:
             docs += [(f"r{n}-exact", first), (f"r{n}-near", _near(previous))]
         (landing / f"night-{n:06d}.jsonl").write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in docs))
+        index_store._GEN_MARKERS.clear()   # each cron run is a new process: nothing read by an earlier one
         before, t0 = _rchar(), time.time()
         result = run_pipeline(build_pipeline(cfg), progress=False)
         wall, read = time.time() - t0, _rchar() - before

@@ -8,7 +8,8 @@
 - global step: the key columns of live rows, read by tasks into a checkpointed DataFrame of Arrow
   pieces, then the stage's ``global_step`` on ``SparkDatasetOps`` (Spark's shuffle and
   checkpoints; ``common.run_global_step``).
-- finalize: one task per chunk (``mapInArrow`` over the chunk items), returning write statistics.
+- finalize: one task per chunk (``mapInArrow`` over a DataFrame of the chunk items, each task
+  given only its own), returning write statistics.
 - metrics and progress: each stream task ends with a row of its ``{name: [seconds, rows, calls]}``
   counts, which the driver merges by addition (a failed attempt's rows never arrive); no
   accumulators or RDDs, so the same code runs through Spark Connect (``sc://``).
@@ -88,9 +89,11 @@ def _stream_task(pools: list, items: list[dict]):
     return run
 
 
-def _finalize_task(job: FinalJob, items: list[dict]):
+def _finalize_task(job: FinalJob):
+    """Task body: its own chunks' items arrive as rows (JSON), so no task is sent every chunk's."""
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        stats = [json.dumps(finalize_chunk(item, job).to_json(files=True)) for item in _items_of(batches, items)]
+        stats = [json.dumps(finalize_chunk(json.loads(text), job).to_json(files=True))
+                 for batch in batches for text in batch.column(0).to_pylist()]
         yield pa.RecordBatch.from_arrays([pa.array(stats, pa.large_string())], names=["stats"])
     return run
 
@@ -227,6 +230,6 @@ class SparkExecutor:
     def finalize(self, job: FinalJob) -> list[WriteStats]:
         if not job.items:
             return []
-        fn = _finalize_task(job.without_items(), job.items)
-        out = self._range(len(job.items), len(job.items)).mapInArrow(fn, STATS_DDL).collect()
+        rows = self.spark.createDataFrame([(json.dumps(item),) for item in job.items], "item string")
+        out = rows.repartition(len(job.items)).mapInArrow(_finalize_task(job.without_items()), STATS_DDL).collect()
         return [WriteStats.from_json(json.loads(r["stats"])) for r in out]
