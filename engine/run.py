@@ -6,6 +6,13 @@ committed on its own by a ``_SUCCESS`` marker as soon as its last part is writte
 curated partitions with their write-time counts). On object stores a move is a copy, so the
 marker is the commit; a folder without one is redone. A finished run does nothing; a killed
 run redoes only unfinished work.
+
+The curated files are written under ``final/`` and moved into place by the commit on a local
+disk (a rename). On an object store, where a move is a copy of every byte, they are written
+under their final names at once (``IN_PLACE``, written before the first of them, names the
+run's file prefix, so a killed run's files are known as its own and removed by the next commit
+that does not want them); the manifest, written last, is the atomic step there: a file is part
+of the output only once the manifest lists it.
 """
 from __future__ import annotations
 
@@ -21,7 +28,7 @@ from tokenmill.engine.durable.budget import TOKENS_FILE, Budget, cut_to_budget
 from tokenmill.engine.durable.incremental import IncrementalRun
 from tokenmill.engine.durable.lease import LEASE_FOLDER, Lease
 from tokenmill.engine.durable.manifest import MANIFEST, OUTPUT_FOLDERS, commit, named_by, remove_superseded
-from tokenmill.engine.durable.ownership import check_output
+from tokenmill.engine.durable.ownership import IN_PLACE, check_output
 from tokenmill.engine.global_ops import part_bases
 from tokenmill.engine.io.listing import list_input_files
 from tokenmill.engine.io.storage import Storage
@@ -267,6 +274,8 @@ class PhaseRunner:
 
     # -- final -----------------------------------------------------------------------------------
     def finalize(self, sources: list[Source]) -> WriteStats:
+        """Each chunk's curated files and their write-time counts: under ``final/`` to be moved
+        into place by the commit, or, on an object store, in place at once (``IN_PLACE``)."""
         staged = f"{self.work}/final"
         if self.store.exists(f"{staged}/{DONE}"):
             self.say("write: already done, skipped")
@@ -280,15 +289,21 @@ class PhaseRunner:
         self.console.start_phase("write")
         tmp = self._tmp()
         cfg = self.pipeline.config
+        in_place = not self.store.local
+        if in_place:
+            self.check()
+            self.store.write_json_atomic(f"{self.work}/{IN_PLACE}", {"prefix": self.name_prefix})
+        target = self.store.url(self.store.root if in_place else tmp)
         stats = WriteStats()
         for s in self.executor.finalize(FinalJob(items, self.plan.final_schema, self.plan.drop_columns,
-                                                 self.store.url(tmp), cfg.output, list(self.pipeline.stages),
+                                                 target, cfg.output, list(self.pipeline.stages),
                                                  self.name_prefix, cfg.io)):
             stats.merge(s)
         self.store.makedirs(tmp)
         self.store.write_json_atomic(f"{tmp}/{STATS}", stats.to_json(files=True))
         self._commit_dir(tmp, staged)
-        self.say(f"write: curated data and rejects staged ({len(items)} chunk(s))")
+        where = "written under their final names" if in_place else "staged"
+        self.say(f"write: curated data and rejects {where} ({len(items)} chunk(s))")
         return stats
 
 
@@ -446,13 +461,14 @@ def _run_and_commit(runner: PhaseRunner, ctx: RunContext, fp: str, keep_work: bo
     stats = runner.run()
     t0 = time.time()
     problems = ctx.problems
-    manifest = commit(store, f"{runner.work}/final", f"{runner.work}/_commit.json", fp,
+    in_place = store.exists(f"{runner.work}/{IN_PLACE}")
+    manifest = commit(store, store.root if in_place else f"{runner.work}/final", f"{runner.work}/_commit.json", fp,
                       {"name": pipeline.config.name, "kind": "incremental" if inc else "plain",
                        "tokenmill_version": VERSION, "inputs": [f.path for f in ctx.files],
                        "input_problems": [list(p) for p in problems], "counts": stats.to_json()},
                       folders=output_folders(pipeline), owned=ctx.replaceable(inc.name_prefix if inc else None),
                       check=ctx.lease.check, written=stats.files,
-                      part=inc.part if inc else None, earlier=inc.earlier() if inc else None)
+                      part=inc.part if inc else None, earlier=inc.earlier() if inc else None, in_place=in_place)
     if inc is not None:
         inc.commit(stats, manifest)
     runner.phase_seconds["commit"] = time.time() - t0

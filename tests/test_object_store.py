@@ -249,8 +249,9 @@ def test_incremental_runs_on_the_object_store(ray_s3, s3, shared_data):
 def test_transient_s3_faults_change_nothing_and_a_commit_survives_a_failed_move(s3_server, s3, shared_data,
                                                                                 tmp_path, monkeypatch):
     """The fault-injecting filesystem over moto's S3 (``faulty://`` with ``inner: s3``): first reads
-    of inputs, listings and moves fail transiently, and one move of the commit fails for good; the
-    run is retried, and its output equals a clean run's on plain S3. The local executor: no Ray."""
+    of inputs, listings and moves fail transiently, and the commit's move of its manifest into place
+    fails for good (the curated files are already in place: written there, never moved); the run is
+    retried, and its output equals a clean run's on plain S3. The local executor: no Ray."""
     from pipeline_helpers import read_manifest_files
 
     from tokenmill.engine.config import build_pipeline
@@ -278,7 +279,7 @@ def test_transient_s3_faults_change_nothing_and_a_commit_survives_a_failed_move(
 
     schedule([{"op": "open_read", "match": "fault-bucket/in/*", "kind": "transient", "per_path": True},
               {"op": "ls", "match": "fault-bucket/out*", "kind": "transient", "skip": 2, "times": 2},
-              {"op": "mv", "match": "fault-bucket/out/_work/*/final/data/*", "kind": "permanent", "skip": 1, "times": 1},
+              {"op": "mv", "match": "fault-bucket/out/_manifest.json*", "kind": "permanent", "times": 1},
               {"op": "mv", "match": "fault-bucket/out/*", "kind": "transient", "skip": 3, "times": 2}], 0)
     with pytest.raises(PermissionError, match="injected permanent fault: mv"):
         run_pipeline(build_pipeline(config("faulty://fault-bucket/out")), progress=False)

@@ -230,3 +230,32 @@ def test_a_read_cut_short_in_transit_is_read_again_not_taken_for_a_cut_file(tmp_
     faults([])
     report = _run(_config(inputs, tmp_path / "cut")).report
     assert [e["kind"] for e in report["file_errors"]] == ["truncated_file"]
+
+
+@pytest.mark.parametrize("then", ["same config", "another config", "incremental"])
+def test_a_run_killed_while_writing_in_place_is_finished_or_cleared_by_the_next(tmp_path, faults, then):
+    """On an object store the curated files are written under their final names (no move: a copy
+    there). A run stopped by a permanent fault after its first curated file leaves files no
+    manifest lists; the next run of the same config finishes it, another config's run removes them
+    with its commit (they carry the killed run's prefix, named in its work folder), and neither is
+    refused as foreign; an incremental run's killed attempt is finished the same way."""
+    inputs = _inputs(tmp_path)
+    incremental = then == "incremental"
+    cfg = lambda out, min_chars=20: _config(inputs, out, min_chars, output={  # noqa: E731
+        "path": f"faulty://{out}", "incremental": incremental})
+    clean = tmp_path / "clean"
+    second = 30 if then == "another config" else 20
+    want = _run(cfg(clean, second)).manifest
+    out = tmp_path / "out"
+    faults([{"op": "open_write", "match": f"{out}/data/*", "skip": 1, "times": 1, "kind": "permanent"}])
+    with pytest.raises(PermissionError):
+        _run(cfg(out))
+    left = {str(p.relative_to(out)) for p in out.rglob("*.parquet") if "_work" not in p.parts}
+    assert left and not (out / "_manifest.json").exists()   # written in place, listed by no manifest
+    assert list(out.glob("_work/*/_in_place.json"))
+    faults([])
+    got = _run(cfg(out, second)).manifest
+    assert [(f["path"], f["sha256"]) for f in got["files"]] == [(f["path"], f["sha256"]) for f in want["files"]]
+    on_disk = {str(p.relative_to(out)) for p in out.rglob("*.parquet") if not {"_work", "_index"} & set(p.parts)}
+    assert on_disk == {f["path"] for f in want["files"]}   # the killed run's files: rewritten or removed
+    assert _manifest_true(out)

@@ -82,7 +82,7 @@ class Ledger:
         return [n for n in self._names() if n.startswith("run-") and n.endswith(".json")]
 
     def _names(self) -> list[str]:
-        return sorted(p.rsplit("/", 1)[-1] for p in self.store.find(self.folder))
+        return self.store.names(self.folder)
 
     def has_runs(self) -> bool:
         """Whether any run committed here (a listing; no record is read)."""

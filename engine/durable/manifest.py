@@ -4,8 +4,9 @@
 (counted by the task that wrote it, while writing: the driver never reads output data), and
 carries the run's write-time counts (the report is built from them). The commit is two-phase: a
 commit plan (source -> destination with checksums, and the earlier files that go) is written
-atomically first, then files are moved (by a bounded pool of threads), then the manifest is
-written, then the files it supersedes are removed; a killed commit is finished by the next run.
+atomically first, then files are moved (by a bounded pool of threads; on an object store they
+were written in place and nothing moves), then the manifest is written, then the files it
+supersedes are removed; a killed commit is finished by the next run.
 
 An incremental output's manifest is sharded, so a run writes only what it added: each run's files
 go to ``_manifest/run-<n>.json`` (a part), and ``_manifest.json`` is an index of a size that does
@@ -63,7 +64,8 @@ def describe_files(store: Storage, folder: str, rel_paths: list[str]) -> list[di
 def commit(store: Storage, staged: str, plan_path: str, fingerprint: str, extra: dict,
            folders: tuple[str, ...] = OUTPUT_FOLDERS, keep: tuple[dict, ...] = (),
            owned: Optional[set[str]] = None, check: Optional[Callable[[], None]] = None,
-           written: Optional[list[dict]] = None, part: Optional[int] = None, earlier: Optional[dict] = None) -> dict:
+           written: Optional[list[dict]] = None, part: Optional[int] = None, earlier: Optional[dict] = None,
+           in_place: bool = False) -> dict:
     """Move staged files into place and write the manifest; idempotent if interrupted, and safe
     when any single storage call fails (a failed read raises, it is never taken for "not there").
     ``folders``: the output folders (``data``, ``rejects``, ``synthetic``...); ``keep``: manifest
@@ -74,6 +76,8 @@ def commit(store: Storage, staged: str, plan_path: str, fingerprint: str, extra:
     them (path under ``staged``, rows, bytes, sha256); without it they are read back (old work).
     ``part`` (an incremental run's number): this run's files go to its part (``part_name``) and the
     manifest is the index of ``earlier["part_runs"]`` and this one (``earlier["file_counts"]``: theirs).
+    ``in_place``: the files were written under their final names (``staged`` is the output root:
+    an object store, where the manifest is the atomic step); nothing is moved or listed.
 
     Order: the plan (what moves where, and which earlier files go) is written first; files are
     moved; the manifest is written, naming the files that go as ``superseded``; only then are they
@@ -83,9 +87,10 @@ def commit(store: Storage, staged: str, plan_path: str, fingerprint: str, extra:
     plan = store.read_json(plan_path)
     if plan is None or plan.get("fingerprint") != fingerprint:
         check()
-        plan = _new_plan(store, staged, fingerprint, folders, keep, owned, written)
+        plan = _new_plan(store, staged, fingerprint, folders, keep, owned, written, in_place)
         store.write_json_atomic(plan_path, plan)
-    _move_all(store, plan, check)
+    if not plan.get("in_place"):
+        _move_all(store, plan, check)
     check()
     manifest = {"fingerprint": fingerprint, "complete": True, "files": [*keep, *plan["files"]],
                 "superseded": plan.get("remove", []), "committed": time.time(), **extra}
@@ -123,8 +128,11 @@ def _move_all(store: Storage, plan: dict, check: Callable[[], None]) -> None:
 
 
 def _new_plan(store: Storage, staged: str, fingerprint: str, folders: tuple[str, ...],
-              keep: tuple[dict, ...], owned: Optional[set[str]], written: Optional[list[dict]]) -> dict:
-    if written is None:
+              keep: tuple[dict, ...], owned: Optional[set[str]], written: Optional[list[dict]],
+              in_place: bool = False) -> dict:
+    if in_place:   # as their writers described them: the output folders are not listed
+        files = sorted((f for f in written or [] if f["path"].split("/", 1)[0] in folders), key=lambda f: f["path"])
+    elif written is None:
         rels = [r for r in store.list_parquet(staged) if r.split("/", 1)[0] in folders]
         files = describe_files(store, staged, rels)
     else:
@@ -132,7 +140,8 @@ def _new_plan(store: Storage, staged: str, fingerprint: str, folders: tuple[str,
         files = _as_on_disk(store, staged, files)
     wanted = {f["path"] for f in files} | {f["path"] for f in keep}
     remove = [{"path": rel} for rel in sorted(set(owned or ()) - wanted)]
-    return {"fingerprint": fingerprint, "staged": staged, "files": files, "remove": remove, "created": time.time()}
+    return {"fingerprint": fingerprint, "staged": staged, "files": files, "remove": remove, "created": time.time(),
+            "in_place": in_place}
 
 
 def file_counts(files: list[dict]) -> dict[str, int]:

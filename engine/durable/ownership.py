@@ -22,6 +22,9 @@ from tokenmill.engine.io.storage import Storage
 
 WORK = "_work"
 PLAN = "_commit.json"
+#: written in a run's work folder before it writes curated files in place (an object store): names
+#: the prefix of its files, so those of a run killed before its commit are known as its own
+IN_PLACE = "_in_place.json"
 REPORTS = ("report.json", "report.html")
 HOW = "give the run another output folder, or pass --force (run_pipeline(force=True)) to let it replace them"
 
@@ -50,7 +53,8 @@ class Owned:
 def owned_files(store: Storage, manifest: dict, folders: tuple[str, ...], listing: bool = True) -> Owned:
     """Files the manifest lists (kept and superseded; of a sharded manifest, every file named by an
     incremental run, ``part-r<n>-``, without reading the parts) and files a commit plan under
-    ``_work`` names, and every file now in the output folders. Without ``listing`` (a cron run on
+    ``_work`` names, files named with the prefix of a run that wrote in place (``IN_PLACE``), and
+every file now in the output folders. Without ``listing`` (a cron run on
     an output its earlier runs committed: it replaces no file but those of its own killed attempt,
     which its commit plan names) the output folders are not listed, however many files they hold:
     the planned files are taken as present."""
@@ -58,12 +62,15 @@ def owned_files(store: Storage, manifest: dict, folders: tuple[str, ...], listin
     for f in [*manifest.get("files", []), *manifest.get("superseded", [])]:
         owned.files.add(f["path"])
     planned: set[str] = set()
+    prefixes: list[str] = []
     for path in store.find(store.path(WORK)):
         if path.endswith(f"/{PLAN}"):
             plan = store.read_json(path) or {}
             planned.update(f["path"] for f in plan.get("files", []))
+        elif path.endswith(f"/{IN_PLACE}"):
+            prefixes.append((store.read_json(path) or {}).get("prefix", ""))
     owned.files |= planned
-    if not listing:
+    if not listing and not prefixes:   # a run that wrote in place was killed: its files are found by listing
         owned.present = set(planned)
         return owned
     owned.folders.update(p.split("/", 1)[0] for p in owned.files if "/" in p)
@@ -75,6 +82,8 @@ def owned_files(store: Storage, manifest: dict, folders: tuple[str, ...], listin
                 owned.present.add(rel)
     if is_sharded(manifest):   # a sharded (incremental) manifest: every run's files carry its number
         owned.files.update(p for p in owned.present if RUN_FILE.match(p.rsplit("/", 1)[-1]))
+    for prefix in filter(None, prefixes):   # written in place by a run of this output
+        owned.files.update(p for p in owned.present if p.rsplit("/", 1)[-1].startswith(f"part-{prefix}"))
     return owned
 
 

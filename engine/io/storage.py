@@ -66,6 +66,16 @@ class Storage:
         """Every file under a folder (folder markers of object stores skipped)."""
         return sorted(self.find_sizes(folder))
 
+    def names(self, folder: str) -> list[str]:
+        """The names in one folder (not below it), without their details: one cheap listing."""
+        return retry(self._names_once, folder)
+
+    def _names_once(self, folder: str) -> list[str]:
+        self.fs.invalidate_cache(folder)
+        if not self.fs.exists(folder):
+            return []
+        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(folder, detail=False))
+
     def find_sizes(self, folder: str) -> dict[str, int]:
         """Every file under a folder with its size, from one listing."""
         return {p: info.get("size") or 0 for p, info in self.find_info(folder).items()}
