@@ -66,7 +66,8 @@ def sort_shuffle(ray_local):
 @pytest.fixture(scope="session")
 def quality_model(tmp_path_factory, shared_data) -> Path:
     """A fastText quality model trained on quality_dev (high vs low), as ``train-quality`` writes it
-    (more epochs than the DCLM defaults: 600 documents; a small bucket table: a small file)."""
+    (fixed settings, as before the search: more epochs than fastText's defaults; a small bucket
+    table: a small file)."""
     from tokenmill.stages.quality.train import TrainArgs, train
 
     folder = tmp_path_factory.mktemp("quality")
@@ -74,7 +75,8 @@ def quality_model(tmp_path_factory, shared_data) -> Path:
     for label, name in (("high", "positive.jsonl"), ("low", "negative.jsonl")):
         (folder / name).write_text("".join(json.dumps({"text": r["text"]}) + "\n" for r in rows if r["label"] == label))
     train(TrainArgs(positive=[str(folder / "positive.jsonl")], negative=[str(folder / "negative.jsonl")],
-                    out=str(folder / "model"), holdout=0.2, fasttext={"epoch": 25, "lr": 0.5, "bucket": 100_000}))
+                    out=str(folder / "model"), holdout=0.2, fasttext={"epoch": 25, "lr": 0.5, "bucket": 100_000},
+                    search=False, balance=False))
     return folder / "model"
 
 

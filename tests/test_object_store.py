@@ -185,7 +185,8 @@ def test_quality_model_trained_from_and_read_from_the_object_store(ray_s3, s3, s
         s3.pipe(f"q-bucket/train/{label}.jsonl", "".join(json.dumps({"text": r["text"]}) + "\n"
                                                           for r in rows if r["label"] == label).encode())
     result = train(TrainArgs(positive=["s3://q-bucket/train/high.jsonl"], negative=["s3://q-bucket/train/low.jsonl"],
-                             out="s3://q-bucket/models/q", holdout=0.2, fasttext={"epoch": 25, "lr": 0.5, "bucket": 50_000}))
+                             out="s3://q-bucket/models/q", holdout=0.2, fasttext={"epoch": 25, "lr": 0.5, "bucket": 50_000},
+                             search=False))
     s3.invalidate_cache()
     assert result["roc_auc"] >= 0.97 and s3.exists("q-bucket/models/q/quality.json")
     inp = tmp_path / "in.jsonl"

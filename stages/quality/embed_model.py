@@ -68,16 +68,19 @@ class Encoder:
         return out
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iterations: int = 25) -> tuple[np.ndarray, float]:
-    """Logistic regression by Newton's method (a few hundred dimensions: the Hessian is small)."""
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iterations: int = 25,
+                 weights: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Logistic regression by Newton's method (a few hundred dimensions: the Hessian is small);
+    ``weights``: one per document (balanced classes: each class's weights sum to the same)."""
     xb = np.hstack([x.astype(np.float64), np.ones((len(x), 1))])
+    sw = np.ones(len(x)) if weights is None else np.asarray(weights, np.float64)
     w = np.zeros(xb.shape[1])
     reg = np.full(xb.shape[1], l2)
     reg[-1] = 0.0
     for _ in range(iterations):
         p = 1.0 / (1.0 + np.exp(-(xb @ w)))
-        grad = xb.T @ (p - y) + reg * w
-        hess = (xb * (p * (1 - p))[:, None]).T @ xb + np.diag(reg + 1e-9)
+        grad = xb.T @ (sw * (p - y)) + reg * w
+        hess = (xb * (sw * p * (1 - p))[:, None]).T @ xb + np.diag(reg + 1e-9)
         step = np.linalg.solve(hess, grad)
         w -= step
         if np.abs(step).max() < 1e-8:
