@@ -192,7 +192,7 @@ def _from_summary(summary: dict, seen: dict[str, tuple]) -> History:
                        summary.get("totals", {}), summary.get("through", 0))
     history = History(through=summary.get("through", 0))
     for r in summary["runs"]:
-        history.add({**r, "counts": r.get("counts", {})} if "totals" not in summary else r)
+        history.add(r)
     if "totals" in summary:   # slim records: their counts are summed there
         history.totals = summary["totals"]
     return history
@@ -208,8 +208,7 @@ def brief(record: dict) -> dict:
         added = len(record.get("added", []))
     else:   # a record as the first kind of summary kept it
         docs, added = (record["input_docs"], record["output_docs"]), record.get("files_added", 0)
-    files = record["files"] if isinstance(record.get("files"), int) else len(record.get("files", []))
-    return {"run": record["run"], "committed": record["committed"], "input_files": files,
+    return {"run": record["run"], "committed": record["committed"], "input_files": len(record.get("files", [])),
             "input_docs": docs[0], "output_docs": docs[1], "files_added": added}
 
 

@@ -130,14 +130,13 @@ def _move_all(store: Storage, plan: dict, check: Callable[[], None]) -> None:
 def _new_plan(store: Storage, staged: str, fingerprint: str, folders: tuple[str, ...],
               keep: tuple[dict, ...], owned: Optional[set[str]], written: Optional[list[dict]],
               in_place: bool = False) -> dict:
-    if in_place:   # as their writers described them: the output folders are not listed
-        files = sorted((f for f in written or [] if f["path"].split("/", 1)[0] in folders), key=lambda f: f["path"])
-    elif written is None:
+    if written is None and not in_place:   # old work: described from the staged files
         rels = [r for r in store.list_parquet(staged) if r.split("/", 1)[0] in folders]
         files = describe_files(store, staged, rels)
-    else:
-        files = sorted((f for f in written if f["path"].split("/", 1)[0] in folders), key=lambda f: f["path"])
-        files = _as_on_disk(store, staged, files)
+    else:   # as their writers described them (in place: the output folders are not listed)
+        files = sorted((f for f in written or [] if f["path"].split("/", 1)[0] in folders), key=lambda f: f["path"])
+        if not in_place:
+            files = _as_on_disk(store, staged, files)
     wanted = {f["path"] for f in files} | {f["path"] for f in keep}
     remove = [{"path": rel} for rel in sorted(set(owned or ()) - wanted)]
     return {"fingerprint": fingerprint, "staged": staged, "files": files, "remove": remove, "created": time.time(),

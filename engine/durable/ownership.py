@@ -54,10 +54,10 @@ def owned_files(store: Storage, manifest: dict, folders: tuple[str, ...], listin
     """Files the manifest lists (kept and superseded; of a sharded manifest, every file named by an
     incremental run, ``part-r<n>-``, without reading the parts) and files a commit plan under
     ``_work`` names, files named with the prefix of a run that wrote in place (``IN_PLACE``), and
-every file now in the output folders. Without ``listing`` (a cron run on
-    an output its earlier runs committed: it replaces no file but those of its own killed attempt,
-    which its commit plan names) the output folders are not listed, however many files they hold:
-    the planned files are taken as present."""
+    every file now in the output folders. Without ``listing`` (a cron run on an output its earlier
+    runs committed: it replaces no file but those of its own killed attempt, which its commit plan
+    names) the output folders are not listed, however many files they hold: the planned files are
+    taken as present."""
     owned = Owned(set(), set(folders))
     for f in [*manifest.get("files", []), *manifest.get("superseded", [])]:
         owned.files.add(f["path"])

@@ -135,20 +135,20 @@ class Storage:
 
     # -- atomic writes, JSON ---------------------------------------------------------------------
     def write_text_atomic(self, path: str, text: str) -> None:
-        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        retry(self._write_once, tmp, text)
-        self.mv(tmp, path)
-
-    def _write_once(self, path: str, body, mode: str = "w") -> None:
-        if self.local:
-            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        with self.fs.open(path, mode) as fh:
-            fh.write(body)
+        self.write_bytes_atomic(path, text.encode("utf-8"))
 
     def write_bytes_atomic(self, path: str, data: bytes) -> None:
+        """Write to a temporary name beside ``path``, then move it there: a reader finds the old
+        file or the whole new one."""
         tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        retry(self._write_once, tmp, data, "wb")
+        retry(self._write_once, tmp, data)
         self.mv(tmp, path)
+
+    def _write_once(self, path: str, data: bytes) -> None:
+        if self.local:
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        with self.fs.open(path, "wb") as fh:
+            fh.write(data)
 
     def write_json_atomic(self, path: str, obj: Any) -> None:
         self.write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
