@@ -6,11 +6,15 @@ is installed), on a near-duplicate corpus whose true Jaccard is known.
     python bench/dedup.py --docs 200000 --repeats 1        # the 10x corpus (long)
     python bench/dedup.py --docs 20000,200000 --repeats 1  # both, and the memory goal between them
     python bench/dedup.py --docs 1000 --repeats 1          # a smoke run (seconds)
+    python bench/dedup.py --normalize off --peer-shingles raw   # tokenmill's shingles before normalisation
 
 Corpus: ``tests/neardup_corpus.py`` ``build_corpus(--docs, --seed)``: ~1/3 originals (the real
 pages of shared/data/web_dev.jsonl, then originals spliced from their paragraphs), ~2/3 mutated
 copies whose exact word-5-gram Jaccard to their original is spread evenly over [0.5,0.7),
-[0.7,0.8), [0.8,0.9), [0.9,1.0] (see that module). Written once under bench/_work/dedup/: JSONL
+[0.7,0.8), [0.8,0.9), [0.9,1.0] (see that module); ``--surface`` (default 0.3) of the copies also
+get surface edits (other digits in ~20% of the numbers, compatibility forms such as fullwidth
+letters or ligatures in 0.2-1.5% of the words), which lower the true (raw-unit) Jaccard but not
+that of normalised shingles; ``--surface 0`` is the corpus of the earlier figures. Written once under bench/_work/dedup/: JSONL
 shards of 2,500 docs (the pipeline's input), docs.arrow (id, text in batches of 1,000: what the
 in-process systems stream through; never all texts in memory at once) and truth.arrow.
 
@@ -33,7 +37,9 @@ num_perm 112, 14 bands x 8 rows, word 5-grams, seed 1:
 - ``tokenmill-cl100k``: the same run with tokenmill's default reader, which also counts every
   document's cl100k tokens with tiktoken (the report's token figures; ~1,300 docs/s per core alone). ``removed`` from ``rejects/`` (reject_reason
   ``near_duplicate_of:<kept id>``); per-phase seconds and ``global_steps`` (rounds) from the report.
-- ``datasketch``: per document ``shingles(text, 5)`` (tokenmill's definition, the same bytes),
+- ``datasketch``: per document ``shingles(text, 5, normalize=False)`` (tokenmill's raw units:
+  lower-cased runs of letters, marks and digits -- what a user who shingles words gives it;
+  ``--peer-shingles normalized`` gives it tokenmill's normalised shingles instead),
   ``MinHash(num_perm=112, seed=1).update_batch(shingles)``, then ``MinHashLSH(num_perm=112,
   params=(14, 8))``: query, then insert (streaming: each pair is found by its later document),
   union-find over the results, keep the smallest id per cluster.
@@ -108,14 +114,15 @@ def with_boilerplate(rows: list[dict], copies: int, seed: int) -> list[dict]:
     return out
 
 
-def prepare(docs: int, seed: int, boilerplate: int = 0) -> dict:
+def prepare(docs: int, seed: int, boilerplate: int = 0, surface: float = 0.0) -> dict:
     """Build and write the corpus once (cached by size, seed and boilerplate copies); returns paths
     and its summary."""
     import hashlib
 
     import neardup_corpus as nc
 
-    folder = DDIR / (f"corpus-{docs}-s{seed}" + (f"-b{boilerplate}" if boilerplate else ""))
+    folder = DDIR / (f"corpus-{docs}-s{seed}" + (f"-b{boilerplate}" if boilerplate else "")
+                     + (f"-u{surface:g}" if surface else ""))
     info_path = folder / "corpus.json"
     version = hashlib.sha1(Path(nc.__file__).read_bytes()).hexdigest()[:12]   # rebuilt when the generator changes
     if info_path.exists():
@@ -128,7 +135,7 @@ def prepare(docs: int, seed: int, boilerplate: int = 0) -> dict:
     folder.mkdir(parents=True)
     print(f"building the near-duplicate corpus: {docs:,} docs, seed {seed} ...", flush=True)
     t0 = time.perf_counter()
-    rows = with_boilerplate(nc.build_corpus(docs, seed=seed), boilerplate, seed)
+    rows = with_boilerplate(nc.build_corpus(docs, seed=seed, surface=surface), boilerplate, seed)
     gen_s = time.perf_counter() - t0
     shards = max(1, -(-docs // SHARD_DOCS))
     nc.write_jsonl(rows, folder / "jsonl", shards=shards)
@@ -143,7 +150,7 @@ def prepare(docs: int, seed: int, boilerplate: int = 0) -> dict:
         w.write_table(truth)
     sample = rows[:: max(1, len(rows) // 2000)]
     tokens = _tokens_per_doc([r["text"] for r in sample])
-    info = {"docs": len(rows), "seed": seed, "generator": version, "folder": str(folder), "jsonl_dir": str(folder / "jsonl"),
+    info = {"docs": len(rows), "seed": seed, "surface": surface, "generator": version, "folder": str(folder), "jsonl_dir": str(folder / "jsonl"),
             "jsonl_files": shards, "arrow": str(folder / "docs.arrow"), "truth": str(folder / "truth.arrow"),
             "generate_seconds": round(gen_s, 2), "text_bytes": sum(len(r["text"].encode()) for r in rows),
             "tokens_per_doc_sample": tokens, "summary": nc.summary(rows)}
@@ -188,12 +195,15 @@ def _pin() -> int:
     return cpus[-1]
 
 
-def _shingler():
-    """tokenmill's ``shingles()``; if signatures.py is not importable, the same definition here."""
+def _shingler(kind: str = "raw"):
+    """tokenmill's ``shingles()`` (``raw``: ``normalize=False``, lower-cased word units; or
+    ``normalized``); if signatures.py is not importable, the raw definition here."""
     try:
+        from functools import partial
+
         from tokenmill.stages.dedup.signatures import shingles
 
-        return shingles, "tokenmill.stages.dedup.signatures.shingles"
+        return partial(shingles, normalize=kind == "normalized"), f"tokenmill shingles(), {kind}"
     except Exception:  # noqa: BLE001 -- signatures.py not importable (being edited): the same definition
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -248,8 +258,8 @@ def child_tokenmill_sig(a) -> dict:
     from tokenmill.stages.dedup.signatures import MinHasher, band_keys
 
     cpu = _pin()
-    hasher = MinHasher(num_perm=NUM_PERM, seed=SEED, hash="fast", ngram=NGRAM)
-    res: dict = {"cpu": cpu, "cores": 1}
+    hasher = MinHasher(num_perm=NUM_PERM, seed=SEED, hash="fast", ngram=NGRAM, normalize=a.normalize == "on")
+    res: dict = {"cpu": cpu, "cores": 1, "normalize": a.normalize}
     ids_all: list[str] = []
     keys = None
     for _rep in range(a.repeats):
@@ -323,7 +333,8 @@ def child_tokenmill(a, count_tokens: bool = False, engine: str = "ray") -> dict:
             "input": {"paths": [a.input], "format": "jsonl"},
             "output": {"path": str(out)},
             "stages": [{"type": "minhash_dedup", "num_perm": NUM_PERM, "bands": BANDS, "ngram": NGRAM,
-                        "seed": SEED, "scope": "global", **({"hub_degree": a.hub_degree} if a.hub_degree else {})}],
+                        "seed": SEED, "scope": "global", "normalize": a.normalize == "on",
+                        **({"hub_degree": a.hub_degree} if a.hub_degree else {})}],
             "tokenizer": {"kind": "tiktoken" if count_tokens else "none"},
         }
         pipeline = build_pipeline(data)
@@ -361,7 +372,7 @@ def _peer(a, make_index, sign, index_batch) -> dict:
     ``index_batch(index, base, sets, sketches, edges)`` appends candidate pairs (each once), then
     union-find over the pairs (smallest id kept). Times each part; ``repeats`` fresh indexes."""
     cpu = _pin()
-    shingles, shingle_def = _shingler()
+    shingles, shingle_def = _shingler(a.peer_shingles)
     res: dict = {"cpu": cpu, "cores": 1, "shingles": shingle_def}
     for _ in range(a.repeats):
         index = make_index()
@@ -568,7 +579,7 @@ def _per_core(docs: int, secs) -> float | None:
 def run_size(a, docs: int, systems: list[str]) -> dict:
     import neardup_corpus as nc
 
-    inp = prepare(docs, a.seed, a.boilerplate)
+    inp = prepare(docs, a.seed, a.boilerplate, a.surface)
     s = inp["summary"]
     print(f"\ndedup bench: {inp['docs']:,} docs ({s['originals_real']:,} real + {s['originals_spliced']:,} spliced "
           f"originals, {s['copies']:,} copies: {', '.join(f'{k} {v:,}' for k, v in s['copies_per_bucket'].items())}), "
@@ -581,6 +592,7 @@ def run_size(a, docs: int, systems: list[str]) -> dict:
     for name in systems:
         args = [str(HERE), "--child", name, "--repeats", str(a.repeats), "--result", str(res_dir / f"{name}-{docs}.json")]
         args += ["--hub-degree", str(a.hub_degree)] if a.hub_degree else []
+        args += ["--normalize", a.normalize, "--peer-shingles", a.peer_shingles]
         if name in ("tokenmill", "tokenmill-cl100k", "tokenmill-spark") or name.startswith("datatrove"):
             args += ["--input", inp["jsonl_dir"], "--output", str(DDIR / f"out-{name}-{docs}")]
             if a.keep_output:
@@ -759,6 +771,13 @@ def main() -> None:
     p.add_argument("--hub-degree", type=int, default=None, help="minhash_dedup hub_degree for the tokenmill runs")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats per system (median reported)")
     p.add_argument("--seed", type=int, default=0, help="corpus seed")
+    p.add_argument("--surface", type=float, default=0.3,
+                   help="share of copies that also get surface edits (numbers, compatibility forms); 0 = the "
+                        "corpus before normalised shingles")
+    p.add_argument("--normalize", choices=("on", "off"), default="on", help="tokenmill's shingle normalisation")
+    p.add_argument("--peer-shingles", choices=("raw", "normalized"), default="raw",
+                   help="the shingles datasketch and rensa get: tokenmill's lower-cased word units (raw) or its "
+                        "normalised ones")
     p.add_argument("--systems", default=",".join(SYSTEMS))
     p.add_argument("--timeout", type=float, default=None, help="seconds per child before it is killed")
     p.add_argument("--keep-output", action="store_true", help="keep the pipeline outputs under bench/_work/dedup")

@@ -36,7 +36,14 @@ is kept and recorded as it is). ``mutation`` is a short label, ``kind[+kind]...[
   corpus' word frequencies), insertions, or a mix of the three (``edit``), in bursts of
   consecutive words (geometric lengths, mean 1-40) touching ``rate`` of the words: 2-20% below
   0.9 (medians 13% / 8% / 4% in the three lower buckets), under 5% ("light") in [0.9,1.0].
-- combinations, e.g. ``boilerplate+move+sub:0.061``; ``natural`` (above); ``original``.
+- ``surface`` (only with ``build_corpus(..., surface=share)``; bench/dedup.py uses 0.3): on that
+  share of the mutated copies, on top of their other mutations, edits of the kind that differ
+  between two crawls of one page without changing what it says: ~20% of the numbers get other
+  digits (dates, counts, prices), 0.2-1.5% of the words take a Unicode compatibility form
+  (fullwidth letters, the ligatures ﬁ/ﬂ/ﬀ/ﬃ/ﬄ) or capitals. They lower the recorded (raw)
+  Jaccard -- by 0.07 on average -- but not the Jaccard of normalised shingles.
+- combinations, e.g. ``boilerplate+move+sub:0.061``, ``surface+edit:0.080``; ``natural`` (above);
+  ``original``.
 
 Mix at 20k docs: in [0.9,1.0] ~43% light edits, 25% boilerplate, 17% move, 10% exact, 5%
 boilerplate+move (boilerplate or moves that would take a short page below 0.9 become a light
@@ -45,14 +52,15 @@ Generation: ~5 s for 20k docs on a loaded 2-core machine, plus ~2.5 s once per p
 and tokenise the source; linear in n_docs.
 
 ``jaccard``: the exact Jaccard of the word 5-gram shingle *sets* of the copy and its original, as
-defined by ``tokenmill.stages.dedup.signatures.shingles(text, 5)`` (Arrow ``utf8_lower``, then
+defined by ``tokenmill.stages.dedup.signatures.shingles(text, 5, normalize=False)`` -- the raw
+text's units, not the normalised ones MinHash uses by default -- (Arrow ``utf8_lower``, then
 the units of ``tokenmill.stages.heuristics.words._WORDS["whitespace"]``, 5 consecutive units
 joined by a space; a document of 1-4 units is one shingle). It is computed without building the
 strings: a document is kept as (word, following separator) tokens, each word's lower-cased unit
 hashed once (BLAKE2b-64), a shingle is a 64-bit hash of its 5 unit hashes, and the sets are
 compared with sorted NumPy arrays. Because every word of a copy is a whole unit of the lower-cased
 original (or of the corpus' vocabulary) and separators never contain word characters, the copy's
-text tokenises to exactly these units, so the sets are ``shingles()``'s sets, one for one
+text tokenises to exactly these units, so the sets are ``shingles(normalize=False)``'s sets, one for one
 (collisions of 64-bit hashes aside); the tests recompute a sample with ``shingles()``.
 
 ``evaluate(rows, removed)`` -- the definitions:
@@ -324,6 +332,8 @@ class _Source:
                     s = space_tok[w] = v.token(w, " ")
                 pool.append(s)
         self.word_pool = np.asarray(pool, np.int32)
+        self.is_number = np.zeros(0, bool)
+        self.refresh_numbers()
         # chunks for splicing: lines (<= CHUNK_MAX_WORDS words; longer ones cut into pieces)
         chunks, chunk_src = [], []
         for i in self.bases:
@@ -351,6 +361,14 @@ class _Source:
         self.header = toks[:nh]
         self.footer = toks[nh:nh + nf]
         self.copyright = toks[nh + nf:]
+
+    def refresh_numbers(self) -> None:
+        """``is_number[token]``: the token's word is ASCII digits (grown as the vocabulary grows)."""
+        v = self.vocab
+        have = len(self.is_number)
+        if have < len(v.words):
+            extra = np.array([w.isascii() and w.isdigit() for w in v.words[have:]], bool)
+            self.is_number = np.concatenate([self.is_number, extra])
 
     def _newline_end(self, t: int) -> int:
         v = self.vocab
@@ -476,16 +494,58 @@ class _Mutator:
             body = np.concatenate([body] + parts)
         return head, body
 
+    def surface(self, body: np.ndarray) -> np.ndarray:
+        """Surface edits that change words' raw units but not their normalised ones: about 20% of
+        the numbers get other digits, and 0.2-1.5% of the words take a compatibility form (fullwidth
+        letters, or the ligatures ﬁ/ﬂ) or a capital (which changes no unit at all)."""
+        v, rng, n = self.v, self.rng, len(body)
+        body = body.copy()
+        self.src.refresh_numbers()
+        numbers = np.flatnonzero(self.src.is_number[body])
+        pos = np.union1d(numbers[rng.random(len(numbers)) < 0.2],
+                         rng.choice(n, size=max(1, int(round(float(rng.uniform(0.002, 0.015)) * n))), replace=True))
+        for p in pos.tolist():
+            t = int(body[p])
+            new = _variant(v.words[t], rng)
+            if new != v.words[t]:
+                v.word_low.setdefault(new, new.lower())
+                body[p] = v.token(new, v.seps[t])
+        return body
+
     def apply(self, orig: _Doc, kinds: tuple[str, ...], rate: float, burst: float) -> _Doc:
         head, body = orig.head, orig.body
         for kind in kinds:
-            if kind == "move":
+            if kind == "surface":
+                body = self.surface(body)
+            elif kind == "move":
                 body = self.move(body)
             elif kind == "boilerplate":
                 head, body = self.boilerplate(head, body)
             elif kind in _EDIT_OPS:
                 body = self.edit(body, rate, burst, kind)
         return _Doc(head, orig.lead, body)
+
+
+_LIGATURES = (("ffi", "\ufb03"), ("ffl", "\ufb04"), ("fi", "\ufb01"), ("fl", "\ufb02"), ("ff", "\ufb00"))
+
+
+def _variant(word: str, rng: np.random.Generator) -> str:
+    """Another surface form of ``word`` with the same normalised unit (module docstring)."""
+    if word.isascii() and word.isdigit():
+        while True:
+            new = str(int(rng.integers(1, 10))) + "".join(map(str, rng.integers(0, 10, size=int(rng.integers(0, 4)))))
+            if new != word:
+                return new
+    if not word.isascii() or not word.isalnum():
+        return word.capitalize()
+    pick = float(rng.random())
+    if pick < 0.4:
+        for plain, lig in _LIGATURES:
+            if plain in word:
+                return word.replace(plain, lig, 1)
+    if pick < 0.7:
+        return "".join(chr(ord(c) + 0xFEE0) for c in word)      # fullwidth forms
+    return word.upper() if pick < 0.85 else word.capitalize()
 
 
 def _bucket_of(j: float) -> int:
@@ -510,9 +570,11 @@ def _plan_rate(target: float, rng: np.random.Generator) -> tuple[float, float]:
 
 
 # -- the corpus ------------------------------------------------------------------------------------------
-def build_corpus(n_docs: int, seed: int = 0, source=WEB_DEV) -> list[dict]:
+def build_corpus(n_docs: int, seed: int = 0, source=WEB_DEV, surface: float = 0.0) -> list[dict]:
     """``n_docs`` rows {"id", "text", "group", "jaccard", "mutation", "origin"} in a seeded random
-    order (module docstring). Deterministic in (n_docs, seed, source)."""
+    order (module docstring). ``surface``: the share of mutated copies that also get surface edits
+    (``surface`` kind). Deterministic in (n_docs, seed, source, surface); ``surface=0`` gives the
+    corpus of earlier versions, byte for byte."""
     if n_docs < 1:
         raise ValueError("n_docs must be >= 1")
     src = _source(str(source))
@@ -569,6 +631,7 @@ def build_corpus(n_docs: int, seed: int = 0, source=WEB_DEV) -> list[dict]:
     u_target, u_kind = rng.random(n_mut), rng.random(n_mut)
     u_extra = rng.random((n_mut, 2))
     ops = rng.integers(len(_EDIT_OPS), size=n_mut)
+    surf = np.random.default_rng([seed, n_docs, 0x5F]).random(n_mut) < surface   # own stream: surface=0 as before
     for c, (bucket, k) in enumerate(zip(targets.tolist(), of.tolist())):
         orig = originals[k][1]
         oset = orig.shingles(v)
@@ -590,7 +653,7 @@ def build_corpus(n_docs: int, seed: int = 0, source=WEB_DEV) -> list[dict]:
         rate, burst = _plan_rate(target, rng) if edit else (0.0, 1.0)
         best = None
         for attempt in range(MAX_TRIES):
-            kinds = extras + ((op,) if edit else ())
+            kinds = ("surface",) * bool(surf[c]) + extras + ((op,) if edit else ())
             d = mut.apply(orig, kinds, rate, burst)
             j = _set_jaccard(oset, d.shingles(v))
             if best is None or abs(j - target) < abs(best[1] - target):

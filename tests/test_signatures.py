@@ -292,6 +292,72 @@ def test_datasketch_and_fast_agree_on_similarity():
     assert abs(jf.mean() - jd.mean()) < 0.03
 
 
+# --------------------------------------------------------------------------- normalised shingles
+
+SURFACE_EDITS = [                  # (original, an edit that changes nothing a normalised shingle sees)
+    ("The results, published in 2023, were clear.", "THE RESULTS -- published in 2024 -- were clear!"),
+    ("Click here to find the file", "Click  here\n to ﬁnd the ﬁle"),                  # ligatures, spacing
+    ("Call 555-1234 for the best deals in town", "Call 555-9876 for the best deals in town"),
+    ("full width text is the same text", "ｆｕｌｌ ｗｉｄｔｈ ｔｅｘｔ is the same text"),
+    ("Price: $1,299.99 only today and tomorrow", "Price: $1299 only today and tomorrow"),
+    ("don't stop me now, I'm having such a good time", "don’t stop me now; I’m having such a good time"),
+    ("x² plus y² equals r² here", "x2 plus y2 equals r2 here"),           # superscripts
+    ("café au lait in the morning", "café au lait in the morning"),          # composed = decomposed
+    ("snake_case names are split here", "snake case names are split here"),
+]
+
+
+@pytest.mark.parametrize("hash_kind", ["fast", "datasketch"])
+def test_surface_edits_give_identical_signatures(hash_kind):
+    """Case, punctuation, spacing, numbers and compatibility forms: the same signature, in both
+    hash families; without normalisation the number and compatibility-form edits differ."""
+    a, b = [x for x, _ in SURFACE_EDITS], [y for _, y in SURFACE_EDITS]
+    mh = MinHasher(64, seed=3, hash=hash_kind)
+    sa, sb = mh.signatures(a)[0], mh.signatures(b)[0]
+    assert (sa == sb).all(axis=1).all(), [x for x, same in zip(a, (sa == sb).all(axis=1)) if not same]
+    raw = MinHasher(64, seed=3, hash=hash_kind, normalize=False)
+    differ = ~(raw.signatures(a)[0] == raw.signatures(b)[0]).all(axis=1)
+    assert differ.tolist() == [True, True, True, True, True, False, True, True, True]   # all but the apostrophes
+
+
+def test_normalisation_definition():
+    assert sorted(shingles("Year 2023, page 7", 2)) == [b"0 page", b"page 0", b"year 0"]
+    assert shingles("ＡＢＣ ﬁ x²", 5) == [b"abc fi x0"]
+    assert shingles("v1.2.3 and 3,000", 5) == [b"v0 and 0"]
+    assert shingles("Café", 1) == [b"caf\xc3\xa9"]
+    assert shingles("Café", 1, fold_diacritics=True) == [b"cafe"]
+    assert shingles("Year 2023", 5, normalize=False) == [b"year 2023"]
+    assert sorted(shingles("日本、語。", 1, mode="char")) == sorted(c.encode() for c in "日本語")  # punctuation dropped
+    assert sorted(shingles("日本、語", 1, mode="char", normalize=False)) == sorted(c.encode() for c in "日本、語")
+    assert shingles("\u1100\u1161\u11a8", 1) == ["각".encode()]               # conjoining jamo compose
+
+
+def test_fast_path_equals_the_definition_where_nfkc_changes_text():
+    """NFKC runs only on documents that need it; the shingle sets must equal those of NFKC on
+    every document (the reference), in every mode and with accents folded or not."""
+    docs = lang_texts(["en", "ja", "ko", "ar", "hi", "vi", "th", "el"], 25) + [t for t, _ in SURFACE_EDITS]
+    docs += [y for _, y in SURFACE_EDITS] + ["…only dots… and ＮＢＳＰ\u00a0here", "ﾊﾝｶｸ カタカナ", "\u2460\u2461 ⅻ ½"]
+    docs += EDGE
+    for mode, tok, n in [("word", "whitespace", 3), ("word", "cjk", 2), ("word", "thai", 3), ("char", "whitespace", 3)]:
+        for fold in (False, True):
+            hashes, offsets = word_shingle_hashes(docs, n, mode, tok, fold_diacritics=fold)
+            for i, t in enumerate(docs):
+                own = [x.decode() for x in shingles(t, n, mode, tok, fold_diacritics=fold)]
+                mine = set(hashes[offsets[i]:offsets[i + 1]].tolist())
+                assert len(mine) == len(own), (mode, tok, fold, t[:40])
+                if mode == "word":    # a word shingle's text normalises to itself ("0 0"; in char mode "00" -> "0")
+                    alone, _ = word_shingle_hashes(own, n, mode, tok, fold_diacritics=fold)
+                    assert set(alone.tolist()) == mine, (mode, tok, fold, t[:40])
+
+
+def test_minhash_params_normalisation_options():
+    from tokenmill.stages.dedup.minhash import MinHashParams
+
+    assert MinHashParams().normalize is True and MinHashParams().fold_diacritics is False
+    with pytest.raises(ValueError, match="fold_diacritics"):
+        MinHashParams(normalize=False, fold_diacritics=True)
+
+
 # --------------------------------------------------------------------------- LSH parameters and keys
 
 def test_optimal_bands_is_datasketchs():

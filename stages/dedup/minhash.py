@@ -48,6 +48,10 @@ class MinHashParams(BaseModel):
     hash: Literal["fast", "datasketch"] = Field("fast", description="fast (64-bit) | datasketch (bit-identical "
                                                 "signatures to datasketch.MinHash)")
     seed: int = Field(1, ge=0)
+    normalize: bool = Field(True, description="shingle normalised text: NFKC, lower case, numbers folded to 0, "
+                            "'_' as a space (stages/dedup/normalize.py); false: only lower-cased")
+    fold_diacritics: bool = Field(False, description="with normalize: also strip accents (café = cafe); off "
+                                  "since in many scripts marks are letters")
     verify: float = Field(0.0, ge=0, le=1, description="> 0: drop candidate edges whose estimated Jaccard "
                           "(share of equal signature values) is below it")
     keep: Literal["first", "quality_score"] = Field("first", description="first (in input order: source, then "
@@ -60,6 +64,8 @@ class MinHashParams(BaseModel):
 
     @model_validator(mode="after")
     def _bands_fit(self):
+        if self.fold_diacritics and not self.normalize:
+            raise ValueError("fold_diacritics: true needs normalize: true")
         if self.threshold is not None:
             self.bands = None
         elif self.bands is None or self.num_perm % self.bands:
@@ -108,7 +114,8 @@ class MinHashDedup(GlobalStage):
         """One hasher per n-gram length (word n-grams, a language's character n-grams)."""
         if ngram not in self._hashers:
             p = self.params
-            self._hashers[ngram] = MinHasher(num_perm=p.num_perm, seed=p.seed, hash=p.hash, ngram=ngram)
+            self._hashers[ngram] = MinHasher(num_perm=p.num_perm, seed=p.seed, hash=p.hash, ngram=ngram,
+                                             normalize=p.normalize, fold_diacritics=p.fold_diacritics)
         return self._hashers[ngram]
 
     @classmethod

@@ -4,16 +4,20 @@ band keys. Pure NumPy over Arrow; no Python loop per shingle or per document on 
 Shingles (the definition; ``shingles()`` spells it out one document at a time, the fast path
 ``word_shingle_hashes()`` computes the same sets for a whole batch):
 
-- The text is lower-cased with Arrow's ``utf8_lower`` (utf8proc's simple case mapping, one code
-  point to one code point) in both paths, so they agree on every script. Null text is "".
+- The text is normalised (``normalize=True``, the default; ``normalize.py``: NFKC, lower case,
+  every number folded to ``0``, ``_`` as a space, accents stripped only with ``fold_diacritics``),
+  or with ``normalize=False`` only lower-cased (Arrow's ``utf8_lower``, utf8proc's simple case
+  mapping, one code point to one), by the same Arrow kernels in both paths, so they agree on
+  every script. Null text is "".
 - ``mode="word"``: the units are the words of ``stages/heuristics/words.py``'s ``_WORDS[tokenizer]``
-  over the lower-cased text: ``whitespace`` = maximal runs of ``[\\p{L}\\p{M}\\p{N}_]``; ``cjk`` =
+  over that text: ``whitespace`` = maximal runs of ``[\\p{L}\\p{M}\\p{N}_]``; ``cjk`` =
   every Han/kana code point alone, other word runs as above; ``thai`` = Thai runs cut into
   4-code-point pieces from the start of each run, other word runs as above. A shingle is
-  ``" ".join`` of ``ngram`` consecutive words.
-- ``mode="char"``: the units are the code points of the lower-cased text that are not
-  ``\\p{White_Space}``; a shingle is ``"".join`` of ``ngram`` consecutive units (the tokenizer is
-  not used).
+  ``" ".join`` of ``ngram`` consecutive words. Punctuation, symbols and whitespace are never part
+  of a unit, so changing them changes no shingle.
+- ``mode="char"``: the units are the code points of that text that are letters, marks or digits
+  (normalised), or that are not ``\\p{White_Space}`` (``normalize=False``); a shingle is
+  ``"".join`` of ``ngram`` consecutive units (the tokenizer is not used).
 - A document with 1 <= units < ``ngram`` has one shingle: all its units joined. A document with no
   units has no shingle; its signature row is all-max and ``empty`` is true, and it never matches
   anything (see ``band_keys``).
@@ -61,6 +65,8 @@ import pyarrow.compute as pc
 import regex as re
 
 from tokenmill.stages.heuristics.words import _CJK, _THAI, _W, _WORDS
+
+from .normalize import lowered, normalized, normalized_reference
 
 CHUNK_BYTES = 1 << 20          # text bytes tokenised at once (whole documents)
 BLOCK_BYTES = 8 << 20          # permuted values materialised at once (num_perm x shingles)
@@ -146,6 +152,8 @@ def _classes(kind: str) -> np.ndarray:
 
     if kind == "char":
         return (~mask(f"[{_WHITE}]")).astype(np.uint8)
+    if kind == "char-normalized":
+        return mask(_W).astype(np.uint8)
     table = mask(_W).astype(np.uint8)
     if kind == "cjk":
         table[mask(f"[{_CJK}]")] = 2
@@ -170,15 +178,20 @@ def _lower_one(text: Optional[str]) -> str:
     return pc.utf8_lower(pa.array([text or ""], pa.large_string()))[0].as_py()
 
 
-def shingles(text: str, ngram: int, mode: str = "word", tokenizer: str = "whitespace") -> list[bytes]:
+_CHAR_UNIT = re.compile(_W)
+
+
+def shingles(text: str, ngram: int, mode: str = "word", tokenizer: str = "whitespace", *,
+             normalize: bool = True, fold_diacritics: bool = False) -> list[bytes]:
     """The shingle set of one document as UTF-8 bytes (deduplicated; order not meaningful).
-    The definition the fast path agrees with (module docstring)."""
+    The definition the fast path agrees with (module docstring); ``normalize``: the text of
+    ``normalize.normalized`` (NFKC on the whole text here), else only lower-cased."""
     _check(ngram, mode, tokenizer)
-    low = _lower_one(text)
+    low = normalized_reference(text, fold_diacritics=fold_diacritics) if normalize else _lower_one(text)
     if mode == "word":
         units, sep = _WORDS[tokenizer].findall(low), " "
     else:
-        units, sep = _NON_SPACE.findall(low), ""
+        units, sep = (_CHAR_UNIT if normalize else _NON_SPACE).findall(low), ""
     if not units:
         return []
     if len(units) < ngram:
@@ -187,16 +200,6 @@ def shingles(text: str, ngram: int, mode: str = "word", tokenizer: str = "whites
 
 
 # -- the fast path: Arrow text -> unit hashes -> shingle hashes ------------------------------------
-def _lowered(texts: Texts) -> pa.LargeStringArray:
-    if isinstance(texts, pa.ChunkedArray):
-        texts = texts.combine_chunks() if texts.num_chunks else pa.array([], pa.large_string())
-    if not isinstance(texts, pa.Array):
-        texts = pa.array(texts, pa.large_string())
-    if texts.type != pa.large_string():
-        texts = texts.cast(pa.large_string())
-    return pc.utf8_lower(pc.fill_null(texts, ""))
-
-
 def _buffers(arr: pa.LargeStringArray) -> tuple[np.ndarray, np.ndarray]:
     """(UTF-8 bytes as uint8, int64 byte offsets of len(arr)+1) without copying."""
     offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset:arr.offset + len(arr) + 1]
@@ -252,7 +255,7 @@ def _unit_starts(cls: np.ndarray, lead: Optional[np.ndarray], seg_starts: np.nda
                  tokenizer: str) -> np.ndarray:
     """Bytes where a unit begins: in char mode every unit code point; in word mode a class change,
     a segment start, every CJK code point, every 4th code point of a Thai run."""
-    if mode == "char":
+    if mode != "word":                                 # "char", "char-normalized"
         return cls != 0 if lead is None else (cls != 0) & lead
     prev = np.empty_like(cls)
     prev[:1] = 0
@@ -280,7 +283,7 @@ def _units(values: np.ndarray, offs: np.ndarray, mode: str, tokenizer: str) -> t
     lo = int(offs[0])
     b, offs = values[lo:int(offs[-1])], offs - lo
     n = len(b)
-    cls, lead = _byte_classes(b, "char" if mode == "char" else tokenizer)
+    cls, lead = _byte_classes(b, tokenizer if mode == "word" else mode)
     start = _unit_starts(cls, lead, offs[:-1][offs[:-1] < n], mode, tokenizer)
     inside = cls != 0
     last = inside.copy()                              # the last byte of a unit
@@ -364,23 +367,30 @@ def _shingles_of_units(units: np.ndarray, uo: np.ndarray, ngram: int) -> tuple[n
     return fmix64(out), so
 
 
-def _iter_shingle_hashes(texts: Texts, ngram: int, mode: str, tokenizer: str):
+def _shingle_text(texts: Texts, normalize: bool, fold_diacritics: bool) -> pa.LargeStringArray:
+    return normalized(texts, fold_diacritics=fold_diacritics) if normalize else lowered(texts)
+
+
+def _iter_shingle_hashes(texts: Texts, ngram: int, mode: str, tokenizer: str, normalize: bool = True,
+                         fold_diacritics: bool = False):
     """Yields (doc_lo, doc_hi, shingle hashes, offsets rebased to 0) per chunk of documents."""
     _check(ngram, mode, tokenizer)
-    values, offsets = _buffers(_lowered(texts))
+    values, offsets = _buffers(_shingle_text(texts, normalize, fold_diacritics))
+    if mode == "char" and normalize:
+        mode = "char-normalized"                      # units: letters, marks, digits only
     for lo, hi in _chunks(offsets, CHUNK_BYTES):
         units, uo = _chunk_units(values, offsets, lo, hi, mode, tokenizer, CHUNK_BYTES)
         sh, so = _shingles_of_units(units, uo, ngram)
         yield lo, hi, sh, so
 
 
-def word_shingle_hashes(texts: Texts, ngram: int, mode: str = "word",
-                        tokenizer: str = "whitespace") -> tuple[np.ndarray, np.ndarray]:
+def word_shingle_hashes(texts: Texts, ngram: int, mode: str = "word", tokenizer: str = "whitespace", *,
+                        normalize: bool = True, fold_diacritics: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """64-bit hashes of every document's shingles: (uint64 hashes flattened in document order,
     int64 offsets of len(texts)+1). One hash per shingle occurrence (a repeated shingle repeats);
-    the distinct hashes of a document are its ``shingles()`` set, one for one."""
+    the distinct hashes of a document are its ``shingles()`` set (same options), one for one."""
     parts, offs, base = [], [np.zeros(1, dtype=np.int64)], 0
-    for _, _, sh, so in _iter_shingle_hashes(texts, ngram, mode, tokenizer):
+    for _, _, sh, so in _iter_shingle_hashes(texts, ngram, mode, tokenizer, normalize, fold_diacritics):
         parts.append(sh)
         offs.append(so[1:] + base)
         base += len(sh)
@@ -437,10 +447,11 @@ class MinHasher:
     hash: "fast" (tokenmill's 64-bit family) or "datasketch" (bit-identical to
     ``datasketch.MinHash(num_perm=num_perm, seed=seed, scheme=scheme)``; scheme None = datasketch's
     default). ngram: shingle length in units (``signatures(..., ngram=)`` overrides it per call,
-    e.g. a per-language character n-gram length)."""
+    e.g. a per-language character n-gram length). normalize / fold_diacritics: the shingle text
+    (``normalize`` module; ``normalize=False``: only lower-cased)."""
 
     def __init__(self, num_perm: int = 112, seed: int = 1, hash: str = "fast", ngram: int = 5,
-                 scheme: Optional[str] = None):
+                 scheme: Optional[str] = None, *, normalize: bool = True, fold_diacritics: bool = False):
         if num_perm < 1:
             raise ValueError(f"num_perm must be >= 1, got {num_perm}")
         if hash not in ("fast", "datasketch"):
@@ -448,6 +459,7 @@ class MinHasher:
         if ngram < 1:
             raise ValueError(f"ngram must be >= 1, got {ngram}")
         self.num_perm, self.seed, self.hash, self.ngram = num_perm, seed, hash, ngram
+        self.normalize, self.fold_diacritics = normalize, fold_diacritics
         if hash == "fast":
             if scheme is not None:
                 raise ValueError("scheme applies to hash='datasketch' only")
@@ -494,7 +506,8 @@ class MinHasher:
         n = len(texts)
         sigs = np.empty((n, self.num_perm), dtype=np.uint64)
         empty = np.zeros(n, dtype=bool)
-        for lo, hi, sh, so in _iter_shingle_hashes(texts, ngram, mode, tokenizer):
+        for lo, hi, sh, so in _iter_shingle_hashes(texts, ngram, mode, tokenizer, self.normalize,
+                                                   self.fold_diacritics):
             sigs[lo:hi] = _min_per_doc(sh, so, self._permute_fast, self.num_perm, np.uint64, MAX64)
             empty[lo:hi] = so[1:] == so[:-1]
         return sigs, empty
@@ -508,7 +521,8 @@ class MinHasher:
         empty = np.zeros(n, dtype=bool)
         step = 256                                  # documents per block of SHA-1 values
         for lo in range(0, n, step):
-            sets = [shingles(t, ngram, mode, tokenizer) for t in texts[lo:lo + step]]
+            sets = [shingles(t, ngram, mode, tokenizer, normalize=self.normalize,
+                             fold_diacritics=self.fold_diacritics) for t in texts[lo:lo + step]]
             counts = np.fromiter(map(len, sets), dtype=np.int64, count=len(sets))
             offs = np.zeros(len(sets) + 1, dtype=np.int64)
             np.cumsum(counts, out=offs[1:])
