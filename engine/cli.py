@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from tokenmill.engine.durable.lease import LeaseHeld, LeaseLost
     from tokenmill.engine.durable.ownership import ForeignOutput
+    from tokenmill.engine.global_ops import GlobalStepError
     from tokenmill.engine.io.transient import is_transient
     from tokenmill.engine.report.console import Console
     from tokenmill.engine.run import run_pipeline
@@ -98,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     except LeaseLost as e:
         print(f"{e} (exit 75: finished phases are kept; run again to finish)", file=sys.stderr)
         return 75
+    except GlobalStepError as e:
+        print(f"the run stopped in a global step (exit 1): {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted: finished phases are kept; run the same command again to finish", file=sys.stderr)
         return 130

@@ -253,7 +253,7 @@ class PhaseRunner:
         self.store.write_json_atomic(f"{tmp}/{FIGURES}", figures)
         self._commit_dir(tmp, final)
         self.global_figures[phase.barrier.name] = figures
-        extra = "".join(f", {k} {v}" for k, v in figures.items())
+        extra = "".join(f", {k} {v}" for k, v in figures.items() if not isinstance(v, (dict, list)))   # tables: report.json
         self.say(f"global: {phase.barrier.name} done in {time.time() - t0:.1f}s{extra}")
 
     def decisions_by_chunk(self, phase: Phase) -> dict[int, Decisions]:

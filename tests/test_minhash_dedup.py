@@ -97,18 +97,28 @@ def test_copies_are_removed_in_favour_of_their_original(engine, tmp_path, shared
     assert close <= set(removed), sorted(close - set(removed))[:5]
     same_family = sum(_family(k) == _family(d) for d, k in removed.items())
     assert same_family >= 0.97 * len(removed)
-    # kept ids never point at removed documents; kept documents carry their cluster's size
+    # kept ids never point at removed documents; kept documents carry their cluster's size, which
+    # counts its broken chains too (members the guard kept: here copies of a short page whose one
+    # replaced word leaves them below Jaccard 0.7 to it)
     kept = {r["id"]: r[CLUSTER_SIZE] for r in data.to_pylist()}
     assert set(removed.values()) <= set(kept)
+    guard = result.report["global_steps"]["minhash_dedup"]["guard"]
+    broken = {e["id"] for e in guard["broken_examples"]}
+    assert len(broken) == guard["broken_chains"] <= 3 and all(e["jaccard_to_kept"] < 0.7 for e in guard["broken_examples"])
+    assert broken <= set(kept) and not broken & close
+    assert guard["passed_hop1"] + guard["passed_later_hop"] == len(removed)
+    assert guard["passed_hop1"] >= 0.95 * len(removed)
     for doc_id, size in kept.items():
-        assert size == 1 + sum(1 for k in removed.values() if k == doc_id)
+        if _family(doc_id) not in {_family(b) for b in broken}:
+            assert size == 1 + sum(1 for k in removed.values() if k == doc_id)
     originals = [i for i in kept if "~copy" not in i]
     assert sum(kept[i] >= 3 for i in originals) >= 0.9 * len(originals)
     # the report: rounds of connected components, reasons counted under one label
     step = result.report["global_steps"]["minhash_dedup"]
     assert step["rounds"] >= 1
     # a component of k documents ends as k - 1 star edges, and k - 1 of its documents are removed
-    assert step["star_edges"] == len(removed) and step["candidate_edges"] >= len(removed)
+    # (but for the broken chains, which the guard keeps)
+    assert step["star_edges"] == len(removed) + guard["broken_chains"] and step["candidate_edges"] >= len(removed)
     reasons = {r["reason"]: r["docs"] for r in result.report["reject_reasons"] if r["stage"] == "minhash_dedup"}
     assert reasons == {"near_duplicate": len(removed)}
 
@@ -179,14 +189,15 @@ def _cluster_run(tmp_path: Path, inputs: list[str], remove_worker: bool) -> set[
     return _outcome(out)
 
 
-@pytest.mark.parametrize("remove_worker", [False, True], ids=["three-nodes", "worker-removed-mid-dedup"])
 @pytest.mark.slow
 @pytest.mark.cluster
-def test_multinode_cluster_gives_the_same_result(ray_local, tmp_path, shared_data, remove_worker):
+def test_multinode_cluster_gives_the_same_result(ray_local, tmp_path, shared_data):
+    """Three nodes, one of them removed while the global step runs (the run on three nodes that
+    stay is the same code path without the removal; one test keeps CI within its time)."""
     inputs = _write(_families(shared_data, originals=40), tmp_path / "in", files=4)
     single = tmp_path / "single"
     run_pipeline(build_pipeline(_config(inputs, single)), progress=False)
-    assert _cluster_run(tmp_path, inputs, remove_worker) == _outcome(single)
+    assert _cluster_run(tmp_path, inputs, remove_worker=True) == _outcome(single)
 
 
 def test_incremental_run_rejects_copies_of_indexed_documents(engine, tmp_path, shared_data):

@@ -12,7 +12,9 @@ this run's buckets with node ids below zero, so a component that holds an indexe
 negative label, and every document of this run in it is rejected in favour of the indexed one
 (the indexed document always wins; the old corpus is never read).
 
-Index size per document: ``bands`` x 8 bytes of keys plus the id, before Parquet compression.
+Index size per document: ``bands`` x 8 bytes of keys plus the id, and with the guard on its
+224-byte sketch (stored once, on its first band row), before Parquet compression. The sketch lets a
+later run guard a component that an indexed document wins like any other (``kept.py``).
 """
 from __future__ import annotations
 
@@ -28,7 +30,10 @@ from tokenmill.engine.global_ops import NODE_BITS
 from .components import band_rows
 from .index_store import without_run
 
-INDEX_ROWS = pa.schema([("band", pa.int64()), ("node", pa.int64()), ("id", pa.string())])
+#: ``sketch``: the document's guard sketch (``guard.py``) on its first band row, null on the others
+#: (and on every row of an index written without a guard or by an earlier version)
+INDEX_ROWS = pa.schema([("band", pa.int64()), ("node", pa.int64()), ("id", pa.string()), ("sketch", pa.binary())])
+SKETCH = "minhash_sketch"
 
 
 class IndexParams(BaseModel):
@@ -51,13 +56,23 @@ def indexed_node(nodes: np.ndarray, run_no: int) -> np.ndarray:
 
 
 def indexed_rows(table: pa.Table, run_no: int, own: Optional[int] = None) -> pa.Table:
-    """One index folder's rows (band, node, id) -> (node, band, label, indexed_id), with node ids
-    below zero (the folder's own ids, tagged with its number ``run_no``); ``own``: the reading
-    run's position in a merged folder, whose rows are left out."""
+    """One index folder's rows (band, node, id[, sketch]) -> (node, band, label, indexed_id,
+    indexed_sketch), with node ids below zero (the folder's own ids, tagged with its number
+    ``run_no``); ``own``: the reading run's position in a merged folder, whose rows are left out."""
     table = without_run(table, own)
     node = indexed_node(table["node"].to_numpy(zero_copy_only=False).astype(np.int64), run_no)
+    sketch = table["sketch"].cast(pa.binary()) if "sketch" in table.column_names else pa.nulls(table.num_rows, pa.binary())
     return pa.table({"node": pa.array(node, pa.int64()), "band": table["band"], "label": pa.array(node, pa.int64()),
-                     "indexed_id": table["id"]})
+                     "indexed_id": table["id"], "indexed_sketch": sketch})
+
+
+def with_sketch(table: pa.Table) -> pa.Table:
+    """A band index folder's rows in ``INDEX_ROWS`` order, with a null ``sketch`` where a folder
+    of an earlier version has none (so old and new folders merge and union alike)."""
+    if "sketch" not in table.column_names:
+        table = table.append_column("sketch", pa.nulls(table.num_rows, pa.binary()))
+    rest = [c for c in table.column_names if c not in INDEX_ROWS.names]
+    return table.select(INDEX_ROWS.names + rest)
 
 
 def keep_rows(keys: Optional[pa.Table], decisions: Optional[pa.Table]) -> pa.Table:
@@ -67,4 +82,9 @@ def keep_rows(keys: Optional[pa.Table], decisions: Optional[pa.Table]) -> pa.Tab
     if decisions is not None and decisions.num_rows:
         gone = decisions.filter(pc.is_valid(decisions["reject_reason"]))["node"]
         keys = keys.filter(pc.invert(pc.is_in(keys["node"], gone)))
-    return band_rows(keys, "minhash_bands", ["node", "id"]).select(INDEX_ROWS.names).cast(INDEX_ROWS)
+    rows = band_rows(keys, "minhash_bands", ["node", "id"] + ([SKETCH] if SKETCH in keys.column_names else []))
+    node = rows["node"].to_numpy(zero_copy_only=False)
+    first = np.r_[True, node[1:] != node[:-1]] if len(node) else np.zeros(0, bool)
+    sketch = (pc.if_else(pa.array(first), rows[SKETCH].cast(pa.binary()), pa.scalar(None, pa.binary()))
+              if SKETCH in rows.column_names else pa.nulls(rows.num_rows, pa.binary()))
+    return pa.table({"band": rows["band"], "node": rows["node"], "id": rows["id"], "sketch": sketch}).cast(INDEX_ROWS)

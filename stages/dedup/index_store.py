@@ -318,6 +318,10 @@ def shifted(table: pa.Table, node: Optional[int], run: int) -> pa.Table:
     runs = table[RUN_COLUMN].to_numpy(zero_copy_only=False).astype(np.int32) if RUN_COLUMN in table.column_names \
         else np.zeros(n, np.int32)
     table = table.drop_columns([c for c in (RUN_COLUMN, "range") if c in table.column_names])
+    if "band" in table.column_names:
+        from .band_index import with_sketch  # noqa: PLC0415 (band_index builds on this module)
+
+        table = with_sketch(table)
     if node is not None:
         i = table.column_names.index("node")
         shifted_nodes = table["node"].to_numpy(zero_copy_only=False).astype(np.int64) + np.int64(node)

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tokenmill.engine.global_ops import GlobalStepError
 from tokenmill.engine.io.storage import Storage
 from tokenmill.engine.languages import register_language_params
 from tokenmill.engine.schema import set_column
@@ -29,9 +30,11 @@ from tokenmill.engine.stage import GlobalStage, Resources, register_stage
 
 from .band_index import IndexParams, indexed_rows, keep_rows
 from .components import BAND_ROWS, HUB_DEGREE, band_rows, candidate_edges, connected_components, star_labels
+from .guard import SKETCH_COLUMN, sketch_column
 from .hubs import HubLog
 from .index_store import commit_marker, compact, index_figures, index_folders, index_state, own_position, run_folder
-from .kept import CLUSTER_SIZE, REASON_PREFIX, decide
+from .kept import CLUSTER_SIZE, DECISIONS, REASON_PREFIX, decide
+from .losses import guard_figures, largest_clusters, source_losses
 from .signatures import MinHasher, band_keys, optimal_bands
 
 BANDS_COLUMN = "minhash_bands"
@@ -61,6 +64,16 @@ class MinHashParams(BaseModel):
     hub_degree: int = Field(HUB_DEGREE, ge=2, description="a document with more near-duplicate links than this, "
                             "or a cluster with more members, is spread over several workers")
     index: IndexParams = Field(default_factory=IndexParams)
+    guard: float = Field(0.7, ge=0, le=1, description="a member is removed only if its estimated Jaccard with the "
+                         "document its cluster keeps (or, see guard_hops, with a member that passed) is >= this; "
+                         "else it is kept and reported as a broken chain. 0: off")
+    guard_hops: int = Field(2, ge=1, le=8, description="verified links allowed between a removed member and "
+                            "the kept document")
+    max_source_removal: Optional[float] = Field(None, gt=0, le=1, description="fail the run (before anything is "
+                                                "committed) when a source file or web domain with at least "
+                                                "source_min_docs documents loses more than this share to dedup")
+    source_min_docs: int = Field(100, ge=1, description="sources smaller than this are listed in no loss table")
+    report_top: int = Field(10, ge=0, le=1000, description="clusters and sources listed in report.json")
 
     @model_validator(mode="after")
     def _bands_fit(self):
@@ -91,8 +104,9 @@ def _language_salt(lang: Optional[str]) -> np.uint64:
 class MinHashDedup(GlobalStage):
     name = "minhash_dedup"
     Params = MinHashParams
-    adds = {BANDS_COLUMN: pa.list_(pa.int64()), SIGNATURE_COLUMN: pa.list_(pa.uint64()), CLUSTER_SIZE: pa.int32()}
-    internal_columns = (BANDS_COLUMN, SIGNATURE_COLUMN)
+    adds = {BANDS_COLUMN: pa.list_(pa.int64()), SIGNATURE_COLUMN: pa.list_(pa.uint64()), SKETCH_COLUMN: pa.binary(),
+            CLUSTER_SIZE: pa.int32()}
+    internal_columns = (BANDS_COLUMN, SIGNATURE_COLUMN, SKETCH_COLUMN)
     default_resources = Resources(num_cpus=1, concurrency=2, batch_size=1000)
 
     @classmethod
@@ -127,7 +141,8 @@ class MinHashDedup(GlobalStage):
         """The columns the global step reads back (never the text)."""
         extra = ["quality_score"] if self.params.keep == "quality_score" else []
         extra += [SIGNATURE_COLUMN] if self.params.verify else []
-        return ["row_key", "id", BANDS_COLUMN, *extra]
+        extra += [SKETCH_COLUMN] if self.params.guard else []
+        return ["row_key", "id", "source", "url", BANDS_COLUMN, *extra]
 
     # -- streamed -----------------------------------------------------------------------------------
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -137,7 +152,8 @@ class MinHashDedup(GlobalStage):
         uniq = pc.unique(langs)
         codes = pc.fill_null(pc.index_in(langs, uniq, skip_nulls=False), 0).to_numpy(zero_copy_only=False)
         keys = np.zeros((n, self.bands), np.uint64)
-        sigs_all = np.zeros((n, self.params.num_perm), np.uint64) if self.params.verify else None
+        keep_sigs = self.params.verify or self.params.guard
+        sigs_all = np.zeros((n, self.params.num_perm), np.uint64) if keep_sigs else None
         empty = np.ones(n, bool)
         for (mode, tokenizer, ngram), members in self._by_shingling(uniq.to_pylist()).items():
             idx = np.flatnonzero(np.isin(codes, members))
@@ -151,9 +167,14 @@ class MinHashDedup(GlobalStage):
         if self.params.scope == "language":
             salts = np.array([_language_salt(lang) for lang in uniq.to_pylist()], np.uint64)
             keys ^= salts[codes][:, None]
+        for name in ("source", "url"):            # what the loss tables read; a reader always sets them
+            if name not in batch.column_names:
+                batch = set_column(batch, name, pa.nulls(n, pa.string()))
         batch = set_column(batch, BANDS_COLUMN, self._band_lists(keys.view(np.int64), empty, pa.int64()))
-        if sigs_all is not None:
+        if self.params.verify:
             batch = set_column(batch, SIGNATURE_COLUMN, self._band_lists(sigs_all, empty, pa.uint64()))
+        if self.params.guard:
+            batch = set_column(batch, SKETCH_COLUMN, sketch_column(sigs_all, empty))
         return set_column(batch, CLUSTER_SIZE, pa.array(np.ones(n, np.int32), pa.int32()))
 
     def _by_shingling(self, languages: list) -> dict[tuple, list[int]]:
@@ -197,7 +218,7 @@ class MinHashDedup(GlobalStage):
         if indexed:
             index = ops.materialize(ops.union(indexed))
             band_rows = ops.union([band_rows, ops.map(index, _select, columns=["node", "band"])])
-            owners = [ops.map(index, _select, columns=["label", "indexed_id"])]
+            owners = [ops.map(index, _select, columns=["label", "indexed_id", "indexed_sketch"])]
         hubs = HubLog()
         edges = candidate_edges(ops, band_rows, self.params.hub_degree, hubs)
         if self.params.verify:
@@ -208,23 +229,51 @@ class MinHashDedup(GlobalStage):
                                              hub_degree=self.params.hub_degree, log=hubs)
         members = ops.map(keys, member_rows, columns=self.shuffle_columns())
         labeled = ops.partition_map([ops.map(stars, star_labels), members], "node", attach_labels)
-        decisions = decide(ops, labeled, owners, self.params.keep, self.params.hub_degree, log=hubs)
+        decisions = ops.materialize(decide(ops, labeled, owners, self.params.keep, self.params.hub_degree, log=hubs,
+                                           guard=self.params.guard, hops=self.params.guard_hops))
+        reported = self._reported(ops, keys, decisions)      # fails here, before any index is written
         if self.params.index.write:
-            decisions = ops.materialize(decisions)
             self._write_index(ops, keys, decisions)
-        return decisions, {"rounds": rounds, "candidate_edges": counts[0], "star_edges": counts[rounds],
-                           **index_figures(folders, ops.run_id), **merged,
-                           "hubs_spread": hubs.spread, "largest_hub": hubs.largest}
+        return ops.map(decisions, _select, columns=DECISIONS.names), {
+            "rounds": rounds, "candidate_edges": counts[0], "star_edges": counts[rounds],
+            **index_figures(folders, ops.run_id), **merged, "hubs_spread": hubs.spread, "largest_hub": hubs.largest,
+            **reported}
+
+    def _reported(self, ops, keys, decisions) -> dict:
+        """The largest clusters, the guard's checks and the sources that lost the largest share
+        (``losses.py``); raises ``SourceRemovalAlarm`` when one lost more than max_source_removal."""
+        p = self.params
+        out = {"largest_clusters": largest_clusters(ops, decisions, p.report_top)}
+        if p.guard:
+            out["guard"] = guard_figures(ops, decisions, p.guard, p.guard_hops)
+        losses = source_losses(ops, keys, decisions, p.report_top, p.source_min_docs, p.max_source_removal)
+        out["source_losses"] = losses
+        if p.max_source_removal is not None and losses["over"]:
+            raise SourceRemovalAlarm(p.max_source_removal, p.source_min_docs, losses["over"])
+        return out
 
     def _write_index(self, ops, keys, decisions) -> None:
         """This run's kept documents' band keys under index.write (committed by a marker)."""
         folder = run_folder(self.params.index.write, ops.run_id)
         store = Storage(folder)
         store.rm(store.root)
-        rows = ops.partition_map([ops.map(keys, _select, columns=["node", "id", BANDS_COLUMN]), decisions], "node",
-                                 keep_rows)
+        columns = ["node", "id", BANDS_COLUMN] + ([SKETCH_COLUMN] if self.params.guard else [])
+        rows = ops.partition_map([ops.map(keys, _select, columns=columns), decisions], "node", keep_rows)
         ops.write_parquet(rows, folder)
         commit_marker(store)
+
+
+class SourceRemovalAlarm(GlobalStepError):
+    """A source lost more of its documents to near-duplicate removal than max_source_removal allows."""
+
+    def __init__(self, limit: float, min_docs: int, over: list[dict]):
+        shown = "; ".join(f"{o['kind']} {o['name']}: {o['removed']:,} of {o['docs']:,} ({o['share']:.1%})"
+                          for o in over[:10])
+        more = f" and {len(over) - 10} more" if len(over) > 10 else ""
+        super().__init__(f"minhash_dedup would remove more than max_source_removal={limit:g} of a source's documents "
+                         f"(sources of >= {min_docs} documents): {shown}{more}. Nothing was committed; check the "
+                         f"largest clusters (a template or a chain), raise the limit, or set guard higher")
+        self.over = over
 
 
 def _select(table: pa.Table, columns: list[str]) -> pa.Table:
