@@ -67,7 +67,9 @@ def test_minhash_with_hubs_on_local_equals_ray(tmp_path, ray_local):
     assert extra_columns(got["local"][2], "dup_cluster_size") == extra_columns(got["ray"][2], "dup_cluster_size")
     # the step's own figures depend on the partitions (cores); the components do not
     steps = [got[e][1]["global_steps"]["minhash_dedup"] for e in ("ray", "local")]
-    assert steps[0]["star_edges"] == steps[1]["star_edges"] == len(removed)
+    # (a component of k ends as k - 1 star edges: its removed members and its broken chains)
+    assert steps[0]["star_edges"] == steps[1]["star_edges"] == len(removed) + steps[0]["guard"]["broken_chains"]
+    assert steps[0]["guard"] == steps[1]["guard"] and steps[0]["source_losses"] == steps[1]["source_losses"]
     assert steps[0]["hubs_spread"] > 10 and steps[1]["hubs_spread"] > 10
 
 

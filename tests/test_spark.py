@@ -128,7 +128,9 @@ def test_minhash_dedup_on_spark_equals_ray(tmp_path, ray_local, spark_local):
     assert len(removed) > 300 and all(r[2].startswith("near_duplicate_of:") for r in removed)
     assert extra_columns(spark_out, CLUSTER_SIZE) == extra_columns(ray_out, CLUSTER_SIZE)
     assert report_counts(spark_report) == report_counts(ray_report)
-    assert spark_report["global_steps"]["minhash_dedup"]["star_edges"] == len(removed)
+    step = spark_report["global_steps"]["minhash_dedup"]
+    assert step["star_edges"] == len(removed) + step["guard"]["broken_chains"]    # k - 1 star edges a component
+    assert step["guard"] == ray_report["global_steps"]["minhash_dedup"]["guard"]
     assert spark_report["global_steps"]["minhash_dedup"]["hubs_spread"] > 10
 
 

@@ -59,7 +59,15 @@ def build_report(pipeline, manifest: dict, stats: WriteStats, problems, metrics:
         "quality_scores": _quality_scores(pipeline, stats, (metrics or {}).get("global_steps", {})),
         "generated": generated_report(pipeline, stats, phase_seconds),
         "files": _file_counts(manifest),
+        "examples": _examples(stats),
     }
+
+
+def _examples(stats: WriteStats) -> dict:
+    """Up to 5 documents per reject reason and per kept language (the smallest ids; id, url,
+    language, the first 300 characters, the raw reason): ``tokenmill inspect`` prints more."""
+    return {"rejected": [{"stage": k[0], "reason": k[1], "examples": v} for k, v in sorted(stats.rejected_examples.items())],
+            "kept": [{"language": k[0], "examples": v} for k, v in sorted(stats.kept_examples.items())]}
 
 
 def _file_counts(manifest: dict) -> dict[str, int]:

@@ -18,12 +18,57 @@ import json
 from collections.abc import Callable
 from typing import Optional
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from tokenmill.engine.io.readers import FILE_REASONS
 
 SCORE_BINS = 20   # score histograms: bins of 0.05 over [0, 1]
+EXAMPLES = 5      # example documents kept per reject reason and per language
+EXAMPLE_CHARS = 300
+
+
+def _examples(table: pa.Table, keys: list[str]) -> dict[tuple, list[dict]]:
+    """Up to ``EXAMPLES`` rows per distinct ``keys`` tuple: those with the smallest ids (so the
+    choice does not depend on how rows were split into chunks), as small dicts."""
+    if table.num_rows == 0:
+        return {}
+    cols = {k: pc.fill_null(table[k].cast(pa.string()), "") if k in table.column_names
+            else pa.array([""] * table.num_rows, pa.string()) for k in keys}
+    t = pa.table({**cols, "_id": pc.fill_null(table["id"].cast(pa.string()), ""),
+                  "_i": pa.array(np.arange(table.num_rows))})
+    t = t.sort_by([(k, "ascending") for k in keys] + [("_id", "ascending")])
+    start = np.zeros(t.num_rows, bool)
+    start[0] = True
+    for k in keys:
+        v = np.asarray(t[k].to_numpy(zero_copy_only=False), dtype=object)
+        start[1:] |= v[1:] != v[:-1]
+    pos = np.arange(t.num_rows)
+    rank = pos - np.maximum.accumulate(np.where(start, pos, 0))
+    picked = t.filter(pa.array(rank < EXAMPLES))
+    rows = table.take(picked["_i"])
+    text = pc.utf8_slice_codeunits(pc.fill_null(rows["text"].cast(pa.large_string()), ""), 0, EXAMPLE_CHARS) \
+        if "text" in rows.column_names else pa.nulls(rows.num_rows, pa.string())
+
+    def col(name: str) -> list:
+        return rows[name].to_pylist() if name in rows.column_names else [None] * rows.num_rows
+
+    out: dict[tuple, list[dict]] = {}
+    for key, doc_id, url, lang, reason, txt in zip(zip(*[picked[k].to_pylist() for k in keys]), col("id"),
+                                                   col("url"), col("language"), col("reject_reason"),
+                                                   text.to_pylist()):
+        ex = {"id": doc_id, "url": url, "language": lang or "und", "text": txt}
+        if reason is not None:
+            ex["reason"] = reason
+        out.setdefault(tuple(key), []).append(ex)
+    return out
+
+
+def _merge_examples(into: dict, other: dict) -> None:
+    for key, rows in other.items():
+        both = {str(r["id"]): r for r in into.get(key, []) + rows}
+        into[key] = [both[i] for i in sorted(both)[:EXAMPLES]]
 
 
 def _group_sums(table: pa.Table, keys: list[str]) -> list[tuple]:
@@ -68,6 +113,8 @@ class WriteStats:
         self.emitted_rejected: dict[tuple[str, str, str, str], list[int]] = {}   # (stage, by, reason, lang)
         self.accounting: dict[tuple, list[int]] = {}           # (stage, *by values) -> [rows, *sums]
         self.files: list[dict] = []                            # files written: path, rows, bytes, sha256
+        self.kept_examples: dict[tuple, list[dict]] = {}        # (language,) -> up to EXAMPLES documents
+        self.rejected_examples: dict[tuple, list[dict]] = {}    # (stage, reason label) -> up to EXAMPLES
 
     def _add_scores(self, table: pa.Table) -> None:
         for lang, b, n in _score_counts(table, self.score_column):
@@ -83,6 +130,7 @@ class WriteStats:
         self._add_scores(table)
         for lang, *vals in _group_sums(table, ["language"]):
             self._add(self.kept, lang or "und", vals)
+        _merge_examples(self.kept_examples, _examples(table, ["language"]))
 
     def add_rejected(self, table: pa.Table, report_reason: Optional[Callable[[str, pa.Array], pa.Array]] = None) -> None:
         """Count rejects; ``report_reason(stage, reasons)`` maps a stage's reasons to report labels."""
@@ -95,6 +143,10 @@ class WriteStats:
         self._add_scores(table)
         for stage, reason, lang, *vals in self._by_reason(table, report_reason):
             self._add(self.rejected, (stage or "unknown", reason or "unknown", lang), vals)
+        if table.num_rows:
+            labels = self._label_reasons(table, report_reason) if report_reason is not None else table
+            labeled = table.append_column("_label", labels["reject_reason"])
+            _merge_examples(self.rejected_examples, _examples(labeled, ["reject_stage", "_label"]))
 
     def _by_reason(self, table: pa.Table, report_reason) -> list[tuple]:
         """(stage, report label, language, docs, chars, tokens) of rejected rows."""
@@ -156,6 +208,8 @@ class WriteStats:
                              (self.accounting, other.accounting)):
             for k, v in theirs.items():
                 self._add(mine, k, v)
+        _merge_examples(self.kept_examples, other.kept_examples)
+        _merge_examples(self.rejected_examples, other.rejected_examples)
         return self
 
     # -- JSON ------------------------------------------------------------------------------------
@@ -169,6 +223,8 @@ class WriteStats:
             "emitted": [[*k, *v] for k, v in sorted(self.emitted.items())],
             "emitted_rejected": [[*k, *v] for k, v in sorted(self.emitted_rejected.items())],
             "accounting": [[list(k), v] for k, v in sorted(self.accounting.items())],
+            "examples": {"kept": [[*k, v] for k, v in sorted(self.kept_examples.items())],
+                         "rejected": [[*k, v] for k, v in sorted(self.rejected_examples.items())]},
         }
 
     @classmethod
@@ -187,4 +243,7 @@ class WriteStats:
             cls._add(st.emitted_rejected, (stage, by, reason, lang), v)
         for k, v in data.get("accounting", []):
             cls._add(st.accounting, tuple(k), v)
+        examples = data.get("examples") or {}
+        st.kept_examples = {tuple(k): v for *k, v in examples.get("kept", [])}
+        st.rejected_examples = {tuple(k): v for *k, v in examples.get("rejected", [])}
         return st

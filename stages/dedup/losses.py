@@ -8,7 +8,9 @@ small per-block summaries collected to the driver, and one shuffle of per-block 
 for the shares (so a crawl with millions of domains never meets on the driver).
 
 - ``largest_clusters``: the ``top`` components by members: members, the kept document (id, url),
-  how many members were removed and how many kept by the guard, and a sample of removed members.
+  how many members were removed and how many kept by the guard, and a sample of removed members
+  (the smallest ids, so every engine and partitioning reports the same; ties in size by the
+  component's label, its smallest node id).
 - ``guard_figures``: members checked, passed at hop 1, passed at a later hop, broken chains (kept),
   unchecked (kept by an indexed document of an earlier run), and examples of broken chains.
 - ``source_losses``: per kind (``file``: the ``source`` column; ``domain``: the host of ``url``,
@@ -57,7 +59,7 @@ def _cluster_rows(decisions: pa.Table, top: int) -> pa.Table:
         keeper = keeper.filter(pc.invert(pc.is_in(keeper["_guard"], pa.array([BROKEN, SPLIT], pa.int8()))))
         kept_id.append(keeper["_id"][0].as_py() if keeper.num_rows else None)
         kept_url.append(keeper["_url"][0].as_py() if keeper.num_rows else None)
-        gone = rows.filter(pc.cast(rows["_removed"], pa.bool_())).slice(0, SAMPLE)
+        gone = rows.filter(pc.cast(rows["_removed"], pa.bool_())).sort_by("_id").slice(0, SAMPLE)
         sample_ids.append(gone["_id"].to_pylist())
         sample_urls.append(gone["_url"].to_pylist())
     return pa.table({"label": agg["_label"], "members": agg["_label_count"].cast(pa.int64()),
@@ -81,10 +83,12 @@ def largest_clusters(ops, decisions, top: int = 10) -> list[dict]:
         c["broken_chains"] += r["broken"]
         c["kept_id"] = c["kept_id"] or r["kept_id"]
         c["kept_url"] = c["kept_url"] or r["kept_url"]
-        c["sample_removed_ids"] = (c["sample_removed_ids"] + r["sample_ids"])[:SAMPLE]
-        c["sample_removed_urls"] = (c["sample_removed_urls"] + r["sample_urls"])[:SAMPLE]
-    ranked = sorted(out.values(), key=lambda c: -c["members"])[:top]
-    return ranked
+        pairs = sorted(zip(c["sample_removed_ids"] + r["sample_ids"], c["sample_removed_urls"] + r["sample_urls"]),
+                       key=lambda p: str(p[0]))[:SAMPLE]
+        c["sample_removed_ids"] = [p[0] for p in pairs]
+        c["sample_removed_urls"] = [p[1] for p in pairs]
+    ranked = sorted(out.items(), key=lambda kv: (-kv[1]["members"], kv[0]))[:top]   # ties: by component label,
+    return [c for _, c in ranked]                                                    # as each block chose
 
 
 # -- the guard --------------------------------------------------------------------------------------
@@ -93,7 +97,7 @@ def _guard_rows(decisions: pa.Table) -> pa.Table:
     counts = {name: int(pc.sum(pc.equal(g, code).cast(pa.int64())).as_py() or 0)
               for name, code in (("hop1", 1), ("broken", BROKEN), ("split", SPLIT), ("unchecked", UNCHECKED))}
     later = int(pc.sum(pc.greater(g, 1).cast(pa.int64())).as_py() or 0)
-    broken = decisions.filter(pc.is_in(g, pa.array([BROKEN, SPLIT], pa.int8()))).slice(0, SAMPLE)
+    broken = decisions.filter(pc.is_in(g, pa.array([BROKEN, SPLIT], pa.int8()))).sort_by("_id").slice(0, SAMPLE)
     return pa.table({"hop1": [counts["hop1"]], "later": [later], "broken": [counts["broken"]],
                      "split": [counts["split"]], "unchecked": [counts["unchecked"]],
                      "examples": pa.array([[{"id": r["_id"], "url": r["_url"], "cluster_members": r["dup_cluster_size"],
@@ -111,7 +115,7 @@ def guard_figures(ops, decisions, threshold: float, hops: int) -> dict:
     return {"threshold": threshold, "hops": hops, "passed_hop1": total["hop1"], "passed_later_hop": total["later"],
             "broken_chains": total["broken"] + total["split"], "split_keepers": total["split"],
             "unchecked_indexed": total["unchecked"],
-            "broken_examples": [e for r in rows for e in r["examples"]][:SAMPLE]}
+            "broken_examples": sorted((e for r in rows for e in r["examples"]), key=lambda e: str(e["id"]))[:SAMPLE]}
 
 
 # -- sources ----------------------------------------------------------------------------------------

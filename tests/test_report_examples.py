@@ -1,0 +1,74 @@
+"""Examples in report.json (engine/report/stats.py) and ``tokenmill inspect`` (engine/report/inspect.py):
+the quickstart config on the local executor, with the examples recounted from the output files."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import defaultdict
+
+import pytest
+from conftest import REPO
+from pipeline_helpers import read_manifest_files
+
+from tokenmill.engine.config import load_config
+from tokenmill.engine.report.inspect import examples
+from tokenmill.engine.run import run_pipeline
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("examples") / "out"
+    pipeline = load_config(REPO / "configs" / "quickstart.yaml")
+    result = run_pipeline(pipeline, output=str(out), progress=False, engine="local")
+    return out, result.report
+
+
+def _label(stage: str, reason: str) -> str:
+    return "duplicate" if stage == "exact_dedup" and reason.startswith("duplicate_of:") else reason
+
+
+def test_examples_equal_a_recount_from_the_output_files(run):
+    out, report = run
+    rej = read_manifest_files(out, "rejects/").to_pylist()
+    data = read_manifest_files(out, "data/").to_pylist()
+    by_reason, by_lang, text = defaultdict(list), defaultdict(list), {}
+    for r in rej:
+        if r["reject_stage"] == "read" and r["reject_reason"].startswith("file_"):
+            continue
+        by_reason[(r["reject_stage"], _label(r["reject_stage"], r["reject_reason"]))].append(r["id"])
+        text[r["id"]] = r["text"] or ""
+    for r in data:
+        by_lang[r["language"]].append(r["id"])
+        text[r["id"]] = r["text"] or ""
+    got = {(e["stage"], e["reason"]): e["examples"] for e in report["examples"]["rejected"]}
+    assert set(got) == set(by_reason) and len(got) >= 5
+    for key, ids in by_reason.items():
+        assert [x["id"] for x in got[key]] == sorted(ids)[:5], key
+        for x in got[key]:
+            assert text[x["id"]].startswith(x["text"]) and len(x["text"]) == min(300, len(text[x["id"]]))
+            assert x["reason"].startswith(key[1]) or key[1] == "duplicate"
+    kept = {e["language"]: e["examples"] for e in report["examples"]["kept"]}
+    assert set(kept) == set(by_lang)
+    for lang, ids in by_lang.items():
+        assert [x["id"] for x in kept[lang]] == sorted(ids)[:5] and all(x["language"] == lang for x in kept[lang])
+
+
+def test_inspect_prints_examples_of_a_reason(run):
+    out, report = run
+    top = max(report["reject_reasons"], key=lambda r: r["docs"])
+    rows = examples(str(out), reason=f"{top['stage']}:{top['reason']}", n=3, chars=50)
+    assert len(rows) == 3 and all(r["reject_stage"] == top["stage"] for r in rows)
+    assert all(len(r["text"]) <= 50 for r in rows)
+    de = examples(str(out), kept=True, language="de", n=2)
+    assert len(de) == 2 and {r["language"] for r in de} == {"de"}
+    cli = [sys.executable, "-c", "import sys; from tokenmill.engine.cli import main; sys.exit(main())"]
+    proc = subprocess.run(cli + ["inspect", str(out), "--reason", top["reason"], "-n", "2"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("\n--- ") + proc.stdout.startswith("--- ") == 2 and top["reason"] in proc.stdout
+    listing = subprocess.run(cli + ["inspect", str(out)], capture_output=True, text=True, timeout=120)
+    assert listing.returncode == 0 and f"{top['stage']}:{top['reason']}" in listing.stdout
+    none = subprocess.run(cli + ["inspect", str(out), "--reason", "no_such_reason"], capture_output=True, text=True)
+    assert none.returncode == 1 and "no document matches" in none.stderr
+    missing = subprocess.run(cli + ["inspect", str(out / "nowhere")], capture_output=True, text=True)
+    assert missing.returncode == 2 and "_manifest.json" in missing.stderr
