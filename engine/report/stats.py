@@ -32,7 +32,7 @@ EXAMPLE_CHARS = 300
 def _examples(table: pa.Table, keys: list[str]) -> dict[tuple, list[dict]]:
     """Up to ``EXAMPLES`` rows per distinct ``keys`` tuple: those with the smallest ids (so the
     choice does not depend on how rows were split into chunks), as small dicts."""
-    if table.num_rows == 0:
+    if table.num_rows == 0 or "id" not in table.column_names:
         return {}
     cols = {k: pc.fill_null(table[k].cast(pa.string()), "") if k in table.column_names
             else pa.array([""] * table.num_rows, pa.string()) for k in keys}
