@@ -133,8 +133,8 @@ def main() -> None:
                 continue
             key, label = ("only_datatrove", f"{f}:{rd}") if rd is not None else ("only_tokenmill", f"{f}:{rt}")
             s[key][label] += 1
-            if len(s["examples"][label]) < a.examples:
-                s["examples"][label].append(d["id"])
+            if len(s["examples"][(key, label)]) < a.examples:
+                s["examples"][(key, label)].append(d["id"])
         chain["agree" if drop_t == drop_d else ("only_datatrove" if drop_d else "only_tokenmill")] += 1
     n = len(docs)
     print(f"{n:,} English pages ({', '.join(s.name for s in SOURCES if s.exists())}); {time.time() - t0:.0f} s")
@@ -146,9 +146,10 @@ def main() -> None:
         print(f"\n{f}: agreement {s['agree'] / n:.4f}")
         for key in ("only_datatrove", "only_tokenmill"):
             for label, count in s[key].most_common():
-                print(f"  {key:<15} {count:>5}  {label}   e.g. {', '.join(s['examples'][label])}")
+                print(f"  {key:<15} {count:>5}  {label}   e.g. {', '.join(s['examples'][(key, label)])}")
         out["families"][f] = {"agreement": s["agree"] / n, "only_datatrove": dict(s["only_datatrove"]),
-                              "only_tokenmill": dict(s["only_tokenmill"]), "examples": dict(s["examples"])}
+                              "only_tokenmill": dict(s["only_tokenmill"]),
+                              "examples": {f"{k}:{lab}": v for (k, lab), v in s["examples"].items()}}
     Path(a.json).write_text(json.dumps(out, indent=1))
     print(f"\nwrote {a.json}")
 
