@@ -68,6 +68,8 @@ def test_inspect_prints_examples_of_a_reason(run):
     assert proc.stdout.count("\n--- ") + proc.stdout.startswith("--- ") == 2 and top["reason"] in proc.stdout
     listing = subprocess.run(cli + ["inspect", str(out)], capture_output=True, text=True, timeout=120)
     assert listing.returncode == 0 and f"{top['stage']}:{top['reason']}" in listing.stdout
+    short = examples(str(out), reason=top["reason"].split(":")[-1], n=1)     # the last part of a reason
+    assert len(short) == 1 and short[0]["reject_reason"].endswith(top["reason"].split(":")[-1])
     none = subprocess.run(cli + ["inspect", str(out), "--reason", "no_such_reason"], capture_output=True, text=True)
     assert none.returncode == 1 and "no document matches" in none.stderr
     missing = subprocess.run(cli + ["inspect", str(out / "nowhere")], capture_output=True, text=True)

@@ -9,8 +9,9 @@ the report ("gopher_quality:min_stop_words 9,812") can be looked at.
 
 Only the files ``_manifest.json`` lists are read (every run's, for an incremental output), one at
 a time and only the columns shown, and reading stops once ``-n`` documents were found. A reason
-matches a reject's ``reject_stage:reject_reason`` or its reason alone, exactly or as a prefix
-ending before a ``:`` or ``_of:`` (``near_duplicate`` matches ``near_duplicate_of:<id>``).
+matches a reject's ``reject_stage:reject_reason`` or its reason alone, exactly, as a prefix
+ending before a ``:`` or ``_of:`` (``near_duplicate`` matches ``near_duplicate_of:<id>``), or as
+its last ``:`` part (``min_stop_words`` matches ``gopher_quality:min_stop_words``).
 Documents are taken in file order; ``--chars`` (300) of each text are shown.
 """
 from __future__ import annotations
@@ -68,7 +69,7 @@ def reason_mask(table: pa.Table, reason: str) -> pa.Array:
     for col in (full, reasons):
         exact = pc.equal(col, reason)
         prefixed = pc.or_(pc.starts_with(col, reason + ":"), pc.starts_with(col, reason + "_of:"))
-        hit = pc.or_(hit, pc.or_(exact, prefixed))
+        hit = pc.or_(hit, pc.or_(pc.or_(exact, prefixed), pc.ends_with(col, ":" + reason)))
     return hit
 
 
@@ -121,6 +122,14 @@ def _print(rows: list[dict], file=sys.stdout) -> None:
 
 
 def main(args) -> int:
+    try:
+        return _main(args)
+    except BrokenPipeError:          # `tokenmill inspect OUT | head`
+        sys.stderr.close()
+        return 0
+
+
+def _main(args) -> int:
     try:
         if args.reason is None and args.language is None and not args.kept:
             reasons, langs = summary(args.output)
