@@ -42,8 +42,8 @@ def _examples(table: pa.Table, keys: list[str]) -> dict[tuple, list[dict]]:
     start = np.zeros(t.num_rows, bool)
     start[0] = True
     for k in keys:
-        v = np.asarray(t[k].to_numpy(zero_copy_only=False), dtype=object)
-        start[1:] |= v[1:] != v[:-1]
+        col = t[k].combine_chunks()
+        start[1:] |= pc.not_equal(col.slice(1), col.slice(0, t.num_rows - 1)).to_numpy(zero_copy_only=False)
     pos = np.arange(t.num_rows)
     rank = pos - np.maximum.accumulate(np.where(start, pos, 0))
     picked = t.filter(pa.array(rank < EXAMPLES))

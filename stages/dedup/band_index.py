@@ -28,12 +28,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from tokenmill.engine.global_ops import NODE_BITS
 
 from .components import band_rows
+from .guard import SKETCH_COLUMN as SKETCH
 from .index_store import without_run
 
 #: ``sketch``: the document's guard sketch (``guard.py``) on its first band row, null on the others
 #: (and on every row of an index written without a guard or by an earlier version)
 INDEX_ROWS = pa.schema([("band", pa.int64()), ("node", pa.int64()), ("id", pa.string()), ("sketch", pa.binary())])
-SKETCH = "minhash_sketch"
 
 
 class IndexParams(BaseModel):

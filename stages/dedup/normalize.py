@@ -75,6 +75,18 @@ def _unstable() -> np.ndarray:
     return table
 
 
+def lead_code_points(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(positions of the lead bytes of multi-byte sequences in UTF-8 bytes ``b``, their code
+    points as uint32). A sequence cut at the end cannot overrun: the bytes are padded."""
+    li = np.flatnonzero(b >= 0xC0)
+    bp = np.concatenate([b, np.zeros(3, np.uint8)])
+    b0 = b[li].astype(np.uint32)
+    c1, c2, c3 = ((bp[li + k] & 0x3F).astype(np.uint32) for k in (1, 2, 3))
+    three, four = b0 >= 0xE0, b0 >= 0xF0
+    cp = np.where(three, ((b0 & 0x0F) << 12) | (c1 << 6) | c2, ((b0 & 0x1F) << 6) | c1)
+    return li, np.where(four, ((b0 & 0x07) << 18) | (c1 << 12) | (c2 << 6) | c3, cp)
+
+
 def _needs_nfkc(arr: pa.LargeStringArray) -> np.ndarray:
     """bool per document: it holds a code point NFKC could change. ASCII documents never do; in
     the others only the lead bytes of multi-byte sequences are decoded."""
@@ -83,17 +95,9 @@ def _needs_nfkc(arr: pa.LargeStringArray) -> np.ndarray:
     if ascii_docs.all():
         return need
     offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset:arr.offset + len(arr) + 1]
-    b = np.frombuffer(arr.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
-    li = np.flatnonzero(b >= 0xC0)
-    bp = np.concatenate([b, np.zeros(3, np.uint8)])
-    b0 = b[li].astype(np.uint32)
-    c1, c2, c3 = ((bp[li + k] & 0x3F).astype(np.uint32) for k in (1, 2, 3))
-    three, four = b0 >= 0xE0, b0 >= 0xF0
-    cp = np.where(three, ((b0 & 0x0F) << 12) | (c1 << 6) | c2, ((b0 & 0x1F) << 6) | c1)
-    cp = np.where(four, ((b0 & 0x07) << 18) | (c1 << 12) | (c2 << 6) | c3, cp)
+    li, cp = lead_code_points(np.frombuffer(arr.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]])
     hit = li[_unstable()[np.minimum(cp, 0x10FFFF)]] + offsets[0]
-    docs = np.searchsorted(offsets, hit, side="right") - 1
-    need[docs] = True
+    need[np.searchsorted(offsets, hit, side="right") - 1] = True
     return need
 
 
@@ -125,23 +129,21 @@ def as_large_strings(texts) -> pa.LargeStringArray:
     return pc.fill_null(texts, "")
 
 
+def _after_nfkc(arr: pa.LargeStringArray, fold_diacritics: bool) -> pa.LargeStringArray:
+    """Steps 2-5 (module docstring) of NFKC-normalised text."""
+    arr = pc.replace_substring(pc.replace_substring_regex(pc.utf8_lower(arr), NUMBER, "0"), "_", " ")
+    return _fold_diacritics(arr) if fold_diacritics else arr
+
+
 def normalized(texts, *, fold_diacritics: bool = False) -> pa.LargeStringArray:
     """The normalised text of every document (module docstring); nulls become ""."""
-    arr = _nfkc(as_large_strings(texts))
-    arr = pc.utf8_lower(arr)
-    arr = pc.replace_substring_regex(arr, NUMBER, "0")
-    arr = pc.replace_substring(arr, "_", " ")
-    if fold_diacritics:
-        arr = _fold_diacritics(arr)
-    return arr
+    return _after_nfkc(_nfkc(as_large_strings(texts)), fold_diacritics)
 
 
 def normalized_reference(text, *, fold_diacritics: bool = False) -> str:
     """``normalized`` of one document with NFKC applied to the whole text, whatever it holds
     (the definition ``signatures.shingles`` spells out; its units equal the fast path's)."""
-    arr = pc.utf8_normalize(as_large_strings([text]), "NFKC")
-    arr = pc.replace_substring(pc.replace_substring_regex(pc.utf8_lower(arr), NUMBER, "0"), "_", " ")
-    return (_fold_diacritics(arr) if fold_diacritics else arr)[0].as_py()
+    return _after_nfkc(pc.utf8_normalize(as_large_strings([text]), "NFKC"), fold_diacritics)[0].as_py()
 
 
 def lowered(texts) -> pa.LargeStringArray:

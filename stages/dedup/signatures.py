@@ -66,7 +66,7 @@ import regex as re
 
 from tokenmill.stages.heuristics.words import _CJK, _THAI, _W, _WORDS
 
-from .normalize import lowered, normalized, normalized_reference
+from .normalize import lead_code_points, lowered, normalized, normalized_reference
 
 CHUNK_BYTES = 1 << 20          # text bytes tokenised at once (whole documents)
 BLOCK_BYTES = 8 << 20          # permuted values materialised at once (num_perm x shingles)
@@ -232,17 +232,11 @@ def _byte_classes(b: np.ndarray, kind: str) -> tuple[np.ndarray, Optional[np.nda
     """Per UTF-8 byte, the class of the code point it belongs to (continuation bytes carry their
     lead's class), and a lead-byte mask (None when all bytes are ASCII). Only the leads of
     multi-byte sequences are decoded."""
-    li = np.flatnonzero(b >= 0xC0)
-    if not len(li):
+    if not (b >= 0xC0).any():
         return np.frombuffer(bytearray(b.tobytes()).translate(_byte_table(kind)), dtype=np.uint8), None
-    padded = b.tobytes() + b"\0\0\0"                 # a sequence cut at the end cannot overrun
-    cls = np.frombuffer(bytearray(padded).translate(_byte_table(kind)), dtype=np.uint8)
-    bp = np.frombuffer(padded, dtype=np.uint8)
-    b0 = b[li].astype(np.uint32)
-    c1, c2, c3 = ((bp[li + k] & 0x3F).astype(np.uint32) for k in (1, 2, 3))
-    three, four = b0 >= 0xE0, b0 >= 0xF0
-    cp = np.where(three, ((b0 & 0x0F) << 12) | (c1 << 6) | c2, ((b0 & 0x1F) << 6) | c1)
-    cp = np.where(four, ((b0 & 0x07) << 18) | (c1 << 12) | (c2 << 6) | c3, cp)
+    cls = np.frombuffer(bytearray(b.tobytes() + b"\0\0\0").translate(_byte_table(kind)), dtype=np.uint8)
+    li, cp = lead_code_points(b)
+    three, four = b[li] >= 0xE0, b[li] >= 0xF0
     c = _classes(kind)[cp]
     cls[li] = c
     cls[li + 1] = c
