@@ -403,6 +403,75 @@ def test_c4_does_not_count_mid_sentence_brackets_as_sentences():
     assert rules.c4(DocView(one_sentence, "whitespace"), p.c4, p.terminal_punctuation) == "too_few_sentences"
 
 
+# --------------------------------------------------------------------------- the rules as their papers state them
+
+def _en_sentences(n: int, start: int = 0) -> list[str]:
+    return sentences("en")[start:start + n]
+
+
+def test_c4_line_rules_skip_lines_without_dropping_the_page():
+    """C4 removes a line with "javascript", a policy phrase or an ellipsis at its end; it does not
+    drop the page (only lorem ipsum and '{' do), so such lines just do not count as sentences."""
+    p = params("en")
+    five = _en_sentences(5)
+    c4 = lambda text: rules.c4(DocView(text, "whitespace"), p.c4, p.terminal_punctuation)  # noqa: E731
+    assert c4("\n".join(five)) is None
+    js = "Please enable JavaScript in your browser to see this page."
+    policy = "By using this site you agree to our privacy policy and terms."
+    ellipsis = "And the story goes on and on and on..."
+    for extra in (js, policy, ellipsis):
+        assert c4("\n".join(five[:4] + [extra])) == "too_few_sentences", extra
+        assert c4("\n".join(five + [extra])) is None, extra   # the line is skipped, the page kept
+    off = p.c4.model_copy(update={"filter_javascript": False, "filter_policy": False})
+    assert rules.c4(DocView("\n".join(five[:4] + [js]), "whitespace"), off, p.terminal_punctuation) is None
+
+
+def test_c4_citations_are_removed_before_the_end_of_line_check():
+    p = params("en")
+    five = [s + "[12]" for s in _en_sentences(5)]
+    assert rules.c4(DocView("\n".join(five), "whitespace"), p.c4, p.terminal_punctuation) is None
+    no_end = p.c4.model_copy(update={"filter_no_terminal_punct": False})
+    unpunctuated = "\n".join(s.rstrip(".!?") + " and more words" for s in _en_sentences(5))
+    assert rules.c4(DocView(unpunctuated, "whitespace"), p.c4, p.terminal_punctuation) == "too_few_sentences"
+    assert rules.c4(DocView(unpunctuated, "whitespace"), no_end, p.terminal_punctuation) is None
+
+
+def test_gopher_hash_and_ellipsis_ratios_are_separate():
+    """"symbol-to-word ratio greater than 0.1 for either the hash symbol or the ellipsis": 6% of
+    each (12% together) keeps the page."""
+    p = params("en")
+    words = " ".join(_en_sentences(12)).split()[:100]
+    text = " #" * 6 + " ..." * 6 + " " + " ".join(words)
+    assert rules.gopher_quality(DocView(text, "whitespace"), p.gopher_quality, stop(p)) is None
+    text = " ".join(words) + " #" * 11
+    assert rules.gopher_quality(DocView(text, "whitespace"), p.gopher_quality, stop(p)) == "max_symbol_word_ratio"
+
+
+def test_gopher_stop_words_are_distinct_words():
+    """"at least two of the following words": one stop word said many times is not enough."""
+    p = params("en")
+    body = " ".join(f"Green{i} apples grow quickly" for i in range(20))
+    one = body + " the" * 10 + "."
+    two = body + " the" * 10 + " With."
+    assert rules.gopher_quality(DocView(one, "whitespace"), p.gopher_quality, stop(p)) == "min_stop_words"
+    assert rules.gopher_quality(DocView(two, "whitespace"), p.gopher_quality, stop(p)) is None
+
+
+def test_fineweb_line_punctuation_needs_a_mark_and_thresholds_are_strict():
+    p = params("en")
+    fw = lambda text: rules.fineweb(DocView(text, "whitespace"), p.fineweb, p.terminal_punctuation)  # noqa: E731
+    long = "a line that is certainly longer than thirty characters"
+    # a closing bracket or quote alone ends no sentence; after a mark it does
+    assert fw("\n".join([f"{long} (b)"] * 1 + [f"{long} {i}" for i in range(9)])) == "line_punct_ratio"
+    assert fw("\n".join([f'{long} "end."'] + [f"{long} {i}" for i in range(7)])) is None
+    # exactly 2/3 short lines is not more than 0.67 ... nor is 0.67 itself; 0.68 is
+    p67 = p.fineweb.model_copy(update={"short_line_thr": 0.5})
+    half = "\n".join([f"{long} {i}." for i in range(2)] + ["short one.", "short two."])
+    assert rules.fineweb(DocView(half, "whitespace"), p67, p.terminal_punctuation) is None
+    p49 = p.fineweb.model_copy(update={"short_line_thr": 0.49})
+    assert rules.fineweb(DocView(half, "whitespace"), p49, p.terminal_punctuation) == "short_line_ratio"
+
+
 # --------------------------------------------------------------------------- the Stage on Arrow
 
 def _batch(rows):

@@ -39,13 +39,14 @@ class C4(BaseModel):
     """Raffel et al. 2020 (C4) document rules, applied without rewriting the text."""
 
     model_config = ConfigDict(extra="forbid")
-    min_sentences: int = Field(5, ge=0, description="lines ending in terminal punctuation with >= min_words_per_line words")
+    min_sentences: int = Field(5, ge=0, description="sentences in the lines that pass the line rules below")
     min_words_per_line: int = Field(3, ge=0)
     max_word_length: int = Field(1000, ge=1)
-    filter_lorem_ipsum: bool = True
-    filter_curly_bracket: bool = True
-    filter_javascript: bool = False
-    filter_policy: bool = False
+    filter_no_terminal_punct: bool = Field(True, description="a line must end in terminal punctuation (not an ellipsis) to count")
+    filter_lorem_ipsum: bool = Field(True, description="a page with 'lorem ipsum' is dropped")
+    filter_curly_bracket: bool = Field(True, description="a page with '{' is dropped")
+    filter_javascript: bool = Field(True, description="a line with 'javascript' does not count")
+    filter_policy: bool = Field(True, description="a line with a cookie/terms-of-use phrase (English) does not count")
 
 
 class FineWeb(BaseModel):

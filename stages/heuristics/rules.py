@@ -18,6 +18,7 @@ BULLETS = ("•", "●", "○", "▪", "◦", "‣", "⁃", "-", "*", "·", "–
 ELLIPSES = ("...", "…")
 _PARA_RE = re.compile(r"\n{2,}")
 _LINE_RE = re.compile(r"\n+")
+CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
 POLICY_WORDS = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
 
 
@@ -34,8 +35,8 @@ def gopher_quality(doc: DocView, p: GopherQuality, stopwords: frozenset) -> Opti
     if avg > p.max_avg_word_length:
         return "max_avg_word_length"
     text = doc.text
-    symbols = text.count("#") + text.count("...") + text.count("…")
-    if symbols / n > p.max_symbol_word_ratio:
+    # "for either the hash symbol or the ellipsis" (Gopher): each on its own against the threshold
+    if max(text.count("#"), text.count("...") + text.count("…")) / n > p.max_symbol_word_ratio:
         return "max_symbol_word_ratio"
     lines = doc.lines
     if lines:
@@ -47,13 +48,15 @@ def gopher_quality(doc: DocView, p: GopherQuality, stopwords: frozenset) -> Opti
     if alpha / n < p.max_non_alpha_words_ratio:
         return "max_non_alpha_words_ratio"
     if stopwords and p.min_stop_words:
-        found = 0
+        # "at least two of the following words" (Gopher): distinct stop words, any case
+        found: set[str] = set()
         for w in words:
-            if w.lower() in stopwords:
-                found += 1
-                if found >= p.min_stop_words:
+            lw = w.lower()
+            if lw in stopwords:
+                found.add(lw)
+                if len(found) >= p.min_stop_words:
                     break
-        if found < p.min_stop_words:
+        if len(found) < p.min_stop_words:
             return "min_stop_words"
     return None
 
@@ -166,43 +169,67 @@ def _sentence_end(terminal: str):
 
 
 def c4(doc: DocView, p: C4, terminal: str) -> Optional[str]:
-    lower = doc.text.lower()
-    if p.filter_lorem_ipsum and "lorem ipsum" in lower:
+    """C4's page rules (lorem ipsum, curly bracket) on the whole page; its line rules (citations
+    removed; terminal punctuation, not an ellipsis; enough words; no over-long word; no
+    "javascript"; no policy phrase) decide which lines count towards ``min_sentences``."""
+    if p.filter_lorem_ipsum and "lorem ipsum" in doc.text.lower():
         return "lorem_ipsum"
     if p.filter_curly_bracket and "{" in doc.text:
         return "curly_bracket"
-    if p.filter_javascript and "javascript" in lower:
-        return "javascript"
-    if p.filter_policy and any(w in lower for w in POLICY_WORDS):
-        return "policy"
     sentence_end = _sentence_end(terminal)
+    marks = _marks(terminal) if p.filter_no_terminal_punct else ()
     sentences = 0
     tokenizer = doc.tokenizer
     for line in doc.lines:
-        if terminal and not line.endswith(tuple(terminal)):
+        if "[" in line:
+            line = CITATION.sub("", line).strip()
+        if marks and (not _ends_sentence(line, marks) or line.endswith(ELLIPSES)):
             continue
         if len(DocView(line, tokenizer).words) < p.min_words_per_line:
             continue
         if any(len(w) > p.max_word_length for w in line.split()):
             continue
-        sentences += len(sentence_end.findall(line)) if sentence_end else 1
+        if p.filter_javascript or p.filter_policy:
+            lower = line.lower()
+            if p.filter_javascript and "javascript" in lower:
+                continue
+            if p.filter_policy and any(w in lower for w in POLICY_WORDS):
+                continue
+        sentences += max(1, len(sentence_end.findall(line))) if sentence_end else 1
         if sentences >= p.min_sentences:
             return None
     return "too_few_sentences" if sentences < p.min_sentences else None
+
+
+def _marks(terminal: str) -> tuple[str, ...]:
+    return tuple(ch for ch in terminal if ch not in CLOSERS)
+
+
+_CLOSERS = tuple(CLOSERS)
+
+
+def _ends_sentence(line: str, marks: tuple[str, ...]) -> bool:
+    """A terminal mark at the end, optionally followed by closing quotes or brackets (``end."``
+    ends a sentence, ``(b)`` does not)."""
+    return line.endswith(marks) or (line.endswith(_CLOSERS) and line.rstrip(CLOSERS).endswith(marks))
+
+
+def _punctuated(lines: list[str], terminal: str) -> int:
+    marks = _marks(terminal)
+    return sum(1 for ln in lines if _ends_sentence(ln, marks))
 
 
 def fineweb(doc: DocView, p: FineWeb, terminal: str) -> Optional[str]:
     lines = doc.lines
     if not lines:
         return "empty"
-    ends = tuple(terminal) if terminal else ()
-    if ends and sum(1 for ln in lines if ln.endswith(ends)) / len(lines) < p.line_punct_thr:
+    if terminal and _punctuated(lines, terminal) / len(lines) < p.line_punct_thr:
         return "line_punct_ratio"
-    if sum(1 for ln in lines if len(ln) <= p.short_line_length) / len(lines) >= p.short_line_thr:
+    if sum(1 for ln in lines if len(ln) <= p.short_line_length) / len(lines) > p.short_line_thr:
         return "short_line_ratio"
     _, dup_chars = _duplicates(lines)
     body = len(doc.text.replace("\n", "")) or 1
-    if dup_chars / body >= p.char_duplicates_ratio:
+    if dup_chars / body > p.char_duplicates_ratio:
         return "char_dup_ratio"
     n_words = len(doc.words) or 1
     if doc.text.count("\n") / n_words > p.new_line_ratio:
