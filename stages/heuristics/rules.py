@@ -7,17 +7,18 @@ al. 2020; FineWeb: Penedo et al. 2024); every one is a per-language parameter.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
+from itertools import islice
 from typing import Optional
 
 import numpy as np
 
 from .params import C4, FineWeb, GopherQuality, GopherRepetition
-from .words import NON_ALPHA_WORD, DocView
+from .words import NON_ALPHA_WORD, DocView, word_pattern
 
 BULLETS = ("•", "●", "○", "▪", "◦", "‣", "⁃", "-", "*", "·", "–")
 ELLIPSES = ("...", "…")
 _PARA_RE = re.compile(r"\n{2,}")
-_LINE_RE = re.compile(r"\n+")
 CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
 POLICY_WORDS = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
 
@@ -61,6 +62,21 @@ def gopher_quality(doc: DocView, p: GopherQuality, stopwords: frozenset) -> Opti
     return None
 
 
+def _lines(text: str) -> list[str]:
+    """``re.split(r"\\n+", text)``: runs of newlines cut; an empty first or last part stays."""
+    parts = text.split("\n")
+    if len(parts) < 3:
+        return parts
+    return [parts[0], *filter(None, parts[1:-1]), parts[-1]]
+
+
+def _paragraphs(stripped: str) -> list[str]:
+    """``re.split(r"\\n{2,}", stripped)`` for a stripped text."""
+    if "\n\n" not in stripped:
+        return [stripped]
+    return _PARA_RE.split(stripped)
+
+
 def _duplicates(items: list[str]) -> tuple[int, int]:
     seen: set[str] = set()
     dup_items = dup_chars = 0
@@ -77,61 +93,103 @@ _P = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit multiplier for polynomial n-gra
 
 
 class _Grams:
-    """A document's words as integer ids with prefix sums of their lengths, so every n-gram is
-    one uint64 (vectorized rolling hash) and its character length is a subtraction."""
+    """A document's word n-grams as uint64 rolling hashes, for the n-gram rules asked in
+    increasing n (top 2-, 3-, 4-grams, then duplicated 5- to 10-grams).
+
+    Only n-grams that occur more than once can be a top n-gram of count > 1 or add repeated
+    characters, and an n-gram occurs twice only where its first n-1 words do: so after each n,
+    only the positions whose n-gram repeats stay candidates for n+1, and their hashes are
+    extended by one word. The first sort is over every position; later ones over the few that
+    repeat. Characters of an n-gram come from prefix sums of word lengths.
+    """
 
     def __init__(self, words: list[str]):
-        vocab: dict[str, int] = {}
-        self.ids = np.fromiter((vocab.setdefault(w, len(vocab) + 1) for w in words), dtype=np.uint64, count=len(words))
-        self.cs = np.concatenate([[0], np.cumsum(np.fromiter(map(len, words), dtype=np.int64, count=len(words)))])
+        n = len(words)
+        # a word's id is its (64-bit) string hash: equal words, equal ids, no vocabulary to build
+        self.ids = np.fromiter(map(hash, words), dtype=np.int64, count=n).view(np.uint64)
+        self.cs = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, words), dtype=np.int64, count=n), out=self.cs[1:])
+        self._reset()
 
-    def hashes(self, n: int) -> np.ndarray:
-        m = len(self.ids) - n + 1
-        if m <= 0:
-            return np.empty(0, dtype=np.uint64)
-        h = np.zeros(m, dtype=np.uint64)
+    def _reset(self) -> None:
+        self.n, self.pos, self.h = 1, np.arange(len(self.ids)), self.ids
+
+    def _at(self, n: int) -> None:
+        """Hashes of the n-grams at the candidate positions."""
+        if n < self.n:
+            self._reset()
         with np.errstate(over="ignore"):
-            for k in range(n):
-                h = h * _P + self.ids[k:k + m]
-        return h
+            while self.n < n:
+                keep = self.pos < len(self.ids) - self.n
+                self.pos = self.pos[keep]
+                self.h = self.h[keep] * _P + self.ids[self.pos + self.n]
+                self.n += 1
+
+    def _groups(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Candidates grouped by hash: (order, group starts, group sizes); with a stable sort of
+        positions in increasing order, a group's first member is its first occurrence."""
+        order = np.argsort(self.h, kind="stable")
+        hs = self.h[order]
+        starts = np.concatenate([[0], np.flatnonzero(hs[1:] != hs[:-1]) + 1])
+        return order, starts, np.diff(np.append(starts, len(hs)))
+
+    def _keep_repeated(self, order: np.ndarray, counts: np.ndarray) -> None:
+        idx = np.sort(order[np.repeat(counts >= 2, counts)])
+        self.pos, self.h = self.pos[idx], self.h[idx]
 
     def top_chars(self, n: int) -> int:
-        """Characters covered by the most frequent n-gram (words joined by spaces), as Gopher."""
-        h = self.hashes(n)
-        if not len(h):
+        """Characters covered by the most frequent n-gram (words joined by spaces), as Gopher;
+        ties go to the n-gram seen first."""
+        if len(self.ids) < n:
             return 0
-        _, first, counts = np.unique(h, return_index=True, return_counts=True)
-        best = counts.max()
-        i = int(first[counts == best].min())  # ties: the n-gram seen first
-        return int(self.cs[i + n] - self.cs[i] + (n - 1)) * int(best)
+        self._at(n)
+        best, first = 1, 0  # every n-gram once: the first one
+        if len(self.h) > 1:
+            order, starts, counts = self._groups()
+            if counts.max() >= 2:
+                best = int(counts.max())
+                first = int(self.pos[order[starts[counts == best]]].min())
+            self._keep_repeated(order, counts)
+        else:
+            self.pos, self.h = self.pos[:0], self.h[:0]
+        return int(self.cs[first + n] - self.cs[first] + (n - 1)) * best
 
     def dup_chars(self, n: int) -> int:
-        """Characters in repeated n-grams, counting overlapping repeats once (Gopher/datatrove)."""
-        h = self.hashes(n).tolist()
+        """Characters in repeated n-grams, counting overlapping repeats once (Gopher/datatrove):
+        left to right, an n-gram seen before adds its characters and the scan jumps past it
+        (the n-grams jumped over are not remembered). Only repeated n-grams can add, so only
+        their positions are scanned."""
+        if len(self.ids) < n:
+            return 0
+        self._at(n)
+        if len(self.h) < 2:
+            return 0
+        order, _, counts = self._groups()
+        self._keep_repeated(order, counts)
         cs = self.cs
         seen: set[int] = set()
-        repeated, i, end = 0, 0, len(h)
-        while i < end:
-            x = h[i]
+        repeated, skip = 0, 0
+        for p, x in zip(self.pos.tolist(), self.h.tolist()):
+            if p < skip:
+                continue
             if x in seen:
-                repeated += int(cs[i + n] - cs[i])
-                i += n
+                repeated += int(cs[p + n] - cs[p])
+                skip = p + n
             else:
                 seen.add(x)
-                i += 1
         return repeated
 
 
 def gopher_repetition(doc: DocView, p: GopherRepetition) -> Optional[str]:
     text = doc.text
     total = len(text) or 1
-    paras = _PARA_RE.split(text.strip())
+    paras = _paragraphs(text.strip())
     dup, chars = _duplicates(paras)
     if paras and dup / len(paras) > p.dup_para_frac:
         return "dup_para_frac"
     if chars / total > p.dup_para_char_frac:
         return "dup_para_char_frac"
-    lines = _LINE_RE.split(text)
+    lines = _lines(text)
     dup, chars = _duplicates(lines)
     if lines and dup / len(lines) > p.dup_line_frac:
         return "dup_line_frac"
@@ -150,6 +208,7 @@ def gopher_repetition(doc: DocView, p: GopherRepetition) -> Optional[str]:
 CLOSERS = ")\"'”’»）」』】〉》"
 
 
+@lru_cache(maxsize=256)
 def _sentence_end(terminal: str):
     """A sentence ends with a terminal mark (. ! ? 。 ! ? । ؟ ...), optionally followed by closing
     quotes/brackets; half-width marks only before whitespace or the end of the line. Closing
@@ -185,9 +244,9 @@ def c4(doc: DocView, p: C4, terminal: str) -> Optional[str]:
             line = CITATION.sub("", line).strip()
         if marks and (not _ends_sentence(line, marks) or line.endswith(ELLIPSES)):
             continue
-        if len(DocView(line, tokenizer).words) < p.min_words_per_line:
+        if p.min_words_per_line and not _has_words(line, tokenizer, p.min_words_per_line):
             continue
-        if any(len(w) > p.max_word_length for w in line.split()):
+        if len(line) > p.max_word_length and any(len(w) > p.max_word_length for w in line.split()):
             continue
         if p.filter_javascript or p.filter_policy:
             lower = line.lower()
@@ -199,6 +258,11 @@ def c4(doc: DocView, p: C4, terminal: str) -> Optional[str]:
         if sentences >= p.min_sentences:
             return None
     return "too_few_sentences" if sentences < p.min_sentences else None
+
+
+def _has_words(line: str, tokenizer: str, k: int) -> bool:
+    """At least k words (the tokenizer's), without splitting the rest of the line."""
+    return sum(1 for _ in islice(word_pattern(tokenizer).finditer(line), k)) >= k
 
 
 def _marks(terminal: str) -> tuple[str, ...]:

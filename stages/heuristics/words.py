@@ -36,6 +36,11 @@ def split_words(text: str, tokenizer: str = "whitespace") -> list[str]:
     return _TOKENIZERS[tokenizer].findall(text)
 
 
+def word_pattern(tokenizer: str = "whitespace"):
+    """The compiled pattern of one word (symbol runs excluded) for a tokenizer."""
+    return _WORDS[tokenizer]
+
+
 def is_word(token: str) -> bool:
     """A token with at least one letter or digit (not a punctuation/symbol run)."""
     return bool(_IS_WORD.match(token))
