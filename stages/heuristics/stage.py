@@ -3,6 +3,7 @@ stage per family (``gopher_quality``, ``gopher_repetition``, ``c4_quality``,
 ``fineweb_quality``) for pipelines that want them as separate steps.
 
 A rejected document's reason is ``<family>:<check>``, e.g. ``gopher_quality:min_stop_words``.
+``compat: datatrove`` decides as datatrove 0.10.1's filters do (datatrove_compat.py; needs spaCy).
 """
 from __future__ import annotations
 
@@ -14,15 +15,24 @@ from pydantic import BaseModel, ConfigDict, Field
 from tokenmill.engine.schema import mark_rejects
 from tokenmill.engine.stage import Resources, Stage, register_stage
 
-from . import rules
+from . import datatrove_compat, rules
 from .words import DocView
 
 Family = Literal["gopher_quality", "gopher_repetition", "c4", "fineweb"]
 ALL_FAMILIES: list[str] = ["gopher_repetition", "gopher_quality", "c4", "fineweb"]
 
 
-class HeuristicsParams(BaseModel):
+Compat = Literal["tokenmill", "datatrove"]
+COMPAT_HELP = ("tokenmill: the rules as their papers state them (README: Heuristics); datatrove: "
+               "datatrove 0.10.1's filters decision for decision (spaCy words and sentences), to rerun FineWeb's recipe")
+
+
+class CompatParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    compat: Compat = Field("tokenmill", description=COMPAT_HELP)
+
+
+class HeuristicsParams(CompatParams):
     rules: list[Family] = Field(default_factory=lambda: list(ALL_FAMILIES), min_length=1)
 
 
@@ -48,11 +58,20 @@ class Heuristics(Stage):
     Params = HeuristicsParams
     default_resources = Resources(num_cpus=1, concurrency=2, batch_size=500)
 
+    @classmethod
+    def check_params(cls, params: CompatParams):
+        if params.compat == "datatrove":
+            try:
+                import spacy  # noqa: F401
+            except ImportError:
+                yield "compat", "compat: datatrove splits words and sentences with spaCy: pip install 'tokenmill[compat]'"
+
     def families(self) -> list[str]:
         return list(self.params.rules)
 
     def setup(self) -> None:
         self._stopwords: dict[str, frozenset] = {}
+        self._spacy = datatrove_compat.SpacyText() if self.params.compat == "datatrove" else None
 
     def _stop(self, lang: str, params) -> frozenset:
         if lang not in self._stopwords:
@@ -68,18 +87,17 @@ class Heuristics(Stage):
         reasons = []
         for text, lang in zip(texts, langs):
             params = self.languages.get(lang)
-            reasons.append(check_document(text or "", params, fams, self._stop(lang, params)))
+            if self._spacy is not None:
+                reasons.append(datatrove_compat.check_document(text or "", lang, params, fams, self._spacy))
+            else:
+                reasons.append(check_document(text or "", params, fams, self._stop(lang, params)))
         return mark_rejects(batch, self.name, pa.array(reasons, pa.string()))
-
-
-class _NoParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 @register_stage("gopher_quality")
 class GopherQuality(Heuristics):
     name = "gopher_quality"
-    Params = _NoParams
+    Params = CompatParams
 
     def families(self) -> list[str]:
         return ["gopher_quality"]
@@ -88,7 +106,7 @@ class GopherQuality(Heuristics):
 @register_stage("gopher_repetition")
 class GopherRepetition(Heuristics):
     name = "gopher_repetition"
-    Params = _NoParams
+    Params = CompatParams
 
     def families(self) -> list[str]:
         return ["gopher_repetition"]
@@ -97,7 +115,7 @@ class GopherRepetition(Heuristics):
 @register_stage("c4_quality")
 class C4Quality(Heuristics):
     name = "c4_quality"
-    Params = _NoParams
+    Params = CompatParams
 
     def families(self) -> list[str]:
         return ["c4"]
@@ -106,7 +124,7 @@ class C4Quality(Heuristics):
 @register_stage("fineweb_quality")
 class FineWebQuality(Heuristics):
     name = "fineweb_quality"
-    Params = _NoParams
+    Params = CompatParams
 
     def families(self) -> list[str]:
         return ["fineweb"]
