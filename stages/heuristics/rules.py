@@ -246,7 +246,7 @@ def c4(doc: DocView, p: C4, terminal: str) -> Optional[str]:
             continue
         if p.min_words_per_line and not _has_words(line, tokenizer, p.min_words_per_line):
             continue
-        if len(line) > p.max_word_length and any(len(w) > p.max_word_length for w in line.split()):
+        if len(line) > p.max_word_length and max(map(len, line.split())) > p.max_word_length:
             continue
         if p.filter_javascript or p.filter_policy:
             lower = line.lower()

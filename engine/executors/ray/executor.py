@@ -211,8 +211,10 @@ class RayExecutor:
 
         if not job.items:
             return
-        ds = self.map_stages(ray.data.from_items(job.items, override_num_blocks=len(job.items)), job.pools,
-                             items=len(job.items))
+        one_op = len(job.pools) == 1 and not job.pools[0].resources.num_gpus and llm_step_of(job.pools[0]) is None
+        with self._no_reservation(one_op):
+            ds = self.map_stages(ray.data.from_items(job.items, override_num_blocks=len(job.items)), job.pools,
+                                 items=len(job.items))
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             for row in batch.to_pylist():
                 yield PartWritten(row["chunk"], row["file"], row["rows"], row["tokens"])
@@ -273,6 +275,22 @@ class RayExecutor:
                                 batch_size=None, batch_format="pyarrow")
 
     @contextmanager
+    def _no_reservation(self, one_operator: bool = True):
+        """Datasets created inside run one CPU operator: Ray Data's per-operator reservation (half
+        the CPUs held back so no operator of a longer plan starves) would only hold back CPUs
+        from the one operator there is -- on 2 cores it ran one task at a time."""
+        import ray
+
+        ctx = ray.data.DataContext.get_current()
+        before = ctx.op_resource_reservation_enabled
+        if one_operator:
+            ctx.op_resource_reservation_enabled = False
+        try:
+            yield
+        finally:
+            ctx.op_resource_reservation_enabled = before
+
+    @contextmanager
     def _shuffle(self, input_bytes: int):
         """Ray Data's shuffle for this step: ``ray.shuffle`` from the config, or by size (auto)."""
         import ray
@@ -294,6 +312,8 @@ class RayExecutor:
 
         if not job.items:
             return []
-        ds = ray.data.from_items(job.items, override_num_blocks=len(job.items))
-        ds = ds.map_batches(_finalize, fn_kwargs=dict(job=job.without_items()), batch_size=1, batch_format="pyarrow", num_cpus=1)
+        with self._no_reservation():
+            ds = ray.data.from_items(job.items, override_num_blocks=len(job.items))
+            ds = ds.map_batches(_finalize, fn_kwargs=dict(job=job.without_items()), batch_size=1, batch_format="pyarrow",
+                                num_cpus=1)
         return [WriteStats.from_json(json.loads(r["stats"])) for r in ds.take_all()]
