@@ -31,7 +31,7 @@ over every process of its tree, and peak memory by sampling the child's process 
 ``RSS driver+workers`` (the driver plus every Ray worker, or the datatrove processes) -- the
 figure asked for; ``RSS all`` adds Ray's daemons (raylet, GCS, agents); ``PSS all`` divides shared
 pages among the processes that map them (not inflated by shared libraries and the object store).
-Goals reported: tokenmill docs/s per core >= 2x datatrove's; peak RSS tokenmill/datatrove <= 1.2
+Goals reported: tokenmill docs/s per core >= 5x datatrove's; peak RSS tokenmill/datatrove <= 1.2
 (at 1x and at 10x). Results: a table on stdout and bench/pipeline.json.
 """
 from __future__ import annotations
@@ -52,7 +52,7 @@ BENCH = HERE.parent
 PDIR = WORK / "pipeline"
 DOCS_1X = 20_000
 SHARD_DOCS = 2_500
-SPEED_GOAL = 2.0
+SPEED_GOAL = 5.0   # issue 22 (issue 8 asked 2x)
 MEM_GOAL = 1.2
 SPARK_GOAL = 1.5
 

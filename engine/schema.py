@@ -59,6 +59,11 @@ def mark_rejects(batch: pa.Table, stage: str, reasons: pa.Array) -> pa.Table:
 
 
 
+#: a rejecting stage's measure of the check that failed and the bound it crossed (heuristics), as
+#: internal columns of that stage: in rejects/ and the report's examples, not in the curated data
+REJECT_VALUE = "reject_value"
+REJECT_THRESHOLD = "reject_threshold"
+
 #: engine working column: the input chunk a row came from (decisions are partitioned by it)
 CHUNK = "_chunk"
 CHUNK_FIELD = pa.field(CHUNK, pa.int32())

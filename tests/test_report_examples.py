@@ -31,8 +31,9 @@ def test_examples_equal_a_recount_from_the_output_files(run):
     out, report = run
     rej = read_manifest_files(out, "rejects/").to_pylist()
     data = read_manifest_files(out, "data/").to_pylist()
-    by_reason, by_lang, text = defaultdict(list), defaultdict(list), {}
+    by_reason, by_lang, text, measure = defaultdict(list), defaultdict(list), {}, {}
     for r in rej:
+        measure[r["id"]] = (r.get("reject_value"), r.get("reject_threshold"))
         if r["reject_stage"] == "read" and r["reject_reason"].startswith("file_"):
             continue
         by_reason[(r["reject_stage"], _label(r["reject_stage"], r["reject_reason"]))].append(r["id"])
@@ -47,6 +48,18 @@ def test_examples_equal_a_recount_from_the_output_files(run):
         for x in got[key]:
             assert text[x["id"]].startswith(x["text"]) and len(x["text"]) == min(300, len(text[x["id"]]))
             assert x["reason"].startswith(key[1]) or key[1] == "duplicate"
+            value, bound = measure[x["id"]]   # the measure against the threshold, as in rejects/
+            assert (x.get("value"), x.get("threshold")) == ((round(value, 6), bound) if value is not None else (None, None))
+    # every heuristics reject with a threshold carries the measure that crossed it
+    heur = [r for r in rej if r["reject_stage"] == "heuristics"]
+    assert heur and all(r["reject_value"] is not None for r in heur if not r["reject_reason"].endswith(
+        ("lorem_ipsum", "curly_bracket", "empty")))
+    for r in heur:
+        v, t = r["reject_value"], r["reject_threshold"]
+        if v is not None and t is not None:
+            assert (v < t) if r["reject_reason"].split(":")[-1].startswith(("min_", "too_few", "line_punct",
+                                                                               "max_non_alpha")) else (v > t), r
+    assert not {"reject_value", "reject_threshold"} & set(read_manifest_files(out, "data/").column_names)
     kept = {e["language"]: e["examples"] for e in report["examples"]["kept"]}
     assert set(kept) == set(by_lang)
     for lang, ids in by_lang.items():
@@ -66,6 +79,8 @@ def test_inspect_prints_examples_of_a_reason(run):
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("\n--- ") + proc.stdout.startswith("--- ") == 2 and top["reason"] in proc.stdout
+    if rows[0].get("reject_value") is not None:
+        assert f"({rows[0]['reject_value']:.4g} vs" in proc.stdout or f"({rows[0]['reject_value']:.4g})" in proc.stdout
     listing = subprocess.run(cli + ["inspect", str(out)], capture_output=True, text=True, timeout=120)
     assert listing.returncode == 0 and f"{top['stage']}:{top['reason']}" in listing.stdout
     short = examples(str(out), reason=top["reason"].split(":")[-1], n=1)     # the last part of a reason

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from tokenmill.engine.durable.manifest import MANIFEST, manifest_files
 from tokenmill.engine.io.storage import Storage
 
-COLUMNS = ["id", "url", "language", "text", "reject_stage", "reject_reason"]
+COLUMNS = ["id", "url", "language", "text", "reject_stage", "reject_reason", "reject_value", "reject_threshold"]
 
 
 def add_parser(subparsers) -> None:
@@ -116,6 +116,9 @@ def summary(output: str) -> tuple[Counter, Counter]:
 def _print(rows: list[dict], file=sys.stdout) -> None:
     for r in rows:
         what = f"{r.get('reject_stage')}:{r.get('reject_reason')}" if r.get("reject_stage") else "kept"
+        if r.get("reject_value") is not None:   # the failing check's measure against its threshold
+            bound = r.get("reject_threshold")
+            what += f" ({r['reject_value']:.4g}" + (f" vs {bound:.4g})" if bound is not None else ")")
         print(f"--- {r['id']}  [{r.get('language') or 'und'}]  {what}" + (f"  {r['url']}" if r.get("url") else ""),
               file=file)
         print(" ".join((r.get("text") or "").split()), file=file)

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tokenmill.engine.io.readers import FILE_REASONS
+from tokenmill.engine.schema import REJECT_THRESHOLD, REJECT_VALUE
 
 SCORE_BINS = 20   # score histograms: bins of 0.05 over [0, 1]
 EXAMPLES = 5      # example documents kept per reject reason and per language
@@ -55,12 +56,14 @@ def _examples(table: pa.Table, keys: list[str]) -> dict[tuple, list[dict]]:
         return rows[name].to_pylist() if name in rows.column_names else [None] * rows.num_rows
 
     out: dict[tuple, list[dict]] = {}
-    for key, doc_id, url, lang, reason, txt in zip(zip(*[picked[k].to_pylist() for k in keys]), col("id"),
-                                                   col("url"), col("language"), col("reject_reason"),
-                                                   text.to_pylist()):
+    for key, doc_id, url, lang, reason, value, bound, txt in zip(
+            zip(*[picked[k].to_pylist() for k in keys]), col("id"), col("url"), col("language"),
+            col("reject_reason"), col(REJECT_VALUE), col(REJECT_THRESHOLD), text.to_pylist()):
         ex = {"id": doc_id, "url": url, "language": lang or "und", "text": txt}
         if reason is not None:
             ex["reason"] = reason
+        if value is not None:   # the measure of the failing check against its threshold
+            ex["value"], ex["threshold"] = round(value, 6), bound
         out.setdefault(tuple(key), []).append(ex)
     return out
 

@@ -23,31 +23,48 @@ CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
 POLICY_WORDS = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
 
 
+class Fail(str):
+    """A failed check: its name (the reason suffix), with the value measured and the threshold it
+    crossed (None for a rule without one, e.g. ``lorem_ipsum``), for the report's examples."""
+
+    value: Optional[float]
+    threshold: Optional[float]
+
+    def __new__(cls, check: str, value: Optional[float] = None, threshold: Optional[float] = None):
+        out = super().__new__(cls, check)
+        out.value = None if value is None else float(value)
+        out.threshold = None if threshold is None else float(threshold)
+        return out
+
+
 def gopher_quality(doc: DocView, p: GopherQuality, stopwords: frozenset) -> Optional[str]:
     words = doc.words
     n = len(words)
     if n < p.min_doc_words or n == 0:
-        return "min_doc_words"
+        return Fail("min_doc_words", n, p.min_doc_words)
     if n > p.max_doc_words:
-        return "max_doc_words"
+        return Fail("max_doc_words", n, p.max_doc_words)
     avg = sum(map(len, words)) / n
     if avg < p.min_avg_word_length:
-        return "min_avg_word_length"
+        return Fail("min_avg_word_length", avg, p.min_avg_word_length)
     if avg > p.max_avg_word_length:
-        return "max_avg_word_length"
+        return Fail("max_avg_word_length", avg, p.max_avg_word_length)
     text = doc.text
     # "for either the hash symbol or the ellipsis" (Gopher): each on its own against the threshold
-    if max(text.count("#"), text.count("...") + text.count("…")) / n > p.max_symbol_word_ratio:
-        return "max_symbol_word_ratio"
+    symbols = max(text.count("#"), text.count("...") + text.count("…")) / n
+    if symbols > p.max_symbol_word_ratio:
+        return Fail("max_symbol_word_ratio", symbols, p.max_symbol_word_ratio)
     lines = doc.lines
     if lines:
-        if sum(1 for ln in lines if ln.startswith(BULLETS)) / len(lines) > p.max_bullet_lines_ratio:
-            return "max_bullet_lines_ratio"
-        if sum(1 for ln in lines if ln.endswith(ELLIPSES)) / len(lines) > p.max_ellipsis_lines_ratio:
-            return "max_ellipsis_lines_ratio"
-    alpha = n - len(NON_ALPHA_WORD.findall(doc.text))
-    if alpha / n < p.max_non_alpha_words_ratio:
-        return "max_non_alpha_words_ratio"
+        bullets = sum(1 for ln in lines if ln.startswith(BULLETS)) / len(lines)
+        if bullets > p.max_bullet_lines_ratio:
+            return Fail("max_bullet_lines_ratio", bullets, p.max_bullet_lines_ratio)
+        ellipses = sum(1 for ln in lines if ln.endswith(ELLIPSES)) / len(lines)
+        if ellipses > p.max_ellipsis_lines_ratio:
+            return Fail("max_ellipsis_lines_ratio", ellipses, p.max_ellipsis_lines_ratio)
+    alpha = (n - len(NON_ALPHA_WORD.findall(doc.text))) / n
+    if alpha < p.max_non_alpha_words_ratio:
+        return Fail("max_non_alpha_words_ratio", alpha, p.max_non_alpha_words_ratio)
     if stopwords and p.min_stop_words:
         # "at least two of the following words" (Gopher): distinct stop words, any case
         found: set[str] = set()
@@ -58,7 +75,7 @@ def gopher_quality(doc: DocView, p: GopherQuality, stopwords: frozenset) -> Opti
                 if len(found) >= p.min_stop_words:
                     break
         if len(found) < p.min_stop_words:
-            return "min_stop_words"
+            return Fail("min_stop_words", len(found), p.min_stop_words)
     return None
 
 
@@ -186,22 +203,24 @@ def gopher_repetition(doc: DocView, p: GopherRepetition) -> Optional[str]:
     paras = _paragraphs(text.strip())
     dup, chars = _duplicates(paras)
     if paras and dup / len(paras) > p.dup_para_frac:
-        return "dup_para_frac"
+        return Fail("dup_para_frac", dup / len(paras), p.dup_para_frac)
     if chars / total > p.dup_para_char_frac:
-        return "dup_para_char_frac"
+        return Fail("dup_para_char_frac", chars / total, p.dup_para_char_frac)
     lines = _lines(text)
     dup, chars = _duplicates(lines)
     if lines and dup / len(lines) > p.dup_line_frac:
-        return "dup_line_frac"
+        return Fail("dup_line_frac", dup / len(lines), p.dup_line_frac)
     if chars / total > p.dup_line_char_frac:
-        return "dup_line_char_frac"
+        return Fail("dup_line_char_frac", chars / total, p.dup_line_char_frac)
     grams = _Grams(doc.words)
     for n, frac in sorted(p.top_n_grams.items()):
-        if grams.top_chars(n) / total > frac:
-            return f"top_{n}_gram"
+        share = grams.top_chars(n) / total
+        if share > frac:
+            return Fail(f"top_{n}_gram", share, frac)
     for n, frac in sorted(p.dup_n_grams.items()):
-        if grams.dup_chars(n) / total > frac:
-            return f"duplicated_{n}_n_grams"
+        share = grams.dup_chars(n) / total
+        if share > frac:
+            return Fail(f"duplicated_{n}_n_grams", share, frac)
     return None
 
 
@@ -232,9 +251,9 @@ def c4(doc: DocView, p: C4, terminal: str) -> Optional[str]:
     removed; terminal punctuation, not an ellipsis; enough words; no over-long word; no
     "javascript"; no policy phrase) decide which lines count towards ``min_sentences``."""
     if p.filter_lorem_ipsum and "lorem ipsum" in doc.text.lower():
-        return "lorem_ipsum"
+        return Fail("lorem_ipsum")
     if p.filter_curly_bracket and "{" in doc.text:
-        return "curly_bracket"
+        return Fail("curly_bracket")
     sentence_end = _sentence_end(terminal)
     marks = _marks(terminal) if p.filter_no_terminal_punct else ()
     sentences = 0
@@ -257,7 +276,7 @@ def c4(doc: DocView, p: C4, terminal: str) -> Optional[str]:
         sentences += max(1, len(sentence_end.findall(line))) if sentence_end else 1
         if sentences >= p.min_sentences:
             return None
-    return "too_few_sentences" if sentences < p.min_sentences else None
+    return Fail("too_few_sentences", sentences, p.min_sentences) if sentences < p.min_sentences else None
 
 
 def _has_words(line: str, tokenizer: str, k: int) -> bool:
@@ -286,16 +305,18 @@ def _punctuated(lines: list[str], terminal: str) -> int:
 def fineweb(doc: DocView, p: FineWeb, terminal: str) -> Optional[str]:
     lines = doc.lines
     if not lines:
-        return "empty"
-    if terminal and _punctuated(lines, terminal) / len(lines) < p.line_punct_thr:
-        return "line_punct_ratio"
-    if sum(1 for ln in lines if len(ln) <= p.short_line_length) / len(lines) > p.short_line_thr:
-        return "short_line_ratio"
+        return Fail("empty")
+    punctuated = _punctuated(lines, terminal) / len(lines) if terminal else 1.0
+    if punctuated < p.line_punct_thr:
+        return Fail("line_punct_ratio", punctuated, p.line_punct_thr)
+    short = sum(1 for ln in lines if len(ln) <= p.short_line_length) / len(lines)
+    if short > p.short_line_thr:
+        return Fail("short_line_ratio", short, p.short_line_thr)
     _, dup_chars = _duplicates(lines)
-    body = len(doc.text.replace("\n", "")) or 1
-    if dup_chars / body > p.char_duplicates_ratio:
-        return "char_dup_ratio"
-    n_words = len(doc.words) or 1
-    if doc.text.count("\n") / n_words > p.new_line_ratio:
-        return "list_ratio"
+    dup_share = dup_chars / (len(doc.text.replace("\n", "")) or 1)
+    if dup_share > p.char_duplicates_ratio:
+        return Fail("char_dup_ratio", dup_share, p.char_duplicates_ratio)
+    per_word = doc.text.count("\n") / (len(doc.words) or 1)
+    if per_word > p.new_line_ratio:
+        return Fail("list_ratio", per_word, p.new_line_ratio)
     return None

@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
-from tokenmill.engine.schema import mark_rejects
+from tokenmill.engine.schema import REJECT_THRESHOLD, REJECT_VALUE, live_mask, mark_rejects, set_column
 from tokenmill.engine.stage import Resources, Stage, register_stage
 
 from . import datatrove_compat, rules
@@ -48,14 +49,27 @@ def check_document(text: str, lang_params, families: list[str], stopwords: froze
         else:
             why = rules.fineweb(doc, lang_params.fineweb, lang_params.terminal_punctuation)
         if why:
-            return f"{fam}:{why}"
+            return rules.Fail(f"{fam}:{why}", why.value, why.threshold)
     return None
+
+
+def with_measures(batch: pa.Table, reasons: list) -> pa.Table:
+    """``reject_value`` / ``reject_threshold`` of the rows this stage rejected (the failing check's
+    measure and the bound it crossed, for the report's examples and ``tokenmill inspect``)."""
+    new = pc.and_(live_mask(batch), pa.array([r is not None for r in reasons]))
+    for col, attr in ((REJECT_VALUE, "value"), (REJECT_THRESHOLD, "threshold")):
+        ours = pa.array([getattr(r, attr, None) for r in reasons], pa.float64())
+        old = batch[col] if col in batch.column_names else pa.nulls(batch.num_rows, pa.float64())
+        batch = set_column(batch, col, pc.if_else(new, ours, old))
+    return batch
 
 
 @register_stage("heuristics")
 class Heuristics(Stage):
     name = "heuristics"
     Params = HeuristicsParams
+    adds = {REJECT_VALUE: pa.float64(), REJECT_THRESHOLD: pa.float64()}
+    internal_columns = (REJECT_VALUE, REJECT_THRESHOLD)   # in rejects/, not in the curated data
     default_resources = Resources(num_cpus=1, concurrency=2, batch_size=500)
 
     @classmethod
@@ -91,7 +105,7 @@ class Heuristics(Stage):
                 reasons.append(datatrove_compat.check_document(text or "", lang, params, fams, self._spacy))
             else:
                 reasons.append(check_document(text or "", params, fams, self._stop(lang, params)))
-        return mark_rejects(batch, self.name, pa.array(reasons, pa.string()))
+        return mark_rejects(with_measures(batch, reasons), self.name, pa.array(reasons, pa.string()))
 
 
 @register_stage("gopher_quality")
