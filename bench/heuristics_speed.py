@@ -8,7 +8,8 @@ Documents: the ``text`` of shared/data/web_dev.jsonl + quality_dev.jsonl (1,151 
 texts bench/pipeline.py cycles), each with the language tokenmill's langid stage gives it (as in
 a run). Both sides run the four families in a chain (gopher_repetition, gopher_quality, c4,
 fineweb; the first failing one names the reason), with the repo's language files, exactly as the
-``heuristics`` stage's ``check_document``; the baseline's ``rules.py`` and ``words.py`` are read
+``heuristics`` stage's ``check_document`` (the current rules also record the measures the report
+histograms, as in the stage); the baseline's ``rules.py`` and ``words.py`` are read
 from git (``git show REV:stages/heuristics/...``), so the peer is the code as it was.
 
 Printed: docs/s per core of each, the median ratio, and whether every decision is the same
@@ -71,22 +72,24 @@ def documents() -> tuple[list[str], list[str]]:
     return texts, list(langs)
 
 
-def chain(rules, words_mod, table, texts, langs) -> list:
+def chain(rules, words_mod, table, texts, langs, measured: bool) -> list:
+    """``measured``: the rules also record their measures for the report, as the stage has them do."""
     out = []
     for text, lang in zip(texts, langs):
         p = table.get(lang)
         stop = frozenset(w.lower() for w in p.stopwords)
         doc = words_mod.DocView(text, p.word_tokenizer)
         why = None
+        m = ({},) if measured else ()
         for fam in FAMILIES:
             if fam == "gopher_quality":
-                why = rules.gopher_quality(doc, p.gopher_quality, stop)
+                why = rules.gopher_quality(doc, p.gopher_quality, stop, *m)
             elif fam == "gopher_repetition":
-                why = rules.gopher_repetition(doc, p.gopher_repetition)
+                why = rules.gopher_repetition(doc, p.gopher_repetition, *m)
             elif fam == "c4":
-                why = rules.c4(doc, p.c4, p.terminal_punctuation)
+                why = rules.c4(doc, p.c4, p.terminal_punctuation, *m)
             else:
-                why = rules.fineweb(doc, p.fineweb, p.terminal_punctuation)
+                why = rules.fineweb(doc, p.fineweb, p.terminal_punctuation, *m)
             if why:
                 why = f"{fam}:{why}"
                 break
@@ -110,7 +113,7 @@ def main() -> None:
     for _ in range(a.runs):
         for name, (r, w) in (("baseline", (base_rules, base_words)), ("now", (rules, words))):
             t0 = time.process_time()
-            decisions[name] = chain(r, w, table, texts, langs)
+            decisions[name] = chain(r, w, table, texts, langs, measured=name == "now")
             times[name].append(time.process_time() - t0)
     med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
     same = decisions["now"] == decisions["baseline"]

@@ -63,6 +63,10 @@ class Stage:
     internal_columns: ClassVar[tuple[str, ...]] = ()
     #: a column of scores in [0, 1] the report draws per language (e.g. quality_score); None: none
     score_column: ClassVar[Optional[str]] = None
+    #: a struct column of per-document measures (one float field per measure) that the report
+    #: histograms per language with these bin edges per field (e.g. the heuristics' word counts)
+    measures_column: ClassVar[Optional[str]] = None
+    measure_bins: ClassVar[dict[str, list[float]]] = {}
     #: default resources; the config may override any field
     default_resources: ClassVar[Resources] = Resources()
 
@@ -126,6 +130,12 @@ class Stage:
         """The label the report counts each reject reason under (default: the reason itself).
         A stage whose reasons carry per-row detail maps them to a few labels here."""
         return reasons
+
+    @classmethod
+    def measure_thresholds(cls, params: BaseModel, lang_params: Any) -> dict[str, list[float]]:
+        """Per measure of ``measures_column``, the thresholds one language's parameters set (the
+        report draws them on the histograms). Default: none."""
+        return {}
 
     @classmethod
     def score_thresholds(cls, params: BaseModel, figures: dict) -> dict[str, Optional[float]]:

@@ -225,7 +225,7 @@ def finalize_chunk(item: dict, job: FinalJob) -> WriteStats:
     chunk = item["chunk"]
     decisions = [(n, load_decisions(u)) for n, u in item_decisions(item)]
     writers = FinalWriters(job, f"{job.name_prefix}{chunk:05d}")
-    stats = WriteStats(writers.score_column)
+    stats = WriteStats(writers.score_column, writers.measures)
     for part in item["parts"]:
         table = read_parquet_file(part)
         for name, dec in decisions:

@@ -89,3 +89,52 @@ def test_inspect_prints_examples_of_a_reason(run):
     assert none.returncode == 1 and "no document matches" in none.stderr
     missing = subprocess.run(cli + ["inspect", str(out / "nowhere")], capture_output=True, text=True)
     assert missing.returncode == 2 and "_manifest.json" in missing.stderr
+
+
+def _bin(edges: list[float], v: float) -> int:
+    i = 0
+    while i + 1 < len(edges) - 1 and v >= edges[i + 1]:
+        i += 1
+    return i
+
+
+def test_measure_histograms_equal_a_recount_from_the_output_files(run):
+    """Rejects carry the measures the rules took (heuristic_measures); kept documents passed every
+    rule, so measuring their text again gives theirs. Together: the report's histograms."""
+    from tokenmill.stages.heuristics.measures import BINS
+    from tokenmill.stages.heuristics.stage import ALL_FAMILIES, check_document
+
+    out, report = run
+    section = report["measures"]
+    assert section["stage"] == "heuristics" and section["bins"] == BINS
+    table = load_config(REPO / "configs" / "quickstart.yaml").languages
+    recount: dict = defaultdict(lambda: defaultdict(lambda: None))
+
+    def add(lang, name, v):
+        counts = recount[lang][name] or [0] * (len(BINS[name]) - 1)
+        counts[_bin(BINS[name], v)] += 1
+        recount[lang][name] = counts
+
+    for r in read_manifest_files(out, "rejects/").to_pylist():
+        for name, v in (r.get("heuristic_measures") or {}).items():
+            if v is not None:
+                add(r["language"] or "und", name, v)
+    data = read_manifest_files(out, "data/")
+    assert "heuristic_measures" not in data.column_names
+    for text, lang in zip(data["text"].to_pylist(), data["language"].to_pylist()):
+        p = table.get(lang)
+        m: dict = {}
+        assert check_document(text, p, ALL_FAMILIES, frozenset(w.lower() for w in p.stopwords), m) is None
+        for name, v in m.items():
+            add(lang, name, v)
+    got = {lang: e["measures"] for lang, e in section["languages"].items()}
+    assert got == {lang: dict(ms) for lang, ms in recount.items()}
+    en = section["languages"]["en"]
+    assert en["thresholds"]["words"] == [50.0, 100000.0] and en["thresholds"]["alpha_words_ratio"] == [0.8]
+    assert sum(en["measures"]["words"]) >= 100
+    # thresholds cut the distributions: English documents on both sides of several of them
+    cut = [name for name, counts in en["measures"].items() for t in en["thresholds"].get(name, [])[:1]
+           if sum(counts[:_bin(BINS[name], t)]) > 0 and sum(counts[_bin(BINS[name], t) + 1:]) > 0]
+    assert len(cut) >= 3, cut
+    html_report = (out / "report.html").read_text()
+    assert "Heuristic measures per language" in html_report and html_report.count("<svg") > 20

@@ -22,6 +22,8 @@ class FinalWriters:
         self.job, self.prefix = job, prefix
         self.labels = {rs.name: rs.cls.report_reason for rs in job.stages}
         self.score_column = next((rs.cls.score_column for rs in job.stages if rs.cls.score_column), None)
+        self.measures = next(((rs.cls.measures_column, rs.cls.measure_bins) for rs in job.stages
+                              if rs.cls.measures_column), None)
         self.folders = {rs.name: rs.cls.emits_to for rs in job.stages if rs.generates}
         self.accounting = {rs.name: (rs.cls.accounting_by, rs.cls.accounting_sums) for rs in job.stages if rs.generates}
         self.writers: dict[str, PartitionedWriter] = {}
@@ -39,6 +41,7 @@ class FinalWriters:
         return self.labels[stage](reasons) if stage in self.labels else reasons
 
     def write_read(self, table: pa.Table, stats: WriteStats) -> None:
+        stats.add_measures(table)   # before the measures column is dropped from the kept rows
         kept, rej = kept_rows(table, self.job.drop), rejected_rows(table)
         stats.add_kept(kept)
         stats.add_rejected(rej, self._label)

@@ -13,6 +13,7 @@ import sys
 from tokenmill.engine.durable.manifest import file_counts
 from tokenmill.engine.io.readers import READ_STAGE
 from tokenmill.engine.report.generated import generated_html, generated_report
+from tokenmill.engine.report.measures import measures_html, report_measures
 from tokenmill.engine.report.stats import WriteStats
 
 
@@ -60,6 +61,7 @@ def build_report(pipeline, manifest: dict, stats: WriteStats, problems, metrics:
         "generated": generated_report(pipeline, stats, phase_seconds),
         "files": _file_counts(manifest),
         "examples": _examples(stats),
+        "measures": report_measures(pipeline, stats),
     }
 
 
@@ -191,6 +193,7 @@ in {report['wall_seconds']:.1f} s. Fingerprint <code>{report['fingerprint'][:12]
 <h2>Reject reasons (documents)</h2>{reasons}
 <h2>Languages kept ({unit})</h2>{langs}
 {_quality_section(report.get("quality_scores", {}))}
+{measures_html(report.get("measures", {}))}
 {generated_html(report.get("generated", {}))}
 {_incremental_html(report.get("incremental"), unit)}
 <h2>Files that could not be read fully</h2><ul>{errs}</ul>

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tokenmill.engine.io.readers import FILE_REASONS
+from tokenmill.engine.report.measures import measure_counts, merge_counts
 from tokenmill.engine.schema import REJECT_THRESHOLD, REJECT_VALUE
 
 SCORE_BINS = 20   # score histograms: bins of 0.05 over [0, 1]
@@ -106,8 +107,10 @@ def _score_counts(table: pa.Table, column: Optional[str]) -> list[tuple[str, int
 class WriteStats:
     """Counts of what one or more writer tasks wrote; ``merge`` adds another's."""
 
-    def __init__(self, score_column: Optional[str] = None):
+    def __init__(self, score_column: Optional[str] = None, measures: Optional[tuple[str, dict]] = None):
         self.score_column = score_column                       # the column histogrammed (not serialized)
+        self.measure_spec = measures                           # (struct column, bin edges per field)
+        self.measures: dict[tuple[str, str], list[int]] = {}   # (language, measure) -> counts per bin
         self.kept: dict[str, list[int]] = {}                   # language -> [docs, chars, tokens]
         self.rejected: dict[tuple[str, str, str], list[int]] = {}  # (stage, reason, language) -> [...]
         self.file_errors: list[dict] = []
@@ -128,6 +131,11 @@ class WriteStats:
         cur = into.setdefault(key, [0] * len(values))
         for i, v in enumerate(values):
             cur[i] += int(v or 0)
+
+    def add_measures(self, table: pa.Table) -> None:
+        """Histogram the measures of every row that carries them (kept or rejected)."""
+        if self.measure_spec is not None:
+            merge_counts(self.measures, measure_counts(table, *self.measure_spec))
 
     def add_kept(self, table: pa.Table) -> None:
         self._add_scores(table)
@@ -213,6 +221,7 @@ class WriteStats:
                 self._add(mine, k, v)
         _merge_examples(self.kept_examples, other.kept_examples)
         _merge_examples(self.rejected_examples, other.rejected_examples)
+        merge_counts(self.measures, other.measures)
         return self
 
     # -- JSON ------------------------------------------------------------------------------------
@@ -223,6 +232,7 @@ class WriteStats:
             "rejected": [[*k, *v] for k, v in sorted(self.rejected.items())],
             "file_errors": sorted(self.file_errors, key=lambda e: (str(e["path"]), e["kind"])),
             "quality_scores": [[lang, *v] for lang, v in sorted(self.scores.items())],
+            "measures": [[*k, v] for k, v in sorted(self.measures.items())],
             "emitted": [[*k, *v] for k, v in sorted(self.emitted.items())],
             "emitted_rejected": [[*k, *v] for k, v in sorted(self.emitted_rejected.items())],
             "accounting": [[list(k), v] for k, v in sorted(self.accounting.items())],
@@ -240,6 +250,7 @@ class WriteStats:
         st.file_errors = list(data.get("file_errors", []))
         st.files = list(data.get("files", []))
         st.scores = {lang: list(v) for lang, *v in data.get("quality_scores", [])}
+        st.measures = {(lang, name): list(v) for lang, name, v in data.get("measures", [])}
         for stage, lang, *v in data.get("emitted", []):
             cls._add(st.emitted, (stage, lang), v)
         for stage, by, reason, lang, *v in data.get("emitted_rejected", []):

@@ -37,14 +37,19 @@ class Fail(str):
         return out
 
 
-def gopher_quality(doc: DocView, p: GopherQuality, stopwords: frozenset) -> Optional[str]:
+def gopher_quality(doc: DocView, p: GopherQuality, stopwords: frozenset, m: Optional[dict] = None) -> Optional[str]:
+    """``m``: where the measures taken go (``measures.py``), when given."""
     words = doc.words
     n = len(words)
+    if m is not None:
+        m["words"] = n
     if n < p.min_doc_words or n == 0:
         return Fail("min_doc_words", n, p.min_doc_words)
     if n > p.max_doc_words:
         return Fail("max_doc_words", n, p.max_doc_words)
     avg = sum(map(len, words)) / n
+    if m is not None:
+        m["mean_word_length"] = avg
     if avg < p.min_avg_word_length:
         return Fail("min_avg_word_length", avg, p.min_avg_word_length)
     if avg > p.max_avg_word_length:
@@ -63,6 +68,8 @@ def gopher_quality(doc: DocView, p: GopherQuality, stopwords: frozenset) -> Opti
         if ellipses > p.max_ellipsis_lines_ratio:
             return Fail("max_ellipsis_lines_ratio", ellipses, p.max_ellipsis_lines_ratio)
     alpha = (n - len(NON_ALPHA_WORD.findall(doc.text))) / n
+    if m is not None:
+        m["alpha_words_ratio"] = alpha
     if alpha < p.max_non_alpha_words_ratio:
         return Fail("max_non_alpha_words_ratio", alpha, p.max_non_alpha_words_ratio)
     if stopwords and p.min_stop_words:
@@ -74,6 +81,8 @@ def gopher_quality(doc: DocView, p: GopherQuality, stopwords: frozenset) -> Opti
                 found.add(lw)
                 if len(found) >= p.min_stop_words:
                     break
+        if m is not None:
+            m["stop_words"] = len(found)
         if len(found) < p.min_stop_words:
             return Fail("min_stop_words", len(found), p.min_stop_words)
     return None
@@ -197,7 +206,7 @@ class _Grams:
         return repeated
 
 
-def gopher_repetition(doc: DocView, p: GopherRepetition) -> Optional[str]:
+def gopher_repetition(doc: DocView, p: GopherRepetition, m: Optional[dict] = None) -> Optional[str]:
     text = doc.text
     total = len(text) or 1
     paras = _paragraphs(text.strip())
@@ -208,6 +217,8 @@ def gopher_repetition(doc: DocView, p: GopherRepetition) -> Optional[str]:
         return Fail("dup_para_char_frac", chars / total, p.dup_para_char_frac)
     lines = _lines(text)
     dup, chars = _duplicates(lines)
+    if m is not None and lines:
+        m["dup_line_frac"] = dup / len(lines)
     if lines and dup / len(lines) > p.dup_line_frac:
         return Fail("dup_line_frac", dup / len(lines), p.dup_line_frac)
     if chars / total > p.dup_line_char_frac:
@@ -215,6 +226,8 @@ def gopher_repetition(doc: DocView, p: GopherRepetition) -> Optional[str]:
     grams = _Grams(doc.words)
     for n, frac in sorted(p.top_n_grams.items()):
         share = grams.top_chars(n) / total
+        if n == 2 and m is not None:
+            m["top_2_gram"] = share
         if share > frac:
             return Fail(f"top_{n}_gram", share, frac)
     for n, frac in sorted(p.dup_n_grams.items()):
@@ -246,7 +259,7 @@ def _sentence_end(terminal: str):
     return re.compile("|".join(parts))
 
 
-def c4(doc: DocView, p: C4, terminal: str) -> Optional[str]:
+def c4(doc: DocView, p: C4, terminal: str, m: Optional[dict] = None) -> Optional[str]:
     """C4's page rules (lorem ipsum, curly bracket) on the whole page; its line rules (citations
     removed; terminal punctuation, not an ellipsis; enough words; no over-long word; no
     "javascript"; no policy phrase) decide which lines count towards ``min_sentences``."""
@@ -275,7 +288,9 @@ def c4(doc: DocView, p: C4, terminal: str) -> Optional[str]:
                 continue
         sentences += max(1, len(sentence_end.findall(line))) if sentence_end else 1
         if sentences >= p.min_sentences:
-            return None
+            break
+    if m is not None:
+        m["sentences"] = sentences
     return Fail("too_few_sentences", sentences, p.min_sentences) if sentences < p.min_sentences else None
 
 
@@ -302,21 +317,29 @@ def _punctuated(lines: list[str], terminal: str) -> int:
     return sum(1 for ln in lines if _ends_sentence(ln, marks))
 
 
-def fineweb(doc: DocView, p: FineWeb, terminal: str) -> Optional[str]:
+def fineweb(doc: DocView, p: FineWeb, terminal: str, m: Optional[dict] = None) -> Optional[str]:
     lines = doc.lines
     if not lines:
         return Fail("empty")
     punctuated = _punctuated(lines, terminal) / len(lines) if terminal else 1.0
+    if m is not None and terminal:
+        m["line_punct_ratio"] = punctuated
     if punctuated < p.line_punct_thr:
         return Fail("line_punct_ratio", punctuated, p.line_punct_thr)
     short = sum(1 for ln in lines if len(ln) <= p.short_line_length) / len(lines)
+    if m is not None:
+        m["short_line_ratio"] = short
     if short > p.short_line_thr:
         return Fail("short_line_ratio", short, p.short_line_thr)
     _, dup_chars = _duplicates(lines)
     dup_share = dup_chars / (len(doc.text.replace("\n", "")) or 1)
+    if m is not None:
+        m["char_dup_ratio"] = dup_share
     if dup_share > p.char_duplicates_ratio:
         return Fail("char_dup_ratio", dup_share, p.char_duplicates_ratio)
     per_word = doc.text.count("\n") / (len(doc.words) or 1)
+    if m is not None:
+        m["list_ratio"] = per_word
     if per_word > p.new_line_ratio:
         return Fail("list_ratio", per_word, p.new_line_ratio)
     return None

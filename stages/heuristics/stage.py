@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tokenmill.engine.schema import REJECT_THRESHOLD, REJECT_VALUE, live_mask, mark_rejects, set_column
 from tokenmill.engine.stage import Resources, Stage, register_stage
 
-from . import datatrove_compat, rules
+from . import datatrove_compat, measures, rules
 from .words import DocView
 
 Family = Literal["gopher_quality", "gopher_repetition", "c4", "fineweb"]
@@ -37,17 +37,21 @@ class HeuristicsParams(CompatParams):
     rules: list[Family] = Field(default_factory=lambda: list(ALL_FAMILIES), min_length=1)
 
 
-def check_document(text: str, lang_params, families: list[str], stopwords: frozenset) -> str | None:
+def check_document(text: str, lang_params, families: list[str], stopwords: frozenset,
+                   measures: dict | None = None) -> str | None:
+    """The first failing check as ``family:check`` (a ``rules.Fail``), or None; the measures the
+    rules took go into ``measures`` when given."""
     doc = DocView(text, lang_params.word_tokenizer)
+    m = measures
     for fam in families:
         if fam == "gopher_quality":
-            why = rules.gopher_quality(doc, lang_params.gopher_quality, stopwords)
+            why = rules.gopher_quality(doc, lang_params.gopher_quality, stopwords, m)
         elif fam == "gopher_repetition":
-            why = rules.gopher_repetition(doc, lang_params.gopher_repetition)
+            why = rules.gopher_repetition(doc, lang_params.gopher_repetition, m)
         elif fam == "c4":
-            why = rules.c4(doc, lang_params.c4, lang_params.terminal_punctuation)
+            why = rules.c4(doc, lang_params.c4, lang_params.terminal_punctuation, m)
         else:
-            why = rules.fineweb(doc, lang_params.fineweb, lang_params.terminal_punctuation)
+            why = rules.fineweb(doc, lang_params.fineweb, lang_params.terminal_punctuation, m)
         if why:
             return rules.Fail(f"{fam}:{why}", why.value, why.threshold)
     return None
@@ -68,8 +72,14 @@ def with_measures(batch: pa.Table, reasons: list) -> pa.Table:
 class Heuristics(Stage):
     name = "heuristics"
     Params = HeuristicsParams
-    adds = {REJECT_VALUE: pa.float64(), REJECT_THRESHOLD: pa.float64()}
-    internal_columns = (REJECT_VALUE, REJECT_THRESHOLD)   # in rejects/, not in the curated data
+    adds = {REJECT_VALUE: pa.float64(), REJECT_THRESHOLD: pa.float64(), measures.MEASURES: measures.MEASURES_TYPE}
+    internal_columns = (REJECT_VALUE, REJECT_THRESHOLD, measures.MEASURES)   # in rejects/, not in the curated data
+    measures_column = measures.MEASURES
+    measure_bins = measures.BINS
+
+    @classmethod
+    def measure_thresholds(cls, params, lang_params) -> dict[str, list[float]]:
+        return measures.thresholds(lang_params)
     default_resources = Resources(num_cpus=1, concurrency=2, batch_size=500)
 
     @classmethod
@@ -98,14 +108,22 @@ class Heuristics(Stage):
         texts = batch["text"].to_pylist()
         langs = batch["language"].to_pylist() if "language" in batch.column_names else [None] * batch.num_rows
         fams = self.families()
-        reasons = []
+        reasons, taken = [], []
         for text, lang in zip(texts, langs):
             params = self.languages.get(lang)
             if self._spacy is not None:
                 reasons.append(datatrove_compat.check_document(text or "", lang, params, fams, self._spacy))
+                taken.append(None)
             else:
-                reasons.append(check_document(text or "", params, fams, self._stop(lang, params)))
-        return mark_rejects(with_measures(batch, reasons), self.name, pa.array(reasons, pa.string()))
+                m: dict = {}
+                reasons.append(check_document(text or "", params, fams, self._stop(lang, params), m))
+                taken.append(m or None)
+        batch = with_measures(batch, reasons)
+        live = live_mask(batch)
+        old = batch[measures.MEASURES] if measures.MEASURES in batch.column_names else \
+            pa.nulls(batch.num_rows, measures.MEASURES_TYPE)
+        batch = set_column(batch, measures.MEASURES, pc.if_else(live, pa.array(taken, measures.MEASURES_TYPE), old))
+        return mark_rejects(batch, self.name, pa.array(reasons, pa.string()))
 
 
 @register_stage("gopher_quality")
