@@ -28,7 +28,9 @@ drops, by the rule that dropped them, with ``--examples`` ids per rule; and the 
 families in a chain, run as each system runs it: datatrove passes one Document through
 GopherRepetition -> GopherQuality -> C4 -> FineWeb (C4 rewrites the text FineWeb sees), tokenmill
 runs its ``heuristics`` chain (``check_document``; in compat mode FineWeb sees C4's kept lines
-too). The chain is the figure the issue quotes (89.1% on its held-out pages).
+too). Also printed: every family alone on the original page, a page dropped when any family drops
+it (no C4 rewrite) -- the figure that compares the rules themselves (the issue quoted 89.1% on its
+held-out pages).
 
 ``--store`` writes datatrove's decisions (per family and chain, by page id) for
 tests/test_heuristics_compat.py, which compares the compat mode with them without datatrove.
@@ -178,11 +180,14 @@ def main() -> None:
     chain = {"agree": 0, "same_rule": 0, "only_datatrove": 0, "only_tokenmill": 0}
     chain_examples = defaultdict(list)
     stored = {}
+    either = 0   # each family alone on the page, a page dropped when any family drops it
     for d in docs:
         decided = {}
+        any_t = any_d = False
         for f in FAMILIES:
             rt, rd = tm(f, d["text"]), dt(f, d["id"], d["text"])
             decided[f] = rd
+            any_t, any_d = any_t or rt is not None, any_d or rd is not None
             s = per[f]
             s["same_rule"] += same_rule(rt and f"{f}:{rt}", rd and f"{f}:{rd}")
             if (rt is None) == (rd is None):
@@ -192,6 +197,7 @@ def main() -> None:
             s[key][label] += 1
             if len(s["examples"][(key, label)]) < a.examples:
                 s["examples"][(key, label)].append(d["id"])
+        either += any_t == any_d
         ct, cd = tm_chain(d["text"]), dt_chain(d["id"], d["text"])
         decided["chain"] = cd
         stored[d["id"]] = decided
@@ -207,7 +213,8 @@ def main() -> None:
           f"only datatrove drops {chain['only_datatrove']}, only tokenmill drops {chain['only_tokenmill']}")
     for key, ids in chain_examples.items():
         print(f"  {key}: e.g. {', '.join(ids)}")
-    out = {"docs": n, "compat": a.compat, "chain": chain, "families": {}}
+    print(f"each family alone on the page (dropped when any drops): agreement {either / n:.4f}")
+    out = {"docs": n, "compat": a.compat, "chain": chain, "families_alone_any": either / n, "families": {}}
     for f in FAMILIES:
         s = per[f]
         print(f"\n{f}: agreement {s['agree'] / n:.4f}, same rule {s['same_rule'] / n:.4f}")
