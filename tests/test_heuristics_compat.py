@@ -20,7 +20,7 @@ import pytest
 from tokenmill.engine.config import ConfigError, build_pipeline, load_config
 from tokenmill.engine.stage import get_stage_class
 from tokenmill.stages.heuristics import datatrove_compat, rules
-from tokenmill.stages.heuristics.stage import ALL_FAMILIES
+from tokenmill.stages.heuristics.stage import ALL_FAMILIES, check_document
 from tokenmill.stages.heuristics.words import DocView
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,6 +126,9 @@ def test_compat_fineweb_sees_the_lines_c4_kept(en, nlp):
     text = "\n".join(menu + body)
     assert datatrove_compat.check_document(text, "en", en, ["fineweb"], nlp) == "fineweb:short_line_ratio"
     assert datatrove_compat.check_document(text, "en", en, ["c4", "fineweb"], nlp) is None
+    # tokenmill's own rules judge the whole page (it never edits a document): FineWeb drops it
+    stop = frozenset(w.lower() for w in en.stopwords)
+    assert check_document(text, en, ["c4", "fineweb"], stop) == "fineweb:short_line_ratio"
 
 
 def test_compat_is_a_parameter_of_every_heuristics_stage(en):
