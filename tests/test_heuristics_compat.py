@@ -163,3 +163,26 @@ def test_compat_without_spacy_fails_with_the_extra_to_install(monkeypatch):
         build_pipeline(_config({"type": "c4_quality", "compat": "datatrove"}))
     assert "compat" in str(e.value) and "tokenmill[compat]" in str(e.value)
     build_pipeline(_config({"type": "c4_quality"}))   # the default mode does not need it
+
+
+def test_a_text_spacy_fails_on_is_rejected_not_raised(en, monkeypatch):
+    """Fault injected into spaCy's pipeline for one document: that document is rejected with a
+    reason, the others are decided as usual."""
+    nlp = datatrove_compat.SpacyText()
+    good = (COMMA_PROSE * 6).strip()
+    real = nlp.nlp("en")
+
+    class Broken:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def __call__(self, text):
+            if "POISON" in text:
+                raise ValueError("[E088] Text of length 2000001 exceeds maximum")
+            return real(text)
+
+    monkeypatch.setitem(nlp._nlp, "en", Broken())
+    assert datatrove_compat.check_document(good + " POISON", "en", en, ALL_FAMILIES, nlp) == \
+        "gopher_repetition:spacy_error"
+    assert datatrove_compat.check_document(good, "en", en, ["gopher_quality"], nlp) == \
+        "gopher_quality:max_non_alpha_words_ratio"

@@ -21,7 +21,8 @@ What makes datatrove decide differently, reproduced here:
 - FineWeb's lines are unstripped, its terminal marks datatrove's TERMINAL_PUNCTUATION, its list
   ratio newlines per spaCy token.
 
-A threshold of 0 switches its check off (datatrove: a falsy threshold). Reasons use tokenmill's
+A threshold of 0 switches its check off (datatrove: a falsy threshold). A text spaCy fails on
+(besides datatrove's ``IS_ALPHA`` retry) is rejected as ``<family>:spacy_error`` (datatrove stops). Reasons use tokenmill's
 check names (DATATROVE_REASONS maps datatrove's). Constants below are copied from datatrove
 (Apache-2.0, https://github.com/huggingface/datatrove, src/datatrove/utils/text.py and the filters).
 """
@@ -263,15 +264,18 @@ def check_document(text: str, lang: Optional[str], lp, families: list[str], spac
         return spacy_text.words(text, lang)
 
     for fam in families:
-        if fam == "gopher_quality":
-            stop = STOP_WORDS if lang in (None, "en") else frozenset(lp.stopwords)
-            why = gopher_quality(text, words, lp.gopher_quality, stop)
-        elif fam == "gopher_repetition":
-            why = gopher_repetition(text, words, lp.gopher_repetition)
-        elif fam == "c4":
-            why, text = c4(text, lp.c4, lambda line: spacy_text.sentences(line, lang))
-        else:
-            why = fineweb(text, words, lp.fineweb)
+        try:
+            if fam == "gopher_quality":
+                stop = STOP_WORDS if lang in (None, "en") else frozenset(lp.stopwords)
+                why = gopher_quality(text, words, lp.gopher_quality, stop)
+            elif fam == "gopher_repetition":
+                why = gopher_repetition(text, words, lp.gopher_repetition)
+            elif fam == "c4":
+                why, text = c4(text, lp.c4, lambda line: spacy_text.sentences(line, lang))
+            else:
+                why = fineweb(text, words, lp.fineweb)
+        except Exception:   # a text spaCy cannot split is a bad record, not the end of the run
+            why = "spacy_error"
         if why:
             return f"{fam}:{why}"
     return None
