@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO
 from pipeline_helpers import read_manifest_files
 
-from tokenmill.engine.config import load_config
+from tokenmill.engine.config import build_pipeline, load_config
 from tokenmill.engine.report.inspect import examples
 from tokenmill.engine.run import run_pipeline
 
@@ -138,3 +138,16 @@ def test_measure_histograms_equal_a_recount_from_the_output_files(run):
     assert len(cut) >= 3, cut
     html_report = (out / "report.html").read_text()
     assert "Heuristic measures per language" in html_report and html_report.count("<svg") > 20
+
+
+def test_family_stages_in_a_row_keep_each_others_measures(tmp_path):
+    """gopher_quality then fineweb_quality as two stages: a kept document's measures hold both
+    families' fields; rejects by the second stage carry the first one's measures too."""
+    src = REPO / "configs" / "sample" / "web.jsonl.gz"
+    pipeline = build_pipeline({"name": "fam", "input": {"paths": [str(src)]}, "output": {"path": str(tmp_path / "o")},
+                               "stages": [{"type": "langid"}, {"type": "gopher_quality"}, {"type": "fineweb_quality"}]})
+    report = run_pipeline(pipeline, output=str(tmp_path / "o"), progress=False, engine="local").report
+    en = report["measures"]["languages"]["en"]["measures"]
+    assert "words" in en and "short_line_ratio" in en and "sentences" not in en
+    rej = [r for r in read_manifest_files(tmp_path / "o", "rejects/").to_pylist() if r["reject_stage"] == "fineweb_quality"]
+    assert rej and all(r["heuristic_measures"]["words"] is not None for r in rej)

@@ -118,12 +118,21 @@ class Heuristics(Stage):
                 m: dict = {}
                 reasons.append(check_document(text or "", params, fams, self._stop(lang, params), m))
                 taken.append(m or None)
-        batch = with_measures(batch, reasons)
-        live = live_mask(batch)
-        old = batch[measures.MEASURES] if measures.MEASURES in batch.column_names else \
-            pa.nulls(batch.num_rows, measures.MEASURES_TYPE)
-        batch = set_column(batch, measures.MEASURES, pc.if_else(live, pa.array(taken, measures.MEASURES_TYPE), old))
+        batch = set_column(with_measures(batch, reasons), measures.MEASURES, self._measured(batch, taken))
         return mark_rejects(batch, self.name, pa.array(reasons, pa.string()))
+
+    @staticmethod
+    def _measured(batch: pa.Table, taken: list) -> pa.Array:
+        """The measures column with this stage's measures on the live rows, an earlier heuristics
+        stage's (one family per stage) kept where this one took none."""
+        ours = pa.array(taken, measures.MEASURES_TYPE)
+        if measures.MEASURES not in batch.column_names:
+            return pc.if_else(live_mask(batch), ours, pa.nulls(batch.num_rows, measures.MEASURES_TYPE))
+        old = batch[measures.MEASURES].combine_chunks()
+        fields = [pc.coalesce(pc.struct_field(ours, f.name), pc.struct_field(old, f.name))
+                  for f in measures.MEASURES_TYPE]
+        merged = pa.StructArray.from_arrays(fields, fields=list(measures.MEASURES_TYPE))
+        return pc.if_else(live_mask(batch), merged, old)
 
 
 @register_stage("gopher_quality")
