@@ -186,3 +186,16 @@ def test_a_text_spacy_fails_on_is_rejected_not_raised(en, monkeypatch):
         "gopher_repetition:spacy_error"
     assert datatrove_compat.check_document(good, "en", en, ["gopher_quality"], nlp) == \
         "gopher_quality:max_non_alpha_words_ratio"
+
+
+def test_a_language_datatrove_splits_otherwise_warns_and_still_decides(en, caplog):
+    """Korean: datatrove uses Kiwi, so compat cannot be exact; it says so, once, and decides with
+    spaCy's multi-language tokenizer rather than stopping."""
+    nlp = datatrove_compat.SpacyText()
+    with caplog.at_level("WARNING", logger=datatrove_compat.log.name):
+        why = datatrove_compat.check_document("한국어 문장입니다. " * 3, "ko", en, ["gopher_quality"], nlp)
+        datatrove_compat.check_document("다른 문장입니다. " * 3, "ko", en, ["gopher_quality"], nlp)
+    assert why == "gopher_quality:min_doc_words"
+    warned = [r.getMessage() for r in caplog.records if "'ko'" in r.getMessage()]
+    assert len(warned) == 1 and "Kiwi" in warned[0]
+    assert datatrove_compat.SpacyText().nlp("de").lang == "de"   # a language datatrove splits with spaCy: exact

@@ -6,8 +6,13 @@ they differ.
 
 What makes datatrove decide differently, reproduced here:
 
-- words are spaCy tokens (``spacy.blank(lang)``, "xx" for a language spaCy lacks), stripped, empty
-  ones dropped: punctuation marks are words; a "symbol word" is made only of PUNCTUATION;
+- words are spaCy tokens (``spacy.blank(lang)``, with jieba for Chinese as datatrove sets it),
+  stripped, empty ones dropped: punctuation marks are words; a "symbol word" is made only of
+  PUNCTUATION. Where datatrove uses another tokenizer (hi, bn: IndicNLP; ko: Kiwi; th, ja, my, km,
+  lo, bo: its own) or spaCy cannot load the language (a missing segmenter such as pyvi for vi),
+  spaCy's multi-language "xx" tokenizer is used and a warning names the language: decisions are
+  exact only where datatrove itself uses spaCy (en, de, fr, es, it, pt, nl, pl, ru, uk, tr, ar,
+  fa, id, sv, cs, el among the shipped languages);
 - Gopher quality counts words without symbol words for length limits and the average, all tokens
   for the hash/ellipsis and alphabetic ratios; stop words are distinct, case-sensitive, and for
   English datatrove's eight (the, be, to, of, and, that, have, with);
@@ -28,6 +33,7 @@ check names (DATATROVE_REASONS maps datatrove's). Constants below are copied fro
 """
 from __future__ import annotations
 
+import logging
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -36,6 +42,8 @@ from typing import Optional
 import numpy as np
 
 from .params import C4, FineWeb, GopherQuality, GopherRepetition
+
+log = logging.getLogger(__name__)
 
 #: datatrove.utils.text.PUNCTUATION (the characters a 'symbol word' is made of)
 PUNCTUATION = (
@@ -66,6 +74,14 @@ POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "us
 _PARA = re.compile(r"\n{2,}")
 _LINES = re.compile("\n+")
 
+#: datatrove's spaCy settings per language (src/datatrove/utils/word_tokenizers.py)
+SPACY_CONFIG = {"zh": {"nlp": {"tokenizer": {"segmenter": "jieba"}}}}
+#: languages datatrove splits with something other than spaCy (its tokenizer_assignment.csv)
+NOT_SPACY = {"hi": "datatrove uses IndicNLP", "bn": "datatrove uses IndicNLP", "ko": "datatrove uses Kiwi",
+             "th": "datatrove uses its Thai tokenizer", "ja": "datatrove uses its own SudachiPy tokenizer config",
+             "my": "datatrove uses its Burmese tokenizer", "km": "datatrove uses its Khmer tokenizer",
+             "lo": "datatrove uses its Lao tokenizer", "bo": "datatrove uses its Tibetan tokenizer"}
+
 #: datatrove's reason -> tokenmill's check name
 DATATROVE_REASONS = {
     "gopher_short_doc": "min_doc_words", "gopher_long_doc": "max_doc_words",
@@ -90,9 +106,14 @@ class SpacyText:
         code = lang or "en"
         if code not in self._nlp:
             try:
-                nlp = self._spacy.blank(code)
-            except Exception:  # spaCy has no such language: its multi-language tokenizer
+                nlp = self._spacy.blank(code, config=SPACY_CONFIG.get(code, {}))
+                why = NOT_SPACY.get(code)
+            except Exception as exc:  # spaCy lacks the language or its segmenter: the multi-language tokenizer
                 nlp = self._spacy.blank("xx")
+                why = NOT_SPACY.get(code) or f"spaCy's '{code}' tokenizer could not load ({exc})"
+            if why:
+                log.warning("heuristics compat: datatrove: language %r: %s; its words and sentences "
+                            "(and so some decisions) can differ from datatrove's", code, why)
             nlp.add_pipe("sentencizer")
             self._nlp[code] = nlp
         return self._nlp[code]
