@@ -38,11 +38,11 @@ class HeuristicsParams(CompatParams):
 
 
 def check_document(text: str, lang_params, families: list[str], stopwords: frozenset,
-                   measures: dict | None = None) -> str | None:
+                   taken: dict | None = None) -> str | None:
     """The first failing check as ``family:check`` (a ``rules.Fail``), or None; the measures the
-    rules took go into ``measures`` when given."""
+    rules took (``measures.py``) go into ``taken`` when given."""
     doc = DocView(text, lang_params.word_tokenizer)
-    m = measures
+    m = taken
     for fam in families:
         if fam == "gopher_quality":
             why = rules.gopher_quality(doc, lang_params.gopher_quality, stopwords, m)
@@ -57,7 +57,7 @@ def check_document(text: str, lang_params, families: list[str], stopwords: froze
     return None
 
 
-def with_measures(batch: pa.Table, reasons: list) -> pa.Table:
+def with_reject_measure(batch: pa.Table, reasons: list) -> pa.Table:
     """``reject_value`` / ``reject_threshold`` of the rows this stage rejected (the failing check's
     measure and the bound it crossed, for the report's examples and ``tokenmill inspect``)."""
     new = pc.and_(live_mask(batch), pa.array([r is not None for r in reasons]))
@@ -118,7 +118,7 @@ class Heuristics(Stage):
                 m: dict = {}
                 reasons.append(check_document(text or "", params, fams, self._stop(lang, params), m))
                 taken.append(m or None)
-        batch = set_column(with_measures(batch, reasons), measures.MEASURES, self._measured(batch, taken))
+        batch = set_column(with_reject_measure(batch, reasons), measures.MEASURES, self._measured(batch, taken))
         return mark_rejects(batch, self.name, pa.array(reasons, pa.string()))
 
     @staticmethod
