@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
 import sys
 from collections import Counter
 from pathlib import Path
@@ -199,3 +200,41 @@ def test_a_language_datatrove_splits_otherwise_warns_and_still_decides(en, caplo
     warned = [r.getMessage() for r in caplog.records if "'ko'" in r.getMessage()]
     assert len(warned) == 1 and "Kiwi" in warned[0]
     assert datatrove_compat.SpacyText().nlp("de").lang == "de"   # a language datatrove splits with spaCy: exact
+
+
+# --------------------------------------------------------------------------- README's table, example by example
+
+def _prose_lines(n: int) -> list[str]:
+    subjects = ["Green apples", "Old rivers", "Quiet towns", "Bright lamps", "Small boats", "Tall trees",
+                "Warm winds", "Long roads", "Fresh bread", "Heavy rains", "Young birds", "Clear lakes"]
+    return [f"{subjects[i % 12]} grow quietly near distant hills number {i} while people watch them carefully."
+            for i in range(n)]
+
+
+CASE_STOP = " ".join(f"The {w} grow quickly near rivers with care." for w in
+                     ["green apples", "old pears", "red plums", "tall trees", "small herbs", "wild roses",
+                      "young vines", "sweet melons"])
+_rng = random.Random(0)
+CASE_NGRAM = " ".join(f"The {_rng.choice(['cat', 'dog', 'house', 'river', 'tree', 'car', 'book', 'lamp', 'road'])} "
+                      f"{_rng.choice(['runs', 'sleeps', 'waits', 'shines', 'falls', 'grows', 'moves', 'stands'])}."
+                      for _ in range(120))
+CASE_BRACE = "\n".join(_prose_lines(6) + ["body {color: red}"])
+CASE_CITATION = "\n".join(f"It rained all day in town {i}. [{i}]" for i in range(6))
+CASE_QUOTE = "\n".join(f'Then the teacher number {i} said "yes, that is right."' for i in range(10))
+CASE_SPACES = "\n".join(_prose_lines(10) + ["Share this page with all of your friends.",
+                                            "   Share this page with all of your friends."])
+
+
+@pytest.mark.parametrize("family,text,tokenmill,datatrove", [
+    ("gopher_quality", CASE_STOP, None, "gopher_quality:min_stop_words"),
+    ("gopher_repetition", CASE_NGRAM, None, "gopher_repetition:top_2_gram"),
+    ("c4", CASE_BRACE, "c4:curly_bracket", None),
+    ("c4", CASE_CITATION, None, "c4:too_few_sentences"),
+    ("fineweb", CASE_QUOTE, None, "fineweb:line_punct_ratio"),
+    ("fineweb", CASE_SPACES, "fineweb:char_dup_ratio", None),
+], ids=["stop-words-any-case", "ngrams-of-words", "brace-anywhere", "citation-then-strip", "closing-quote",
+        "stripped-duplicate-lines"])
+def test_each_deliberate_difference_of_the_readme_table(en, nlp, family, text, tokenmill, datatrove):
+    stop = frozenset(w.lower() for w in en.stopwords)
+    assert check_document(text, en, [family], stop) == tokenmill
+    assert datatrove_compat.check_document(text, "en", en, [family], nlp) == datatrove
