@@ -50,15 +50,14 @@ REPO = HERE.parents[1]
 DATA = REPO.parent / "shared" / "data"
 SOURCES = [DATA / "web_dev.jsonl", DATA / "quality_dev.jsonl", REPO / "configs" / "sample" / "web.jsonl.gz"]
 FAMILIES = ("gopher_quality", "gopher_repetition", "c4", "fineweb")
+sys.path.insert(0, str(REPO / "tests"))   # heuristics_corpus: the dev pages' reader and the constructed pages
 
 
 def _records(path: Path):
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for i, line in enumerate(fh):
-            r = json.loads(line)
-            if isinstance(r.get("text"), str) and r["text"].strip():
-                yield {"id": str(r.get("id") or f"{path.name}:{i}"), "text": r["text"]}
+    """Pages with some text, keyed as the tests key them (tests/heuristics_corpus.py)."""
+    from heuristics_corpus import jsonl_rows
+
+    return ({"id": doc_id, "text": r["text"]} for doc_id, r in jsonl_rows(path) if r["text"].strip())
 
 
 def english_pages() -> list[dict]:
@@ -167,7 +166,6 @@ def main() -> None:
     t0 = time.time()
     docs = english_pages()
     if a.constructed:
-        sys.path.insert(0, str(REPO / "tests"))
         from heuristics_corpus import documents
 
         docs += [{"id": key, "text": text} for key, lang, text in documents()

@@ -29,7 +29,9 @@ DECISIONS = REPO / "tests" / "data" / "heuristics_decisions.json.gz"
 FAMILIES = ("gopher_quality", "gopher_repetition", "c4", "fineweb")
 
 
-def _jsonl(path: Path):
+def jsonl_rows(path: Path):
+    """(id, row) of each JSON line with a text; the id is the row's, else ``<file name>:<line>``
+    (the keys of the stored decisions here and in tests/data/datatrove_decisions.json.gz)."""
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as fh:
         for i, line in enumerate(fh):
@@ -42,8 +44,8 @@ def documents() -> list[tuple[str, str, str]]:
     """(key, language, text) of every document, in a fixed order."""
     docs: list[tuple[str, str, str]] = []
     for path in (DATA / "web_dev.jsonl", DATA / "quality_dev.jsonl", REPO / "configs" / "sample" / "web.jsonl.gz"):
-        docs += [(f"{path.name}/{i}", "en", r["text"]) for i, r in _jsonl(path)]
-    for i, (_, r) in enumerate(_jsonl(DATA / "web_dev.jsonl")):
+        docs += [(f"{path.name}/{i}", "en", r["text"]) for i, r in jsonl_rows(path)]
+    for i, (_, r) in enumerate(jsonl_rows(DATA / "web_dev.jsonl")):
         text = r["text"]
         half = text[: len(text) // 2]
         docs.append((f"repeat3/{i}", "en", "\n".join([half] * 3 + [text[len(text) // 2:]])))
@@ -53,7 +55,7 @@ def documents() -> list[tuple[str, str, str]]:
         window = words[20:28 + i % 9]
         docs.append((f"ngram/{i}", "en", " ".join(words[:mid] + window * (2 + i % 7) + words[mid:])))
     by_lang: dict[str, list[str]] = {}
-    for _, r in _jsonl(DATA / "langid_dev.jsonl"):
+    for _, r in jsonl_rows(DATA / "langid_dev.jsonl"):
         by_lang.setdefault(r["lang"], []).append(r["text"])
     for lang in sorted(by_lang):
         sents = by_lang[lang]

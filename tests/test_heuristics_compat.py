@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from heuristics_corpus import jsonl_rows
 
 from tokenmill.engine.config import ConfigError, build_pipeline, load_config
 from tokenmill.engine.stage import get_stage_class
@@ -32,15 +33,7 @@ FAMILIES = ("gopher_quality", "gopher_repetition", "c4", "fineweb")
 
 
 def _texts() -> dict[str, str]:
-    out = {}
-    for path in SOURCES:
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", encoding="utf-8") as fh:
-            for i, line in enumerate(fh):
-                r = json.loads(line)
-                if isinstance(r.get("text"), str):
-                    out[str(r.get("id") or f"{path.name}:{i}")] = r["text"]
-    return out
+    return {doc_id: r["text"] for path in SOURCES for doc_id, r in jsonl_rows(path)}
 
 
 @pytest.fixture(scope="module")

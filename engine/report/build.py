@@ -13,7 +13,7 @@ import sys
 from tokenmill.engine.durable.manifest import file_counts
 from tokenmill.engine.io.readers import READ_STAGE
 from tokenmill.engine.report.generated import generated_html, generated_report
-from tokenmill.engine.report.measures import measures_html, report_measures
+from tokenmill.engine.report.measures import measures_html, report_measures, svg_bars
 from tokenmill.engine.report.stats import WriteStats
 
 
@@ -97,12 +97,7 @@ def _quality_scores(pipeline, stats: WriteStats, global_steps: dict) -> dict:
 
 def _histogram(counts: list[int], threshold, width: int = 300, height: int = 80) -> str:
     """An SVG histogram over [0, 1] with the threshold as a red line."""
-    top = max(counts) or 1
-    bw = width / len(counts)
-    parts = [f'<svg width="{width}" height="{height + 14}" role="img">']
-    for i, c in enumerate(counts):
-        h = int(height * c / top)
-        parts.append(f'<rect x="{i * bw:.1f}" y="{height - h}" width="{bw - 1:.1f}" height="{h}" fill="#2b7bb9"/>')
+    parts = [f'<svg width="{width}" height="{height + 14}" role="img">', *svg_bars(counts, width, height)]
     if threshold is not None:
         x = min(width, threshold * width)
         parts.append(f'<line x1="{x:.1f}" y1="0" x2="{x:.1f}" y2="{height}" stroke="#d9534f" stroke-width="2"/>')

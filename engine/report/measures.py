@@ -15,17 +15,21 @@ def measure_counts(table: pa.Table, column: str, bins: dict[str, list[float]]) -
     col = table[column].combine_chunks()
     lang = pc.fill_null(table["language"], "und") if "language" in table.column_names else \
         pa.array(["und"] * table.num_rows, pa.string())
-    langs = np.asarray(lang.to_pylist(), dtype=object)
+    coded = pc.dictionary_encode(lang.combine_chunks() if isinstance(lang, pa.ChunkedArray) else lang)
+    langs = coded.dictionary.to_pylist()
+    idx = coded.indices.to_numpy(zero_copy_only=False)
     out: dict[tuple[str, str], list[int]] = {}
     for name, edges in bins.items():
         values = pc.struct_field(col, name)
         ok = pc.is_valid(values).to_numpy(zero_copy_only=False)
         if not ok.any():
             continue
+        nb = len(edges) - 1
         v = values.to_numpy(zero_copy_only=False)[ok].astype(float)
-        b = np.clip(np.searchsorted(np.asarray(edges, float), v, side="right") - 1, 0, len(edges) - 2)
-        for lg in np.unique(langs[ok]):
-            out[(str(lg), name)] = np.bincount(b[langs[ok] == lg], minlength=len(edges) - 1).tolist()
+        b = np.clip(np.searchsorted(np.asarray(edges, float), v, side="right") - 1, 0, nb - 1)
+        grid = np.bincount(idx[ok] * nb + b, minlength=len(langs) * nb).reshape(len(langs), nb)
+        for i in np.flatnonzero(grid.sum(axis=1)):
+            out[(langs[i], name)] = grid[i].tolist()
     return out
 
 
@@ -54,17 +58,21 @@ def report_measures(pipeline, stats) -> dict:
     return out
 
 
+def svg_bars(counts: list[int], width: int, height: int) -> list[str]:
+    """One bar per bin, equal widths, scaled to the tallest (the report's histograms)."""
+    top = max(counts) or 1
+    bw = width / len(counts)
+    return [f'<rect x="{i * bw:.1f}" y="{height - int(height * c / top)}" width="{max(bw - 1, 0.5):.1f}" '
+            f'height="{int(height * c / top)}" fill="#2b7bb9"/>' for i, c in enumerate(counts)]
+
+
 def _svg(edges: list[float], counts: list[int], marks: list[float], width: int = 220, height: int = 60) -> str:
     """Bars per bin (equal widths, whatever the edges) with each threshold as a red line, placed
     inside its bin by linear interpolation."""
     import html
 
-    top = max(counts) or 1
     bw = width / len(counts)
-    parts = [f'<svg width="{width}" height="{height + 12}" role="img">']
-    for i, c in enumerate(counts):
-        h = int(height * c / top)
-        parts.append(f'<rect x="{i * bw:.1f}" y="{height - h}" width="{max(bw - 1, 0.5):.1f}" height="{h}" fill="#2b7bb9"/>')
+    parts = [f'<svg width="{width}" height="{height + 12}" role="img">', *svg_bars(counts, width, height)]
     for t in marks:
         i = min(max(int(np.searchsorted(edges, t, side="right")) - 1, 0), len(counts) - 1)
         lo, hi = edges[i], edges[i + 1]

@@ -34,7 +34,6 @@ check names (DATATROVE_REASONS maps datatrove's). Constants below are copied fro
 from __future__ import annotations
 
 import logging
-import re
 from collections import Counter
 from collections.abc import Callable
 from typing import Optional
@@ -42,6 +41,8 @@ from typing import Optional
 import numpy as np
 
 from .params import C4, FineWeb, GopherQuality, GopherRepetition
+from .rules import CITATION, _duplicates, _lines, _paragraphs  # the same splits and counts
+from .rules import POLICY_WORDS as POLICY
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +69,7 @@ PUNCTUATION_SET = frozenset(PUNCTUATION) | frozenset(TERMINAL_PUNCTUATION)
 TERMINAL_MARKS = tuple(TERMINAL_PUNCTUATION)
 #: GopherQualityFilter's STOP_WORDS (its default, used for English)
 STOP_WORDS = frozenset(["the", "be", "to", "of", "and", "that", "have", "with"])
-CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
 END_PUNCTUATION = (".", "?", "!", '"', "'")
-POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
-_PARA = re.compile(r"\n{2,}")
-_LINES = re.compile("\n+")
 
 #: datatrove's spaCy settings per language (src/datatrove/utils/word_tokenizers.py)
 SPACY_CONFIG = {"zh": {"nlp": {"tokenizer": {"segmenter": "jieba"}}}}
@@ -177,18 +174,6 @@ def gopher_quality(text: str, words: Words, p: GopherQuality, stop_words: frozen
     return None
 
 
-def _duplicates(items: list[str]) -> tuple[int, int]:
-    seen: set[str] = set()
-    dup = chars = 0
-    for it in items:
-        if it in seen:
-            dup += 1
-            chars += len(it)
-        else:
-            seen.add(it)
-    return dup, chars
-
-
 def _all_duplicate_chars(words: list[str], n: int) -> int:
     seen: set[str] = set()
     repeated, i = 0, 0
@@ -207,13 +192,13 @@ def gopher_repetition(text: str, words: Words, p: GopherRepetition) -> Optional[
     if not text:
         return "empty"
     total = len(text)
-    paras = _PARA.split(text.strip())
+    paras = _paragraphs(text.strip())
     dup, chars = _duplicates(paras)
     if p.dup_para_frac and dup / len(paras) > p.dup_para_frac:
         return "dup_para_frac"
     if p.dup_para_char_frac and chars / total > p.dup_para_char_frac:
         return "dup_para_char_frac"
-    lines = _LINES.split(text)
+    lines = _lines(text)
     dup, chars = _duplicates(lines)
     if p.dup_line_frac and dup / len(lines) > p.dup_line_frac:
         return "dup_line_frac"
