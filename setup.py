@@ -7,7 +7,7 @@ import re
 
 from setuptools import find_packages, setup
 
-ROOTS = {"engine": "engine", "stages": "stages", "cluster": "cluster", "languages": "configs/languages"}
+ROOTS = {"engine": "engine", "stages": "stages", "cluster": "cluster", "mix": "mix", "languages": "configs/languages"}
 
 
 def discover() -> dict[str, str]:

@@ -39,16 +39,23 @@ class DatasetOps(Protocol):
     run_id: str
     check: Callable[[], None]
 
-    def partition_map(self, inputs: list, key: str, fn: Callable[..., pa.Table], **fn_kwargs) -> Any:
+    def partition_map(self, inputs: list, key: str, fn: Callable[..., pa.Table], hashed: bool = True,
+                      **fn_kwargs) -> Any:
         """Hash-partition every input by its ``key`` column (int64/uint64) and call
         ``fn(*tables, **fn_kwargs)`` once per partition with that partition's rows of each input
-        (``None`` for an input with no row there); the results form the returned dataset."""
+        (``None`` for an input with no row there); the results form the returned dataset.
+        ``hashed=False``: the key is the partition itself (``key % parts``), for a stage that
+        chose its partitions (e.g. key ranges, one output file each)."""
 
     def map(self, data, fn: Callable[..., pa.Table], **fn_kwargs) -> Any:
         """``fn(table)`` on each block, no shuffle."""
 
     def materialize(self, data) -> Any:
         """Compute now and keep the result (cuts an iteration's lineage)."""
+
+    def from_rows(self, table: pa.Table, blocks: int) -> Any:
+        """A small driver table (work items: file names, ranges) as a dataset of about ``blocks``
+        blocks, so ``map`` runs one task per block."""
 
     def collect(self, data) -> pa.Table:
         """A small dataset as one table on the driver (sums, checks; never documents)."""
@@ -63,20 +70,23 @@ class DatasetOps(Protocol):
         """Write a dataset as Parquet under ``url`` (hive-partitioned by ``partition_cols``)."""
 
 
-def partition_ids(keys: pa.Array, parts: int) -> np.ndarray:
-    """Partition of each key: a 64-bit mix of the key, modulo ``parts`` (stable everywhere)."""
+def partition_ids(keys: pa.Array, parts: int, hashed: bool = True) -> np.ndarray:
+    """Partition of each key: a 64-bit mix of the key, modulo ``parts`` (stable everywhere);
+    ``hashed=False``: the key itself modulo ``parts``."""
     k = np.asarray(pc.fill_null(keys, 0).cast(pa.int64()).to_numpy(zero_copy_only=False)).view(np.uint64)
+    if not hashed:
+        return (k % np.uint64(parts)).astype(np.int32)
     with np.errstate(over="ignore"):
         h = k * _MIX
         h ^= h >> np.uint64(29)
     return (h % np.uint64(parts)).astype(np.int32)
 
 
-def pack_partitions(table: pa.Table, key: str, parts: int, src: int) -> pa.Table:
+def pack_partitions(table: pa.Table, key: str, parts: int, src: int, hashed: bool = True) -> pa.Table:
     """One row per partition present in ``table``: (partition, input index, Arrow IPC of its rows)."""
     if table.num_rows == 0:
         return PIECE_SCHEMA.empty_table()
-    pid = partition_ids(table[key], parts)
+    pid = partition_ids(table[key], parts, hashed)
     order = np.argsort(pid, kind="stable")
     sorted_pid = pid[order]
     table = table.take(pa.array(order))
@@ -92,6 +102,14 @@ def _ipc(table: pa.Table) -> bytes:
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
     return sink.getvalue().to_pybytes()
+
+
+def split_rows(table: pa.Table, blocks: int) -> list[pa.Table]:
+    """``table`` cut into at most ``blocks`` slices of nearly equal row counts (none empty)."""
+    n = table.num_rows
+    blocks = max(1, min(blocks, n))
+    edges = np.linspace(0, n, blocks + 1).astype(int)
+    return [table.slice(a, b - a) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
 def unpack_partition(pieces: pa.Table, n_inputs: int) -> list[Optional[pa.Table]]:

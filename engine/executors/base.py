@@ -38,6 +38,10 @@ class Executor(Protocol):
         """One task per chunk: apply the decisions, write the final partitions; return the
         tasks' write-time statistics (the run loop merges them by addition)."""
 
+    def dataset_ops(self, parts: int, run_id: str = "run"):
+        """The executor's ``global_ops.DatasetOps`` with ``parts`` partitions per shuffle, for a
+        command that is not a pipeline run (``tokenmill mix``); call after ``start``."""
+
     def metrics(self) -> dict:
         """``{"stages": {name: {busy_seconds, rows, batches}}, "shuffle_bytes": N}``: busy time per
         stage summed over every worker, and the bytes that went into the engine's shuffles."""

@@ -216,6 +216,10 @@ class LocalExecutor:
             self.counters.add(counts)
             yield from parts
 
+    def dataset_ops(self, parts: int, run_id: str = "run") -> LocalDatasetOps:
+        """``DatasetOps`` for a command that is not a pipeline run (``tokenmill mix``)."""
+        return LocalDatasetOps(parts, self.threads, run_id=run_id)
+
     def run_global(self, job: GlobalJob) -> dict:
         """The stage's global step on ``LocalDatasetOps`` (``common.run_global_step``)."""
         ops = LocalDatasetOps(shuffle_partitions(job.input_bytes, self.num_cpus), self.threads, run_id=job.run_id)

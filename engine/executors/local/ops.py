@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 import pyarrow as pa
 
-from tokenmill.engine.global_ops import PART, call_on_partition, pack_partitions
+from tokenmill.engine.global_ops import PART, call_on_partition, pack_partitions, split_rows
 from tokenmill.engine.io.writers import write_hive
 from tokenmill.engine.worker import read_parquet_file
 
@@ -25,8 +25,9 @@ class LocalDatasetOps:
     def __init__(self, parts: int, pool: ThreadPoolExecutor, run_id: str = "run"):
         self.parts, self.pool, self.run_id = max(1, parts), pool, run_id
 
-    def partition_map(self, inputs: list, key: str, fn: Callable[..., pa.Table], **fn_kwargs) -> list:
-        pieces = [pack_partitions(t, key, self.parts, i) for i, data in enumerate(inputs) for t in data]
+    def partition_map(self, inputs: list, key: str, fn: Callable[..., pa.Table], hashed: bool = True,
+                      **fn_kwargs) -> list:
+        pieces = [pack_partitions(t, key, self.parts, i, hashed) for i, data in enumerate(inputs) for t in data]
         pieces = [p for p in pieces if p.num_rows]
         if not pieces:
             return []
@@ -41,6 +42,9 @@ class LocalDatasetOps:
 
     def map(self, data: list, fn: Callable[..., pa.Table], **fn_kwargs) -> list:
         return list(self.pool.map(lambda t: fn(t, **fn_kwargs), data))
+
+    def from_rows(self, table: pa.Table, blocks: int) -> list:
+        return split_rows(table, blocks)
 
     def materialize(self, data: list) -> list:
         return data

@@ -256,6 +256,10 @@ class RayExecutor:
                               compute=ActorPoolStrategy(min_size=start, max_size=r.concurrency),
                               num_gpus=r.num_gpus, **common)
 
+    def dataset_ops(self, parts: int, run_id: str = "run") -> RayDatasetOps:
+        """``DatasetOps`` for a command that is not a pipeline run (``tokenmill mix``)."""
+        return RayDatasetOps(parts, materialize_before_shuffle=False, run_id=run_id)
+
     def run_global(self, job: GlobalJob) -> dict:
         """The stage's global step on ``RayDatasetOps`` (``common.run_global_step``)."""
         parts = shuffle_partitions(job.input_bytes, self.cluster_cpus())

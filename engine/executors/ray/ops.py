@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pyarrow as pa
 
-from tokenmill.engine.global_ops import PART, call_on_partition, pack_partitions
+from tokenmill.engine.global_ops import PART, call_on_partition, pack_partitions, split_rows
 
 
 class RayDatasetOps:
@@ -22,8 +22,8 @@ class RayDatasetOps:
         # the sort shuffle samples its input before it runs: computing the input once first is cheaper
         self.materialize_before_shuffle = materialize_before_shuffle
 
-    def partition_map(self, inputs: list, key: str, fn: Callable[..., pa.Table], **fn_kwargs):
-        packed = [ds.map_batches(pack_partitions, fn_kwargs=dict(key=key, parts=self.parts, src=i),
+    def partition_map(self, inputs: list, key: str, fn: Callable[..., pa.Table], hashed: bool = True, **fn_kwargs):
+        packed = [ds.map_batches(pack_partitions, fn_kwargs=dict(key=key, parts=self.parts, src=i, hashed=hashed),
                                  batch_format="pyarrow", batch_size=None) for i, ds in enumerate(inputs)]
         pieces = packed[0].union(*packed[1:]) if len(packed) > 1 else packed[0]
         if self.materialize_before_shuffle:
@@ -35,6 +35,11 @@ class RayDatasetOps:
     def map(self, data, fn: Callable[..., pa.Table], **fn_kwargs):
         return data.map_batches(_call, fn_kwargs=dict(fn=fn, fn_kwargs=fn_kwargs), batch_format="pyarrow",
                                 batch_size=None)
+
+    def from_rows(self, table: pa.Table, blocks: int):
+        import ray
+
+        return ray.data.from_arrow(split_rows(table, blocks))
 
     def materialize(self, data):
         return data.materialize()

@@ -205,6 +205,12 @@ class SparkExecutor:
         finally:
             self.spark.conf.set("spark.sql.shuffle.partitions", before)
 
+    def dataset_ops(self, parts: int, run_id: str = "run") -> SparkDatasetOps:
+        """``DatasetOps`` for a command that is not a pipeline run (``tokenmill mix``); its
+        shuffles use ``parts`` partitions."""
+        self.spark.conf.set("spark.sql.shuffle.partitions", str(max(1, parts)))
+        return SparkDatasetOps(self.spark, parts, run_id=run_id, checkpoint="local")
+
     def _ops(self, job: GlobalJob, parts: int) -> SparkDatasetOps:
         checkpoint = self.pipeline.config.spark.checkpoint
         if checkpoint == "auto":

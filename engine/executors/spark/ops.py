@@ -15,7 +15,7 @@ from typing import Optional
 
 import pyarrow as pa
 
-from tokenmill.engine.global_ops import BLOB, PART, SRC, _ipc, call_on_partition, pack_partitions
+from tokenmill.engine.global_ops import BLOB, PART, SRC, _ipc, call_on_partition, pack_partitions, split_rows
 from tokenmill.engine.io.writers import write_hive
 
 BLOB_DDL = f"{BLOB} binary"
@@ -52,11 +52,11 @@ def _map_fn(fn: Callable[..., pa.Table], fn_kwargs: dict):
     return run
 
 
-def _pack_fn(key: str, parts: int, src: int):
+def _pack_fn(key: str, parts: int, src: int, hashed: bool):
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             for table in from_blobs(batch):
-                pieces = pack_partitions(table, key, parts, src)
+                pieces = pack_partitions(table, key, parts, src, hashed)
                 yield from pieces.to_batches()
     return run
 
@@ -95,8 +95,8 @@ class SparkDatasetOps:
     def __init__(self, spark, parts: int, run_id: str = "run", checkpoint: str = "local"):
         self.spark, self.parts, self.run_id, self.checkpoint = spark, max(1, parts), run_id, checkpoint
 
-    def partition_map(self, inputs: list, key: str, fn: Callable[..., pa.Table], **fn_kwargs):
-        packed = [df.mapInArrow(_pack_fn(key, self.parts, i), PIECES_DDL) for i, df in enumerate(inputs)]
+    def partition_map(self, inputs: list, key: str, fn: Callable[..., pa.Table], hashed: bool = True, **fn_kwargs):
+        packed = [df.mapInArrow(_pack_fn(key, self.parts, i, hashed), PIECES_DDL) for i, df in enumerate(inputs)]
         pieces = packed[0]
         for other in packed[1:]:
             pieces = pieces.unionAll(other)
@@ -104,6 +104,11 @@ class SparkDatasetOps:
 
     def map(self, data, fn: Callable[..., pa.Table], **fn_kwargs):
         return data.mapInArrow(_map_fn(fn, fn_kwargs), BLOB_DDL)
+
+    def from_rows(self, table: pa.Table, blocks: int):
+        slices = split_rows(table, blocks)
+        rows = [(_ipc(t),) for t in slices]
+        return self.spark.createDataFrame(rows, BLOB_DDL).repartition(max(1, len(rows)))
 
     def materialize(self, data):
         return data.localCheckpoint(eager=True) if self.checkpoint == "local" else data.checkpoint(eager=True)
