@@ -133,7 +133,7 @@ def _run(cfg, files, tok, fp, store, lease, engine, say, where) -> dict:
                                       cfg.tokenizer.eos_token),
                            ranges=plan["ranges"], done=frozenset(finished))
             written = ops.collect(ops.partition_map([rows], "_range", shards.write_shards, hashed=False,
-                                                    out_url=store.url(store.root), done_url=work.url(work.root),
+                                                    out_url=store.url(store.root), done_url=work.url(work.path("done")),
                                                     dtype=plan["dtype"], fmt=cfg.output.format,
                                                     max_tokens=cfg.output.max_tokens_per_file))
             for row in written.to_pylist() if written.num_rows else []:

@@ -19,7 +19,9 @@ A rule matches calls of ``op`` (``open`` — for reading or writing, or ``open_r
 glob ``match`` (``any``: every op but ``read``); skips the first ``skip`` such calls, then fails the next ``times`` (per path with
 ``per_path``; of the paths a seeded hash of their file name picks with ``fraction``). ``kind``: ``transient``
 raises ``transient.TransientError`` (a reset connection), ``permanent`` a ``PermissionError``,
-``short`` (``read`` only) ends the file there without an error (a body cut off in transit).
+``short`` (``read`` only) ends the file there without an error (a body cut off in transit), ``slow``
+waits ``seconds`` (default 1) and then lets the call through (a slow store: time to kill a process
+between two writes).
 Every failure is appended to ``state/log.jsonl``; with ``"trace": true`` every call (but reads)
 to ``state/trace.jsonl``, in order, so a test can fail each call of a step in turn.
 
@@ -33,6 +35,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import time
 from typing import Any, Optional
 
 import fsspec
@@ -104,6 +107,9 @@ class FaultSchedule:
     def _fail(self, rule: dict, op: str, path: str) -> None:
         self._log({"op": op, "path": path, "kind": rule.get("kind", "transient"), "pid": os.getpid()}, "log.jsonl")
         message = f"injected {rule.get('kind', 'transient')} fault: {op} {path}"
+        if rule.get("kind") == "slow":
+            time.sleep(float(rule.get("seconds", 1.0)))
+            return
         if rule.get("kind") == "permanent":
             raise PermissionError(message)
         if rule.get("kind") == "short":
