@@ -18,8 +18,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import tiktoken
-
 from mix_helpers import curated_output, read_sequences, shard_prefixes, write_mix
+
 from tokenmill.engine.cli import main as cli_main
 from tokenmill.mix.repeats import FINEWEB2_CURVE, upsample_factors
 
