@@ -36,7 +36,7 @@ WORK = "_mix_work"
 KIND = "tokenmill-mix"
 OWN_TOP = {MANIFEST, "mix.json", "mix.html", WORK, LEASE_FOLDER}
 #: files per metadata / tokenize task
-FILES_PER_TASK = 4
+FILES_PER_TASK = 1
 
 
 def fingerprint(cfg, files: list) -> str:

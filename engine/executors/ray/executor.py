@@ -121,6 +121,7 @@ class RayExecutor:
         self.metrics_name = None
         self._metrics = None
         self._started_ray = False
+        self._reservation_before: Optional[bool] = None   # dataset_ops turns the reservation off until stop
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -175,6 +176,9 @@ class RayExecutor:
             ray.kill(self._metrics)
             self._metrics = None
             ray.data.DataContext.get_current().execution_options.preserve_order = self._preserve_order_before
+        if self._reservation_before is not None:
+            ray.data.DataContext.get_current().op_resource_reservation_enabled = self._reservation_before
+            self._reservation_before = None
         if self._started_ray:
             ray.shutdown()
             self._started_ray = False
@@ -257,7 +261,16 @@ class RayExecutor:
                               num_gpus=r.num_gpus, **common)
 
     def dataset_ops(self, parts: int, run_id: str = "run") -> RayDatasetOps:
-        """``DatasetOps`` for a command that is not a pipeline run (``tokenmill mix``)."""
+        """``DatasetOps`` for a command that is not a pipeline run (``tokenmill mix``). Its datasets
+        are short chains (map, pack, shuffle) of CPU operators: Ray Data's per-operator reservation
+        would hold CPUs back for the operators waiting on the shuffle (on 2 cores: one task at a
+        time, 1.3x slower), so it is off until ``stop``."""
+        import ray
+
+        ctx = ray.data.DataContext.get_current()
+        if self._reservation_before is None:
+            self._reservation_before = ctx.op_resource_reservation_enabled
+        ctx.op_resource_reservation_enabled = False
         return RayDatasetOps(parts, materialize_before_shuffle=False, run_id=run_id)
 
     def run_global(self, job: GlobalJob) -> dict:
