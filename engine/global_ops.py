@@ -39,13 +39,10 @@ class DatasetOps(Protocol):
     run_id: str
     check: Callable[[], None]
 
-    def partition_map(self, inputs: list, key: str, fn: Callable[..., pa.Table], hashed: bool = True,
-                      **fn_kwargs) -> Any:
+    def partition_map(self, inputs: list, key: str, fn: Callable[..., pa.Table], **fn_kwargs) -> Any:
         """Hash-partition every input by its ``key`` column (int64/uint64) and call
         ``fn(*tables, **fn_kwargs)`` once per partition with that partition's rows of each input
-        (``None`` for an input with no row there); the results form the returned dataset.
-        ``hashed=False``: the key is the partition itself (``key % parts``), for a stage that
-        chose its partitions (e.g. key ranges, one output file each)."""
+        (``None`` for an input with no row there); the results form the returned dataset."""
 
     def map(self, data, fn: Callable[..., pa.Table], **fn_kwargs) -> Any:
         """``fn(table)`` on each block, no shuffle."""
@@ -70,23 +67,20 @@ class DatasetOps(Protocol):
         """Write a dataset as Parquet under ``url`` (hive-partitioned by ``partition_cols``)."""
 
 
-def partition_ids(keys: pa.Array, parts: int, hashed: bool = True) -> np.ndarray:
-    """Partition of each key: a 64-bit mix of the key, modulo ``parts`` (stable everywhere);
-    ``hashed=False``: the key itself modulo ``parts``."""
+def partition_ids(keys: pa.Array, parts: int) -> np.ndarray:
+    """Partition of each key: a 64-bit mix of the key, modulo ``parts`` (stable everywhere)."""
     k = np.asarray(pc.fill_null(keys, 0).cast(pa.int64()).to_numpy(zero_copy_only=False)).view(np.uint64)
-    if not hashed:
-        return (k % np.uint64(parts)).astype(np.int32)
     with np.errstate(over="ignore"):
         h = k * _MIX
         h ^= h >> np.uint64(29)
     return (h % np.uint64(parts)).astype(np.int32)
 
 
-def pack_partitions(table: pa.Table, key: str, parts: int, src: int, hashed: bool = True) -> pa.Table:
+def pack_partitions(table: pa.Table, key: str, parts: int, src: int) -> pa.Table:
     """One row per partition present in ``table``: (partition, input index, Arrow IPC of its rows)."""
     if table.num_rows == 0:
         return PIECE_SCHEMA.empty_table()
-    pid = partition_ids(table[key], parts, hashed)
+    pid = partition_ids(table[key], parts)
     order = np.argsort(pid, kind="stable")
     sorted_pid = pid[order]
     table = table.take(pa.array(order))

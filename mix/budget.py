@@ -46,11 +46,16 @@ def read_selected(url: str, src, key_column: str, extra: list[str] = ()) -> pa.T
 
 def source_stats(items: pa.Table, *, sources: list, key_columns: list[str], languages: list[bool], seed: int,
                  eos: bool) -> pa.Table:
-    """Sums for the files of one block of work items (``url``, ``source``)."""
+    """Sums for the files of one block of tasks (``urls``, ``sources``)."""
     out = []
-    for url, s in zip(items["url"].to_pylist(), items["source"].to_pylist()):
+    pairs = [(u, s) for us, ss in zip(items["urls"].to_pylist(), items["sources"].to_pylist()) for u, s in zip(us, ss)]
+    for url, s in pairs:
         src = sources[s]
-        table = read_selected(url, src, key_columns[s], ["language"] if languages[s] else [])
+        try:
+            table = read_selected(url, src, key_columns[s], ["language"] if languages[s] else [])
+        except Exception as e:   # a cut or foreign file: the mix must not go on without its documents
+            out.append(_rows(s, "bad_file", [f"{url}: {type(e).__name__}: {str(e)[:300]}"], [0], [0]))
+            continue
         nulls = table[TOKENS].null_count
         if nulls:
             out.append(_rows(s, "null_tokens", [url], [nulls], [0]))
@@ -122,6 +127,7 @@ def solve(cfg, stats: pa.Table) -> dict:
             "upsampled_docs": int(docs.sum()), "upsampled_tokens": int(tok.sum()),
             "expected_tokens": int(expected), "expected_docs": int(epochs * docs.sum() + docs[:threshold].sum()),
             "null_tokens": _summed(by.get((i, "null_tokens"), []), "docs"),
+            "bad_files": sorted(r["key"] for r in by.get((i, "bad_file"), [])),
             "factors": _summed(by.get((i, "factor"), []), "docs"),
             "languages": {k: [d, _summed(by.get((i, "language"), []), "tokens")[k]]
                           for k, d in _summed(by.get((i, "language"), []), "docs").items()},
@@ -141,10 +147,14 @@ def plan_errors(cfg, plan: dict) -> list[tuple[str, str]]:
     """What the metadata pass found that makes the mix impossible as configured (exit 2)."""
     errors = []
     for i, (src, p) in enumerate(zip(cfg.sources, plan["sources"])):
+        for bad in p["bad_files"]:
+            errors.append((f"sources[{i}].path", f"cannot read {bad} (repair or remove it)"))
         if p["null_tokens"]:
             files = ", ".join(list(p["null_tokens"])[:3])
             errors.append((f"sources[{i}].path", f"{sum(p['null_tokens'].values())} documents have no num_tokens "
                            f"(e.g. in {files}): curate with a tokenizer (tokenizer.kind none leaves it empty)"))
+        if p["bad_files"]:
+            continue
         if p["selected_docs"] == 0:
             at = ("languages" if src.languages else "min_quality_score" if src.min_quality_score is not None else "path")
             errors.append((f"sources[{i}].{at}", "selects no document"))

@@ -7,13 +7,14 @@
    by key range (``shards.write_shards``): the engine's own shuffle brings each shard's rows to one
    task, which sorts them by key and writes the shard. The global order is a sort by a seeded hash,
    never an in-memory shuffle of the corpus.
-4. **Commit**: ``mix.json`` and ``mix.html`` from the tasks' statistics, then ``_manifest.json``
+5. **Commit**: ``mix.json`` and ``mix.html`` from the tasks' statistics, then ``_manifest.json``
    (every file with its size and SHA-256, as the writing task counted them): the manifest is the
    commit; the driver reads no shard.
 
 The fingerprint covers everything that decides the bytes (sources and their files, budgets,
 tokenizer, format, seed), not the engine: a finished mix re-run does nothing, a killed one re-run
-writes only the missing shards, and Ray, Spark and local write identical shards.
+tokenizes only unfinished tasks and writes only the missing shards, and Ray, Spark and local write
+identical shards.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import json
 import time
 from types import SimpleNamespace
 
+import numpy as np
 import pyarrow as pa
 
 from tokenmill.engine.config import ConfigError
@@ -35,8 +37,8 @@ from tokenmill.mix.sources import resolve_sources
 WORK = "_mix_work"
 KIND = "tokenmill-mix"
 OWN_TOP = {MANIFEST, "mix.json", "mix.html", WORK, LEASE_FOLDER}
-#: files per metadata / tokenize task
-FILES_PER_TASK = 1
+#: input files per metadata / tokenize task, and the fewest tasks a mix of many files gets
+FILES_PER_TASK, MIN_TASKS = 8, 16
 
 
 def fingerprint(cfg, files: list) -> str:
@@ -96,23 +98,33 @@ def run_mix(cfg, *, engine: str | None = None, say=print, where=None) -> dict:
         lease.release()
 
 
+def task_table(files: list) -> pa.Table:
+    """The tokenize tasks: consecutive input files, at most ``FILES_PER_TASK`` each and at least
+    ``MIN_TASKS`` tasks when there are that many files (so every core has work)."""
+    pairs = [(u, f.index) for f in files for u in f.urls]
+    n = min(len(pairs), max(MIN_TASKS, -(-len(pairs) // FILES_PER_TASK)))
+    bounds = np.linspace(0, len(pairs), n + 1).astype(int)
+    chunks = [pairs[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    return pa.table({"task": pa.array(range(len(chunks)), pa.int64()),
+                     "urls": [[u for u, _ in c] for c in chunks],
+                     "sources": pa.array([[s for _, s in c] for c in chunks], pa.list_(pa.int32()))})
+
+
 def _run(cfg, files, tok, fp, store, lease, engine, say, where) -> dict:
     t0 = time.time()
     work = Storage(store.path(WORK, fp))
-    items = pa.table({"url": [u for f in files for u in f.urls],
-                      "source": pa.array([f.index for f in files for _ in f.urls], pa.int32())})
+    tasks = task_table(files)
     key_columns, languages = [""] * len(cfg.sources), [False] * len(cfg.sources)
     for f in files:
         key_columns[f.index], languages[f.index] = f.key_column, f.has_language
-    blocks = max(1, -(-items.num_rows // FILES_PER_TASK))
     executor = run_executor(engine, SimpleNamespace(config=cfg, stages=[]))
     executor.start()
     try:
+        ops = executor.dataset_ops(1)
         plan = work.read_json(work.path("plan.json"))
         if plan is None:
-            ops = executor.dataset_ops(1)
-            say(f"mix {cfg.name}: metadata pass over {items.num_rows} file(s)")
-            stats = ops.collect(ops.map(ops.from_rows(items, blocks), budget.source_stats, sources=cfg.sources,
+            say(f"mix {cfg.name}: metadata pass over {sum(len(u) for u in tasks['urls'].to_pylist())} file(s)")
+            stats = ops.collect(ops.map(ops.from_rows(tasks, tasks.num_rows), budget.source_stats, sources=cfg.sources,
                                         key_columns=key_columns, languages=languages, seed=cfg.seed, eos=cfg.eos))
             plan = budget.solve(cfg, stats if stats.num_rows else budget.STATS_SCHEMA.empty_table())
             errors = budget.plan_errors(cfg, plan)
@@ -121,40 +133,63 @@ def _run(cfg, files, tok, fp, store, lease, engine, say, where) -> dict:
             plan["dtype"] = tok.dtype.str
             lease.check()
             work.write_json_atomic(work.path("plan.json"), plan)
-        finished = _finished(work)
-        todo = plan["ranges"] - len(finished)
-        say(f"mix {cfg.name}: {plan['expected_tokens']:,} tokens planned in {plan['ranges']} shard(s); "
-            f"{todo} to write")
-        if todo:
-            ops = executor.dataset_ops(plan["ranges"])
-            rows = ops.map(ops.from_rows(items, blocks), tokens.mix_rows, sources=cfg.sources, key_columns=key_columns,
-                           plans=plan["sources"], seed=cfg.seed, eos=cfg.eos,
-                           tokenizer=(cfg.tokenizer.kind, cfg.tokenizer.encoding, cfg.tokenizer.path,
-                                      cfg.tokenizer.eos_token),
-                           ranges=plan["ranges"], done=frozenset(finished))
-            written = ops.collect(ops.partition_map([rows], "_range", shards.write_shards, hashed=False,
-                                                    out_url=store.url(store.root), done_url=work.url(work.path("done")),
-                                                    dtype=plan["dtype"], fmt=cfg.output.format,
-                                                    max_tokens=cfg.output.max_tokens_per_file))
-            for row in written.to_pylist() if written.num_rows else []:
-                finished[row["range"]] = json.loads(row["stats"])
+        finished = _finished(work, "done")
+        say(f"mix {cfg.name}: {plan['expected_tokens']:,} tokens planned in {plan['ranges']} shard(s), "
+            f"{tasks.num_rows} tokenize task(s)")
+        if len(finished) < plan["ranges"]:
+            index = _tokenize(cfg, ops, tasks, work, plan, key_columns, frozenset(finished), say)
+            todo = _shard_items(index, set(finished), work)
+            say(f"mix {cfg.name}: writing {todo.num_rows} shard(s)")
+            if todo.num_rows:
+                written = ops.collect(ops.map(ops.from_rows(todo, todo.num_rows), shards.write_shards,
+                                              out_url=store.url(store.root), done_url=work.url(work.path("done")),
+                                              dtype=plan["dtype"], fmt=cfg.output.format,
+                                              max_tokens=cfg.output.max_tokens_per_file))
+                for row in written.to_pylist() if written.num_rows else []:
+                    finished[row["range"]] = json.loads(row["stats"])
     finally:
         executor.stop()
     lease.check()
     return _commit(cfg, plan, finished, fp, store, work, tok, time.time() - t0, say)
 
 
-def _finished(work: Storage) -> dict[int, dict]:
-    """The shards an earlier attempt finished (their done markers), by range."""
-    folder = work.path("done")
-    if not work.exists(folder):
-        return {}
+def _tokenize(cfg, ops, tasks, work, plan, key_columns, done, say) -> pa.Table:
+    """The exchange index (task, shard, row group, rows, tokens) of every task: those an earlier
+    attempt finished (their markers), and the rest, tokenized now."""
+    folder = work.path("tokens")
+    earlier = _finished(work, "tokens", key="task")
+    todo = tasks.filter(pa.array([t not in earlier for t in tasks["task"].to_pylist()]))
+    say(f"mix {cfg.name}: tokenizing in {todo.num_rows} task(s) ({len(earlier)} done earlier)")
+    index = [pa.Table.from_pylist([r for rows in earlier.values() for r in rows], schema=tokens.INDEX_SCHEMA)]
+    if todo.num_rows:
+        t = cfg.tokenizer
+        index.append(ops.collect(ops.map(
+            ops.from_rows(todo, todo.num_rows), tokens.tokenize_tasks, tokenizer=(t.kind, t.encoding, t.path, t.eos_token),
+            work_url=work.url(folder), sources=cfg.sources, key_columns=key_columns, plans=plan["sources"],
+            seed=cfg.seed, eos=cfg.eos, ranges=plan["ranges"], done=done)))
+    return pa.concat_tables([i for i in index if i.num_rows] or [tokens.INDEX_SCHEMA.empty_table()])
+
+
+def _shard_items(index: pa.Table, finished: set, work: Storage) -> pa.Table:
+    """One work item per shard still to write: its exchange files' row groups."""
+    by: dict[int, list] = {}
+    for r in index.to_pylist():
+        if r["range"] not in finished:
+            by.setdefault(r["range"], []).append((work.url(work.path("tokens", f"task-{r['task']:06d}.parquet")), r["group"]))
+    shards_ = sorted(by)
+    return pa.table({"range": pa.array(shards_, pa.int64()), "files": [[f for f, _ in by[r]] for r in shards_],
+                     "groups": pa.array([[g for _, g in by[r]] for r in shards_], pa.list_(pa.int32()))})
+
+
+def _finished(work: Storage, folder: str, key: str = "range") -> dict[int, object]:
+    """What an earlier attempt finished in ``folder`` (its markers), by shard or by task."""
+    path = work.path(folder)
     out = {}
-    for name in work.names(folder):
+    for name in work.names(path) if work.exists(path) else []:
         if name.endswith(".json") and ".tmp-" not in name:
-            stats = work.read_json(work.path("done", name))
-            if stats:
-                out[int(stats["range"])] = stats
+            got = work.read_json(work.path(folder, name))
+            if got is not None:
+                out[int(got["range"]) if key == "range" else int(name.split("-")[1].split(".")[0])] = got
     return out
 
 

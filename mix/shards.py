@@ -1,8 +1,8 @@
 """Write one shard: the rows of one key range, in ascending order key, as Megatron ``.bin``/``.idx``
 (or ``format: parquet``: one list of token ids per row).
 
-Runs on the executor as the function of a ``partition_map`` whose partitions are the key ranges
-(``hashed=False``), so one task writes one shard and holds only that shard. A shard over
+Runs on the executor, one call per block of shards: a shard's rows are one row group of each
+tokenize task's exchange file (``tokens.py``), so one task writes one shard and holds only that shard. A shard over
 ``max_tokens_per_file`` is cut at document boundaries into ``part-NNNNN-1`` ... The task counts what
 it writes (bytes, SHA-256, documents and tokens per source) while writing; those statistics go to
 a ``done/part-NNNNN.json`` marker after the files, so a re-run of a killed mix skips finished shards
@@ -19,8 +19,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tokenmill.engine.io.storage import Storage
-from tokenmill.engine.io.transient import retry
 from tokenmill.mix.megatron import index_bytes
+from tokenmill.mix.tokens import put_whole
 
 DONE_SCHEMA = pa.schema([("range", pa.int64()), ("stats", pa.string())])
 
@@ -29,16 +29,22 @@ def shard_name(shard: int, piece: int) -> str:
     return f"part-{shard:05d}" if piece == 0 else f"part-{shard:05d}-{piece}"
 
 
-def write_shards(rows: pa.Table, *, out_url: str, done_url: str, dtype: str, fmt: str, max_tokens: int) -> pa.Table:
-    """Every range in ``rows`` written as its shard(s); one (range, stats JSON) row each."""
-    out = []
-    ranges = np.unique(rows["_range"].to_numpy())
-    for r in ranges.tolist():
-        part = rows.filter(pc.equal(rows["_range"], r))
-        stats = write_range(part, int(r), Storage(out_url), np.dtype(dtype), fmt, max_tokens)
-        Storage(done_url).write_json_atomic(Storage(done_url).path(f"{shard_name(int(r), 0)}.json"), stats)
+def write_shards(items: pa.Table, *, out_url: str, done_url: str, dtype: str, fmt: str, max_tokens: int) -> pa.Table:
+    """Each shard of the block (``range``, ``files``, ``groups``: the exchange files' row groups
+    that hold it) read back, written, and marked done; one (range, stats JSON) row each."""
+    out, done = [], Storage(done_url)
+    for r, files, groups in zip(items["range"].to_pylist(), items["files"].to_pylist(), items["groups"].to_pylist()):
+        rows = pa.concat_tables([_row_group(f, g) for f, g in zip(files, groups)])
+        stats = write_range(rows, int(r), Storage(out_url), np.dtype(dtype), fmt, max_tokens)
+        done.write_json_atomic(done.path(f"{shard_name(int(r), 0)}.json"), stats)
         out.append({"range": int(r), "stats": json.dumps(stats)})
     return pa.Table.from_pylist(out, schema=DONE_SCHEMA)
+
+
+def _row_group(url: str, group: int) -> pa.Table:
+    store = Storage(url)
+    with store.open(store.root, "rb") as fh:
+        return pq.ParquetFile(fh).read_row_group(group)
 
 
 def write_range(rows: pa.Table, shard: int, store: Storage, dtype: np.dtype, fmt: str, max_tokens: int) -> dict:
@@ -79,11 +85,8 @@ def _cuts(lengths: np.ndarray, max_tokens: int) -> list[tuple[int, int]]:
 
 
 def _put(store: Storage, name: str, blob: bytes, docs: int, tokens: int) -> dict:
-    """Write one file whole (atomic on local disk; a single object on a store) and describe it."""
-    if store.local:
-        store.write_bytes_atomic(store.path(name), blob)
-    else:   # one whole-object put is atomic already; a temporary name would cost a copy
-        retry(store._write_once, store.path(name), blob)
+    """Write one file whole and describe it (size, SHA-256, documents, tokens)."""
+    put_whole(store, store.path(name), blob)
     return {"path": name, "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest(), "docs": docs, "tokens": tokens}
 
 

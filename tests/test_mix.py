@@ -173,6 +173,7 @@ def test_a_tokenizer_json_with_its_eos_token(tmp_path, curated):
     ("tokenizer cannot load", "tokenizer.path"),
     ("weight without target", "sources[0].weight"),
     ("unknown key", "sources[0].wieght"),
+    ("cut file", "sources[0].path"),
 ])
 def test_config_errors_exit_2_before_any_work_naming_the_key(tmp_path, curated, capsys, case, key):
     root, _ = curated
@@ -196,10 +197,36 @@ def test_config_errors_exit_2_before_any_work_naming_the_key(tmp_path, curated, 
         src["weight"] = 1.0
     elif case == "unknown key":
         src["wieght"] = 1.0
+    elif case == "cut file":   # a copy of the output whose second file lost its tail
+        import shutil
+
+        shutil.copytree(root, tmp_path / "cut")
+        victim = sorted((tmp_path / "cut").rglob("*.parquet"))[1]
+        victim.write_bytes(victim.read_bytes()[:-300])
+        src["path"] = str(tmp_path / "cut")
     rc, out = mix(tmp_path, sources=[src], **extra)
     err = capsys.readouterr().err
     assert rc == 2 and key in err, err
+    assert case != "cut file" or "part-1.parquet" in err
     assert not list(out.glob("part-*")) and not (out / "_manifest.json").exists()
+
+
+def test_a_second_mix_on_a_held_output_exits_75_and_changes_nothing(tmp_path, curated, capsys):
+    from tokenmill.engine.durable.lease import LEASE_FOLDER, Lease
+    from tokenmill.engine.io.storage import Storage
+
+    root, _ = curated
+    out = tmp_path / "out"
+    out.mkdir()
+    store = Storage(str(out))
+    held = Lease(store, store.path(LEASE_FOLDER), 60.0, say=lambda m: None)
+    held.acquire(0.0)
+    try:
+        rc, _ = mix(tmp_path, sources=[{"name": "web", "path": str(root)}])
+    finally:
+        held.release()
+    assert rc == 75 and "holds" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == [LEASE_FOLDER]
 
 
 def test_a_finished_mix_rerun_does_nothing_and_another_config_is_refused(tmp_path, curated, capsys):

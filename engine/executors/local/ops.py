@@ -25,9 +25,8 @@ class LocalDatasetOps:
     def __init__(self, parts: int, pool: ThreadPoolExecutor, run_id: str = "run"):
         self.parts, self.pool, self.run_id = max(1, parts), pool, run_id
 
-    def partition_map(self, inputs: list, key: str, fn: Callable[..., pa.Table], hashed: bool = True,
-                      **fn_kwargs) -> list:
-        pieces = [pack_partitions(t, key, self.parts, i, hashed) for i, data in enumerate(inputs) for t in data]
+    def partition_map(self, inputs: list, key: str, fn: Callable[..., pa.Table], **fn_kwargs) -> list:
+        pieces = [pack_partitions(t, key, self.parts, i) for i, data in enumerate(inputs) for t in data]
         pieces = [p for p in pieces if p.num_rows]
         if not pieces:
             return []

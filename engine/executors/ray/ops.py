@@ -22,8 +22,8 @@ class RayDatasetOps:
         # the sort shuffle samples its input before it runs: computing the input once first is cheaper
         self.materialize_before_shuffle = materialize_before_shuffle
 
-    def partition_map(self, inputs: list, key: str, fn: Callable[..., pa.Table], hashed: bool = True, **fn_kwargs):
-        packed = [ds.map_batches(pack_partitions, fn_kwargs=dict(key=key, parts=self.parts, src=i, hashed=hashed),
+    def partition_map(self, inputs: list, key: str, fn: Callable[..., pa.Table], **fn_kwargs):
+        packed = [ds.map_batches(pack_partitions, fn_kwargs=dict(key=key, parts=self.parts, src=i),
                                  batch_format="pyarrow", batch_size=None) for i, ds in enumerate(inputs)]
         pieces = packed[0].union(*packed[1:]) if len(packed) > 1 else packed[0]
         if self.materialize_before_shuffle:

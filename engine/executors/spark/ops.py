@@ -52,11 +52,11 @@ def _map_fn(fn: Callable[..., pa.Table], fn_kwargs: dict):
     return run
 
 
-def _pack_fn(key: str, parts: int, src: int, hashed: bool):
+def _pack_fn(key: str, parts: int, src: int):
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             for table in from_blobs(batch):
-                pieces = pack_partitions(table, key, parts, src, hashed)
+                pieces = pack_partitions(table, key, parts, src)
                 yield from pieces.to_batches()
     return run
 
@@ -95,8 +95,8 @@ class SparkDatasetOps:
     def __init__(self, spark, parts: int, run_id: str = "run", checkpoint: str = "local"):
         self.spark, self.parts, self.run_id, self.checkpoint = spark, max(1, parts), run_id, checkpoint
 
-    def partition_map(self, inputs: list, key: str, fn: Callable[..., pa.Table], hashed: bool = True, **fn_kwargs):
-        packed = [df.mapInArrow(_pack_fn(key, self.parts, i, hashed), PIECES_DDL) for i, df in enumerate(inputs)]
+    def partition_map(self, inputs: list, key: str, fn: Callable[..., pa.Table], **fn_kwargs):
+        packed = [df.mapInArrow(_pack_fn(key, self.parts, i), PIECES_DDL) for i, df in enumerate(inputs)]
         pieces = packed[0]
         for other in packed[1:]:
             pieces = pieces.unionAll(other)
