@@ -20,7 +20,8 @@ Tokenizer, for both: the BERT WordPiece ``tokenizer.json`` that ships in ``gt-al
   file, not across the corpus).
 
 Each run is a child process (wall time around the run; start-up of Ray or of the process pool
-included, imports not); peak memory is sampled over the child's process tree (driver + workers).
+included, imports not); peak RSS is sampled over the child's process tree (driver + workers) every
+0.5 s (no PSS: walking the page tables of Ray's ~10 processes every 0.2 s took CPU from the run).
 Goal (issue 23): tokenmill tokens/s per core >= 1x datatrove's; tokenmill's peak memory flat from
 1x to 10x. Results: a table on stdout and bench/mix.json.
 """
@@ -152,7 +153,8 @@ def main() -> None:
                 rpath = MDIR / f"{s}-{docs}-{i}.json"
                 r = run_child([str(HERE), "--child", s, "--input", inp["folder"], "--output", str(out), "--result",
                                str(rpath), "--cores", str(a.cores)], rpath,
-                              env={"PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")]))})
+                              env={"PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")]))},
+                              sample_interval=0.5, pss=False)   # PSS walks of ~10 Ray processes cost a core share here
                 shutil.rmtree(out, ignore_errors=True)
                 got[s].append(r)
                 print(f"  {s} run {i + 1}: {r['seconds']:.1f} s, {r['tokens']:,} tokens, "
