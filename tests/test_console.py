@@ -119,6 +119,11 @@ def test_log_mode_prints_at_most_one_line_per_interval():
     assert len(lines) == 3, lines            # at 10, 20 and 30 s
     assert lines[0] == ("[tokenmill] stream 0: 00:10, files 1/4, 500 docs (50/s), 50.0k tokens (5.0k/s), "
                         "10 rejected, 25% of input, ETA 00:30")
+    counters.update(files=4, docs=2000)
+    console.end_phase()   # a phase that printed lines ends with its totals
+    assert stream.getvalue().splitlines()[-1].startswith("[tokenmill] stream 0: ")
+    assert "files 4/4, 2.0k docs" in stream.getvalue().splitlines()[-1]
+    assert len(stream.getvalue().splitlines()) == 4
 
 
 def test_phase_counts_only_its_own_work():

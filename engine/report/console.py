@@ -128,9 +128,14 @@ class Console:
         self._ensure_thread()
 
     def end_phase(self) -> None:
+        """A phase ends; in log mode, one that printed a progress line prints its totals too (a
+        line drawn early in a short phase would otherwise be the last word on it)."""
         with self._lock:
             if self.phase is not None:
                 self.phase.update(self._sample(self.phase.base))
+                if self.mode == "log" and self._last_line > self.phase.started:
+                    self.stream.write(f"[tokenmill] {self.phase.line(time.monotonic())}\n")
+                    self.stream.flush()
             self._close_bar()
             self.phase = None
 
