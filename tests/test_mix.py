@@ -335,3 +335,16 @@ def test_the_same_mix_on_ray_spark_and_local_writes_identical_shards(tmp_path, c
     for out in outs.values():   # the manifest's checksums are the files' own
         for p, sha in files(out).items():
             assert hashlib.sha256((out / p).read_bytes()).hexdigest() == sha
+
+
+def test_the_shipped_mix_config_validates_and_points_at_the_quickstart_output():
+    import yaml
+
+    from conftest import REPO
+    from tokenmill.mix.config import load_mix_config
+
+    path = REPO / "configs" / "mix" / "quickstart.yaml"
+    cfg = load_mix_config(yaml.safe_load(path.read_text()), path)
+    assert {Path(s.path).resolve() for s in cfg.sources} == {(REPO / "out" / "quickstart").resolve()}
+    assert Path(cfg.output.path).resolve() == (REPO / "out" / "quickstart-mix").resolve()
+    assert cfg.target_tokens == 1_000_000 and cfg.engine == "local"
