@@ -339,8 +339,8 @@ def test_the_same_mix_on_ray_spark_and_local_writes_identical_shards(tmp_path, c
 
 def test_the_shipped_mix_config_validates_and_points_at_the_quickstart_output():
     import yaml
-
     from conftest import REPO
+
     from tokenmill.mix.config import load_mix_config
 
     path = REPO / "configs" / "mix" / "quickstart.yaml"
