@@ -5,6 +5,7 @@ Validated with pydantic before any work; every problem becomes a ``ConfigError``
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal, Optional, Union
 
@@ -136,4 +137,4 @@ def load_mix_config(data: dict, source: Optional[Path] = None) -> MixConfig:
 def _rebase(p: str, base: Path) -> str:
     if "://" in p or Path(p).is_absolute():
         return p
-    return str(base / p)
+    return os.path.normpath(base / p)
