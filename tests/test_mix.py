@@ -348,3 +348,16 @@ def test_the_shipped_mix_config_validates_and_points_at_the_quickstart_output():
     assert {Path(s.path).resolve() for s in cfg.sources} == {(REPO / "out" / "quickstart").resolve()}
     assert Path(cfg.output.path).resolve() == (REPO / "out" / "quickstart-mix").resolve()
     assert cfg.target_tokens == 1_000_000 and cfg.engine == "local"
+
+
+def test_an_absolute_budget_and_a_weight_share_what_is_left(tmp_path, curated):
+    root, _ = curated
+    rc, out = mix(tmp_path, sources=[{"name": "en", "path": str(root), "languages": ["en"], "tokens": 100_000},
+                                     {"name": "de", "path": str(root), "languages": ["de"], "weight": 2.0}],
+                  target_tokens=250_000)
+    assert rc == 0
+    by = {s["name"]: s for s in json.loads((out / "mix.json").read_text())["sources"]}
+    assert by["en"]["target_tokens"] == 100_000 and by["de"]["target_tokens"] == 150_000   # weights normalised
+    assert by["en"]["mode"] == "subsampled" and by["de"]["mode"] == "repeated"
+    for s in by.values():
+        assert abs(s["off_target"]) < 0.02, s
