@@ -6,6 +6,6 @@ indexed datasets (``.bin`` + ``.idx``) in one seeded global order. The modules, 
 runs: ``config`` (the YAML), ``sources`` (files of each source, checked before any work),
 ``repeats`` (upsampling curves and the deterministic budget rule), ``budget`` (the metadata pass
 and the solved plan), ``tokens`` (tokenize and key each repeat), ``megatron`` (the shard format),
-``run`` (the phases on an executor, durability, the manifest), ``report`` (mix.json / mix.html)
-and ``cli``.
+``run`` (the phases on an executor, durability, the manifest), ``progress`` (a line every 15 s),
+``report`` (mix.json / mix.html) and ``cli``.
 """

@@ -32,6 +32,7 @@ from tokenmill.engine.durable.manifest import MANIFEST
 from tokenmill.engine.executors.base import run_executor
 from tokenmill.engine.io.storage import Storage
 from tokenmill.mix import budget, report, shards, tokens
+from tokenmill.mix.progress import MarkerProgress
 from tokenmill.mix.sources import resolve_sources
 
 WORK = "_mix_work"
@@ -141,10 +142,12 @@ def _run(cfg, files, tok, fp, store, lease, engine, say, where) -> dict:
             todo = _shard_items(index, set(finished), work)
             say(f"mix {cfg.name}: writing {todo.num_rows} shard(s)")
             if todo.num_rows:
-                written = ops.collect(ops.map(ops.from_rows(todo, todo.num_rows), shards.write_shards,
-                                              out_url=store.url(store.root), done_url=work.url(work.path("done")),
-                                              dtype=plan["dtype"], fmt=cfg.output.format,
-                                              max_tokens=cfg.output.max_tokens_per_file))
+                with MarkerProgress(work, work.path("done"), len(finished) + todo.num_rows, f"mix {cfg.name}: shards", say,
+                                    before=len(finished)):
+                    written = ops.collect(ops.map(ops.from_rows(todo, todo.num_rows), shards.write_shards,
+                                                  out_url=store.url(store.root), done_url=work.url(work.path("done")),
+                                                  dtype=plan["dtype"], fmt=cfg.output.format,
+                                                  max_tokens=cfg.output.max_tokens_per_file))
                 for row in written.to_pylist() if written.num_rows else []:
                     finished[row["range"]] = json.loads(row["stats"])
     finally:
@@ -163,10 +166,11 @@ def _tokenize(cfg, ops, tasks, work, plan, key_columns, done, say) -> pa.Table:
     index = [pa.Table.from_pylist([r for rows in earlier.values() for r in rows], schema=tokens.INDEX_SCHEMA)]
     if todo.num_rows:
         t = cfg.tokenizer
-        index.append(ops.collect(ops.map(
-            ops.from_rows(todo, todo.num_rows), tokens.tokenize_tasks, tokenizer=(t.kind, t.encoding, t.path, t.eos_token),
-            work_url=work.url(folder), sources=cfg.sources, key_columns=key_columns, plans=plan["sources"],
-            seed=cfg.seed, eos=cfg.eos, ranges=plan["ranges"], done=done)))
+        with MarkerProgress(work, folder, tasks.num_rows, f"mix {cfg.name}: tokenize", say, before=len(earlier)):
+            index.append(ops.collect(ops.map(
+                ops.from_rows(todo, todo.num_rows), tokens.tokenize_tasks, tokenizer=(t.kind, t.encoding, t.path, t.eos_token),
+                work_url=work.url(folder), sources=cfg.sources, key_columns=key_columns, plans=plan["sources"],
+                seed=cfg.seed, eos=cfg.eos, ranges=plan["ranges"], done=done)))
     return pa.concat_tables([i for i in index if i.num_rows] or [tokens.INDEX_SCHEMA.empty_table()])
 
 

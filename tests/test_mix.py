@@ -361,3 +361,22 @@ def test_an_absolute_budget_and_a_weight_share_what_is_left(tmp_path, curated):
     assert by["en"]["mode"] == "subsampled" and by["de"]["mode"] == "repeated"
     for s in by.values():
         assert abs(s["off_target"]) < 0.02, s
+
+
+def test_progress_counts_the_tasks_markers(tmp_path):
+    from tokenmill.engine.io.storage import Storage
+    from tokenmill.mix.progress import MarkerProgress
+
+    folder = tmp_path / "tokens"
+    folder.mkdir()
+    (folder / "task-000000.json").write_text("{}")   # finished by an earlier attempt
+    said = []
+    with MarkerProgress(Storage(str(tmp_path)), str(folder), 4, "tokenize", said.append, before=1, interval=0.05) as p:
+        for k in (1, 2):
+            (folder / f"task-00000{k}.json").write_text("{}")
+            (folder / f"task-00000{k}.parquet").write_bytes(b"")
+        (folder / "task-000003.json.tmp-ab12").write_text("{}")   # not a marker yet
+        time.sleep(0.3)
+        assert p.count() == 3
+    assert said and said[-1].startswith("tokenize: 3/4 tasks (75%), 00:00")
+    assert p.line(3, p.started + 20) == "tokenize: 3/4 tasks (75%), 00:20, ETA 00:10"
