@@ -5,13 +5,12 @@ Validated with pydantic before any work; every problem becomes a ``ConfigError``
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tokenmill.engine.config import ConfigError, LocalConfig, RayConfig, SparkConfig, _pydantic_errors
+from tokenmill.engine.config import ConfigError, LocalConfig, RayConfig, SparkConfig, _pydantic_errors, _rebase
 
 Curve = list[tuple[float, float]]   # [[lower bound, repeats], ...], ascending lower bounds
 
@@ -134,7 +133,3 @@ def load_mix_config(data: dict, source: Optional[Path] = None) -> MixConfig:
     return cfg
 
 
-def _rebase(p: str, base: Path) -> str:
-    if "://" in p or Path(p).is_absolute():
-        return p
-    return os.path.normpath(base / p)

@@ -11,13 +11,9 @@ import time
 from collections.abc import Callable
 
 from tokenmill.engine.io.storage import Storage
+from tokenmill.engine.report.console import _clock
 
 INTERVAL = 15.0
-
-
-def _clock(seconds: float) -> str:
-    s = int(seconds)
-    return f"{s // 3600:d}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
 
 
 class MarkerProgress:
