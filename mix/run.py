@@ -113,7 +113,7 @@ def task_table(files: list) -> pa.Table:
 
 def _run(cfg, files, tok, fp, store, lease, engine, say, where) -> dict:
     t0 = time.time()
-    work = Storage(store.path(WORK, fp))
+    work = Storage(store.url(store.path(WORK, fp)))   # on the output's store (a bare path would be local)
     tasks = task_table(files)
     key_columns, languages = [""] * len(cfg.sources), [False] * len(cfg.sources)
     for f in files:

@@ -380,3 +380,27 @@ def test_progress_counts_the_tasks_markers(tmp_path):
         assert p.count() == 3
     assert said and said[-1].startswith("tokenize: 3/4 tasks (75%), 00:00")
     assert p.line(3, p.started + 20) == "tokenize: 3/4 tasks (75%), 00:20, ETA 00:10"
+
+
+def test_a_store_that_times_out_is_retried_and_the_shards_are_the_same(tmp_path, curated, monkeypatch):
+    """Every shard write, exchange write and exchange read fails once with a transient error (a
+    timed-out store): the retries absorb it and the shards equal a clean run's."""
+    root, _ = curated
+    src = [{"name": "web", "path": str(root), "upsample": {"by": "dup_cluster_size", "curve": "fineweb2"}}]
+    clean = mix(tmp_path, "clean.yaml", sources=src, output={"path": str(tmp_path / "clean"), "max_tokens_per_file": 80_000})[1]
+    schedule = tmp_path / "faults.json"
+    schedule.write_text(json.dumps({"inner": "file", "state": str(tmp_path / "faults-state"), "rules": [
+        {"op": "open", "match": "*/part-*", "kind": "transient", "times": 1, "per_path": True},
+        {"op": "open", "match": "*/tokens/task-*", "kind": "transient", "times": 1, "per_path": True}]}))
+    monkeypatch.setenv("TOKENMILL_FAULTS", str(schedule))
+    from tokenmill.engine.io import transient
+
+    monkeypatch.setattr(transient, "_POLICY", transient.RetryPolicy(retries=5, backoff_seconds=0.01))
+    rc, out = mix(tmp_path, sources=src, output={"path": f"faulty://{tmp_path / 'flaky'}", "max_tokens_per_file": 80_000})
+    assert rc == 0
+    failed = [json.loads(line) for line in (tmp_path / "faults-state" / "log.jsonl").read_text().splitlines()]
+    assert any("/part-" in f["path"] for f in failed) and any("/tokens/task-" in f["path"] for f in failed)
+    flaky = tmp_path / "flaky"
+    assert [p.name for p in shard_prefixes(flaky)] == [p.name for p in shard_prefixes(clean)]
+    for p, q in zip(shard_prefixes(flaky), shard_prefixes(clean)):
+        assert Path(f"{p}.bin").read_bytes() == Path(f"{q}.bin").read_bytes()
