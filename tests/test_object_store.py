@@ -312,3 +312,28 @@ def test_object_store_globs_and_folders_still_list(s3_server, s3, shared_data):
     files, problems = list_input_files(["s3://list-bucket/crawl"])
     assert [f.source for f in files] == ["a.jsonl.gz", "b.jsonl.gz", "c.jsonl.gz"] and problems == []
     assert [f.path for f in files][2] == "s3://list-bucket/crawl/deep/c.jsonl.gz"
+
+
+@pytest.mark.slow   # the module's moto server
+def test_a_mix_from_and_to_the_object_store_equals_one_on_local_disk(s3_server, s3, shared_data, tmp_path, monkeypatch):
+    """tokenmill mix with its sources and its output (plan, exchange files, markers, shards) on S3."""
+    from mix_helpers import curated_output, shard_prefixes, write_mix
+
+    from tokenmill.engine.cli import main as cli_main
+
+    curated_output(tmp_path / "curated", shared_data, docs=120)
+    s3.mkdir("mix-bucket")
+    s3.put(str(tmp_path / "curated") + "/", "mix-bucket/curated/", recursive=True)
+    monkeypatch.chdir(tmp_path)   # a work folder opened from a bare path would appear here
+    src = [{"name": "web", "path": "s3://mix-bucket/curated", "upsample": {"by": "dup_cluster_size", "curve": "fineweb2"}}]
+    local = write_mix(tmp_path / "local.yaml", sources=src, output={"path": str(tmp_path / "out"), "max_tokens_per_file": 60_000})
+    remote = write_mix(tmp_path / "s3.yaml", sources=src,
+                       output={"path": "s3://mix-bucket/mix", "max_tokens_per_file": 60_000})
+    assert cli_main(["mix", str(local)]) == 0 and cli_main(["mix", str(remote)]) == 0
+    s3.invalidate_cache()
+    manifest = json.loads(s3.cat("mix-bucket/mix/_manifest.json"))
+    names = [p.name for p in shard_prefixes(tmp_path / "out")]
+    assert [f["path"][:-4] for f in manifest["files"] if f["path"].endswith(".bin")] == names
+    for name in names:
+        assert s3.cat(f"mix-bucket/mix/{name}.bin") == (tmp_path / "out" / f"{name}.bin").read_bytes()
+    assert not s3.exists("mix-bucket/mix/_mix_work") and not list(tmp_path.glob("mix-bucket*"))
