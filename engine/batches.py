@@ -4,25 +4,78 @@ global stage's decisions onto the rows they name, and splitting kept rows from r
 """
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tokenmill.engine import counts
+from tokenmill.engine.counts import STAGE_COUNTS
 from tokenmill.engine.schema import CHUNK, conform, live_mask, mark_rejects, rejected_mask, set_column
+from tokenmill.engine.stage import Modifier
 
 
-def run_stage(stage, batch: pa.Table, schema: pa.Schema) -> tuple[pa.Table, int]:
+def run_stage(stage, batch: pa.Table, schema: pa.Schema, recount=None) -> tuple[pa.Table, int]:
     """Run a stage on the live rows of a batch; rejected rows pass untouched. Returns the batch
-    (in ``schema``) and the number of live rows the stage saw."""
+    (in ``schema``) and the number of live rows the stage saw. ``recount(table) -> table`` fills
+    ``num_tokens`` of rows a modifier changed (None: tokens are not counted)."""
     live = live_mask(batch)
     n_live = pc.sum(pc.cast(live, pa.int64())).as_py() or 0
     if n_live == batch.num_rows:
-        out = stage(batch)
+        out = _settle(stage, batch, stage(batch), recount)
     elif n_live == 0:
         out = batch
     else:
-        out = pa.concat_tables([conform(stage(batch.filter(live)), schema),
+        rows = batch.filter(live)
+        out = pa.concat_tables([conform(_settle(stage, rows, stage(rows), recount), schema),
                                 conform(batch.filter(pc.invert(live)), schema)])
     return conform(out, schema), n_live
+
+
+def _settle(stage, before: pa.Table, out: pa.Table, recount) -> pa.Table:
+    """A stage's output with its counters moved into the engine's ``_counts``; after a modifier,
+    the changed rows' ``num_chars``/``num_tokens`` recounted and the change counted."""
+    own = out[STAGE_COUNTS] if STAGE_COUNTS in out.column_names else None
+    out = out.drop_columns([STAGE_COUNTS]) if own is not None else out
+    if isinstance(stage, Modifier):
+        out, changes = _recount(before, out, recount)
+        own = changes if own is None else _join(own, changes)
+    if own is None:
+        return out
+    old = out[counts.COUNTS] if counts.COUNTS in out.column_names else None
+    return set_column(out, counts.COUNTS, counts.append(old, counts.stamp(stage.name, own)))
+
+
+def _join(own, changes: pa.ListArray) -> pa.ListArray:
+    """Two ``stage_counts`` columns of the same rows as one (the engine's entries first)."""
+    both = counts.append(counts.stamp("", changes), counts.stamp("", own))
+    flat = both.flatten()
+    entries = pa.StructArray.from_arrays([flat.field("key"), flat.field("n")], names=["key", "n"])
+    return pa.ListArray.from_arrays(both.offsets, entries, type=counts.STAGE_COUNTS_TYPE)
+
+
+def _recount(before: pa.Table, out: pa.Table, recount) -> tuple[pa.Table, pa.ListArray]:
+    """``out`` with true counts for the rows whose text a modifier changed, and the counters of
+    the change (``stage_counts``: one document; characters and tokens removed, net)."""
+    same = pc.fill_null(pc.equal(before["text"], out["text"]), False)
+    same = pc.or_(same, pc.and_(pc.is_null(before["text"]), pc.is_null(out["text"])))
+    mask = ~np.asarray(same.to_numpy(zero_copy_only=False), dtype=bool)
+    n = out.num_rows
+    if not mask.any():
+        return out, counts.counts_column({}, n)
+    changed = pa.array(mask)
+    chars = pc.fill_null(pc.utf8_length(out["text"]), 0).cast(pa.int64())
+    out = set_column(out, "num_chars", pc.if_else(changed, chars, before["num_chars"]))
+    if recount is not None:
+        fresh = recount(out.filter(changed))["num_tokens"]
+        pos = np.maximum(np.cumsum(mask) - 1, 0)
+        out = set_column(out, "num_tokens", pc.if_else(changed, fresh.take(pa.array(pos)), before["num_tokens"]))
+
+    def removed(col: str) -> np.ndarray:
+        d = pc.subtract(pc.fill_null(before[col], 0), pc.fill_null(out[col], 0)).to_numpy(zero_copy_only=False)
+        return np.where(mask, d, 0)
+
+    return out, counts.counts_column({counts.DOCS_MODIFIED: mask.astype(np.int64), counts.CHARS_REMOVED: removed("num_chars"),
+                                      counts.TOKENS_REMOVED: removed("num_tokens")}, n)
 
 
 def per_chunk(fn, batch: pa.Table) -> pa.Table:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tokenmill.engine.counts import COUNTS, COUNTS_TYPE
+
 CORE_FIELDS = [
     pa.field("id", pa.string(), nullable=False),
     pa.field("text", pa.large_string()),
@@ -70,13 +72,15 @@ CHUNK_FIELD = pa.field(CHUNK, pa.int32())
 #: engine working column: the generating stage that wrote a row (null: the row was read)
 EMITTED = "_emitted_by"
 EMITTED_FIELD = pa.field(EMITTED, pa.string())
+#: engine working column: every stage's counters of a row (``engine/counts.py``)
+COUNTS_FIELD = pa.field(COUNTS, COUNTS_TYPE)
 #: columns of the engine's own bookkeeping, never in the curated data
-WORKING_COLUMNS = ("row_key", "reject_stage", "reject_reason", CHUNK, EMITTED)
+WORKING_COLUMNS = ("row_key", "reject_stage", "reject_reason", CHUNK, EMITTED, COUNTS)
 
 
 def phase_schema(stages) -> pa.Schema:
     """The document schema, the working columns, and every column the given stages add, in stage order."""
-    fields = list(DOCUMENT_SCHEMA) + [CHUNK_FIELD, EMITTED_FIELD]
+    fields = list(DOCUMENT_SCHEMA) + [CHUNK_FIELD, EMITTED_FIELD, COUNTS_FIELD]
     names = {f.name for f in fields}
     for rs in stages:
         for name, typ in getattr(rs.cls, "adds", {}).items():

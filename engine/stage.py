@@ -4,7 +4,13 @@ A stage is plain Python over Arrow tables; it never imports an engine. Three kin
 
 - ``Stage`` (streaming): ``setup()`` once per worker process or actor (load models there), then
   ``__call__(batch) -> batch`` on the *live* rows of a batch. A filter returns the same rows with
-  a ``reject_reason`` column (null: keep); a modifier returns them with new values.
+  a ``reject_reason`` column (null: keep); an annotator returns them with new columns.
+- ``Modifier`` (a streaming stage that rewrites ``text``: PII redaction, text repair): the engine
+  keeps ``num_chars``/``num_tokens`` true after it and counts what it changed.
+
+Any stage may also return a ``stage_counts`` column (``engine.counts``): per row, counters of what
+it did (PII kinds replaced, lines removed by rule, eval items matched); the engine sums them per
+stage into the report.
 - ``GlobalStage``: a streamed part (``__call__`` adds the columns its decision needs) and a global
   part (``global_step``), written only over the dataset operations of ``global_ops.DatasetOps``
   (``map``, ``partition_map``, ``collect``, ``materialize``, ``union``, ``read/write_parquet``),
@@ -132,6 +138,13 @@ class Stage:
         return reasons
 
     @classmethod
+    def report_counts(cls, params: BaseModel, counts: dict[str, int]) -> dict:
+        """The report's view of this stage's summed counters (``stage_counts``, and a modifier's
+        ``docs_modified``/``chars_removed``/``tokens_removed``), as JSON data. Default: the counts,
+        largest first."""
+        return {"counts": dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))}
+
+    @classmethod
     def measure_thresholds(cls, params: BaseModel, lang_params: Any) -> dict[str, list[float]]:
         """Per measure of ``measures_column``, the thresholds one language's parameters set (the
         report draws them on the histograms). Default: none."""
@@ -142,6 +155,15 @@ class Stage:
         """Per language, the ``score_column`` threshold the report marks (from the parameters, or
         from what the global step chose: ``figures``). Default: none."""
         return {}
+
+
+class Modifier(Stage):
+    """A streaming stage that rewrites ``text`` (PII redaction, text repair) instead of, or besides,
+    rejecting rows. ``__call__`` returns the same rows with new ``text``; the engine then recounts
+    ``num_chars`` and ``num_tokens`` (in the run's tokenizer) of every row whose text changed and
+    counts, per stage, the documents it changed and the characters and tokens it removed (net: a
+    placeholder longer than what it replaced counts negative), so the funnel from input to output
+    stays exact. A row it leaves alone must come back byte-identical."""
 
 
 class GlobalStage(Stage):

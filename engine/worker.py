@@ -182,9 +182,14 @@ class StreamWorker:
             if isinstance(stage, GeneratingStage):
                 batch, n_live = self._generate(stage, batch)
             else:
-                batch, n_live = run_stage(stage, batch, self.spec.schema)
+                batch, n_live = run_stage(stage, batch, self.spec.schema, self._recount)
             self.record(stage.name, time.perf_counter() - t0, n_live)
         return batch
+
+    def _recount(self, rows: pa.Table) -> pa.Table:
+        """Rows a modifier changed, ``num_tokens`` recounted in the run's tokenizer."""
+        tok = self.spec.tokenizer
+        return count_tokens(rows, tok.kind, tok.encoding, tok.path)
 
     def _generate(self, stage: GeneratingStage, batch: pa.Table) -> tuple[pa.Table, int]:
         """A generating stage over the live rows: its new rows only (or, as part of an LLM-engine

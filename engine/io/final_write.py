@@ -42,6 +42,7 @@ class FinalWriters:
 
     def write_read(self, table: pa.Table, stats: WriteStats) -> None:
         stats.add_measures(table)   # before the measures column is dropped from the kept rows
+        stats.add_counts(table)     # and the stages' counters, kept and rejected rows alike
         kept, rej = kept_rows(table, self.job.drop), rejected_rows(table)
         stats.add_kept(kept)
         stats.add_rejected(rej, self._label)

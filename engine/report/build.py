@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import sys
 
+from tokenmill.engine.counts import CHARS_REMOVED, DOCS_MODIFIED, TOKENS_REMOVED
 from tokenmill.engine.durable.manifest import file_counts
 from tokenmill.engine.io.readers import READ_STAGE
 from tokenmill.engine.report.generated import generated_html, generated_report
@@ -38,7 +39,8 @@ def build_report(pipeline, manifest: dict, stats: WriteStats, problems, metrics:
         if lang:
             lang_rejected[lang] = lang_rejected.get(lang, 0) + docs
     kept = {u: sum(v[i] for v in stats.kept.values()) for i, u in enumerate(("docs", "chars", "tokens"))}
-    total = {k: kept[k] + sum(v[k] for v in rejected.values()) for k in kept}
+    modified = _modified(stats)
+    total = {k: kept[k] + sum(v[k] for v in rejected.values()) + sum(m[k] for m in modified.values()) for k in kept}
     return {
         "name": pipeline.config.name,
         "size_unit": "chars" if pipeline.config.tokenizer.kind == "none" else "tokens",
@@ -51,7 +53,8 @@ def build_report(pipeline, manifest: dict, stats: WriteStats, problems, metrics:
         "global_steps": (metrics or {}).get("global_steps", {}),
         "input": total,
         "output": kept,
-        "stages": _funnel(stage_names, total, rejected, (metrics or {}).get("stages", {})),
+        "stages": _funnel(stage_names, total, rejected, modified, (metrics or {}).get("stages", {})),
+        "stage_counts": _stage_counts(pipeline, stats),
         "reject_reasons": sorted(reasons.values(), key=lambda x: (-x["docs"], x["stage"], x["reason"])),
         "languages": sorted(({"language": lang, "docs": v[0], "chars": v[1], "tokens": v[2],
                               "rejected_docs": lang_rejected.get(lang, 0)} for lang, v in stats.kept.items()),
@@ -116,11 +119,35 @@ def _quality_section(q: dict) -> str:
     return f"<h2>Quality scores per language (the red line: the threshold)</h2>{cells}"
 
 
-def _funnel(stage_names: list[str], total: dict, rejected: dict, metrics: dict) -> list[dict]:
+def _modified(stats: WriteStats) -> dict[str, dict]:
+    """Per modifier: the documents it changed (they stay in the funnel), and the characters and
+    tokens it removed (net), from the counters the engine keeps for it."""
+    out: dict[str, dict] = {}
+    for (stage, key), n in stats.counts.items():
+        unit = {DOCS_MODIFIED: "docs_modified", CHARS_REMOVED: "chars", TOKENS_REMOVED: "tokens"}.get(key)
+        if unit is not None:
+            out.setdefault(stage, {"docs": 0, "chars": 0, "tokens": 0, "docs_modified": 0})[unit] += n
+    return out
+
+
+def _stage_counts(pipeline, stats: WriteStats) -> dict:
+    """Each stage's summed counters as the stage presents them (``Stage.report_counts``)."""
+    out = {}
+    for rs in pipeline.stages:
+        mine = {key: n for (stage, key), n in stats.counts.items() if stage == rs.name}
+        if mine:
+            out[rs.name] = rs.cls.report_counts(rs.params, mine)
+    return out
+
+
+def _funnel(stage_names: list[str], total: dict, rejected: dict, modified: dict, metrics: dict) -> list[dict]:
+    """Per stage, what went in and came out; a modifier's out is its in less the characters and
+    tokens it removed (its documents stay)."""
     funnel, cur = [], dict(total)
     for s in stage_names:
         rj = rejected.get(s, _zero())
-        out = {k: cur[k] - rj[k] for k in cur}
+        mod = modified.get(s, {"docs": 0, "chars": 0, "tokens": 0, "docs_modified": 0})
+        out = {k: cur[k] - rj[k] - mod[k] for k in cur}
         m = metrics.get(s, {})
         busy = m.get("busy_seconds")
         funnel.append({
@@ -128,6 +155,7 @@ def _funnel(stage_names: list[str], total: dict, rejected: dict, metrics: dict) 
             "docs_in": cur["docs"], "docs_out": out["docs"], "docs_rejected": rj["docs"],
             "chars_in": cur["chars"], "chars_out": out["chars"], "chars_rejected": rj["chars"],
             "tokens_in": cur["tokens"], "tokens_out": out["tokens"], "tokens_rejected": rj["tokens"],
+            "docs_modified": mod["docs_modified"], "chars_removed": mod["chars"], "tokens_removed": mod["tokens"],
             "busy_seconds": round(busy, 3) if busy is not None else None,
             "docs_per_second": round(m["rows"] / busy, 1) if busy else None,
         })
@@ -188,11 +216,31 @@ in {report['wall_seconds']:.1f} s. Fingerprint <code>{report['fingerprint'][:12]
 <h2>Reject reasons (documents)</h2>{reasons}
 <h2>Languages kept ({unit})</h2>{langs}
 {_quality_section(report.get("quality_scores", {}))}
+{_counts_html(report.get("stage_counts", {}))}
 {measures_html(report.get("measures", {}))}
 {generated_html(report.get("generated", {}))}
 {_incremental_html(report.get("incremental"), unit)}
 <h2>Files that could not be read fully</h2><ul>{errs}</ul>
 </body></html>"""
+
+
+def _counts_html(stage_counts: dict) -> str:
+    """What each stage counted (a modifier's changes, PII kinds, eval sets matched), as tables."""
+    if not stage_counts:
+        return ""
+    parts = ["<h2>What stages changed and counted</h2>"]
+    for stage, view in stage_counts.items():
+        rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_cell(v))}</td></tr>" for k, v in view.items())
+        parts.append(f"<h3>{html.escape(stage)}</h3><table>{rows}</table>")
+    return "".join(parts)
+
+
+def _cell(value) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_cell(v)}" for k, v in list(value.items())[:20])
+    if isinstance(value, list):
+        return "; ".join(_cell(v) for v in value[:20])
+    return f"{value:,}" if isinstance(value, int) else str(value)
 
 
 def _incremental_html(inc: dict | None, unit: str) -> str:
@@ -219,6 +267,10 @@ def print_summary(report: dict, out: str, stream=None, logs: str | None = None) 
     w(f"{'stage':<20}{'docs in':>12}{'docs out':>12}{unit + ' in':>14}{unit + ' out':>14}\n")
     for s in report["stages"]:
         w(f"{s['stage']:<20}{s['docs_in']:>12,}{s['docs_out']:>12,}{s[f'{unit}_in']:>14,}{s[f'{unit}_out']:>14,}\n")
+    for s in report["stages"]:
+        if s.get("docs_modified"):
+            w(f"{s['stage']}: changed {s['docs_modified']:,} documents, removed {s['chars_removed']:,} chars / "
+              f"{s['tokens_removed']:,} tokens (report.json stage_counts)\n")
     top = ", ".join(f"{item['language']} {item['docs']:,} docs/{item[unit]:,} {unit[:-1]}" for item in report["languages"][:8])
     w(f"top languages: {top or 'none'}\n")
     if report["file_errors"]:

@@ -10,7 +10,9 @@ a stage names as its ``score_column``, e.g. ``quality_score``) add to a histogra
 language (kept under the JSON key ``quality_scores``). A generating stage's new rows are counted apart from the
 documents read (so the funnel from input to output stays exact): kept ones per (stage, language),
 rejected ones per (stage, rejecting stage, reason, language), and the generation costs the stage
-names (``accounting_sums``, e.g. model input/output tokens) summed per ``accounting_by`` values.
+names (``accounting_sums``, e.g. model input/output tokens) summed per ``accounting_by`` values;
+the stages' per-row counters (``engine/counts.py``: what a modifier removed, PII kinds replaced,
+eval items matched) are summed per (stage, counter) over every document read.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tokenmill.engine.counts import sums as counter_sums
 from tokenmill.engine.io.readers import FILE_REASONS
 from tokenmill.engine.report.measures import measure_counts, merge_counts
 from tokenmill.engine.schema import REJECT_THRESHOLD, REJECT_VALUE
@@ -121,6 +124,12 @@ class WriteStats:
         self.files: list[dict] = []                            # files written: path, rows, bytes, sha256
         self.kept_examples: dict[tuple, list[dict]] = {}        # (language,) -> up to EXAMPLES documents
         self.rejected_examples: dict[tuple, list[dict]] = {}    # (stage, reason label) -> up to EXAMPLES
+        self.counts: dict[tuple[str, str], int] = {}           # (stage, counter) -> sum over rows read
+
+    def add_counts(self, table: pa.Table) -> None:
+        """Sum the stages' per-row counters (``engine/counts.py``) of every row (kept or rejected)."""
+        for stage, key, n in counter_sums(table):
+            self.counts[(stage, key)] = self.counts.get((stage, key), 0) + int(n or 0)
 
     def _add_scores(self, table: pa.Table) -> None:
         for lang, b, n in _score_counts(table, self.score_column):
@@ -222,6 +231,8 @@ class WriteStats:
         _merge_examples(self.kept_examples, other.kept_examples)
         _merge_examples(self.rejected_examples, other.rejected_examples)
         merge_counts(self.measures, other.measures)
+        for k, n in other.counts.items():
+            self.counts[k] = self.counts.get(k, 0) + n
         return self
 
     # -- JSON ------------------------------------------------------------------------------------
@@ -233,6 +244,7 @@ class WriteStats:
             "file_errors": sorted(self.file_errors, key=lambda e: (str(e["path"]), e["kind"])),
             "quality_scores": [[lang, *v] for lang, v in sorted(self.scores.items())],
             "measures": [[*k, v] for k, v in sorted(self.measures.items())],
+            "counts": [[*k, v] for k, v in sorted(self.counts.items())],
             "emitted": [[*k, *v] for k, v in sorted(self.emitted.items())],
             "emitted_rejected": [[*k, *v] for k, v in sorted(self.emitted_rejected.items())],
             "accounting": [[list(k), v] for k, v in sorted(self.accounting.items())],
@@ -257,6 +269,7 @@ class WriteStats:
             cls._add(st.emitted_rejected, (stage, by, reason, lang), v)
         for k, v in data.get("accounting", []):
             cls._add(st.accounting, tuple(k), v)
+        st.counts = {(stage, key): n for stage, key, n in data.get("counts", [])}
         examples = data.get("examples") or {}
         st.kept_examples = {tuple(k): v for *k, v in examples.get("kept", [])}
         st.rejected_examples = {tuple(k): v for *k, v in examples.get("rejected", [])}
