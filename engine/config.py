@@ -294,11 +294,17 @@ def _rebase_paths(data: dict, base: Path) -> None:
 
 
 def _rebase_key(entry: dict, key: list[str], base: Path) -> None:
-    """Rebase the path (or list of paths) at a dotted key of a stage entry, if it is there."""
+    """Rebase the path (or list of paths) at a dotted key of a stage entry, if it is there (a
+    number in the key is a position in a list: ``eval_sets.0.path``)."""
     for part in key[:-1]:
-        entry = entry.get(part)
-        if not isinstance(entry, dict):
+        if isinstance(entry, list) and part.isdigit():
+            entry = entry[int(part)] if int(part) < len(entry) else None
+        else:
+            entry = entry.get(part)
+        if not isinstance(entry, (dict, list)):
             return
+    if not isinstance(entry, dict):
+        return
     value = entry.get(key[-1])
     if isinstance(value, str) and value:
         entry[key[-1]] = _rebase(value, base)

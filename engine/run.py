@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from tokenmill.engine import __version__ as VERSION
+from tokenmill.engine.config import ResolvedStage
 from tokenmill.engine.durable.budget import TOKENS_FILE, Budget, cut_to_budget
 from tokenmill.engine.durable.incremental import IncrementalRun
 from tokenmill.engine.durable.lease import LEASE_FOLDER, Lease
@@ -98,8 +99,10 @@ class PhaseRunner:
         self._listings: dict[int, dict[str, dict[str, int]]] = {}
         self._committed: dict[int, set[str]] = {}
         self.check: Callable[[], None] = lambda: None   # before each commit: the lease is still ours
+        self.prepared: dict[str, ResolvedStage] = {}     # stages with what ``prepare`` built for them
 
     def run(self) -> WriteStats:
+        self.prepare()
         sources: list[Source] = []   # what the next phase reads: (phase, pending decisions by chunk)
         for phase in self.plan.phases:
             self._timed(phase.stream_dir, self.stream, phase, sources)
@@ -108,6 +111,13 @@ class PhaseRunner:
                 self._timed(phase.decisions_dir, self.run_global, phase)
                 sources = [(phase, self.decisions_by_chunk(phase))]
         return self._timed("write", self.finalize, sources)
+
+    def prepare(self) -> None:
+        """What stages build once per run for their workers (``Stage.prepare``), by stage name."""
+        for rs in self.pipeline.stages:
+            params = rs.cls.prepare(rs.params, self.store.url(f"{self.work}/prepared/{rs.name}"))
+            if params is not rs.params:
+                self.prepared[rs.name] = ResolvedStage(rs.cls, rs.name, params, rs.resources, rs.type_name)
 
     def _timed(self, name: str, fn, *args):
         t0 = time.time()
@@ -212,6 +222,7 @@ class PhaseRunner:
         specs = []
         for i, (stages, res) in enumerate(groups):
             res = res or Resources()
+            stages = [self.prepared.get(rs.name, rs) for rs in stages]
             specs.append(PoolSpec(stages=stages, languages=self.pipeline.languages, schema=phase.schema,
                                   batch_size=res.batch_size, resources=res, reads=i == 0,
                                   input=cfg.input, tokenizer=cfg.tokenizer, io=cfg.io,

@@ -114,6 +114,14 @@ class Stage:
         Default: unchanged."""
         return params
 
+    @classmethod
+    def prepare(cls, params: BaseModel, folder: str) -> BaseModel:
+        """Build, once per run on the driver, what every worker then loads in ``setup()`` (e.g. a
+        decontamination index of eval sets), under ``folder`` (a URL in the run's work area, kept
+        until the run is committed, so a resumed run finds it); return the parameters that name
+        it. Default: nothing to build."""
+        return params
+
     # -- at run time ---------------------------------------------------------------------------------
     def setup(self) -> None:
         """Load models and other heavy objects; called once per worker process or actor."""

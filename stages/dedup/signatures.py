@@ -392,6 +392,28 @@ def word_shingle_hashes(texts: Texts, ngram: int, mode: str = "word", tokenizer:
     return hashes, np.concatenate(offs)
 
 
+def ngram_hashes_by_size(texts: Texts, ngrams: list[int], tokenizer: str = "whitespace", *,
+                         normalize: bool = True) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """``word_shingle_hashes`` of the same texts for several n-gram sizes, the text normalised and
+    cut into units once: {n: (hashes, offsets)}. A text of m < n units has one hash, that of its m
+    units, which equals the m-gram hash the same units give at size m."""
+    for n in ngrams:
+        _check(n, "word", tokenizer)
+    parts: dict[int, list] = {n: [] for n in ngrams}
+    offs: dict[int, list] = {n: [np.zeros(1, dtype=np.int64)] for n in ngrams}
+    base = dict.fromkeys(ngrams, 0)
+    values, offsets = _buffers(_shingle_text(texts, normalize, False))
+    for lo, hi in _chunks(offsets, CHUNK_BYTES):
+        units, uo = _chunk_units(values, offsets, lo, hi, "word", tokenizer, CHUNK_BYTES)
+        for n in ngrams:
+            sh, so = _shingles_of_units(units, uo, n)
+            parts[n].append(sh)
+            offs[n].append(so[1:] + base[n])
+            base[n] += len(sh)
+    return {n: (np.concatenate(parts[n]) if parts[n] else np.zeros(0, dtype=np.uint64), np.concatenate(offs[n]))
+            for n in ngrams}
+
+
 # -- permutations and per-document minima -----------------------------------------------------------
 def _min_per_doc(x: np.ndarray, offsets: np.ndarray, permute, num_perm: int, dtype, fill) -> np.ndarray:
     """(n, num_perm) minima over each document's permuted values; rows without values = fill.
