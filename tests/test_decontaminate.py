@@ -128,3 +128,32 @@ def test_decontaminate_in_a_run_reports_per_eval_set(tmp_path, shared_data, engi
     else:
         marked = {i for i, c in zip(data["id"].to_pylist(), data["contamination"].to_pylist()) if c}
         assert marked == positives and data.num_rows == len(docs)
+
+
+def test_eval_set_on_a_flaky_store_and_a_changed_eval_set_redoes_the_run(tmp_path, shared_data, monkeypatch):
+    from tokenmill.engine.io.faults import ENV
+
+    items, docs = build(shared_data, seed=4)
+    docs = [d for d in docs if d["label"] == "contaminated"][:20]
+    write_jsonl_gz(tmp_path / "in.jsonl.gz", [{"id": d["id"], "text": d["text"]} for d in docs])
+    write_eval([i for i in items if i["id"] not in {d["item"] for d in docs[:5]}], tmp_path / "ev.jsonl")   # 5 not yet in the set
+    state = tmp_path / "faults"
+    schedule = tmp_path / "faults.json"
+    schedule.write_text(json.dumps({"inner": "file", "state": str(state), "rules": [
+        {"op": "open", "match": "*ev.jsonl", "kind": "transient", "times": 2}]}))
+    monkeypatch.setenv(ENV, str(schedule))
+
+    def run():
+        pipe = build_pipeline({"name": "d", "input": {"paths": [str(tmp_path / "in.jsonl.gz")]}, "output": {"path": str(tmp_path / "out")},
+                               "stages": [{"type": "decontaminate", "eval_sets": [
+                                   {"name": "books", "path": f"faulty://{tmp_path / 'ev.jsonl'}", "text_fields": ["passage"]}]}]})
+        return run_pipeline(pipe, progress=False, engine="local", num_cpus=1)
+
+    first = run()
+    assert len((state / "log.jsonl").read_text().splitlines()) == 2      # both failures were retried
+    assert first.report["stage_counts"]["decontaminate"]["eval_sets"]["books"]["contaminated_docs"] == 15
+    assert run().skipped                                                   # nothing changed: nothing redone
+    write_eval(items, tmp_path / "ev.jsonl")
+    again = run()
+    assert not again.skipped
+    assert again.report["stage_counts"]["decontaminate"]["eval_sets"]["books"]["contaminated_docs"] == 20

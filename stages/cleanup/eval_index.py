@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tokenmill.engine.io.storage import Storage
+from tokenmill.engine.io.transient import retry
 from tokenmill.stages.dedup.signatures import ngram_hashes_by_size, word_shingle_hashes
 
 HASHES, ITEMS, DONE = "hashes.parquet", "items.parquet", "_SUCCESS"
@@ -47,11 +48,16 @@ def _joined(value) -> str:
     return str(value)
 
 
-def _rows(url: str) -> Iterator[dict]:
-    """The rows of an eval file (JSONL, .jsonl.gz, Parquet) as dicts."""
+def _read_bytes(url: str) -> bytes:
     store = Storage(url)
     with store.open(store.root, "rb") as fh:
-        data = fh.read()
+        return fh.read()
+
+
+def _rows(url: str) -> Iterator[dict]:
+    """The rows of an eval file (JSONL, .jsonl.gz, Parquet) as dicts; a store that times out is
+    asked again (``transient.retry``)."""
+    data = retry(_read_bytes, url, what=f"reading eval set {url}")
     if url.endswith(".parquet"):
         yield from pq.read_table(io.BytesIO(data)).to_pylist()
         return
