@@ -86,3 +86,17 @@ def test_a_modifier_in_a_run_keeps_counts_true_and_the_funnel_exact(tmp_path, sh
     assert "_counts" not in data.column_names
     on_disk = json.loads((tmp_path / "out" / "report.json").read_text())
     assert on_disk["stage_counts"] == report["stage_counts"]
+
+
+def test_report_html_shows_what_a_modifier_changed(tmp_path, shared_data):
+    rows = web_docs(shared_data)[:20]
+    write_jsonl_gz(tmp_path / "in.jsonl.gz", rows)
+    pipe = build_pipeline({"name": "mod", "input": {"paths": [str(tmp_path / "in.jsonl.gz")]},
+                           "output": {"path": str(tmp_path / "out")},
+                           "stages": [{"type": "test_modifiers:StripDigits", "name": "strip_digits"}]})
+    report = run_pipeline(pipe, progress=False, engine="local", num_cpus=1).report
+    html = (tmp_path / "out" / "report.html").read_text()
+    stage = report["stages"][-1]
+    assert f"<td>strip_digits</td><td>{stage['docs_in']:,}</td><td>{stage['docs_out']:,}</td><td>0</td>" \
+           f"<td>{stage['docs_modified']:,}</td>" in html
+    assert "What stages changed and counted" in html and "<td>digits</td>" in html

@@ -197,7 +197,8 @@ def render_html(report: dict) -> str:
     langs = _bars([(item["language"], item[unit], "#8e6bbf") for item in report["languages"][:30]])
     rows = "".join(
         f"<tr><td>{html.escape(s['stage'])}</td><td>{s['docs_in']:,}</td><td>{s['docs_out']:,}</td>"
-        f"<td>{s['docs_rejected']:,}</td><td>{s[f'{unit}_in']:,}</td><td>{s[f'{unit}_out']:,}</td>"
+        f"<td>{s['docs_rejected']:,}</td><td>{s.get('docs_modified', 0):,}</td><td>{s[f'{unit}_in']:,}</td><td>{s[f'{unit}_out']:,}</td>"
+        f"<td>{s.get(f'{unit}_removed', 0):,}</td>"
         f"<td>{_rate(s['docs_per_second'])}</td></tr>"
         for s in report["stages"])
     errs = "".join(f"<li><code>{html.escape(str(e['path']))}</code> ({html.escape(e['kind'])}): {html.escape(str(e['error']))}</li>"
@@ -212,7 +213,7 @@ in {report['wall_seconds']:.1f} s. Fingerprint <code>{report['fingerprint'][:12]
 {"" if unit == "tokens" else "<p>Tokens were not counted (<code>tokenizer.kind: none</code>): sizes are in characters.</p>"}
 <h2>Funnel: {unit} after each stage</h2>{funnel}
 <h2>Funnel: documents after each stage</h2>{funnel_docs}
-<table><tr><th>stage</th><th>docs in</th><th>docs out</th><th>rejected</th><th>{unit} in</th><th>{unit} out</th><th>docs/s per actor</th></tr>{rows}</table>
+<table><tr><th>stage</th><th>docs in</th><th>docs out</th><th>rejected</th><th>changed</th><th>{unit} in</th><th>{unit} out</th><th>{unit} removed by changes</th><th>docs/s per actor</th></tr>{rows}</table>
 <h2>Reject reasons (documents)</h2>{reasons}
 <h2>Languages kept ({unit})</h2>{langs}
 {_quality_section(report.get("quality_scores", {}))}
