@@ -18,13 +18,14 @@ def _inputs(tmp_path, shared_data) -> dict:
     for i, d in enumerate([d for d in docs if d["label"] == "contaminated"][:10]):
         rows[i]["text"] = d["text"]
     for i in range(10, 30):
-        rows[i]["text"] += f"\nWrite to editor{i}@news.example.com or call (555) 123-{4000 + i}. Caf\u00c3\u00a9 \u2014 we use cookies."
+        rows[i]["text"] += f"\nWrite to editor{i}@news.example.com or call (555) 123-{4000 + i}. Caf\u00c3\u00a9 \u2014 open.\nWe use cookies."
     for k, r in enumerate(rows):
         r["id"] = f"doc{k:03d}"
     half = len(rows) // 2
     write_jsonl_gz(tmp_path / "a.jsonl.gz", rows[:half])
     write_jsonl_gz(tmp_path / "b.jsonl.gz", rows[half:])
-    blocked = sorted({r["url"].split("/")[2] for r in rows[40:60] if r.get("url") and "//" in r["url"]})[:5]
+    pii_hosts = {r["url"].split("/")[2] for r in rows[10:30] if r.get("url") and "//" in r["url"]}
+    blocked = sorted({r["url"].split("/")[2] for r in rows[40:60] if r.get("url") and "//" in r["url"]} - pii_hosts)[:5]
     (tmp_path / "block.txt").write_text("# test list\n" + "\n".join(blocked) + "\n")
     write_eval(items, tmp_path / "evals.jsonl")
     return {"rows": rows, "blocked": blocked}
@@ -49,7 +50,8 @@ def _check(report: dict, rows: tuple, inputs: dict) -> None:
     assert sum(1 for r in rejected if str(r).find("url_filter:block") >= 0) >= len(inputs["blocked"])
     assert sum(1 for r in rejected if "contaminated:books" in str(r)) == 10
     counts = report["stage_counts"]
-    assert counts["pii"]["counts"]["email"] >= 20 and counts["text_repair"]["counts"]["ftfy_fixed"] >= 20
+    assert counts["pii"]["counts"]["email"] >= 20 and counts["pii"]["counts"]["phone"] >= 20
+    assert counts["text_repair"]["counts"]["ftfy_fixed"] >= 20 and counts["text_repair"]["counts"]["lines:policy"] >= 20
     assert {s["stage"]: s["docs_modified"] for s in report["stages"]}["pii"] >= 20
     assert report["stages"][-1]["chars_out"] == report["output"]["chars"]
     assert reasons and kept
