@@ -44,12 +44,17 @@ def test_quickstart_end_to_end(quickstart_run, tmp_path):
         assert hashlib.sha256(path.read_bytes()).hexdigest() == f["sha256"]
     assert not (out / "_work").exists()
 
-    # report: every stage's in = out + rejected (docs, chars, tokens); stages chain; totals match disk
+    # report: every stage's in = out + rejected (+ what a modifier removed: chars, tokens); stages
+    # chain; totals match disk
     stages = report["stages"]
-    assert [s["stage"] for s in stages] == ["read", "langid", "heuristics", "exact_dedup"]
+    assert [s["stage"] for s in stages] == ["read", "text_repair", "langid", "heuristics", "pii", "exact_dedup"]
     for s in stages:
-        for unit in ("docs", "chars", "tokens"):
-            assert s[f"{unit}_in"] == s[f"{unit}_out"] + s[f"{unit}_rejected"], (s["stage"], unit)
+        assert s["docs_in"] == s["docs_out"] + s["docs_rejected"], s["stage"]
+        for unit in ("chars", "tokens"):
+            assert s[f"{unit}_in"] == s[f"{unit}_out"] + s[f"{unit}_rejected"] + s[f"{unit}_removed"], (s["stage"], unit)
+    repair = stages[1]
+    assert repair["docs_modified"] > 0 and repair["chars_removed"] > 0
+    assert report["stage_counts"]["text_repair"]["counts"]["docs_modified"] == repair["docs_modified"]
     for a, b in zip(stages, stages[1:]):
         assert a["docs_out"] == b["docs_in"] and a["tokens_out"] == b["tokens_in"]
     assert stages[0]["docs_in"] == SAMPLE_DOCS
@@ -58,6 +63,7 @@ def test_quickstart_end_to_end(quickstart_run, tmp_path):
     rejects = read_manifest_files(out, "rejects/")
     assert report["output"]["docs"] == data.num_rows == stages[-1]["docs_out"]
     assert report["output"]["tokens"] == sum(data["num_tokens"].to_pylist())
+    assert data["num_chars"].to_pylist() == [len(t) for t in data["text"].to_pylist()]
     assert data.num_rows + rejects.num_rows == SAMPLE_DOCS
     assert all(n > 0 for n in data["num_tokens"].to_pylist())
     assert len(set(data["id"].to_pylist())) == data.num_rows
