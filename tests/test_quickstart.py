@@ -47,7 +47,7 @@ def test_quickstart_end_to_end(quickstart_run, tmp_path):
     # report: every stage's in = out + rejected (+ what a modifier removed: chars, tokens); stages
     # chain; totals match disk
     stages = report["stages"]
-    assert [s["stage"] for s in stages] == ["read", "text_repair", "langid", "heuristics", "pii", "exact_dedup"]
+    assert [s["stage"] for s in stages] == ["read", "text_repair", "langid", "pii", "heuristics", "exact_dedup"]
     for s in stages:
         assert s["docs_in"] == s["docs_out"] + s["docs_rejected"], s["stage"]
         for unit in ("chars", "tokens"):
