@@ -82,6 +82,12 @@ def test_terminal_punctuation_short_lines_and_long_boilerplate_lines():
     assert _counts(short["stage_counts"].to_pylist()[0]) == {"lines:short": 3}
 
 
+def test_a_long_line_of_prose_is_not_page_furniture():
+    speech = "The State of the Union is sound. " * 40 + "We will protect your privacy policy rights. " + "More. " * 10
+    out = _repair([speech, "Read our privacy policy."])
+    assert out["text"].to_pylist() == [speech, ""] and out["reject_reason"].to_pylist() == [None, "empty_after_repair"]
+
+
 def test_untouched_documents_are_byte_identical_and_empty_ones_rejected():
     clean = ["Plain text.\r\nWith CRLF lines.\r\n", "  spaces  kept\n\n\n", "", None, "😀 emoji, ｆｕｌｌｗｉｄｔｈ, ﬁ ligature"]
     out = _repair(clean + ["Lorem ipsum dolor sit amet\nSubscribe to our newsletter"])

@@ -13,7 +13,9 @@
      English's) and has at most ``boilerplate_max_words`` words;
    - C4's rules (Raffel et al. 2020): it mentions ``javascript``; it holds ``lorem ipsum``; it
      holds a policy phrase (``terms of use``, ``privacy policy``, ``cookie policy``, ``uses
-     cookies``, ``use of cookies``, ``use cookies``); with ``no_terminal_punctuation: true`` (off by
+     cookies``, ``use of cookies``, ``use cookies``); the javascript and policy rules only on
+     lines of at most ``c4_max_words`` (60) words: a longer line is a paragraph of prose (a
+     speech printed as one line mentions a privacy policy), which C4 would drop whole; with ``no_terminal_punctuation: true`` (off by
      default, as in FineWeb: it removes headings, lists and most of some languages) it does not
      end in its language's ``terminal_punctuation``; with ``min_words_per_line`` > 0 it has fewer
      words.
@@ -66,6 +68,8 @@ class RepairParams(BaseModel):
     javascript: bool = Field(True, description="C4: remove lines that mention javascript")
     lorem_ipsum: bool = Field(True, description="C4: remove lines holding 'lorem ipsum'")
     policy: bool = Field(True, description="C4: remove lines holding a terms-of-use/privacy/cookie phrase")
+    c4_max_words: int = Field(60, ge=1, description="javascript/policy lines longer than this are prose, not page "
+                                                    "furniture, and stay (C4 had no cap: a one-line document went whole)")
     no_terminal_punctuation: bool = Field(False, description="C4: remove lines not ending in terminal punctuation")
     min_words_per_line: int = Field(0, ge=0, description="C4 (3 there): remove lines with fewer words; 0: off")
     fallback_language: str = Field("en", description="whose lists a row without a language uses")
@@ -177,12 +181,13 @@ class TextRepair(Modifier):
         def has(pattern: str) -> np.ndarray:
             return np.asarray(pc.match_substring_regex(lower, pattern), dtype=bool)
 
+        short = words <= p.c4_max_words
         if p.javascript:
-            yield "javascript", has("javascript")
+            yield "javascript", has("javascript") & short
         if p.lorem_ipsum:
             yield "lorem_ipsum", has("lorem ipsum")
         if p.policy:
-            yield "policy", has(_phrases_regex(tuple(POLICY)))
+            yield "policy", has(_phrases_regex(tuple(POLICY))) & short
         if p.boilerplate:
             yield "boilerplate", self._per_language(lower, line_lang, lambda lp: _phrases_regex(
                 tuple(lp.text_repair.boilerplate))) & (words <= p.boilerplate_max_words)
