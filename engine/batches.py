@@ -38,19 +38,11 @@ def _settle(stage, before: pa.Table, out: pa.Table, recount) -> pa.Table:
     out = out.drop_columns([STAGE_COUNTS]) if own is not None else out
     if isinstance(stage, Modifier):
         out, changes = _recount(before, out, recount)
-        own = changes if own is None else _join(own, changes)
+        own = changes if own is None else counts.append(changes, own)   # the engine's entries first
     if own is None:
         return out
     old = out[counts.COUNTS] if counts.COUNTS in out.column_names else None
     return set_column(out, counts.COUNTS, counts.append(old, counts.stamp(stage.name, own)))
-
-
-def _join(own, changes: pa.ListArray) -> pa.ListArray:
-    """Two ``stage_counts`` columns of the same rows as one (the engine's entries first)."""
-    both = counts.append(counts.stamp("", changes), counts.stamp("", own))
-    flat = both.flatten()
-    entries = pa.StructArray.from_arrays([flat.field("key"), flat.field("n")], names=["key", "n"])
-    return pa.ListArray.from_arrays(both.offsets, entries, type=counts.STAGE_COUNTS_TYPE)
 
 
 def _recount(before: pa.Table, out: pa.Table, recount) -> tuple[pa.Table, pa.ListArray]:

@@ -64,18 +64,20 @@ def stamp(stage: str, stage_counts) -> pa.ListArray:
 def _rebuild(entries: pa.StructArray, parents: np.ndarray, n_rows: int) -> pa.ListArray:
     order = np.argsort(parents, kind="stable")
     offsets = np.concatenate([[0], np.cumsum(np.bincount(parents, minlength=n_rows))]).astype(np.int32)
-    return pa.ListArray.from_arrays(pa.array(offsets), entries.take(pa.array(order)), type=COUNTS_TYPE)
+    return pa.ListArray.from_arrays(pa.array(offsets), entries.take(pa.array(order)), type=pa.list_(entries.type))
 
 
 def append(existing, new: pa.ListArray) -> pa.ListArray:
-    """Each row's engine counters followed by its new ones (``existing`` may be all null)."""
+    """Each row's counters followed by its new ones: two columns of the same rows and list type
+    (``stage_counts`` or ``_counts``); ``existing`` may be None or hold nulls."""
     if existing is None or existing.null_count == len(existing):
         return new
-    old_flat, old_parents = _entries(pc.fill_null(existing, pa.scalar([], COUNTS_TYPE)))
+    existing = pc.fill_null(existing, pa.scalar([], new.type))
+    existing = existing.combine_chunks() if isinstance(existing, pa.ChunkedArray) else existing
+    old_flat, old_parents = _entries(existing)
     new_flat, new_parents = _entries(new)
     if len(new_flat) == 0:
-        return pc.fill_null(existing, pa.scalar([], COUNTS_TYPE)).combine_chunks() \
-            if isinstance(existing, pa.ChunkedArray) else pc.fill_null(existing, pa.scalar([], COUNTS_TYPE))
+        return existing.cast(new.type)
     both = pa.concat_arrays([old_flat.cast(new_flat.type), new_flat])
     return _rebuild(both, np.concatenate([old_parents, new_parents]), len(new))
 

@@ -1,16 +1,12 @@
 """The Stage contract: everything the engine asks of a stage, declared here with its default.
 
-A stage is plain Python over Arrow tables; it never imports an engine. Three kinds:
+A stage is plain Python over Arrow tables; it never imports an engine. Four kinds:
 
 - ``Stage`` (streaming): ``setup()`` once per worker process or actor (load models there), then
   ``__call__(batch) -> batch`` on the *live* rows of a batch. A filter returns the same rows with
   a ``reject_reason`` column (null: keep); an annotator returns them with new columns.
 - ``Modifier`` (a streaming stage that rewrites ``text``: PII redaction, text repair): the engine
   keeps ``num_chars``/``num_tokens`` true after it and counts what it changed.
-
-Any stage may also return a ``stage_counts`` column (``engine.counts``): per row, counters of what
-it did (PII kinds replaced, lines removed by rule, eval items matched); the engine sums them per
-stage into the report.
 - ``GlobalStage``: a streamed part (``__call__`` adds the columns its decision needs) and a global
   part (``global_step``), written only over the dataset operations of ``global_ops.DatasetOps``
   (``map``, ``partition_map``, ``collect``, ``materialize``, ``union``, ``read/write_parquet``),
@@ -21,6 +17,10 @@ A stage declares the columns it reads besides the core ones (``needs``, or ``col
 they depend on its parameters) and those it ``adds``; the pipeline is checked when it is built, so
 a stage placed before the one that provides its input is a config error, not a failure at the
 global step. The engine's own working columns never reach a stage's code.
+
+Any stage may also return a ``stage_counts`` column (``engine.counts``): per row, counters of what
+it did (PII kinds replaced, lines removed by rule, eval items matched); the engine sums them per
+stage into the report (``report_counts`` presents them).
 """
 from __future__ import annotations
 

@@ -288,7 +288,7 @@ def test_cli_validate_yaml_error_exits_2(tmp_path):
 def test_cli_validate_good_config_exits_0():
     res = _cli("validate", "configs/quickstart.yaml")
     assert res.returncode == 0, res.stderr
-    assert "ok" in res.stdout and "langid, heuristics, exact_dedup" in res.stdout
+    assert "ok" in res.stdout and "text_repair, langid, pii, heuristics, exact_dedup" in res.stdout
 
 
 def test_unreadable_remote_model_is_a_config_error_and_can_be_left_to_the_cluster(tmp_path, monkeypatch):

@@ -157,3 +157,20 @@ def test_eval_set_on_a_flaky_store_and_a_changed_eval_set_redoes_the_run(tmp_pat
     again = run()
     assert not again.skipped
     assert again.report["stage_counts"]["decontaminate"]["eval_sets"]["books"]["contaminated_docs"] == 20
+
+
+def test_an_index_cut_short_by_a_killed_driver_is_built_again(tmp_path):
+    """``prepare`` commits the index with a marker: a folder a killed run left without it (one file
+    written, the other not) is rebuilt, a committed one is reused as it is."""
+    path = tmp_path / "ev.jsonl"
+    path.write_text(json.dumps({"id": "a", "text": "one two three four five six seven eight nine ten eleven twelve thirteen"}) + "\n")
+    folder = tmp_path / "index"
+    folder.mkdir()
+    (folder / "hashes.parquet").write_bytes(b"PAR1 cut short")
+    stage = _stage(tmp_path, [{"name": "ev", "path": str(path)}])
+    assert _reasons(stage, ["One, two, three four five six seven eight nine ten eleven twelve thirteen!"]) == ["contaminated:ev"]
+    marker = folder / "_SUCCESS"
+    assert marker.exists()
+    stamp = (folder / "hashes.parquet").stat().st_mtime_ns
+    _stage(tmp_path, [{"name": "ev", "path": str(path)}])
+    assert (folder / "hashes.parquet").stat().st_mtime_ns == stamp
