@@ -69,6 +69,9 @@ def run_stage(texts: list, params: PIIParams | None = None) -> tuple[list, list[
     stage.setup()
     out = stage(pa.table({"text": pa.array(texts, pa.large_string())}))
     counts = [{e["key"]: e["n"] for e in row} for row in out["stage_counts"].to_pylist()]
+    for before, after, row in zip(texts, out["text"].to_pylist(), counts):   # what the placeholders stand for
+        marks = sum(n * len((params or PIIParams()).placeholders[k]) for k, n in row.items() if k != "chars_replaced")
+        assert row.pop("chars_replaced", 0) == (len(before) - len(after) + marks if before else 0)
     return out["text"].to_pylist(), counts
 
 
@@ -150,8 +153,10 @@ def test_a_batch_keeps_its_rows_nulls_and_bytes():
     assert out["text"].type == pa.large_string()
     assert out["text"].to_pylist() == [None, "", texts[2], "Line one.\r\nWrite to <EMAIL>\r\nor call <PHONE> / <PHONE>\r\n",
                                        "caf\u00e9 \U0001f600 <CARD> \u00fcber <IBAN>", "plain"]
-    assert out["stage_counts"].to_pylist() == [[], [], [], [{"key": "email", "n": 1}, {"key": "phone", "n": 2}],
-                                               [{"key": "payment_card", "n": 1}, {"key": "iban", "n": 1}], []]
+    replaced = len("a@b.org") + len("+33 1 23 45 67 89") + len("01 23 45 67 89")
+    assert out["stage_counts"].to_pylist() == [
+        [], [], [], [{"key": "email", "n": 1}, {"key": "phone", "n": 2}, {"key": "chars_replaced", "n": replaced}],
+        [{"key": "payment_card", "n": 1}, {"key": "iban", "n": 1}, {"key": "chars_replaced", "n": 19 + 27}], []]
     small = PIIStage(PIIParams())(pa.table({"text": pa.array(["x@y.io", None], pa.string())}))
     assert small["text"].type == pa.string() and small["text"].to_pylist() == ["<EMAIL>", None]
     empty = PIIStage(PIIParams())(pa.table({"text": pa.array([], pa.large_string())}))

@@ -1,5 +1,6 @@
 """``pii``: a modifier that replaces personal data in ``text`` with placeholders, and counts per
-document how many of each kind it replaced (report ``stage_counts.pii``).
+document how many of each kind it replaced and how many characters they held (``chars_replaced``;
+report ``stage_counts.pii``).
 
 Kinds (``kinds``; each replaced by its ``placeholders`` entry, ``<EMAIL>`` ...):
 
@@ -74,6 +75,8 @@ from tokenmill.engine.stage import Modifier, register_stage
 
 Kind = Literal["email", "ip", "phone", "payment_card", "iban"]
 KINDS: tuple[str, ...] = ("email", "ip", "phone", "payment_card", "iban")
+#: the counter of the characters of PII replaced (what the placeholders stand for), per document
+CHARS_REPLACED = "chars_replaced"
 PLACEHOLDERS: dict[str, str] = {"email": "<EMAIL>", "ip": "<IP>", "phone": "<PHONE>",
                                 "payment_card": "<CARD>", "iban": "<IBAN>"}
 
@@ -281,7 +284,7 @@ class PIIStage(Modifier):
         text = batch["text"]
         text = text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
         kinds = list(dict.fromkeys(self.params.kinds))
-        counts = {k: np.zeros(len(text), dtype=np.int64) for k in kinds}
+        counts = {k: np.zeros(len(text), dtype=np.int64) for k in [*kinds, CHARS_REPLACED]}
         if kinds:
             text = self._redact(text, kinds, counts)
         batch = set_column(batch, "text", text)
@@ -319,6 +322,8 @@ class PIIStage(Modifier):
                 new_lines.append(after)
                 for kind, n in found.items():
                     counts[kind][row_of[line]] += n
+                marks = sum(n * len(self.params.placeholders[k]) for k, n in found.items())
+                counts[CHARS_REPLACED][row_of[line]] += len(before) - len(after) + marks
         if new_lines:
             flat = pc.replace_with_mask(flat, pa.array(changed), pa.array(new_lines, flat.type))
         return flat, changed
