@@ -17,7 +17,8 @@ from pipeline_helpers import output_rows, web_docs, write_jsonl_gz
 
 from tokenmill.engine.config import ConfigError, build_pipeline, load_config
 from tokenmill.engine.run import run_pipeline
-from tokenmill.stages.cleanup.url import UrlFilter, UrlParams, line_domains, read_domains, rule_names
+from tokenmill.stages.cleanup.domain_lists import line_domains, read_domains
+from tokenmill.stages.cleanup.url import UrlFilter, UrlParams, rule_names
 
 BLOCK_LIST = """\
 # Title: a test block list
