@@ -13,7 +13,10 @@ Kinds (``kinds``; each replaced by its ``placeholders`` entry, ``<EMAIL>`` ...):
 - ``phone``: international, ``+CC`` or ``00CC`` then groups (a ``(0)`` or ``(area)`` group too),
   or ``+`` and 7-15 digits run together; national: North American ``(555) 123-4567``,
   ``555-123-4567``, ``555.123.4567``, ``555 123 4567`` (one separator throughout, area code 2-9xx,
-  an optional leading ``1``); French ``01 23 45 67 89`` (dots or hyphens too); trunk-0 numbers as
+  an optional leading ``1``); French ``01 23 45 67 89`` (dots or hyphens too); a two-digit area
+  code in brackets without a trunk 0, as in Brazil (``(11) 91234-5678``, ``(11) 3456-7890``; not
+  ``(12) 2019-2020``, a volume and its years); Chinese mobiles ``138 0013 8000`` /
+  ``138-0013-8000``; trunk-0 numbers as
   in the UK and Germany (``020 7946 0958``, ``030 1234567``, ``030-123456-78``, ``030/1234567``,
   ``(030) 1234567``, ``030 / 2325 786``). Groups of international and trunk-0 numbers are split by
   a space, or by ``.`` ``-`` ``/`` or an en dash, spaced or not; a spaced one before a 0 ends the
@@ -104,6 +107,8 @@ _PHONE = (r"(?<![\w+\-./])(?:"
           r"|(?:1[ .\-]?)?\([2-9]\d{2}\) ?\d{3}[ .\-]\d{4}"                        # (555) 123-4567
           r"|(?:1[ .\-])?[2-9]\d{2}(?P<sep_us>[ .\-])\d{3}(?P=sep_us)\d{4}"   # 555-123-4567
           r"|0[1-9](?P<sep_fr>[ .\-])\d{2}(?:(?P=sep_fr)\d{2}){3}"                 # 01 23 45 67 89
+          r"|(?P<paren_area>\([1-9]\d\) ?\d{4,5}[ .\-]\d{4})"                          # (11) 91234-5678
+          r"|1[3-9]\d(?P<sep_cn>[ \-])\d{4}(?P=sep_cn)\d{4}"                          # 138 0013 8000
           rf"|(?:\(0\d{{1,4}}\) ?|0\d{{1,4}}{_SEP})\d{{1,8}}(?:{_SEP}\d{{1,8}}){{0,3}}"   # 020 7946 0958
           r")(?!\w|[.\-]\d)")
 #: one pass over a row: the first alternative that matches at a position wins (email, IBAN, card,
@@ -117,6 +122,7 @@ _ISBN_BEFORE = re.compile(r"(?i)\bISBN(?:-1[03])?:?[ \t]*$")
 _OCTET = re.compile(r"0|[1-9]\d{0,2}")
 _NOT_DIGIT = re.compile(r"\D")
 _ZIP4 = re.compile(r"\d{5}-\d{4}")
+_YEARS = re.compile(r"\(\d\d\) ?(?:1[89]|20)\d\d[ .\-](?:1[89]|20)\d\d")
 _DATE = re.compile(r"(\d{1,2})([./\-])(\d{1,2})\2(?:\d{4}|\d{2})(?!\d)")
 PHONE_SEPARATORS = " .-/\u2013"
 
@@ -222,6 +228,8 @@ def _ipv6(m: re.Match) -> Optional[int]:
 def _phone(m: re.Match) -> Optional[int]:
     span = m.group()
     if (m.group("sep_fr") is None and _is_date(span)) or _after(m, _ISBN_BEFORE):
+        return None
+    if m.group("paren_area") and _YEARS.fullmatch(span):   # "(12) 2019-2020": a volume and years
         return None
     international = span[0] == "+" or span.startswith("00")
     if not international and _ZIP4.fullmatch(span):
