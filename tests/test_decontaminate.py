@@ -174,3 +174,24 @@ def test_an_index_cut_short_by_a_killed_driver_is_built_again(tmp_path):
     stamp = (folder / "hashes.parquet").stat().st_mtime_ns
     _stage(tmp_path, [{"name": "ev", "path": str(path)}])
     assert (folder / "hashes.parquet").stat().st_mtime_ns == stamp
+
+
+def test_text_without_spaces_is_matched_by_characters(tmp_path, shared_data):
+    """Chinese, Japanese and Thai have no words to count: their items are cut into character
+    n-grams (letters, marks, digits), so a copy with other punctuation and spacing is found and
+    other sentences of the same languages are not."""
+    rows = [json.loads(line) for line in open(shared_data / "langid_dev.jsonl", encoding="utf-8")]
+    by = {lang: [r["text"] for r in rows if r["lang"] == lang] for lang in ("zh", "ja", "th")}
+    items = [{"id": f"{lang}{i}", "text": texts[i]} for lang, texts in by.items() for i in range(30)]
+    path = tmp_path / "ev.jsonl"
+    path.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in items))
+    stage = _stage(tmp_path, [{"name": "ev", "path": str(path)}])
+
+    def edited(t: str) -> str:
+        return t.replace("，", ", ").replace("。", ". ").replace("、", " ").replace(" ", "  ")
+
+    pos = [by[lang][40] + "\n" + edited(by[lang][i]) + " " + by[lang][41] for lang in by for i in range(30)]
+    neg = [by[lang][j] + by[lang][j + 1] for lang in by for j in range(50, 110, 2)]
+    found = _reasons(stage, pos + neg)
+    assert found[:len(pos)] == ["contaminated:ev"] * len(pos)
+    assert sum(r is not None for r in found[len(pos):]) <= len(neg) // 100   # at most 1%

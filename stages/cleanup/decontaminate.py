@@ -14,8 +14,9 @@ with); with ``mode: annotate`` it is kept. Either way its ``contamination`` colu
 set, which items (up to 10, ``set/id``) and how many distinct n-grams it shares, and the report
 lists, per eval set, the contaminated documents and the items that leaked most.
 
-Limits: units are whitespace words, so text in scripts written without spaces (Chinese, Japanese,
-Thai) matches only where whole runs agree; items under ``min_item_words`` words are not indexed.
+Text in scripts written without spaces (Chinese, Japanese, Thai...) is matched by character
+n-grams (``char_ngram``: 50 letters, marks and digits) besides words. Items under ``min_item_words`` words (or
+``min_item_chars`` such characters) are not indexed.
 """
 from __future__ import annotations
 
@@ -49,6 +50,9 @@ class DecontParams(BaseModel):
     ngram: int = Field(13, ge=2, le=64, description="words per n-gram")
     min_matches: int = Field(1, ge=1, description="distinct n-grams a document must share with one item")
     min_item_words: int = Field(5, ge=1, description="shorter items are not indexed (a 2-word answer is everywhere)")
+    char_ngram: int = Field(50, ge=2, le=200, description="characters per n-gram of text in scripts without spaces "
+                                                          "(Chinese, Japanese, Thai...)")
+    min_item_chars: int = Field(10, ge=1, description="such items with fewer characters are not indexed")
     mode: Literal["reject", "annotate"] = Field("reject", description="reject contaminated documents, or only annotate them")
     top_items: int = Field(10, ge=0, description="items listed per eval set in the report")
     index: Optional[str] = Field(None, description="set by the run: the folder of the index it built")
@@ -78,7 +82,8 @@ class Decontaminate(Stage):
 
     @classmethod
     def prepare(cls, params: DecontParams, folder: str) -> DecontParams:
-        eval_index.build(params.eval_sets, params.ngram, params.min_item_words, folder)
+        eval_index.build(params.eval_sets, params.ngram, params.min_item_words, folder, params.char_ngram,
+                         params.min_item_chars)
         return params.model_copy(update={"index": folder})
 
     def external_state(self, run_id: str) -> list:

@@ -7,6 +7,11 @@ MinHash's shingles are (``dedup/normalize.py``: NFKC, lower case, numbers folded
 of letters, marks and digits, so punctuation and spacing never matter), after format characters
 (soft hyphens, zero-width spaces: ``\\p{Cf}``) are dropped, so ``co\\u00adoperate`` is one word.
 
+Text in a script written without spaces (Chinese, Japanese, Thai, Lao, Khmer, Burmese) has no
+words to count: an item holding such characters also contributes its character ``char_ngram``-grams
+(of letters, marks and digits, as MinHash's character shingles), which documents holding such
+characters are cut into too.
+
 An item of at least ``ngram`` words contributes its distinct ``ngram``-grams; a shorter one (but of
 at least ``min_item_words``) contributes one hash of all its words, which a document matches when it
 holds those words in a row (``ngram_hashes_by_size`` hashes the document's m-grams alike). The
@@ -30,6 +35,10 @@ from tokenmill.engine.io.transient import retry
 from tokenmill.stages.dedup.signatures import ngram_hashes_by_size, word_shingle_hashes
 
 HASHES, ITEMS, DONE = "hashes.parquet", "items.parquet", "_SUCCESS"
+#: a script written without spaces between words: its text is cut into character n-grams too
+UNSPACED = r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}]"
+#: ``size`` of a character n-gram entry: CHAR + its length in characters
+CHAR = 1000
 ITEM_BATCH = 2000
 
 
@@ -84,13 +93,15 @@ def read_items(url: str, text_fields: list[str], id_field: str) -> tuple[list[st
     return ids, texts
 
 
-def item_hashes(texts: list[str], ngram: int, min_item_words: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(hash, size, item position) of every distinct n-gram of each item (module docstring)."""
+def item_hashes(texts: list[str], ngram: int, min_item_words: int, mode: str = "word"
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(hash, size, item position) of every distinct n-gram of each item (module docstring); in
+    ``char`` mode only of the items written in a script without spaces (``UNSPACED``)."""
     out_h, out_k, out_i = [], [], []
     for lo in range(0, len(texts), ITEM_BATCH):
         arr = without_format_chars(pa.array(texts[lo:lo + ITEM_BATCH], pa.large_string()))
-        hashes, offsets = word_shingle_hashes(arr, ngram)
-        words = _word_counts(arr)
+        hashes, offsets = word_shingle_hashes(arr, ngram, mode=mode)
+        words = _word_counts(arr) if mode == "word" else _char_counts(arr)
         per_item = np.diff(offsets)
         item = np.repeat(np.arange(lo, lo + len(per_item)), per_item)
         size = np.repeat(np.minimum(words, ngram), per_item).astype(np.int16)
@@ -105,13 +116,20 @@ def item_hashes(texts: list[str], ngram: int, min_item_words: int) -> tuple[np.n
     return h[key], k[key], i[key]
 
 
+def _char_counts(arr: pa.Array) -> np.ndarray:
+    """Letters, marks and digits per text written in a script without spaces (0 for the others)."""
+    unspaced = np.asarray(pc.fill_null(pc.match_substring_regex(arr, UNSPACED), False), dtype=bool)
+    _, offsets = word_shingle_hashes(arr, 1, mode="char")
+    return np.where(unspaced, np.diff(offsets), 0)
+
+
 def _word_counts(arr: pa.Array) -> np.ndarray:
     """Words (units) per text: its 1-gram hashes, counted."""
     _, offsets = ngram_hashes_by_size(arr, [1])[1]
     return np.diff(offsets)
 
 
-def build(eval_sets, ngram: int, min_item_words: int, folder: str) -> None:
+def build(eval_sets, ngram: int, min_item_words: int, folder: str, char_ngram: int = 50, min_item_chars: int = 10) -> None:
     """Write the index of ``eval_sets`` (``EvalSet`` models) under ``folder``, committed by a marker."""
     store = Storage(folder)
     if store.exists(store.path(DONE)):
@@ -120,10 +138,11 @@ def build(eval_sets, ngram: int, min_item_words: int, folder: str) -> None:
     for ev in eval_sets:
         item_ids, texts = read_items(ev.path, ev.text_fields, ev.id_field)
         h, k, i = item_hashes(texts, ngram, min_item_words)
-        hs.append(h)
-        ks.append(k)
-        its.append(i + len(ids))
-        counts.append(np.bincount(i, minlength=len(texts)))
+        ch, ck, ci = item_hashes(texts, char_ngram, min_item_chars, mode="char")
+        hs += [h, ch]
+        ks += [k, ck + CHAR]
+        its += [i + len(ids), ci + len(ids)]
+        counts.append(np.maximum(np.bincount(i, minlength=len(texts)), np.bincount(ci, minlength=len(texts))))
         names += [ev.name] * len(texts)
         ids += item_ids
     h, k, i = (np.concatenate(x) for x in (hs, ks, its))
@@ -160,11 +179,32 @@ class EvalIndex:
         self.item_id = items["item_id"].to_numpy(zero_copy_only=False)
         self.ngrams = items["ngrams"].to_numpy()
 
+    def _doc_hashes(self, arr):
+        """(index size, (hashes, offsets over every document)) for each size the index holds:
+        word n-grams of every document, character n-grams of those written without spaces."""
+        words = [s for s in self.sizes if s < CHAR]
+        yield from ngram_hashes_by_size(arr, words).items() if words else ()
+        chars = [s for s in self.sizes if s >= CHAR]
+        if not chars:
+            return
+        arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+        unspaced = np.flatnonzero(np.asarray(pc.fill_null(pc.match_substring_regex(arr, UNSPACED), False), dtype=bool))
+        if not len(unspaced):
+            return
+        sub = arr.take(pa.array(unspaced))
+        for size in chars:
+            h, o = word_shingle_hashes(sub, size - CHAR, mode="char")
+            full = np.zeros(len(arr) + 1, dtype=np.int64)   # offsets over every document (others: none)
+            per = np.zeros(len(arr), dtype=np.int64)
+            per[unspaced] = np.diff(o)
+            np.cumsum(per, out=full[1:])
+            yield size, (h, full)
+
     def matches(self, texts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(document, item, distinct matched hashes) for every (document, item) that share any."""
         arr = without_format_chars(texts)
         docs, items, hashes = [], [], []
-        for size, (h, o) in ngram_hashes_by_size(arr, self.sizes).items():
+        for size, (h, o) in self._doc_hashes(arr):
             keys, its = self.by_size[size]
             lo, hi = np.searchsorted(keys, h, "left"), np.searchsorted(keys, h, "right")
             n = hi - lo
