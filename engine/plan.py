@@ -120,7 +120,7 @@ def plan_pools(stages, fuse_cpu_stages: bool = True) -> list[tuple[list, Resourc
 def input_stamps(files: list[InputFile]) -> list[list]:
     """(size, modification stamp) of each input file: from the listing on object stores (no request
     per file), else asked once per run (a local stat)."""
-    return [list(f.listed) if f.listed is not None else _stamp(f.path) for f in files]
+    return [list(f.listed) if f.listed is not None else file_stamp(f.path) for f in files]
 
 
 def fingerprint(pipeline, files: list[InputFile], stamps: Optional[list[list]] = None) -> str:
@@ -151,7 +151,7 @@ def with_external_state(pipeline, base: str, run_id: Optional[str] = None) -> st
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _stamp(path: str) -> list:
+def file_stamp(path: str) -> list:
     """(size, modification stamp) of an input file: size and ETag (or time) on object stores."""
     try:
         if "://" in path:

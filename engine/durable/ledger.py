@@ -168,9 +168,7 @@ class Ledger:
         rows = sorted(history.seen.items())
         table = pa.table({"path": [p for p, _ in rows], "stamp": [json.dumps(st) for _, (st, _) in rows],
                           "run": [r for _, (_, r) in rows]}, schema=SEEN_SCHEMA)
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="zstd")
-        self.store.write_bytes_atomic(f"{self.folder}/{name}", sink.getvalue().to_pybytes())
+        self.store.write_parquet_atomic(f"{self.folder}/{name}", table)
         self.store.write_json_atomic(f"{self.folder}/{SUMMARY}", {
             "version": 2, "through": history.last, "count": history.count, "seen": name,
             "recent": history.recent, "totals": history.totals})

@@ -150,6 +150,15 @@ class Storage:
         with self.fs.open(path, "wb") as fh:
             fh.write(data)
 
+    def write_parquet_atomic(self, path: str, table) -> None:
+        """A ``pyarrow.Table`` as one zstd Parquet file, written atomically."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        self.write_bytes_atomic(path, sink.getvalue().to_pybytes())
+
     def write_json_atomic(self, path: str, obj: Any) -> None:
         self.write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
 

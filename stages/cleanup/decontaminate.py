@@ -28,6 +28,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from tokenmill.engine.counts import STAGE_COUNTS, counts_column
+from tokenmill.engine.plan import file_stamp
 from tokenmill.engine.schema import mark_rejects, set_column
 from tokenmill.engine.stage import Stage, register_stage
 from tokenmill.stages.cleanup import eval_index
@@ -88,9 +89,7 @@ class Decontaminate(Stage):
 
     def external_state(self, run_id: str) -> list:
         """The eval files' sizes and stamps: a changed eval set redoes the run."""
-        from tokenmill.engine.plan import _stamp
-
-        return [[ev.path, *_stamp(ev.path)] for ev in self.params.eval_sets]
+        return [[ev.path, *file_stamp(ev.path)] for ev in self.params.eval_sets]
 
     def setup(self) -> None:
         folder = self.params.index

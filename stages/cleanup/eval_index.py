@@ -148,16 +148,11 @@ def build(eval_sets, ngram: int, min_item_words: int, folder: str, char_ngram: i
     h, k, i = (np.concatenate(x) for x in (hs, ks, its))
     order = np.lexsort((h, k))
     store.makedirs(store.root)
-    _write(store, HASHES, pa.table({"hash": h[order], "size": k[order], "item": i[order]}))
-    _write(store, ITEMS, pa.table({"eval_set": pa.array(names, pa.string()), "item_id": pa.array(ids, pa.string()),
+    store.write_parquet_atomic(store.path(HASHES), pa.table({"hash": h[order], "size": k[order], "item": i[order]}))
+    store.write_parquet_atomic(store.path(ITEMS), pa.table({"eval_set": pa.array(names, pa.string()), "item_id": pa.array(ids, pa.string()),
                                    "ngrams": pa.array(np.concatenate(counts).astype(np.int32))}))
     store.write_text_atomic(store.path(DONE), "")
 
-
-def _write(store: Storage, name: str, table: pa.Table) -> None:
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
-    store.write_bytes_atomic(store.path(name), sink.getvalue().to_pybytes())
 
 
 class EvalIndex:

@@ -143,12 +143,13 @@ class TextRepair(Modifier):
                                                                     text.type)), fixed
 
     def _languages(self, batch: pa.Table) -> pa.Array:
-        fallback = self.params.fallback_language
+        """Each row's language, ``fallback_language`` where it has none (or ``und``)."""
+        fallback = pa.scalar(self.params.fallback_language)
         if "language" not in batch.column_names:
-            return pa.repeat(pa.scalar(fallback), batch.num_rows)
+            return pa.repeat(fallback, batch.num_rows)
         lang = pc.fill_null(batch["language"], fallback)
-        return pc.if_else(pc.equal(lang, "und"), pa.scalar(fallback), lang).combine_chunks() \
-            if isinstance(lang, pa.ChunkedArray) else pc.if_else(pc.equal(lang, "und"), pa.scalar(fallback), lang)
+        lang = lang.combine_chunks() if isinstance(lang, pa.ChunkedArray) else lang
+        return pc.if_else(pc.equal(lang, "und"), fallback, lang)
 
     def _remove_lines(self, text: pa.Array, langs: pa.Array, counts: dict) -> pa.Array:
         """Every rule over every line of the batch; rows that lost a line are joined again."""

@@ -78,6 +78,7 @@ import pyarrow.compute as pc
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from tokenmill.engine.io.transient import retry
+from tokenmill.engine.plan import file_stamp
 from tokenmill.engine.schema import mark_rejects
 from tokenmill.engine.stage import Stage, register_stage
 from tokenmill.stages.cleanup.domain_lists import (
@@ -196,9 +197,7 @@ class UrlFilter(Stage):
 
     def external_state(self, run_id: str) -> list:
         """The list files' sizes and stamps: a changed list redoes the run."""
-        from tokenmill.engine.plan import _stamp
-
-        return [[p, *_stamp(p)] for p in [*self.params.block_domains, *self.params.allow_domains]]
+        return [[p, *file_stamp(p)] for p in [*self.params.block_domains, *self.params.allow_domains]]
 
     # -- at run time -----------------------------------------------------------------------------
     def setup(self) -> None:
