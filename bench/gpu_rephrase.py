@@ -18,18 +18,22 @@ vocabulary is larger; random weights never stop early, so both modes generate ex
   requests, length-sorted generation, post-processing into synthetic rows (needs pyarrow and
   pydantic besides PyTorch and transformers).
 
-Results: stdout and ``$OUT/gpu_rephrase.json`` (or bench/gpu_rephrase.json).
+GPU utilisation and memory are sampled with nvidia-smi over each timed part, with PyTorch's peak
+allocation. Results: stdout and ``$OUT/gpu_rephrase.json`` (or bench/gpu_rephrase.json), rewritten
+after each measurement (``bench/gpu_run.sh`` runs this on the device machine).
 """
 from __future__ import annotations
 
 import argparse
 import gzip
 import json
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _gpu import GpuSampler, Results, sync, torch_peak_gib  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPES = {"qwen1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
@@ -90,7 +94,7 @@ def make_stage(model: Path, a, batch_size: int):
     return stage
 
 
-def plain(model: Path, convs: list, a, batch_size: int) -> tuple[float, int]:
+def plain(model: Path, convs: list, a, batch_size: int, gpu: GpuSampler) -> tuple[float, int]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -106,34 +110,37 @@ def plain(model: Path, convs: list, a, batch_size: int) -> tuple[float, int]:
         return int((seqs[:, enc["input_ids"].shape[1]:] != tok.pad_token_id).sum())
 
     batch(prompts[:batch_size])   # warm-up
-    _sync(a)
-    t0, out = time.perf_counter(), 0
-    for i in range(0, len(prompts), batch_size):
-        out += batch(prompts[i:i + batch_size])
-    _sync(a)
-    return time.perf_counter() - t0, out
+    sync()
+    torch_peak_gib()
+    with gpu:
+        t0, out = time.perf_counter(), 0
+        for i in range(0, len(prompts), batch_size):
+            out += batch(prompts[i:i + batch_size])
+        sync()
+        seconds = time.perf_counter() - t0
+    return seconds, out
 
 
-def through_stage(model: Path, table, a, batch_size: int) -> tuple[float, int]:
+def through_stage(model: Path, table, a, batch_size: int, gpu: GpuSampler) -> tuple[float, int]:
     import pyarrow.compute as pc
 
     stage = make_stage(model, a, batch_size)
     reqs = stage.requests(table)
     stage.generate(reqs.slice(0, batch_size))   # warm-up (loads the model)
-    _sync(a)
-    t0 = time.perf_counter()
-    rows = stage.documents(stage.generate(reqs.slice(0, a.requests)))
-    _sync(a)
-    seconds = time.perf_counter() - t0
+    sync()
+    torch_peak_gib()
+    with gpu:
+        t0 = time.perf_counter()
+        generated = stage.generate(reqs.slice(0, a.requests))
+        rows = stage.documents(generated)
+        sync()
+        seconds = time.perf_counter() - t0
+    errors = generated["gen_error"].drop_null()
+    if len(errors):
+        print(f"stage: {len(errors)} requests failed, first: {errors[0]}", flush=True)
     stage._backend = None
-    return seconds, int(pc.sum(rows["gen_output_tokens"]).as_py())
-
-
-def _sync(a) -> None:
-    import torch
-
-    if a.device.startswith("cuda"):
-        torch.cuda.synchronize()
+    print(f"stage: {rows.num_rows} synthetic rows from {generated.num_rows} requests", flush=True)
+    return seconds, int(pc.sum(generated["gen_output_tokens"]).as_py())
 
 
 def main() -> None:
@@ -158,23 +165,23 @@ def main() -> None:
     stage = make_stage(model, a, 16)
     reqs = stage.requests(table).slice(0, a.requests)
     convs = [json.loads(m) for m in reqs["rq_messages"].to_pylist()]
-    results = []
+    res = Results("gpu_rephrase.json", {
+        "device": torch.cuda.get_device_name(0) if a.device.startswith("cuda") else "cpu", "torch": torch.__version__,
+        "shape": a.shape, "args": vars(a), "model_build_seconds": round(build_seconds, 1)})
+    gpu = GpuSampler()
     for bs in [int(x) for x in a.batch_sizes.split(",")]:
-        for mode, fn in (("plain", lambda bs=bs: plain(model, convs, a, bs)),
-                         ("stage", lambda bs=bs: through_stage(model, table, a, bs))):
+        for mode, fn in (("plain", lambda bs=bs: plain(model, convs, a, bs, gpu)),
+                         ("stage", lambda bs=bs: through_stage(model, table, a, bs, gpu))):
             seconds, tokens = fn()
-            results.append({"mode": mode, "batch_size": bs, "seconds": round(seconds, 2), "output_tokens": tokens,
-                            "tokens_per_second": round(tokens / seconds, 1)})
-            print(json.dumps(results[-1]), flush=True)
-    for bs in {r["batch_size"] for r in results}:
+            res.add({"mode": mode, "batch_size": bs, "seconds": round(seconds, 2), "output_tokens": tokens,
+                     "tokens_per_second": round(tokens / seconds, 1), "gpu_util_pct": gpu.util,
+                     "gpu_memory_mib": gpu.memory_mib, "torch_peak_gib": torch_peak_gib()})
+    results = res.data["results"]
+    for bs in sorted({r["batch_size"] for r in results}):
         pl, st = (next(r for r in results if r["batch_size"] == bs and r["mode"] == m) for m in ("plain", "stage"))
         print(f"batch {bs}: stage {st['tokens_per_second']:,.0f} vs plain {pl['tokens_per_second']:,.0f} output tokens/s "
               f"-> {st['tokens_per_second'] / pl['tokens_per_second']:.2f}x")
-    info = {"device": torch.cuda.get_device_name(0) if a.device.startswith("cuda") else "cpu", "torch": torch.__version__,
-            "shape": a.shape, "args": vars(a), "model_build_seconds": round(build_seconds, 1), "results": results}
-    out = Path(os.environ.get("OUT", REPO / "bench")) / "gpu_rephrase.json"
-    out.write_text(json.dumps(info, indent=2) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {res.path}")
 
 
 if __name__ == "__main__":

@@ -23,14 +23,17 @@ def default_encoder() -> str:
 
 
 class Encoder:
-    """Tokenizer and model of one encoder folder, on ``device`` (cuda when asked and present)."""
+    """Tokenizer and model of one encoder folder, on ``device`` (cuda when asked and present), its
+    weights in ``dtype`` ("float32", "float16", "bfloat16"; "auto": float16 on a GPU, float32 on
+    CPU). Pooling and normalisation run in float32 whatever the weights."""
 
-    def __init__(self, path: Optional[str] = None, device: str = "cpu", max_tokens: int = DEFAULT_MAX_TOKENS):
+    def __init__(self, path: Optional[str] = None, device: str = "cpu", max_tokens: int = DEFAULT_MAX_TOKENS,
+                 dtype: str = "float32"):
         from transformers import AutoTokenizer
 
         self.path = path or default_encoder()
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-        self.max_tokens, self.device, self.model = max_tokens, device, None
+        self.max_tokens, self.device, self.dtype, self.model = max_tokens, device, dtype, None
 
     def load_model(self) -> None:
         import torch
@@ -38,7 +41,8 @@ class Encoder:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()   # no "Loading weights" bar on every actor's stderr
-        self.model = AutoModel.from_pretrained(self.path).to(self.device).eval()
+        dtype = self.dtype if self.dtype != "auto" else ("float16" if str(self.device).startswith("cuda") else "float32")
+        self.model = AutoModel.from_pretrained(self.path, dtype=getattr(torch, dtype)).to(self.device).eval()
         self.dim = int(self.model.config.hidden_size)
         torch.set_grad_enabled(False)
 
@@ -55,17 +59,21 @@ class Encoder:
         out = np.zeros((len(ids), self.dim), np.float32)
         for s in range(0, len(ids), batch_size):
             pick = order[s:s + batch_size]
-            width = max(len(ids[i]) for i in pick)
-            input_ids = torch.zeros((len(pick), width), dtype=torch.long)
-            mask = torch.zeros((len(pick), width), dtype=torch.long)
-            for row, i in enumerate(pick):
-                input_ids[row, :len(ids[i])] = torch.tensor(ids[i])
-                mask[row, :len(ids[i])] = 1
-            hidden = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
-            m = mask.to(self.device).unsqueeze(-1).to(hidden.dtype)
+            input_ids, mask = (torch.from_numpy(a).to(self.device, non_blocking=True) for a in padded(ids, pick))
+            hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state.float()
+            m = mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
-            out[pick] = torch.nn.functional.normalize(pooled, p=2, dim=1).float().cpu().numpy()
+            out[pick] = torch.nn.functional.normalize(pooled, p=2, dim=1).cpu().numpy()
         return out
+
+
+def padded(ids: list[list[int]], pick: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(input ids, attention mask) of the documents ``pick``, right-padded with 0 to the longest."""
+    lens = np.fromiter((len(ids[i]) for i in pick), np.int64, len(pick))
+    mask = np.arange(int(lens.max(initial=1)))[None, :] < lens[:, None]
+    input_ids = np.zeros(mask.shape, np.int64)
+    input_ids[mask] = np.concatenate([np.asarray(ids[i], np.int64) for i in pick]) if lens.sum() else []
+    return input_ids, mask.astype(np.int64)
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iterations: int = 25,
