@@ -25,8 +25,10 @@ after each measurement (``bench/gpu_run.sh`` runs this on the device machine).
 from __future__ import annotations
 
 import argparse
+import gc
 import gzip
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -121,17 +123,32 @@ def plain(model: Path, convs: list, a, batch_size: int, gpu: GpuSampler) -> tupl
     return seconds, out
 
 
-def through_stage(model: Path, table, a, batch_size: int, gpu: GpuSampler) -> tuple[float, int]:
+def timed_generate(lm) -> list:
+    """Wraps ``lm.generate`` to add its seconds to the returned one-item list."""
+    spent, inner = [0.0], lm.generate
+
+    def generate(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - t0
+    lm.generate = generate
+    return spent
+
+
+def through_stage(model: Path, table, a, batch_size: int, gpu: GpuSampler, n: int) -> tuple[float, int]:
     import pyarrow.compute as pc
 
     stage = make_stage(model, a, batch_size)
     reqs = stage.requests(table)
     stage.generate(reqs.slice(0, batch_size))   # warm-up (loads the model)
+    in_generate = timed_generate(stage.backend().model)
     sync()
     torch_peak_gib()
     with gpu:
         t0 = time.perf_counter()
-        generated = stage.generate(reqs.slice(0, a.requests))
+        generated = stage.generate(reqs.slice(0, n))
         rows = stage.documents(generated)
         sync()
         seconds = time.perf_counter() - t0
@@ -139,7 +156,8 @@ def through_stage(model: Path, table, a, batch_size: int, gpu: GpuSampler) -> tu
     if len(errors):
         print(f"stage: {len(errors)} requests failed, first: {errors[0]}", flush=True)
     stage._backend = None
-    print(f"stage: {rows.num_rows} synthetic rows from {generated.num_rows} requests", flush=True)
+    print(f"stage: {rows.num_rows} synthetic rows from {generated.num_rows} requests; {in_generate[0]:.2f} s of "
+          f"{seconds:.2f} s in model.generate", flush=True)
     return seconds, int(pc.sum(generated["gen_output_tokens"]).as_py())
 
 
@@ -150,6 +168,9 @@ def main() -> None:
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--batch-sizes", default="16,64")
     p.add_argument("--requests", type=int, default=128)
+    p.add_argument("--batches", type=int, help="requests per measurement = this many batches (else --requests)")
+    p.add_argument("--repeats", type=int, default=1, help="measure each mode this many times (medians compared)")
+    p.add_argument("--order", default="plain,stage")
     p.add_argument("--max-tokens", type=int, default=256)
     p.add_argument("--max-input-tokens", type=int, default=512)
     a = p.parse_args()
@@ -162,25 +183,29 @@ def main() -> None:
     model = build_model(work / "model", a.shape, texts[:200], getattr(torch, a.dtype))
     build_seconds = time.perf_counter() - t0
     table = documents_table(texts)
+    sizes = [int(x) for x in a.batch_sizes.split(",")]
+    counts = {bs: bs * a.batches if a.batches else a.requests for bs in sizes}
     stage = make_stage(model, a, 16)
-    reqs = stage.requests(table).slice(0, a.requests)
+    reqs = stage.requests(table).slice(0, max(counts.values()))
     convs = [json.loads(m) for m in reqs["rq_messages"].to_pylist()]
     res = Results("gpu_rephrase.json", {
         "device": torch.cuda.get_device_name(0) if a.device.startswith("cuda") else "cpu", "torch": torch.__version__,
         "shape": a.shape, "args": vars(a), "model_build_seconds": round(build_seconds, 1)})
-    gpu = GpuSampler()
-    for bs in [int(x) for x in a.batch_sizes.split(",")]:
-        for mode, fn in (("plain", lambda bs=bs: plain(model, convs, a, bs, gpu)),
-                         ("stage", lambda bs=bs: through_stage(model, table, a, bs, gpu))):
-            seconds, tokens = fn()
-            res.add({"mode": mode, "batch_size": bs, "seconds": round(seconds, 2), "output_tokens": tokens,
-                     "tokens_per_second": round(tokens / seconds, 1), "gpu_util_pct": gpu.util,
-                     "gpu_memory_mib": gpu.memory_mib, "torch_peak_gib": torch_peak_gib()})
-    results = res.data["results"]
-    for bs in sorted({r["batch_size"] for r in results}):
-        pl, st = (next(r for r in results if r["batch_size"] == bs and r["mode"] == m) for m in ("plain", "stage"))
-        print(f"batch {bs}: stage {st['tokens_per_second']:,.0f} vs plain {pl['tokens_per_second']:,.0f} output tokens/s "
-              f"-> {st['tokens_per_second'] / pl['tokens_per_second']:.2f}x")
+    gpu = GpuSampler(every=0.5)
+    for bs in sizes:
+        n = counts[bs]
+        for repeat in range(a.repeats):
+            for mode in a.order.split(","):
+                gc.collect()
+                seconds, tokens = (plain(model, convs[:n], a, bs, gpu) if mode == "plain"
+                                   else through_stage(model, table, a, bs, gpu, n))
+                res.add({"mode": mode, "batch_size": bs, "repeat": repeat, "requests": n, "seconds": round(seconds, 2),
+                         "output_tokens": tokens, "tokens_per_second": round(tokens / seconds, 1),
+                         "gpu_util_pct": gpu.util, "gpu_memory_mib": gpu.memory_mib, "torch_peak_gib": torch_peak_gib()})
+    for bs in sizes:
+        pl, st = (statistics.median(r["tokens_per_second"] for r in res.data["results"]
+                                    if r["batch_size"] == bs and r["mode"] == m) for m in ("plain", "stage"))
+        print(f"batch {bs}: stage {st:,.0f} vs plain {pl:,.0f} output tokens/s (medians) -> {st / pl:.2f}x")
     print(f"wrote {res.path}")
 
 

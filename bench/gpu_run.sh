@@ -5,6 +5,7 @@
 # after, here: pydantic's wheels for that machine's Python 3.12 in .whl/ (the rephrase stage's
 # params; the machine has no network) and all-MiniLM-L6-v2 in float16 in bench/_work/minilm.
 # bench/README.md ("GPU checks") says how to make both. Smoke run anywhere: SMOKE=1 bash bench/gpu_run.sh
+# ONLY=quality|rephrase runs one; QUALITY_ARGS / REPHRASE_ARGS replace a script's arguments.
 set -u
 OUT=${OUT:-bench/_work/gpu}
 mkdir -p "$OUT"
@@ -20,6 +21,11 @@ if [ "${SMOKE:-0}" = 1 ]; then
   Q="--docs 200 --device cpu --dtypes float32,bfloat16"
   R="--shape tiny --device cpu --dtype float32 --requests 16 --max-tokens 8"
 fi
-timeout "${QUALITY_LIMIT:-150}" $PY bench/gpu_quality.py ${Q:-} 2>&1 | tee "$OUT/gpu_quality.log"
-timeout "${REPHRASE_LIMIT:-330}" $PY bench/gpu_rephrase.py ${R:-} 2>&1 | grep -v "Loading weights" | tee "$OUT/gpu_rephrase.log"
+if [ "${ONLY:-quality}" = quality ]; then
+  timeout "${QUALITY_LIMIT:-150}" $PY bench/gpu_quality.py ${QUALITY_ARGS:-${Q:-}} 2>&1 | tee "$OUT/gpu_quality.log"
+fi
+if [ "${ONLY:-rephrase}" = rephrase ]; then
+  timeout "${REPHRASE_LIMIT:-330}" $PY bench/gpu_rephrase.py ${REPHRASE_ARGS:-${R:-}} 2>&1 | grep -v "Loading weights" \
+    | tee "$OUT/gpu_rephrase.log"
+fi
 echo "gpu_run.sh done in ${SECONDS}s"
