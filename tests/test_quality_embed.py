@@ -93,3 +93,31 @@ def test_a_head_of_the_wrong_dimension_is_a_config_error(tmp_path, embed_model):
     proc = subprocess.run(tokenmill_cmd("run", str(config)), capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert proc.returncode == 2 and "stages[0].model_path" in proc.stderr and "10 dimensions" in proc.stderr, proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_padded_micro_batches_hold_each_document_and_its_mask():
+    from tokenmill.stages.quality.embed_model import padded
+
+    ids = [[101, 7, 102], [101, 102], [], [101, 5, 6, 7, 102]]
+    input_ids, mask = padded(ids, np.array([3, 0, 2]))
+    assert input_ids.tolist() == [[101, 5, 6, 7, 102], [101, 7, 102, 0, 0], [0, 0, 0, 0, 0]]
+    assert mask.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [0, 0, 0, 0, 0]]
+    assert padded([[], []], np.array([0, 1]))[0].shape == (2, 1)   # nothing to encode: one pad column
+
+
+def test_half_precision_embeddings_stay_at_the_float32_ones():
+    """bfloat16 weights (what a GPU's float16 default stands for on CPU) move each embedding by
+    little: pooling and normalisation run in float32; sorted and unsorted give the same rows."""
+    from tokenmill.stages.quality.embed_model import Encoder
+
+    texts = ["a short one", "The committee met on Tuesday to review the budget for the coming year. " * 6,
+             "Photosynthesis turns light into chemical energy in plants.", ""]
+    full = Encoder(dtype="float32")
+    full.load_model()
+    ids = full.tokens(texts)
+    ref = full.embed(ids, batch_size=2, by_length=False)
+    assert np.allclose(full.embed(ids, batch_size=3, by_length=True), ref, atol=1e-5)
+    half = Encoder(dtype="bfloat16")
+    half.load_model()
+    cos = np.sum(half.embed(ids, batch_size=2) * ref, axis=1)
+    assert cos.min() > 0.995 and np.allclose(np.linalg.norm(ref, axis=1), 1, atol=1e-5), cos

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from typing import Optional
+from typing import Literal, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -35,8 +35,12 @@ class EmbedParams(RuleParams):
                                         "with, else the bundled all-MiniLM-L6-v2)")
     max_tokens: Optional[int] = Field(None, ge=8, le=8192, description="tokens of each document the encoder sees "
                                       "(default: as trained, 256)")
-    micro_batch: int = Field(64, ge=1, description="documents per encoder call")
+    micro_batch: Optional[int] = Field(None, ge=1, description="documents per encoder call (default: 256 on a GPU, "
+                                       "64 on CPU: the fastest of each, measured by bench/gpu_quality.py)")
     sort_by_length: bool = Field(True, description="run a batch's documents in order of length (less padding)")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="the encoder's weights (auto: float16 on a GPU, 2.9x float32 on an H200 with embeddings "
+        "at cosine >= 0.99999 to float32's; float32 on CPU)")
 
     @staticmethod
     def check(params: EmbedParams):
@@ -129,10 +133,11 @@ class QualityEmbed(QualityFilter):
         device = "cuda" if (self.resources.num_gpus or 0) > 0 and torch.cuda.is_available() else "cpu"
         if device == "cpu":
             torch.set_num_threads(max(1, int(self.resources.num_cpus or 1)))
-        self.encoder = Encoder(local_copy(encoder_of(self.params, info)), device=device)
+        self.encoder = Encoder(local_copy(encoder_of(self.params, info)), device=device, dtype=self.params.dtype)
         self.encoder.load_model()
+        self.micro_batch = self.params.micro_batch or (256 if device == "cuda" else 64)
 
     def scores(self, batch: pa.Table) -> np.ndarray:
         ids = batch[TOKENS].to_pylist()
-        emb = self.encoder.embed(ids, self.params.micro_batch, by_length=self.params.sort_by_length)
+        emb = self.encoder.embed(ids, self.micro_batch, by_length=self.params.sort_by_length)
         return head_scores(emb, self.w, self.b)
