@@ -1,0 +1,1 @@
+"""Text encoders shared by the stages that embed documents (quality_embed, semantic_dedup)."""

