@@ -192,3 +192,35 @@ def test_a_bad_semantic_config_fails_before_any_work(tmp_path, pages_file, stage
     with pytest.raises(ConfigError, match=key.split(".")[0]):
         build_pipeline(_config(pages_file, tmp_path / "out", **stage))
     assert not (tmp_path / "out").exists()
+
+
+def test_d4_drops_the_most_prototypical_of_each_cluster_with_a_floor():
+    from tokenmill.stages.semantic import diversify
+
+    assert [diversify.dropped_count(n, 0.8, 1) for n in (1, 2, 5, 10, 11)] == [0, 0, 1, 2, 2]
+    assert diversify.dropped_count(3, 0.1, 0) == 2 and diversify.dropped_count(3, 0.1, 2) == 1
+    n = 6
+    rows = pa.table({"row_key": [f"f:{i}" for i in range(n)], "id": [f"d{i}" for i in range(n)], "url": pa.nulls(n, pa.string()),
+                     "node": pa.array(range(n), pa.int64()), "_group": pa.array([7] * n, pa.int64()),
+                     diversify.DKEY: pa.array([1, 1, 1, 1, 2, 2], pa.int64()),
+                     steps.COS: pa.array([0.5, 0.9, 0.7, 0.9, 0.2, 0.3], pa.float32()),
+                     "sem_max_sim": pa.array([0.1] * n, pa.float32())})
+    out = {r["_id"]: r["reject_reason"] for r in diversify.prune(rows, keep=0.5, floor=1).to_pylist()}
+    # cluster 1: the two closest to the centroid go (a tie at 0.9: the later, d3, first); cluster 2: one of two
+    assert out == {"d0": None, "d1": diversify.REASON, "d2": None, "d3": diversify.REASON, "d4": None,
+                   "d5": diversify.REASON}
+
+
+def test_d4_after_dedup_prunes_a_share_of_the_survivors(pages_file, tmp_path, local_run):
+    run = run_pipeline(build_pipeline(_config(pages_file, tmp_path / "out", eps=0.1,
+                                              diversify={"keep": 0.75, "docs_per_cluster": 10})),
+                       progress=False, engine="local", num_cpus=1)
+    got = _outcome(tmp_path / "out")
+    dedup_only = _outcome(local_run[0])
+    figures = run.report["global_steps"]["semantic_dedup"]["diversify"]
+    survivors = [i for i, (r, _) in dedup_only.items() if r is None]
+    pruned = [i for i, (r, _) in got.items() if r == "semantic_prototype"]
+    assert figures["survivors"]["en"] == len(survivors) and figures["pruned"]["en"] == len(pruned)
+    assert 0.2 * len(survivors) <= len(pruned) <= 0.25 * len(survivors) and set(pruned) <= set(survivors)
+    assert {i: r for i, (r, _) in got.items() if r != "semantic_prototype"} == {i: r for i, (r, _) in dedup_only.items()
+                                                                            if i not in pruned}

@@ -1,7 +1,7 @@
 """The ``semantic_dedup`` stage's parameters (validated before any work)."""
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -39,4 +39,6 @@ class SemanticParams(BaseModel):
         "SemDeDup's default) | easy (closest first) | first (input order) | quality_score (highest first)")
     scope: Literal["language", "global"] = "language"
     seed: int = Field(0, ge=0)
+    diversify: Optional[DiversifyParams] = Field(None, description="D4: after dedup, re-cluster the survivors "
+                                                 "and drop each cluster's most prototypical documents")
     report_top: int = Field(10, ge=0, le=1000, description="largest clusters listed in the report")

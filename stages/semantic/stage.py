@@ -22,7 +22,7 @@ from tokenmill.engine.schema import set_column
 from tokenmill.engine.stage import GlobalStage, Resources, register_stage
 from tokenmill.stages.embed.encoders import make_encoder
 
-from . import steps, vectors
+from . import diversify, steps, vectors
 from .kmeans import clusters_for
 from .params import EPS_REPORTED, SemanticParams
 from .steps import EMBEDDING, GROUP, LANGUAGE, MAX_SIM, REASON_PREFIX
@@ -60,7 +60,8 @@ class SemanticDedup(GlobalStage):
 
     @classmethod
     def report_reason(cls, reasons: pa.Array) -> pa.Array:
-        """Every ``semantic_duplicate_of:<id>`` is counted as ``semantic_duplicate``."""
+        """Every ``semantic_duplicate_of:<id>`` is counted as ``semantic_duplicate`` (and D4's
+        ``semantic_prototype`` as it is)."""
         dup = pc.starts_with(pc.fill_null(reasons, ""), REASON_PREFIX)
         return pc.if_else(dup, pa.scalar("semantic_duplicate"), reasons)
 
@@ -117,7 +118,29 @@ class SemanticDedup(GlobalStage):
                                                     keep=p.keep, block=p.block))
         figures = {"clusters": {groups[g][0]: ks[g] for g in sorted(groups)}, "giant_clusters_split": split,
                    **self._report(ops, decided, groups)}
+        if p.diversify:
+            decided, figures["diversify"] = self._diversify(ops, assigned, decided, groups)
         return ops.map(decided, steps.decisions), figures
+
+    def _diversify(self, ops, assigned, decided, groups: dict) -> tuple[object, dict]:
+        """D4: the survivors re-clustered per language; each cluster's most prototypical dropped."""
+        p, d = self.params, self.params.diversify
+        alive = ops.materialize(ops.partition_map([assigned, decided], steps.KEY, diversify.survivors))
+        counts = steps.sum_counts(ops.collect(ops.map(alive, steps.group_counts)), [GROUP, LANGUAGE])
+        alive_n = {int(g): int(n) for g, n in zip(counts[GROUP].to_pylist(), counts["n"].to_pylist())}
+        ks = {g: clusters_for(n, "auto", d.docs_per_cluster) for g, n in alive_n.items()}
+        rates = {g: p.sample_per_cluster * ks[g] / n for g, n in alive_n.items()}
+        sample = ops.collect(ops.map(alive, steps.sample_rows, rates=rates))
+        centroids = steps.fit_groups(sample, ks, GROUP, p.seed + 2, p.kmeans_iterations)
+        alive = ops.map(ops.map(alive, steps.assign_rows, centroids=centroids, out="_dcluster"), diversify.with_dkey)
+        pruned = ops.materialize(ops.partition_map([alive], diversify.DKEY, diversify.prune, keep=d.keep,
+                                                   floor=d.min_per_cluster))
+        tally = ops.collect(ops.map(pruned, diversify.pruned_counts))
+        tally = tally.group_by([GROUP]).aggregate([("n", "sum"), ("gone", "sum")]).to_pylist()
+        figures = {"clusters": {groups[g][0]: k for g, k in sorted(ks.items())},
+                   "pruned": {groups[t[GROUP]][0]: t["gone_sum"] for t in tally},
+                   "survivors": {groups[t[GROUP]][0]: t["n_sum"] for t in tally}}
+        return ops.union([ops.map(decided, diversify.removed_only), pruned]), figures
 
     def _split_giants(self, ops, assigned) -> tuple[object, int]:
         """Clusters above ``max_cluster`` re-clustered by a second k-means (sample, fit, assign)."""
