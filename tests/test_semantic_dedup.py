@@ -224,3 +224,28 @@ def test_d4_after_dedup_prunes_a_share_of_the_survivors(pages_file, tmp_path, lo
     assert 0.2 * len(survivors) <= len(pruned) <= 0.25 * len(survivors) and set(pruned) <= set(survivors)
     assert {i: r for i, (r, _) in got.items() if r != "semantic_prototype"} == {i: r for i, (r, _) in dedup_only.items()
                                                                             if i not in pruned}
+
+
+def test_a_later_run_removes_copies_of_what_earlier_runs_kept(shared_data, tmp_path):
+    rows = _pages(shared_data, n=60)
+    originals = [r for r in rows if not r["id"].endswith("~copy")]
+    copies = [r for r in rows if r["id"].endswith("~copy")]
+    fresh = [json.loads(line) for line in list(open(shared_data / "web_dev.jsonl", encoding="utf-8"))[100:130]]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in originals))
+    (tmp_path / "b.jsonl").write_text("".join(json.dumps({"id": r["id"], "text": r["text"]}) + "\n"
+                                              for r in copies[:30] + fresh))
+    index = tmp_path / "index"
+    run_pipeline(build_pipeline(_config(tmp_path / "a.jsonl", tmp_path / "A", eps=0.1, index={"write": str(index)})),
+                 progress=False, engine="local", num_cpus=1)
+    kept_a = {i for i, (r, _) in _outcome(tmp_path / "A").items() if r is None}
+    assert len(list(index.glob("run=*/_SUCCESS"))) == 1
+    cfg_b = _config(tmp_path / "b.jsonl", tmp_path / "B", eps=0.1, index={"read": [str(index)], "write": str(index)})
+    result = run_pipeline(build_pipeline(cfg_b), progress=False, engine="local", num_cpus=1)
+    got = _outcome(tmp_path / "B")
+    assert set(got) == {r["id"] for r in copies[:30] + fresh}   # decisions for this run's documents only
+    hit = [c["id"] for c in copies[:30] if got[c["id"]][0] == f"{steps.REASON_PREFIX}{c['id'].removesuffix('~copy')}"]
+    assert len(hit) >= 27 and all(c.removesuffix("~copy") in kept_a for c in hit)
+    assert sum(1 for r in fresh if got[r["id"]][0]) <= 1
+    figures = result.report["global_steps"]["semantic_dedup"]
+    assert figures["indexed_runs"] == 1 and len(list(index.glob("run=*/_SUCCESS"))) == 2
+    assert run_pipeline(build_pipeline(cfg_b), progress=False, engine="local", num_cpus=1).skipped

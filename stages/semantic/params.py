@@ -5,6 +5,7 @@ from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tokenmill.stages.dedup.band_index import IndexParams
 from tokenmill.stages.embed.encoders import EncoderSpec
 
 EPS_REPORTED = (0.01, 0.02, 0.05, 0.1, 0.2)
@@ -41,4 +42,6 @@ class SemanticParams(BaseModel):
     seed: int = Field(0, ge=0)
     diversify: Optional[DiversifyParams] = Field(None, description="D4: after dedup, re-cluster the survivors "
                                                  "and drop each cluster's most prototypical documents")
+    index: IndexParams = Field(default_factory=IndexParams, description="across runs: write this run's kept "
+                               "embeddings (index.write), dedup against earlier runs' (index.read)")
     report_top: int = Field(10, ge=0, le=1000, description="largest clusters listed in the report")

@@ -18,11 +18,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tokenmill.engine.io.storage import Storage
 from tokenmill.engine.schema import set_column
 from tokenmill.engine.stage import GlobalStage, Resources, register_stage
+from tokenmill.stages.dedup.index_store import (
+    commit_marker,
+    compact,
+    index_figures,
+    index_folders,
+    index_state,
+    own_position,
+    run_folder,
+)
 from tokenmill.stages.embed.encoders import make_encoder
 
-from . import diversify, steps, vectors
+from . import diversify, index, steps, vectors
 from .kmeans import clusters_for
 from .params import EPS_REPORTED, SemanticParams
 from .steps import EMBEDDING, GROUP, LANGUAGE, MAX_SIM, REASON_PREFIX
@@ -56,7 +66,15 @@ class SemanticDedup(GlobalStage):
 
     @classmethod
     def path_params(cls, raw: dict) -> tuple[str, ...]:
-        return ("encoder.path",)
+        return ("encoder.path", "index.write", "index.read")
+
+    @classmethod
+    def incremental(cls, params: SemanticParams, folder: str) -> SemanticParams:
+        return params.model_copy(update={"index": params.index.or_default(folder)})
+
+    def external_state(self, run_id: str) -> list:
+        """The embedding indexes this run reads (their committed runs, but for its own)."""
+        return index_state(self.params.index.read, exclude=run_id)
 
     @classmethod
     def report_reason(cls, reasons: pa.Array) -> pa.Array:
@@ -112,12 +130,19 @@ class SemanticDedup(GlobalStage):
         rates = {g: p.sample_per_cluster * ks[g] / groups[g][1] for g in groups}
         sample = ops.collect(ops.map(rows, steps.sample_rows, rates=rates))
         centroids = steps.fit_groups(sample, ks, GROUP, p.seed, p.kmeans_iterations)
-        assigned = ops.materialize(ops.map(ops.map(rows, steps.assign_rows, centroids=centroids), steps.cluster_ids))
+        merged = compact(ops, p.index.write, exclude=ops.run_id) if p.index.write else {}
+        folders = index_folders(p.index.read, exclude=ops.run_id)
+        both = self._with_indexed(ops, rows, folders, sorted(groups))
+        assigned = ops.materialize(ops.map(ops.map(both, steps.assign_rows, centroids=centroids), steps.cluster_ids))
         assigned, split = self._split_giants(ops, assigned)
         decided = ops.materialize(ops.partition_map([assigned], steps.KEY, steps.dedup_clusters, eps=p.eps,
                                                     keep=p.keep, block=p.block))
         figures = {"clusters": {groups[g][0]: ks[g] for g in sorted(groups)}, "giant_clusters_split": split,
                    **self._report(ops, decided, groups)}
+        if p.index.read or p.index.write:
+            figures.update({**merged, **index_figures(folders, ops.run_id)})
+        if p.index.write:
+            self._write_index(ops, assigned, decided)
         if p.diversify:
             decided, figures["diversify"] = self._diversify(ops, assigned, decided, groups)
         return ops.map(decided, steps.decisions), figures
@@ -141,6 +166,22 @@ class SemanticDedup(GlobalStage):
                    "pruned": {groups[t[GROUP]][0]: t["gone_sum"] for t in tally},
                    "survivors": {groups[t[GROUP]][0]: t["n_sum"] for t in tally}}
         return ops.union([ops.map(decided, diversify.removed_only), pruned]), figures
+
+    def _with_indexed(self, ops, rows, folders: list, groups: list[int]):
+        """This run's key rows, and those of earlier runs' kept documents of its groups."""
+        extra = self.columns_needed(self.params)
+        tables = [ops.map(ops.read_parquet(files), index.indexed_rows, run_no=i, groups=groups, extra=extra,
+                          own=own_position(f, ops.run_id)) for i, f in enumerate(folders) if (files := f.files())]
+        mine = ops.map(rows, index.new_rows, extra=extra)
+        return ops.union([mine, *tables]) if tables else mine
+
+    def _write_index(self, ops, assigned, decided) -> None:
+        """This run's kept documents' embeddings under index.write (committed by a marker)."""
+        folder = run_folder(self.params.index.write, ops.run_id)
+        store = Storage(folder)
+        store.rm(store.root)
+        ops.write_parquet(ops.partition_map([assigned, decided], steps.KEY, index.kept_rows), folder)
+        commit_marker(store)
 
     def _split_giants(self, ops, assigned) -> tuple[object, int]:
         """Clusters above ``max_cluster`` re-clustered by a second k-means (sample, fit, assign)."""
@@ -170,6 +211,9 @@ class SemanticDedup(GlobalStage):
         out = {"removal_share_at_eps": share}
         if p.report_top:
             top = ops.collect(ops.map(decided, steps.largest, top=p.report_top))
+            if top.num_rows == 0:
+                return {**out, "largest_clusters": []}
+            top = steps.largest(top.rename_columns([steps.KEY, GROUP, "_size"]), p.report_top)
             top = top.take(pc.sort_indices(top, [("_size", "descending"), (steps.KEY, "ascending")])).slice(0, p.report_top)
             ex = ops.collect(ops.map(decided, steps.examples, ckeys=top[steps.KEY].to_pylist(), per=3))
             out["largest_clusters"] = [_cluster_view(k, g, size, ex, groups) for k, g, size in
@@ -179,7 +223,7 @@ class SemanticDedup(GlobalStage):
 
 def _cluster_view(key: int, group: int, size: int, ex: pa.Table, groups: dict) -> dict:
     rows = ex.filter(pc.equal(ex[steps.KEY], key))
-    rows = rows.take(pc.sort_indices(rows, [("_rank", "ascending")])).to_pylist()
+    rows = rows.take(pc.sort_indices(rows, [("_rank", "ascending")])).slice(0, 3).to_pylist()
     return {"language": groups[group][0], "size": size, "examples": [{"id": r["_id"], "url": r["_url"], "max_sim": round(float(r[MAX_SIM]), 4),
                                            "removed": r["reject_reason"] is not None} for r in rows]}
 

@@ -127,11 +127,14 @@ def keep_order(rows: pa.Table, keep: str) -> pa.Table:
     rows = with_input_order(rows)
     rule = {"hard": [(COS, "ascending")], "easy": [(COS, "descending")], "first": [],
             "quality_score": [("quality_score", "descending")]}[keep]
-    return rows.take(pc.sort_indices(rows, sort_keys=[(KEY, "ascending"), *rule, *input_order_keys()]))
+    first = [("_indexed", "descending")] if "_indexed" in rows.column_names else []   # earlier runs' documents
+    return rows.take(pc.sort_indices(rows, sort_keys=[(KEY, "ascending"), *first, *rule, *input_order_keys()]))
 
 
 def dedup_clusters(rows: Optional[pa.Table], eps: float, keep: str, block: int) -> pa.Table:
-    """One partition: every row's ``sem_max_sim`` and, for the removed, ``semantic_duplicate_of:<kept id>``."""
+    """One partition: every new row's ``sem_max_sim`` and, for the removed,
+    ``semantic_duplicate_of:<kept id>``. Rows of earlier runs (``_indexed``) come first in their
+    cluster, count as earlier documents and are never removed nor decided on."""
     if rows is None or rows.num_rows == 0:
         return DECIDED.empty_table()
     rows = keep_order(rows, keep)
@@ -139,24 +142,26 @@ def dedup_clusters(rows: Optional[pa.Table], eps: float, keep: str, block: int) 
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
     ends = np.r_[starts[1:], len(keys)]
     x = vectors.decode(rows[EMBEDDING], embedding_dim(rows[EMBEDDING]))
+    indexed = (rows["_indexed"].to_numpy(zero_copy_only=False) if "_indexed" in rows.column_names
+               else np.zeros(len(keys), bool))
     best = np.zeros(len(keys), np.float32)
+    gone = np.zeros(len(keys), bool)
     root = np.arange(len(keys))
     rank = np.zeros(len(keys), np.int32)
     size = np.zeros(len(keys), np.int32)
     for s, e in zip(starts, ends):
-        b, arg = semdedup.max_similarity(x[s:e], block)
-        best[s:e] = b
-        root[s:e] = s + semdedup.kept_of(arg, semdedup.removed(b, eps))
+        best[s:e], arg = semdedup.max_similarity(x[s:e], block)
+        gone[s:e] = semdedup.removed(best[s:e], eps) & ~indexed[s:e]
+        root[s:e] = s + semdedup.kept_of(arg, gone[s:e])
         rank[s:e] = np.arange(e - s)
         size[s:e] = e - s
-    gone = semdedup.removed(best, eps)
     ids = rows["id"].combine_chunks()
     reasons = pc.binary_join_element_wise(pa.scalar(REASON_PREFIX), pc.take(ids, pa.array(root)).cast(pa.string()), "")
     reasons = pc.if_else(pa.array(gone), reasons, pa.scalar(None, pa.string()))
     url = rows["url"] if "url" in rows.column_names else pa.nulls(rows.num_rows, pa.string())
-    return pa.table([rows["row_key"], reasons, pa.array(best, pa.float32()), rows["node"], rows[GROUP], rows[KEY],
-                     ids.cast(pa.string()), url, pa.array(rank, pa.int32()), pa.array(size, pa.int32())],
-                    schema=DECIDED)
+    out = pa.table([rows["row_key"], reasons, pa.array(best, pa.float32()), rows["node"], rows[GROUP], rows[KEY],
+                    ids.cast(pa.string()), url, pa.array(rank, pa.int32()), pa.array(size, pa.int32())], schema=DECIDED)
+    return out.filter(pa.array(~indexed)) if indexed.any() else out
 
 
 def decisions(decided: pa.Table) -> pa.Table:
@@ -180,12 +185,17 @@ def eps_counts(decided: pa.Table, eps_list: tuple) -> pa.Table:
 
 
 def examples(decided: pa.Table, ckeys: list[int], per: int) -> pa.Table:
-    """The first ``per`` documents (in keep order) of the clusters ``ckeys``."""
-    mask = pc.and_(pc.is_in(decided[KEY], pa.array(ckeys, pa.int64())), pc.less(decided["_rank"], per))
-    return decided.filter(mask).select([GROUP, KEY, "_rank", "_size", "_id", "_url", MAX_SIM, "reject_reason"])
+    """The first ``per`` documents (in keep order) of the clusters ``ckeys`` in this block."""
+    rows = decided.filter(pc.is_in(decided[KEY], pa.array(ckeys, pa.int64())))
+    rows = rows.take(pc.sort_indices(rows, [(KEY, "ascending"), ("_rank", "ascending")]))
+    keys = rows[KEY].to_numpy()
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, np.int64)
+    position = np.arange(len(keys)) - np.repeat(starts, np.diff(np.r_[starts, len(keys)]))
+    return rows.filter(pa.array(position < per)).select([GROUP, KEY, "_rank", "_size", "_id", "_url", MAX_SIM,
+                                                          "reject_reason"])
 
 
 def largest(decided: pa.Table, top: int) -> pa.Table:
-    """Each block's ``top`` largest clusters (key, group, size), from their first member."""
-    firsts = decided.filter(pc.equal(decided["_rank"], 0)).select([KEY, GROUP, "_size"])
-    return firsts.take(pc.sort_indices(firsts, [("_size", "descending"), (KEY, "ascending")])).slice(0, top)
+    """Each block's ``top`` largest clusters: (key, group, size)."""
+    sizes = decided.group_by([KEY, GROUP]).aggregate([("_size", "max")]).rename_columns([KEY, GROUP, "_size"])
+    return sizes.take(pc.sort_indices(sizes, [("_size", "descending"), (KEY, "ascending")])).slice(0, top)
