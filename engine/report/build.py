@@ -218,6 +218,7 @@ in {report['wall_seconds']:.1f} s. Fingerprint <code>{report['fingerprint'][:12]
 <h2>Languages kept ({unit})</h2>{langs}
 {_quality_section(report.get("quality_scores", {}))}
 {_counts_html(report.get("stage_counts", {}))}
+{_global_html(report.get("global_steps", {}))}
 {measures_html(report.get("measures", {}))}
 {generated_html(report.get("generated", {}))}
 {_incremental_html(report.get("incremental"), unit)}
@@ -234,6 +235,31 @@ def _counts_html(stage_counts: dict) -> str:
         rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_cell(v))}</td></tr>" for k, v in view.items())
         parts.append(f"<h3>{html.escape(stage)}</h3><table>{rows}</table>")
     return "".join(parts)
+
+
+def _global_html(steps: dict) -> str:
+    """What each global step reported (clusters, removal shares at other thresholds, the largest
+    clusters with example documents), a table per step; a table of tables for nested figures."""
+    shown = {name: figures for name, figures in steps.items() if figures}
+    if not shown:
+        return ""
+    parts = ["<h2>Global steps</h2>"]
+    for name, figures in shown.items():
+        parts.append(f"<h3>{html.escape(name)}</h3>{_figures_table(figures)}")
+    return "".join(parts)
+
+
+def _figures_table(figures: dict) -> str:
+    rows = []
+    for key, value in figures.items():
+        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+            cell = _figures_table(value)          # e.g. removal share at each eps, per language
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            cell = "<ol>" + "".join(f"<li>{html.escape(_cell(v))}</li>" for v in value[:20]) + "</ol>"
+        else:
+            cell = html.escape(_cell(value))
+        rows.append(f"<tr><td>{html.escape(str(key))}</td><td style='text-align:left'>{cell}</td></tr>")
+    return f"<table>{''.join(rows)}</table>"
 
 
 def _cell(value) -> str:
