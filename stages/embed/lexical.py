@@ -1,0 +1,159 @@
+"""The ``lexical`` encoder: hashed TF-IDF token n-grams and a small ReLU network (NumPy/SciPy only).
+
+A folder written by ``tokenmill train-embedder`` (``train_embedder.py``) holds ``embedder.json``
+(dim, n-gram orders, buckets, max_tokens, teacher...), ``weights.npz`` (``idf`` and the layers
+``w0, b0, w1, b1, ...``) and ``tokenizer.json`` (the teacher's, read with ``tokenizers``).
+A text becomes the teacher tokenizer's ids of its first ``max_tokens`` tokens; its n-grams of ids
+(unigrams: the id itself, longer ones hashed) fall into ``buckets`` columns; sublinear TF x IDF,
+L2-normalised, is a sparse row. The layers map it (ReLU between them) to ``dim``, L2-normalised.
+No torch and no transformers at inference.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import scipy.sparse as sp
+
+CONFIG_FILE = "embedder.json"
+WEIGHTS_FILE = "weights.npz"
+TOKENIZER_FILE = "tokenizer.json"
+FORMAT_VERSION = 1
+#: characters kept per token asked for before tokenizing (a text is cut first: tokenizing whole
+#: long documents to keep their first tokens is most of the time otherwise)
+CHARS_PER_TOKEN = 12
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+_STEP = np.uint64(1_000_003)
+
+
+def load_tokenizer(path: str):
+    """The tokenizer at ``path`` without its own truncation and padding."""
+    from tokenizers import Tokenizer
+
+    try:
+        tok = Tokenizer.from_file(path)
+    except Exception as e:   # tokenizers raises its own Exception type
+        raise ValueError(f"{path}: not a readable tokenizer.json ({e})") from e
+    tok.no_truncation()
+    tok.no_padding()
+    return tok
+
+
+def token_ids(tokenizer, texts: list[str], max_tokens: int) -> list[np.ndarray]:
+    """Ids (no special tokens) of the first ``max_tokens`` tokens of each text."""
+    cut = [t[:max_tokens * CHARS_PER_TOKEN] for t in texts]
+    encs = tokenizer.encode_batch(cut, add_special_tokens=False)
+    return [np.asarray(e.ids[:max_tokens], np.int64) for e in encs]
+
+
+def ngram_counts(ids: list[np.ndarray], orders: tuple[int, ...], buckets: int) -> sp.csr_matrix:
+    """(documents, buckets) n-gram counts: unigram ``i`` in column ``i % buckets``, longer n-grams hashed."""
+    lens = np.fromiter((len(x) for x in ids), np.int64, len(ids))
+    flat = np.concatenate(ids).astype(np.uint64) if lens.sum() else np.zeros(0, np.uint64)
+    doc = np.repeat(np.arange(len(ids)), lens)
+    left = np.repeat(np.cumsum(lens), lens) - np.arange(len(flat))   # tokens from each position to its doc's end
+    rows, cols = [], []
+    for n in orders:
+        ok = np.flatnonzero(left >= n)
+        if n == 1:
+            key = flat[ok]
+        else:
+            key = flat[ok]
+            for k in range(1, n):
+                key = key * _STEP + flat[ok + k]
+            key = (key + np.uint64(n)) * _MIX >> np.uint64(20)
+        rows.append(doc[ok])
+        cols.append((key % np.uint64(buckets)).astype(np.int64))
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    m = sp.csr_matrix((np.ones(len(r), np.float32), (r, c)), shape=(len(ids), buckets))
+    m.sum_duplicates()
+    return m
+
+
+def tfidf(counts: sp.csr_matrix, idf: np.ndarray) -> sp.csr_matrix:
+    """Sublinear TF x IDF, rows L2-normalised (an empty row stays empty)."""
+    x = counts.copy()
+    x.data = ((1.0 + np.log(x.data)) * idf[x.indices]).astype(np.float32)
+    per_row = np.diff(x.indptr)
+    norms = np.sqrt(np.bincount(np.repeat(np.arange(x.shape[0]), per_row), x.data.astype(np.float64) ** 2,
+                                minlength=x.shape[0]))
+    x.data /= np.repeat(np.maximum(norms, 1e-12), per_row).astype(np.float32)
+    return x
+
+
+def fit_idf(counts: sp.csr_matrix) -> np.ndarray:
+    """Smoothed IDF per bucket: ``log((1 + n) / (1 + df)) + 1``."""
+    df = np.bincount(counts.indices, minlength=counts.shape[1])
+    return (np.log((1.0 + counts.shape[0]) / (1.0 + df)) + 1.0).astype(np.float32)
+
+
+def forward(x: sp.csr_matrix, layers: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """The network over sparse rows: ReLU between layers, rows L2-normalised; empty rows give zeros."""
+    h = np.asarray(x @ layers[0][0]) + layers[0][1]
+    for w, b in layers[1:]:
+        h = np.maximum(h, 0.0, out=h) @ w + b
+    norms = np.linalg.norm(h, axis=1, keepdims=True)
+    out = (h / np.maximum(norms, 1e-12)).astype(np.float32)
+    out[np.diff(x.indptr) == 0] = 0.0
+    return out
+
+
+class LexicalEncoder:
+    """An encoder folder of ``train-embedder``; ``spec.max_tokens`` overrides the trained token limit."""
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.dim = 0
+        self.batch_size = spec.batch_size or 256
+
+    def load_model(self) -> None:
+        from tokenmill.stages.fasttext_io import local_copy
+
+        folder = local_copy(self.spec.path)
+        self.config, self.idf, self.layers = read_folder(folder, self.spec.path)
+        self.tokenizer = load_tokenizer(os.path.join(folder, TOKENIZER_FILE))
+        self.dim = int(self.config["dim"])
+        self.max_tokens = int(self.spec.max_tokens or self.config["max_tokens"])
+        self.orders = tuple(int(n) for n in self.config["orders"])
+        self.buckets = int(self.config["buckets"])
+
+    def features(self, texts: list[str]) -> sp.csr_matrix:
+        ids = token_ids(self.tokenizer, texts, self.max_tokens)
+        return tfidf(ngram_counts(ids, self.orders, self.buckets), self.idf)
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), np.float32)
+        for s in range(0, len(texts), self.batch_size):
+            out[s:s + self.batch_size] = forward(self.features(texts[s:s + self.batch_size]), self.layers)
+        return out
+
+
+def read_folder(folder: str, shown: str | None = None) -> tuple[dict, np.ndarray, list]:
+    """(embedder.json, idf, layers) of a lexical encoder folder; a clear error naming the folder."""
+    shown = shown or folder
+    try:
+        with open(os.path.join(folder, CONFIG_FILE)) as fh:
+            config = json.load(fh)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{shown}: no {CONFIG_FILE} (not a folder written by tokenmill train-embedder, "
+                                "or its training did not finish)") from e
+    except ValueError as e:
+        raise ValueError(f"{shown}/{CONFIG_FILE} is not valid JSON: {e}") from e
+    if config.get("kind") != "lexical":
+        raise ValueError(f"{shown}/{CONFIG_FILE}: kind {config.get('kind')!r}, expected 'lexical'")
+    for name in (WEIGHTS_FILE, TOKENIZER_FILE):
+        if not os.path.isfile(os.path.join(folder, name)):
+            raise FileNotFoundError(f"{shown}: {name} is missing (an incomplete lexical encoder folder)")
+    try:
+        with np.load(os.path.join(folder, WEIGHTS_FILE)) as z:
+            idf = z["idf"].astype(np.float32)
+            layers = [(z[f"w{i}"].astype(np.float32), z[f"b{i}"].astype(np.float32))
+                      for i in range(int(config["layers"]))]
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"{shown}/{WEIGHTS_FILE} is unreadable or incomplete: {e}") from e
+    if len(idf) != config["buckets"] or layers[0][0].shape[0] != config["buckets"] or \
+            layers[-1][0].shape[1] != config["dim"]:
+        raise ValueError(f"{shown}/{WEIGHTS_FILE}: shapes do not match {CONFIG_FILE} (buckets {config['buckets']}, "
+                         f"dim {config['dim']})")
+    return config, idf, layers

