@@ -8,7 +8,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from tokenmill.stages.dedup.band_index import IndexParams
 from tokenmill.stages.embed.encoders import EncoderSpec
 
-EPS_REPORTED = (0.01, 0.02, 0.05, 0.1, 0.2)
+EPS_REPORTED = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2)
+#: eps per encoder kind where none is given: the smallest that removed one side of >= 95% (MiniLM)
+#: / >= 90% (lexical) of the copy pairs with word 5-gram Jaccard >= 0.8 of bench/semantic.py's corpus
+#: while removing no more than 2% of its pages without a copy (bench/README.md, issue 25)
+DEFAULT_EPS = {"minilm": 0.2, "hf": 0.2, "lexical": 0.05}
 
 
 class DiversifyParams(BaseModel):
@@ -23,8 +27,9 @@ class DiversifyParams(BaseModel):
 class SemanticParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     encoder: EncoderSpec = Field(default_factory=EncoderSpec)
-    eps: float = Field(0.05, gt=0, lt=1, description="a document whose cosine to an earlier document of its "
-                       "cluster (in keep order) is above 1 - eps is removed")
+    eps: Optional[float] = Field(None, gt=0, lt=1, description="a document whose cosine to an earlier document of "
+                                 "its cluster (in keep order) is above 1 - eps is removed (default: by encoder: "
+                                 f"{DEFAULT_EPS})")
     clusters: Union[Literal["auto"], int] = Field("auto", description="k-means clusters per group (language): "
                                                   "auto = about documents / docs_per_cluster")
     docs_per_cluster: int = Field(10_000, ge=1, description="auto: documents per cluster")
@@ -44,4 +49,7 @@ class SemanticParams(BaseModel):
                                                  "and drop each cluster's most prototypical documents")
     index: IndexParams = Field(default_factory=IndexParams, description="across runs: write this run's kept "
                                "embeddings (index.write), dedup against earlier runs' (index.read)")
+    def eps_for(self) -> float:
+        return self.eps if self.eps is not None else DEFAULT_EPS[self.encoder.kind]
+
     report_top: int = Field(10, ge=0, le=1000, description="largest clusters listed in the report")

@@ -135,9 +135,10 @@ class SemanticDedup(GlobalStage):
         both = self._with_indexed(ops, rows, folders, sorted(groups))
         assigned = ops.materialize(ops.map(ops.map(both, steps.assign_rows, centroids=centroids), steps.cluster_ids))
         assigned, split = self._split_giants(ops, assigned)
-        decided = ops.materialize(ops.partition_map([assigned], steps.KEY, steps.dedup_clusters, eps=p.eps,
+        decided = ops.materialize(ops.partition_map([assigned], steps.KEY, steps.dedup_clusters, eps=p.eps_for(),
                                                     keep=p.keep, block=p.block))
-        figures = {"clusters": {groups[g][0]: ks[g] for g in sorted(groups)}, "giant_clusters_split": split,
+        figures = {"eps": p.eps_for(), "clusters": {groups[g][0]: ks[g] for g in sorted(groups)},
+                   "giant_clusters_split": split,
                    **self._report(ops, decided, groups)}
         if p.index.read or p.index.write:
             figures.update({**merged, **index_figures(folders, ops.run_id)})
