@@ -49,7 +49,7 @@ def fit(x: np.ndarray, k: int, seed: int, iterations: int = 20) -> np.ndarray:
         faiss.omp_set_num_threads(1)   # one thread: sums in one order, the same centroids every time
         try:
             km = faiss.Kmeans(x.shape[1], k, niter=iterations, spherical=True, seed=seed, verbose=False,
-                              max_points_per_centroid=max(256, math.ceil(len(x) / k)))
+                              max_points_per_centroid=max(256, math.ceil(len(x) / k)), min_points_per_centroid=1)
             km.train(np.ascontiguousarray(x, np.float32))
             c = km.centroids
         finally:
