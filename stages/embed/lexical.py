@@ -147,8 +147,8 @@ def read_folder(folder: str, shown: str | None = None) -> tuple[dict, np.ndarray
             raise FileNotFoundError(f"{shown}: {name} is missing (an incomplete lexical encoder folder)")
     try:
         with np.load(os.path.join(folder, WEIGHTS_FILE)) as z:
-            idf = z["idf"].astype(np.float32)
-            layers = [(z[f"w{i}"].astype(np.float32), z[f"b{i}"].astype(np.float32))
+            idf = z["idf"].astype(np.float32, copy=False)
+            layers = [(z[f"w{i}"].astype(np.float32, copy=False), z[f"b{i}"].astype(np.float32))
                       for i in range(int(config["layers"]))]
     except (OSError, ValueError, KeyError) as e:
         raise ValueError(f"{shown}/{WEIGHTS_FILE} is unreadable or incomplete: {e}") from e
