@@ -251,3 +251,33 @@ def test_a_later_run_removes_copies_of_what_earlier_runs_kept(shared_data, tmp_p
     figures = result.report["global_steps"]["semantic_dedup"]
     assert figures["indexed_runs"] == 1 and len(list(index.glob("run=*/_SUCCESS"))) == 2
     assert run_pipeline(build_pipeline(cfg_b), progress=False, engine="local", num_cpus=1).skipped
+
+
+def test_nothing_new_to_keep_or_to_decide_is_no_crash(shared_data, tmp_path):
+    """A run whose every document an earlier run already kept (with D4 on: no survivor to prune),
+    and a run where no document reaches the stage: both finish."""
+    rows = [r for r in _pages(shared_data, n=20) if not r["id"].endswith("~copy")]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "b.jsonl").write_text("".join(json.dumps(dict(r, id=r["id"] + "~again")) + "\n" for r in rows))
+    index = tmp_path / "index"
+    run_pipeline(build_pipeline(_config(tmp_path / "a.jsonl", tmp_path / "A", index={"write": str(index)})),
+                 progress=False, engine="local", num_cpus=1)
+    run = run_pipeline(build_pipeline(_config(tmp_path / "b.jsonl", tmp_path / "B", index={"read": [str(index)]},
+                                              diversify={"keep": 0.5})), progress=False, engine="local", num_cpus=1)
+    got = _outcome(tmp_path / "B")
+    assert all(reason == f"{steps.REASON_PREFIX}{i.removesuffix('~again')}" for i, (reason, _) in got.items())
+    assert run.report["global_steps"]["semantic_dedup"]["diversify"]["pruned"] == {}
+    cfg = _config(tmp_path / "a.jsonl", tmp_path / "C")
+    cfg["stages"].insert(1, {"type": "length_filter", "min_chars": 10**9})
+    empty = run_pipeline(build_pipeline(cfg), progress=False, engine="local", num_cpus=1)
+    assert empty.report["output"]["docs"] == 0
+
+
+def test_centroid_cosines_do_not_depend_on_the_rows_beside_them(embedded):
+    _, x = embedded
+    c = kmeans.fit(x, 3, seed=0)
+    whole = kmeans.assign(x, c)
+    for block in (1, 7):
+        parts = [kmeans.assign(x[s:s + block], c) for s in range(0, len(x), block)]
+        assert np.array_equal(np.concatenate([p[0] for p in parts]), whole[0])
+        assert np.array_equal(np.concatenate([p[1] for p in parts]), whole[1])

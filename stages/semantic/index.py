@@ -12,6 +12,7 @@ of its languages: 2 bytes per dimension per document.
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Optional
 
 import numpy as np
@@ -35,11 +36,17 @@ def indexed_rows(table: pa.Table, run_no: int, groups: list[int], extra: dict, o
     table = without_run(table, own)
     table = table.filter(pc.is_in(table[GROUP], pa.array(groups, pa.int64())))
     n = table.num_rows
-    nodes = indexed_node(np.arange(n, dtype=np.int64), run_no)
+    nodes = indexed_node(stable_ids(table["id"]), run_no)
     out = pa.table({"row_key": pa.nulls(n, pa.string()), "id": table["id"], "url": pa.nulls(n, pa.string()),
                     LANGUAGE: table[LANGUAGE], EMBEDDING: table[EMBEDDING], "node": pa.array(nodes, pa.int64()),
                     GROUP: table[GROUP], INDEXED: pa.array(np.ones(n, bool))})
     return conform(out, extra)
+
+
+def stable_ids(ids) -> np.ndarray:
+    """56-bit ids from the documents' ids: the same on every engine however files form blocks."""
+    return np.array([int.from_bytes(hashlib.blake2b(str(i).encode("utf-8", "surrogatepass"), digest_size=7).digest(),
+                                    "little") for i in ids.to_pylist()], np.int64)
 
 
 def new_rows(rows: pa.Table, extra: dict) -> pa.Table:

@@ -59,12 +59,15 @@ def fit(x: np.ndarray, k: int, seed: int, iterations: int = 20) -> np.ndarray:
 
 
 def assign(x: np.ndarray, centroids: np.ndarray, block: int = 65536) -> tuple[np.ndarray, np.ndarray]:
-    """(nearest centroid, cosine to it) of each row; ties go to the lower centroid."""
+    """(nearest centroid, cosine to it) of each row; ties go to the lower centroid. In float64 and
+    the cosine rounded to 1e-6, so a row's values do not depend on the rows computed beside it
+    (a map block differs between engines; the keep order sorts by this cosine)."""
     n = len(x)
     labels = np.zeros(n, np.int32)
     cos = np.zeros(n, np.float32)
+    c64 = centroids.astype(np.float64)
     for s in range(0, n, block):
-        sims = x[s:s + block] @ centroids.T
+        sims = x[s:s + block].astype(np.float64) @ c64.T
         labels[s:s + block] = sims.argmax(axis=1)
-        cos[s:s + block] = sims[np.arange(len(sims)), labels[s:s + block]]
+        cos[s:s + block] = np.round(sims[np.arange(len(sims)), labels[s:s + block]], 6)
     return labels, cos

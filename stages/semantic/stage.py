@@ -122,9 +122,10 @@ class SemanticDedup(GlobalStage):
         eps per language, the largest clusters with their first documents."""
         p = self.params
         rows = ops.materialize(ops.map(keys, steps.with_group))
-        counts = steps.sum_counts(ops.collect(ops.map(rows, steps.group_counts)), [GROUP, LANGUAGE])
-        if counts.num_rows == 0:
+        counts = ops.collect(ops.map(rows, steps.group_counts))
+        if counts.num_rows == 0 or GROUP not in counts.column_names:   # no live document reached the stage
             return ops.map(rows, _no_decisions), {}
+        counts = steps.sum_counts(counts, [GROUP, LANGUAGE])
         groups = {int(g): (lang, int(n)) for g, lang, n in zip(*(counts[c].to_pylist() for c in (GROUP, LANGUAGE, "n")))}
         ks = {g: clusters_for(n, p.clusters, p.docs_per_cluster) for g, (_, n) in groups.items()}
         rates = {g: p.sample_per_cluster * ks[g] / groups[g][1] for g in groups}
@@ -142,17 +143,20 @@ class SemanticDedup(GlobalStage):
                    **self._report(ops, decided, groups)}
         if p.index.read or p.index.write:
             figures.update({**merged, **index_figures(folders, ops.run_id)})
-        if p.index.write:
-            self._write_index(ops, assigned, decided)
         if p.diversify:
             decided, figures["diversify"] = self._diversify(ops, assigned, decided, groups)
+        if p.index.write:   # what this run kept, after D4 too: what later runs dedup against
+            self._write_index(ops, assigned, decided)
         return ops.map(decided, steps.decisions), figures
 
     def _diversify(self, ops, assigned, decided, groups: dict) -> tuple[object, dict]:
         """D4: the survivors re-clustered per language; each cluster's most prototypical dropped."""
         p, d = self.params, self.params.diversify
         alive = ops.materialize(ops.partition_map([assigned, decided], steps.KEY, diversify.survivors))
-        counts = steps.sum_counts(ops.collect(ops.map(alive, steps.group_counts)), [GROUP, LANGUAGE])
+        counts = ops.collect(ops.map(alive, steps.group_counts))
+        if counts.num_rows == 0 or GROUP not in counts.column_names:   # SemDeDup kept no new document
+            return decided, {"clusters": {}, "pruned": {}, "survivors": {}}
+        counts = steps.sum_counts(counts, [GROUP, LANGUAGE])
         alive_n = {int(g): int(n) for g, n in zip(counts[GROUP].to_pylist(), counts["n"].to_pylist())}
         ks = {g: clusters_for(n, "auto", d.docs_per_cluster) for g, n in alive_n.items()}
         rates = {g: p.sample_per_cluster * ks[g] / n for g, n in alive_n.items()}
@@ -162,7 +166,7 @@ class SemanticDedup(GlobalStage):
         pruned = ops.materialize(ops.partition_map([alive], diversify.DKEY, diversify.prune, keep=d.keep,
                                                    floor=d.min_per_cluster))
         tally = ops.collect(ops.map(pruned, diversify.pruned_counts))
-        tally = tally.group_by([GROUP]).aggregate([("n", "sum"), ("gone", "sum")]).to_pylist()
+        tally = tally.group_by([GROUP]).aggregate([("n", "sum"), ("gone", "sum")]).to_pylist() if tally.num_rows else []
         figures = {"clusters": {groups[g][0]: k for g, k in sorted(ks.items())},
                    "pruned": {groups[t[GROUP]][0]: t["gone_sum"] for t in tally},
                    "survivors": {groups[t[GROUP]][0]: t["n_sum"] for t in tally}}
@@ -181,7 +185,7 @@ class SemanticDedup(GlobalStage):
         folder = run_folder(self.params.index.write, ops.run_id)
         store = Storage(folder)
         store.rm(store.root)
-        ops.write_parquet(ops.partition_map([assigned, decided], steps.KEY, index.kept_rows), folder)
+        ops.write_parquet(ops.partition_map([assigned, decided], "node", index.kept_rows), folder)
         commit_marker(store)
 
     def _split_giants(self, ops, assigned) -> tuple[object, int]:

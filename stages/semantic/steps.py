@@ -128,7 +128,8 @@ def keep_order(rows: pa.Table, keep: str) -> pa.Table:
     rule = {"hard": [(COS, "ascending")], "easy": [(COS, "descending")], "first": [],
             "quality_score": [("quality_score", "descending")]}[keep]
     first = [("_indexed", "descending")] if "_indexed" in rows.column_names else []   # earlier runs' documents
-    return rows.take(pc.sort_indices(rows, sort_keys=[(KEY, "ascending"), *first, *rule, *input_order_keys()]))
+    return rows.take(pc.sort_indices(rows, sort_keys=[(KEY, "ascending"), *first, *rule, *input_order_keys(),
+                                                      ("id", "ascending")]))
 
 
 def dedup_clusters(rows: Optional[pa.Table], eps: float, keep: str, block: int) -> pa.Table:
