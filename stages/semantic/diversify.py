@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 
 from tokenmill.stages.dedup.order import input_order_keys, with_input_order
 
+from .kmeans import node_hash, pair_key
 from .steps import COS, DECIDED
 
 REASON = "semantic_prototype"
@@ -70,12 +71,7 @@ def removed_only(decided: pa.Table) -> pa.Table:
 
 def with_dkey(rows: pa.Table) -> pa.Table:
     """The pruning clusters' key: (group, diversify cluster) as one int64."""
-    from .kmeans import node_hash
-
-    g = rows["_group"].to_numpy().astype(np.uint64)
-    c = rows["_dcluster"].to_numpy().astype(np.uint64)
-    with np.errstate(over="ignore"):
-        key = node_hash((g * np.uint64(0x100000001B3) ^ c).view(np.int64), 4)
+    key = node_hash(pair_key(rows["_group"].to_numpy(), rows["_dcluster"].to_numpy()).view(np.int64), 4)
     return rows.append_column(DKEY, pa.array(key.view(np.int64), pa.int64()))
 
 

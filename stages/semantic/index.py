@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from tokenmill.stages.dedup.band_index import indexed_node
 from tokenmill.stages.dedup.index_store import without_run
 
-from .steps import EMBEDDING, GROUP, KEY, LANGUAGE
+from .steps import EMBEDDING, GROUP, LANGUAGE
 
 INDEXED = "_indexed"
 KEY_ROWS = pa.schema([("row_key", pa.string()), ("id", pa.string()), ("url", pa.string()), (LANGUAGE, pa.string()),
@@ -70,5 +70,3 @@ def kept_rows(rows: Optional[pa.Table], decided: Optional[pa.Table]) -> pa.Table
     rows = rows.filter(pc.invert(rows[INDEXED])) if INDEXED in rows.column_names else rows
     return rows.join(kept, "node", join_type="inner").select(INDEX_ROWS.names).cast(INDEX_ROWS)
 
-
-__all__ = ["INDEXED", "INDEX_ROWS", "KEY", "indexed_rows", "kept_rows", "new_rows"]

@@ -24,6 +24,12 @@ def node_hash(nodes: np.ndarray, salt: int = 0) -> np.ndarray:
     return h
 
 
+def pair_key(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """One uint64 per (a, b) pair of ids (a group and a cluster in it)."""
+    with np.errstate(over="ignore"):
+        return a.astype(np.uint64) * np.uint64(0x100000001B3) ^ b.astype(np.uint64)
+
+
 def sampled(nodes: np.ndarray, rate: float) -> np.ndarray:
     """Whether each node is in a ``rate`` sample (by its hash)."""
     if rate >= 1:

@@ -191,8 +191,7 @@ class SemanticDedup(GlobalStage):
     def _split_giants(self, ops, assigned) -> tuple[object, int]:
         """Clusters above ``max_cluster`` re-clustered by a second k-means (sample, fit, assign)."""
         p = self.params
-        sizes = ops.collect(ops.map(assigned, _gcluster_counts))
-        sizes = sizes.group_by(["_gcluster"]).aggregate([("n", "sum")]).rename_columns(["_gcluster", "n"])
+        sizes = steps.sum_counts(ops.collect(ops.map(assigned, steps.counts_by, columns=["_gcluster"])), ["_gcluster"])
         giants = {int(g): int(n) for g, n in zip(sizes["_gcluster"].to_pylist(), sizes["n"].to_pylist())
                   if n > p.max_cluster}
         if not giants:
@@ -231,10 +230,6 @@ def _cluster_view(key: int, group: int, size: int, ex: pa.Table, groups: dict) -
     rows = rows.take(pc.sort_indices(rows, [("_rank", "ascending")])).slice(0, 3).to_pylist()
     return {"language": groups[group][0], "size": size, "examples": [{"id": r["_id"], "url": r["_url"], "max_sim": round(float(r[MAX_SIM]), 4),
                                            "removed": r["reject_reason"] is not None} for r in rows]}
-
-
-def _gcluster_counts(rows: pa.Table) -> pa.Table:
-    return rows.group_by(["_gcluster"]).aggregate([("node", "count")]).rename_columns(["_gcluster", "n"])
 
 
 def _no_decisions(rows: pa.Table) -> pa.Table:

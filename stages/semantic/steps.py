@@ -39,12 +39,13 @@ def with_group(keys: pa.Table) -> pa.Table:
     return keys.append_column(GROUP, pa.array(group_id(keys[LANGUAGE].combine_chunks()), pa.int64()))
 
 
+def counts_by(rows: pa.Table, columns: list[str]) -> pa.Table:
+    """Rows per value of ``columns`` in this block (``n``); ``sum_counts`` adds the blocks up."""
+    return rows.group_by(columns).aggregate([("node", "count")]).rename_columns([*columns, "n"])
+
+
 def group_counts(rows: pa.Table) -> pa.Table:
-    return rows.group_by([GROUP, LANGUAGE]).aggregate([("node", "count")]).rename_columns([GROUP, LANGUAGE, "n"])
-
-
-def cluster_counts(rows: pa.Table) -> pa.Table:
-    return rows.group_by([GROUP, CLUSTER]).aggregate([("node", "count")]).rename_columns([GROUP, CLUSTER, "n"])
+    return counts_by(rows, [GROUP, LANGUAGE])
 
 
 def sum_counts(table: pa.Table, by: list[str]) -> pa.Table:
@@ -106,11 +107,9 @@ def assign_rows(rows: pa.Table, centroids: dict, by: str = GROUP, out: str = CLU
 def cluster_ids(rows: pa.Table) -> pa.Table:
     """``rows`` with ``_ckey``: one int64 per (group, cluster) and per sub-cluster of a split one;
     and ``_gcluster``: (group, cluster) as one int64, what a split is keyed by."""
-    g = rows[GROUP].to_numpy().astype(np.uint64)
-    c = rows[CLUSTER].to_numpy().astype(np.uint64)
-    s = rows[SUB].to_numpy().astype(np.uint64) if SUB in rows.column_names else np.zeros(len(g), np.uint64)
+    gc = kmeans.pair_key(rows[GROUP].to_numpy(), rows[CLUSTER].to_numpy())
+    s = rows[SUB].to_numpy().astype(np.uint64) if SUB in rows.column_names else np.zeros(len(gc), np.uint64)
     with np.errstate(over="ignore"):
-        gc = g * np.uint64(0x100000001B3) ^ c
         key = kmeans.node_hash((gc * np.uint64(0x9E3779B1) ^ s).view(np.int64), 3)
     rows = _set(rows, "_gcluster", pa.array(gc.view(np.int64), pa.int64()))
     return _set(rows, KEY, pa.array(key.view(np.int64), pa.int64()))
