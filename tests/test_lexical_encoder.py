@@ -237,3 +237,29 @@ def test_quality_embed_runs_a_lexical_head_in_one_part_without_tokens(lexical_he
     head = np.load(lexical_head / "head.npz")
     want = head_scores(load(embedder).embed_texts(texts), head["w"], float(head["b"]))
     assert np.allclose(stage.scores(pa.table({"text": texts})), want)
+
+
+@pytest.mark.slow   # a pipeline on Ray
+def test_quality_embed_with_a_lexical_head_under_ray_gives_the_direct_scores(ray_local, tmp_path, lexical_head,
+                                                                             embedder, shared_data):
+    from pipeline_helpers import read_manifest_files
+
+    from tokenmill.engine.config import build_pipeline
+    from tokenmill.engine.run import run_pipeline
+    from tokenmill.stages.quality.embed_model import head_scores
+
+    rows = [json.loads(line) for line in (shared_data / "quality_dev.jsonl").read_text().splitlines()][:90]
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps({"id": r["id"], "text": r["text"]}) + "\n" for r in rows))
+    out = tmp_path / "out"
+    result = run_pipeline(build_pipeline({
+        "name": "lexq", "input": {"paths": [str(inp)]}, "output": {"path": str(out)},
+        "stages": [{"type": "quality_embed", "model_path": str(lexical_head), "annotate_only": True,
+                    "resources": {"batch_size": 25}}]}), progress=False, engine="ray")
+    assert [s["stage"] for s in result.report["stages"]][1:] == ["quality_embed"]
+    data = read_manifest_files(out, "data/")
+    got = dict(zip(data["id"].to_pylist(), data["quality_score"].to_pylist()))
+    head = np.load(lexical_head / "head.npz")
+    want = head_scores(load(embedder).embed_texts([r["text"] for r in rows]), head["w"], float(head["b"]))
+    assert len(got) == len(rows)
+    np.testing.assert_allclose([got[r["id"]] for r in rows], want, atol=1e-5)

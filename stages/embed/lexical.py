@@ -6,7 +6,8 @@ A folder written by ``tokenmill train-embedder`` (``train_embedder.py``) holds `
 A text becomes the teacher tokenizer's ids of its first ``max_tokens`` tokens; its n-grams of ids
 fall into ``buckets`` columns (unigrams: the id itself; longer ones hashed into the columns past
 the tokenizer's ``vocab``, or, in a version-1 folder without ``vocab``, into all of them);
-sublinear TF x IDF, L2-normalised, is a sparse row. The layers map it (ReLU between them) to ``dim``, L2-normalised.
+sublinear TF x IDF, L2-normalised, is a sparse row. The layers map it (ReLU between them) to
+``dim``, L2-normalised.
 No torch and no transformers at inference.
 """
 from __future__ import annotations

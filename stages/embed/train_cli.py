@@ -8,10 +8,9 @@ import sys
 def add_parser(sub) -> None:
     t = sub.add_parser("train-embedder", help="train a lexical-dense text encoder (no torch at inference) from a "
                        "sentence encoder", description="Distil a sentence encoder (default: all-MiniLM-L6-v2, its "
-                       "first 256 tokens) into a lexical encoder: hashed TF-IDF token n-grams and a small ReLU "
-                       "network that starts from the teacher's own token vectors and is trained so its cosine similarities "
-                       "follow the teacher's. A share of each input is "
-                       "held out and scored (Spearman of pairwise cosine similarities against the teacher, "
+                       "first 256 tokens) into a lexical encoder: TF-IDF over the teacher's tokens and a small ReLU "
+                       "network that starts from the teacher's own token vectors and is trained so its cosine "
+                       "similarities follow the teacher's. A share of each input is held out and scored (Spearman of pairwise cosine similarities against the teacher, "
                        "documents/s), printed and written to OUT/eval.json. Stages take OUT as encoder: {kind: "
                        "lexical, path: OUT}. Training needs torch (pip install 'tokenmill[embed]').")
     t.add_argument("--input", nargs="+", required=True, help="JSONL or Parquet files of texts (paths or URLs)")

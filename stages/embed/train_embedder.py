@@ -6,9 +6,10 @@ out. The training documents plus random passages of them (``passages_per_doc`` w
 teacher (all-MiniLM-L6-v2 by default, its first 256 tokens). The student's features are the
 teacher tokenizer's token ids (and, with ``orders`` past 1, hashed n-grams; ``lexical.py``), IDF
 fitted on the training texts; its network is an EmbeddingBag over the columns, ReLU, a projection
-to ``dim``. It starts from the teacher's own token vectors (each vocabulary token embedded alone,
-centred, its top principal components; ``prior_layers``), so tokens the few training texts never
-show still land near their meaning, and is trained with Adam so that each text's in-batch cosine
+to ``dim``. It starts from the teacher's own token vectors (``token_vectors``: each token's mean
+output vector in the training texts, blended with the token embedded alone; ``prior_layers``:
+their top principal components through the ReLU), so tokens the few training texts rarely show
+still land near their meaning, and is trained with Adam so that each text's in-batch cosine
 similarities correlate with the teacher's (Pearson per row, with a small MSE term that keeps the
 cosines on the teacher's scale). The held-out documents of each input are then scored: Spearman
 between student and teacher cosine similarities over all their pairs, and the student's
