@@ -6,6 +6,8 @@ another folder (a calibrated one) on the same documents.
     python bench/languages.py                                   # the shipped files
     python bench/languages.py --languages-dir DIR --json out.json
     python bench/languages.py --sentences-per-doc 12 --docs-per-language 15 --seed 0
+    python bench/languages.py --write-half 0 ref0.jsonl      # then: tokenmill calibrate --reference ref0.jsonl ...
+    python bench/languages.py --half 1 --languages-dir DIR   # measured on the other half
 
 Documents: the ``lingua-py`` sentences of shared/data/langid_dev.jsonl (75 languages), shuffled
 (seeded) and joined into clean documents of ``--sentences-per-doc`` sentences, three to a
@@ -28,6 +30,7 @@ many languages keep clean rejection at or under 3% (heuristics) and 5% (langid).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import re
@@ -44,19 +47,33 @@ KINDS = ("repeated", "salad", "menu")
 _PUNCT = re.compile(r"[^\w\s]", re.UNICODE)
 
 
-def sentences() -> dict[str, tuple[list[str], str | None]]:
-    """(sentences, lid.176 label or None) per lingua language."""
+def sentences(half: int | None = None) -> dict[str, tuple[list[str], str | None]]:
+    """(sentences, lid.176 label or None) per lingua language; with ``half`` (0 or 1) only the
+    sentences whose sha1 is of that parity (``--half``: calibrate on one half, measure the other)."""
     out: dict[str, tuple[list[str], str | None]] = {}
     for line in (DATA / "langid_dev.jsonl").read_text().splitlines():
         r = json.loads(line)
+        if half is not None and in_half(r["text"]) != half:
+            continue
         if r["source"].startswith("lingua"):
             out.setdefault(r["lang"], ([], r["lid176_label"]))[0].append(r["text"])
     return out
 
 
-def clean_documents(per_doc: int, per_lang: int, seed: int) -> list[dict]:
+def in_half(text: str) -> int:
+    return int(hashlib.sha1(text.encode("utf-8")).hexdigest(), 16) % 2
+
+
+def write_half(path: Path, half: int) -> None:
+    """The rows of langid_dev.jsonl (all sources) in ``half``: a reference for ``tokenmill calibrate``."""
+    rows = [line for line in (DATA / "langid_dev.jsonl").read_text().splitlines()
+            if in_half(json.loads(line)["text"]) == half]
+    path.write_text("\n".join(rows) + "\n")
+
+
+def clean_documents(per_doc: int, per_lang: int, seed: int, half: int | None = None) -> list[dict]:
     docs = []
-    for lang, (sents, label) in sorted(sentences().items()):
+    for lang, (sents, label) in sorted(sentences(half).items()):
         sents = sorted(sents)
         random.Random(f"{seed}:{lang}").shuffle(sents)
         for i in range(min(per_lang, len(sents) // per_doc)):
@@ -90,7 +107,7 @@ def corrupt(doc: dict, kind: str, rng: random.Random) -> dict:
 
 
 def run(docs: list[dict], languages_dir: str, work: Path) -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
-    """(id -> (stage, reason) of every rejected document, id -> language of every kept one)."""
+    """(id -> (stage, reason) of every rejected document, id -> the language langid gave each)."""
     from pipeline_helpers import read_manifest_files
 
     from tokenmill.engine.config import build_pipeline
@@ -107,7 +124,8 @@ def run(docs: list[dict], languages_dir: str, work: Path) -> tuple[dict[str, tup
     rej, kept = read_manifest_files(out, "rejects/"), read_manifest_files(out, "data/")
     return ({i: (s, r) for i, s, r in zip(rej["id"].to_pylist(), rej["reject_stage"].to_pylist(),
                                           rej["reject_reason"].to_pylist())},
-            dict(zip(kept["id"].to_pylist(), kept["language"].to_pylist())))
+            {**dict(zip(rej["id"].to_pylist(), rej["language"].to_pylist())),
+             **dict(zip(kept["id"].to_pylist(), kept["language"].to_pylist()))})
 
 
 def share(n: int, d: int) -> float | None:
@@ -115,8 +133,8 @@ def share(n: int, d: int) -> float | None:
 
 
 def summarise(docs: list[dict], rejected: dict[str, tuple[str, str]], labels: dict[str, str]) -> dict:
-    """Per language: langid's rejections (low score) and mislabels of clean documents (kept under
-    another language than lid.176's class for it), the heuristics' rejections of the clean
+    """Per language: langid's rejections (low score) and mislabels of clean documents (labelled,
+    kept or not, with another language than lid.176's class for it), the heuristics' rejections of the clean
     documents langid passed, and the corrupted copies rejected by either stage."""
     by_lang: dict[str, dict] = defaultdict(lambda: {"clean": 0, "lid_rejected": 0, "lid_kept": 0, "mislabelled": 0,
                                                     "heur_rejected": 0, "rules": Counter(),
@@ -130,11 +148,11 @@ def summarise(docs: list[dict], rejected: dict[str, tuple[str, str]], labels: di
             row["corrupted_rejected"] += stage is not None
             continue
         row["clean"] += 1
+        row["mislabelled"] += d["id"] in labels and labels[d["id"]] != d["lid176"]
         if stage == "langid":
             row["lid_rejected"] += 1
             continue
         row["lid_kept"] += 1
-        row["mislabelled"] += d["id"] in labels and labels[d["id"]] != d["lid176"]
         if stage is not None:
             row["heur_rejected"] += 1
             row["rules"][reason] += 1
@@ -184,8 +202,14 @@ def main() -> None:
     p.add_argument("--docs-per-language", type=int, default=15)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write the table and totals here")
+    p.add_argument("--half", type=int, choices=(0, 1), help="measure on this half of the sentences only")
+    p.add_argument("--write-half", nargs=2, metavar=("HALF", "FILE"), help="write that half of langid_dev.jsonl "
+                   "to FILE (a --reference for tokenmill calibrate) and stop")
     a = p.parse_args()
-    clean = clean_documents(a.sentences_per_doc, a.docs_per_language, a.seed)
+    if a.write_half:
+        write_half(Path(a.write_half[1]), int(a.write_half[0]))
+        return
+    clean = clean_documents(a.sentences_per_doc, a.docs_per_language, a.seed, a.half)
     rng = random.Random(a.seed)
     docs = clean + [corrupt(d, k, rng) for d in clean for k in KINDS]
     with tempfile.TemporaryDirectory(prefix="tokenmill-languages-") as tmp:

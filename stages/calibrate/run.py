@@ -1,0 +1,150 @@
+"""One calibration: reference and sample read once, lid.176 run over them once, then each language
+calibrated on its own (``calibrate_language``) and written as ``<iso>.yaml``, with
+``calibration.json`` (per language: what changed and why, clean and corrupted rejection with the
+shipped and the calibrated values)."""
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Optional
+
+from . import derive
+from .documents import as_documents, corrupted, read_pairs, read_reference
+from .files import render, write_language_file
+
+SUMMARY_FILE = "calibration.json"
+
+
+@dataclass
+class CalibrateArgs:
+    reference: list[str]
+    sample: list[str]
+    out: str
+    languages: Optional[list[str]] = None
+    max_clean_reject: float = 0.03
+    min_docs: int = 10
+    seed: int = 0
+    text_field: str = "text"
+    lang_field: str = "lang"
+
+
+class Lid:
+    """lid.176 (the langid stage's model, loaded once): (labels, scores) of texts."""
+
+    def __init__(self):
+        from tokenmill.stages.langid import LangId, LangIdParams
+
+        self.stage = LangId(LangIdParams())
+        self.stage.setup()
+
+    def __call__(self, texts: list[str]) -> tuple[list[str], list[float]]:
+        import pyarrow as pa
+
+        labels, scores = [], []
+        for at in range(0, len(texts), 2000):
+            lab, sc = self.stage.predict(pa.array(texts[at:at + 2000], pa.string()))
+            labels += list(lab)
+            scores += [float(x) for x in sc]
+        return labels, scores
+
+
+def rejection(docs: list[str], params: dict) -> float:
+    from tokenmill.engine.languages import language_params_model
+
+    lp = language_params_model().model_validate(params)
+    fails = derive.failures(docs, lp, frozenset(params.get("stopwords") or []))
+    return round(sum(f is not None for f in fails) / max(1, len(docs)), 4)
+
+
+def calibrate_language(lang: str, texts: list[str], lid: Lid, sample_scores: dict[str, list[float]],
+                       shipped, args: CalibrateArgs, others: set[str]) -> tuple[str, str | None, dict]:
+    """(file name, file text or None when there is too little reference text, summary row) of one
+    reference language."""
+    from tokenmill.engine.languages import language_params_model
+
+    docs, sentences = as_documents(texts, args.seed)
+    labels, scores = lid(docs) if docs else ([], [])
+    top, n = Counter(labels).most_common(1)[0] if labels else (lang, 0)
+    # the file is named by lid.176's label for the language (nb -> no), unless that label is
+    # another reference language's (a language the model does not know, read as a neighbour)
+    iso = top if top == lang or (n >= 0.5 * max(1, len(labels)) and top not in others) else lang
+    start = {**shipped.get(iso).model_dump(), "language": iso}
+    row = {"reference_language": lang, "documents": len(docs), "lid_label": iso,
+           "lid_label_share": round(n / max(1, len(labels)), 4)}
+    if len(docs) < args.min_docs:
+        row["status"] = (f"too little reference text ({len(docs)} documents, need {args.min_docs}): no file "
+                         "written, the shipped values apply")
+        return iso, None, row
+    params, notes = dict(start), {}
+    marks = "".join(c for c in derive.sentence_marks(sentences) if c not in params["terminal_punctuation"])
+    if marks:
+        params["terminal_punctuation"] += marks
+        notes["terminal_punctuation"] = f"added {marks!r}: they end >= 2% of the reference's sentences"
+    if not params["stopwords"] and params["word_tokenizer"] == "whitespace":
+        params["stopwords"] = derive.learned_stopwords(docs)
+        notes["stopwords"] = "the reference's 30 most frequent words (no list shipped)"
+    # the cap on the LID threshold is measured on paragraphs (three sentences): shorter text scores
+    # lower, so what keeps 95% of them keeps more of whole documents, whatever they are made of
+    units = [line for d in docs for line in d.split("\n")] if sentences else docs
+    mine = [s for label, s in zip(*lid(units)) if label == iso]
+    value, why = derive.lid_threshold(sample_scores.get(iso, []), mine, start["lid_threshold"], args.min_docs)
+    if value is not None:
+        params["lid_threshold"], notes["lid_threshold"] = value, why
+    bad = corrupted(docs, args.seed)
+    params, steps = derive.loosen(params, docs, bad, args.max_clean_reject, language_params_model().model_validate)
+    notes.update(steps)
+    row.update(status="calibrated", changes=notes,
+               clean_rejected={"shipped": rejection(docs, start), "calibrated": rejection(docs, params)},
+               corrupted_rejected={"shipped": rejection(bad, start), "calibrated": rejection(bad, params)},
+               lid_rejects_clean={"shipped": share_below(mine, start["lid_threshold"]),
+                                  "calibrated": share_below(mine, params["lid_threshold"])})
+    return iso, render(params, notes, iso, f"{len(docs)} reference documents"), row
+
+
+def copy_shipped(out: str, shipped, summary: dict) -> None:
+    """Every shipped language file that calibration did not write, as shipped, so ``out`` is a whole
+    ``languages.dir`` on its own."""
+    os.makedirs(out, exist_ok=True)
+    for iso in shipped.languages_with_files():
+        if not os.path.exists(os.path.join(out, f"{iso}.yaml")):
+            note = (summary.get(iso) or {}).get("status") or "no reference text"
+            write_language_file(out, iso, render({**shipped.get(iso).model_dump(), "language": iso}, {}, iso,
+                                                 f"shipped values: {note}"))
+
+
+def share_below(scores: list[float], threshold: float) -> float | None:
+    return round(sum(s < threshold for s in scores) / len(scores), 4) if scores else None
+
+
+def calibrate(args: CalibrateArgs, log: Callable = print) -> dict:
+    from tokenmill.engine.languages import LanguageTable, load_language_files
+    from tokenmill.languages import shipped_dir
+
+    reference = read_reference(args.reference, args.text_field, args.lang_field)
+    if not reference:
+        raise ValueError(f"--reference: no rows with both {args.text_field!r} and {args.lang_field!r}")
+    lid = Lid()
+    sample = [t for t, _ in read_pairs(args.sample, args.text_field, None) if isinstance(t, str) and t.strip()]
+    sample_scores: dict[str, list[float]] = {}
+    for label, score in zip(*lid(sample)):
+        sample_scores.setdefault(label, []).append(score)
+    log(f"{sum(map(len, reference.values())):,} reference texts in {len(reference)} languages, "
+        f"{len(sample):,} sample documents")
+    shipped = LanguageTable(files=load_language_files(shipped_dir()))
+    summary = {}
+    for lang in sorted(reference):
+        if args.languages and lang not in args.languages:
+            continue
+        iso, text, row = calibrate_language(lang, reference[lang], lid, sample_scores, shipped, args,
+                                            set(reference) - {lang})
+        if text is not None:
+            write_language_file(args.out, iso, text)
+        summary[iso] = row
+        log(f"{iso}: {row['status']}" + (f"; clean rejected {row['clean_rejected']}" if "clean_rejected" in row else ""))
+    copy_shipped(args.out, shipped, summary)
+    with open(os.path.join(args.out, SUMMARY_FILE), "w", encoding="utf-8") as fh:
+        json.dump(summary, fh, indent=1, ensure_ascii=False)
+    return summary
