@@ -2,7 +2,8 @@
 web_dev as the sample) with the real lid.176 and heuristics: the FineWeb-2 LID rule and its cap;
 sentence marks learned from Punjabi, Urdu and Armenian text; a C4 filter that rejects clean
 Serbian turned off while corrupted copies stay rejected; the written folder loads and validates
-as a languages.dir, holds the shipped files it did not calibrate, and is the same on a second run;
+as a languages.dir, holds the shipped files it did not calibrate, has a calibration.html page per
+language, and is the same on a second run;
 a language with too little text gets no file and says why; a missing input is a clear error."""
 from __future__ import annotations
 
@@ -89,6 +90,9 @@ def test_the_folder_is_a_languages_dir_with_each_change_explained(calibrated):
     assert summary["xh"]["lid_label"] == "xh"          # lid.176 reads it as another reference language
     assert "too little reference text" in summary["cri"]["status"] and not (calibrated / "cri.yaml").exists()
     assert "shipped values" in (calibrated / "en.yaml").read_text().splitlines()[0]
+    page = (calibrated / "calibration.html").read_text()
+    assert all(f"<h2 id='{iso}'>" in page for iso in ("pa", "sr", "hr", "ko", "no", "xh"))
+    assert "filter_curly_bracket" in page and "<svg" in page and "cri: too little reference text" in page
 
 
 def test_calibration_is_deterministic(calibrated, tmp_path, shared_data):

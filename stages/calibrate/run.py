@@ -1,7 +1,7 @@
 """One calibration: reference and sample read once, lid.176 run over them once, then each language
 calibrated on its own (``calibrate_language``) and written as ``<iso>.yaml``, with
 ``calibration.json`` (per language: what changed and why, clean and corrupted rejection with the
-shipped and the calibrated values)."""
+shipped and the calibrated values) and ``calibration.html`` (``page.py``)."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Optional
 
-from . import derive
+from . import derive, page
 from .documents import as_documents, corrupted, read_pairs, read_reference
 from .files import render, write_language_file
 
@@ -96,11 +96,15 @@ def calibrate_language(lang: str, texts: list[str], lid: Lid, sample_scores: dic
     bad = corrupted(docs, args.seed)
     params, steps = derive.loosen(params, docs, bad, args.max_clean_reject, language_params_model().model_validate)
     notes.update(steps)
+    lp = language_params_model().model_validate(params)
     row.update(status="calibrated", changes=notes,
+               lid_threshold={"shipped": start["lid_threshold"], "calibrated": params["lid_threshold"]},
                clean_rejected={"shipped": rejection(docs, start), "calibrated": rejection(docs, params)},
                corrupted_rejected={"shipped": rejection(bad, start), "calibrated": rejection(bad, params)},
                lid_rejects_clean={"shipped": share_below(mine, start["lid_threshold"]),
                                   "calibrated": share_below(mine, params["lid_threshold"])})
+    row["html"] = page.language_section(iso, row, page.measure_counts(docs, lp), page.measure_counts(bad, lp), lp,
+                                        {"clean paragraphs": mine, "sample": sample_scores.get(iso, [])})
     return iso, render(params, notes, iso, f"{len(docs)} reference documents"), row
 
 
@@ -134,7 +138,7 @@ def calibrate(args: CalibrateArgs, log: Callable = print) -> dict:
     log(f"{sum(map(len, reference.values())):,} reference texts in {len(reference)} languages, "
         f"{len(sample):,} sample documents")
     shipped = LanguageTable(files=load_language_files(shipped_dir()))
-    summary = {}
+    summary, sections = {}, {}
     for lang in sorted(reference):
         if args.languages and lang not in args.languages:
             continue
@@ -142,9 +146,12 @@ def calibrate(args: CalibrateArgs, log: Callable = print) -> dict:
                                             set(reference) - {lang})
         if text is not None:
             write_language_file(args.out, iso, text)
+        if "html" in row:
+            sections[iso] = row.pop("html")
         summary[iso] = row
         log(f"{iso}: {row['status']}" + (f"; clean rejected {row['clean_rejected']}" if "clean_rejected" in row else ""))
     copy_shipped(args.out, shipped, summary)
+    page.write_page(args.out, sections, summary)
     with open(os.path.join(args.out, SUMMARY_FILE), "w", encoding="utf-8") as fh:
         json.dump(summary, fh, indent=1, ensure_ascii=False)
     return summary
