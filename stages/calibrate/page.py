@@ -50,10 +50,17 @@ def language_section(iso: str, row: dict, clean: dict, bad: dict, lp, lid: dict[
     lids = "".join(f"<div class='cell'><b>lid.176 score, {html.escape(label)}</b> ({len(s)})<br>"
                    f"{_svg(LID_EDGES, bin_counts(s, LID_EDGES), [row['lid_threshold']['calibrated']])}</div>"
                    for label, s in lid.items() if s)
-    return (f"<h2 id='{html.escape(iso)}'>{html.escape(iso)}</h2><p>{row['documents']} reference documents; "
-            f"clean rejected {row['clean_rejected']}, corrupted rejected {row['corrupted_rejected']}, langid on "
-            f"clean paragraphs {row['lid_rejects_clean']}</p><ul>{changes or '<li>no change</li>'}</ul>"
-            f"{''.join(cells)}{lids}")
+    shares = "".join(f"<tr><td>{label}</td><td>{pct(row[key]['shipped'])}</td><td>{pct(row[key]['calibrated'])}</td></tr>"
+                     for label, key in (("heuristics reject clean documents", "clean_rejected"),
+                                        ("heuristics reject corrupted copies", "corrupted_rejected"),
+                                        ("langid rejects clean paragraphs", "lid_rejects_clean")))
+    return (f"<h2 id='{html.escape(iso)}'>{html.escape(iso)}</h2><p>{row['documents']} reference documents</p>"
+            f"<table><tr><th></th><th>shipped</th><th>calibrated</th></tr>{shares}</table>"
+            f"<ul>{changes or '<li>no change</li>'}</ul>{''.join(cells)}{lids}")
+
+
+def pct(share) -> str:
+    return "-" if share is None else f"{share:.1%}"
 
 
 def write_page(out: str, sections: dict[str, str], summary: dict) -> None:
@@ -61,7 +68,7 @@ def write_page(out: str, sections: dict[str, str], summary: dict) -> None:
     skipped = "".join(f"<li>{html.escape(k)}: {html.escape(v['status'])}</li>"
                       for k, v in summary.items() if v["status"] != "calibrated")
     page = ("<!doctype html><meta charset='utf-8'><title>tokenmill calibrate</title><style>body{font-family:sans-serif}"
-            ".cell{display:inline-block;margin:0 1em 1em 0;font-size:12px;vertical-align:top}</style>"
+            ".cell{display:inline-block;margin:0 1em 1em 0;font-size:12px;vertical-align:top}td,th{padding:0 .6em;text-align:right}</style>"
             f"<h1>Calibration ({len(sections)} languages)</h1><p>Red lines: the calibrated thresholds.</p>"
             f"<p>{index}</p>{''.join(sections.values())}<h2>Not calibrated</h2><ul>{skipped}</ul>")
     tmp = os.path.join(out, ".calibration.html.tmp")
