@@ -33,7 +33,6 @@ import argparse
 import hashlib
 import json
 import random
-import re
 import sys
 import tempfile
 from collections import Counter, defaultdict
@@ -43,8 +42,8 @@ HERE = Path(__file__).resolve()
 REPO = HERE.parents[1]
 DATA = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(REPO / "tests"))   # pipeline_helpers: reading a run's manifest
-KINDS = ("repeated", "salad", "menu")
-_PUNCT = re.compile(r"[^\w\s]", re.UNICODE)
+
+from tokenmill.stages.calibrate.documents import KINDS  # noqa: E402
 
 
 def sentences(half: int | None = None) -> dict[str, tuple[list[str], str | None]]:
@@ -84,26 +83,11 @@ def clean_documents(per_doc: int, per_lang: int, seed: int, half: int | None = N
 
 
 def corrupt(doc: dict, kind: str, rng: random.Random) -> dict:
-    lines = doc["text"].split("\n")
-    words = [w for w in _PUNCT.sub(" ", doc["text"]).split() if w]
-    rng.shuffle(words)
-    if kind == "repeated":
-        text = "\n".join(line for line in lines for _ in range(3))
-    elif kind == "salad":
-        out, at = [], 0
-        while at < len(words):
-            n = rng.randint(8, 15)
-            out.append(" ".join(words[at:at + n]))
-            at += n
-        text = "\n".join(out)
-    else:
-        out, at = [], 0
-        while at < len(words):
-            n = rng.randint(1, 3)
-            out.append(" ".join(w[:1].upper() + w[1:] for w in words[at:at + n]))
-            at += n
-        text = "\n".join(out)
-    return {**doc, "id": doc["id"].replace("-clean", f"-{kind}"), "text": text, "kind": kind}
+    """A corrupted copy of a clean document (``stages/calibrate/documents.py``, as calibration makes them)."""
+    from tokenmill.stages.calibrate.documents import corrupt as corrupt_text
+
+    return {**doc, "id": doc["id"].replace("-clean", f"-{kind}"), "text": corrupt_text(doc["text"], kind, rng),
+            "kind": kind}
 
 
 def run(docs: list[dict], languages_dir: str, work: Path) -> tuple[dict[str, tuple[str, str]], dict[str, str]]:

@@ -137,6 +137,19 @@ def extra_columns(out: Path, column: str) -> dict:
     return dict(zip(data["id"].to_pylist(), data[column].to_pylist())) if column in data.column_names else {}
 
 
+def run_quality_embed(rows: list[dict], folder: Path, **stage) -> tuple:
+    """``rows`` (id, text) through one ``quality_embed`` stage (``stage``: its options) on Ray, annotating
+    only; (the run's result, the kept data table)."""
+    from tokenmill.engine.run import run_pipeline
+
+    inp, out = folder / "in.jsonl", folder / "out"
+    inp.write_text("".join(json.dumps({"id": r["id"], "text": r["text"]}) + "\n" for r in rows))
+    result = run_pipeline(build_pipeline({
+        "name": "embed", "input": {"paths": [str(inp)]}, "output": {"path": str(out)},
+        "stages": [{"type": "quality_embed", "annotate_only": True, **stage}]}), progress=False, engine="ray")
+    return result, read_manifest_files(out, "data/")
+
+
 def minhash_config(inputs: Path, out: Path, **params) -> dict:
     return {"name": "mh", "input": {"paths": [str(inputs)], "files_per_chunk": 2},
             "output": {"path": str(out)},

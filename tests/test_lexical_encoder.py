@@ -242,22 +242,13 @@ def test_quality_embed_runs_a_lexical_head_in_one_part_without_tokens(lexical_he
 @pytest.mark.slow   # a pipeline on Ray
 def test_quality_embed_with_a_lexical_head_under_ray_gives_the_direct_scores(ray_local, tmp_path, lexical_head,
                                                                              embedder, shared_data):
-    from pipeline_helpers import read_manifest_files
+    from pipeline_helpers import run_quality_embed
 
-    from tokenmill.engine.config import build_pipeline
-    from tokenmill.engine.run import run_pipeline
     from tokenmill.stages.quality.embed_model import head_scores
 
     rows = [json.loads(line) for line in (shared_data / "quality_dev.jsonl").read_text().splitlines()][:90]
-    inp = tmp_path / "in.jsonl"
-    inp.write_text("".join(json.dumps({"id": r["id"], "text": r["text"]}) + "\n" for r in rows))
-    out = tmp_path / "out"
-    result = run_pipeline(build_pipeline({
-        "name": "lexq", "input": {"paths": [str(inp)]}, "output": {"path": str(out)},
-        "stages": [{"type": "quality_embed", "model_path": str(lexical_head), "annotate_only": True,
-                    "resources": {"batch_size": 25}}]}), progress=False, engine="ray")
+    result, data = run_quality_embed(rows, tmp_path, model_path=str(lexical_head), resources={"batch_size": 25})
     assert [s["stage"] for s in result.report["stages"]][1:] == ["quality_embed"]
-    data = read_manifest_files(out, "data/")
     got = dict(zip(data["id"].to_pylist(), data["quality_score"].to_pylist()))
     head = np.load(lexical_head / "head.npz")
     want = head_scores(load(embedder).embed_texts([r["text"] for r in rows]), head["w"], float(head["b"]))

@@ -12,10 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import tokenmill_cmd
-from pipeline_helpers import read_manifest_files
-
-from tokenmill.engine.config import build_pipeline
-from tokenmill.engine.run import run_pipeline
+from pipeline_helpers import run_quality_embed
 
 pytest.importorskip("torch")
 AUC_FLOOR = 0.99   # measured 1.0 (held-out 20%: 32 high, 119 low; max_tokens 128)
@@ -65,16 +62,9 @@ def _direct_scores(texts: list[str], model_dir: Path, max_tokens: int = 128) -> 
 @pytest.mark.slow   # trains an embedding head; runs on Ray
 def test_stage_under_ray_gives_the_direct_model_scores(ray_local, tmp_path, shared_data, embed_model, sort_by_length):
     rows = [json.loads(line) for line in (shared_data / "quality_dev.jsonl").read_text().splitlines()][:120]
-    inp = tmp_path / "in.jsonl"
-    inp.write_text("".join(json.dumps({"id": r["id"], "text": r["text"]}) + "\n" for r in rows))
-    out = tmp_path / "out"
-    result = run_pipeline(build_pipeline({
-        "name": "embed", "input": {"paths": [str(inp)]}, "output": {"path": str(out)},
-        "stages": [{"type": "quality_embed", "model_path": str(embed_model), "annotate_only": True,
-                    "sort_by_length": sort_by_length, "micro_batch": 8, "resources": {"batch_size": 50}}]}),
-        progress=False)
+    result, data = run_quality_embed(rows, tmp_path, model_path=str(embed_model), sort_by_length=sort_by_length,
+                                     micro_batch=8, resources={"batch_size": 50})
     assert [s["stage"] for s in result.report["stages"]][1:] == ["quality_embed.tokenize", "quality_embed"]
-    data = read_manifest_files(out, "data/")
     got = dict(zip(data["id"].to_pylist(), data["quality_score"].to_pylist()))
     assert "quality_tokens" not in data.column_names and len(got) == len(rows)
     want = _direct_scores([r["text"] for r in rows], embed_model)
