@@ -7,7 +7,9 @@ A text becomes the teacher tokenizer's ids of its first ``max_tokens`` tokens; i
 fall into ``buckets`` columns (unigrams: the id itself; longer ones hashed into the columns past
 the tokenizer's ``vocab``, or, in a version-1 folder without ``vocab``, into all of them);
 sublinear TF x IDF, L2-normalised, is a sparse row. The layers map it (ReLU between them) to
-``dim``, L2-normalised.
+``dim``, L2-normalised. A version-3 folder may add a word block (``words`` in embedder.json,
+``word_idf`` in weights.npz; ``word_block.py``): a fixed sketch of the text's words appended to the
+network's output, so the encoder's rows have ``dim + words.dim`` columns.
 No torch and no transformers at inference.
 """
 from __future__ import annotations
@@ -18,11 +20,13 @@ import os
 import numpy as np
 import scipy.sparse as sp
 
+from . import word_block
+
 CONFIG_FILE = "embedder.json"
 WEIGHTS_FILE = "weights.npz"
 TOKENIZER_FILE = "tokenizer.json"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 #: characters kept per token asked for before tokenizing (a text is cut first: tokenizing whole
 #: long documents to keep their first tokens is most of the time otherwise)
 CHARS_PER_TOKEN = 12
@@ -117,9 +121,11 @@ class LexicalEncoder:
         from tokenmill.stages.fasttext_io import local_copy
 
         folder = local_copy(self.spec.path)
-        self.config, self.idf, self.layers = read_folder(folder, self.spec.path)
+        self.config, self.idf, self.layers, self.word_idf = read_folder(folder, self.spec.path)
         self.tokenizer = load_tokenizer(os.path.join(folder, TOKENIZER_FILE))
-        self.dim = int(self.config["dim"])
+        self.words = self.config.get("words") if self.word_idf is not None else None
+        self.word_proj = word_block.projection(len(self.word_idf), int(self.words["dim"])) if self.words else None
+        self.dim = output_dim(self.config)
         self.max_tokens = int(self.spec.max_tokens or self.config["max_tokens"])
         self.orders = tuple(int(n) for n in self.config["orders"])
         self.buckets = int(self.config["buckets"])
@@ -132,12 +138,26 @@ class LexicalEncoder:
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), np.float32)
         for s in range(0, len(texts), self.batch_size):
-            out[s:s + self.batch_size] = forward(self.features(texts[s:s + self.batch_size]), self.layers)
+            out[s:s + self.batch_size] = self._embed(texts[s:s + self.batch_size])
         return out
 
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        network = forward(self.features(texts), self.layers)
+        if not self.words:
+            return network
+        cut = [t[:self.max_tokens * CHARS_PER_TOKEN] for t in texts]
+        x = tfidf(word_block.word_counts(cut, len(self.word_idf)), self.word_idf)
+        return word_block.combine(network, word_block.sketch(x, self.word_proj), float(self.words["weight"]))
 
-def read_folder(folder: str, shown: str | None = None) -> tuple[dict, np.ndarray, list]:
-    """(embedder.json, idf, layers) of a lexical encoder folder; a clear error naming the folder."""
+
+def output_dim(config: dict) -> int:
+    """Columns of the encoder's rows: the network's ``dim`` plus the word block's."""
+    return int(config["dim"]) + int((config.get("words") or {}).get("dim", 0))
+
+
+def read_folder(folder: str, shown: str | None = None) -> tuple[dict, np.ndarray, list, np.ndarray | None]:
+    """(embedder.json, idf, layers, word block IDF or None) of a lexical encoder folder; a clear error
+    naming the folder."""
     shown = shown or folder
     try:
         with open(os.path.join(folder, CONFIG_FILE)) as fh:
@@ -160,10 +180,14 @@ def read_folder(folder: str, shown: str | None = None) -> tuple[dict, np.ndarray
             idf = z["idf"].astype(np.float32, copy=False)
             layers = [(z[f"w{i}"].astype(np.float32, copy=False), z[f"b{i}"].astype(np.float32))
                       for i in range(int(config["layers"]))]
+            word_idf = z["word_idf"].astype(np.float32, copy=False) if config.get("words") else None
     except (OSError, ValueError, KeyError) as e:
         raise ValueError(f"{shown}/{WEIGHTS_FILE} is unreadable or incomplete: {e}") from e
     if len(idf) != config["buckets"] or layers[0][0].shape[0] != config["buckets"] or \
             layers[-1][0].shape[1] != config["dim"]:
         raise ValueError(f"{shown}/{WEIGHTS_FILE}: shapes do not match {CONFIG_FILE} (buckets {config['buckets']}, "
                          f"dim {config['dim']})")
-    return config, idf, layers
+    if word_idf is not None and len(word_idf) != config["words"]["buckets"]:
+        raise ValueError(f"{shown}/{WEIGHTS_FILE}: word_idf has {len(word_idf)} buckets, {CONFIG_FILE} says "
+                         f"{config['words']['buckets']}")
+    return config, idf, layers, word_idf

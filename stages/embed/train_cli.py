@@ -32,6 +32,11 @@ def add_parser(sub) -> None:
     t.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (default 0.002, cosine decay)")
     t.add_argument("--seed", type=int, default=0, help="seed of the split, the passages and the network (default 0)")
     t.add_argument("--holdout", type=float, default=0.1, help="share of each input held out (default 0.1)")
+    t.add_argument("--word-dim", type=int, default=128, help="columns of the word block, a fixed sketch of each "
+                   "text's words appended to the embedding so unrelated pages of a script the teacher's tokenizer "
+                   "spells letter by letter stay apart (default 128; 0: none)")
+    t.add_argument("--word-weight", type=float, default=0.2, help="the word block's share of the cosine "
+                   "(default 0.2)")
     t.add_argument("--no-token-prior", action="store_true", help="start the network at random instead of from "
                    "the teacher's token vectors")
     t.set_defaults(func=train_embedder_cmd)
@@ -43,6 +48,10 @@ def train_embedder_cmd(args) -> int:
     if not 0 <= args.holdout < 1:
         print(f"train-embedder: --holdout: expected a share in [0, 1), got {args.holdout}", file=sys.stderr)
         return 2
+    if args.word_dim < 0 or not 0 < args.word_weight < 1:
+        print(f"train-embedder: --word-dim must be >= 0 and --word-weight in (0, 1), got {args.word_dim} and "
+              f"{args.word_weight}", file=sys.stderr)
+        return 2
     if "://" in args.out and not args.out.startswith("file://"):
         print(f"train-embedder: --out must be a local folder, got {args.out}", file=sys.stderr)
         return 2
@@ -52,7 +61,7 @@ def train_embedder_cmd(args) -> int:
             hidden=args.hidden, buckets=args.buckets, orders=tuple(args.orders), max_tokens=args.max_tokens,
             text_field=args.text_field, max_docs=args.max_docs, passages_per_doc=args.passages, epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, seed=args.seed, holdout=args.holdout,
-            token_prior=not args.no_token_prior),
+            token_prior=not args.no_token_prior, word_dim=args.word_dim, word_weight=args.word_weight),
             log=lambda line: print(line, file=sys.stderr, flush=True))
     except (FileNotFoundError, ValueError, OSError, RuntimeError) as e:
         print(f"train-embedder: {e}", file=sys.stderr)

