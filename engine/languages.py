@@ -24,7 +24,7 @@ class LanguageFacts(BaseModel):
     language: Optional[str] = None
     name: Optional[str] = None
     script: Optional[str] = None
-    word_tokenizer: Literal["whitespace", "cjk", "thai"] = "whitespace"
+    word_tokenizer: Literal["whitespace", "cjk", "thai", "khmer", "lao", "myanmar"] = "whitespace"
     terminal_punctuation: str = ".!?\"'”’»)"
     stopwords: list[str] = Field(default_factory=list)
 

@@ -6,12 +6,15 @@
 - ``thai``: Thai runs (no spaces between words) are cut into 4-character pseudo-words, about
   the mean Thai word length, so counts and n-gram statistics stay meaningful without a
   dictionary segmenter.
+- ``khmer``, ``lao``, ``myanmar``: runs of that script cut by a segmenter (``segmenters.py``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import regex as re  # Unicode properties: word runs must include combining marks (Indic vowel signs)
+
+from . import segmenters
 
 _W = r"[\p{L}\p{M}\p{N}_]"
 _SYM = r"[^\p{L}\p{M}\p{N}_\s]+"
@@ -27,6 +30,8 @@ _WORDS = {
     "cjk": re.compile(rf"[{_CJK}]|(?:(?![{_CJK}]){_W})+"),
     "thai": re.compile(rf"[{_THAI}]{{1,4}}|(?:(?![{_THAI}]){_W})+"),
 }
+_TOKENIZERS.update(segmenters.tokenizers(words_only=False))
+_WORDS.update(segmenters.tokenizers(words_only=True))
 #: a word run with no letter in it (digits, marks, underscores only)
 NON_ALPHA_WORD = re.compile(r"(?<![\p{L}\p{M}\p{N}_])[\p{N}\p{M}_]+(?![\p{L}\p{M}\p{N}_])")
 
