@@ -20,6 +20,11 @@ def add_parser(sub) -> None:
     c.add_argument("--max-clean-reject", type=float, default=0.03, help="share of clean reference documents the "
                    "heuristics may reject (default 0.03)")
     c.add_argument("--min-docs", type=int, default=10, help="reference documents a language needs (default 10)")
+    c.add_argument("--base", help="language files to start from (default: the shipped ones)")
+    c.add_argument("--prefer-base", action="store_true", help="keep a base file's values unless they fail on the "
+                   "reference (heuristics rejecting more than --max-clean-reject of clean documents, langid more "
+                   "than 5%% of clean paragraphs): FineWeb-2's rule never raises its LID threshold; each kept "
+                   "value is named in its file and in calibration.json")
     c.add_argument("--text-field", default="text")
     c.add_argument("--lang-field", default="lang")
     c.add_argument("--seed", type=int, default=0)
@@ -36,9 +41,9 @@ def calibrate_cmd(args) -> int:
         summary = calibrate(CalibrateArgs(
             reference=args.reference, sample=args.sample, out=args.out, languages=args.languages,
             max_clean_reject=args.max_clean_reject, min_docs=args.min_docs, seed=args.seed,
-            text_field=args.text_field, lang_field=args.lang_field),
+            text_field=args.text_field, lang_field=args.lang_field, base=args.base, prefer_base=args.prefer_base),
             log=lambda line: print(line, file=sys.stderr, flush=True))
-    except (FileNotFoundError, ValueError, OSError) as e:
+    except (FileNotFoundError, ValueError, OSError, RuntimeError) as e:
         print(f"calibrate: {e}", file=sys.stderr)
         return 2
     done = sum(row["status"] == "calibrated" for row in summary.values())

@@ -6,6 +6,9 @@
 - ``sentence_marks``: the punctuation that ends at least 2% of the reference's sentences joins the
   language's terminal punctuation (C4's sentence count and FineWeb's line rule use it);
 - ``learned_stopwords``: a language without stopwords gets its reference's most frequent words;
+- ``script_of``: the script most of the reference's letters are in (ISO 15924), and the word
+  tokenizer that script needs (``cjk``, ``thai``, ``khmer``, ``lao``, ``myanmar``; else
+  ``whitespace``), for a language without a file of its own;
 - ``loosen``: while the heuristics reject more than ``max_reject`` of the clean reference
   documents, the check that rejects most of them is loosened just enough (a numeric threshold moved
   to the failing values, a C4 filter turned off), and each step is kept only if the corrupted
@@ -67,11 +70,44 @@ def sentence_marks(sentences: list[str], share: float = 0.02) -> str:
     return "".join(sorted(c for c, n in ends.items() if n >= share * max(1, len(sentences))))
 
 
-def learned_stopwords(docs: list[str], n: int = 30) -> list[str]:
-    """The ``n`` most frequent words of the documents (lower-cased), in order of frequency."""
-    counts = Counter(w.lower() for d in docs for w in (t.strip(_EDGE) for t in d.split())
+def learned_stopwords(docs: list[str], n: int = 30, tokenizer: str = "whitespace") -> list[str]:
+    """The ``n`` most frequent words of the documents (lower-cased; the tokenizer's words), in order
+    of frequency."""
+    from tokenmill.stages.heuristics.words import word_pattern
+
+    split = (lambda d: (t.strip(_EDGE) for t in d.split())) if tokenizer == "whitespace" else \
+        word_pattern(tokenizer).findall
+    counts = Counter(w.lower() for d in docs for w in split(d)
                      if w and not any(unicodedata.category(c)[0] in "NPS" for c in w))
     return [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
+
+
+#: the first word of a letter's Unicode name -> ISO 15924 script code
+SCRIPT_CODES = {
+    "LATIN": "Latn", "CYRILLIC": "Cyrl", "GREEK": "Grek", "ARABIC": "Arab", "HEBREW": "Hebr", "ARMENIAN": "Armn",
+    "GEORGIAN": "Geor", "DEVANAGARI": "Deva", "BENGALI": "Beng", "GURMUKHI": "Guru", "GUJARATI": "Gujr",
+    "ORIYA": "Orya", "TAMIL": "Taml", "TELUGU": "Telu", "KANNADA": "Knda", "MALAYALAM": "Mlym", "SINHALA": "Sinh",
+    "THAI": "Thai", "LAO": "Laoo", "TIBETAN": "Tibt", "MYANMAR": "Mymr", "KHMER": "Khmr", "HANGUL": "Hang",
+    "CJK": "Hani", "HIRAGANA": "Jpan", "KATAKANA": "Jpan", "ETHIOPIC": "Ethi", "CHEROKEE": "Cher",
+    "THAANA": "Thaa", "MONGOLIAN": "Mong", "TIFINAGH": "Tfng", "CANADIAN": "Cans", "VAI": "Vaii", "YI": "Yiii",
+    "SYRIAC": "Syrc", "NKO": "Nkoo", "OL": "Olck", "CHAKMA": "Cakm", "BALINESE": "Bali", "JAVANESE": "Java",
+}
+#: scripts whose words are not separated by spaces -> the word tokenizer that splits them
+SCRIPT_TOKENIZERS = {"Hani": "cjk", "Jpan": "cjk", "Thai": "thai", "Khmr": "khmer", "Laoo": "lao",
+                     "Mymr": "myanmar"}
+
+
+def script_of(docs: list[str], sample_chars: int = 200_000) -> tuple[str | None, str]:
+    """(ISO 15924 code of the script most letters of the documents are in, or None when unknown;
+    the word tokenizer it needs)."""
+    counts: Counter = Counter()
+    for d in docs:
+        for c in d[:sample_chars // max(1, len(docs))]:
+            if c.isalpha():
+                name = unicodedata.name(c, "")
+                counts[SCRIPT_CODES.get(name.split(" ", 1)[0])] += 1
+    top = counts.most_common(1)[0][0] if counts else None
+    return top, SCRIPT_TOKENIZERS.get(top, "whitespace")
 
 
 def param_of(check: str) -> tuple[str, str, int | None] | None:

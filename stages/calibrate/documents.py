@@ -9,6 +9,8 @@ from collections import defaultdict
 
 #: a language's texts count as sentences (and are joined into documents) below this median length
 SENTENCE_CHARS = 400
+#: a JSONL line longer than this is skipped (read in pieces, never held whole)
+MAX_LINE_BYTES = 64 << 20
 KINDS = ("repeated", "salad", "menu")
 _PUNCT = re.compile(r"[^\w\s]", re.UNICODE)
 
@@ -36,7 +38,7 @@ def read_pairs(paths: list[str], text_field: str, lang_field: str | None):
                 langs = table[lang_field].to_pylist() if lang_field else [None] * len(table)
                 yield from zip(table[text_field].to_pylist(), langs)
                 continue
-            for line in fh:
+            for line in bounded_lines(fh, path):
                 try:
                     row = json.loads(line)
                 except ValueError:
@@ -45,14 +47,37 @@ def read_pairs(paths: list[str], text_field: str, lang_field: str | None):
                     yield row.get(text_field), row.get(lang_field) if lang_field else None
 
 
-def as_documents(texts: list[str], seed: int, per_doc: int = 12, per_line: int = 3) -> tuple[list[str], list[str]]:
+def bounded_lines(fh, path: str, limit: int | None = None):
+    """The lines of a binary file; a line over ``limit`` bytes (``MAX_LINE_BYTES``) is skipped in
+    1 MiB pieces, with a warning naming the file."""
+    import warnings
+
+    limit = limit or MAX_LINE_BYTES
+    while True:
+        line = fh.readline(limit + 1)
+        if not line:
+            return
+        if len(line) <= limit or line.endswith(b"\n"):
+            yield line
+            continue
+        while True:
+            rest = fh.readline(1 << 20)
+            if not rest or rest.endswith(b"\n"):
+                break
+        warnings.warn(f"{path}: a line over {limit:,} bytes was skipped", stacklevel=2)
+
+
+def as_documents(texts: list[str], seed: int, per_doc: int = 12, per_line: int = 3,
+                 min_docs: int = 10) -> tuple[list[str], list[str]]:
     """(documents, sentences): texts whose median length is under ``SENTENCE_CHARS`` are sentences,
-    shuffled (seeded, by content) and joined ``per_doc`` to a document, ``per_line`` to a line;
-    longer texts are documents already (and give no sentences)."""
+    shuffled (seeded, by content) and joined ``per_doc`` to a document (fewer, down to 6, where
+    that makes ``min_docs`` documents), ``per_line`` to a line; longer texts are documents already
+    (and give no sentences)."""
     texts = sorted(texts)
     lengths = sorted(len(t) for t in texts)
     if not texts or lengths[len(lengths) // 2] >= SENTENCE_CHARS:
         return texts, []
+    per_doc = max(min(per_doc, 6), min(per_doc, len(texts) // max(1, min_docs)))
     random.Random(seed).shuffle(texts)
     docs = []
     for at in range(0, len(texts) - per_doc + 1, per_doc):

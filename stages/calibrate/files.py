@@ -36,7 +36,7 @@ def write_language_file(folder: str, iso: str, text: str) -> str:
     """``folder/<iso>.yaml`` written whole or not at all."""
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"{iso}.yaml")
-    tmp = path + ".tmp"
+    tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)
     os.replace(tmp, path)

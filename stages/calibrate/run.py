@@ -16,6 +16,7 @@ from .documents import as_documents, corrupted, read_pairs, read_reference
 from .files import render, write_language_file
 
 SUMMARY_FILE = "calibration.json"
+LOCK_FILE = ".calibrate.lock"
 
 
 @dataclass
@@ -29,6 +30,8 @@ class CalibrateArgs:
     seed: int = 0
     text_field: str = "text"
     lang_field: str = "lang"
+    base: Optional[str] = None          # language files to start from (default: the shipped ones)
+    prefer_base: bool = False           # a base file's values stay unless they fail on the reference
 
 
 class Lid:
@@ -60,18 +63,19 @@ def rejection(docs: list[str], params: dict) -> float:
 
 
 def calibrate_language(lang: str, texts: list[str], lid: Lid, sample_scores: dict[str, list[float]],
-                       shipped, args: CalibrateArgs, others: set[str]) -> tuple[str, str | None, dict]:
+                       base, args: CalibrateArgs, others: set[str]) -> tuple[str, str | None, dict]:
     """(file name, file text or None when there is too little reference text, summary row) of one
-    reference language."""
+    reference language. ``base``: the language table calibration starts from."""
     from tokenmill.engine.languages import language_params_model
 
-    docs, sentences = as_documents(texts, args.seed)
+    docs, sentences = as_documents(texts, args.seed, min_docs=args.min_docs)
     labels, scores = lid(docs) if docs else ([], [])
     top, n = Counter(labels).most_common(1)[0] if labels else (lang, 0)
     # the file is named by lid.176's label for the language (nb -> no), unless that label is
     # another reference language's (a language the model does not know, read as a neighbour)
     iso = top if top == lang or (n >= 0.5 * max(1, len(labels)) and top not in others) else lang
-    start = {**shipped.get(iso).model_dump(), "language": iso}
+    start = {**base.get(iso).model_dump(), "language": iso}
+    has_file = iso in base.files
     row = {"reference_language": lang, "documents": len(docs), "lid_label": iso,
            "lid_label_share": round(n / max(1, len(labels)), 4)}
     if len(docs) < args.min_docs:
@@ -79,18 +83,34 @@ def calibrate_language(lang: str, texts: list[str], lid: Lid, sample_scores: dic
                          "written, the shipped values apply")
         return iso, None, row
     params, notes = dict(start), {}
+    if not has_file:
+        script, tokenizer = derive.script_of(docs)
+        params["script"] = script or params["script"]
+        if tokenizer != params["word_tokenizer"]:
+            params["word_tokenizer"] = tokenizer
+            notes["word_tokenizer"] = f"the reference is written in {script}, without spaces between words"
     marks = "".join(c for c in derive.sentence_marks(sentences) if c not in params["terminal_punctuation"])
+    if marks and args.prefer_base and has_file and rejection(docs, start) <= args.max_clean_reject:
+        row.setdefault("kept", {})["terminal_punctuation"] = notes["terminal_punctuation"] = (
+            f"hand-written value kept: the reference's sentences also end in {marks!r}, but the hand-written "
+            f"marks already keep {1 - rejection(docs, start):.0%} of its documents")
+        marks = ""
     if marks:
         params["terminal_punctuation"] += marks
         notes["terminal_punctuation"] = f"added {marks!r}: they end >= 2% of the reference's sentences"
-    if not params["stopwords"] and params["word_tokenizer"] == "whitespace":
-        params["stopwords"] = derive.learned_stopwords(docs)
+    if not params["stopwords"] and params["word_tokenizer"] != "thai":
+        params["stopwords"] = derive.learned_stopwords(docs, tokenizer=params["word_tokenizer"])
         notes["stopwords"] = "the reference's 30 most frequent words (no list shipped)"
     # the cap on the LID threshold is measured on paragraphs (three sentences): shorter text scores
     # lower, so what keeps 95% of them keeps more of whole documents, whatever they are made of
     units = [line for d in docs for line in d.split("\n")] if sentences else docs
     mine = [s for label, s in zip(*lid(units)) if label == iso]
     value, why = derive.lid_threshold(sample_scores.get(iso, []), mine, start["lid_threshold"], args.min_docs)
+    if value is not None and args.prefer_base and has_file and value > start["lid_threshold"]:
+        why = (f"hand-written value kept: {why} gives {value}, which rejects {share_below(mine, value):.1%} of "
+               f"the clean paragraphs (this value: {share_below(mine, start['lid_threshold']):.1%})")
+        row.setdefault("kept", {})["lid_threshold"] = why
+        notes["lid_threshold"], value = why, None
     if value is not None:
         params["lid_threshold"], notes["lid_threshold"] = value, why
     bad = corrupted(docs, args.seed)
@@ -108,15 +128,15 @@ def calibrate_language(lang: str, texts: list[str], lid: Lid, sample_scores: dic
     return iso, render(params, notes, iso, f"{len(docs)} reference documents"), row
 
 
-def copy_shipped(out: str, shipped, summary: dict) -> None:
-    """Every shipped language file that calibration did not write, as shipped, so ``out`` is a whole
+def copy_base(out: str, base, summary: dict) -> None:
+    """Every base language file that calibration did not write, as it is, so ``out`` is a whole
     ``languages.dir`` on its own."""
     os.makedirs(out, exist_ok=True)
-    for iso in shipped.languages_with_files():
-        if not os.path.exists(os.path.join(out, f"{iso}.yaml")):
+    for iso in base.languages_with_files():
+        if iso not in summary or summary[iso].get("status") != "calibrated":
             note = (summary.get(iso) or {}).get("status") or "no reference text"
-            write_language_file(out, iso, render({**shipped.get(iso).model_dump(), "language": iso}, {}, iso,
-                                                 f"shipped values: {note}"))
+            write_language_file(out, iso, render({**base.get(iso).model_dump(), "language": iso}, {}, iso,
+                                                 f"the base file's values: {note}"))
 
 
 def share_below(scores: list[float], threshold: float) -> float | None:
@@ -124,6 +144,8 @@ def share_below(scores: list[float], threshold: float) -> float | None:
 
 
 def calibrate(args: CalibrateArgs, log: Callable = print) -> dict:
+    from pathlib import Path
+
     from tokenmill.engine.languages import LanguageTable, load_language_files
     from tokenmill.languages import shipped_dir
 
@@ -137,12 +159,16 @@ def calibrate(args: CalibrateArgs, log: Callable = print) -> dict:
         sample_scores.setdefault(label, []).append(score)
     log(f"{sum(map(len, reference.values())):,} reference texts in {len(reference)} languages, "
         f"{len(sample):,} sample documents")
-    shipped = LanguageTable(files=load_language_files(shipped_dir()))
+    lock = folder_lock(args.out)
+    folder = Path(args.base) if args.base else shipped_dir()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--base: no such folder: {folder}")
+    base = LanguageTable(files=load_language_files(folder), folder=str(folder))
     summary, sections = {}, {}
     for lang in sorted(reference):
         if args.languages and lang not in args.languages:
             continue
-        iso, text, row = calibrate_language(lang, reference[lang], lid, sample_scores, shipped, args,
+        iso, text, row = calibrate_language(lang, reference[lang], lid, sample_scores, base, args,
                                             set(reference) - {lang})
         if text is not None:
             write_language_file(args.out, iso, text)
@@ -150,8 +176,24 @@ def calibrate(args: CalibrateArgs, log: Callable = print) -> dict:
             sections[iso] = row.pop("html")
         summary[iso] = row
         log(f"{iso}: {row['status']}" + (f"; clean rejected {row['clean_rejected']}" if "clean_rejected" in row else ""))
-    copy_shipped(args.out, shipped, summary)
+    copy_base(args.out, base, summary)
     page.write_page(args.out, sections, summary)
     with open(os.path.join(args.out, SUMMARY_FILE), "w", encoding="utf-8") as fh:
         json.dump(summary, fh, indent=1, ensure_ascii=False)
+    lock.close()
     return summary
+
+
+def folder_lock(out: str):
+    """An exclusive lock on ``out`` (``.calibrate.lock``, held until closed): a second calibrate
+    writing the same folder fails at once instead of mixing its files with the first one's."""
+    import fcntl
+
+    os.makedirs(out, exist_ok=True)
+    fh = open(os.path.join(out, LOCK_FILE), "w")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise RuntimeError(f"{out}: another tokenmill calibrate is writing this folder") from None
+    return fh

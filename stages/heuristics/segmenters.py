@@ -59,8 +59,8 @@ def _package_segmenter(script: str) -> Callable[[str], list[str]]:
         if script == "Khmer":
             import logging
 
-            logging.getLogger("khmer-nltk").setLevel(logging.WARNING)   # it logs every model load
             from khmernltk import word_tokenize
+            logging.getLogger("khmer-nltk").setLevel(logging.WARNING)   # it logs each model load at INFO
             return word_tokenize
         if script == "Lao":
             from laonlp.tokenize import word_tokenize
