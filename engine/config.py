@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tokenmill.engine.io.common_crawl import CommonCrawlInput, snapshot_urls
 from tokenmill.engine.languages import LanguageTable, deep_merge, language_params_model, load_language_files
 from tokenmill.engine.schema import DOCUMENT_SCHEMA
 from tokenmill.engine.stage import (
@@ -50,8 +51,11 @@ class ConfigError(Exception):
 
 class InputConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    paths: list[str] = Field(min_length=1, description="files, folders or globs; local or object store (s3://, gs://)")
-    format: Literal["auto", "jsonl", "parquet", "warc"] = "auto"
+    paths: list[str] = Field(default_factory=list, description="files, folders or globs; local or object store "
+                             "(s3://, gs://); or common_crawl instead")
+    common_crawl: Optional[CommonCrawlInput] = Field(None, description="a Common Crawl snapshot's shards by name "
+                                                     "(engine/io/common_crawl.py), instead of paths")
+    format: Literal["auto", "jsonl", "parquet", "warc", "wet"] = "auto"
     text_field: str = "text"
     id_field: str = "id"
     url_field: str = "url"
@@ -65,6 +69,20 @@ class InputConfig(BaseModel):
                                    "text (meta holds the full length and its SHA-256)")
     batch_rows: int = Field(2000, ge=1, description="rows per batch the reader yields")
     files_per_chunk: int = Field(64, ge=1, description="input files committed together in the stream phase")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if bool(self.paths) == bool(self.common_crawl):
+            raise ValueError("give either paths (files, folders, globs) or common_crawl (a snapshot), "
+                             + ("not both" if self.paths else "one of them"))
+        return self
+
+    def input_paths(self) -> list[str]:
+        """What the run lists: ``paths``, or the URLs of the chosen snapshot shards."""
+        return list(self.paths) if self.paths else snapshot_urls(self.common_crawl)
+
+    def described(self) -> str:
+        return ", ".join(self.paths) if self.paths else f"{self.common_crawl.snapshot} ({self.common_crawl.kind})"
 
 
 class OutputConfig(BaseModel):
@@ -274,6 +292,9 @@ def _rebase_paths(data: dict, base: Path) -> None:
         inp["paths"] = [_rebase(p, base) for p in inp["paths"]]
     elif isinstance(inp, dict) and isinstance(inp.get("paths"), str):
         inp["paths"] = [_rebase(inp["paths"], base)]
+    cc = inp.get("common_crawl") if isinstance(inp, dict) else None
+    if isinstance(cc, dict) and isinstance(cc.get("base_url"), str):
+        cc["base_url"] = _rebase(cc["base_url"], base)
     out = data.get("output")
     if isinstance(out, dict) and "path" in out:
         out["path"] = _rebase(out["path"], base)
@@ -382,6 +403,13 @@ def build_pipeline(data: dict, source: Path | None = None, check_inputs: bool = 
         errors.append(("tokenizer.path", "required when tokenizer.kind is tokenizer_json"))
     if cfg.tokenizer.path and not _is_remote(cfg.tokenizer.path) and not Path(cfg.tokenizer.path).exists():
         errors.append(("tokenizer.path", f"file not found: {cfg.tokenizer.path}"))
+    if check_inputs and cfg.input.common_crawl is not None:
+        try:   # the paths file is read before any work: a wrong snapshot or shard is a config error
+            cfg.input.input_paths()
+        except OSError as e:
+            errors.append(("input.common_crawl", str(e)))
+        except ValueError as e:
+            errors.append(("input.common_crawl.shards", str(e)))
     if check_inputs:
         # a run with *some* readable input goes on and reports the rest; with none it cannot
         local = [p for p in cfg.input.paths if not _is_remote(p)]

@@ -387,7 +387,7 @@ def run_pipeline(pipeline, address: Optional[str] = None, output: Optional[str] 
         lease.acquire(wait)
         owned = check_output(store, cfg.name, cfg.output.incremental, output_folders(pipeline), force)
         inc = IncrementalRun(store, lease, console.say) if cfg.output.incremental else None
-        files, problems = list_input_files(cfg.input.paths, cfg.input.format)
+        files, problems = list_input_files(cfg.input.input_paths(), cfg.input.format)
         for where, what in problems:
             console.say(f"input: {where}: {what}")
         stamps = input_stamps(files)
@@ -395,7 +395,7 @@ def run_pipeline(pipeline, address: Optional[str] = None, output: Optional[str] 
             files = inc.take(files, stamps).files
             stamps, pipeline = inc.stamps_of(files), inc.pipeline(pipeline)
             if not files:
-                console.say(f"incremental: no new input files in {', '.join(cfg.input.paths)}; nothing to do")
+                console.say(f"incremental: no new input files in {cfg.input.described()}; nothing to do")
                 return RunResult(out, store.read_json(store.path(MANIFEST)) or {}, None, skipped=True)
         context = RunContext(store, out, files, stamps, problems, inc, console, lease, owned.replaceable(force))
         return _run(pipeline, context, address=address, master=master, num_cpus=num_cpus, engine=engine,

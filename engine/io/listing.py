@@ -22,7 +22,7 @@ from tokenmill.engine.io.storage import Storage
 class InputFile:
     path: str     # full path or URL
     source: str   # stable name: path relative to the pattern's base folder
-    format: str   # jsonl | parquet | warc
+    format: str   # jsonl | parquet | warc | wet
     #: (size, stamp) as the object store's listing gave them (None: asked when needed)
     listed: Optional[tuple] = field(default=None, compare=False)
 
@@ -35,6 +35,8 @@ def stamp_of(info: dict) -> list:
 
 def detect_format(path: str) -> Optional[str]:
     name = path.lower()
+    if name.endswith((".wet", ".wet.gz")):   # Common Crawl's WET: x.warc.wet.gz
+        return "wet"
     for ext in (".gz", ".zst", ".zstd", ".bz2", ".xz"):
         if name.endswith(ext) and not name.endswith(".warc.gz"):
             name = name[: -len(ext)]
@@ -250,7 +252,7 @@ def list_input_files(patterns: list[str], fmt: str = "auto") -> tuple[list[Input
                 continue
             f = fmt if fmt != "auto" else detect_format(path)
             if f is None:
-                problems.append((path, "unknown file format (expected .jsonl[.gz|.zst], .parquet, .warc[.gz])"))
+                problems.append((path, "unknown file format (expected .jsonl[.gz|.zst], .parquet, .warc[.gz], .warc.wet[.gz])"))
                 continue
             seen.add(key)
             rel = os.path.relpath(path, base) if base and "://" not in path else os.path.basename(path)

@@ -1,5 +1,7 @@
-"""WARC reader (.warc, .warc.gz): one document per HTTP response record, its HTML reduced to
-the main text with Resiliparse.
+"""WARC and WET reader (.warc, .warc.gz, .warc.wet.gz): one document per HTTP response record, its
+HTML reduced to the main text with Resiliparse, and one per conversion record (Common Crawl's WET
+files: text/plain already extracted), its text as stored, ``WARC-Refers-To`` (the response it was
+made from) in ``meta``. A file may hold both kinds; each is taken by its record type.
 
 The compressed stream is decoded here (``decode.BlockStream``), not by fastwarc, whose gzip reader
 ends quietly on a cut file: a .warc.gz cut short or with a corrupt member keeps the records
@@ -282,6 +284,24 @@ def _decoded_text(body: bytes, codings: list[str], ctype: str, info: dict, opts)
     return text, check_text(text, opts.max_doc_bytes)
 
 
+def add_conversion(b: RowBatch, rec, source: str, count: int, opts) -> None:
+    """One conversion record (WET) as one row; raises ``CutRecord`` if its payload is cut short."""
+    key = f"{source}:{count}"
+    rid = rec.record_id or key
+    info = {"warc_date": rec.headers.get("WARC-Date"), "content_type": (rec.headers.get("Content-Type") or "").lower(),
+            "refers_to": rec.headers.get("WARC-Refers-To")}
+    body, whole, size = read_payload(rec.reader, rec.content_length, opts.max_record_bytes)
+    check_whole(size, rec, count, rid)
+    url = rec.headers.get("WARC-Target-URI")
+    if not whole:
+        info.update(payload_bytes=size, max_record_bytes=opts.max_record_bytes)
+        b.add(rid, prefix_text(body, opts.reject_text_bytes), source, url, json.dumps(info, sort_keys=True),
+              "too_large", key)
+        return
+    text = body.decode("utf-8", "replace")
+    b.add(rid, text, source, url, json.dumps(info, sort_keys=True), check_text(text, opts.max_doc_bytes), key)
+
+
 def check_end(stream: BlockStream, count: int) -> None:
     """Content must end with the blank line that closes every record; anything else is a
     record cut off (fastwarc drops a partial header without a word)."""
@@ -296,15 +316,19 @@ def read_warc(f, opts) -> Iterator[pa.Table]:
 
 
 def _responses(b: RowBatch, f, opts) -> Iterator[pa.Table]:
-    """Every response record of the file into ``b``, a table each time it is full; then the
-    check that the content did not end inside a record."""
+    """Every response and conversion record of the file into ``b``, a table each time it is full;
+    then the check that the content did not end inside a record."""
     from fastwarc.warc import ArchiveIterator, WarcRecordType
 
     count = 0
     stream = BlockStream(iter_blocks(f.path))
-    for rec in ArchiveIterator(stream, record_types=WarcRecordType.response, parse_http=True):
+    kinds = WarcRecordType.response | WarcRecordType.conversion
+    for rec in ArchiveIterator(stream, record_types=kinds, parse_http=True):
         count += 1
-        add_response(b, rec, f.source, count, opts)
+        if rec.record_type == WarcRecordType.conversion:
+            add_conversion(b, rec, f.source, count, opts)
+        else:
+            add_response(b, rec, f.source, count, opts)
         if b.full():
             yield b.emit()
     check_end(stream, count)

@@ -1,4 +1,4 @@
-"""Readers: input files (JSONL plain/.gz/.zst, Parquet, WARC) -> document batches.
+"""Readers: input files (JSONL plain/.gz/.zst, Parquet, WARC, WET) -> document batches.
 
 Bad input is data: a malformed line, invalid UTF-8 or Unicode, NUL bytes, empty or over-large
 text becomes a row with ``reject_stage='read'`` and a reason (``read_rows``); a file that cannot
@@ -30,9 +30,10 @@ from tokenmill.engine.io.read_rows import (  # noqa: F401  (the engine imports t
 )
 from tokenmill.engine.io.read_warc import read_warc
 
-READERS = {"jsonl": read_jsonl, "parquet": read_parquet, "warc": read_warc}
+READERS = {"jsonl": read_jsonl, "parquet": read_parquet, "warc": read_warc, "wet": read_warc}
 #: what a record is, per format, for the report of a file that holds none
-RECORD_KINDS = {"jsonl": "non-blank line", "parquet": "row", "warc": "response record"}
+RECORD_KINDS = {"jsonl": "non-blank line", "parquet": "row", "warc": "response or conversion record",
+                "wet": "conversion record"}
 
 
 def read_file(f: InputFile, opts) -> Iterator[pa.Table]:

@@ -1,0 +1,170 @@
+"""Common Crawl input (issue 27): WET files (conversion records) built from real text of
+shared/data, read by name and by record type, cut files keeping every complete record; a WARC
+holding both responses (real HTML of sample.warc.gz) and conversions; ``input.common_crawl``
+expanded from a folder laid out like the bucket (``crawl-data/<snapshot>/wet.paths.gz``) to
+exactly the chosen shards (a range, a list, a seeded fraction), a wrong snapshot or shard a
+config error, and an incremental run over a widening range taking each shard once."""
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from pathlib import Path
+
+import pytest
+from fastwarc.warc import ArchiveIterator, WarcRecordType
+
+from tokenmill.engine.config import ConfigError, InputConfig, build_pipeline
+from tokenmill.engine.io.common_crawl import CommonCrawlInput, ShardFraction, shard_numbers, snapshot_urls
+from tokenmill.engine.io.listing import detect_format
+from tokenmill.engine.io.readers import InputFile, read_file
+
+OPTS = InputConfig(paths=["unused"], batch_rows=50)
+SNAPSHOT = "CC-MAIN-2025-26"
+
+
+def warc_record(kind: str, n: int, block: bytes, uri: str, extra: str = "") -> bytes:
+    head = (f"WARC/1.0\r\nWARC-Type: {kind}\r\nWARC-Record-ID: <urn:uuid:{kind}-{n}>\r\n"
+            f"WARC-Target-URI: {uri}\r\nWARC-Date: 2025-06-01T00:00:00Z\r\n{extra}"
+            f"Content-Length: {len(block)}\r\n\r\n").encode()
+    return head + block + b"\r\n\r\n"
+
+
+def conversion(n: int, text: str, uri: str) -> bytes:
+    return warc_record("conversion", n, text.encode(), uri,
+                       f"WARC-Refers-To: <urn:uuid:response-{n}>\r\nContent-Type: text/plain\r\n")
+
+
+def wet_file(path: Path, docs: list[dict]) -> Path:
+    """A WET file as Common Crawl writes it: a warcinfo record, then one gzip member per record."""
+    info = warc_record("warcinfo", 0, b"software: test\r\n", "", "Content-Type: application/warc-fields\r\n")
+    members = [gzip.compress(info)] + [gzip.compress(conversion(i, d["text"], d["url"])) for i, d in enumerate(docs)]
+    path.write_bytes(b"".join(members))
+    return path
+
+
+@pytest.fixture(scope="module")
+def docs(shared_data) -> list[dict]:
+    rows = [json.loads(line) for line in open(shared_data / "web_dev.jsonl", encoding="utf-8")]
+    return [{"id": r["id"], "text": r["text"], "url": r.get("url") or f"https://example.org/{r['id']}"} for r in rows]
+
+
+def read(path: Path, fmt: str) -> list[dict]:
+    return [r for t in read_file(InputFile(str(path), path.name, fmt), OPTS) for r in t.to_pylist()]
+
+
+def test_wet_files_are_detected_by_name_and_read_as_documents(tmp_path, docs):
+    path = wet_file(tmp_path / "CC-MAIN-x-00000.warc.wet.gz", docs[:30])
+    assert detect_format(str(path)) == "wet" and detect_format("a.warc.gz") == "warc" and detect_format("b.wet") == "wet"
+    rows = read(path, "wet")
+    assert [r["text"] for r in rows] == [d["text"] for d in docs[:30]]
+    assert [r["url"] for r in rows] == [d["url"] for d in docs[:30]] and all(r["reject_reason"] is None for r in rows)
+    meta = json.loads(rows[3]["meta"])
+    assert meta["refers_to"] == "<urn:uuid:response-3>" and meta["content_type"] == "text/plain"
+    assert rows[3]["id"] == "<urn:uuid:conversion-3>"
+
+
+def test_a_cut_wet_file_keeps_every_complete_record_and_reports_the_cut(tmp_path, docs):
+    whole = wet_file(tmp_path / "whole.warc.wet.gz", docs[:20]).read_bytes()
+    members = [gzip.compress(conversion(i, d["text"], d["url"])) for i, d in enumerate(docs[:20])]
+    first = len(whole) - sum(map(len, members))   # the warcinfo member
+    cut_at = first + sum(map(len, members[:12])) + len(members[12]) // 2   # inside the 13th record
+    path = tmp_path / "cut.warc.wet.gz"
+    path.write_bytes(whole[:cut_at])
+    rows = read(path, "wet")
+    kept = [r for r in rows if r["reject_reason"] is None]
+    assert [r["text"] for r in kept] == [d["text"] for d in docs[:12]]
+    assert rows[-1]["reject_reason"] == "truncated_file" and str(path) in rows[-1]["meta"]
+
+
+def test_a_warc_with_responses_and_conversions_reads_both(tmp_path, shared_data, docs):
+    raw = gzip.decompress((shared_data / "sample.warc.gz").read_bytes())
+    responses = []
+    stream = io.BytesIO(raw)
+    for rec in ArchiveIterator(stream, record_types=WarcRecordType.response, parse_http=False):
+        responses.append(rec.headers.get("WARC-Target-URI"))
+    path = tmp_path / "mixed.warc.gz"
+    path.write_bytes(gzip.compress(raw) + gzip.compress(conversion(1, docs[0]["text"], docs[0]["url"])))
+    rows = read(path, "warc")
+    assert [r["url"] for r in rows] == responses + [docs[0]["url"]]
+    assert rows[-1]["text"] == docs[0]["text"] and sum(bool(r["text"]) for r in rows[:-1]) >= 0.8 * len(responses)
+
+
+@pytest.fixture()
+def bucket(tmp_path, docs) -> Path:
+    """A folder laid out like s3://commoncrawl: 5 WET shards of 6 documents and the paths file."""
+    lines = []
+    for k in range(5):
+        rel = f"crawl-data/{SNAPSHOT}/segments/1750000000.{k}/wet/{SNAPSHOT}-2025061000000{k}-{k:05d}.warc.wet.gz"
+        (tmp_path / rel).parent.mkdir(parents=True)
+        wet_file(tmp_path / rel, [{**d, "text": d["text"] + f"\nshard {k}"} for d in docs[6 * k:6 * k + 6]])
+        lines.append(rel)
+    with gzip.open(tmp_path / "crawl-data" / SNAPSHOT / "wet.paths.gz", "wt") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return tmp_path
+
+
+def test_shard_selection(bucket):
+    assert shard_numbers("all", 4, "x") == [0, 1, 2, 3] and shard_numbers("1-3", 5, "x") == [1, 2, 3]
+    assert shard_numbers([4, "0-1", 1], 5, "x") == [0, 1, 4] and shard_numbers(2, 5, "x") == [2]
+    frac = shard_numbers(ShardFraction(fraction=0.4, seed=1), 5, "x")
+    assert len(frac) == 2 and frac == shard_numbers(ShardFraction(fraction=0.4, seed=1), 5, "x") == sorted(frac)
+    with pytest.raises(ValueError, match=r"shard 5 is past the end of x \(5 shards, numbered 0-4\)"):
+        shard_numbers("5-7", 5, "x")
+    cc = CommonCrawlInput(snapshot=SNAPSHOT, shards="1-2", base_url=str(bucket))
+    urls = snapshot_urls(cc)
+    assert [Path(u).name[-17:] for u in urls] == ["00001.warc.wet.gz", "00002.warc.wet.gz"]
+    for bad, match in (({"snapshot": "2025-26"}, "CC-MAIN-2025-26"), ({"snapshot": SNAPSHOT, "shards": "9-3"}, "ends before")):
+        with pytest.raises(ValueError, match=match):
+            CommonCrawlInput(**bad)
+
+
+def config(bucket: Path, out: Path, shards, incremental: bool = False) -> dict:
+    return {"name": "cc", "input": {"common_crawl": {"snapshot": SNAPSHOT, "kind": "wet", "shards": shards,
+                                                     "base_url": str(bucket)}},
+            "output": {"path": str(out), "incremental": incremental}, "engine": "local",
+            "stages": [{"type": "langid"}]}
+
+
+def output_texts(out: Path) -> list[tuple[str, str]]:
+    """(id, text) of every row written, kept or rejected."""
+    from pipeline_helpers import read_manifest_files
+
+    tables = [read_manifest_files(out, prefix) for prefix in ("data/", "rejects/")]
+    return sorted(pair for t in tables if t.num_rows for pair in zip(t["id"].to_pylist(), t["text"].to_pylist()))
+
+
+def output_ids(out: Path) -> list[str]:
+    return [i for i, _ in output_texts(out)]
+
+
+def test_a_snapshot_run_reads_exactly_the_chosen_shards(bucket, tmp_path):
+    from tokenmill.engine.run import run_pipeline
+
+    out = tmp_path / "out"
+    run_pipeline(build_pipeline(config(bucket, out, "1-3")), progress=False)
+    want = sorted(f"<urn:uuid:conversion-{i}>" for i in range(6)) * 3
+    assert output_ids(out) == sorted(want)
+    assert sorted(t.rsplit("shard ", 1)[-1] for _, t in output_texts(out)) == sorted(["1", "2", "3"] * 6)
+
+
+def test_a_wrong_snapshot_or_shard_is_a_config_error(bucket, tmp_path):
+    with pytest.raises(ConfigError, match="input.common_crawl: no paths file at .*CC-MAIN-2024-10/wet.paths.gz"):
+        build_pipeline({**config(bucket, tmp_path / "o", "0"), "input": {"common_crawl": {
+            "snapshot": "CC-MAIN-2024-10", "base_url": str(bucket)}}})
+    with pytest.raises(ConfigError, match="input.common_crawl.shards: shard 8 is past the end of .*wet.paths.gz"):
+        build_pipeline(config(bucket, tmp_path / "o", "8-9"))
+    with pytest.raises(ConfigError, match="either paths .* or common_crawl"):
+        build_pipeline({**config(bucket, tmp_path / "o", "0"), "input": {"paths": ["x.jsonl"], "common_crawl": {
+            "snapshot": SNAPSHOT}}})
+
+
+def test_an_incremental_run_over_a_widening_range_takes_each_shard_once(bucket, tmp_path):
+    from tokenmill.engine.run import run_pipeline
+
+    out = tmp_path / "out"
+    run_pipeline(build_pipeline(config(bucket, out, "0-1", incremental=True)), progress=False)
+    first = output_ids(out)
+    run_pipeline(build_pipeline(config(bucket, out, "0-3", incremental=True)), progress=False)
+    both = output_ids(out)
+    assert len(first) == 12 and len(both) == 24      # shards 0-1 once, then 2-3 only
