@@ -7,6 +7,7 @@ the YAML file that wrote them.
 from __future__ import annotations
 
 import glob as _glob
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -63,6 +64,11 @@ class InputConfig(BaseModel):
                                "longer line or record is streamed past, never held whole")
     max_record_bytes: int = Field(64 << 20, ge=1, description="a WARC record's payload (HTML) larger than this is "
                                   "rejected as too_large before extraction, never read whole")
+    extractor: Literal["resiliparse", "trafilatura"] = Field("resiliparse", description="HTML to text for WARC "
+                                                             "responses: resiliparse (fast) or trafilatura "
+                                                             "(FineWeb's; pip install 'tokenmill[trafilatura]')")
+    extraction_timeout: float = Field(30.0, gt=0, description="trafilatura: seconds one page may take before it is "
+                                      "rejected as html_extraction_timeout (it runs in a child process)")
     max_field_bytes: int = Field(64 << 10, ge=1, description="id, url and meta longer than this are cut to it "
                                  "(their full length noted in meta)")
     reject_text_bytes: int = Field(64 << 10, ge=0, description="a rejected row keeps at most this prefix of its "
@@ -403,6 +409,8 @@ def build_pipeline(data: dict, source: Path | None = None, check_inputs: bool = 
         errors.append(("tokenizer.path", "required when tokenizer.kind is tokenizer_json"))
     if cfg.tokenizer.path and not _is_remote(cfg.tokenizer.path) and not Path(cfg.tokenizer.path).exists():
         errors.append(("tokenizer.path", f"file not found: {cfg.tokenizer.path}"))
+    if cfg.input.extractor == "trafilatura" and importlib.util.find_spec("trafilatura") is None:
+        errors.append(("input.extractor", "trafilatura is not installed: pip install 'tokenmill[trafilatura]'"))
     if check_inputs and cfg.input.common_crawl is not None:
         try:   # the paths file is read before any work: a wrong snapshot or shard is a config error
             cfg.input.input_paths()

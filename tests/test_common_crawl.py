@@ -168,3 +168,45 @@ def test_an_incremental_run_over_a_widening_range_takes_each_shard_once(bucket, 
     run_pipeline(build_pipeline(config(bucket, out, "0-3", incremental=True)), progress=False)
     both = output_ids(out)
     assert len(first) == 12 and len(both) == 24      # shards 0-1 once, then 2-3 only
+
+
+# -- the HTML extractor ------------------------------------------------------------------------------
+
+
+def warc_config(path: Path, out: Path, engine: str, **inp) -> dict:
+    return {"name": "x", "input": {"paths": [str(path)], **inp}, "output": {"path": str(out)}, "engine": engine,
+            "stages": [{"type": "langid"}]}
+
+
+def test_trafilatura_extracts_the_sample_pages_and_the_report_names_it(shared_data, tmp_path, engine):
+    from tokenmill.engine.run import run_pipeline
+
+    runs = {}
+    for extractor in ("resiliparse", "trafilatura"):
+        out = tmp_path / extractor
+        run_pipeline(build_pipeline(warc_config(shared_data / "sample.warc.gz", out, engine, extractor=extractor)),
+                     progress=False)
+        assert json.loads((out / "report.json").read_text())["extractor"] == extractor
+        runs[extractor] = dict(output_texts(out))
+    assert runs["resiliparse"].keys() == runs["trafilatura"].keys()
+    both = [(runs["resiliparse"][k] or "", runs["trafilatura"][k] or "") for k in runs["trafilatura"]]
+    filled = [(a, b) for a, b in both if b]
+    assert len(filled) >= 0.7 * len(both)                    # trafilatura found main text in most pages
+    shared = [len(set(a.split()) & set(b.split())) / max(1, len(set(b.split()))) for a, b in filled]
+    assert sorted(shared)[len(shared) // 2] > 0.7            # and mostly the words Resiliparse found
+
+
+def test_a_page_that_makes_trafilatura_slow_is_a_timeout_reject_and_the_next_page_is_read(tmp_path, shared_data):
+    slow = ("<html><body>" + "".join(f"<div><p>paragraph {i} " + "word " * 40 + "</p></div>" for i in range(30000))
+            + "</body></html>").encode()
+    normal = b"<html><body><article><p>" + b"A short normal page about the weather today. " * 20 + b"</p></article></body></html>"
+    block = lambda body: b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n" + body   # noqa: E731
+    path = tmp_path / "slow.warc"
+    path.write_bytes(warc_record("response", 1, block(slow), "https://slow.example/",
+                                 "Content-Type: application/http; msgtype=response\r\n")
+                     + warc_record("response", 2, block(normal), "https://ok.example/",
+                                   "Content-Type: application/http; msgtype=response\r\n"))
+    opts = InputConfig(paths=["unused"], extractor="trafilatura", extraction_timeout=0.5, max_doc_bytes=1 << 30)
+    rows = [r for t in read_file(InputFile(str(path), path.name, "warc"), opts) for r in t.to_pylist()]
+    assert [r["reject_reason"] for r in rows] == ["html_extraction_timeout", None]
+    assert "within 0.5 s" in json.loads(rows[0]["meta"])["error"] and "weather today" in rows[1]["text"]

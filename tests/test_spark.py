@@ -415,3 +415,23 @@ def test_incremental_runs_alternate_engines_and_equal_one_run(tmp_path, ray_loca
     assert res.report["global_steps"]["minhash_dedup"]["indexed_runs"] == 1   # Spark read Ray's MinHash index
     again = run_pipeline(config([landing], tmp_path / "inc", incremental=True), progress=False, engine="spark")
     assert again.skipped
+
+
+def test_warc_and_wet_with_trafilatura_on_spark_equal_local_and_ray(tmp_path, shared_data, ray_local, spark_local):
+    """The same documents from a WARC (HTML extracted by trafilatura in its child process) and a WET
+    file on every engine."""
+    from test_common_crawl import output_texts, wet_file
+
+    docs = [json.loads(line) for line in open(shared_data / "web_dev.jsonl", encoding="utf-8")][:40]
+    (tmp_path / "in").mkdir()
+    shutil.copy(shared_data / "sample.warc.gz", tmp_path / "in" / "sample.warc.gz")
+    wet_file(tmp_path / "in" / "part-00000.warc.wet.gz",
+             [{"text": d["text"], "url": d.get("url") or f"https://example.org/{i}"} for i, d in enumerate(docs)])
+    got = {}
+    for engine in ("local", "ray", "spark"):
+        out = tmp_path / engine
+        run_pipeline(build_pipeline({"name": "cc", "input": {"paths": [str(tmp_path / "in")], "extractor": "trafilatura"},
+                                     "output": {"path": str(out)}, "stages": [{"type": "langid"}]}),
+                     progress=False, engine=engine)
+        got[engine] = output_texts(out)
+    assert len(got["local"]) >= 40 + 20 and got["ray"] == got["local"] and got["spark"] == got["local"]

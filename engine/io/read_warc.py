@@ -1,5 +1,6 @@
 """WARC and WET reader (.warc, .warc.gz, .warc.wet.gz): one document per HTTP response record, its
-HTML reduced to the main text with Resiliparse, and one per conversion record (Common Crawl's WET
+HTML reduced to the main text (``extract.py``: Resiliparse, or trafilatura with a per-page timeout:
+``html_extraction_timeout``), and one per conversion record (Common Crawl's WET
 files: text/plain already extracted), its text as stored, ``WARC-Refers-To`` (the response it was
 made from) in ``meta``. A file may hold both kinds; each is taken by its record type.
 
@@ -37,6 +38,7 @@ from typing import Optional
 import pyarrow as pa
 
 from tokenmill.engine.io.decode import BlockStream, damage_repeats, iter_blocks
+from tokenmill.engine.io.extract import ExtractionTimeout, html_text
 from tokenmill.engine.io.read_rows import RowBatch, check_text, read_guarded
 
 PIECE = 1 << 20   # payload bytes read at a time
@@ -73,17 +75,6 @@ class TooLarge(Exception):
             head.append(piece[:PIECE - size])
             size += len(head[-1])
         self.head = b"".join(head)
-
-
-def html_to_text(body: bytes) -> str:
-    """Main-content text of an HTML page with Resiliparse (fast, robust to broken markup)."""
-    from resiliparse.extract.html2text import extract_plain_text
-    from resiliparse.parse.encoding import bytes_to_str, detect_encoding
-    from resiliparse.parse.html import HTMLTree
-
-    html = bytes_to_str(body, detect_encoding(body))
-    return extract_plain_text(HTMLTree.parse(html), main_content=True, alt_texts=False, links=False,
-                              form_fields=False, noscript=False)
 
 
 # -- reading the stored payload --------------------------------------------------------------------
@@ -276,7 +267,12 @@ def _decoded_text(body: bytes, codings: list[str], ctype: str, info: dict, opts)
         info.update(payload_bytes=len(body), max_record_bytes=opts.max_record_bytes, decoded_over_max=True)
         return prefix_text(exc.head, opts.reject_text_bytes), "too_large"
     try:
-        text = html_to_text(body) if "html" in ctype else body.decode("utf-8", "replace")
+        text = html_text(body, opts.extractor, opts.extraction_timeout) if "html" in ctype else \
+            body.decode("utf-8", "replace")
+    except ExtractionTimeout as exc:
+        info.clear()
+        info.update(error=str(exc), extractor=opts.extractor)
+        return None, "html_extraction_timeout"
     except Exception as exc:  # one broken page is one reject
         info.clear()
         info["error"] = str(exc)[:500]

@@ -47,6 +47,7 @@ def build_report(pipeline, manifest: dict, stats: WriteStats, problems, metrics:
         "fingerprint": manifest["fingerprint"],
         "language_files": {"folder": pipeline.languages.folder,
                            "languages": len(pipeline.languages.languages_with_files())},
+        "extractor": pipeline.config.input.extractor,   # HTML to text of WARC responses
         "wall_seconds": round(wall_seconds, 2),
         "phase_seconds": {k: round(v, 2) for k, v in phase_seconds.items()},
         "shuffle_bytes": (metrics or {}).get("shuffle_bytes"),
