@@ -23,16 +23,16 @@ OPTS = InputConfig(paths=["unused"], batch_rows=50)
 SNAPSHOT = "CC-MAIN-2025-26"
 
 
-def warc_record(kind: str, n: int, block: bytes, uri: str, extra: str = "") -> bytes:
+def warc_record(kind: str, n: int, block: bytes, uri: str, extra: str = "", date: str = "2025-06-01T00:00:00Z") -> bytes:
     head = (f"WARC/1.0\r\nWARC-Type: {kind}\r\nWARC-Record-ID: <urn:uuid:{kind}-{n}>\r\n"
-            f"WARC-Target-URI: {uri}\r\nWARC-Date: 2025-06-01T00:00:00Z\r\n{extra}"
+            f"WARC-Target-URI: {uri}\r\nWARC-Date: {date}\r\n{extra}"
             f"Content-Length: {len(block)}\r\n\r\n").encode()
     return head + block + b"\r\n\r\n"
 
 
-def conversion(n: int, text: str, uri: str) -> bytes:
+def conversion(n: int, text: str, uri: str, date: str = "2025-06-01T00:00:00Z") -> bytes:
     return warc_record("conversion", n, text.encode(), uri,
-                       f"WARC-Refers-To: <urn:uuid:response-{n}>\r\nContent-Type: text/plain\r\n")
+                       f"WARC-Refers-To: <urn:uuid:response-{n}>\r\nContent-Type: text/plain\r\n", date)
 
 
 def wet_file(path: Path, docs: list[dict]) -> Path:
@@ -210,3 +210,52 @@ def test_a_page_that_makes_trafilatura_slow_is_a_timeout_reject_and_the_next_pag
     rows = [r for t in read_file(InputFile(str(path), path.name, "warc"), opts) for r in t.to_pylist()]
     assert [r["reject_reason"] for r in rows] == ["html_extraction_timeout", None]
     assert "within 0.5 s" in json.loads(rows[0]["meta"])["error"] and "weather today" in rows[1]["text"]
+
+
+# -- what the crawl itself holds: statuses and repeated URLs -------------------------------------------
+
+
+def test_responses_that_are_not_200_are_rejects_counted_by_status(tmp_path, engine):
+    from tokenmill.engine.run import run_pipeline
+
+    page = b"<html><body><article><p>" + b"A page about the harbour and its boats in the morning. " * 20 + b"</p></article></body></html>"
+    def response(n, status, body=page):   # noqa: E306
+        block = f"HTTP/1.1 {status}\r\nContent-Type: text/html\r\n\r\n".encode() + body
+        return warc_record("response", n, block, f"https://site.example/{n}", "Content-Type: application/http; msgtype=response\r\n")
+    path = tmp_path / "in" / "statuses.warc"
+    path.parent.mkdir()
+    path.write_bytes(response(1, "200 OK") + response(2, "301 Moved Permanently", b"") + response(3, "404 Not Found")
+                     + response(4, "404 Not Found") + response(5, "200 OK"))
+    out = tmp_path / "out"
+    run_pipeline(build_pipeline(warc_config(path, out, engine)), progress=False)
+    reasons = {(r["stage"], r["reason"]): r["docs"] for r in json.loads((out / "report.json").read_text())["reject_reasons"]}
+    assert reasons[("read", "http_status:404")] == 2 and reasons[("read", "http_status:301")] == 1
+    assert len([i for i, t in output_texts(out) if t and "harbour" in t]) == 2
+
+
+def test_url_dedup_keeps_the_latest_capture_or_only_reports(tmp_path, docs, engine):
+    from tokenmill.engine.run import run_pipeline
+
+    (tmp_path / "in").mkdir()
+    same = "https://news.example/story?id=7#comments"
+    captures = [("2025-01-05T00:00:00Z", "a"), ("2025-03-01T00:00:00Z", "b"), ("2025-02-01T00:00:00Z", "c")]
+    for f, part in enumerate((captures[:2], captures[2:])):
+        records = [conversion(10 * f + i, docs[10 * f + i]["text"] + f" capture {tag}", same.replace("https", "HTTPS") if tag == "c" else same, date)
+                   for i, (date, tag) in enumerate(part)]
+        records += [conversion(10 * f + 5 + i, d["text"], d["url"]) for i, d in enumerate(docs[20 + 5 * f:25 + 5 * f])]
+        (tmp_path / "in" / f"part-{f}.warc.wet.gz").write_bytes(b"".join(gzip.compress(r) for r in records))
+    for remove in (True, False):
+        out = tmp_path / f"out-{remove}"
+        run_pipeline(build_pipeline({"name": "u", "input": {"paths": [str(tmp_path / "in")]}, "output": {"path": str(out)},
+                                     "engine": engine, "stages": [{"type": "url_dedup", "remove": remove}]}), progress=False)
+        report = json.loads((out / "report.json").read_text())
+        assert report["global_steps"]["url_dedup"]["urls_captured_more_than_once"] == 1
+        assert report["global_steps"]["url_dedup"]["extra_captures"] == 2
+        from pipeline_helpers import read_manifest_files
+
+        kept = read_manifest_files(out, "data/")
+        tags = sorted(t.rsplit("capture ", 1)[-1] for t in kept["text"].to_pylist() if "capture " in t)
+        assert tags == (["b"] if remove else ["a", "b", "c"]) and kept.num_rows == (11 if remove else 13)
+        if remove:
+            rejects = read_manifest_files(out, "rejects/")
+            assert sorted(rejects["reject_reason"].to_pylist()) == ["duplicate_url_of:<urn:uuid:conversion-1>"] * 2

@@ -10,7 +10,8 @@ before the damage and adds a ``truncated_file`` row. The WARC layer is checked t
 whose payload is shorter than its headers say, or content that ends inside a record (every
 record ends with a blank line), is a cut file; fastwarc's own errors on a corrupt header end the
 file the same way. A response that is not text is ``not_text``; one whose HTML cannot be
-extracted is ``html_extraction_failed``.
+extracted is ``html_extraction_failed``; one whose HTTP status is not 200 (a redirect, an error page) is
+``http_status:<code>`` (``http_status:none`` without HTTP headers), so the report counts them by status.
 
 HTTP bodies are decoded before extraction, here rather than by fastwarc (its ``auto_decode``
 ends the whole file quietly at a corrupt body): ``Transfer-Encoding: chunked`` (a body stored
@@ -237,6 +238,12 @@ def add_response(b: RowBatch, rec, source: str, count: int, opts) -> None:
     http = rec.http_headers
     ctype = (http.get("Content-Type", "") if http else "").lower()
     info = {"warc_date": rec.headers.get("WARC-Date"), "content_type": ctype}
+    status = http.status_code if http else None
+    if status != 200:   # a redirect, an error page, a response without HTTP headers: counted by status
+        check_whole(rec.reader.consume(), rec, count, rid)
+        info["http_status"] = status
+        b.add(rid, None, source, url, json.dumps(info, sort_keys=True), f"http_status:{status or 'none'}", key)
+        return
     if "html" not in ctype and "text/plain" not in ctype:
         check_whole(rec.reader.consume(), rec, count, rid)
         b.add(rid, None, source, url, json.dumps(info, sort_keys=True), "not_text", key)
