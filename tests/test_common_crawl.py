@@ -2,8 +2,9 @@
 shared/data, read by name and by record type, cut files keeping every complete record; a WARC
 holding both responses (real HTML of sample.warc.gz) and conversions; ``input.common_crawl``
 expanded from a folder laid out like the bucket (``crawl-data/<snapshot>/wet.paths.gz``) to
-exactly the chosen shards (a range, a list, a seeded fraction), a wrong snapshot or shard a
-config error, and an incremental run over a widening range taking each shard once."""
+exactly the chosen shards (a range, a list, a seeded fraction), a wrong snapshot, shard or paths
+file a config error, and an incremental run over a widening range taking each shard once; the
+extractors (trafilatura's timeout, its process killed mid-page), statuses and url_dedup."""
 from __future__ import annotations
 
 import gzip
@@ -259,3 +260,38 @@ def test_url_dedup_keeps_the_latest_capture_or_only_reports(tmp_path, docs, engi
         if remove:
             rejects = read_manifest_files(out, "rejects/")
             assert sorted(rejects["reject_reason"].to_pylist()) == ["duplicate_url_of:<urn:uuid:conversion-1>"] * 2
+
+
+def test_a_trafilatura_process_killed_mid_page_fails_that_page_only():
+    import os
+    import signal
+    import threading
+
+    from tokenmill.engine.io.extract import Sandbox
+
+    box = Sandbox()
+    slow = "<html><body>" + "".join(f"<div><p>paragraph {i} " + "word " * 40 + "</p></div>" for i in range(30000)) + "</body></html>"
+    assert "weather" in box.extract("<html><body><article><p>" + "The weather today is mild and dry. " * 20
+                                    + "</p></article></body></html>", 30)
+    threading.Timer(0.3, lambda: os.kill(box.proc.pid, signal.SIGKILL)).start()
+    with pytest.raises(ValueError, match="process died on this page"):
+        box.extract(slow, 30)
+    assert "harbour" in box.extract("<html><body><article><p>" + "The harbour is full of boats this morning. " * 20
+                                    + "</p></article></body></html>", 30)
+    box.stop()
+
+
+def test_a_wet_record_over_the_cap_is_too_large_and_the_next_is_read(tmp_path, docs):
+    path = tmp_path / "big.warc.wet.gz"
+    path.write_bytes(gzip.compress(conversion(1, "x" * 300_000, "https://a.example/"))
+                     + gzip.compress(conversion(2, docs[0]["text"], docs[0]["url"])))
+    opts = InputConfig(paths=["unused"], max_record_bytes=100_000, reject_text_bytes=1000)
+    rows = [r for t in read_file(InputFile(str(path), path.name, "wet"), opts) for r in t.to_pylist()]
+    assert [r["reject_reason"] for r in rows] == ["too_large", None] and len(rows[0]["text"]) == 1000
+    assert json.loads(rows[0]["meta"])["payload_bytes"] == 300_000 and rows[1]["text"] == docs[0]["text"]
+
+
+def test_a_paths_file_that_is_not_gzip_is_a_config_error_naming_it(bucket, tmp_path):
+    (bucket / "crawl-data" / SNAPSHOT / "wet.paths.gz").write_text("not gzip\n")
+    with pytest.raises(ConfigError, match="input.common_crawl: cannot read the paths file .*wet.paths.gz"):
+        build_pipeline(config(bucket, tmp_path / "o", "0"))

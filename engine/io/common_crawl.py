@@ -77,6 +77,8 @@ def read_paths_file(url: str) -> list[str]:
             return [line.strip() for line in fh if line.strip()]
     except FileNotFoundError as e:
         raise FileNotFoundError(f"no paths file at {url} (is the snapshot name right?)") from e
+    except (OSError, EOFError, UnicodeDecodeError) as e:   # not gzip, cut short, not text
+        raise OSError(f"cannot read the paths file {url}: {e}") from e
 
 
 def shard_numbers(shards, count: int, where: str) -> list[int]:

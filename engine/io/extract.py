@@ -7,7 +7,8 @@
   and can take minutes on hostile HTML, so it runs in a child process of the reading process
   (started on first use, reused): a page not done within ``extraction_timeout`` seconds gets its
   child killed (a new one starts for the next page) and is rejected as ``html_extraction_timeout``.
-  trafilatura's ``None`` (no main content found) is an empty text (``empty_text``).
+  trafilatura's ``None`` (no main content found) is an empty text (``empty_text``). A child that
+  dies on a page (killed, out of memory) makes that page ``html_extraction_failed``.
 
 Both decode the bytes the same way first (Resiliparse's encoding detection).
 """
@@ -86,7 +87,11 @@ class Sandbox:
         if not self.conn.poll(timeout):
             self.stop()
             raise ExtractionTimeout(f"trafilatura did not finish the page within {timeout:g} s")
-        status, value = self.conn.recv()
+        try:
+            status, value = self.conn.recv()
+        except (EOFError, OSError):   # the child died on this page (killed, out of memory): the next starts anew
+            self.stop()
+            raise ValueError("trafilatura's process died on this page") from None
         if status != "ok":
             raise ValueError(value)
         return value
