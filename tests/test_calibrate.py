@@ -188,3 +188,15 @@ def test_a_line_too_long_to_hold_is_skipped_and_the_rest_read(tmp_path):
     with pytest.warns(UserWarning, match="f.jsonl: a line over 1,000 bytes was skipped"):
         lines = list(bounded_lines(io.BytesIO(data), "f.jsonl", limit=1000))
     assert [json.loads(line)["text"] for line in lines] == ["a", "b"]
+
+
+def test_calibrating_more_languages_into_a_folder_keeps_the_earlier_ones(tmp_path, shared_data):
+    from tokenmill.stages.calibrate.run import CalibrateArgs, calibrate
+
+    for lang in ("pa", "sr"):
+        calibrate(CalibrateArgs(reference=[str(shared_data / "langid_dev.jsonl")], sample=[str(shared_data / "web_dev.jsonl")],
+                                out=str(tmp_path), base=str(HAND), languages=[lang]), log=lambda line: None)
+    assert "reference documents)." in (tmp_path / "pa.yaml").read_text().splitlines()[0]   # not overwritten by a base copy
+    summary = json.loads((tmp_path / "calibration.json").read_text())
+    assert summary["pa"]["status"] == summary["sr"]["status"] == "calibrated"
+    assert "the base file's values" in (tmp_path / "en.yaml").read_text().splitlines()[0]

@@ -16,7 +16,13 @@ import pytest
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 
 from tokenmill.engine.config import ConfigError, InputConfig, build_pipeline
-from tokenmill.engine.io.common_crawl import CommonCrawlInput, ShardFraction, shard_numbers, snapshot_urls
+from tokenmill.engine.io.common_crawl import (
+    CommonCrawlInput,
+    ShardFraction,
+    shard_numbers,
+    snapshot_files,
+    snapshot_urls,
+)
 from tokenmill.engine.io.listing import detect_format
 from tokenmill.engine.io.readers import InputFile, read_file
 
@@ -115,6 +121,10 @@ def test_shard_selection(bucket):
     cc = CommonCrawlInput(snapshot=SNAPSHOT, shards="1-2", base_url=str(bucket))
     urls = snapshot_urls(cc)
     assert [Path(u).name[-17:] for u in urls] == ["00001.warc.wet.gz", "00002.warc.wet.gz"]
+    files = snapshot_files(cc)   # the run's input files, taken from the paths file as they are: no request per shard
+    assert [f.path for f in files] == urls and {f.format for f in files} == {"wet"}
+    assert [f.source for f in files] == [u[len(str(bucket)) + 1:] for u in urls] and files[0].source.startswith("crawl-data/")
+    assert {f.listed for f in files} == {(None, SNAPSHOT)}
     for bad, match in (({"snapshot": "2025-26"}, "CC-MAIN-2025-26"), ({"snapshot": SNAPSHOT, "shards": "9-3"}, "ends before")):
         with pytest.raises(ValueError, match=match):
             CommonCrawlInput(**bad)

@@ -82,7 +82,11 @@ BAD = [
     ("input-path-matches-nothing", "input: {paths: [no/such/*.jsonl]}\noutput: {path: out}\nstages: [{type: langid}]\n",
      "input.paths[0]", ["matches no file", "no/such/*.jsonl"]),
     ("input-paths-empty", "input: {paths: []}\noutput: {path: out}\nstages: [{type: langid}]\n",
-     "input.paths", ["at least 1 item"]),
+     "input", ["give either paths", "or common_crawl (a snapshot), one of them"]),
+    ("input-paths-and-snapshot", "input: {paths: [a.jsonl], common_crawl: {snapshot: CC-MAIN-2025-26}}\n"
+     "output: {path: out}\nstages: [{type: langid}]\n", "input", ["give either paths", "not both"]),
+    ("input-snapshot-name", "input: {common_crawl: {snapshot: CC-2025}}\noutput: {path: out}\nstages: [{type: langid}]\n",
+     "input.common_crawl.snapshot", ["CC-MAIN-2025-26", "got 'CC-2025'"]),
     ("duplicate-stage-names", BASE + "stages: [{type: heuristics}, {type: heuristics}]\n",
      "stages[1].name", ["duplicate stage name 'heuristics'", "unique name"]),
     ("duplicate-explicit-names", BASE + "stages: [{type: langid, name: step}, {type: heuristics, name: step}]\n",

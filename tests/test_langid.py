@@ -224,6 +224,10 @@ def test_glotlid_labels_map_onto_the_language_files_and_keep_their_script(glotli
     right = sum(g == want[r["lang"]] for g, r in zip(got, rows))
     assert right >= 0.95 * len(rows), (right, len(rows))   # measured 1.0 on these (training) sentences
     assert {lang for lang, _ in got} >= {"en", "sr", "zh", "no", "ar"}
+    kept = make_stage(model_path=glotlid_model, keep_languages=["eng_Latn"])(make_batch([r["id"] for r in rows],
+                                                                                       [r["text"] for r in rows]))
+    not_kept = [r == "language_not_kept" for r in kept["reject_reason"].to_pylist()]
+    assert not_kept == [lang != "en" for lang in kept["language"].to_pylist()] and not all(not_kept)
     table = _table()   # the mapped code finds its language file: en's hand-written threshold, not the default
     en = out.filter(pc.equal(out["language"], "en"))
     low = pc.less(en["language_score"], table.get("en").lid_threshold).to_pylist()

@@ -208,6 +208,17 @@ def test_a_version_2_folder_has_no_word_block_and_a_bad_one_is_an_error(tmp_path
         load(bad)
 
 
+def test_the_default_eps_is_the_larger_one_only_with_a_word_block(tmp_path, embedder):
+    from tokenmill.stages.semantic.params import DEFAULT_EPS, LEXICAL_EPS_WITHOUT_WORDS, SemanticParams
+
+    def eps(folder):
+        return SemanticParams(encoder={"kind": "lexical", "path": str(folder)}).eps_for()
+
+    assert eps(embedder) == DEFAULT_EPS["lexical"] == 0.1
+    assert eps(_copy(embedder, tmp_path / "v2", version=2, words=None)) == LEXICAL_EPS_WITHOUT_WORDS == 0.05
+    assert SemanticParams(encoder={"kind": "lexical", "path": str(embedder)}, eps=0.3).eps_for() == 0.3
+
+
 def test_token_sums_add_every_output_vector_by_id_and_leave_the_embeddings_alone():
     import torch
 

@@ -16,7 +16,7 @@ from conftest import REPO
 
 pytestmark = [pytest.mark.slow]
 
-SHIPPED_LANGUAGES = 24
+SHIPPED_LANGUAGES = 80   # configs/languages/*.yaml (hand-written/ holds their sources)
 
 
 def _build_wheel(dest: Path) -> Path:
@@ -43,7 +43,9 @@ def _venv_with_wheel(root: Path, wheel: Path) -> Path:
 def test_wheel_ships_language_files_and_a_run_outside_the_repo_uses_them(tmp_path, shared_data):
     wheel = _build_wheel(tmp_path / "dist")
     names = zipfile.ZipFile(wheel).namelist()
-    assert sum(1 for n in names if n.startswith("tokenmill/languages/") and n.endswith(".yaml")) == SHIPPED_LANGUAGES
+    assert sum(1 for n in names if n.startswith("tokenmill/languages/") and n.count("/") == 2 and n.endswith(".yaml")) \
+        == SHIPPED_LANGUAGES
+    assert "tokenmill/languages/calibration.json" in names and "tokenmill/languages/hand-written/en.yaml" in names
     assert {"tokenmill/stages/quality/embed_stage.py", "tokenmill/stages/rephrase/styles/qa.yaml"} <= set(names)
     # packaging cannot forget a sub-package: every module of the tree is in the wheel
     tree = {f"tokenmill/{p.relative_to(REPO).as_posix()}" for top in ("engine", "stages", "cluster")

@@ -47,12 +47,30 @@ def test_known_words_come_out_whole(udhr):
     assert {"လူ", "နှင့်"} <= set(word_pattern("myanmar").findall(udhr["my"]))         # person, and
 
 
-@pytest.mark.parametrize("script, run", [("Khmer", "សិទ្ធិមនុស្ស"), ("Lao", "ເຫດວ່າການຮັບຮູ້"),
-                                         ("Myanmar", "နှင့်ညှဉ်းပန်း")])
-def test_syllables_by_rule_cut_at_syllable_starts_and_lose_nothing(script, run):
-    parts = syllables(run, script)
-    assert "".join(parts) == run and len(parts) >= 3
-    assert all(len(p) >= 1 for p in parts)
+@pytest.mark.parametrize("script, run, cuts", [
+    ("Myanmar", "နှင့်ညှဉ်းပန်း", ["နှင့်", "ညှဉ်း", "ပန်း"]),                    # and / oppression: sylbreak's syllables
+    ("Myanmar", "လူခပ်သိမ်းတို့သည်", ["လူ", "ခပ်", "သိမ်း", "တို့", "သည်"]),
+    ("Khmer", "សិទ្ធិមនុស្ស", ["សិ", "ទ្ធិ", "ម", "នុ", "ស្ស"]),                 # clusters: a stacked consonant stays
+    ("Lao", "ເຫດວ່າການຮັບຮູ້", ["ເຫ", "ດ", "ວ່າ", "ກາ", "ນ", "ຮັ", "ບ", "ຮູ້"]),   # a leading vowel keeps its consonant
+])
+def test_cuts_by_rule(script, run, cuts):
+    assert syllables(run, script) == cuts
+
+
+def test_a_segmenter_that_fails_on_a_run_falls_back_to_the_rule():
+    from tokenmill.stages.heuristics.segmenters import Segmented
+
+    def broken(run):
+        raise RuntimeError("model error")
+    words = Segmented("Myanmar", broken, words_only=True).findall("hello နှင့်ညှဉ်း world")
+    assert words == ["hello", "နှင့်", "ညှဉ်း", "world"]
+
+
+def test_word_shingles_refuse_a_segmenter_tokenizer():
+    from tokenmill.stages.dedup.signatures import word_shingle_hashes
+
+    with pytest.raises(ValueError, match="word shingles need a pattern tokenizer"):
+        word_shingle_hashes(["some text"], 5, tokenizer="khmer")
 
 
 def test_tibetan_whitespace_split_gives_syllables(udhr):

@@ -12,8 +12,9 @@ same layout all work) and takes the listed shards, each as ``<base_url>/<path>``
 - ``shards: all`` (the default).
 
 A shard past the end of the paths file is an error naming the paths file and its length. The URLs
-are the run's input paths: the ledger of an incremental run records each, so a later run over
-more snapshots (or a wider range) takes each shard once.
+are the run's input files (``snapshot_files``: taken as listed, with no request per shard): the
+ledger of an incremental run records each, so a later run over more snapshots (or a wider range)
+takes each shard once.
 """
 from __future__ import annotations
 
@@ -101,6 +102,19 @@ def shard_numbers(shards, count: int, where: str) -> list[int]:
         raise ValueError(f"shard {past[0]} is past the end of {where} ({count} shards, "
                          f"numbered 0-{count - 1})")
     return sorted(set(chosen))
+
+
+def snapshot_files(cc: CommonCrawlInput, fmt: str = "auto") -> list:
+    """The chosen shards as the run's input files, straight from the paths file: no listing and no
+    request per shard (a snapshot's files never change: the snapshot is their stamp)."""
+    from tokenmill.engine.io.listing import InputFile, detect_format
+
+    out = []
+    for url in snapshot_urls(cc):
+        source = url[len(cc.base_url.rstrip("/")) + 1:]
+        out.append(InputFile(url, source, fmt if fmt != "auto" else detect_format(url) or cc.kind,
+                             listed=(None, cc.snapshot)))
+    return out
 
 
 def snapshot_urls(cc: CommonCrawlInput, lines: Optional[list[str]] = None) -> list[str]:

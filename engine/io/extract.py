@@ -15,6 +15,7 @@ Both decode the bytes the same way first (Resiliparse's encoding detection).
 from __future__ import annotations
 
 import multiprocessing as mp
+import threading
 from typing import Optional
 
 EXTRACTORS = ("resiliparse", "trafilatura")
@@ -47,7 +48,10 @@ def trafilatura_text(html: str) -> str:
 
 
 def _serve(conn) -> None:
-    """The child: extract every page it is sent until the pipe closes."""
+    """The child: import trafilatura, say so, then extract every page it is sent until the pipe closes."""
+    import trafilatura  # noqa: F401
+
+    conn.send(("ready", None))
     while True:
         try:
             html = conn.recv()
@@ -60,11 +64,16 @@ def _serve(conn) -> None:
 
 
 class Sandbox:
-    """One child process running ``trafilatura_text``, restarted after a timeout."""
+    """One child process running ``trafilatura_text``, restarted after a timeout; one page at a time
+    (a lock: readers may share a process's sandbox from threads). A page's timeout starts once the
+    child is up (its start, imports included, has its own ``STARTUP_SECONDS``)."""
+
+    STARTUP_SECONDS = 300.0
 
     def __init__(self):
         self.proc: Optional[mp.process.BaseProcess] = None
         self.conn = None
+        self.lock = threading.Lock()
 
     def _start(self) -> None:
         ctx = mp.get_context("spawn")   # no fork of a threaded reader (Ray, Spark workers)
@@ -72,6 +81,13 @@ class Sandbox:
         self.proc = ctx.Process(target=_serve, args=(child,), daemon=True)
         self.proc.start()
         child.close()
+        try:
+            ready = self.conn.poll(self.STARTUP_SECONDS) and self.conn.recv()[0] == "ready"
+        except (EOFError, OSError):
+            ready = False
+        if not ready:
+            self.stop()
+            raise RuntimeError(f"the trafilatura process did not start within {self.STARTUP_SECONDS:g} s")
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -81,6 +97,10 @@ class Sandbox:
         self.proc = self.conn = None
 
     def extract(self, html: str, timeout: float) -> str:
+        with self.lock:
+            return self._extract(html, timeout)
+
+    def _extract(self, html: str, timeout: float) -> str:
         if self.proc is None or not self.proc.is_alive():
             self._start()
         self.conn.send(html)

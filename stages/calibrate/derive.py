@@ -101,8 +101,9 @@ def script_of(docs: list[str], sample_chars: int = 200_000) -> tuple[str | None,
     """(ISO 15924 code of the script most letters of the documents are in, or None when unknown;
     the word tokenizer it needs)."""
     counts: Counter = Counter()
-    for d in docs:
-        for c in d[:sample_chars // max(1, len(docs))]:
+    step = max(1, len(docs) // 1000)   # at most ~1,000 documents, each read up to its share of the sample
+    for d in docs[::step]:
+        for c in d[:max(200, sample_chars // max(1, len(docs[::step])))]:
             if c.isalpha():
                 name = unicodedata.name(c, "")
                 counts[SCRIPT_CODES.get(name.split(" ", 1)[0])] += 1

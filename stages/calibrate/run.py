@@ -89,11 +89,12 @@ def calibrate_language(lang: str, texts: list[str], lid: Lid, sample_scores: dic
         if tokenizer != params["word_tokenizer"]:
             params["word_tokenizer"] = tokenizer
             notes["word_tokenizer"] = f"the reference is written in {script}, without spaces between words"
+    base_rejects = rejection(docs, start)
     marks = "".join(c for c in derive.sentence_marks(sentences) if c not in params["terminal_punctuation"])
-    if marks and args.prefer_base and has_file and rejection(docs, start) <= args.max_clean_reject:
+    if marks and args.prefer_base and has_file and base_rejects <= args.max_clean_reject:
         row.setdefault("kept", {})["terminal_punctuation"] = notes["terminal_punctuation"] = (
             f"hand-written value kept: the reference's sentences also end in {marks!r}, but the hand-written "
-            f"marks already keep {1 - rejection(docs, start):.0%} of its documents")
+            f"marks already keep {1 - base_rejects:.0%} of its documents")
         marks = ""
     if marks:
         params["terminal_punctuation"] += marks
@@ -119,7 +120,7 @@ def calibrate_language(lang: str, texts: list[str], lid: Lid, sample_scores: dic
     lp = language_params_model().model_validate(params)
     row.update(status="calibrated", changes=notes,
                lid_threshold={"shipped": start["lid_threshold"], "calibrated": params["lid_threshold"]},
-               clean_rejected={"shipped": rejection(docs, start), "calibrated": rejection(docs, params)},
+               clean_rejected={"shipped": base_rejects, "calibrated": rejection(docs, params)},
                corrupted_rejected={"shipped": rejection(bad, start), "calibrated": rejection(bad, params)},
                lid_rejects_clean={"shipped": share_below(mine, start["lid_threshold"]),
                                   "calibrated": share_below(mine, params["lid_threshold"])})
@@ -130,13 +131,34 @@ def calibrate_language(lang: str, texts: list[str], lid: Lid, sample_scores: dic
 
 def copy_base(out: str, base, summary: dict) -> None:
     """Every base language file that calibration did not write, as it is, so ``out`` is a whole
-    ``languages.dir`` on its own."""
+    ``languages.dir`` on its own; a file an earlier calibration wrote there stays."""
     os.makedirs(out, exist_ok=True)
     for iso in base.languages_with_files():
-        if iso not in summary or summary[iso].get("status") != "calibrated":
-            note = (summary.get(iso) or {}).get("status") or "no reference text"
-            write_language_file(out, iso, render({**base.get(iso).model_dump(), "language": iso}, {}, iso,
-                                                 f"the base file's values: {note}"))
+        if (summary.get(iso) or {}).get("status") == "calibrated" or calibrated_earlier(os.path.join(out, f"{iso}.yaml")):
+            continue
+        note = (summary.get(iso) or {}).get("status") or "no reference text"
+        write_language_file(out, iso, render({**base.get(iso).model_dump(), "language": iso}, {}, iso,
+                                             f"the base file's values: {note}"))
+
+
+def calibrated_earlier(path: str) -> bool:
+    """Whether ``path`` is a file calibration wrote from reference text (not a base copy)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return "reference documents)." in fh.readline()
+    except OSError:
+        return False
+
+
+def merged_summary(out: str, summary: dict) -> dict:
+    """This run's rows over an earlier calibration.json's in ``out`` (a run of some languages keeps
+    the others' rows)."""
+    try:
+        with open(os.path.join(out, SUMMARY_FILE), encoding="utf-8") as fh:
+            earlier = json.load(fh)
+    except (OSError, ValueError):
+        earlier = {}
+    return {**(earlier if isinstance(earlier, dict) else {}), **summary}
 
 
 def share_below(scores: list[float], threshold: float) -> float | None:
@@ -149,9 +171,17 @@ def calibrate(args: CalibrateArgs, log: Callable = print) -> dict:
     from tokenmill.engine.languages import LanguageTable, load_language_files
     from tokenmill.languages import shipped_dir
 
+    folder = Path(args.base) if args.base else shipped_dir()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--base: no such folder: {folder}")
     reference = read_reference(args.reference, args.text_field, args.lang_field)
     if not reference:
         raise ValueError(f"--reference: no rows with both {args.text_field!r} and {args.lang_field!r}")
+    with folder_lock(args.out):
+        return _calibrate(args, reference, LanguageTable(files=load_language_files(folder), folder=str(folder)), log)
+
+
+def _calibrate(args: CalibrateArgs, reference: dict, base, log: Callable) -> dict:
     lid = Lid()
     sample = [t for t, _ in read_pairs(args.sample, args.text_field, None) if isinstance(t, str) and t.strip()]
     sample_scores: dict[str, list[float]] = {}
@@ -159,11 +189,6 @@ def calibrate(args: CalibrateArgs, log: Callable = print) -> dict:
         sample_scores.setdefault(label, []).append(score)
     log(f"{sum(map(len, reference.values())):,} reference texts in {len(reference)} languages, "
         f"{len(sample):,} sample documents")
-    lock = folder_lock(args.out)
-    folder = Path(args.base) if args.base else shipped_dir()
-    if not folder.is_dir():
-        raise FileNotFoundError(f"--base: no such folder: {folder}")
-    base = LanguageTable(files=load_language_files(folder), folder=str(folder))
     summary, sections = {}, {}
     for lang in sorted(reference):
         if args.languages and lang not in args.languages:
@@ -178,9 +203,11 @@ def calibrate(args: CalibrateArgs, log: Callable = print) -> dict:
         log(f"{iso}: {row['status']}" + (f"; clean rejected {row['clean_rejected']}" if "clean_rejected" in row else ""))
     copy_base(args.out, base, summary)
     page.write_page(args.out, sections, summary)
-    with open(os.path.join(args.out, SUMMARY_FILE), "w", encoding="utf-8") as fh:
-        json.dump(summary, fh, indent=1, ensure_ascii=False)
-    lock.close()
+    everything = merged_summary(args.out, summary)
+    tmp = os.path.join(args.out, f".{SUMMARY_FILE}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(everything, fh, indent=1, ensure_ascii=False)
+    os.replace(tmp, os.path.join(args.out, SUMMARY_FILE))
     return summary
 
 

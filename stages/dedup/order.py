@@ -23,11 +23,12 @@ def input_order_keys() -> list[tuple[str, str]]:
     return [(SOURCE, "ascending"), (OFFSET, "ascending"), ("row_key", "ascending")]
 
 
-def first_by_key(table: pa.Table, key: str) -> tuple[pa.Table, np.ndarray, np.ndarray]:
-    """``table`` sorted by ``key``, then input order; whether each row is the first of its key; and
-    the id of that first row, for every row."""
+def first_by_key(table: pa.Table, key: str, then: tuple = ()) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+    """``table`` sorted by ``key``, then the sort keys ``then`` (nulls last), then input order;
+    whether each row is the first of its key; and the id of that first row, for every row."""
     table = with_input_order(table)
-    table = table.take(pc.sort_indices(table, sort_keys=[(key, "ascending"), *input_order_keys()]))
+    table = table.take(pc.sort_indices(table, sort_keys=[(key, "ascending"), *then, *input_order_keys()],
+                                       null_placement="at_end"))
     keys = np.asarray(table[key].to_numpy(zero_copy_only=False), dtype=object)
     first = np.r_[True, keys[1:] != keys[:-1]] if len(keys) else np.zeros(0, bool)
     ids = np.asarray(table["id"].to_numpy(zero_copy_only=False), dtype=object)

@@ -164,6 +164,10 @@ def _classes(kind: str) -> np.ndarray:
     return table
 
 
+#: tokenizers the byte-class fast path implements (the others: ``segmenters.py``)
+_FAST_TOKENIZERS = ("whitespace", "cjk", "thai")
+
+
 def _check(ngram: int, mode: str, tokenizer: str) -> None:
     if ngram < 1:
         raise ValueError(f"ngram must be >= 1, got {ngram}")
@@ -171,6 +175,9 @@ def _check(ngram: int, mode: str, tokenizer: str) -> None:
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
     if tokenizer not in _WORDS:
         raise ValueError(f"unknown tokenizer {tokenizer!r}; expected one of {sorted(_WORDS)}")
+    if mode == "word" and tokenizer not in _FAST_TOKENIZERS:
+        raise ValueError(f"word shingles need a pattern tokenizer ({', '.join(_FAST_TOKENIZERS)}); {tokenizer!r} "
+                         "segments with a model: use char shingles (minhash_char_ngram), as minhash_dedup does")
 
 
 # -- the reference definition, one document ---------------------------------------------------------

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tokenmill.engine.schema import set_column
 from tokenmill.engine.stage import GlobalStage, Resources, register_stage
 
-from .order import input_order_keys, with_input_order
+from .order import first_by_key
 
 URL_KEY, CAPTURE = "url_key", "capture_date"
 DECISIONS = pa.schema([("row_key", pa.string()), ("reject_reason", pa.string()), ("node", pa.int64())])
@@ -61,15 +61,8 @@ def decide(rows: Optional[pa.Table], remove: bool, keep: str) -> pa.Table:
     ``remove``), and one summary row."""
     if rows is None or rows.num_rows == 0:
         return _out(DECISIONS.empty_table(), 0, 0)
-    rows = with_input_order(rows)
-    date_order = [(CAPTURE, "descending")] if keep == "latest" else []
-    rows = rows.take(pc.sort_indices(rows, sort_keys=[(URL_KEY, "ascending"), *date_order, *input_order_keys()],
-                                     null_placement="at_end"))
-    keys = rows[URL_KEY].to_numpy()
-    first = np.r_[True, keys[1:] != keys[:-1]] if len(keys) else np.zeros(0, bool)
-    ids = np.asarray(rows["id"].to_numpy(zero_copy_only=False), dtype=object)
-    winner = ids[first][np.cumsum(first) - 1]
-    sizes = np.diff(np.r_[np.flatnonzero(first), len(keys)])
+    rows, first, winner = first_by_key(rows, URL_KEY, ((CAPTURE, "descending"),) if keep == "latest" else ())
+    sizes = np.diff(np.r_[np.flatnonzero(first), len(first)])
     extra = ~first
     decisions = DECISIONS.empty_table()
     if remove and extra.any():

@@ -145,9 +145,8 @@ class LexicalEncoder:
         network = forward(self.features(texts), self.layers)
         if not self.words:
             return network
-        cut = [t[:self.max_tokens * CHARS_PER_TOKEN] for t in texts]
-        x = tfidf(word_block.word_counts(cut, len(self.word_idf)), self.word_idf)
-        return word_block.combine(network, word_block.sketch(x, self.word_proj), float(self.words["weight"]))
+        words = word_block.rows(texts, self.word_idf, self.word_proj, self.max_tokens * CHARS_PER_TOKEN)
+        return word_block.combine(network, words, float(self.words["weight"]))
 
 
 def output_dim(config: dict) -> int:
@@ -181,13 +180,14 @@ def read_folder(folder: str, shown: str | None = None) -> tuple[dict, np.ndarray
             layers = [(z[f"w{i}"].astype(np.float32, copy=False), z[f"b{i}"].astype(np.float32))
                       for i in range(int(config["layers"]))]
             word_idf = z["word_idf"].astype(np.float32, copy=False) if config.get("words") else None
-    except (OSError, ValueError, KeyError) as e:
-        raise ValueError(f"{shown}/{WEIGHTS_FILE} is unreadable or incomplete: {e}") from e
+            word_buckets = int(config["words"]["buckets"]) if config.get("words") else None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{shown}/{WEIGHTS_FILE} is unreadable or incomplete, or {CONFIG_FILE}'s words is: {e}") from e
     if len(idf) != config["buckets"] or layers[0][0].shape[0] != config["buckets"] or \
             layers[-1][0].shape[1] != config["dim"]:
         raise ValueError(f"{shown}/{WEIGHTS_FILE}: shapes do not match {CONFIG_FILE} (buckets {config['buckets']}, "
                          f"dim {config['dim']})")
-    if word_idf is not None and len(word_idf) != config["words"]["buckets"]:
+    if word_idf is not None and len(word_idf) != word_buckets:
         raise ValueError(f"{shown}/{WEIGHTS_FILE}: word_idf has {len(word_idf)} buckets, {CONFIG_FILE} says "
-                         f"{config['words']['buckets']}")
+                         f"{word_buckets}")
     return config, idf, layers, word_idf

@@ -324,9 +324,8 @@ def word_block_of(texts: list[str], args: EmbedderArgs) -> Optional[np.ndarray]:
 
 def word_sketches(texts: list[str], word_idf: np.ndarray, args: EmbedderArgs) -> np.ndarray:
     """The word block's rows of the training texts (fixed while the network trains)."""
-    cut = [t[:args.max_tokens * CHARS_PER_TOKEN] for t in texts]
-    x = tfidf(word_block.word_counts(cut, len(word_idf)), word_idf)
-    return word_block.sketch(x, word_block.projection(len(word_idf), args.word_dim))
+    return word_block.rows(texts, word_idf, word_block.projection(len(word_idf), args.word_dim),
+                           args.max_tokens * CHARS_PER_TOKEN)
 
 
 def write_folder(out: str, layers, idf: np.ndarray, tokenizer_src: str, config: dict,

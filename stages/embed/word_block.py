@@ -51,6 +51,13 @@ def sketch(tfidf_rows: sp.csr_matrix, proj: sp.csr_matrix) -> np.ndarray:
     return np.divide(y, norms, out=np.zeros_like(y), where=norms > 0)
 
 
+def rows(texts: list[str], idf: np.ndarray, proj: sp.csr_matrix, max_chars: int) -> np.ndarray:
+    """The word block of ``texts`` (each cut to ``max_chars``, as the network's tokens are)."""
+    from .lexical import tfidf
+
+    return sketch(tfidf(word_counts([t[:max_chars] for t in texts], len(idf)), idf), proj)
+
+
 def combine(network: np.ndarray, words: np.ndarray, weight: float) -> np.ndarray:
     """``[sqrt(1 - weight) * network, sqrt(weight) * words]``, rows L2-normalised (zeros stay zeros)."""
     out = np.hstack([np.sqrt(1.0 - weight) * network, np.sqrt(weight) * words]).astype(np.float32)

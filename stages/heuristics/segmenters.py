@@ -14,9 +14,10 @@ them unchanged.
   PyPI segmenter (pyidaungsu) needs the fasttext package, which clashes with the one tokenmill
   uses.
 
-Without the extra, Khmer and Lao runs are cut into syllables by rule too (one warning per
-process says so); a language file's thresholds calibrated with the segmenter then see more,
-shorter words. Tibetan needs nothing here: its syllables are separated by the tsheg, a
+Without the extra, Khmer and Lao runs are cut by rule too (one warning per process says so), into
+orthographic clusters (a consonant with the marks written with it), which are shorter than
+syllables: a final consonant stands alone. A language file's thresholds calibrated with the
+segmenter then see more, shorter words. A run the segmenter fails on is cut by rule as well. Tibetan needs nothing here: its syllables are separated by the tsheg, a
 punctuation mark, so ``whitespace`` already splits it into syllables (botok, the word segmenter,
 downloads its dictionary on first use, which a worker without network cannot do).
 """
@@ -36,8 +37,7 @@ _REST_WORDS = re.compile(r"[\p{L}\p{M}\p{N}_]+")
 _SYLLABLE_START = {
     # a consonant or independent vowel not stacked under COENG (U+17D2)
     "Khmer": re.compile(r"(?<!\u17D2)[\u1780-\u17B3]"),
-    # a leading vowel, or a consonant not preceded by a leading vowel or by a consonant it is
-    # written with (tone marks and vowels follow the consonant)
+    # a leading vowel, or a consonant not right after a leading vowel (which belongs to it)
     "Lao": re.compile(r"[\u0EC0-\u0EC4]|(?<![\u0EC0-\u0EC4])[\u0E81-\u0EAE\u0EDC-\u0EDF]"),
     # sylbreak: a consonant not after a virama and not before an asat or virama (dot below and
     # anusvara may come between); independent vowels
@@ -47,7 +47,8 @@ _SYLLABLE_START = {
 
 
 def syllables(run: str, script: str) -> list[str]:
-    """``run`` cut before every syllable start of ``script``."""
+    """``run`` cut before every syllable start of ``script`` (Myanmar: syllables; Khmer, Lao:
+    orthographic clusters)."""
     starts = [m.start() for m in _SYLLABLE_START[script].finditer(run) if m.start() > 0]
     return [run[a:b] for a, b in zip([0] + starts, starts + [len(run)])]
 
@@ -76,6 +77,7 @@ class Segmented:
     """A word splitter for one script: its runs cut by ``segment``, other text split by ``rest``."""
 
     def __init__(self, script: str, segment: Callable[[str], list[str]], words_only: bool):
+        self.script = script
         self.run = re.compile(rf"(?:(?=\p{{Script={script}}}){_LETTER})+")
         self.segment = segment
         self.rest = _REST_WORDS if words_only else _REST_TOKENS
@@ -84,13 +86,20 @@ class Segmented:
         out, pos = [], 0
         for m in self.run.finditer(text):
             out += self.rest.findall(text, pos, m.start())
-            out += [w for w in (s.strip() for s in self.segment(m.group())) if w]
+            out += [w for w in (s.strip() for s in self._segment(m.group())) if w]
             pos = m.end()
         out += self.rest.findall(text, pos)
         return out
 
     def finditer(self, text: str) -> Iterator[str]:
+        """The words, one at a time (strings, not match objects: callers count them)."""
         return iter(self.findall(text))
+
+    def _segment(self, run: str) -> list[str]:
+        try:
+            return self.segment(run)
+        except Exception:   # a segmenter's failure on one odd run must not fail the batch
+            return syllables(run, self.script)
 
 
 def tokenizers(words_only: bool) -> dict[str, Segmented]:

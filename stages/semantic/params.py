@@ -15,6 +15,9 @@ EPS_REPORTED = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2)
 #: 96% (goal 90%) and no page without a copy, with a step of margin on both sides (0.05: 0.908;
 #: 0.15: still none removed)
 DEFAULT_EPS = {"minilm": 0.2, "hf": 0.2, "lexical": 0.1}
+#: a lexical folder without a word block (format 1-2, or --word-dim 0): its earlier default, since the
+#: network alone finds unrelated pages of a letter-by-letter script alike (bench/README.md, issue 25)
+LEXICAL_EPS_WITHOUT_WORDS = 0.05
 
 
 class DiversifyParams(BaseModel):
@@ -52,6 +55,26 @@ class SemanticParams(BaseModel):
     index: IndexParams = Field(default_factory=IndexParams, description="across runs: write this run's kept "
                                "embeddings (index.write), dedup against earlier runs' (index.read)")
     def eps_for(self) -> float:
-        return self.eps if self.eps is not None else DEFAULT_EPS[self.encoder.kind]
+        if self.eps is not None:
+            return self.eps
+        if self.encoder.kind == "lexical" and not lexical_has_words(self.encoder.path):
+            return LEXICAL_EPS_WITHOUT_WORDS
+        return DEFAULT_EPS[self.encoder.kind]
 
     report_top: int = Field(10, ge=0, le=1000, description="largest clusters listed in the report")
+
+
+def lexical_has_words(path: str) -> bool:
+    """Whether a lexical encoder folder has a word block (its embedder.json, read alone, says
+    ``words``); an unreadable one counts as without (the stage's own load reports it)."""
+    import json
+
+    import fsspec
+
+    from tokenmill.stages.embed.lexical import CONFIG_FILE
+
+    try:
+        with fsspec.open(f"{path.rstrip('/')}/{CONFIG_FILE}", "r", encoding="utf-8") as fh:
+            return bool(json.load(fh).get("words"))
+    except (OSError, ValueError, AttributeError):
+        return False
