@@ -303,5 +303,19 @@ def test_a_wet_record_over_the_cap_is_too_large_and_the_next_is_read(tmp_path, d
 
 def test_a_paths_file_that_is_not_gzip_is_a_config_error_naming_it(bucket, tmp_path):
     (bucket / "crawl-data" / SNAPSHOT / "wet.paths.gz").write_text("not gzip\n")
-    with pytest.raises(ConfigError, match="input.common_crawl: cannot read the paths file .*wet.paths.gz"):
+    with pytest.raises(ConfigError, match="input.common_crawl: the paths file .*wet.paths.gz: cannot read it"):
         build_pipeline(config(bucket, tmp_path / "o", "0"))
+
+
+def test_a_store_that_times_out_on_the_paths_file_is_retried(bucket, tmp_path, monkeypatch):
+    from tokenmill.engine.io.faults import ENV
+    from tokenmill.engine.run import run_pipeline
+
+    state, schedule = tmp_path / "faults", tmp_path / "faults.json"
+    schedule.write_text(json.dumps({"inner": "file", "state": str(state), "rules": [
+        {"op": "open", "match": "*wet.paths.gz", "kind": "transient", "times": 2}]}))
+    monkeypatch.setenv(ENV, str(schedule))
+    out = tmp_path / "out"
+    run_pipeline(build_pipeline(config(f"faulty://{bucket}", out, "0-1")), progress=False)
+    assert len((state / "log.jsonl").read_text().splitlines()) >= 2          # the timeouts happened and were retried
+    assert len(output_ids(out)) == 12

@@ -70,16 +70,23 @@ class CommonCrawlInput(BaseModel):
 
 
 def read_paths_file(url: str) -> list[str]:
-    """The lines of a gzip paths file (blank lines left out)."""
+    """The lines of a gzip paths file (blank lines left out); a transient store error (a timeout, a
+    reset, throttling) is retried with the run's ``io`` policy before anything is reported."""
     import fsspec
 
-    try:
+    from tokenmill.engine.io.transient import is_transient, retry
+
+    def read() -> list[str]:
         with fsspec.open(url, "rt", compression="gzip", encoding="utf-8") as fh:
             return [line.strip() for line in fh if line.strip()]
+
+    try:
+        return retry(read, what=f"reading {url}")
     except FileNotFoundError as e:
         raise FileNotFoundError(f"no paths file at {url} (is the snapshot name right?)") from e
-    except (OSError, EOFError, UnicodeDecodeError) as e:   # not gzip, cut short, not text
-        raise OSError(f"cannot read the paths file {url}: {e}") from e
+    except (OSError, EOFError, UnicodeDecodeError) as e:   # not gzip, cut short, not text; retries spent
+        what = "the store kept failing" if is_transient(e) else "cannot read it"
+        raise OSError(f"the paths file {url}: {what}: {e}") from e
 
 
 def shard_numbers(shards, count: int, where: str) -> list[int]:
