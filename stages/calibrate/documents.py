@@ -48,23 +48,18 @@ def read_pairs(paths: list[str], text_field: str, lang_field: str | None):
 
 
 def bounded_lines(fh, path: str, limit: int | None = None):
-    """The lines of a binary file; a line over ``limit`` bytes (``MAX_LINE_BYTES``) is skipped in
-    1 MiB pieces, with a warning naming the file."""
+    """The lines of a binary file (``decode.iter_lines``); a line over ``limit`` bytes
+    (``MAX_LINE_BYTES``) is streamed past, never held whole, and skipped with a warning naming the file."""
     import warnings
 
+    from tokenmill.engine.io.decode import Oversized, iter_lines
+
     limit = limit or MAX_LINE_BYTES
-    while True:
-        line = fh.readline(limit + 1)
-        if not line:
-            return
-        if len(line) <= limit or line.endswith(b"\n"):
-            yield line
+    for line in iter_lines(iter(lambda: fh.read(1 << 20), b""), max_line=limit):
+        if isinstance(line, Oversized):
+            warnings.warn(f"{path}: a line over {limit:,} bytes was skipped", stacklevel=2)
             continue
-        while True:
-            rest = fh.readline(1 << 20)
-            if not rest or rest.endswith(b"\n"):
-                break
-        warnings.warn(f"{path}: a line over {limit:,} bytes was skipped", stacklevel=2)
+        yield line
 
 
 def as_documents(texts: list[str], seed: int, per_doc: int = 12, per_line: int = 3,
