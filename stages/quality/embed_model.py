@@ -14,6 +14,20 @@ import numpy as np
 
 HEAD_FILE = "head.npz"
 DEFAULT_MAX_TOKENS = 256
+#: characters of a text tokenized first per token asked for; a text whose prefix gives fewer tokens
+#: (long words that become one unknown token) is tokenized again up to ``MAX_CHARS_PER_TOKEN``
+CHARS_PER_TOKEN = 12
+MAX_CHARS_PER_TOKEN = 256
+
+
+def text_prefix(text: str, chars: int) -> str:
+    """``text`` cut to at most ``chars`` characters, at its last whitespace before them when there is
+    one in the last quarter (so no word is split and the tokens are a prefix of the whole text's)."""
+    if len(text) <= chars:
+        return text
+    cut = text[:chars]
+    space = max(cut.rfind(" "), cut.rfind("\n"), cut.rfind("\t"))
+    return cut[:space] if space >= chars * 3 // 4 else cut
 
 
 def default_encoder() -> str:
@@ -47,8 +61,20 @@ class Encoder:
         torch.set_grad_enabled(False)
 
     def tokens(self, texts: list[str]) -> list[list[int]]:
-        """Token ids of each text, cut to ``max_tokens`` (special tokens included), unpadded."""
-        return self.tokenizer(texts, truncation=True, max_length=self.max_tokens, padding=False)["input_ids"]
+        """Token ids of each text, cut to ``max_tokens`` (special tokens included), unpadded. Only a
+        prefix of each text is tokenized (``text_prefix``), so a document of many megabytes costs
+        what its first tokens cost; the ids are the same as the whole text's."""
+        ids: list = [None] * len(texts)
+        todo = list(range(len(texts)))
+        for chars in (self.max_tokens * CHARS_PER_TOKEN, self.max_tokens * MAX_CHARS_PER_TOKEN):
+            cut = [text_prefix(texts[i], chars) for i in todo]
+            got = self.tokenizer(cut, truncation=True, max_length=self.max_tokens, padding=False)["input_ids"]
+            for i, row in zip(todo, got):
+                ids[i] = row
+            todo = [i for i, text, row in zip(todo, cut, got) if len(row) < self.max_tokens and len(text) < len(texts[i])]
+            if not todo:
+                break
+        return ids
 
     def embed(self, ids: list[list[int]], batch_size: int = 64, by_length: bool = True,
               token_sums=None) -> np.ndarray:
