@@ -196,6 +196,55 @@ def test_a_bad_semantic_config_fails_before_any_work(tmp_path, pages_file, stage
     assert not (tmp_path / "out").exists()
 
 
+def _tiny_lexical_folder(folder) -> None:
+    """A complete lexical encoder folder (random weights over MiniLM's tokenizer), written as
+    train-embedder writes one."""
+    from tokenmill.stages.embed.train_embedder import write_folder
+    from tokenmill.stages.quality.embed_model import Encoder
+
+    tok = Encoder().tokenizer
+    vocab, rng = int(tok.vocab_size), np.random.default_rng(0)
+    tok_path = folder.parent / "tokenizer.json"
+    tok.backend_tokenizer.save(str(tok_path))
+    layers = [(rng.normal(size=(vocab, 8)), np.zeros(8)), (rng.normal(size=(8, 4)), np.zeros(4))]
+    write_folder(str(folder), layers, np.ones(vocab, np.float32), str(tok_path),
+                 {"kind": "lexical", "version": 3, "dim": 4, "hidden": 8, "orders": [1], "buckets": vocab,
+                  "vocab": vocab, "max_tokens": 64})
+
+
+@pytest.mark.parametrize("damage", ["none", "truncated weights", "empty weights", "no weights", "version 99",
+                                    "no tokenizer", "garbage tokenizer", "shapes"])
+def test_a_damaged_lexical_folder_is_a_config_error_before_any_work(tmp_path, pages_file, damage):
+    """The whole folder is read before the run starts: a cut or missing file, an unknown format or
+    weights that do not match embedder.json name the folder under encoder.path (no traceback
+    after the stream phase, no output folder)."""
+    enc = tmp_path / "enc"
+    _tiny_lexical_folder(enc)
+    weights, config = enc / "weights.npz", enc / "embedder.json"
+    if damage == "truncated weights":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif damage == "empty weights":
+        weights.write_bytes(b"")
+    elif damage == "no weights":
+        weights.unlink()
+    elif damage == "version 99":
+        config.write_text(config.read_text().replace('"version": 3', '"version": 99'))
+    elif damage == "no tokenizer":
+        (enc / "tokenizer.json").unlink()
+    elif damage == "garbage tokenizer":
+        (enc / "tokenizer.json").write_text("garbage")
+    elif damage == "shapes":
+        config.write_text(config.read_text().replace('"dim": 4', '"dim": 5'))
+    cfg = _config(pages_file, tmp_path / "out", encoder={"kind": "lexical", "path": str(enc)})
+    if damage == "none":
+        build_pipeline(cfg)
+        return
+    with pytest.raises(ConfigError, match="encoder.path") as err:
+        build_pipeline(cfg)
+    assert str(enc) in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
 def test_d4_drops_the_most_prototypical_of_each_cluster_with_a_floor():
     from tokenmill.stages.semantic import diversify
 

