@@ -189,7 +189,8 @@ def test_engines_give_the_local_removals(local_run, pages_file, tmp_path, engine
 
 @pytest.mark.parametrize("stage, key", [({"encoder": {"kind": "lexical"}}, "encoder"),
                                         ({"encoder": {"kind": "lexical", "path": "/nonexistent/lex"}}, "encoder.path"),
-                                        ({"eps": 1.5}, "eps"), ({"keep": "random"}, "keep")])
+                                        ({"eps": 1.5}, "eps"), ({"keep": "random"}, "keep"),
+                                        ({"clusters": 0}, "clusters"), ({"clusters": -3}, "clusters")])
 def test_a_bad_semantic_config_fails_before_any_work(tmp_path, pages_file, stage, key):
     with pytest.raises(ConfigError, match=key.split(".")[0]):
         build_pipeline(_config(pages_file, tmp_path / "out", **stage))

@@ -1,7 +1,7 @@
 """The ``semantic_dedup`` stage's parameters (validated before any work)."""
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -35,8 +35,9 @@ class SemanticParams(BaseModel):
     eps: Optional[float] = Field(None, gt=0, lt=1, description="a document whose cosine to an earlier document of "
                                  "its cluster (in keep order) is above 1 - eps is removed (default: by encoder: "
                                  f"{DEFAULT_EPS})")
-    clusters: Union[Literal["auto"], int] = Field("auto", description="k-means clusters per group (language): "
-                                                  "auto = about documents / docs_per_cluster")
+    clusters: Union[Literal["auto"], Annotated[int, Field(ge=1)]] = Field(
+        "auto", description="k-means clusters per group (language), at least 1: auto = about documents / "
+        "docs_per_cluster")
     docs_per_cluster: int = Field(10_000, ge=1, description="auto: documents per cluster")
     sample_per_cluster: int = Field(128, ge=16, le=4096, description="k-means is fitted on about this many sampled "
                                     "documents per cluster (deterministic: by a hash of each document)")
