@@ -330,3 +330,19 @@ def test_quality_embed_with_a_lexical_head_under_ray_gives_the_direct_scores(ray
     want = head_scores(load(embedder).embed_texts([r["text"] for r in rows]), head["w"], float(head["b"]))
     assert len(got) == len(rows)
     np.testing.assert_allclose([got[r["id"]] for r in rows], want, atol=1e-5)
+
+
+def test_the_command_refuses_what_it_cannot_train_or_write_before_the_teacher(tmp_path, shared_data):
+    """Too few documents, a --max-docs below the floor and an --out that cannot be written are
+    exit 2 at once, naming what is wrong, and leave no folder behind."""
+    five = tmp_path / "five.jsonl"
+    five.write_text("\n".join((shared_data / "web_dev.jsonl").read_text().split("\n")[:5]) + "\n")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    cases = [(["--input", str(five), "--out", str(tmp_path / "e1")], "5 training documents"),
+             (["--input", str(five), "--out", str(tmp_path / "e2"), "--max-docs", "0"], "--max-docs: expected at least"),
+             (["--input", str(five), "--out", str(blocker / "sub")], "--out: cannot write the folder")]
+    for argv, message in cases:
+        proc = subprocess.run(tokenmill_cmd("train-embedder", *argv), capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "e1").exists() and not (tmp_path / "e2").exists()

@@ -2,7 +2,11 @@
 (registered as a ``tokenmill.commands`` entry point; the training itself is ``train_embedder.py``)."""
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
+
+from .train_embedder import MIN_TRAIN_DOCS
 
 
 def add_parser(sub) -> None:
@@ -55,6 +59,13 @@ def train_embedder_cmd(args) -> int:
     if "://" in args.out and not args.out.startswith("file://"):
         print(f"train-embedder: --out must be a local folder, got {args.out}", file=sys.stderr)
         return 2
+    if args.max_docs is not None and args.max_docs < MIN_TRAIN_DOCS:
+        print(f"train-embedder: --max-docs: expected at least {MIN_TRAIN_DOCS}, got {args.max_docs}", file=sys.stderr)
+        return 2
+    problem = unwritable(args.out.removeprefix("file://"))
+    if problem:
+        print(f"train-embedder: --out: {problem}", file=sys.stderr)
+        return 2
     try:
         result = train_embedder(EmbedderArgs(
             inputs=args.input, out=args.out.removeprefix("file://"), teacher=args.teacher, dim=args.dim,
@@ -66,9 +77,28 @@ def train_embedder_cmd(args) -> int:
     except (FileNotFoundError, ValueError, OSError, RuntimeError) as e:
         print(f"train-embedder: {e}", file=sys.stderr)
         return 2
+    if not result["held_out"]:
+        print("no held-out figures: no input had 3 or more documents held out (a larger input or --holdout)")
     for path, row in result["held_out"].items():
         print(f"held out {path}: {row['docs']} documents, {row['pairs']:,} pairs: Spearman {row['spearman']} "
               f"(Pearson {row['pearson']}) to the teacher; {row['docs_per_second']:,} documents/s on one core")
     print(f"encoder: {args.out} (embedder.json, weights.npz, tokenizer.json, eval.json); trained in "
           f"{result['train_seconds']} s")
     return 0
+
+
+def unwritable(out: str) -> str | None:
+    """Why the folder ``out`` cannot be written (checked before the teacher's minutes), or None; a
+    folder made for the check alone is removed again."""
+    made = not os.path.exists(out)
+    try:
+        os.makedirs(out, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".write-check-")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        return f"cannot write the folder {out} ({e.strerror or e})"
+    finally:
+        if made and os.path.isdir(out) and not os.listdir(out):
+            os.rmdir(out)
+    return None

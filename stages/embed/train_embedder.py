@@ -52,6 +52,10 @@ EVAL_FILE = "eval.json"
 NGRAM_BUCKETS = 1 << 17
 #: hashed word columns of the word block's IDF
 WORD_BUCKETS = 1 << 18
+#: training documents below which train-embedder refuses to train (in-batch similarities need a batch)
+MIN_TRAIN_DOCS = 10
+#: held-out documents of an input below which it is not scored
+MIN_EVAL_DOCS = 3
 
 
 @dataclass
@@ -313,7 +317,7 @@ def evaluate(folder: str, teacher, held: dict[str, list[str]], args: EmbedderArg
     result = {}
     for path, texts in held.items():
         texts = texts[:args.max_eval_docs]
-        if len(texts) < 3:
+        if len(texts) < MIN_EVAL_DOCS:
             continue
         result[path] = {**pair_fidelity(student.embed_texts(texts), teacher.embed(teacher.tokens(texts))),
                         "docs_per_second": docs_per_second(student, texts)}
@@ -364,9 +368,16 @@ def train_embedder(args: EmbedderArgs, log: Callable = print) -> dict:
     from tokenmill.stages.quality.embed_model import Encoder
 
     train_docs, held = split_inputs(args)
+    if len(train_docs) < MIN_TRAIN_DOCS:
+        raise ValueError(f"{len(train_docs)} training documents in {', '.join(args.inputs)}: at least "
+                         f"{MIN_TRAIN_DOCS} are needed")
     texts = train_docs + passages(train_docs, args.passages_per_doc, np.random.default_rng(args.seed))
     log(f"{len(train_docs):,} training documents, {len(texts) - len(train_docs):,} passages, "
         f"{sum(map(len, held.values())):,} held out")
+    for path, docs in held.items():
+        if len(docs) < MIN_EVAL_DOCS:
+            log(f"warning: {path}: {len(docs)} documents held out (--holdout {args.holdout}); it is not scored "
+                f"(eval.json has no figure for it: {MIN_EVAL_DOCS} or more are needed)")
     teacher = Encoder(args.teacher, max_tokens=args.teacher_tokens)
     teacher.load_model()
     t0 = time.perf_counter()
