@@ -277,6 +277,31 @@ def test_an_index_of_another_encoder_is_refused_before_any_work(pages_file, tmp_
         run_pipeline(build_pipeline(inc), progress=False, engine="local", num_cpus=1)
 
 
+@pytest.mark.parametrize("kind", ["lexical", "minilm"])
+def test_texts_the_encoder_cannot_read_are_nobodys_duplicates(tmp_path, kind):
+    """Emoji and Braille are all [UNK] to MiniLM's tokenizer, so every such text embedded alike and
+    distinct ones were removed as copies of each other: they get zero rows, so sem_max_sim 0."""
+    from tokenmill.stages.embed.encoders import EncoderSpec, make_encoder
+
+    texts = ["🎉🎊🥳 🎈🎂", "🚀🌕✨ 🔭", "⠓⠑⠇⠇⠕ ⠺⠕⠗⠇⠙", "⠞⠓⠊⠎ ⠊⠎ ⠁ ⠞⠑⠎⠞", "The river rose overnight. 🎉",
+             "The river rose overnight. 🎉"]
+    spec = {"kind": kind}
+    if kind == "lexical":
+        _tiny_lexical_folder(tmp_path / "enc")
+        spec["path"] = str(tmp_path / "enc")
+    enc = make_encoder(EncoderSpec(**spec))
+    enc.load_model()
+    norms = np.linalg.norm(enc.embed_texts(texts), axis=1)
+    assert np.allclose(norms, [0, 0, 0, 0, 1, 1], atol=1e-5), norms
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": f"t{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    cfg = {"name": "unk", "input": {"paths": [str(tmp_path / "in.jsonl")]}, "output": {"path": str(tmp_path / "out")},
+           "stages": [{"type": "semantic_dedup", "encoder": spec, "scope": "global", "eps": 0.2}]}
+    run_pipeline(build_pipeline(cfg), progress=False, engine="local", num_cpus=1)
+    got = _outcome(tmp_path / "out")
+    assert {i: got[i] for i in ("t0", "t1", "t2", "t3")} == {f"t{i}": (None, 0.0) for i in range(4)}
+    assert got["t5"][0] == f"{steps.REASON_PREFIX}t4" and got["t4"][0] is None   # a readable copy still goes
+
+
 def test_d4_drops_the_most_prototypical_of_each_cluster_with_a_floor():
     from tokenmill.stages.semantic import diversify
 

@@ -63,7 +63,18 @@ class TransformerEncoder:
         self.dim = self.encoder.dim
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
-        return self.encoder.embed(self.encoder.tokens(texts), batch_size=self.batch_size)
+        """Rows of zeros for empty texts and texts whose every token is unknown to the tokenizer
+        (emoji, Braille to MiniLM: all ``[UNK]``, so all alike)."""
+        ids = self.encoder.tokens(texts)
+        out = self.encoder.embed(ids, batch_size=self.batch_size)
+        tok = self.encoder.tokenizer
+        if tok.unk_token_id is not None:
+            special = set(tok.all_special_ids) - {tok.unk_token_id}
+            for i, row in enumerate(ids):
+                content = [t for t in row if t not in special]
+                if all(t == tok.unk_token_id for t in content):
+                    out[i] = 0.0
+        return out
 
 
 def make_encoder(spec: EncoderSpec, device: str = "cpu") -> TextEncoder:

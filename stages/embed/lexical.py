@@ -48,6 +48,12 @@ def load_tokenizer(path: str):
     return tok
 
 
+def unknown_id(tokenizer):
+    """The id of the tokenizer's unknown token (None for a byte-level one without it)."""
+    name = getattr(tokenizer.model, "unk_token", None)
+    return tokenizer.token_to_id(name) if name else None
+
+
 def token_ids(tokenizer, texts: list[str], max_tokens: int) -> list[np.ndarray]:
     """Ids (no special tokens) of the first ``max_tokens`` tokens of each text."""
     cut = [t[:max_tokens * CHARS_PER_TOKEN] for t in texts]
@@ -124,6 +130,7 @@ class LexicalEncoder:
         folder = local_copy(self.spec.path)
         self.config, self.idf, self.layers, self.word_idf = read_folder(folder, self.spec.path)
         self.tokenizer = load_tokenizer(os.path.join(folder, TOKENIZER_FILE))
+        self.unk = unknown_id(self.tokenizer)
         self.words = self.config.get("words") if self.word_idf is not None else None
         self.word_proj = word_block.projection(len(self.word_idf), int(self.words["dim"])) if self.words else None
         self.dim = output_dim(self.config)
@@ -133,7 +140,11 @@ class LexicalEncoder:
         self.vocab = int(self.config.get("vocab", 0))   # version 1: n-grams hashed over all columns
 
     def features(self, texts: list[str]) -> sp.csr_matrix:
+        """TF-IDF rows; a text whose every token is unknown to the tokenizer gets an empty row (so a
+        zero embedding: nothing the encoder can read, never anyone's near-duplicate)."""
         ids = token_ids(self.tokenizer, texts, self.max_tokens)
+        if self.unk is not None:
+            ids = [x[:0] if len(x) and bool(np.all(x == self.unk)) else x for x in ids]
         return tfidf(ngram_counts(ids, self.orders, self.buckets, self.vocab), self.idf)
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
