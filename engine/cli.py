@@ -93,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     except ForeignOutput as e:
         print(f"output.path: {e}", file=sys.stderr)
         return 2
+    except ConfigError as e:   # found when the run starts (an index of another encoder, one that cannot be written)
+        print(e.render(), file=sys.stderr)
+        return 2
     except LeaseHeld as e:
         print(f"{e}; this run did nothing (exit 75: try again later, or pass --lock-wait SECONDS)", file=sys.stderr)
         return 75

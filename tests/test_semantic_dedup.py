@@ -302,6 +302,24 @@ def test_texts_the_encoder_cannot_read_are_nobodys_duplicates(tmp_path, kind):
     assert got["t5"][0] == f"{steps.REASON_PREFIX}t4" and got["t4"][0] is None   # a readable copy still goes
 
 
+@pytest.mark.parametrize("stage", ["semantic_dedup", "minhash_dedup", "exact_dedup"])
+def test_an_index_folder_that_cannot_be_written_stops_the_run_before_any_work(tmp_path, stage):
+    """index.write under a regular file: a config error naming it when the run starts (it was a
+    traceback at the end of the global step, after every document had been streamed)."""
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": f"d{i}", "text": f"document number {i} " * 20}) + "\n"
+                                               for i in range(20)))
+    (tmp_path / "a-file").write_text("x")
+    spec = {"type": stage, "index": {"write": str(tmp_path / "a-file" / "index")}}
+    if stage == "semantic_dedup":
+        _tiny_lexical_folder(tmp_path / "enc")
+        spec["encoder"] = {"kind": "lexical", "path": str(tmp_path / "enc")}
+    cfg = {"name": "w", "input": {"paths": [str(tmp_path / "in.jsonl")]}, "output": {"path": str(tmp_path / "out")},
+           "stages": [spec]}
+    with pytest.raises(ConfigError, match="cannot write the index folder"):
+        run_pipeline(build_pipeline(cfg), progress=False, engine="local", num_cpus=1)
+    assert not (tmp_path / "out" / "data").exists() and not (tmp_path / "out" / "report.json").exists()
+
+
 def test_d4_drops_the_most_prototypical_of_each_cluster_with_a_floor():
     from tokenmill.stages.semantic import diversify
 

@@ -360,3 +360,20 @@ def _span(ops, folder: IndexFolder) -> int:
 def _max_node(table: pa.Table) -> pa.Table:
     top = pc.max(table["node"]).as_py() if table.num_rows else None
     return pa.table({"top": pa.array([] if top is None else [top], pa.int64())})
+
+
+def check_writable(root: Optional[str]) -> None:
+    """Before any work: an ``index.write`` folder that cannot be written is a config error naming it
+    (it was a traceback at the end of the global step, after every document was streamed)."""
+    if not root:
+        return
+    from tokenmill.engine.config import ConfigError
+
+    store = Storage(root)
+    probe = store.path(f".write-check-{uuid.uuid4().hex}")
+    try:
+        store.makedirs(store.root)
+        store.write_text_atomic(probe, "")
+        store.rm(probe)
+    except Exception as e:   # noqa: BLE001 -- the local disk's and the stores' own errors
+        raise ConfigError([("index.write", f"cannot write the index folder {root} ({type(e).__name__}: {e})")]) from e

@@ -24,6 +24,7 @@ from tokenmill.engine.io.storage import Storage
 from tokenmill.engine.schema import set_column
 from tokenmill.engine.stage import GlobalStage, Resources, register_stage
 from tokenmill.stages.dedup.index_store import (
+    check_writable,
     commit_marker,
     compact,
     index_figures,
@@ -122,6 +123,7 @@ class SemanticDedup(GlobalStage):
             if p.index.read or p.index.write else None
         if problem:
             raise ConfigError([(f"{self.name}.index", problem)])
+        check_writable(p.index.write)
         return index_state(p.index.read, exclude=run_id)
 
     @classmethod
