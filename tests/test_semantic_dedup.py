@@ -320,6 +320,18 @@ def test_an_index_folder_that_cannot_be_written_stops_the_run_before_any_work(tm
     assert not (tmp_path / "out" / "data").exists() and not (tmp_path / "out" / "report.json").exists()
 
 
+def test_an_index_to_read_that_does_not_exist_is_named_in_a_warning(tmp_path, caplog):
+    """A typo in index.read turned cross-run dedup off with no word; the run still goes on."""
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": f"d{i}", "text": f"document {i}"}) + "\n"
+                                               for i in range(5)))
+    cfg = {"name": "r", "input": {"paths": [str(tmp_path / "in.jsonl")]}, "output": {"path": str(tmp_path / "out")},
+           "stages": [{"type": "exact_dedup", "index": {"read": [str(tmp_path / "no-such-index")]}}]}
+    with caplog.at_level("WARNING", logger="tokenmill"):
+        run_pipeline(build_pipeline(cfg), progress=False, engine="local", num_cpus=1)
+    assert f"index.read: {tmp_path / 'no-such-index'} does not exist" in caplog.text
+    assert (tmp_path / "out" / "report.json").exists()
+
+
 def test_d4_drops_the_most_prototypical_of_each_cluster_with_a_floor():
     from tokenmill.stages.semantic import diversify
 

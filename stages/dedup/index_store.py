@@ -25,6 +25,7 @@ root merges it (under its output's lease).
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import time
 import uuid
@@ -377,3 +378,12 @@ def check_writable(root: Optional[str]) -> None:
         store.rm(probe)
     except Exception as e:   # noqa: BLE001 -- the local disk's and the stores' own errors
         raise ConfigError([("index.write", f"cannot write the index folder {root} ({type(e).__name__}: {e})")]) from e
+
+
+def warn_missing(read: list[str], write: Optional[str]) -> None:
+    """A configured ``index.read`` folder that does not exist (a typo turns cross-run dedup off
+    silently otherwise) is named in a warning; the run's own ``index.write`` may not exist yet."""
+    for root in read:
+        if root != write and not Storage(root).exists(Storage(root).root):
+            logging.getLogger("tokenmill").warning(
+                f"index.read: {root} does not exist: this run dedups against no earlier run there")

@@ -41,6 +41,7 @@ from .index_store import (
     index_state,
     own_position,
     run_folder,
+    warn_missing,
 )
 from .kept import CLUSTER_SIZE, DECISIONS, REASON_PREFIX, decide
 from .losses import guard_figures, largest_clusters, source_losses
@@ -211,6 +212,7 @@ class MinHashDedup(GlobalStage):
     def external_state(self, run_id: str) -> list:
         """The band indexes this run reads (their committed runs, but for its own)."""
         check_writable(self.params.index.write)
+        warn_missing(self.params.index.read, self.params.index.write)
         return index_state(self.params.index.read, exclude=run_id)
 
     # -- global ----------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from tokenmill.stages.dedup.index_store import (
     index_state,
     own_position,
     run_folder,
+    warn_missing,
 )
 from tokenmill.stages.embed.encoders import make_encoder
 
@@ -124,6 +125,7 @@ class SemanticDedup(GlobalStage):
         if problem:
             raise ConfigError([(f"{self.name}.index", problem)])
         check_writable(p.index.write)
+        warn_missing(p.index.read, p.index.write)
         return index_state(p.index.read, exclude=run_id)
 
     @classmethod
