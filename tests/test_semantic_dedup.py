@@ -302,6 +302,33 @@ def test_texts_the_encoder_cannot_read_are_nobodys_duplicates(tmp_path, kind):
     assert got["t5"][0] == f"{steps.REASON_PREFIX}t4" and got["t4"][0] is None   # a readable copy still goes
 
 
+def test_two_encoders_racing_for_an_empty_index_never_mix_in_it(pages_file, tmp_path, monkeypatch):
+    """Two runs of different encoders start on an empty index (both pass the check); the one that
+    names itself second must not write its embeddings there. The race is injected: the other
+    run's _encoder.json appears just before this run names its own."""
+    from tokenmill.stages.embed.encoders import EncoderSpec
+    from tokenmill.stages.semantic import index_encoder
+
+    rows = [json.loads(line) for line in pages_file.read_text().splitlines()[:20]]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    one, two, index = tmp_path / "enc1", tmp_path / "enc2", tmp_path / "index"
+    _tiny_lexical_folder(one)
+    _tiny_lexical_folder(two, seed=1)
+    real_record = index_encoder.record
+
+    def other_run_first(spec, root):
+        real_record(EncoderSpec(kind="lexical", path=str(one)), root)
+        real_record(spec, root)
+
+    monkeypatch.setattr(index_encoder, "record", other_run_first)
+    cfg = _config(tmp_path / "in.jsonl", tmp_path / "B", encoder={"kind": "lexical", "path": str(two)},
+                  index={"write": str(index)})
+    with pytest.raises(Exception, match="holds embeddings of encoder"):
+        run_pipeline(build_pipeline(cfg), progress=False, engine="local", num_cpus=1)
+    assert json.loads((index / "_encoder.json").read_text())["name"] == str(one)
+    assert not list(index.glob("run=*"))
+
+
 @pytest.mark.parametrize("stage", ["semantic_dedup", "minhash_dedup", "exact_dedup"])
 def test_an_index_folder_that_cannot_be_written_stops_the_run_before_any_work(tmp_path, stage):
     """index.write under a regular file: a config error naming it when the run starts (it was a

@@ -236,6 +236,9 @@ class SemanticDedup(GlobalStage):
         """This run's kept documents' embeddings under index.write (committed by a marker)."""
         folder = run_folder(self.params.index.write, ops.run_id)
         index_encoder.record(self.params.encoder, self.params.index.write)
+        problem = index_encoder.problem(self.params.encoder, [self.params.index.write])
+        if problem:   # a run of another encoder named it first while this one ran (both started on an empty index)
+            raise ConfigError([(f"{self.name}.index.write", problem)])
         store = Storage(folder)
         store.rm(store.root)
         ops.write_parquet(ops.partition_map([assigned, decided], "node", index.kept_rows), folder)
