@@ -222,12 +222,12 @@ def test_the_default_eps_is_the_larger_one_only_with_a_word_block(tmp_path, embe
 def test_token_sums_add_every_output_vector_by_id_and_leave_the_embeddings_alone():
     import torch
 
-    from tokenmill.stages.embed.train_embedder import special_tokens_around, token_sums
-    from tokenmill.stages.quality.embed_model import Encoder
+    from tokenmill.stages.embed.train_embedder import token_sums
+    from tokenmill.stages.quality.embed_model import Encoder, special_ids
 
     teacher = Encoder(None, max_tokens=32)
     teacher.load_model()
-    assert special_tokens_around(teacher.tokenizer) == ([101], [102])   # BERT's [CLS] ... [SEP]
+    assert special_ids(teacher.tokenizer) == ([101], [102])   # BERT's [CLS] ... [SEP]
     ids = teacher.tokens(TEXTS[:2] + ["the the the"])
     sums = token_sums(teacher)
     with_sums = teacher.embed(ids, batch_size=2, token_sums=sums)

@@ -115,17 +115,20 @@ def test_half_precision_embeddings_stay_at_the_float32_ones():
 
 def test_only_a_prefix_is_tokenized_and_the_ids_are_the_whole_texts(shared_data):
     """A document of megabytes costs what its first tokens cost (tokenizing it whole took 3 GB for
-    20 MB), and every text, long words and all, gets the ids of tokenizing it whole."""
+    20 MB), and every text gets the ids of tokenizing it whole: long words, a word cut by the
+    prefix inside the first tokens, separators other than spaces."""
     import time
 
-    from tokenmill.stages.quality.embed_model import Encoder, text_prefix
+    from tokenmill.stages.quality.embed_model import Encoder
 
     enc = Encoder(max_tokens=128)
     texts = [json.loads(line)["text"] for line in (shared_data / "web_dev.jsonl").read_text().split("\n")[:200]]
-    texts += [("a" * 120 + " ") * 300, "x" * 5000, "word " * 2000 + "\n" + "tail"]   # long words: one [UNK] each
+    texts += [("a" * 120 + " ") * 300, "x" * 5000, "word " * 2000 + "\n" + "tail",
+              "the " * 125 + "x" * 1000 + "," + "abcdefghij" * 20 + " end",   # a cut inside a word at token 127
+              ("A" * 1000 + " word ") * 100,                                    # 1,000 characters per [UNK]
+              "\r".join(["line"] * 800), "\u3000".join(["mot"] * 800), "\xa0".join(["wort"] * 800)]
     whole = enc.tokenizer(texts, truncation=True, max_length=128, padding=False)["input_ids"]
     assert enc.tokens(texts) == whole
-    assert text_prefix("one two three", 9) == "one two" and text_prefix("abcdefghij", 4) == "abcd"
     t0 = time.perf_counter()
     ids = enc.tokens(["word " * 4_000_000])   # 20 MB
     assert len(ids[0]) == 128 and time.perf_counter() - t0 < 5

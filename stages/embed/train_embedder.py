@@ -33,6 +33,8 @@ from typing import Optional
 
 import numpy as np
 
+from tokenmill.stages.quality.embed_model import special_ids
+
 from . import word_block
 from .lexical import (
     CHARS_PER_TOKEN,
@@ -190,18 +192,8 @@ def token_vectors(teacher, sums, counts, log: Callable, alone: Optional[np.ndarr
 def alone_vectors(teacher) -> np.ndarray:
     """The teacher's vector of every vocabulary token embedded on its own (between its special tokens)."""
     tok = teacher.tokenizer
-    before, after = special_tokens_around(tok)
+    before, after = special_ids(tok)
     return teacher.embed([[*before, t, *after] for t in range(tok.vocab_size)], batch_size=1024)
-
-
-def special_tokens_around(tok) -> tuple[list[int], list[int]]:
-    """The ids the tokenizer puts before and after a text's own (``[CLS]``/``[SEP]`` for BERT)."""
-    plain = tok("a", add_special_tokens=False)["input_ids"]
-    full = tok("a", add_special_tokens=True)["input_ids"]
-    for at in range(len(full) - len(plain) + 1):
-        if full[at:at + len(plain)] == plain:
-            return full[:at], full[at + len(plain):]
-    return [], []
 
 
 def token_sums(teacher):

@@ -14,20 +14,26 @@ import numpy as np
 
 HEAD_FILE = "head.npz"
 DEFAULT_MAX_TOKENS = 256
-#: characters of a text tokenized first per token asked for; a text whose prefix gives fewer tokens
-#: (long words that become one unknown token) is tokenized again up to ``MAX_CHARS_PER_TOKEN``
-CHARS_PER_TOKEN = 12
-MAX_CHARS_PER_TOKEN = 256
+#: characters of a text tokenized per token asked for, pass by pass: a text whose prefix does not
+#: settle its first tokens (long words that become one unknown token, a word cut at the end) is
+#: tokenized again with a longer prefix; past the last pass its prefix's tokens are taken as they are
+PREFIX_CHARS_PER_TOKEN = (12, 256, 4096)
 
 
-def text_prefix(text: str, chars: int) -> str:
-    """``text`` cut to at most ``chars`` characters, at its last whitespace before them when there is
-    one in the last quarter (so no word is split and the tokens are a prefix of the whole text's)."""
-    if len(text) <= chars:
-        return text
-    cut = text[:chars]
-    space = max(cut.rfind(" "), cut.rfind("\n"), cut.rfind("\t"))
-    return cut[:space] if space >= chars * 3 // 4 else cut
+def settled(ids: list[int], words: list, budget: int, whole: bool) -> bool:
+    """Whether a prefix's first ``budget`` ids are the whole text's: the prefix is the whole text,
+    or they all come from words before its last one (the only word a cut can change)."""
+    return whole or (len(ids) > budget and words[budget - 1] != words[-1])
+
+
+def special_ids(tok) -> tuple[list[int], list[int]]:
+    """The ids the tokenizer puts before and after a text's own (``[CLS]``/``[SEP]`` for BERT)."""
+    plain = tok("a", add_special_tokens=False)["input_ids"]
+    full = tok("a", add_special_tokens=True)["input_ids"]
+    for at in range(len(full) - len(plain) + 1):
+        if full[at:at + len(plain)] == plain:
+            return full[:at], full[at + len(plain):]
+    return [], []
 
 
 def default_encoder() -> str:
@@ -47,7 +53,9 @@ class Encoder:
 
         self.path = path or default_encoder()
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        self.tokenizer.model_max_length = 1 << 30   # tokens() cuts; no 'longer than the maximum' warning on prefixes
         self.max_tokens, self.device, self.dtype, self.model = max_tokens, device, dtype, None
+        self._special: Optional[tuple[list[int], list[int]]] = None
 
     def load_model(self) -> None:
         import torch
@@ -61,20 +69,32 @@ class Encoder:
         torch.set_grad_enabled(False)
 
     def tokens(self, texts: list[str]) -> list[list[int]]:
-        """Token ids of each text, cut to ``max_tokens`` (special tokens included), unpadded. Only a
-        prefix of each text is tokenized (``text_prefix``), so a document of many megabytes costs
-        what its first tokens cost; the ids are the same as the whole text's."""
-        ids: list = [None] * len(texts)
+        """Token ids of each text, cut to ``max_tokens`` (special tokens included), unpadded. A fast
+        tokenizer sees only a prefix of each text (``PREFIX_CHARS_PER_TOKEN``), so a document of
+        many megabytes costs what its first tokens cost; the ids are the whole text's (``settled``)."""
+        if not getattr(self.tokenizer, "is_fast", False):
+            return self.tokenizer(texts, truncation=True, max_length=self.max_tokens, padding=False)["input_ids"]
+        if self._special is None:
+            self._special = special_ids(self.tokenizer)
+        before, after = self._special
+        budget = self.max_tokens - len(before) - len(after)
+        content: list = [None] * len(texts)
         todo = list(range(len(texts)))
-        for chars in (self.max_tokens * CHARS_PER_TOKEN, self.max_tokens * MAX_CHARS_PER_TOKEN):
-            cut = [text_prefix(texts[i], chars) for i in todo]
-            got = self.tokenizer(cut, truncation=True, max_length=self.max_tokens, padding=False)["input_ids"]
-            for i, row in zip(todo, got):
-                ids[i] = row
-            todo = [i for i, text, row in zip(todo, cut, got) if len(row) < self.max_tokens and len(text) < len(texts[i])]
+        for per_token in PREFIX_CHARS_PER_TOKEN:
+            chars = self.max_tokens * per_token
+            cut = [texts[i][:chars] for i in todo]
+            enc = self.tokenizer(cut, add_special_tokens=False, truncation=False, padding=False)
+            last = per_token == PREFIX_CHARS_PER_TOKEN[-1]
+            pending = []
+            for n, i in enumerate(todo):
+                row = enc["input_ids"][n]
+                content[i] = row[:budget]
+                if not (last or settled(row, enc.word_ids(n), budget, len(cut[n]) == len(texts[i]))):
+                    pending.append(i)
+            todo = pending
             if not todo:
                 break
-        return ids
+        return [[*before, *row, *after] for row in content]
 
     def embed(self, ids: list[list[int]], batch_size: int = 64, by_length: bool = True,
               token_sums=None) -> np.ndarray:
