@@ -346,3 +346,6 @@ def test_the_command_refuses_what_it_cannot_train_or_write_before_the_teacher(tm
         proc = subprocess.run(tokenmill_cmd("train-embedder", *argv), capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert not (tmp_path / "e1").exists() and not (tmp_path / "e2").exists()
+    from tokenmill.stages.embed.train_cli import unwritable
+
+    assert unwritable(str(tmp_path / "a" / "b" / "enc")) is None and not (tmp_path / "a").exists()

@@ -302,10 +302,36 @@ def test_texts_the_encoder_cannot_read_are_nobodys_duplicates(tmp_path, kind):
     assert got["t5"][0] == f"{steps.REASON_PREFIX}t4" and got["t4"][0] is None   # a readable copy still goes
 
 
+def test_an_encoder_is_the_same_encoder_whatever_lies_beside_its_weights(tmp_path):
+    """Notes, a .git folder and eval.json beside the weights do not make another encoder; the
+    bundled MiniLM and a path to its folder are one encoder; an index whose only _encoder.json was
+    left by a run that never committed refuses nobody."""
+    from tokenmill.stages.embed.encoders import EncoderSpec
+    from tokenmill.stages.quality.embed_model import default_encoder
+    from tokenmill.stages.semantic import index_encoder
+
+    enc = tmp_path / "enc"
+    _tiny_lexical_folder(enc)
+    before = index_encoder._folder_digest(str(enc), "embedder.json")[0]
+    (enc / "NOTES.md").write_text("trained on the March crawl")
+    (enc / ".git").mkdir()
+    (enc / ".git" / "HEAD").write_text("ref: refs/heads/main")
+    (enc / "eval.json").write_text("{}")
+    assert index_encoder._folder_digest(str(enc), "embedder.json")[0] == before
+    (enc / "weights.npz").write_bytes((enc / "weights.npz").read_bytes()[:-1] + b"x")
+    assert index_encoder._folder_digest(str(enc), "embedder.json")[0] != before
+    bundled = index_encoder.identity(EncoderSpec(kind="minilm"))
+    assert bundled["digest"] == index_encoder.identity(EncoderSpec(kind="minilm", path=default_encoder()))["digest"]
+    index = tmp_path / "index"
+    index.mkdir()
+    (index / "_encoder.json").write_text(json.dumps({**bundled, "digest": "another"}))
+    assert index_encoder.problem(EncoderSpec(kind="minilm"), [str(index)]) is None   # no committed run
+
+
 def test_two_encoders_racing_for_an_empty_index_never_mix_in_it(pages_file, tmp_path, monkeypatch):
-    """Two runs of different encoders start on an empty index (both pass the check); the one that
-    names itself second must not write its embeddings there. The race is injected: the other
-    run's _encoder.json appears just before this run names its own."""
+    """Two runs of different encoders start on an empty index (both pass the check): a run whose
+    index names another encoder just before it commits does not add its embeddings. The race is
+    injected: the other run names itself right after this one did."""
     from tokenmill.stages.embed.encoders import EncoderSpec
     from tokenmill.stages.semantic import index_encoder
 
@@ -316,14 +342,15 @@ def test_two_encoders_racing_for_an_empty_index_never_mix_in_it(pages_file, tmp_
     _tiny_lexical_folder(two, seed=1)
     real_record = index_encoder.record
 
-    def other_run_first(spec, root):
-        real_record(EncoderSpec(kind="lexical", path=str(one)), root)
+    def other_run_names_itself_meanwhile(spec, root):
         real_record(spec, root)
+        (index / "_encoder.json").write_text(json.dumps(index_encoder.identity(EncoderSpec(kind="lexical",
+                                                                                            path=str(one)))))
 
-    monkeypatch.setattr(index_encoder, "record", other_run_first)
+    monkeypatch.setattr(index_encoder, "record", other_run_names_itself_meanwhile)
     cfg = _config(tmp_path / "in.jsonl", tmp_path / "B", encoder={"kind": "lexical", "path": str(two)},
                   index={"write": str(index)})
-    with pytest.raises(Exception, match="holds embeddings of encoder"):
+    with pytest.raises(Exception, match="another run named it while this run ran"):
         run_pipeline(build_pipeline(cfg), progress=False, engine="local", num_cpus=1)
     assert json.loads((index / "_encoder.json").read_text())["name"] == str(one)
     assert not list(index.glob("run=*"))

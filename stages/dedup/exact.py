@@ -75,7 +75,7 @@ class ExactDedup(GlobalStage):
 
     def external_state(self, run_id: str) -> list:
         """The key indexes this run reads (their committed runs, but for its own)."""
-        check_writable(self.params.index.write)
+        check_writable(self.params.index.write, self.name)
         warn_missing(self.params.index.read, self.params.index.write)
         return index_state(self.params.index.read, exclude=run_id)
 

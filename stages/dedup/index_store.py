@@ -363,7 +363,7 @@ def _max_node(table: pa.Table) -> pa.Table:
     return pa.table({"top": pa.array([] if top is None else [top], pa.int64())})
 
 
-def check_writable(root: Optional[str]) -> None:
+def check_writable(root: Optional[str], stage: str = "") -> None:
     """Before any work: an ``index.write`` folder that cannot be written is a config error naming it
     (it was a traceback at the end of the global step, after every document was streamed)."""
     if not root:
@@ -377,7 +377,8 @@ def check_writable(root: Optional[str]) -> None:
         store.write_text_atomic(probe, "")
         store.rm(probe)
     except Exception as e:   # noqa: BLE001 -- the local disk's and the stores' own errors
-        raise ConfigError([("index.write", f"cannot write the index folder {root} ({type(e).__name__}: {e})")]) from e
+        key = f"{stage}.index.write" if stage else "index.write"
+        raise ConfigError([(key, f"cannot write the index folder {root} ({type(e).__name__}: {e})")]) from e
 
 
 def warn_missing(read: list[str], write: Optional[str]) -> None:

@@ -88,9 +88,12 @@ def train_embedder_cmd(args) -> int:
 
 
 def unwritable(out: str) -> str | None:
-    """Why the folder ``out`` cannot be written (checked before the teacher's minutes), or None; a
-    folder made for the check alone is removed again."""
-    made = not os.path.exists(out)
+    """Why the folder ``out`` cannot be written (checked before the teacher's minutes), or None;
+    folders made for the check alone are removed again."""
+    made, at = [], os.path.abspath(out)
+    while not os.path.exists(at):
+        made.append(at)
+        at = os.path.dirname(at)
     try:
         os.makedirs(out, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=out, prefix=".write-check-")
@@ -99,6 +102,7 @@ def unwritable(out: str) -> str | None:
     except OSError as e:
         return f"cannot write the folder {out} ({e.strerror or e})"
     finally:
-        if made and os.path.isdir(out) and not os.listdir(out):
-            os.rmdir(out)
+        for folder in made:   # deepest first
+            if os.path.isdir(folder) and not os.listdir(folder):
+                os.rmdir(folder)
     return None

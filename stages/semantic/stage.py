@@ -124,7 +124,7 @@ class SemanticDedup(GlobalStage):
             if p.index.read or p.index.write else None
         if problem:
             raise ConfigError([(f"{self.name}.index", problem)])
-        check_writable(p.index.write)
+        check_writable(p.index.write, self.name)
         warn_missing(p.index.read, p.index.write)
         return index_state(p.index.read, exclude=run_id)
 
@@ -233,15 +233,18 @@ class SemanticDedup(GlobalStage):
         return ops.union([mine, *tables]) if tables else mine
 
     def _write_index(self, ops, assigned, decided) -> None:
-        """This run's kept documents' embeddings under index.write (committed by a marker)."""
-        folder = run_folder(self.params.index.write, ops.run_id)
-        index_encoder.record(self.params.encoder, self.params.index.write)
-        problem = index_encoder.problem(self.params.encoder, [self.params.index.write])
-        if problem:   # a run of another encoder named it first while this one ran (both started on an empty index)
-            raise ConfigError([(f"{self.name}.index.write", problem)])
+        """This run's kept documents' embeddings under index.write (committed by a marker), unless
+        the index names another encoder by then (``index_encoder.still_ours``)."""
+        root = self.params.index.write
+        folder = run_folder(root, ops.run_id)
+        index_encoder.record(self.params.encoder, root)
         store = Storage(folder)
         store.rm(store.root)
         ops.write_parquet(ops.partition_map([assigned, decided], "node", index.kept_rows), folder)
+        problem = index_encoder.still_ours(self.params.encoder, root)
+        if problem:
+            store.rm(store.root)
+            raise ConfigError([(f"{self.name}.index.write", problem)])
         commit_marker(store)
 
     def _split_giants(self, ops, assigned) -> tuple[object, int]:
