@@ -29,12 +29,26 @@ MODEL_SUFFIXES = (".json", ".safetensors", ".bin", ".npz", ".txt", ".model", ".p
 
 def identity(spec) -> Optional[dict]:
     """(kind, name, digest, max_tokens) of the encoder ``spec`` names; None when its folder cannot
-    be read (its own check reports that)."""
-    return _identity(spec.kind, spec.path, spec.max_tokens)
+    be read (its own check reports that). Kept per process for a local folder while its marker
+    file is unchanged (train-embedder and model downloads write it again)."""
+    stamp = _stamp(spec.kind, spec.path)
+    if spec.path and stamp is None:   # in a store (or missing): read each time
+        return _identity.__wrapped__(spec.kind, spec.path, spec.max_tokens, None)
+    return _identity(spec.kind, spec.path, spec.max_tokens, stamp)
+
+
+def _stamp(kind: str, path: Optional[str]) -> Optional[int]:
+    if not path or ("://" in path and not path.startswith("file://")):
+        return None
+    marker = os.path.join(path.removeprefix("file://"), "embedder.json" if kind == "lexical" else "config.json")
+    try:
+        return os.stat(marker).st_mtime_ns
+    except OSError:
+        return None
 
 
 @functools.lru_cache(maxsize=16)
-def _identity(kind: str, path: Optional[str], max_tokens: Optional[int]) -> Optional[dict]:
+def _identity(kind: str, path: Optional[str], max_tokens: Optional[int], stamp: Optional[int]) -> Optional[dict]:
     name = path or BUNDLED
     try:
         if kind == "minilm" and not path:
