@@ -374,7 +374,7 @@ def train_embedder(args: EmbedderArgs, log: Callable = print) -> dict:
     teacher.load_model()
     t0 = time.perf_counter()
     vocab = int(teacher.tokenizer.vocab_size)
-    buckets = args.buckets or vocab + (NGRAM_BUCKETS if max(args.orders) > 1 else 0)
+    buckets = feature_columns(args, vocab)
     sums = token_sums(teacher) if args.token_prior and buckets >= vocab else None
     target = teacher_embed(teacher, texts, log, token_sums=sums)
     prior = None
@@ -388,12 +388,18 @@ def train_embedder(args: EmbedderArgs, log: Callable = print) -> dict:
     return result
 
 
+def feature_columns(args: EmbedderArgs, vocab: int) -> int:
+    """The student's feature columns: ``--buckets``, or one per vocabulary token plus the hashed
+    n-gram columns when orders go past 1."""
+    return args.buckets or vocab + (NGRAM_BUCKETS if max(args.orders) > 1 else 0)
+
+
 def fit_folder(args: EmbedderArgs, teacher, texts: list[str], target: np.ndarray, prior, log: Callable,
                trained_on: Optional[dict] = None) -> None:
     """Fit IDF, the word block and the network on ``texts`` (teacher embeddings ``target``, from
     ``prior`` when given) and write the encoder folder ``args.out``."""
     vocab = int(teacher.tokenizer.vocab_size)
-    buckets = args.buckets or vocab + (NGRAM_BUCKETS if max(args.orders) > 1 else 0)
+    buckets = feature_columns(args, vocab)
     with tempfile.TemporaryDirectory(prefix="tokenmill-embedder-") as tmp:
         tok_path = os.path.join(tmp, TOKENIZER_FILE)
         teacher.tokenizer.backend_tokenizer.save(tok_path)

@@ -106,7 +106,7 @@ def problem(spec, roots: list[str]) -> Optional[str]:
             theirs = _named(root)
         except Exception:   # noqa: BLE001 -- the store's own errors: the run's reads retry and report them
             continue
-        if theirs and (theirs.get("digest"), theirs.get("max_tokens")) != (ours["digest"], ours["max_tokens"]):
+        if theirs and not _same(theirs, ours):
             return (f"{root} holds embeddings of encoder {_shown(theirs)}; this run's encoder is {_shown(ours)}. "
                     "Use the encoder that wrote the index, or another index folder")
     return None
@@ -136,10 +136,14 @@ def still_ours(spec, root: str) -> Optional[str]:
     it named itself while this one ran, both having started on an empty index), or None."""
     ours, store = identity(spec), Storage(root)
     theirs = store.read_json(store.path(ENCODER_FILE))
-    if ours and theirs and (theirs.get("digest"), theirs.get("max_tokens")) != (ours["digest"], ours["max_tokens"]):
+    if ours and theirs and not _same(theirs, ours):
         return (f"{root} now names encoder {_shown(theirs)} (another run named it while this run ran); this "
                 f"run's encoder is {_shown(ours)}: its embeddings were not added")
     return None
+
+
+def _same(theirs: dict, ours: dict) -> bool:
+    return (theirs.get("digest"), theirs.get("max_tokens")) == (ours["digest"], ours["max_tokens"])
 
 
 def _shown(e: dict) -> str:

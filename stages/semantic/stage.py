@@ -55,9 +55,14 @@ def check(params: SemanticParams):
     if problem:
         yield ("encoder.path", problem)
     elif params.index.read or params.index.write:
-        problem = index_encoder.problem(spec, [*params.index.read, *filter(None, [params.index.write])])
+        problem = index_encoder.problem(spec, index_roots(params))
         if problem:
             yield ("index", problem)
+
+
+def index_roots(params: SemanticParams) -> list[str]:
+    """The index folders a run reads or writes."""
+    return [*params.index.read, *filter(None, [params.index.write])]
 
 
 def encoder_folder_problem(kind: str, path: str) -> str | None:
@@ -120,8 +125,7 @@ class SemanticDedup(GlobalStage):
         of another encoder (an incremental run's own, set after the config was checked) stops the
         run here, before any work."""
         p = self.params
-        problem = index_encoder.problem(p.encoder, [*p.index.read, *filter(None, [p.index.write])]) \
-            if p.index.read or p.index.write else None
+        problem = index_encoder.problem(p.encoder, index_roots(p)) if index_roots(p) else None
         if problem:
             raise ConfigError([(f"{self.name}.index", problem)])
         check_writable(p.index.write, self.name)
