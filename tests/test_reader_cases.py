@@ -359,6 +359,22 @@ def test_parquet_mistyped_and_invalid_columns(tmp_path):
         assert [r["meta"] for r in rows] == ['{"other": "\ufffd"}', '{"other": "o"}', None, '{"other": "p"}']
 
 
+def test_an_empty_id_is_no_id_in_every_format(tmp_path):
+    """A dedup reason names the document kept by its id: an empty id takes the row key, as a
+    missing or null one does (JSONL, Parquet string and dictionary ids, and a line too long to keep)."""
+    text = "the same words in every record " * 3
+    (tmp_path / "e.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [
+        {"id": "", "text": text}, {"text": text}, {"id": None, "text": text}, {"id": " ", "text": text}, {"id": 0, "text": text}]))
+    assert [r["id"] for r in read(tmp_path / "e.jsonl")] == ["e.jsonl:0", "e.jsonl:1", "e.jsonl:2", " ", "0"]
+    for name, ids in (("s", pa.array(["", None, "x"])), ("d", pa.array(["", None, "x"]).dictionary_encode())):
+        pq.write_table(pa.table({"id": ids, "text": [text] * 3}), tmp_path / f"{name}.parquet")
+        assert [r["id"] for r in read(tmp_path / f"{name}.parquet")] == [f"{name}.parquet:0", f"{name}.parquet:1", "x"]
+    long = {"id": "", "text": "x" * 2000}
+    (tmp_path / "long.jsonl").write_text(json.dumps(long) + "\n")
+    rows = read(tmp_path / "long.jsonl", InputConfig(paths=["unused"], max_doc_bytes=1024))
+    assert [(r["id"], r["reject_reason"]) for r in rows] == [("long.jsonl:0", "too_large")]
+
+
 def test_parquet_corrupt_row_group_loses_only_that_group(tmp_path):
     table = pa.table({"id": [f"b{i}" for i in range(100)], "text": [f"book passage {i} " * 20 for i in range(100)]})
     path = tmp_path / "groups.parquet"

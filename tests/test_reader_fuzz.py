@@ -167,7 +167,7 @@ def _text_reason(text) -> object:
 
 
 def _expected_id(given, key: str) -> str:
-    if given is None:
+    if given is None or given == "":   # no id: the row key
         return key
     if isinstance(given, (dict, list)):
         return _fixed(json.dumps(given, ensure_ascii=False, sort_keys=True))

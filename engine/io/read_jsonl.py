@@ -24,7 +24,8 @@ from typing import Optional
 import pyarrow as pa
 
 from tokenmill.engine.io.decode import Oversized, damage_repeats, iter_blocks, iter_lines
-from tokenmill.engine.io.read_rows import CUT, RowBatch, check_text, id_text, read_guarded, utf8_head
+from tokenmill.engine.io.read_rows import CUT, RowBatch, check_text, read_guarded, utf8_head
+from tokenmill.engine.io.read_rows import doc_id as id_of
 
 BOM = "\ufeff"
 _DECODER = json.JSONDecoder()
@@ -116,7 +117,7 @@ class LineParser:
         head = utf8_head(line.head, len(line.head))
         fields, cut_key, start = leading_fields(head)
         opts, given, url = self.opts, fields.get(self.opts.id_field), fields.get(self.opts.url_field)
-        doc_id = given if isinstance(given, str) else rid if given is None else id_text(given)
+        doc_id = id_of(given, rid)
         extra = {k: v for k, v in fields.items() if k not in self.known}
         extra[CUT] = {"line": {"bytes": line.nbytes, "sha256": line.sha256}}
         meta = json.dumps(extra, ensure_ascii=False, sort_keys=True, default=str)
@@ -130,7 +131,7 @@ class LineParser:
         opts = self.opts
         text, given, url = obj.get(opts.text_field), obj.get(opts.id_field), obj.get(opts.url_field)
         try:
-            doc_id = given if isinstance(given, str) else rid if given is None else id_text(given)
+            doc_id = id_of(given, rid)
             extra = {k: v for k, v in obj.items() if k not in self.known}
             meta = json.dumps(extra, ensure_ascii=False, sort_keys=True) if extra else None
             reason = "invalid_utf8" if bad_utf8 else check_text(text, opts.max_doc_bytes)

@@ -136,7 +136,7 @@ def text_and_reasons(col: pa.Array, max_bytes: int) -> tuple[pa.Array, pa.Array]
 
 
 def ids_column(col: Optional[pa.Array], keys: pa.Array) -> pa.Array:
-    """Ids as given (strings as they are, others by ``id_text``), the row key where null."""
+    """Ids as given (strings as they are, others by ``id_text``), the row key where null or empty."""
     if col is None:
         return keys
     utf8 = as_utf8(col)
@@ -144,7 +144,7 @@ def ids_column(col: Optional[pa.Array], keys: pa.Array) -> pa.Array:
         ids = utf8[0].cast(pa.string())
     else:
         ids = pa.array([None if v is None else id_text(v) for v in _as_py(col)], pa.string())
-    return pc.coalesce(ids, keys)
+    return pc.coalesce(pc.if_else(pc.equal(ids, ""), pa.scalar(None, pa.string()), ids), keys)
 
 
 def urls_column(col: Optional[pa.Array], n: int) -> pa.Array:

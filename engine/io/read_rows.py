@@ -74,6 +74,14 @@ def id_text(value) -> str:
     return str(value)
 
 
+def doc_id(given, key: str) -> str:
+    """A record's id: as given (other types by ``id_text``), or its row key where it has none (no
+    field, null, or an empty string: a dedup reason must name the document it kept)."""
+    if given is None or given == "":
+        return key
+    return given if isinstance(given, str) else id_text(given)
+
+
 def replace_surrogates(value: Optional[str]) -> Optional[str]:
     """A string Arrow can store: each lone surrogate replaced by U+FFFD."""
     if value is None or value.isascii():
