@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+from typing import Optional
 
 from tokenmill.engine import __version__
 from tokenmill.engine.commands import command_parsers
@@ -115,6 +116,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{type(e).__name__}: {e}; nothing of the unfinished work was committed and no input file "
               "was marked done: run the same command again to finish", file=sys.stderr)
         return 1
+    except Exception as e:   # DamagedState, raised here or in an engine's worker (which wraps it)
+        damage = _damage(e)
+        if damage is None:
+            raise
+        print(f"the run stopped on damaged state that earlier runs left (exit 2): {damage}", file=sys.stderr)
+        return 2
     except SystemExit as e:
         if e.code not in (143, 15):   # 15: Ray's own SIGTERM handler (ray.init replaces ours)
             raise
@@ -122,6 +129,24 @@ def main(argv: list[str] | None = None) -> int:
               "again to finish", file=sys.stderr)
         return 143
     return 0
+
+
+def _damage(exc: Optional[BaseException]) -> Optional[str]:
+    """The message of a DamagedState that ``exc`` is, was raised from, or (an engine's wrapper of a
+    worker's error: Ray Data, Spark) names in its text; None if none."""
+    from tokenmill.engine.global_ops import DamagedState
+
+    marker = f"{DamagedState.__name__}: "
+    for _ in range(16):
+        if exc is None:
+            return None
+        if isinstance(exc, DamagedState) and exc.args:
+            return str(exc.args[0])
+        text = str(exc)
+        if marker in text:
+            return text.split(marker)[-1].splitlines()[0].strip()
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _terminate_as_exit() -> None:

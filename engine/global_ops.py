@@ -31,6 +31,12 @@ class GlobalStepError(RuntimeError):
     """A global step cannot produce a right answer (e.g. it did not converge within its cap)."""
 
 
+class DamagedState(RuntimeError):
+    """What earlier runs left for this one to read (an index folder) is damaged: the run cannot
+    give a right answer until someone restores or removes it. Raised before the run's work for what
+    it reads; for an index it only writes, when its global step merges the index's folders."""
+
+
 class DatasetOps(Protocol):
     """What an executor gives a global stage's ``global_step``; ``run_id`` names the run (the same on
     a re-run of the same config and input); ``check()`` raises when the run may no longer change

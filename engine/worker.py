@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from tokenmill.engine.batches import apply_decisions, per_chunk, run_stage
 from tokenmill.engine.durable.attempts import Attempts
-from tokenmill.engine.global_ops import node_ids
+from tokenmill.engine.global_ops import DamagedState, node_ids
 from tokenmill.engine.io.final_write import FinalWriters
 from tokenmill.engine.io.read_rows import QUARANTINED, file_error_table
 from tokenmill.engine.io.readers import READ_STAGE, InputFile, read_file
@@ -48,11 +48,16 @@ def release_memory() -> None:
 
 
 def read_parquet_file(url: str, columns: Optional[list[str]] = None) -> pa.Table:
+    """One Parquet file a run wrote (its own work, an index); one that is not Parquet any more
+    (damaged where its size did not change) is DamagedState naming it."""
     store = Storage(url)
-    if store.local:
-        return pq.read_table(url, columns=columns, partitioning=None)
-    with store.open(store.root, "rb") as fh:
-        return pq.read_table(fh, columns=columns, partitioning=None)
+    try:
+        if store.local:
+            return pq.read_table(url, columns=columns, partitioning=None)
+        with store.open(store.root, "rb") as fh:
+            return pq.read_table(fh, columns=columns, partitioning=None)
+    except pa.ArrowInvalid as e:
+        raise DamagedState(f"{url} is damaged: it cannot be read as Parquet ({e})") from e
 
 
 def read_live_keys(url: str, columns: list[str], base: int) -> pa.Table:

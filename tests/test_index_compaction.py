@@ -301,3 +301,75 @@ def test_a_merged_folder_of_the_first_kind_is_read_and_merged_again(tmp_path, mo
         assert top.runs == [f"run=r{n:06d}" for n in range(4)] and top.marker["runs"] == [[0, 3]]
         assert top.digest == digest and index_store.own_position(top, "r000002") == 2
         assert _indexed_ids(root, pool) == [f"doc-{n}" for n in range(4)]
+
+
+def _damage(path: Path, how: str) -> None:
+    if how == "cut":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif how == "missing":
+        path.unlink()
+    else:   # overwritten with bytes of the same size: only reading it tells
+        path.write_bytes(b"x" * path.stat().st_size)
+
+
+@pytest.mark.parametrize("how", ["cut", "missing", "same size"])
+def test_a_damaged_index_folder_stops_the_run_before_it_dedups_against_part_of_it(tmp_path, how, capsys):
+    """An index file cut, lost or overwritten: the next run exits 2 naming the folder (and the file),
+    writes no output (cut or lost: before any work, from the sizes its commit marker names;
+    overwritten: when its global step reads it); once the folder is removed as the message says, the run finishes. A file a
+    commit did not write, beside a committed folder's, is not read."""
+    from tokenmill.engine.cli import main
+
+    root = tmp_path / "index"
+    with ThreadPoolExecutor(2) as pool:
+        _key_folders(root, 3, pool)
+    (victim,) = sorted((root / "run=r000001").glob("*.parquet"))
+    shutil.copy(next((root / "run=r000002").glob("*.parquet")), root / "run=r000000" / "stray.parquet")
+    assert sorted(Path(f).name for f in folders_of(str(root))[0][0].files()) == [
+        p.name for p in sorted((root / "run=r000000").glob("*.parquet")) if p.name != "stray.parquet"]
+    _damage(victim, how)
+    _write_docs(tmp_path / "in.jsonl", [("new-0", "a document of its own words"), ("new-1", "another one entirely")])
+    cfg = {"name": "d", "input": {"paths": [str(tmp_path / "in.jsonl")]}, "output": {"path": str(tmp_path / "out")},
+           "stages": [{"type": "exact_dedup", "index": {"read": [str(root)]}}]}
+    (tmp_path / "d.yaml").write_text(json.dumps(cfg))
+    assert main(["run", str(tmp_path / "d.yaml"), "--engine", "local", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "run=r000001" in err and victim.name in err and "Traceback" not in err
+    assert not list((tmp_path / "out").glob("data/**/*.parquet"))   # finished phases may stay, for the re-run
+    shutil.rmtree(root / "run=r000001")
+    assert main(["run", str(tmp_path / "d.yaml"), "--engine", "local", "--no-progress"]) == 0
+    assert sorted(read_manifest_files(tmp_path / "out", "data/")["id"].to_pylist()) == ["new-0", "new-1"]
+
+
+def test_a_damaged_merged_folder_is_named_before_the_merge_reads_it(tmp_path, monkeypatch):
+    """A merged folder's marker names its files too: cut one and a reader, or the next merge, stops."""
+    monkeypatch.setattr(index_store, "FANOUT", 2)
+    root = tmp_path / "index"
+    with ThreadPoolExecutor(2) as pool:
+        _key_folders(root, 2, pool)
+        compact(LocalDatasetOps(2, pool, run_id="x"), str(root))
+        (gen,) = [p for p in root.iterdir() if p.name.startswith("gen=")]
+        assert json.loads((gen / "_SUCCESS").read_text())["files"]
+        _damage(next(gen.glob("*.parquet")), "cut")
+        with pytest.raises(index_store.DamagedState, match=f"{gen.name} is damaged: .* bytes where its commit wrote"):
+            index_folders([str(root)])
+        with pytest.raises(index_store.DamagedState, match="remove it to drop its 2 runs"):
+            compact(LocalDatasetOps(2, pool, run_id="x"), str(root))
+
+
+def test_damage_is_found_inside_an_engines_wrapper_of_a_workers_error():
+    """Ray Data and Spark hand a worker's DamagedState back as text inside their own errors."""
+    from tokenmill.engine.cli import _damage
+
+    wrapped = RuntimeError("ray::MapBatches(_read_files)\nTraceback ...\ntokenmill.engine.global_ops.DamagedState: "
+                           "s3://b/index/run=x/a.parquet cannot be read as Parquet (bad): restore it\n\nmore")
+    try:
+        try:
+            raise index_store.DamagedState("index folder f is damaged: a.parquet is missing")
+        except index_store.DamagedState as inner:
+            raise ValueError("during the step") from inner
+    except ValueError as outer:
+        chained = outer
+    assert _damage(wrapped) == "s3://b/index/run=x/a.parquet cannot be read as Parquet (bad): restore it"
+    assert _damage(chained) == "index folder f is damaged: a.parquet is missing"
+    assert _damage(ValueError("a plain error")) is None

@@ -19,7 +19,7 @@ from tokenmill.engine.stage import GlobalStage, Resources, register_stage
 
 from . import key_index
 from .band_index import IndexParams
-from .index_store import check_writable, index_state, warn_missing
+from .index_store import run_start_state
 
 
 class ExactDedupParams(BaseModel):
@@ -75,9 +75,7 @@ class ExactDedup(GlobalStage):
 
     def external_state(self, run_id: str) -> list:
         """The key indexes this run reads (their committed runs, but for its own)."""
-        check_writable(self.params.index.write, self.name)
-        warn_missing(self.params.index.read, self.params.index.write)
-        return index_state(self.params.index.read, exclude=run_id)
+        return run_start_state(self.params.index, self.name, run_id)
 
     def global_step(self, ops, keys) -> tuple[object, dict]:
         """This run's copies, and with an index those of earlier runs' kept documents (``key_index``)."""

@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tokenmill.engine.global_ops import NODE_BITS
+from tokenmill.engine.global_ops import NODE_BITS, DamagedState
 from tokenmill.engine.io.storage import Storage, complete_parquet
 
 DONE = "_SUCCESS"
@@ -60,6 +60,7 @@ class IndexFolder:
     marker: dict
     listed: Optional[list[str]] = None   # its Parquet files, from the listing that found it
     bytes: int = 0                       # their size, from that listing
+    damage: Optional[str] = None         # a file its marker names that is missing or of another size
 
     @property
     def token(self) -> str:
@@ -105,9 +106,12 @@ class IndexFolder:
         return self.store.url(self.store.path(self.name))
 
     def files(self) -> list[str]:
-        """URLs of its Parquet files (listed again only for a folder found otherwise than by a listing)."""
+        """URLs of its Parquet files: those its marker names, or for a folder found otherwise than by
+        a listing whose marker names none, a new listing's."""
         if self.listed is None:
-            self.listed = [self.store.path(self.name, rel) for rel in self.store.list_parquet(self.store.path(self.name))]
+            named = self.marker.get("files")
+            rels = sorted(named) if isinstance(named, dict) else self.store.list_parquet(self.store.path(self.name))
+            self.listed = [self.store.path(self.name, rel) for rel in rels]
         return [self.store.url(p) for p in self.listed]
 
 
@@ -145,8 +149,13 @@ def run_folder(root: str, run: str) -> str:
 
 
 def commit_marker(store: Storage, **extra) -> None:
-    """A folder's ``_SUCCESS`` marker: a new token on every commit (readers' fingerprints change)."""
-    store.write_json_atomic(store.path(DONE), {"committed": uuid.uuid4().hex, "at": time.time(), **extra})
+    """A folder's ``_SUCCESS`` marker: a new token on every commit (readers' fingerprints change),
+    and the folder's Parquet files with their sizes (``files``: what readers read, and how a cut or
+    lost file is told before any run reads it)."""
+    sizes = store.find_sizes(store.root)   # {} for a folder not there
+    files = {store.rel(p, store.root): n for p, n in sorted(sizes.items()) if complete_parquet(p)}
+    store.write_json_atomic(store.path(DONE), {"committed": uuid.uuid4().hex, "at": time.time(), "files": files,
+                                               **extra})
 
 
 def folders_of(root: str) -> tuple[list[IndexFolder], list[str]]:
@@ -167,8 +176,7 @@ def folders_of(root: str) -> tuple[list[IndexFolder], list[str]]:
             continue
         marker = _marker(store, name)
         if marker is not None:
-            committed.append(IndexFolder(store, name, marker, sorted(by_folder[name]),
-                                         sum(sizes[p] for p in by_folder[name])))
+            committed.append(_committed(store, name, marker, {p: sizes[p] for p in by_folder[name]}))
         elif name.startswith("gen="):
             leftovers.append(name)
     merged_away = {tuple(src) for f in committed for src in f.marker.get("sources", [])}
@@ -181,6 +189,33 @@ def folders_of(root: str) -> tuple[list[IndexFolder], list[str]]:
             live.append(f)
             held |= pairs or set()
     return sorted(live, key=lambda f: (float(f.marker.get("first_at", f.marker.get("at", 0))), f.name)), leftovers
+
+
+def _committed(store: Storage, name: str, marker: dict, sizes: dict[str, int]) -> IndexFolder:
+    """A committed folder from the listing's files (``sizes``: path -> bytes): those its marker
+    names, where it names them (a file beside them that no commit wrote is not read), with the
+    first that is missing or of another size as its ``damage``."""
+    named = marker.get("files")
+    if not isinstance(named, dict):   # a folder committed before markers named their files
+        return IndexFolder(store, name, marker, sorted(sizes), sum(sizes.values()))
+    paths = {rel: store.path(name, rel) for rel in named}
+    damage = next((f"{rel} is missing" if paths[rel] not in sizes else
+                   f"{rel} has {sizes[paths[rel]]:,} bytes where its commit wrote {int(n):,}"
+                   for rel, n in sorted(named.items()) if sizes.get(paths[rel]) != int(n)), None)
+    present = sorted(p for p in paths.values() if p in sizes)
+    return IndexFolder(store, name, marker, present, sum(sizes[p] for p in present), damage)
+
+
+def require_whole(folders: list[IndexFolder]) -> list[IndexFolder]:
+    """``folders``, unless one is damaged: then DamagedState, naming the folder, the file and the
+    two ways on (a run reading it would miss documents it must dedup against, silently)."""
+    for f in folders:
+        if f.damage:
+            held = f"its {f.count} runs" if f.count > 1 else "its run"
+            raise DamagedState(f"index folder {f.url} is damaged: {f.damage}. Restore the folder, or remove it to "
+                               f"drop {held} from the index (later runs then no longer dedup against "
+                               "the documents it held)")
+    return folders
 
 
 #: markers of merged folders already read: a merged folder's marker is written once and never changes
@@ -201,7 +236,7 @@ def _marker(store: Storage, name: str) -> Optional[dict]:
 def index_folders(paths: list[str], exclude: Optional[str] = None) -> list[IndexFolder]:
     """The folders a run reads under ``paths`` (``exclude``: this run's own id, whose own folder is
     skipped and whose rows are left out of a merged folder that holds them)."""
-    found = [f for root in paths for f in folders_of(root)[0] if f.name != f"run={exclude}"]
+    found = require_whole([f for root in paths for f in folders_of(root)[0] if f.name != f"run={exclude}"])
     if len(found) > MAX_FOLDERS:
         raise ValueError(f"index.read: {len(found)} index folders; at most {MAX_FOLDERS} can be read at once "
                          "(compaction keeps an index written by tokenmill far below this)")
@@ -213,7 +248,7 @@ def index_state(paths: list[str], exclude: Optional[str] = None) -> list[list]:
     runs covered and their digest (the run's own folder left out), however they are merged."""
     out = []
     for root in paths:
-        folders = [f for f in folders_of(root)[0] if f.name != f"run={exclude}"]
+        folders = require_whole([f for f in folders_of(root)[0] if f.name != f"run={exclude}"])
         if folders:
             out.append([folders[0].store.url(folders[0].store.root), sum(f.count for f in folders),
                         f"{sum(f.digest for f in folders) % DIGEST_MOD:032x}"])
@@ -255,7 +290,7 @@ def compact(ops, root: str, exclude: Optional[str] = None, nodes: bool = False,
     for name in leftovers:
         check()
         store.rm(store.path(name))
-    live = [f for f in live if f.name != f"run={exclude}"]
+    live = require_whole([f for f in live if f.name != f"run={exclude}"])
     merged = 0
     while True:
         group = _next_group(live)
@@ -388,3 +423,11 @@ def warn_missing(read: list[str], write: Optional[str]) -> None:
         if root != write and not Storage(root).exists(Storage(root).root):
             logging.getLogger("tokenmill").warning(
                 f"index.read: {root} does not exist: this run dedups against no earlier run there")
+
+
+def run_start_state(index, stage: str, run_id: str) -> list[list]:
+    """A dedup stage's ``external_state`` for its ``index`` (IndexParams): what the indexes it reads
+    hold (``index_state``), after the run-start checks (``check_writable``, ``warn_missing``)."""
+    check_writable(index.write, stage)
+    warn_missing(index.read, index.write)
+    return index_state(index.read, exclude=run_id)

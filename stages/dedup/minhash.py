@@ -32,17 +32,7 @@ from .band_index import IndexParams, indexed_rows, keep_rows
 from .components import BAND_ROWS, HUB_DEGREE, band_rows, candidate_edges, connected_components, star_labels
 from .guard import SKETCH_COLUMN, sketch_column
 from .hubs import HubLog
-from .index_store import (
-    check_writable,
-    commit_marker,
-    compact,
-    index_figures,
-    index_folders,
-    index_state,
-    own_position,
-    run_folder,
-    warn_missing,
-)
+from .index_store import commit_marker, compact, index_figures, index_folders, own_position, run_folder, run_start_state
 from .kept import CLUSTER_SIZE, DECISIONS, REASON_PREFIX, decide
 from .losses import guard_figures, largest_clusters, source_losses
 from .signatures import MinHasher, band_keys, optimal_bands
@@ -211,9 +201,7 @@ class MinHashDedup(GlobalStage):
 
     def external_state(self, run_id: str) -> list:
         """The band indexes this run reads (their committed runs, but for its own)."""
-        check_writable(self.params.index.write, self.name)
-        warn_missing(self.params.index.read, self.params.index.write)
-        return index_state(self.params.index.read, exclude=run_id)
+        return run_start_state(self.params.index, self.name, run_id)
 
     # -- global ----------------------------------------------------------------------------------
     def global_step(self, ops, keys) -> tuple[object, dict]:
