@@ -30,9 +30,10 @@ tree's peak RSS sampled every 0.2 s (``_common.run_child``):
   offline from the bundled all-MiniLM-L6-v2 (``model2vec.distill.distill(..., pca_dims=256)``,
   needs ``skeletoken``, cached in bench/_work/semantic/; distillation is not timed). Timed:
   ``from_records`` + ``self_deduplicate`` at the threshold matching ``--eps``.
-- ``encoder-<kind>``: the encoder alone (``make_encoder(EncoderSpec(kind, path)).embed_texts``,
-  one torch thread) over the first ``--alone-docs`` whole documents of the corpus (default 1,000),
-  after a warm-up; docs/s per core, and the ratio.
+- ``encoder-<kind>``: the encoder alone, as semantic_dedup sets it up (the lexical one reads
+  2,048 tokens, MiniLM 256; ``make_encoder(...).embed_texts``, one torch thread) over the first
+  ``--alone-docs`` whole documents of the corpus (default 1,000), after a warm-up; docs/s per
+  core, and the ratio.
 
 Figures per eps (0.01 0.02 0.05 0.1 0.15 0.2; semhash at threshold 1 - eps):
 - recall: share of copy/original pairs where at least one side was removed, over copies with
@@ -225,7 +226,8 @@ def child_semhash(a) -> dict:
 
 def child_encoder(a) -> dict:
     """One encoder alone over the first documents, one thread: load, warm-up, timed embed (lexical: no torch)."""
-    from tokenmill.stages.embed.encoders import EncoderSpec, make_encoder
+    from tokenmill.stages.embed.encoders import make_encoder
+    from tokenmill.stages.semantic.params import SemanticParams
 
     _pin()
     if a.encoder != "lexical":
@@ -234,7 +236,8 @@ def child_encoder(a) -> dict:
         torch.set_num_threads(1)
     texts = texts_of(a.jsonl)[1][:a.alone_docs]
     t0 = time.perf_counter()
-    enc = make_encoder(EncoderSpec(kind=a.encoder, path=a.lexical if a.encoder == "lexical" else None))
+    spec = {"kind": a.encoder, "path": a.lexical if a.encoder == "lexical" else None}
+    enc = make_encoder(SemanticParams(encoder=spec).encoder)   # as the stage sets it up (its token window)
     enc.load_model()
     load_s = time.perf_counter() - t0
     enc.embed_texts(texts[:64])

@@ -349,3 +349,64 @@ def test_the_command_refuses_what_it_cannot_train_or_write_before_the_teacher(tm
     from tokenmill.stages.embed.train_cli import unwritable
 
     assert unwritable(str(tmp_path / "a" / "b" / "enc")) is None and not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--teacher", "{tmp}/none"], "--teacher: {tmp}/none: no config.json (not a hf encoder folder)"),
+    (["--teacher", "s3://bucket/teacher"], "--teacher: expected a local folder, got s3://bucket/teacher"),
+    (["--dim", "0"], "--dim: expected at least 1, got 0"),
+    (["--hidden", "-1"], "--hidden: expected at least 1, got -1"),
+    (["--epochs", "0"], "--epochs: expected at least 1, got 0"),
+    (["--batch-size", "1"], "--batch-size: expected at least 2, got 1"),
+    (["--max-tokens", "2"], "--max-tokens: expected at least 8, got 2"),
+    (["--lr", "0"], "--lr: expected a positive rate, got 0.0"),
+    (["--orders", "0", "2"], "--orders: expected n-gram orders from 1 to 5, got [0, 2]"),
+    (["--input", "{tmp}"], "--input: {tmp} is a folder: give its JSONL or Parquet files"),
+    (["--input", "{tmp}/nope.jsonl"], "--input: {tmp}/nope.jsonl: no such file"),
+])
+def test_every_argument_the_training_cannot_use_is_named_before_any_work(tmp_path, flags, message):
+    """Each flag out of range, a teacher that is not an encoder folder and an input that is not a
+    file: named by flag, with nothing made under --out (the command exits 2 on any of them)."""
+    from tokenmill.engine.cli import _parser
+    from tokenmill.stages.embed.train_cli import argument_problems
+
+    good = tmp_path / "in.jsonl"
+    good.write_text('{"text": "a"}\n')
+    argv = ["train-embedder", "--input", str(good), "--out", str(tmp_path / "enc")]
+    args = _parser().parse_args(argv + [f.format(tmp=tmp_path) for f in flags])
+    assert argument_problems(args) == [message.format(tmp=tmp_path)]
+    assert not (tmp_path / "enc").exists()
+    assert argument_problems(_parser().parse_args(argv)) == [] and not (tmp_path / "enc").exists()
+
+
+def test_semantic_dedup_reads_whole_documents_with_a_lexical_encoder(tmp_path, embedder, shared_data):
+    """Long pages whose copies carry another page's 120 words on top (word 5-gram Jaccard > 0.9):
+    with the stage's default window (2,048 tokens) one side of every pair is removed, and nothing
+    else; at the 256 tokens the encoder was trained on, the new top fills half the window and most
+    copies stay. (eps 0.15: the fixture encoder is small; its pairs measured 0.88-0.99 at 2,048
+    tokens, 0.80 at most at 256, and 0.68 at most between two originals.)"""
+    from pipeline_helpers import read_manifest_files
+
+    from tokenmill.engine.config import build_pipeline
+    from tokenmill.engine.run import run_pipeline
+    from tokenmill.stages.semantic.params import LEXICAL_DEDUP_TOKENS, SemanticParams
+
+    pages = [json.loads(line) for line in open(shared_data / "web_dev.jsonl", encoding="utf-8")]
+    long = [p for p in pages if 1500 < len(p["text"].split()) < 4000][:12]
+    tops = [p for p in pages if len(p["text"].split()) > 400][-12:]
+    rows = [{"id": p["id"], "text": p["text"]} for p in long]
+    rows += [{"id": p["id"] + "~copy", "text": " ".join(t["text"].split()[:120]) + "\n" + p["text"]}
+             for p, t in zip(long, tops)]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert SemanticParams(encoder={"kind": "lexical", "path": str(embedder)}).encoder.max_tokens == LEXICAL_DEDUP_TOKENS
+    removed = {}
+    for name, encoder in (("default", {"kind": "lexical", "path": str(embedder)}),
+                          ("trained", {"kind": "lexical", "path": str(embedder), "max_tokens": 256})):
+        cfg = {"name": name, "input": {"paths": [str(tmp_path / "in.jsonl")]}, "output": {"path": str(tmp_path / name)},
+               "stages": [{"type": "semantic_dedup", "encoder": encoder, "scope": "global", "eps": 0.15}]}
+        run_pipeline(build_pipeline(cfg), progress=False, engine="local", num_cpus=1)
+        rejects = read_manifest_files(tmp_path / name, "rejects/")
+        removed[name] = set(rejects["id"].to_pylist()) if "id" in rejects.column_names else set()
+    pairs = [{p["id"], p["id"] + "~copy"} for p in long]
+    assert all(len(removed["default"] & pair) == 1 for pair in pairs) and len(removed["default"]) == len(pairs)
+    assert sum(1 for pair in pairs if removed["trained"] & pair) <= len(pairs) // 2

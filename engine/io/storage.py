@@ -180,6 +180,11 @@ class Storage:
         return sorted(self.rel(full, folder) for full in self.find(folder) if complete_parquet(full))
 
 
+def in_store(path: str) -> bool:
+    """Whether ``path`` names an object store (a URL other than ``file://``), not the local disk."""
+    return "://" in path and not path.startswith("file://")
+
+
 def complete_parquet(path: str) -> bool:
     """Whether a listed path is a complete Parquet file (not a temporary, hidden or marker file)."""
     name = path.rsplit("/", 1)[-1]

@@ -11,6 +11,7 @@ GPU is used when ``device`` is ``cuda``.
 """
 from __future__ import annotations
 
+import os
 from typing import Literal, Optional, Protocol
 
 import numpy as np
@@ -84,3 +85,49 @@ def make_encoder(spec: EncoderSpec, device: str = "cpu") -> TextEncoder:
 
         return LexicalEncoder(spec)
     return TransformerEncoder(spec, device)
+
+
+def marker_file(kind: str) -> str:
+    """The file that makes a folder an encoder of ``kind``: train-embedder's embedder.json, or a
+    transformer's config.json."""
+    return "embedder.json" if kind == "lexical" else "config.json"
+
+
+def encoder_folder_problem(kind: str, path: str) -> str | None:
+    """What is wrong with an encoder folder, or None. A local lexical folder is read whole
+    (embedder.json, weights, tokenizer: what its load reads); a local transformer folder needs a
+    config.json that parses. In an object store only the marker file is looked for (no download
+    on the driver; a store that does not answer is left to the workers' load and its retries)."""
+    from tokenmill.engine.io.storage import in_store
+
+    marker = marker_file(kind)
+    if in_store(path):
+        return _remote_marker_problem(path, marker, kind)
+    folder = path.removeprefix("file://")
+    if not os.path.exists(os.path.join(folder, marker)):
+        return f"{path}: no {marker} (not a {kind} encoder folder)"
+    try:
+        if kind == "lexical":
+            from tokenmill.stages.embed.lexical import TOKENIZER_FILE, load_tokenizer, read_folder
+
+            read_folder(folder, path)
+            load_tokenizer(os.path.join(folder, TOKENIZER_FILE))
+        else:
+            import json
+
+            with open(os.path.join(folder, marker)) as fh:
+                json.load(fh)
+    except (OSError, ValueError) as e:
+        return str(e)
+    return None
+
+
+def _remote_marker_problem(path: str, marker: str, kind: str) -> str | None:
+    import fsspec
+
+    try:
+        fs, root = fsspec.core.url_to_fs(path)
+        found = fs.exists(f"{root.rstrip('/')}/{marker}")
+    except Exception:   # noqa: BLE001 -- the store's own errors; its load will say more
+        return None
+    return None if found else f"{path}: no {marker} (not a {kind} encoder folder)"

@@ -6,6 +6,9 @@ import os
 import sys
 import tempfile
 
+from tokenmill.engine.io.storage import in_store
+from tokenmill.stages.embed.encoders import encoder_folder_problem
+
 from .train_embedder import MIN_TRAIN_DOCS
 
 
@@ -49,22 +52,10 @@ def add_parser(sub) -> None:
 def train_embedder_cmd(args) -> int:
     from .train_embedder import EmbedderArgs, train_embedder
 
-    if not 0 <= args.holdout < 1:
-        print(f"train-embedder: --holdout: expected a share in [0, 1), got {args.holdout}", file=sys.stderr)
-        return 2
-    if args.word_dim < 0 or not 0 < args.word_weight < 1:
-        print(f"train-embedder: --word-dim must be >= 0 and --word-weight in (0, 1), got {args.word_dim} and "
-              f"{args.word_weight}", file=sys.stderr)
-        return 2
-    if "://" in args.out and not args.out.startswith("file://"):
-        print(f"train-embedder: --out must be a local folder, got {args.out}", file=sys.stderr)
-        return 2
-    if args.max_docs is not None and args.max_docs < MIN_TRAIN_DOCS:
-        print(f"train-embedder: --max-docs: expected at least {MIN_TRAIN_DOCS}, got {args.max_docs}", file=sys.stderr)
-        return 2
-    problem = unwritable(args.out.removeprefix("file://"))
-    if problem:
-        print(f"train-embedder: --out: {problem}", file=sys.stderr)
+    problems = argument_problems(args)
+    for problem in problems:
+        print(f"train-embedder: {problem}", file=sys.stderr)
+    if problems:
         return 2
     try:
         result = train_embedder(EmbedderArgs(
@@ -85,6 +76,49 @@ def train_embedder_cmd(args) -> int:
     print(f"encoder: {args.out} (embedder.json, weights.npz, tokenizer.json, eval.json); trained in "
           f"{result['train_seconds']} s")
     return 0
+
+
+#: (flag, attribute, least value) of the whole-number flags
+_AT_LEAST = (("--dim", "dim", 1), ("--hidden", "hidden", 1), ("--epochs", "epochs", 1), ("--batch-size", "batch_size", 2),
+             ("--passages", "passages", 0), ("--max-tokens", "max_tokens", 8), ("--buckets", "buckets", 1))
+
+
+def argument_problems(args) -> list[str]:
+    """What is wrong with the command's arguments, each naming its flag (checked before the
+    teacher's minutes); an empty list when nothing is."""
+    out = [f"{flag}: expected at least {least}, got {getattr(args, attr)}" for flag, attr, least in _AT_LEAST
+           if getattr(args, attr) is not None and getattr(args, attr) < least]
+    if not 0 <= args.holdout < 1:
+        out.append(f"--holdout: expected a share in [0, 1), got {args.holdout}")
+    if args.word_dim < 0 or not 0 < args.word_weight < 1:
+        out.append(f"--word-dim must be >= 0 and --word-weight in (0, 1), got {args.word_dim} and {args.word_weight}")
+    if not args.lr > 0:
+        out.append(f"--lr: expected a positive rate, got {args.lr}")
+    if not all(1 <= n <= 5 for n in args.orders):
+        out.append(f"--orders: expected n-gram orders from 1 to 5, got {args.orders}")
+    if args.max_docs is not None and args.max_docs < MIN_TRAIN_DOCS:
+        out.append(f"--max-docs: expected at least {MIN_TRAIN_DOCS}, got {args.max_docs}")
+    out += [f"--input: {problem}" for problem in filter(None, map(_input_problem, args.input))]
+    if args.teacher:
+        problem = (f"expected a local folder, got {args.teacher}" if "://" in args.teacher
+                   else encoder_folder_problem("hf", args.teacher))
+        out += [f"--teacher: {problem}"] if problem else []
+    if in_store(args.out):
+        out.append(f"--out must be a local folder, got {args.out}")
+    elif not out:
+        problem = unwritable(args.out.removeprefix("file://"))
+        out += [f"--out: {problem}"] if problem else []
+    return out
+
+
+def _input_problem(path: str) -> str | None:
+    """Why a local input cannot be read as a file of texts (a URL is left to its read)."""
+    if in_store(path):
+        return None
+    local = path.removeprefix("file://")
+    if os.path.isdir(local):
+        return f"{path} is a folder: give its JSONL or Parquet files"
+    return None if os.path.isfile(local) else f"{path}: no such file"
 
 
 def unwritable(out: str) -> str | None:

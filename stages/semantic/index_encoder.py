@@ -17,7 +17,8 @@ import json
 import os
 from typing import Optional
 
-from tokenmill.engine.io.storage import Storage
+from tokenmill.engine.io.storage import Storage, in_store
+from tokenmill.stages.embed.encoders import marker_file
 
 ENCODER_FILE = "_encoder.json"
 BUNDLED = "all-MiniLM-L6-v2 (bundled)"
@@ -38,9 +39,9 @@ def identity(spec) -> Optional[dict]:
 
 
 def _stamp(kind: str, path: Optional[str]) -> Optional[int]:
-    if not path or ("://" in path and not path.startswith("file://")):
+    if not path or in_store(path):
         return None
-    marker = os.path.join(path.removeprefix("file://"), "embedder.json" if kind == "lexical" else "config.json")
+    marker = os.path.join(path.removeprefix("file://"), marker_file(kind))
     try:
         return os.stat(marker).st_mtime_ns
     except OSError:
@@ -55,7 +56,7 @@ def _identity(kind: str, path: Optional[str], max_tokens: Optional[int], stamp: 
             from tokenmill.stages.quality.embed_model import default_encoder
 
             path = default_encoder()
-        digest, config = _folder_digest(path, "embedder.json" if kind == "lexical" else "config.json")
+        digest, config = _folder_digest(path, marker_file(kind))
     except Exception:   # noqa: BLE001 -- a store's own errors: the encoder check and load report them
         return None
     tokens = max_tokens or (config.get("max_tokens") if kind == "lexical" else None) or 256

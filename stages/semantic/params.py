@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tokenmill.stages.dedup.band_index import IndexParams
 from tokenmill.stages.embed.encoders import EncoderSpec
@@ -11,10 +11,17 @@ from tokenmill.stages.embed.encoders import EncoderSpec
 EPS_REPORTED = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2)
 #: eps per encoder kind where none is given, on bench/semantic.py's corpus (bench/README.md, issue 25):
 #: MiniLM's 0.2 is the smallest that removes one side of >= 95% of the copy pairs with word 5-gram
-#: Jaccard >= 0.8 (0.963) while removing no page without a copy; the lexical encoder's 0.1 removes
-#: 96% (goal 90%) and no page without a copy, with a step of margin on both sides (0.05: 0.908;
-#: 0.15: still none removed)
+#: Jaccard >= 0.8 (0.963) while removing no page without a copy; the lexical encoder's 0.1 (at its
+#: 2,048 tokens here) removes 99.7% (goal 90%) and no page without a copy, with a step of margin on
+#: both sides (0.05: 0.996; 0.15: still none removed)
 DEFAULT_EPS = {"minilm": 0.2, "hf": 0.2, "lexical": 0.1}
+#: tokens of each document a lexical encoder reads here where ``encoder.max_tokens`` is not given (at
+#: least its trained window): a copy is the same *document*, and a move, a new header or menu puts
+#: other words into the first 256 tokens. On bench/semantic.py's corpus, copy/original pairs with
+#: word 5-gram Jaccard >= 0.8 at cosine >= 0.9: 0.92 at 256 tokens, 0.999 at 1,024, 0.9996 at 4,096
+#: (30,000 documents); the stage's recall at eps 0.1 0.960 -> 0.997 (3,000) and 0.917 -> 0.960
+#: (100,000), no page without a copy removed, for 40% less speed (bench/README.md, issue 25)
+LEXICAL_DEDUP_TOKENS = 2048
 #: a lexical folder without a word block (format 1-2, or --word-dim 0): its earlier default, since the
 #: network alone finds unrelated pages of a letter-by-letter script alike (bench/README.md, issue 25)
 LEXICAL_EPS_WITHOUT_WORDS = 0.05
@@ -55,19 +62,27 @@ class SemanticParams(BaseModel):
                                                  "and drop each cluster's most prototypical documents")
     index: IndexParams = Field(default_factory=IndexParams, description="across runs: write this run's kept "
                                "embeddings (index.write), dedup against earlier runs' (index.read)")
+    @model_validator(mode="after")
+    def _whole_documents(self):
+        """A lexical encoder reads ``LEXICAL_DEDUP_TOKENS`` (or its trained window, if longer)."""
+        if self.encoder.kind == "lexical" and self.encoder.max_tokens is None and self.encoder.path:
+            trained = int(lexical_config(self.encoder.path).get("max_tokens") or 0)
+            self.encoder = self.encoder.model_copy(update={"max_tokens": max(LEXICAL_DEDUP_TOKENS, trained)})
+        return self
+
     def eps_for(self) -> float:
         if self.eps is not None:
             return self.eps
-        if self.encoder.kind == "lexical" and not lexical_has_words(self.encoder.path):
+        if self.encoder.kind == "lexical" and not lexical_config(self.encoder.path).get("words"):
             return LEXICAL_EPS_WITHOUT_WORDS
         return DEFAULT_EPS[self.encoder.kind]
 
     report_top: int = Field(10, ge=0, le=1000, description="largest clusters listed in the report")
 
 
-def lexical_has_words(path: str) -> bool:
-    """Whether a lexical encoder folder has a word block (its embedder.json, read alone, says
-    ``words``); an unreadable one counts as without (the stage's own load reports it)."""
+def lexical_config(path: str) -> dict:
+    """A lexical encoder folder's embedder.json, read alone; {} when it cannot be read (the stage's
+    own check and load report it)."""
     import json
 
     import fsspec
@@ -76,6 +91,7 @@ def lexical_has_words(path: str) -> bool:
 
     try:
         with fsspec.open(f"{path.rstrip('/')}/{CONFIG_FILE}", "r", encoding="utf-8") as fh:
-            return bool(json.load(fh).get("words"))
+            config = json.load(fh)
     except (OSError, ValueError, AttributeError):
-        return False
+        return {}
+    return config if isinstance(config, dict) else {}

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import os
 
 import numpy as np
 import pyarrow as pa
@@ -24,17 +23,15 @@ from tokenmill.engine.io.storage import Storage
 from tokenmill.engine.schema import set_column
 from tokenmill.engine.stage import GlobalStage, Resources, register_stage
 from tokenmill.stages.dedup.index_store import (
-    check_writable,
     commit_marker,
     compact,
     index_figures,
     index_folders,
-    index_state,
     own_position,
     run_folder,
-    warn_missing,
+    run_start_state,
 )
-from tokenmill.stages.embed.encoders import make_encoder
+from tokenmill.stages.embed.encoders import encoder_folder_problem, make_encoder
 
 from . import diversify, index, index_encoder, steps, vectors
 from .kmeans import clusters_for
@@ -65,44 +62,6 @@ def index_roots(params: SemanticParams) -> list[str]:
     return [*params.index.read, *filter(None, [params.index.write])]
 
 
-def encoder_folder_problem(kind: str, path: str) -> str | None:
-    """What is wrong with an encoder folder, or None. A local lexical folder is read whole
-    (embedder.json, weights, tokenizer: what its load reads); a local transformer folder needs a
-    config.json that parses. In an object store only the marker file is looked for (no download
-    on the driver; a store that does not answer is left to the workers' load and its retries)."""
-    marker = "embedder.json" if kind == "lexical" else "config.json"
-    if "://" in path and not path.startswith("file://"):
-        return _remote_marker_problem(path, marker, kind)
-    folder = path.removeprefix("file://")
-    if not os.path.exists(os.path.join(folder, marker)):
-        return f"{path}: no {marker} (not a {kind} encoder folder)"
-    try:
-        if kind == "lexical":
-            from tokenmill.stages.embed.lexical import TOKENIZER_FILE, load_tokenizer, read_folder
-
-            read_folder(folder, path)
-            load_tokenizer(os.path.join(folder, TOKENIZER_FILE))
-        else:
-            import json
-
-            with open(os.path.join(folder, marker)) as fh:
-                json.load(fh)
-    except (OSError, ValueError) as e:
-        return str(e)
-    return None
-
-
-def _remote_marker_problem(path: str, marker: str, kind: str) -> str | None:
-    import fsspec
-
-    try:
-        fs, root = fsspec.core.url_to_fs(path)
-        found = fs.exists(f"{root.rstrip('/')}/{marker}")
-    except Exception:   # noqa: BLE001 -- the store's own errors; its load will say more
-        return None
-    return None if found else f"{path}: no {marker} (not a {kind} encoder folder)"
-
-
 @register_stage("semantic_dedup")
 class SemanticDedup(GlobalStage):
     name = "semantic_dedup"
@@ -128,9 +87,7 @@ class SemanticDedup(GlobalStage):
         problem = index_encoder.problem(p.encoder, index_roots(p)) if index_roots(p) else None
         if problem:
             raise ConfigError([(f"{self.name}.index", problem)])
-        check_writable(p.index.write, self.name)
-        warn_missing(p.index.read, p.index.write)
-        return index_state(p.index.read, exclude=run_id)
+        return run_start_state(p.index, self.name, run_id)
 
     @classmethod
     def report_reason(cls, reasons: pa.Array) -> pa.Array:
