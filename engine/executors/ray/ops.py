@@ -12,6 +12,9 @@ import pyarrow as pa
 
 from tokenmill.engine.global_ops import PART, call_on_partition, pack_partitions, split_rows
 
+#: CPUs of the packing step of ``partition_map``: not 1, so Ray never fuses it into the map before it
+PACK_CPUS = 0.5
+
 
 class RayDatasetOps:
     """Datasets are ``ray.data.Dataset``; ``parts`` partitions per shuffle."""
@@ -23,8 +26,12 @@ class RayDatasetOps:
         self.materialize_before_shuffle = materialize_before_shuffle
 
     def partition_map(self, inputs: list, key: str, fn: Callable[..., pa.Table], **fn_kwargs):
+        # packing runs as its own operator (num_cpus differs from the map before it): fused into a map
+        # whose output block is empty, Ray passes that block on unpacked, without the partition column
+        # the shuffle sorts by (ArrowInvalid: "No match for FieldRef.Name(_part)"); on its own it drops it
         packed = [ds.map_batches(pack_partitions, fn_kwargs=dict(key=key, parts=self.parts, src=i),
-                                 batch_format="pyarrow", batch_size=None) for i, ds in enumerate(inputs)]
+                                 batch_format="pyarrow", batch_size=None, num_cpus=PACK_CPUS)
+                  for i, ds in enumerate(inputs)]
         pieces = packed[0].union(*packed[1:]) if len(packed) > 1 else packed[0]
         if self.materialize_before_shuffle:
             pieces = pieces.materialize()
