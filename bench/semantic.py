@@ -47,8 +47,9 @@ core (docs / wall of a run pinned to one CPU), docs per CPU-second (user+system 
 process tree: on a shared, loaded machine the steadier figure), peak RSS; stage busy seconds
 (wall-based, the streamed part), the global step's seconds (the report's ``p0-semantic_dedup``
 phase), and the lexical/MiniLM cost ratios: busy, busy + global step, CPU (goal <= 1/5). ``--clusters N``
-sets the stage's k-means clusters per language (auto gives 1 per 10,000 documents). Every child's
-result is kept as bench/_work/semantic/result-<system>-<docs>-s<seed>.json; ``--reuse SYSTEMS``
+sets the stage's k-means clusters per language (auto gives 1 per 10,000 documents), ``--boundary M``
+its boundary margin (0: no boundary pass). Every child's result is kept as
+bench/_work/semantic/result-<system>-<docs>-s<seed>[-b<M>].json; ``--reuse SYSTEMS``
 takes those instead of measuring them again (the JSON names each reused file).
 Results: tables on stdout and bench/semantic.json.
 """
@@ -155,7 +156,8 @@ def child_pipeline(a) -> dict:
     cfg = {"name": f"bench-semantic-{a.encoder}", "input": {"paths": [a.jsonl]}, "output": {"path": str(out)},
            "tokenizer": {"kind": "none"}, **lid_languages(a.lid_threshold),
            "stages": [{"type": "langid"}, {"type": "semantic_dedup", "encoder": encoder, "eps": a.eps,
-                                                   "clusters": a.clusters}]}
+                                                   "clusters": a.clusters,
+                                                   **({} if a.boundary is None else {"boundary": a.boundary})}]}
     with CpuTracker() as cpu:
         c0, t0 = cpu.total(), time.perf_counter()
         run_pipeline(build_pipeline(cfg), engine="local", num_cpus=1, progress=False, force=True)
@@ -335,13 +337,15 @@ def score_semhash(res: dict, truth: list[dict], run_eps: float) -> dict:
 # -- driver -----------------------------------------------------------------------------------------------
 def run_one(kind: str, a, corpus: dict, extra: list[str], tag: str) -> dict:
     """One child run; its result (with memory) kept as result-<tag>-<docs>-s<seed>.json for ``--reuse``."""
-    kept = SDIR / f"result-{tag}-{corpus['docs']}-s{corpus['seed']}.json"
+    border = "" if a.boundary is None else f"-b{a.boundary:g}"
+    kept = SDIR / f"result-{tag}-{corpus['docs']}-s{corpus['seed']}{border}.json"
     if tag in a.reuse and kept.exists():
         print(f"  {tag}: reused {kept}", flush=True)
         return {**json.loads(kept.read_text()), "reused": str(kept)}
     result = SDIR / f"child-{tag}.json"
     args = [str(HERE), "--child", kind, "--jsonl", corpus["jsonl"], "--eps", str(a.eps), "--result", str(result),
             "--clusters", str(a.clusters), "--alone-docs", str(a.alone_docs),
+            *([] if a.boundary is None else ["--boundary", str(a.boundary)]),
             "--lid-threshold", "config" if a.lid_threshold is None else str(a.lid_threshold), *extra]
     print(f"  {tag} ...", flush=True)
     out = run_child(args, result, env=ONE_THREAD)
@@ -471,6 +475,8 @@ def main() -> None:
     p.add_argument("--alone-docs", type=int, default=1000, help="documents each encoder embeds alone")
     p.add_argument("--clusters", type=lambda v: v if v == "auto" else int(v), default="auto",
                    help="the stage's k-means clusters per language (default auto: 1 per 10,000 docs)")
+    p.add_argument("--boundary", type=float, help="the stage's boundary margin (default: the stage's; 0: no "
+                   "boundary pass); the result files of such runs end in -b<margin>")
     p.add_argument("--no-semhash", action="store_true")
     p.add_argument("--reuse", default="", help="systems (e.g. tokenmill-minilm,encoder-minilm,semhash) taken from "
                    "an earlier run's kept result at the same --docs/--seed instead of measured again (repeat 1)")

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 from tokenmill.stages.dedup.order import input_order_keys, with_input_order
 
 from .kmeans import node_hash, pair_key
-from .steps import COS, DECIDED
+from .steps import COS, DECIDED, no_border
 
 REASON = "semantic_prototype"
 DKEY = "_dkey"
@@ -62,7 +62,7 @@ def prune(rows: Optional[pa.Table], keep: float, floor: int) -> pa.Table:
     reasons = pc.if_else(pa.array(gone), pa.scalar(REASON), pa.scalar(None, pa.string()))
     return pa.table([rows["row_key"], reasons, rows["sem_max_sim"].cast(pa.float32()), rows["node"], rows["_group"],
                      rows[DKEY], rows["id"].cast(pa.string()), url, pa.array(rank, pa.int32()),
-                     pa.array(size, pa.int32())], schema=DECIDED)
+                     pa.array(size, pa.int32()), *no_border(rows.num_rows)], schema=DECIDED)
 
 
 def removed_only(decided: pa.Table) -> pa.Table:

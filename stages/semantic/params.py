@@ -51,6 +51,9 @@ class SemanticParams(BaseModel):
     kmeans_iterations: int = Field(20, ge=1, le=300)
     max_cluster: int = Field(50_000, ge=2, description="a cluster larger than this is split by a second k-means "
                              "(into clusters of about docs_per_cluster) before its pairwise step")
+    boundary: float = Field(0.01, ge=0, lt=2, description="a document whose cosine to its second-nearest centroid "
+                            "is within this of its nearest's is also compared with the documents of that cluster "
+                            "near the same border (0: only within its cluster, as SemDeDup is published)")
     block: int = Field(2048, ge=16, le=65536, description="rows per tile of the pairwise cosine step (memory: "
                        "block^2 x 4 bytes)")
     keep: Literal["hard", "easy", "first", "quality_score"] = Field(

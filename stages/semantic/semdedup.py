@@ -11,12 +11,15 @@ that names it is found.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 
-def max_similarity(x: np.ndarray, block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+def max_similarity(x: np.ndarray, block: int = 2048, labels: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
     """For rows ``x`` (unit length, in keep order): each row's largest cosine to an earlier row
-    (floored at 0, as the published upper triangle is) and that row's index (-1: none above 0)."""
+    (floored at 0, as the published upper triangle is) and that row's index (-1: none above 0).
+    With ``labels``, only rows of another label count (two clusters compared across their border)."""
     n = len(x)
     best = np.zeros(n, np.float32)
     arg = np.full(n, -1, np.int64)
@@ -26,6 +29,8 @@ def max_similarity(x: np.ndarray, block: int = 2048) -> tuple[np.ndarray, np.nda
             sims = x[r:min(r + block, e)] @ x[s:e].T            # rows r.. (earlier) x columns s..e
             rows = np.arange(r, r + len(sims))[:, None]
             sims[rows >= np.arange(s, e)[None, :]] = -np.inf   # only earlier rows count
+            if labels is not None:
+                sims[labels[r:r + len(sims), None] == labels[None, s:e]] = -np.inf
             top = sims.argmax(axis=0)
             val = sims[top, np.arange(e - s)]
             better = val > best[s:e]

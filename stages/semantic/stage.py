@@ -5,9 +5,11 @@ where ``num_gpus`` is set), kept as float16 bytes in the key files with the docu
 Global part (``steps.py``, on the engine's dataset operations): per language, spherical k-means
 on a deterministic sample (about ``docs_per_cluster`` documents per cluster), nearest-centroid
 assignment, giant clusters split by a second k-means, then per cluster the published SemDeDup
-step in bounded-memory tiles. A removed document is rejected as
+step in bounded-memory tiles, and per pair of neighbouring clusters the same step over the
+documents near their border (``boundary.py``). A removed document is rejected as
 ``semantic_duplicate_of:<kept id>``; every document gets ``sem_max_sim`` (its largest cosine to
-an earlier document of its cluster), so the removals at another ``eps`` can be read off one run.
+an earlier document of its cluster, or across its border), so the removals at another ``eps``
+can be read off one run.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from tokenmill.stages.dedup.index_store import (
 )
 from tokenmill.stages.embed.encoders import encoder_folder_problem, make_encoder
 
-from . import diversify, index, index_encoder, steps, vectors
+from . import boundary, diversify, index, index_encoder, steps, vectors
 from .kmeans import clusters_for
 from .params import EPS_REPORTED, SemanticParams
 from .steps import EMBEDDING, GROUP, LANGUAGE, MAX_SIM, REASON_PREFIX
@@ -147,12 +149,15 @@ class SemanticDedup(GlobalStage):
         merged = compact(ops, p.index.write, exclude=ops.run_id) if p.index.write else {}
         folders = index_folders(p.index.read, exclude=ops.run_id)
         both = self._with_indexed(ops, rows, folders, sorted(groups))
-        assigned = ops.materialize(ops.map(ops.map(both, steps.assign_rows, centroids=centroids), steps.cluster_ids))
+        assigned = ops.map(both, steps.assign_rows, centroids=centroids, second=p.boundary > 0)
+        assigned = ops.materialize(ops.map(ops.map(assigned, steps.cluster_ids), boundary.mark, margin=p.boundary))
         assigned, split = self._split_giants(ops, assigned)
-        decided = ops.materialize(ops.partition_map([assigned], steps.KEY, steps.dedup_clusters, eps=p.eps_for(),
+        inputs = [assigned, *filter(None, [self._across(ops, assigned)])]
+        decided = ops.materialize(ops.partition_map(inputs, steps.KEY, steps.dedup_clusters, eps=p.eps_for(),
                                                     keep=p.keep, block=p.block))
+        decided, borders = boundary.resolve(ops, decided)
         figures = {"eps": p.eps_for(), "clusters": {groups[g][0]: ks[g] for g in sorted(groups)},
-                   "giant_clusters_split": split,
+                   "giant_clusters_split": split, "boundary": borders,
                    **self._report(ops, decided, groups)}
         if p.index.read or p.index.write:
             figures.update({**merged, **index_figures(folders, ops.run_id)})
@@ -161,6 +166,18 @@ class SemanticDedup(GlobalStage):
         if p.index.write:   # what this run kept, after D4 too: what later runs dedup against
             self._write_index(ops, assigned, decided)
         return ops.map(decided, steps.decisions), figures
+
+    def _across(self, ops, assigned):
+        """The boundary pass (``boundary.py``): per pair of clusters, each document near their
+        border against the earlier ones of the other; None where no document is near a border."""
+        if self.params.boundary <= 0:
+            return None
+        near = ops.materialize(ops.map(assigned, boundary.near_rows))
+        counts = ops.collect(ops.map(near, steps.counts_by, columns=[boundary.PAIR]))
+        if counts.num_rows == 0:
+            return None
+        return ops.materialize(ops.partition_map([near], boundary.PAIR, boundary.across, keep=self.params.keep,
+                                                 block=self.params.block))
 
     def _diversify(self, ops, assigned, decided, groups: dict) -> tuple[object, dict]:
         """D4: the survivors re-clustered per language; each cluster's most prototypical dropped."""

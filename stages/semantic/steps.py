@@ -2,8 +2,9 @@
 (node, row_key, id, url, sem_language, sem_embedding [, quality_score]).
 
 group rows -> count per group -> sample -> k-means per group (driver) -> assign -> count per
-cluster -> split giant clusters (sample, k-means, assign again) -> per cluster SemDeDup
-(``semdedup.py``) -> decisions and what the report shows.
+cluster -> split giant clusters (sample, k-means, assign again) -> [per pair of clusters, the
+documents near their border (``boundary.py``)] -> per cluster SemDeDup (``semdedup.py``, with
+what the border pass found: ``chains.py``) -> decisions and what the report shows.
 """
 from __future__ import annotations
 
@@ -16,15 +17,21 @@ import pyarrow.compute as pc
 
 from tokenmill.stages.dedup.order import input_order_keys, with_input_order
 
-from . import kmeans, semdedup, vectors
+from . import chains, kmeans, semdedup, vectors
 
 EMBEDDING, LANGUAGE, MAX_SIM = "sem_embedding", "sem_language", "sem_max_sim"
 GROUP, CLUSTER, SUB, KEY, COS = "_group", "_cluster", "_sub", "_ckey", "_centroid_cos"
+NEAR, MARGIN, BOUNDARY = "_near", "_margin", "_boundary"
 REASON_PREFIX = "semantic_duplicate_of:"
 DECISIONS = pa.schema([("row_key", pa.string()), ("reject_reason", pa.string()), (MAX_SIM, pa.float32()),
                        ("node", pa.int64())])
+#: decided rows: the decisions, what the report shows (cluster, id, url, rank and size in it), and
+#: what the boundary pass resolves (near a boundary; removed across one; the node the row's name
+#: comes from; whether that name is still open: see ``boundary.py``)
 DECIDED = pa.schema(list(DECISIONS) + [(GROUP, pa.int64()), (KEY, pa.int64()), ("_id", pa.string()),
-                                       ("_url", pa.string()), ("_rank", pa.int32()), ("_size", pa.int32())])
+                                       ("_url", pa.string()), ("_rank", pa.int32()), ("_size", pa.int32()),
+                                       ("_boundary", pa.bool_()), ("_across", pa.bool_()), ("_to", pa.int64()),
+                                       ("_open", pa.bool_())])
 
 
 def group_id(languages: pa.Array) -> np.ndarray:
@@ -88,20 +95,27 @@ def embedding_dim(column) -> int:
     return int(lengths[0]) // 2 if len(lengths) else 0
 
 
-def assign_rows(rows: pa.Table, centroids: dict, by: str = GROUP, out: str = CLUSTER) -> pa.Table:
-    """``rows`` with their nearest centroid of their group (``out``) and the cosine to it (``_centroid_cos``)."""
+def assign_rows(rows: pa.Table, centroids: dict, by: str = GROUP, out: str = CLUSTER, second: bool = False) -> pa.Table:
+    """``rows`` with their nearest centroid of their group (``out``) and the cosine to it
+    (``_centroid_cos``); with ``second``, also the second-nearest centroid (``_near``, -1 where the
+    group has one) and how much nearer the nearest is (``_margin``, a cosine difference)."""
     n = rows.num_rows
-    label = np.zeros(n, np.int32)
+    label, near = np.zeros(n, np.int32), np.full(n, -1, np.int32)
     cos = rows[COS].to_numpy(zero_copy_only=False).copy() if COS in rows.column_names else np.zeros(n, np.float32)
+    cos2 = np.full(n, -np.inf, np.float32)
     if n:
         ids = rows[by].to_numpy()
         x = vectors.decode(rows[EMBEDDING], embedding_dim(rows[EMBEDDING]))
         for g, c in centroids.items():
             idx = np.flatnonzero(ids == g)
             if len(idx):
-                label[idx], cos[idx] = kmeans.assign(x[idx], c)
+                label[idx], cos[idx], near[idx], cos2[idx] = kmeans.assign_two(x[idx], c)
     rows = _set(rows, out, pa.array(label, pa.int32()))
-    return _set(rows, COS, pa.array(cos.astype(np.float32), pa.float32()))
+    rows = _set(rows, COS, pa.array(cos.astype(np.float32), pa.float32()))
+    if not second:
+        return rows
+    margin = cos.astype(np.float64) - cos2.astype(np.float64)
+    return _set(_set(rows, NEAR, pa.array(near, pa.int32())), MARGIN, pa.array(margin.astype(np.float32), pa.float32()))
 
 
 def cluster_ids(rows: pa.Table) -> pa.Table:
@@ -121,47 +135,60 @@ def _set(t: pa.Table, name: str, col) -> pa.Table:
     return t.append_column(name, col)
 
 
-def keep_order(rows: pa.Table, keep: str) -> pa.Table:
-    """``rows`` sorted by cluster, then by the keep rule (ties: input order)."""
+def keep_order(rows: pa.Table, keep: str, by: str = KEY) -> pa.Table:
+    """``rows`` sorted by cluster (``by``), then by the keep rule (ties: input order). Within any
+    set of clusters it is one order: that of (earlier runs first, the rule, input order)."""
     rows = with_input_order(rows)
     rule = {"hard": [(COS, "ascending")], "easy": [(COS, "descending")], "first": [],
             "quality_score": [("quality_score", "descending")]}[keep]
     first = [("_indexed", "descending")] if "_indexed" in rows.column_names else []   # earlier runs' documents
-    return rows.take(pc.sort_indices(rows, sort_keys=[(KEY, "ascending"), *first, *rule, *input_order_keys(),
+    return rows.take(pc.sort_indices(rows, sort_keys=[(by, "ascending"), *first, *rule, *input_order_keys(),
                                                       ("id", "ascending")]))
 
 
-def dedup_clusters(rows: Optional[pa.Table], eps: float, keep: str, block: int) -> pa.Table:
+def runs_of(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of the runs of equal values in a sorted array."""
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, np.int64)
+    return starts, np.r_[starts[1:], len(keys)].astype(np.int64)
+
+
+def dedup_clusters(rows: Optional[pa.Table], across: Optional[pa.Table] = None, *, eps: float, keep: str,
+                   block: int) -> pa.Table:
     """One partition: every new row's ``sem_max_sim`` and, for the removed,
     ``semantic_duplicate_of:<kept id>``. Rows of earlier runs (``_indexed``) come first in their
-    cluster, count as earlier documents and are never removed nor decided on."""
+    cluster, count as earlier documents and are never removed nor decided on. ``across``: what the
+    boundary pass found for this partition's rows (``boundary.py``); a row whose chain of closest
+    earlier documents leaves its cluster is marked ``_open`` and named by ``boundary.resolve``."""
     if rows is None or rows.num_rows == 0:
         return DECIDED.empty_table()
     rows = keep_order(rows, keep)
-    keys = rows[KEY].to_numpy()
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-    ends = np.r_[starts[1:], len(keys)]
+    n = rows.num_rows
     x = vectors.decode(rows[EMBEDDING], embedding_dim(rows[EMBEDDING]))
-    indexed = (rows["_indexed"].to_numpy(zero_copy_only=False) if "_indexed" in rows.column_names
-               else np.zeros(len(keys), bool))
-    best = np.zeros(len(keys), np.float32)
-    gone = np.zeros(len(keys), bool)
-    root = np.arange(len(keys))
-    rank = np.zeros(len(keys), np.int32)
-    size = np.zeros(len(keys), np.int32)
-    for s, e in zip(starts, ends):
-        best[s:e], arg = semdedup.max_similarity(x[s:e], block)
-        gone[s:e] = semdedup.removed(best[s:e], eps) & ~indexed[s:e]
-        root[s:e] = s + semdedup.kept_of(arg, gone[s:e])
-        rank[s:e] = np.arange(e - s)
-        size[s:e] = e - s
-    ids = rows["id"].combine_chunks()
-    reasons = pc.binary_join_element_wise(pa.scalar(REASON_PREFIX), pc.take(ids, pa.array(root)).cast(pa.string()), "")
+    indexed = rows["_indexed"].to_numpy(zero_copy_only=False) if "_indexed" in rows.column_names else np.zeros(n, bool)
+    best, arg = np.zeros(n, np.float32), np.full(n, -1, np.int64)
+    rank, size = np.zeros(n, np.int32), np.zeros(n, np.int32)
+    for s, e in zip(*runs_of(rows[KEY].to_numpy())):
+        best[s:e], a = semdedup.max_similarity(x[s:e], block)
+        arg[s:e] = np.where(a >= 0, s + a, -1)
+        rank[s:e], size[s:e] = np.arange(e - s), e - s
+    far = chains.merge(rows, best, across)
+    gone = semdedup.removed(best, eps) & ~indexed
+    named, to, opened = chains.chains(rows, arg, gone, far)
+    reasons = pc.binary_join_element_wise(pa.scalar(REASON_PREFIX), named, "")
     reasons = pc.if_else(pa.array(gone), reasons, pa.scalar(None, pa.string()))
-    url = rows["url"] if "url" in rows.column_names else pa.nulls(rows.num_rows, pa.string())
+    url = rows["url"] if "url" in rows.column_names else pa.nulls(n, pa.string())
+    near = rows[BOUNDARY] if BOUNDARY in rows.column_names else pa.array(np.zeros(n, bool))
     out = pa.table([rows["row_key"], reasons, pa.array(best, pa.float32()), rows["node"], rows[GROUP], rows[KEY],
-                    ids.cast(pa.string()), url, pa.array(rank, pa.int32()), pa.array(size, pa.int32())], schema=DECIDED)
+                    rows["id"].cast(pa.string()), url, pa.array(rank, pa.int32()), pa.array(size, pa.int32()),
+                    near, pa.array(far.won & gone), pa.array(np.where(gone, to, 0), mask=~gone), pa.array(opened)],
+                   schema=DECIDED)
     return out.filter(pa.array(~indexed)) if indexed.any() else out
+
+
+def no_border(n: int) -> list[pa.Array]:
+    """DECIDED's boundary columns for ``n`` rows decided without the boundary pass."""
+    no = pa.array(np.zeros(n, bool))
+    return [no, no, pa.nulls(n, pa.int64()), no]
 
 
 def decisions(decided: pa.Table) -> pa.Table:

@@ -1,0 +1,142 @@
+"""semantic_dedup's boundary pass (``stages/semantic/boundary.py``): on vectors whose groups of
+near-copies are cut by k-means borders, the removals, every ``sem_max_sim`` and the kept document
+each removal names equal a NumPy transcription of the definition (SemDeDup inside each cluster,
+and each document near a border against the earlier ones of the other cluster near it, in one
+keep order; a removed document names the kept root of its chain of closest earlier documents),
+on the local executor and on Ray; and the pass is off where ``boundary`` is 0."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from tokenmill.stages.semantic import boundary, kmeans, steps, vectors
+
+
+def reference(x, labels, near, margin, cos, m: float, eps: float):
+    """(max_sim, removed, index of the kept document each names) by the definition, one document
+    at a time: earlier = before in (cosine to its centroid, input) order; ties name the earliest."""
+    n = len(x)
+    order = np.lexsort((np.arange(n), cos))
+    pos = np.empty(n, int)
+    pos[order] = np.arange(n)
+    sims = x @ x.T
+    on = (near >= 0) & (margin < m)
+    lo, hi = np.minimum(labels, near), np.maximum(labels, near)
+    best, ptr = np.zeros(n, np.float32), np.full(n, -1)
+    for j in order:
+        earlier = pos < pos[j]
+        inside = earlier & (labels == labels[j])
+        across = earlier & on & on[j] & (lo == lo[j]) & (hi == hi[j]) & (labels != labels[j])
+        for cand in (inside, across):
+            idx = np.flatnonzero(cand)
+            if len(idx):
+                idx = idx[np.argsort(pos[idx], kind="stable")]
+                k = idx[np.argmax(sims[j, idx])]
+                if sims[j, k] > best[j]:
+                    best[j], ptr[j] = sims[j, k], k
+    gone = best > 1 - eps
+    root = np.arange(n)
+    for j in order:
+        if gone[j]:
+            root[j] = root[ptr[j]]
+    return best, gone, root
+
+
+def _groups_of_copies(seed: int, groups: int = 60, per: int = 5, dim: int = 32) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = np.repeat(rng.normal(size=(groups, dim)), per, axis=0) + 0.15 * rng.normal(size=(groups * per, dim))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    return vectors.decode(vectors.encode(x), dim)   # what the step reads back from its key rows
+
+
+def _ours(datasets, x, labels, cos, near, margin, m: float, eps: float):
+    n = len(x)
+    t = pa.table({"row_key": [f"in.jsonl:{i:06d}" for i in range(n)], "id": [f"d{i}" for i in range(n)],
+                  "url": pa.nulls(n, pa.string()), "node": pa.array(np.arange(n), pa.int64()),
+                  steps.EMBEDDING: vectors.encode(x), steps.GROUP: pa.array(np.zeros(n, np.int64)),
+                  steps.CLUSTER: pa.array(labels, pa.int32()), steps.COS: pa.array(cos, pa.float32()),
+                  steps.NEAR: pa.array(near, pa.int32()), steps.MARGIN: pa.array(margin, pa.float32())})
+    ops = datasets.ops(3)
+    rows = ops.map(ops.map(datasets.dataset(t, blocks=3), steps.cluster_ids), boundary.mark, margin=m)
+    far = [ops.partition_map([ops.map(rows, boundary.near_rows)], boundary.PAIR, boundary.across, keep="hard",
+                             block=16)] if m > 0 else []   # as the stage: no pass where no document is near a border
+    decided = ops.materialize(ops.partition_map([rows, *far], steps.KEY, steps.dedup_clusters, eps=eps, keep="hard",
+                                                block=16))
+    decided, figures = boundary.resolve(ops, decided)
+    return {r["_id"]: r for r in ops.collect(decided).to_pylist()}, figures
+
+
+@pytest.mark.parametrize("seed, k, m, eps", [(1, 60, 1.0, 0.05), (2, 40, 0.02, 0.1), (3, 100, 1.0, 0.2)])
+def test_the_boundary_pass_gives_the_definitions_removals_and_names(datasets, seed, k, m, eps):
+    x = _groups_of_copies(seed)
+    labels, cos, near, cos2 = kmeans.assign_two(x, kmeans.fit(x, k, seed=seed))
+    margin = (cos.astype(np.float64) - cos2.astype(np.float64)).astype(np.float32)
+    best, gone, root = reference(x, labels, near, margin, cos, m, eps)
+    got, figures = _ours(datasets, x, labels, cos, near, margin, m, eps)
+    assert len(got) == len(x)
+    for j in range(len(x)):
+        r = got[f"d{j}"]
+        assert (r["reject_reason"] is not None) == gone[j] and r["sem_max_sim"] == pytest.approx(best[j], abs=1e-6)
+        assert r["reject_reason"] is None or r["reject_reason"] == f"{steps.REASON_PREFIX}d{root[j]}"
+    across = sum(1 for j in range(len(x)) if gone[j] and labels[root[j]] != labels[j])
+    assert across >= 2 and figures["removed_across_a_border"] >= 1   # chains that cross borders were named
+    assert figures["documents_near_a_border"] == int(((near >= 0) & (margin < m)).sum())
+
+
+def test_no_boundary_pass_where_boundary_is_0(datasets):
+    x = _groups_of_copies(1)
+    labels, cos, near, cos2 = kmeans.assign_two(x, kmeans.fit(x, 60, seed=1))
+    margin = (cos.astype(np.float64) - cos2.astype(np.float64)).astype(np.float32)
+    best, gone, _ = reference(x, labels, near, margin, cos, 0.0, 0.05)
+    with_pass = reference(x, labels, near, margin, cos, 1.0, 0.05)[1]
+    got, figures = _ours(datasets, x, labels, cos, near, margin, 0.0, 0.05)
+    assert figures == {"documents_near_a_border": 0, "removed_across_a_border": 0}
+    assert [got[f"d{j}"]["reject_reason"] is not None for j in range(len(x))] == list(gone)
+    assert gone.sum() < with_pass.sum()   # the pass finds copies SemDeDup alone leaves
+
+
+@pytest.fixture(scope="module")
+def border_runs(shared_data, tmp_path_factory):
+    """Real pages and their copies in ~30 clusters, every document near a border: the local run."""
+    import json
+
+    from test_semantic_dedup import _config, _pages
+
+    folder = tmp_path_factory.mktemp("borders")
+    pages = folder / "pages.jsonl"
+    pages.write_text("".join(json.dumps(r) + "\n" for r in _pages(shared_data)))
+
+    def run(engine: str, **sem):
+        from tokenmill.engine.config import build_pipeline
+        from tokenmill.engine.run import run_pipeline
+
+        config = _config(pages, folder / f"{engine}-{len(sem)}", eps=0.1, boundary=1.0, **sem)
+        config["stages"][1]["docs_per_cluster"] = 4
+        kw = {"num_cpus": 1} if engine == "local" else {}
+        result = run_pipeline(build_pipeline(config), progress=False, engine=engine, **kw)
+        return folder / f"{engine}-{len(sem)}", result.report["global_steps"]["semantic_dedup"]
+
+    return run, run("local")
+
+
+def test_pages_removed_across_a_border_name_a_kept_page(border_runs):
+    from test_semantic_dedup import _outcome
+
+    _, (out, figures) = border_runs
+    got = _outcome(out)
+    assert figures["boundary"]["documents_near_a_border"] == len(got) and figures["boundary"]["removed_across_a_border"] >= 1
+    for reason, _ in got.values():
+        assert reason is None or got[reason.removeprefix(steps.REASON_PREFIX)][0] is None
+
+
+@pytest.mark.parametrize("engine", [pytest.param("ray", marks=pytest.mark.slow),
+                                    pytest.param("spark", marks=[pytest.mark.slow, pytest.mark.spark])])
+def test_engines_name_the_local_runs_kept_pages_across_borders(border_runs, engine, request):
+    from test_semantic_dedup import _outcome
+
+    run, (local_out, _) = border_runs
+    if engine == "ray":
+        request.getfixturevalue("ray_local")
+    out, figures = run(engine)
+    assert _outcome(out) == _outcome(local_out) and figures["boundary"]["removed_across_a_border"] >= 1
