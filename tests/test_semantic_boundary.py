@@ -13,11 +13,14 @@ import pytest
 from tokenmill.stages.semantic import boundary, kmeans, steps, vectors
 
 
-def reference(x, labels, near, margin, cos, m: float, eps: float):
+def reference(x, labels, near, margin, cos, m: float, eps: float, keep: str = "hard", indexed=None):
     """(max_sim, removed, index of the kept document each names) by the definition, one document
-    at a time: earlier = before in (cosine to its centroid, input) order; ties name the earliest."""
+    at a time: earlier = before in (earlier runs' first, the keep rule, input) order; ties name the
+    earliest; an earlier run's document is never removed."""
     n = len(x)
-    order = np.lexsort((np.arange(n), cos))
+    indexed = np.zeros(n, bool) if indexed is None else indexed
+    rule = {"hard": [cos], "easy": [-cos], "first": []}[keep]
+    order = np.lexsort((np.arange(n), *rule, ~indexed))
     pos = np.empty(n, int)
     pos[order] = np.arange(n)
     sims = x @ x.T
@@ -35,7 +38,7 @@ def reference(x, labels, near, margin, cos, m: float, eps: float):
                 k = idx[np.argmax(sims[j, idx])]
                 if sims[j, k] > best[j]:
                     best[j], ptr[j] = sims[j, k], k
-    gone = best > 1 - eps
+    gone = (best > 1 - eps) & ~indexed
     root = np.arange(n)
     for j in order:
         if gone[j]:
@@ -50,38 +53,44 @@ def _groups_of_copies(seed: int, groups: int = 60, per: int = 5, dim: int = 32) 
     return vectors.decode(vectors.encode(x), dim)   # what the step reads back from its key rows
 
 
-def _ours(datasets, x, labels, cos, near, margin, m: float, eps: float):
+def _ours(datasets, x, labels, cos, near, margin, m: float, eps: float, keep: str = "hard", indexed=None):
     n = len(x)
+    indexed = np.zeros(n, bool) if indexed is None else indexed
     t = pa.table({"row_key": [f"in.jsonl:{i:06d}" for i in range(n)], "id": [f"d{i}" for i in range(n)],
                   "url": pa.nulls(n, pa.string()), "node": pa.array(np.arange(n), pa.int64()),
                   steps.EMBEDDING: vectors.encode(x), steps.GROUP: pa.array(np.zeros(n, np.int64)),
                   steps.CLUSTER: pa.array(labels, pa.int32()), steps.COS: pa.array(cos, pa.float32()),
-                  steps.NEAR: pa.array(near, pa.int32()), steps.MARGIN: pa.array(margin, pa.float32())})
+                  steps.NEAR: pa.array(near, pa.int32()), steps.MARGIN: pa.array(margin, pa.float32()),
+                  "_indexed": pa.array(indexed)})
     ops = datasets.ops(3)
     rows = ops.map(ops.map(datasets.dataset(t, blocks=3), steps.cluster_ids), boundary.mark, margin=m)
-    far = [ops.partition_map([ops.map(rows, boundary.near_rows)], boundary.PAIR, boundary.across, keep="hard",
+    far = [ops.partition_map([ops.map(rows, boundary.near_rows)], boundary.PAIR, boundary.across, keep=keep,
                              block=16)] if m > 0 else []   # as the stage: no pass where no document is near a border
-    decided = ops.materialize(ops.partition_map([rows, *far], steps.KEY, steps.dedup_clusters, eps=eps, keep="hard",
+    decided = ops.materialize(ops.partition_map([rows, *far], steps.KEY, steps.dedup_clusters, eps=eps, keep=keep,
                                                 block=16))
     decided, figures = boundary.resolve(ops, decided)
     return {r["_id"]: r for r in ops.collect(decided).to_pylist()}, figures
 
 
-@pytest.mark.parametrize("seed, k, m, eps", [(1, 60, 1.0, 0.05), (2, 40, 0.02, 0.1), (3, 100, 1.0, 0.2)])
-def test_the_boundary_pass_gives_the_definitions_removals_and_names(datasets, seed, k, m, eps):
+@pytest.mark.parametrize("seed, k, m, eps, keep, earlier", [
+    (1, 60, 1.0, 0.05, "hard", 0), (2, 40, 0.02, 0.1, "hard", 0), (3, 100, 1.0, 0.2, "hard", 0),
+    (4, 80, 1.0, 0.1, "easy", 0), (5, 80, 1.0, 0.1, "first", 0), (6, 80, 1.0, 0.1, "hard", 7)])
+def test_the_boundary_pass_gives_the_definitions_removals_and_names(datasets, seed, k, m, eps, keep, earlier):
+    """``earlier``: every earlier-th document is an earlier run's (first in its cluster, never removed)."""
     x = _groups_of_copies(seed)
     labels, cos, near, cos2 = kmeans.assign_two(x, kmeans.fit(x, k, seed=seed))
     margin = (cos.astype(np.float64) - cos2.astype(np.float64)).astype(np.float32)
-    best, gone, root = reference(x, labels, near, margin, cos, m, eps)
-    got, figures = _ours(datasets, x, labels, cos, near, margin, m, eps)
-    assert len(got) == len(x)
-    for j in range(len(x)):
+    indexed = (np.arange(len(x)) % earlier == 3) if earlier else np.zeros(len(x), bool)
+    best, gone, root = reference(x, labels, near, margin, cos, m, eps, keep, indexed)
+    got, figures = _ours(datasets, x, labels, cos, near, margin, m, eps, keep, indexed)
+    assert len(got) == len(x) - indexed.sum()
+    for j in np.flatnonzero(~indexed):
         r = got[f"d{j}"]
         assert (r["reject_reason"] is not None) == gone[j] and r["sem_max_sim"] == pytest.approx(best[j], abs=1e-6)
         assert r["reject_reason"] is None or r["reject_reason"] == f"{steps.REASON_PREFIX}d{root[j]}"
     across = sum(1 for j in range(len(x)) if gone[j] and labels[root[j]] != labels[j])
     assert across >= 2 and figures["removed_across_a_border"] >= 1   # chains that cross borders were named
-    assert figures["documents_near_a_border"] == int(((near >= 0) & (margin < m)).sum())
+    assert figures["documents_near_a_border"] == int(((near >= 0) & (margin < m) & ~indexed).sum())
 
 
 def test_no_boundary_pass_where_boundary_is_0(datasets):

@@ -28,6 +28,7 @@ from tokenmill.stages.dedup.components import EDGES, connected_components, star_
 
 from . import kmeans, semdedup, vectors
 from .chains import ACROSS
+from .index import INDEXED
 from .steps import (
     BOUNDARY,
     CLUSTER,
@@ -66,8 +67,9 @@ def near_rows(rows: pa.Table) -> pa.Table:
     order and the pairwise step read."""
     rows = rows.filter(rows[BOUNDARY])
     a, b = rows[CLUSTER].to_numpy(), rows[NEAR].to_numpy()
-    pair = kmeans.pair_key(kmeans.pair_key(rows[GROUP].to_numpy(), np.minimum(a, b)).view(np.int64), np.maximum(a, b))
-    wanted = ["row_key", "id", "node", KEY, COS, EMBEDDING, "_indexed", "quality_score"]
+    lower = kmeans.pair_key(rows[GROUP].to_numpy(), np.minimum(a, b)).view(np.int64)
+    pair = kmeans.pair_key(lower, np.maximum(a, b))
+    wanted = ["row_key", "id", "node", KEY, COS, EMBEDDING, INDEXED, "quality_score"]
     rows = rows.select([c for c in wanted if c in rows.column_names])
     return rows.append_column(PAIR, pa.array(pair.view(np.int64), pa.int64()))
 
@@ -84,7 +86,8 @@ def across(rows: Optional[pa.Table], *, keep: str, block: int) -> pa.Table:
     for s, e in zip(*runs_of(rows[PAIR].to_numpy())):
         best[s:e], a = semdedup.max_similarity(x[s:e], block, labels=ckeys[s:e])
         arg[s:e] = np.where(a >= 0, s + a, -1)
-    indexed = rows["_indexed"].to_numpy(zero_copy_only=False) if "_indexed" in rows.column_names else np.zeros(len(arg), bool)
+    indexed = (rows[INDEXED].to_numpy(zero_copy_only=False) if INDEXED in rows.column_names
+               else np.zeros(len(arg), bool))
     hit = (arg >= 0) & ~indexed
     to = arg[hit]
     return pa.table([rows["node"].filter(pa.array(hit)), pa.array(ckeys[hit]), pa.array(best[hit]),
@@ -94,7 +97,7 @@ def across(rows: Optional[pa.Table], *, keep: str, block: int) -> pa.Table:
 
 def tally(decided: pa.Table) -> pa.Table:
     """New documents near a border, removed across one, and with an open name, in this block."""
-    count = [int(pc.sum(decided[c].cast(pa.int64())).as_py() or 0) for c in ("_boundary", "_across", "_open")]
+    count = [int(pc.sum(decided[c].cast(pa.int64())).as_py() or 0) for c in (BOUNDARY, "_across", "_open")]
     return pa.table([[c] for c in count], schema=TALLY)
 
 
@@ -102,8 +105,8 @@ def resolve(ops, decided) -> tuple[object, dict]:
     """``decided`` with every open name replaced by the kept document at the root of its chain,
     and the pass's figures (documents near a border; removed across one)."""
     counts = ops.collect(ops.map(decided, tally))
-    near, far, opened = (int(pc.sum(counts[c]).as_py() or 0) for c in TALLY.names)
-    figures = {"documents_near_a_border": near, "removed_across_a_border": far}
+    on_border, across_border, opened = (int(pc.sum(counts[c]).as_py() or 0) for c in TALLY.names)
+    figures = {"documents_near_a_border": on_border, "removed_across_a_border": across_border}
     if opened == 0:
         return decided, figures
     stars, _ = connected_components(ops, ops.map(decided, links))
@@ -116,7 +119,7 @@ def resolve(ops, decided) -> tuple[object, dict]:
 def links(decided: pa.Table) -> pa.Table:
     """(removed, the node its name comes from) of removed rows with an open name or near a border:
     with the kept roots, every tree an open chain runs through."""
-    m = pc.and_(pc.is_valid(decided["reject_reason"]), pc.or_(decided["_open"], decided["_boundary"]))
+    m = pc.and_(pc.is_valid(decided["reject_reason"]), pc.or_(decided["_open"], decided[BOUNDARY]))
     rows = decided.filter(m)
     u, v = rows["node"].to_numpy(), rows["_to"].to_numpy(zero_copy_only=False)
     lo, hi = np.minimum(u, v), np.maximum(u, v)
@@ -126,9 +129,9 @@ def links(decided: pa.Table) -> pa.Table:
 def sinks(decided: pa.Table) -> pa.Table:
     """The kept documents a chain may end at, with their ids: kept rows near a border, and the kept
     document a closed name of a removed row near a border comes from."""
-    kept = decided.filter(pc.and_(pc.is_null(decided["reject_reason"]), decided["_boundary"]))
-    closed = decided.filter(pc.and_(pc.and_(pc.is_valid(decided["reject_reason"]), decided["_boundary"]),
-                                    pc.invert(decided["_open"])))
+    kept = decided.filter(pc.and_(pc.is_null(decided["reject_reason"]), decided[BOUNDARY]))
+    removed = pc.and_(pc.is_valid(decided["reject_reason"]), decided[BOUNDARY])
+    closed = decided.filter(pc.and_(removed, pc.invert(decided["_open"])))
     names = pc.utf8_slice_codeunits(closed["reject_reason"], len(REASON_PREFIX))
     return pa.table([pa.concat_arrays([kept["node"].combine_chunks(), closed["_to"].combine_chunks()]),
                      pa.concat_arrays([kept["_id"].combine_chunks(), names.combine_chunks()])], schema=SINKS)
@@ -138,7 +141,8 @@ def label_sinks(labels: Optional[pa.Table], found: Optional[pa.Table]) -> pa.Tab
     """One partition by node: each linked node's component label, and its id where it is a root."""
     if labels is None or labels.num_rows == 0:
         return LABELLED.empty_table()
-    labels = labels.group_by("node").aggregate([("label", "min")]).rename_columns(["node", "label"])   # a centre per block
+    # a star's centre is labelled once per block it has edges in
+    labels = labels.group_by("node").aggregate([("label", "min")]).rename_columns(["node", "label"])
     found = SINKS.empty_table() if found is None else found
     found = found.group_by("node").aggregate([("sink_id", "min")]).rename_columns(["node", "sink_id"])
     return labels.join(found, "node", join_type="left outer").select(LABELLED.names).cast(LABELLED)
@@ -158,6 +162,7 @@ def name_members(labelled: Optional[pa.Table]) -> pa.Table:
 
 
 def open_rows(decided: pa.Table, opened: bool) -> pa.Table:
+    """The rows whose name is still open (``opened``), or all the others."""
     mask = pc.fill_null(decided["_open"], False)
     return decided.filter(mask if opened else pc.invert(mask))
 

@@ -25,7 +25,8 @@ ACROSS = pa.schema([("node", pa.int64()), ("_ckey", pa.int64()), ("_best", pa.fl
 
 @dataclass
 class Far:
-    """Per row of a partition: whether its ``max_sim`` came from across a border, and from whom."""
+    """Per row of a partition: whether its ``max_sim`` came from across a border (``won``), and the
+    node, id and earlier-run flag of the row across the border it came from."""
     won: np.ndarray
     node: np.ndarray
     ids: np.ndarray

@@ -68,15 +68,15 @@ def assign(x: np.ndarray, centroids: np.ndarray, block: int = 65536) -> tuple[np
     """(nearest centroid, cosine to it) of each row; ties go to the lower centroid. In float64 and
     the cosine rounded to 1e-6, so a row's values do not depend on the rows computed beside it
     (a map block differs between engines; the keep order sorts by this cosine)."""
-    labels, cos, _, _ = assign_two(x, centroids, block)
+    labels, cos, _, _ = assign_two(x, centroids, block, second=False)
     return labels, cos
 
 
-def assign_two(x: np.ndarray, centroids: np.ndarray, block: int = 65536) -> tuple[np.ndarray, ...]:
-    """``assign``'s (nearest, cosine), and the second-nearest centroid and its cosine (-1 and -inf
-    with one centroid), rounded alike."""
+def assign_two(x: np.ndarray, centroids: np.ndarray, block: int = 65536, second: bool = True) -> tuple[np.ndarray, ...]:
+    """``assign``'s (nearest, cosine), and with ``second`` the second-nearest centroid and its
+    cosine (-1 and -inf where there is none), rounded alike."""
     n = len(x)
-    labels, second = np.zeros(n, np.int32), np.full(n, -1, np.int32)
+    labels, near = np.zeros(n, np.int32), np.full(n, -1, np.int32)
     cos, cos2 = np.zeros(n, np.float32), np.full(n, -np.inf, np.float32)
     c64 = centroids.astype(np.float64)
     for s in range(0, n, block):
@@ -84,8 +84,8 @@ def assign_two(x: np.ndarray, centroids: np.ndarray, block: int = 65536) -> tupl
         rows = np.arange(len(sims))
         top = sims.argmax(axis=1)
         labels[s:s + block], cos[s:s + block] = top, np.round(sims[rows, top], 6)
-        if sims.shape[1] > 1:
+        if second and sims.shape[1] > 1:
             sims[rows, top] = -np.inf
             nxt = sims.argmax(axis=1)
-            second[s:s + block], cos2[s:s + block] = nxt, np.round(sims[rows, nxt], 6)
-    return labels, cos, second, cos2
+            near[s:s + block], cos2[s:s + block] = nxt, np.round(sims[rows, nxt], 6)
+    return labels, cos, near, cos2

@@ -16,7 +16,8 @@ from typing import Optional
 import numpy as np
 
 
-def max_similarity(x: np.ndarray, block: int = 2048, labels: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+def max_similarity(x: np.ndarray, block: int = 2048,
+                   labels: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
     """For rows ``x`` (unit length, in keep order): each row's largest cosine to an earlier row
     (floored at 0, as the published upper triangle is) and that row's index (-1: none above 0).
     With ``labels``, only rows of another label count (two clusters compared across their border)."""

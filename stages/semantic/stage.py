@@ -149,13 +149,15 @@ class SemanticDedup(GlobalStage):
         merged = compact(ops, p.index.write, exclude=ops.run_id) if p.index.write else {}
         folders = index_folders(p.index.read, exclude=ops.run_id)
         both = self._with_indexed(ops, rows, folders, sorted(groups))
-        assigned = ops.map(both, steps.assign_rows, centroids=centroids, second=p.boundary > 0)
-        assigned = ops.materialize(ops.map(ops.map(assigned, steps.cluster_ids), boundary.mark, margin=p.boundary))
+        margin = p.boundary_for()
+        assigned = ops.map(both, steps.assign_rows, centroids=centroids, second=margin > 0)
+        assigned = ops.materialize(ops.map(ops.map(assigned, steps.cluster_ids), boundary.mark, margin=margin))
         assigned, split = self._split_giants(ops, assigned)
         inputs = [assigned, *filter(None, [self._across(ops, assigned)])]
         decided = ops.materialize(ops.partition_map(inputs, steps.KEY, steps.dedup_clusters, eps=p.eps_for(),
                                                     keep=p.keep, block=p.block))
         decided, borders = boundary.resolve(ops, decided)
+        borders = {"margin": margin, **borders}
         figures = {"eps": p.eps_for(), "clusters": {groups[g][0]: ks[g] for g in sorted(groups)},
                    "giant_clusters_split": split, "boundary": borders,
                    **self._report(ops, decided, groups)}
@@ -170,7 +172,7 @@ class SemanticDedup(GlobalStage):
     def _across(self, ops, assigned):
         """The boundary pass (``boundary.py``): per pair of clusters, each document near their
         border against the earlier ones of the other; None where no document is near a border."""
-        if self.params.boundary <= 0:
+        if self.params.boundary_for() <= 0:
             return None
         near = ops.materialize(ops.map(assigned, boundary.near_rows))
         counts = ops.collect(ops.map(near, steps.counts_by, columns=[boundary.PAIR]))

@@ -109,7 +109,7 @@ def assign_rows(rows: pa.Table, centroids: dict, by: str = GROUP, out: str = CLU
         for g, c in centroids.items():
             idx = np.flatnonzero(ids == g)
             if len(idx):
-                label[idx], cos[idx], near[idx], cos2[idx] = kmeans.assign_two(x[idx], c)
+                label[idx], cos[idx], near[idx], cos2[idx] = kmeans.assign_two(x[idx], c, second=second)
     rows = _set(rows, out, pa.array(label, pa.int32()))
     rows = _set(rows, COS, pa.array(cos.astype(np.float32), pa.float32()))
     if not second:
@@ -177,10 +177,10 @@ def dedup_clusters(rows: Optional[pa.Table], across: Optional[pa.Table] = None, 
     reasons = pc.binary_join_element_wise(pa.scalar(REASON_PREFIX), named, "")
     reasons = pc.if_else(pa.array(gone), reasons, pa.scalar(None, pa.string()))
     url = rows["url"] if "url" in rows.column_names else pa.nulls(n, pa.string())
-    near = rows[BOUNDARY] if BOUNDARY in rows.column_names else pa.array(np.zeros(n, bool))
+    on_border = rows[BOUNDARY] if BOUNDARY in rows.column_names else pa.array(np.zeros(n, bool))
     out = pa.table([rows["row_key"], reasons, pa.array(best, pa.float32()), rows["node"], rows[GROUP], rows[KEY],
                     rows["id"].cast(pa.string()), url, pa.array(rank, pa.int32()), pa.array(size, pa.int32()),
-                    near, pa.array(far.won & gone), pa.array(np.where(gone, to, 0), mask=~gone), pa.array(opened)],
+                    on_border, pa.array(far.won & gone), pa.array(np.where(gone, to, 0), mask=~gone), pa.array(opened)],
                    schema=DECIDED)
     return out.filter(pa.array(~indexed)) if indexed.any() else out
 
