@@ -149,3 +149,34 @@ def test_engines_name_the_local_runs_kept_pages_across_borders(border_runs, engi
         request.getfixturevalue("ray_local")
     out, figures = run(engine)
     assert _outcome(out) == _outcome(local_out) and figures["boundary"]["removed_across_a_border"] >= 1
+
+
+def test_a_giant_clusters_borders_are_between_its_sub_clusters(border_runs):
+    """One cluster above max_cluster, split in ~30: its documents near the borders between its
+    sub-clusters are compared across them, each pair of sub-clusters on its own (bounded as the
+    split is), and every removal still names a kept page."""
+    from test_semantic_dedup import _outcome
+
+    run, _ = border_runs
+    out, figures = run("local", clusters=1, max_cluster=40)
+    got = _outcome(out)
+    assert figures["giant_clusters_split"] == 1 and figures["boundary"]["documents_near_a_border"] == len(got)
+    assert figures["boundary"]["removed_across_a_border"] >= 1
+    for reason, _ in got.values():
+        assert reason is None or got[reason.removeprefix(steps.REASON_PREFIX)][0] is None
+
+
+def test_pairs_of_a_giants_sub_clusters_are_keyed_apart():
+    """``mark`` on a giant's rows keys each by its pair of sub-clusters; a row of another cluster
+    whose second-nearest is the giant is not near a border."""
+    n = 6
+    rows = pa.table({steps.GROUP: pa.array([1] * n, pa.int64()), steps.CLUSTER: pa.array([0, 0, 0, 0, 1, 1], pa.int32()),
+                     steps.NEAR: pa.array([1, 1, 1, 1, 0, 0], pa.int32()), steps.MARGIN: pa.array([0.0] * n, pa.float32()),
+                     steps.SUB: pa.array([0, 1, 2, 1, 0, 0], pa.int32()), steps.SUB_NEAR: pa.array([1, 0, 1, 2, -1, -1], pa.int32()),
+                     steps.SUB_MARGIN: pa.array([0.001, 0.001, 0.5, 0.001, 0, 0], pa.float32())})
+    giant = int(kmeans.pair_key(np.array([1]), np.array([0])).view(np.int64)[0])
+    rows = rows.append_column("_gcluster", pa.array([giant] * 4 + [7, 7], pa.int64()))
+    marked = boundary.mark(rows, 0.01, giants=(giant,))
+    flag, pair = marked[steps.BOUNDARY].to_pylist(), marked[boundary.PAIR].to_pylist()
+    assert flag == [True, True, False, True, False, False]
+    assert pair[0] == pair[1] != pair[3]   # sub-clusters {0, 1} together, {1, 2} apart

@@ -40,9 +40,13 @@ from .steps import (
     MARGIN,
     NEAR,
     REASON_PREFIX,
+    SUB,
+    SUB_MARGIN,
+    SUB_NEAR,
     embedding_dim,
     keep_order,
     runs_of,
+    set_column,
 )
 
 PAIR = "_pkey"
@@ -52,26 +56,42 @@ NAMED = pa.schema([("node", pa.int64()), ("kept_id", pa.string())])
 TALLY = pa.schema([("boundary", pa.int64()), ("across", pa.int64()), ("open", pa.int64())])
 
 
-def mark(rows: pa.Table, margin: float) -> pa.Table:
-    """``rows`` with ``_boundary``: a second centroid within ``margin`` of the nearest."""
-    if NEAR not in rows.column_names or margin <= 0:
-        flag = np.zeros(rows.num_rows, bool)
-    else:
-        near = rows[NEAR].to_numpy(zero_copy_only=False) >= 0
-        flag = near & (rows[MARGIN].to_numpy(zero_copy_only=False) < margin)
-    return rows.append_column(BOUNDARY, pa.array(flag, pa.bool_()))
+def mark(rows: pa.Table, margin: float, giants: tuple = ()) -> pa.Table:
+    """``rows`` with ``_boundary`` (a second centroid within ``margin`` of the nearest) and
+    ``_pkey`` (the pair of clusters). In a giant cluster (split by a second k-means; ``giants``:
+    their ``_gcluster`` keys) the borders are those between its sub-clusters, bounded as the split
+    is; its own top-level border, like any border with it, is not compared."""
+    n = rows.num_rows
+    flag, pair = np.zeros(n, bool), np.zeros(n, np.int64)
+    if margin > 0 and NEAR in rows.column_names and n:
+        group = rows[GROUP].to_numpy()
+        flag, pair = _border(group, rows[CLUSTER], rows[NEAR], rows[MARGIN], margin)
+        if giants:
+            listed = np.asarray(giants, np.int64)
+            inside = np.isin(rows["_gcluster"].to_numpy(), listed)
+            near = rows[NEAR].to_numpy(zero_copy_only=False)
+            flag &= ~np.isin(kmeans.pair_key(group, near).view(np.int64), listed)
+            sub_flag, sub_pair = _border(rows["_gcluster"].to_numpy(), rows[SUB], rows[SUB_NEAR], rows[SUB_MARGIN],
+                                         margin)
+            flag, pair = np.where(inside, sub_flag, flag), np.where(inside, sub_pair, pair)
+    rows = set_column(rows, BOUNDARY, pa.array(flag, pa.bool_()))
+    return set_column(rows, PAIR, pa.array(pair, pa.int64()))
+
+
+def _border(owner: np.ndarray, cluster, near, margin_col, margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """(near a border, key of the unordered pair of clusters) per row of one level of clusters."""
+    a, b = cluster.to_numpy(), near.to_numpy(zero_copy_only=False)
+    flag = (b >= 0) & (margin_col.to_numpy(zero_copy_only=False) < margin)
+    lower = kmeans.pair_key(owner, np.minimum(a, b)).view(np.int64)
+    return flag, kmeans.pair_key(lower, np.maximum(a, b)).view(np.int64)
 
 
 def near_rows(rows: pa.Table) -> pa.Table:
-    """The rows near a border, keyed by their pair of clusters (``_pkey``), with what the keep
-    order and the pairwise step read."""
+    """The rows near a border, with their pair of clusters (``_pkey``) and what the keep order and
+    the pairwise step read."""
     rows = rows.filter(rows[BOUNDARY])
-    a, b = rows[CLUSTER].to_numpy(), rows[NEAR].to_numpy()
-    lower = kmeans.pair_key(rows[GROUP].to_numpy(), np.minimum(a, b)).view(np.int64)
-    pair = kmeans.pair_key(lower, np.maximum(a, b))
-    wanted = ["row_key", "id", "node", KEY, COS, EMBEDDING, INDEXED, "quality_score"]
-    rows = rows.select([c for c in wanted if c in rows.column_names])
-    return rows.append_column(PAIR, pa.array(pair.view(np.int64), pa.int64()))
+    wanted = ["row_key", "id", "node", KEY, COS, EMBEDDING, INDEXED, "quality_score", PAIR]
+    return rows.select([c for c in wanted if c in rows.column_names])
 
 
 def across(rows: Optional[pa.Table], *, keep: str, block: int) -> pa.Table:

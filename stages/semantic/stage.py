@@ -152,7 +152,7 @@ class SemanticDedup(GlobalStage):
         margin = p.boundary_for()
         assigned = ops.map(both, steps.assign_rows, centroids=centroids, second=margin > 0)
         assigned = ops.materialize(ops.map(ops.map(assigned, steps.cluster_ids), boundary.mark, margin=margin))
-        assigned, split = self._split_giants(ops, assigned)
+        assigned, split = self._split_giants(ops, assigned, margin)
         inputs = [assigned, *filter(None, [self._across(ops, assigned)])]
         decided = ops.materialize(ops.partition_map(inputs, steps.KEY, steps.dedup_clusters, eps=p.eps_for(),
                                                     keep=p.keep, block=p.block))
@@ -227,8 +227,9 @@ class SemanticDedup(GlobalStage):
             raise ConfigError([(f"{self.name}.index.write", problem)])
         commit_marker(store)
 
-    def _split_giants(self, ops, assigned) -> tuple[object, int]:
-        """Clusters above ``max_cluster`` re-clustered by a second k-means (sample, fit, assign)."""
+    def _split_giants(self, ops, assigned, margin: float) -> tuple[object, int]:
+        """Clusters above ``max_cluster`` re-clustered by a second k-means (sample, fit, assign);
+        their borders for the boundary pass are then those between their sub-clusters."""
         p = self.params
         sizes = steps.sum_counts(ops.collect(ops.map(assigned, steps.counts_by, columns=["_gcluster"])), ["_gcluster"])
         giants = {int(g): int(n) for g, n in zip(sizes["_gcluster"].to_pylist(), sizes["n"].to_pylist())
@@ -239,8 +240,10 @@ class SemanticDedup(GlobalStage):
         rates = {g: p.sample_per_cluster * ks[g] / n for g, n in giants.items()}
         sample = ops.collect(ops.map(assigned, steps.sample_rows, rates=rates, by="_gcluster"))
         subs = steps.fit_groups(sample, ks, "_gcluster", p.seed + 1, p.kmeans_iterations)
-        again = ops.map(assigned, steps.assign_rows, centroids=subs, by="_gcluster", out=steps.SUB)
-        return ops.materialize(ops.map(again, steps.cluster_ids)), len(giants)
+        again = ops.map(assigned, steps.assign_rows, centroids=subs, by="_gcluster", out=steps.SUB,
+                        second=margin > 0, near_out=steps.SUB_NEAR, margin_out=steps.SUB_MARGIN)
+        again = ops.map(ops.map(again, steps.cluster_ids), boundary.mark, margin=margin, giants=tuple(sorted(giants)))
+        return ops.materialize(again), len(giants)
 
     def _report(self, ops, decided, groups: dict) -> dict:
         """Removal share at each reported eps per language; the largest clusters with examples."""

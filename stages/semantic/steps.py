@@ -22,6 +22,7 @@ from . import chains, kmeans, semdedup, vectors
 EMBEDDING, LANGUAGE, MAX_SIM = "sem_embedding", "sem_language", "sem_max_sim"
 GROUP, CLUSTER, SUB, KEY, COS = "_group", "_cluster", "_sub", "_ckey", "_centroid_cos"
 NEAR, MARGIN, BOUNDARY = "_near", "_margin", "_boundary"
+SUB_NEAR, SUB_MARGIN = "_sub_near", "_sub_margin"
 REASON_PREFIX = "semantic_duplicate_of:"
 DECISIONS = pa.schema([("row_key", pa.string()), ("reject_reason", pa.string()), (MAX_SIM, pa.float32()),
                        ("node", pa.int64())])
@@ -95,10 +96,11 @@ def embedding_dim(column) -> int:
     return int(lengths[0]) // 2 if len(lengths) else 0
 
 
-def assign_rows(rows: pa.Table, centroids: dict, by: str = GROUP, out: str = CLUSTER, second: bool = False) -> pa.Table:
+def assign_rows(rows: pa.Table, centroids: dict, by: str = GROUP, out: str = CLUSTER, second: bool = False,
+                near_out: str = NEAR, margin_out: str = MARGIN) -> pa.Table:
     """``rows`` with their nearest centroid of their group (``out``) and the cosine to it
-    (``_centroid_cos``); with ``second``, also the second-nearest centroid (``_near``, -1 where the
-    group has one) and how much nearer the nearest is (``_margin``, a cosine difference)."""
+    (``_centroid_cos``); with ``second``, also the second-nearest centroid (``near_out``, -1 where
+    there is none) and how much nearer the nearest is (``margin_out``, a cosine difference)."""
     n = rows.num_rows
     label, near = np.zeros(n, np.int32), np.full(n, -1, np.int32)
     cos = rows[COS].to_numpy(zero_copy_only=False).copy() if COS in rows.column_names else np.zeros(n, np.float32)
@@ -115,7 +117,8 @@ def assign_rows(rows: pa.Table, centroids: dict, by: str = GROUP, out: str = CLU
     if not second:
         return rows
     margin = cos.astype(np.float64) - cos2.astype(np.float64)
-    return _set(_set(rows, NEAR, pa.array(near, pa.int32())), MARGIN, pa.array(margin.astype(np.float32), pa.float32()))
+    rows = _set(rows, near_out, pa.array(near, pa.int32()))
+    return _set(rows, margin_out, pa.array(margin.astype(np.float32), pa.float32()))
 
 
 def cluster_ids(rows: pa.Table) -> pa.Table:
@@ -127,6 +130,11 @@ def cluster_ids(rows: pa.Table) -> pa.Table:
         key = kmeans.node_hash((gc * np.uint64(0x9E3779B1) ^ s).view(np.int64), 3)
     rows = _set(rows, "_gcluster", pa.array(gc.view(np.int64), pa.int64()))
     return _set(rows, KEY, pa.array(key.view(np.int64), pa.int64()))
+
+
+def set_column(t: pa.Table, name: str, col) -> pa.Table:
+    """``t`` with column ``name`` replaced, or appended where it has none."""
+    return _set(t, name, col)
 
 
 def _set(t: pa.Table, name: str, col) -> pa.Table:
