@@ -176,7 +176,10 @@ def test_pairs_of_a_giants_sub_clusters_are_keyed_apart():
                      steps.SUB_MARGIN: pa.array([0.001, 0.001, 0.5, 0.001, 0, 0], pa.float32())})
     giant = int(kmeans.pair_key(np.array([1]), np.array([0])).view(np.int64)[0])
     rows = rows.append_column("_gcluster", pa.array([giant] * 4 + [7, 7], pa.int64()))
+    rows = rows.append_column(steps.COS, pa.array([0.5] * n, pa.float32()))
     marked = boundary.mark(rows, 0.01, giants=(giant,))
     flag, pair = marked[steps.BOUNDARY].to_pylist(), marked[boundary.PAIR].to_pylist()
     assert flag == [True, True, False, True, False, False]
     assert pair[0] == pair[1] != pair[3]   # sub-clusters {0, 1} together, {1, 2} apart
+    unreadable = rows.set_column(rows.column_names.index(steps.COS), steps.COS, pa.array([0.0] * n, pa.float32()))
+    assert not any(boundary.mark(unreadable, 0.01, giants=(giant,))[steps.BOUNDARY].to_pylist())

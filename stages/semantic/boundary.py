@@ -60,7 +60,8 @@ def mark(rows: pa.Table, margin: float, giants: tuple = ()) -> pa.Table:
     """``rows`` with ``_boundary`` (a second centroid within ``margin`` of the nearest) and
     ``_pkey`` (the pair of clusters). In a giant cluster (split by a second k-means; ``giants``:
     their ``_gcluster`` keys) the borders are those between its sub-clusters, bounded as the split
-    is; its own top-level border, like any border with it, is not compared."""
+    is; its own top-level border, like any border with it, is not compared. A zero embedding (a
+    text the encoder cannot read: nobody's duplicate) is near no border, however many there are."""
     n = rows.num_rows
     flag, pair = np.zeros(n, bool), np.zeros(n, np.int64)
     if margin > 0 and NEAR in rows.column_names and n:
@@ -74,6 +75,7 @@ def mark(rows: pa.Table, margin: float, giants: tuple = ()) -> pa.Table:
             sub_flag, sub_pair = _border(rows["_gcluster"].to_numpy(), rows[SUB], rows[SUB_NEAR], rows[SUB_MARGIN],
                                          margin)
             flag, pair = np.where(inside, sub_flag, flag), np.where(inside, sub_pair, pair)
+        flag &= rows[COS].to_numpy(zero_copy_only=False) != 0   # a zero embedding is equally near every centroid
     rows = set_column(rows, BOUNDARY, pa.array(flag, pa.bool_()))
     return set_column(rows, PAIR, pa.array(pair, pa.int64()))
 
