@@ -471,3 +471,23 @@ def test_centroid_cosines_do_not_depend_on_the_rows_beside_them(embedded):
         parts = [kmeans.assign(x[s:s + block], c) for s in range(0, len(x), block)]
         assert np.array_equal(np.concatenate([p[0] for p in parts]), whole[0])
         assert np.array_equal(np.concatenate([p[1] for p in parts]), whole[1])
+
+
+def test_zero_embeddings_take_no_part_in_their_clusters_pairwise_step(embedded):
+    """Texts the encoder cannot read (zero embeddings) all land in one cluster; the pairwise step
+    skips them (max_sim 0, kept) and decides the rest as it would without them."""
+    rows, x = embedded
+    blob = vectors.encode(x)
+    x = vectors.decode(blob, x.shape[1])
+    zeros = 50
+    n = len(rows)
+    both = np.r_[x, np.zeros((zeros, x.shape[1]), np.float32)]
+    more = rows + [{"id": f"empty{i}", "text": ""} for i in range(zeros)]
+    labels, cos = np.zeros(len(both), np.int32), np.r_[np.round(x @ x.mean(axis=0), 6), np.zeros(zeros)].astype(np.float32)
+    alone = steps.dedup_clusters(steps.cluster_ids(_key_rows(rows, blob, labels[:n], cos[:n])), eps=0.1, keep="hard", block=16)
+    mixed = steps.dedup_clusters(steps.cluster_ids(_key_rows(more, vectors.encode(both), labels, cos)), eps=0.1,
+                                 keep="hard", block=16)
+    got = {r["_id"]: (r["reject_reason"], r[steps.MAX_SIM]) for r in mixed.to_pylist()}
+    assert {r["_id"]: (r["reject_reason"], r[steps.MAX_SIM]) for r in alone.to_pylist()} == {
+        i: v for i, v in got.items() if not i.startswith("empty")}
+    assert all(got[f"empty{i}"] == (None, 0.0) for i in range(zeros)) and any(r for r, _ in got.values())

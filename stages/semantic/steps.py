@@ -175,9 +175,11 @@ def dedup_clusters(rows: Optional[pa.Table], across: Optional[pa.Table] = None, 
     indexed = rows["_indexed"].to_numpy(zero_copy_only=False) if "_indexed" in rows.column_names else np.zeros(n, bool)
     best, arg = np.zeros(n, np.float32), np.full(n, -1, np.int64)
     rank, size = np.zeros(n, np.int32), np.zeros(n, np.int32)
+    readable = np.flatnonzero(np.any(x != 0, axis=1))   # a zero embedding's cosines are all 0: it takes no part
     for s, e in zip(*runs_of(rows[KEY].to_numpy())):
-        best[s:e], a = semdedup.max_similarity(x[s:e], block)
-        arg[s:e] = np.where(a >= 0, s + a, -1)
+        idx = readable[np.searchsorted(readable, s):np.searchsorted(readable, e)]
+        best[idx], a = semdedup.max_similarity(x[idx], block)
+        arg[idx] = np.where(a >= 0, idx[np.maximum(a, 0)], -1)
         rank[s:e], size[s:e] = np.arange(e - s), e - s
     far = chains.merge(rows, best, across)
     gone = semdedup.removed(best, eps) & ~indexed
