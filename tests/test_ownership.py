@@ -103,7 +103,9 @@ def test_two_plain_runs_at_once_one_commits_the_other_waits_or_exits_75(tmp_path
     clean = tmp_path / "clean"
     run_pipeline(build_pipeline(_config(inputs, clean)), progress=False)
     cfg = _config(inputs, out)
-    cfg["stages"].insert(0, {"type": "test_lease:Sleeper", "seconds": 0.5})
+    # slow enough that the first run still holds the lease when the third has started (a second and a
+    # third Python process start meanwhile: seconds on a loaded machine; at 0.5 s it once lost that race)
+    cfg["stages"].insert(0, {"type": "test_lease:Sleeper", "seconds": 2.0})
     path = tmp_path / "slow.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = env_with_tests()
