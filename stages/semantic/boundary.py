@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tokenmill.engine.global_ops import GlobalStepError
+from tokenmill.engine.schema import set_column
 from tokenmill.stages.dedup.components import EDGES, connected_components, star_labels
 
 from . import kmeans, semdedup, vectors
@@ -46,7 +47,6 @@ from .steps import (
     embedding_dim,
     keep_order,
     runs_of,
-    set_column,
 )
 
 PAIR = "_pkey"
@@ -198,6 +198,6 @@ def rename(rows: Optional[pa.Table], named: Optional[pa.Table]) -> pa.Table:
     if joined.num_rows != rows.num_rows or pc.any(pc.is_null(joined["kept_id"])).as_py():
         raise GlobalStepError("semantic_dedup: a removal across a cluster border has no kept document to name")
     reasons = pc.binary_join_element_wise(pa.scalar(REASON_PREFIX), joined["kept_id"], "")
-    joined = joined.set_column(joined.column_names.index("reject_reason"), "reject_reason", reasons)
-    joined = joined.set_column(joined.column_names.index("_open"), "_open", pa.array(np.zeros(joined.num_rows, bool)))
+    joined = set_column(joined, "reject_reason", reasons)
+    joined = set_column(joined, "_open", pa.array(np.zeros(joined.num_rows, bool)))
     return joined.select(DECIDED.names).cast(DECIDED)

@@ -132,11 +132,6 @@ def cluster_ids(rows: pa.Table) -> pa.Table:
     return _set(rows, KEY, pa.array(key.view(np.int64), pa.int64()))
 
 
-def set_column(t: pa.Table, name: str, col) -> pa.Table:
-    """``t`` with column ``name`` replaced, or appended where it has none."""
-    return _set(t, name, col)
-
-
 def _set(t: pa.Table, name: str, col) -> pa.Table:
     if name in t.column_names:
         return t.set_column(t.column_names.index(name), name, col)
