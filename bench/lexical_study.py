@@ -10,12 +10,17 @@ cosines against all-MiniLM-L6-v2):
 - **ceiling**: all training texts plus the held-out documents themselves, so one sees what the
   network can express when it has seen the text (capacity, not generalisation);
 - **static bag**: no network, the TF-IDF weighted sum of the prior's token vectors;
+- **prior sources** (``--sources``): the token prior (each token's mean output in context) fed
+  more text than the network trains on: the held-out documents themselves (a diagnostic: how much
+  of the gap is the prior's coverage of the held-out text's tokens), and, as texts the network
+  also trains on, passages of the training pages' whole visible text (``raw_text``) and 6,000
+  langid_dev sentences (text a user could add);
 - **model2vec** (``--model2vec DIR``, e.g. the one ``bench/semantic.py`` distils from MiniLM into
   ``bench/_work/semantic/m2v-minilm-256``): a published static distillation of the same teacher.
 
-    python bench/lexical_study.py [--model2vec bench/_work/semantic/m2v-minilm-256] [--out bench/_work/lexical_study.json]
+    python bench/lexical_study.py [--model2vec bench/_work/semantic/m2v-minilm-256] [--sources] [--out bench/_work/lexical_study.json]
 
-About 6 minutes on 2 cores, most of it the teacher. Accuracy only: no timings are taken.
+About 6 minutes (10 with ``--sources``) on 2 cores, most of it the teacher. Accuracy only: no timings are taken.
 """
 from __future__ import annotations
 
@@ -80,6 +85,7 @@ def main() -> None:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model2vec", default=None)
+    p.add_argument("--sources", action="store_true", help="also the prior-sources study")
     p.add_argument("--out", default="bench/_work/lexical_study.json")
     a = p.parse_args()
     base = EmbedderArgs(inputs=[str(DATA / "web_dev.jsonl"), str(DATA / "quality_dev.jsonl")], out="")
@@ -113,6 +119,8 @@ def main() -> None:
         fit_folder(args, teacher, texts + seen, np.concatenate([*target, *held_target.values()]), prior, quiet)
         result["ceiling"] = scores(args.out, held, held_target)
         print(f"ceiling (held-out documents in training): {result['ceiling']}", flush=True)
+        if a.sources:
+            result["sources"] = prior_sources(teacher, texts, np.concatenate(target), sums, alone, held, held_target, tmp)
     if a.model2vec:
         from model2vec import StaticModel
 
@@ -122,6 +130,49 @@ def main() -> None:
         print(f"model2vec ({a.model2vec}): {result['model2vec']}", flush=True)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=1))
+
+
+def prior_sources(teacher, texts, target, sums, alone, held, held_target, tmp) -> dict:
+    """Fidelity when the token prior (and, for the extra corpora, the network) sees more text."""
+    from tokenmill.stages.embed.train_embedder import (
+        EmbedderArgs,
+        fit_folder,
+        passages,
+        prior_layers,
+        teacher_embed,
+        token_sums,
+        token_vectors,
+    )
+
+    quiet = lambda *_: None   # noqa: E731
+    seen = {t for ts in held.values() for t in ts}
+    pages = [json.loads(line) for line in (DATA / "web_dev.jsonl").read_text().splitlines()]
+    raw = passages([r["raw_text"] for r in pages if r["text"] not in seen and r.get("raw_text")], 6,
+                   np.random.default_rng(1))
+    lid = [json.loads(line)["text"] for line in (DATA / "langid_dev.jsonl").read_text().splitlines()]
+    np.random.default_rng(0).shuffle(lid)
+    corpora = {"held": [t for ts in held.values() for t in ts], "raw": raw, "lid": lid[:6000]}
+    got = {}
+    for name, extra in corpora.items():
+        s = token_sums(teacher)
+        got[name] = (extra, teacher_embed(teacher, extra, quiet, token_sums=s), s)
+    runs = {"prior also sees the held-out documents": (["held"], []),
+            "+ passages of the pages' whole visible text": (["raw"], ["raw"]),
+            "+ 6,000 langid_dev sentences": (["lid"], ["lid"]),
+            "+ both": (["raw", "lid"], ["raw", "lid"])}
+    out = {}
+    for label, (in_prior, in_network) in runs.items():
+        total = [t.numpy().copy() for t in sums]
+        for name in in_prior:
+            total = [x + y.numpy() for x, y in zip(total, got[name][2])]
+        vectors = token_vectors(teacher, *total, quiet, alone=alone)
+        args = EmbedderArgs(inputs=[], out=os.path.join(tmp, "sources"))
+        more = [t for name in in_network for t in got[name][0]]
+        fit_folder(args, teacher, texts + more, np.concatenate([target, *(got[n][1] for n in in_network)]),
+                   prior_layers(vectors, args.hidden, args.dim), quiet)
+        out[label] = scores(args.out, held, held_target)
+        print(f"sources: {label}: {out[label]}", flush=True)
+    return out
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
