@@ -133,3 +133,12 @@ def datasets(request):
 
     with ThreadPoolExecutor(2) as pool:
         yield DatasetOpsMaker("local", pool)
+
+
+@pytest.fixture
+def local_datasets():
+    """The local executor's dataset operations alone (for the cases whose Ray twin adds only time)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        yield DatasetOpsMaker("local", pool)

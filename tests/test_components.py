@@ -48,17 +48,6 @@ def _oracle(pairs: list[tuple[int, int]]) -> dict[int, int]:
     return {x: find(x) for x in parent}
 
 
-@pytest.fixture
-def local_datasets():
-    """The local executor's dataset operations (for the tests whose Ray twin adds only time)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from conftest import DatasetOpsMaker
-
-    with ThreadPoolExecutor(2) as pool:
-        yield DatasetOpsMaker("local", pool)
-
-
 @pytest.fixture(autouse=True)
 def _sort_shuffle(request):
     if "datasets" in request.fixturenames and request.getfixturevalue("datasets").kind == "ray":
