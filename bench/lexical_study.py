@@ -146,10 +146,10 @@ def prior_sources(teacher, texts, target, sums, alone, held, held_target, tmp) -
 
     quiet = lambda *_: None   # noqa: E731
     seen = {t for ts in held.values() for t in ts}
-    pages = [json.loads(line) for line in (DATA / "web_dev.jsonl").read_text().splitlines()]
+    pages = _jsonl(DATA / "web_dev.jsonl")
     raw = passages([r["raw_text"] for r in pages if r["text"] not in seen and r.get("raw_text")], 6,
                    np.random.default_rng(1))
-    lid = [json.loads(line)["text"] for line in (DATA / "langid_dev.jsonl").read_text().splitlines()]
+    lid = [r["text"] for r in _jsonl(DATA / "langid_dev.jsonl")]
     np.random.default_rng(0).shuffle(lid)
     corpora = {"held": [t for ts in held.values() for t in ts], "raw": raw, "lid": lid[:6000]}
     got = {}
@@ -173,6 +173,12 @@ def prior_sources(teacher, texts, target, sums, alone, held, held_target, tmp) -
         out[label] = scores(args.out, held, held_target)
         print(f"sources: {label}: {out[label]}", flush=True)
     return out
+
+
+def _jsonl(path: Path) -> list[dict]:
+    """The rows of a JSONL file (lines cut at newlines only: a text may hold U+2028)."""
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
