@@ -20,7 +20,7 @@ cosines against all-MiniLM-L6-v2):
 
     python bench/lexical_study.py [--model2vec bench/_work/semantic/m2v-minilm-256] [--sources] [--out bench/_work/lexical_study.json]
 
-About 6 minutes (10 with ``--sources``) on 2 cores, most of it the teacher. Accuracy only: no timings are taken.
+About 6 minutes (13 with ``--sources``) on 2 cores, most of it the teacher. Accuracy only: no timings are taken.
 """
 from __future__ import annotations
 

@@ -88,29 +88,27 @@ def _random_graph(datasets, hub_degree):
 
 
 def test_chain_of_2000_is_one_cluster_in_few_rounds(local_datasets):
-    datasets = local_datasets
     order = list(range(2000))
     random.Random(3).shuffle(order)  # labels must travel 2,000 hops, in no helpful order
     pairs = list(zip(order, order[1:]))
-    got, rounds = _labels(datasets, pairs)
+    got, rounds = _labels(local_datasets, pairs)
     assert set(got.values()) == {0} and len(got) == 2000
     assert rounds <= 25, rounds
 
 
 def test_hub_of_20000(local_datasets):
-    datasets = local_datasets
     hub = 12_345
     pairs = [(hub, i) for i in range(20_000) if i != hub] + [(20_000 + i, 20_001 + i) for i in range(10)]
-    got, rounds = _labels(datasets, pairs)
+    got, rounds = _labels(local_datasets, pairs)
     assert {got[i] for i in range(20_000)} == {0}
     assert {got[20_000 + i] for i in range(11)} == {20_000}
 
 
 def test_hub_is_spread_over_partitions_and_still_one_cluster(local_datasets):
-    datasets = local_datasets
     """A node with 50,000 edges, whose neighbours also chain among themselves: with hub_degree
     5,000 its edges are cut into 10 slices hashed over 8 partitions (none holds more than a few
     slices, where unsalted one would hold all 50,000), and the labels equal union-find's."""
+    datasets = local_datasets
     hub, n = 3, 50_000
     pairs = [(hub, 10 + i) for i in range(n)] + [(10 + i, 11 + i) for i in range(0, n, 7)] + [(1, 2)]
     ops = datasets.ops(8)

@@ -54,7 +54,7 @@ def _same(ours, theirs) -> bool:
     return fam_o == fam_t and check_o == datatrove_compat.DATATROVE_REASONS.get(check_t, check_t)
 
 
-def _compare(stored: dict, texts: dict, en, nlp) -> tuple[dict, list]:
+def _compare(stored: dict, texts: dict, en, nlp) -> tuple[Counter, list]:
     same, differ = Counter(), []
     for doc_id, theirs in stored.items():
         text = texts[doc_id]
@@ -82,14 +82,13 @@ def _compare_on_two_cores(stored: dict, texts: dict, en, nlp) -> tuple[Counter, 
     items = sorted(stored.items())
     theirs = dict(items[1::2])
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        child = pool.submit(_compare_alone, theirs, {k: texts[k] for k in theirs})
+        child = pool.submit(_compare_alone, theirs, {k: texts[k] for k in theirs}, en)
         same, differ = _compare(dict(items[0::2]), texts, en, nlp)
-        same_child, differ_child = child.result()
+        same_child, differ_child = child.result(timeout=600)
     return same + same_child, differ + differ_child
 
 
-def _compare_alone(stored: dict, texts: dict) -> tuple[Counter, list]:
-    en = load_config(REPO / "configs" / "quickstart.yaml", check_inputs=False).languages.get("en")
+def _compare_alone(stored: dict, texts: dict, en) -> tuple[Counter, list]:
     return _compare(stored, texts, en, datatrove_compat.SpacyText())
 
 

