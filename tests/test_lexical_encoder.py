@@ -79,6 +79,20 @@ def test_same_input_same_output_whatever_the_batch(embedder):
 def test_held_out_similarities_follow_the_teacher(embedder):
     row = next(iter(json.loads((embedder / "eval.json").read_text())["held_out"].values()))
     assert row["spearman"] >= SPEARMAN_FLOOR, row
+    lo, hi = row["spearman_95"]   # the figure's bootstrap interval over the held-out documents
+    assert 0 < hi - lo < 1 and lo - 0.02 <= row["spearman"] <= hi + 0.02, row   # 15 documents: a wide one
+
+
+def test_the_interval_narrows_with_more_documents():
+    from tokenmill.stages.embed.train_embedder import pair_fidelity
+
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(300, 16))
+    b = a + rng.normal(size=(300, 16))
+    a, b = (x / np.linalg.norm(x, axis=1, keepdims=True) for x in (a, b))
+    few, many = pair_fidelity(a[:20], b[:20], resamples=100), pair_fidelity(a, b, resamples=100)
+    width = [r["spearman_95"][1] - r["spearman_95"][0] for r in (few, many)]
+    assert width[1] < width[0] / 2 and many["spearman_95"][0] < many["spearman"] < many["spearman_95"][1]
 
 
 def test_inference_imports_no_torch(embedder):

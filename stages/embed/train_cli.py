@@ -71,8 +71,10 @@ def train_embedder_cmd(args) -> int:
     if not result["held_out"]:
         print("no held-out figures: no input had 3 or more documents held out (a larger input or --holdout)")
     for path, row in result["held_out"].items():
+        interval = "-".join(map(str, row.get("spearman_95") or [])) or "n/a"
         print(f"held out {path}: {row['docs']} documents, {row['pairs']:,} pairs: Spearman {row['spearman']} "
-              f"(Pearson {row['pearson']}) to the teacher; {row['docs_per_second']:,} documents/s on one core")
+              f"(95% interval over the documents {interval}; Pearson {row['pearson']}) to the teacher; "
+              f"{row['docs_per_second']:,} documents/s on one core")
     print(f"encoder: {args.out} (embedder.json, weights.npz, tokenizer.json, eval.json); trained in "
           f"{result['train_seconds']} s")
     return 0
