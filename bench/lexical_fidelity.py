@@ -42,11 +42,12 @@ def main() -> None:
         held = json.loads((Path(folder) / "eval.json").read_text())["held_out"] if \
             (Path(folder) / "eval.json").exists() else {}
         for path, row in held.items():
-            print(f"{folder}  held out {Path(path).name}: {row['docs']} docs, Spearman {row['spearman']}")
+            print(f"{folder}  held out {Path(path).name}: {row['docs']} docs, Spearman {row['spearman']} "
+                  f"(95% interval {'-'.join(map(str, row.get('spearman_95') or ['n/a']))})")
         for name, texts in sets.items():
             row = pair_fidelity(student.embed_texts(texts), target[name])
-            print(f"{folder}  {name}: {row['docs']} texts, {row['pairs']:,} pairs, Spearman {row['spearman']}, "
-                  f"Pearson {row['pearson']}")
+            print(f"{folder}  {name}: {row['docs']} texts, {row['pairs']:,} pairs, Spearman {row['spearman']} "
+                  f"(95% interval {'-'.join(map(str, row['spearman_95']))}), Pearson {row['pearson']}")
 
 
 if __name__ == "__main__":

@@ -298,9 +298,9 @@ def spearman_interval(s: np.ndarray, t: np.ndarray, resamples: int, seed: int = 
     """The 2.5th and 97.5th percentiles of the pairwise Spearman over bootstrap draws of the rows
     (pairs of two draws of the same row left out)."""
     rng, n, got = np.random.default_rng(seed), len(s), []
+    i, j = np.triu_indices(n, 1)
     for _ in range(resamples):
         pick = np.sort(rng.integers(0, n, n))
-        i, j = np.triu_indices(n, 1)
         a, b = pick[i], pick[j]
         keep = a != b
         if keep.sum() >= 3:
