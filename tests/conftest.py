@@ -129,10 +129,7 @@ def datasets(request):
         request.getfixturevalue("ray_local")
         yield DatasetOpsMaker("ray")
         return
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(2) as pool:
-        yield DatasetOpsMaker("local", pool)
+    yield request.getfixturevalue("local_datasets")
 
 
 @pytest.fixture

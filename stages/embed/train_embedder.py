@@ -288,9 +288,10 @@ def pair_fidelity(student: np.ndarray, teacher: np.ndarray, resamples: int = 200
     95% interval over ``resamples`` bootstrap draws of the documents (a few dozen held-out
     documents give a wide one)."""
     iu = np.triu_indices(len(student), 1)
-    s, t = (student @ student.T)[iu], (teacher @ teacher.T)[iu]
+    ss, tt = student @ student.T, teacher @ teacher.T
+    s, t = ss[iu], tt[iu]
     return {"docs": len(student), "pairs": len(s), "spearman": round(spearman(s, t), 4),
-            "spearman_95": spearman_interval(student @ student.T, teacher @ teacher.T, resamples),
+            "spearman_95": spearman_interval(ss, tt, resamples),
             "pearson": round(float(np.corrcoef(s, t)[0, 1]), 4)}
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tokenmill.engine.schema import set_column
 from tokenmill.stages.dedup.order import input_order_keys, with_input_order
 
 from . import chains, kmeans, semdedup, vectors
@@ -112,13 +113,13 @@ def assign_rows(rows: pa.Table, centroids: dict, by: str = GROUP, out: str = CLU
             idx = np.flatnonzero(ids == g)
             if len(idx):
                 label[idx], cos[idx], near[idx], cos2[idx] = kmeans.assign_two(x[idx], c, second=second)
-    rows = _set(rows, out, pa.array(label, pa.int32()))
-    rows = _set(rows, COS, pa.array(cos.astype(np.float32), pa.float32()))
+    rows = set_column(rows, out, pa.array(label, pa.int32()))
+    rows = set_column(rows, COS, pa.array(cos.astype(np.float32), pa.float32()))
     if not second:
         return rows
     margin = cos.astype(np.float64) - cos2.astype(np.float64)
-    rows = _set(rows, near_out, pa.array(near, pa.int32()))
-    return _set(rows, margin_out, pa.array(margin.astype(np.float32), pa.float32()))
+    rows = set_column(rows, near_out, pa.array(near, pa.int32()))
+    return set_column(rows, margin_out, pa.array(margin.astype(np.float32), pa.float32()))
 
 
 def cluster_ids(rows: pa.Table) -> pa.Table:
@@ -128,14 +129,8 @@ def cluster_ids(rows: pa.Table) -> pa.Table:
     s = rows[SUB].to_numpy().astype(np.uint64) if SUB in rows.column_names else np.zeros(len(gc), np.uint64)
     with np.errstate(over="ignore"):
         key = kmeans.node_hash((gc * np.uint64(0x9E3779B1) ^ s).view(np.int64), 3)
-    rows = _set(rows, "_gcluster", pa.array(gc.view(np.int64), pa.int64()))
-    return _set(rows, KEY, pa.array(key.view(np.int64), pa.int64()))
-
-
-def _set(t: pa.Table, name: str, col) -> pa.Table:
-    if name in t.column_names:
-        return t.set_column(t.column_names.index(name), name, col)
-    return t.append_column(name, col)
+    rows = set_column(rows, "_gcluster", pa.array(gc.view(np.int64), pa.int64()))
+    return set_column(rows, KEY, pa.array(key.view(np.int64), pa.int64()))
 
 
 def keep_order(rows: pa.Table, keep: str, by: str = KEY) -> pa.Table:
