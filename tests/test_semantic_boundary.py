@@ -17,6 +17,16 @@ def reference(x, labels, near, margin, cos, m: float, eps: float, keep: str = "h
     """(max_sim, removed, index of the kept document each names) by the definition, one document
     at a time: earlier = before in (earlier runs' first, the keep rule, input) order; ties name the
     earliest; an earlier run's document is never removed."""
+    on = (near >= 0) & (margin < m)
+    borders = [[("pair", min(a, b), max(a, b))] if o else [] for a, b, o in zip(labels, near, on)]
+    return by_definition(x, cos, list(labels), borders, eps, keep, indexed)
+
+
+def by_definition(x, cos, home: list, borders: list, eps: float, keep: str = "hard", indexed=None):
+    """The pass's definition over any partition of the documents into clusters (``home``) and of
+    the borders each is near (``borders``: per document, its border keys in the order they are
+    searched): each document against the earlier ones of its cluster, then, border by border, the
+    earlier ones of other clusters near the same border; only a larger cosine replaces an answer."""
     n = len(x)
     indexed = np.zeros(n, bool) if indexed is None else indexed
     rule = {"hard": [cos], "easy": [-cos], "first": []}[keep]
@@ -24,14 +34,14 @@ def reference(x, labels, near, margin, cos, m: float, eps: float, keep: str = "h
     pos = np.empty(n, int)
     pos[order] = np.arange(n)
     sims = x @ x.T
-    on = (near >= 0) & (margin < m)
-    lo, hi = np.minimum(labels, near), np.maximum(labels, near)
+    codes = {h: i for i, h in enumerate(dict.fromkeys(home))}
+    home_no = np.array([codes[h] for h in home])
+    near = {key: np.array([key in b for b in borders]) for key in {k for b in borders for k in b}}
     best, ptr = np.zeros(n, np.float32), np.full(n, -1)
     for j in order:
         earlier = pos < pos[j]
-        inside = earlier & (labels == labels[j])
-        across = earlier & on & on[j] & (lo == lo[j]) & (hi == hi[j]) & (labels != labels[j])
-        for cand in (inside, across):
+        inside = earlier & (home_no == home_no[j])
+        for cand in [inside, *(earlier & near[key] & (home_no != home_no[j]) for key in borders[j])]:
             idx = np.flatnonzero(cand)
             if len(idx):
                 idx = idx[np.argsort(pos[idx], kind="stable")]
@@ -118,7 +128,8 @@ def test_no_boundary_pass_where_boundary_is_0(datasets):
 
 @pytest.fixture(scope="module")
 def border_runs(shared_data, tmp_path_factory):
-    """Real pages and their copies in ~30 clusters, every document near a border: the local run."""
+    """Real pages and their copies in 6 clusters, 3 of them giants split in sub-clusters of ~4,
+    every document near a border: the local run."""
     import json
 
     from test_semantic_dedup import _config, _pages
@@ -131,11 +142,13 @@ def border_runs(shared_data, tmp_path_factory):
         from tokenmill.engine.config import build_pipeline
         from tokenmill.engine.run import run_pipeline
 
-        config = _config(pages, folder / f"{engine}-{len(sem)}", eps=0.1, boundary=1.0, **sem)
+        sem = {"clusters": 6, "max_cluster": 15, **sem}
+        out = folder / "-".join([engine, *(f"{k}{v}" for k, v in sorted(sem.items()))])
+        config = _config(pages, out, eps=0.1, boundary=1.0, **sem)
         config["stages"][1]["docs_per_cluster"] = 4
         kw = {"num_cpus": 1} if engine == "local" else {}
         result = run_pipeline(build_pipeline(config), progress=False, engine=engine, **kw)
-        return folder / f"{engine}-{len(sem)}", result.report["global_steps"]["semantic_dedup"]
+        return out, result.report["global_steps"]["semantic_dedup"]
 
     return run, run("local")
 
@@ -145,6 +158,7 @@ def test_pages_removed_across_a_border_name_a_kept_page(border_runs):
 
     _, (out, figures) = border_runs
     got = _outcome(out)
+    assert figures["giant_clusters_split"] == 3 and figures["clusters"] == {"en": 6}
     assert figures["boundary"]["documents_near_a_border"] == len(got) and figures["boundary"]["removed_across_a_border"] >= 1
     for reason, _ in got.values():
         assert reason is None or got[reason.removeprefix(steps.REASON_PREFIX)][0] is None
@@ -177,20 +191,98 @@ def test_a_giant_clusters_borders_are_between_its_sub_clusters(border_runs):
         assert reason is None or got[reason.removeprefix(steps.REASON_PREFIX)][0] is None
 
 
-def test_pairs_of_a_giants_sub_clusters_are_keyed_apart():
-    """``mark`` on a giant's rows keys each by its pair of sub-clusters; a row of another cluster
-    whose second-nearest is the giant is not near a border."""
+def test_a_giants_rows_are_keyed_by_sub_cluster_pairs_and_by_sub_cluster_at_its_top_level_border():
+    """``mark`` on a giant's rows (cluster 0, split in 3) keys each by its pair of sub-clusters
+    (``_pkey``) and, near an ordinary cluster (1), by its own sub-cluster's share of that border
+    (``_pkey2``); a row of the ordinary cluster near the giant shares the key of the giant's
+    sub-cluster nearest to it (``_near_sub``)."""
     n = 6
     rows = pa.table({steps.GROUP: pa.array([1] * n, pa.int64()), steps.CLUSTER: pa.array([0, 0, 0, 0, 1, 1], pa.int32()),
                      steps.NEAR: pa.array([1, 1, 1, 1, 0, 0], pa.int32()), steps.MARGIN: pa.array([0.0] * n, pa.float32()),
                      steps.SUB: pa.array([0, 1, 2, 1, 0, 0], pa.int32()), steps.SUB_NEAR: pa.array([1, 0, 1, 2, -1, -1], pa.int32()),
-                     steps.SUB_MARGIN: pa.array([0.001, 0.001, 0.5, 0.001, 0, 0], pa.float32())})
-    giant = int(kmeans.pair_key(np.array([1]), np.array([0])).view(np.int64)[0])
-    rows = rows.append_column("_gcluster", pa.array([giant] * 4 + [7, 7], pa.int64()))
+                     steps.SUB_MARGIN: pa.array([0.001, 0.001, 0.5, 0.001, 0, 0], pa.float32()),
+                     boundary.NEAR_SUB: pa.array([-1, -1, -1, -1, 2, 0], pa.int32())})
+    giant, other = (int(k) for k in kmeans.pair_key(np.array([1, 1]), np.array([0, 1])).view(np.int64))
+    rows = rows.append_column("_gcluster", pa.array([giant] * 4 + [other] * 2, pa.int64()))
     rows = rows.append_column(steps.COS, pa.array([0.5] * n, pa.float32()))
     marked = boundary.mark(rows, 0.01, giants=(giant,))
-    flag, pair = marked[steps.BOUNDARY].to_pylist(), marked[boundary.PAIR].to_pylist()
-    assert flag == [True, True, False, True, False, False]
-    assert pair[0] == pair[1] != pair[3]   # sub-clusters {0, 1} together, {1, 2} apart
+    flag, pair, pair2 = (marked[c].to_pylist() for c in (steps.BOUNDARY, boundary.PAIR, boundary.PAIR2))
+    assert flag == [True] * n
+    assert pair[0] == pair[1] != pair[3] and pair[2] is None   # sub-clusters {0, 1} together, {1, 2} apart
+    assert pair2[4] is None and pair2[5] is None
+    assert pair2[1] == pair2[3] != pair2[0] and pair2[2] == pair[4] and pair2[0] == pair[5] != pair[4]
+    assert len({*pair[:2], pair[3], *pair2[:3]}) == 5   # each partition its own key
+    near = boundary.near_rows(marked)
+    assert near.num_rows == 9 and near[boundary.LEVEL].to_pylist().count(1) == 4
     unreadable = rows.set_column(rows.column_names.index(steps.COS), steps.COS, pa.array([0.0] * n, pa.float32()))
     assert not any(boundary.mark(unreadable, 0.01, giants=(giant,))[steps.BOUNDARY].to_pylist())
+    two_giants = boundary.mark(rows, 0.01, giants=(giant, other))
+    assert two_giants[boundary.PAIR2].null_count == n   # the border of two giants is not compared
+
+
+def _most_shared(labels: np.ndarray, per: int) -> int:
+    """The cluster holding the most documents of groups of copies that other clusters share."""
+    groups = np.arange(len(labels)) // per
+    split = np.array([len(set(labels[groups == g])) > 1 for g in groups])
+    return int(np.bincount(labels[split], minlength=labels.max() + 1).argmax())
+
+
+def giant_reference(x, k: int, subs: int, m: float, eps: float, keep: str, seed: int):
+    """The clusters, one split as a giant in ``subs`` (the one most copies cross the borders of), and the definition's answer:
+    inside a sub-cluster; across the borders between sub-clusters; across the giant's top-level
+    border with an ordinary cluster, each giant row against that cluster's rows near the border
+    whose nearest of the giant's sub-centroids is the row's own sub-cluster."""
+    c = kmeans.fit(x, k, seed=seed)
+    labels, cos, near, cos2 = kmeans.assign_two(x, c)
+    margin = (cos.astype(np.float64) - cos2.astype(np.float64)).astype(np.float32)
+    giant = _most_shared(labels, per=5)
+    inside = np.flatnonzero(labels == giant)
+    sc = kmeans.fit(x[inside], subs, seed=seed + 1)
+    sub, scos, snear, scos2 = kmeans.assign_two(x[inside], sc)
+    smargin = (scos.astype(np.float64) - scos2.astype(np.float64)).astype(np.float32)
+    cos = cos.copy()
+    cos[inside] = scos
+    near_sub = kmeans.assign(x, sc)[0]
+    home, borders = [("cluster", int(a)) for a in labels], [[] for _ in labels]
+    for j, (a, b) in enumerate(zip(labels, near)):
+        if a != giant and b >= 0 and margin[j] < m:
+            top = ("top", min(a, b), max(a, b))
+            borders[j].append(top + ((int(near_sub[j]),) if b == giant else ()))
+    for i, j in enumerate(inside):
+        home[j] = ("sub", int(sub[i]))
+        if snear[i] >= 0 and smargin[i] < m:
+            borders[j].append(("subs", min(sub[i], snear[i]), max(sub[i], snear[i])))
+        if near[j] >= 0 and margin[j] < m:
+            borders[j].append(("top", min(giant, near[j]), max(giant, near[j]), int(sub[i])))
+    return (c, sc, giant), by_definition(x, cos, home, borders, eps, keep)
+
+
+@pytest.mark.parametrize("seed, k, subs, m, eps, keep", [(7, 20, 3, 1.0, 0.1, "hard"), (10, 40, 3, 0.05, 0.15, "easy")])
+def test_a_giants_top_level_borders_give_the_definitions_removals_and_names(local_datasets, seed, k, subs, m, eps,
+                                                                             keep):
+    """One cluster split as a giant among ordinary ones: the stage's functions (assign, mark,
+    split, the pass, resolve) give the definition's removals, ``sem_max_sim`` and names, and some
+    removals name a kept document across the giant's top-level border (none could before: the
+    giant's rows met only its own sub-clusters')."""
+    x = _groups_of_copies(seed)
+    (c, sc, giant), (best, gone, root) = giant_reference(x, k, subs, m, eps, keep, seed)
+    n = len(x)
+    t = pa.table({"row_key": [f"in.jsonl:{i:06d}" for i in range(n)], "id": [f"d{i}" for i in range(n)],
+                  "url": pa.nulls(n, pa.string()), "node": pa.array(np.arange(n), pa.int64()),
+                  steps.EMBEDDING: vectors.encode(x), steps.GROUP: pa.array(np.zeros(n, np.int64))})
+    gkey = int(kmeans.pair_key(np.array([0]), np.array([giant])).view(np.int64)[0])
+    ops = local_datasets.ops(3)
+    rows = ops.map(local_datasets.dataset(t, blocks=3), steps.assign_rows, centroids={0: c}, second=True)
+    rows = ops.map(ops.map(rows, steps.cluster_ids), boundary.mark, margin=m)
+    rows = ops.materialize(ops.map(rows, boundary.split, subs={gkey: sc}, giants=(gkey,), margin=m))
+    far = ops.partition_map([ops.map(rows, boundary.near_rows)], boundary.PAIR, boundary.across, keep=keep, block=16)
+    decided = ops.partition_map([rows, far], steps.KEY, steps.dedup_clusters, eps=eps, keep=keep, block=16)
+    decided, figures = boundary.resolve(ops, ops.materialize(decided))
+    got = {r["_id"]: r for r in ops.collect(decided).to_pylist()}
+    for j in range(n):
+        r = got[f"d{j}"]
+        assert (r["reject_reason"] is not None) == gone[j] and r["sem_max_sim"] == pytest.approx(best[j], abs=1e-6)
+        assert r["reject_reason"] is None or r["reject_reason"] == f"{steps.REASON_PREFIX}d{root[j]}"
+    labels = kmeans.assign(x, c)[0]
+    crossing = sum(1 for j in range(n) if gone[j] and (labels[root[j]] == giant) != (labels[j] == giant))
+    assert crossing >= 1 and figures["removed_across_a_border"] >= 1

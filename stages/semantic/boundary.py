@@ -8,7 +8,9 @@ clusters (bench/README.md, issue 25). A document whose cosine to its second-near
 within ``boundary`` of its nearest's (``mark``) is also compared with the documents of that other
 cluster near the same border (``near_rows`` -> ``across``, one partition per pair of clusters),
 in the run's one keep order, so each document still meets only earlier ones. Its ``sem_max_sim``
-is the larger of the two passes' (``chains.merge``): the removals at any eps are read off it.
+is the larger of the two passes' (``chains.merge``): the removals at any eps are read off it. A
+giant cluster's borders are compared in pieces bounded as its split is (``mark``): between its
+sub-clusters, and at its top-level border one sub-cluster at a time.
 
 A document removed across a border names a document of another cluster, whose own fate is decided
 there. Every removed document links to one earlier document, so the links form trees, each rooted
@@ -44,12 +46,15 @@ from .steps import (
     SUB,
     SUB_MARGIN,
     SUB_NEAR,
+    assign_rows,
+    cluster_ids,
     embedding_dim,
     keep_order,
     runs_of,
 )
 
-PAIR = "_pkey"
+PAIR, PAIR2, NEAR_SUB, LEVEL = "_pkey", "_pkey2", "_near_sub", "_level"
+_TOP, _SUBS, _GIANT = 1, 2, 3   # the three kinds of partitions' keys: never equal by arithmetic
 SINKS = pa.schema([("node", pa.int64()), ("sink_id", pa.string())])
 LABELLED = pa.schema([("node", pa.int64()), ("label", pa.int64()), ("sink_id", pa.string())])
 NAMED = pa.schema([("node", pa.int64()), ("kept_id", pa.string())])
@@ -57,48 +62,108 @@ TALLY = pa.schema([("boundary", pa.int64()), ("across", pa.int64()), ("open", pa
 
 
 def mark(rows: pa.Table, margin: float, giants: tuple = ()) -> pa.Table:
-    """``rows`` with ``_boundary`` (a second centroid within ``margin`` of the nearest) and
-    ``_pkey`` (the pair of clusters). In a giant cluster (split by a second k-means; ``giants``:
-    their ``_gcluster`` keys) the borders are those between its sub-clusters, bounded as the split
-    is; its own top-level border, like any border with it, is not compared. A zero embedding (a
-    text the encoder cannot read: nobody's duplicate) is near no border, however many there are."""
+    """``rows`` with ``_boundary`` (a second centroid within ``margin`` of the nearest) and the
+    partitions of the boundary pass the row is in: ``_pkey`` (the pair of clusters) and, for a row
+    of a giant cluster, ``_pkey2`` (null where none).
+
+    A giant cluster (split by a second k-means; ``giants``: their ``_gcluster`` keys) has two
+    levels of borders, each compared in partitions bounded as the split is: those between its
+    sub-clusters (``_pkey``), and its top-level border with an ordinary cluster, one partition per
+    sub-cluster of the giant (``_pkey2``), which also holds the ordinary cluster's rows near that
+    border whose nearest of the giant's sub-centroids it is (``_near_sub``, from ``near_subs``).
+    The border of two giants is not compared. A zero embedding (a text the encoder cannot read:
+    nobody's duplicate) is near no border, however many there are."""
     n = rows.num_rows
-    flag, pair = np.zeros(n, bool), np.zeros(n, np.int64)
+    one, two = np.zeros(n, bool), np.zeros(n, bool)
+    key1, key2 = np.zeros(n, np.int64), np.zeros(n, np.int64)
     if margin > 0 and NEAR in rows.column_names and n:
         group = rows[GROUP].to_numpy()
-        flag, pair = _border(group, rows[CLUSTER], rows[NEAR], rows[MARGIN], margin)
+        one, key1 = _border(group, rows[CLUSTER], rows[NEAR], rows[MARGIN], margin, _TOP)
         if giants:
-            listed = np.asarray(giants, np.int64)
-            inside = np.isin(rows["_gcluster"].to_numpy(), listed)
-            near = rows[NEAR].to_numpy(zero_copy_only=False)
-            flag &= ~np.isin(kmeans.pair_key(group, near).view(np.int64), listed)
-            sub_flag, sub_pair = _border(rows["_gcluster"].to_numpy(), rows[SUB], rows[SUB_NEAR], rows[SUB_MARGIN],
-                                         margin)
-            flag, pair = np.where(inside, sub_flag, flag), np.where(inside, sub_pair, pair)
-        flag &= rows[COS].to_numpy(zero_copy_only=False) != 0   # a zero embedding is equally near every centroid
-    rows = set_column(rows, BOUNDARY, pa.array(flag, pa.bool_()))
-    return set_column(rows, PAIR, pa.array(pair, pa.int64()))
+            one, two, key1, key2 = _giant_borders(rows, group, one, key1, np.asarray(giants, np.int64), margin)
+        readable = rows[COS].to_numpy(zero_copy_only=False) != 0   # a zero embedding is equally near every centroid
+        one, two = one & readable, two & readable
+    rows = set_column(rows, BOUNDARY, pa.array(one | two, pa.bool_()))
+    rows = set_column(rows, PAIR, pa.array(key1, pa.int64(), mask=~one))
+    return set_column(rows, PAIR2, pa.array(key2, pa.int64(), mask=~two))
 
 
-def _border(owner: np.ndarray, cluster, near, margin_col, margin: float) -> tuple[np.ndarray, np.ndarray]:
-    """(near a border, key of the unordered pair of clusters) per row of one level of clusters."""
+def _giant_borders(rows: pa.Table, group: np.ndarray, top: np.ndarray, top_key: np.ndarray, listed: np.ndarray,
+                   margin: float) -> tuple[np.ndarray, ...]:
+    """``mark``'s two partitions per row where some clusters are giants: (in the first, in the
+    second, the first's key, the second's key)."""
+    inside = np.isin(rows["_gcluster"].to_numpy(), listed)
+    near = rows[NEAR].to_numpy(zero_copy_only=False)
+    to_giant = (near >= 0) & np.isin(kmeans.pair_key(group, near).view(np.int64), listed)
+    sub_flag, sub_key = _border(rows["_gcluster"].to_numpy(), rows[SUB], rows[SUB_NEAR], rows[SUB_MARGIN], margin,
+                                _SUBS)
+    near_sub = (rows[NEAR_SUB].to_numpy(zero_copy_only=False) if NEAR_SUB in rows.column_names
+                else np.full(len(near), -1, np.int32))
+    own_sub = rows[SUB].to_numpy(zero_copy_only=False)
+    two = inside & top & ~to_giant                                  # a giant's row near an ordinary cluster
+    one = np.where(inside, sub_flag, top & (~to_giant | (near_sub >= 0)))
+    key1 = np.where(inside, sub_key, np.where(to_giant, _per_sub(top_key, near_sub), top_key))
+    return one, two, key1, _per_sub(top_key, own_sub)
+
+
+def _per_sub(pair: np.ndarray, sub: np.ndarray) -> np.ndarray:
+    """The key of one sub-cluster's share of a giant's top-level border."""
+    return kmeans.mixed_key(_GIANT, pair, sub)
+
+
+def _border(owner: np.ndarray, cluster, near, margin_col, margin: float, tag: int) -> tuple[np.ndarray, np.ndarray]:
+    """(near a border, key of the unordered pair of clusters) per row of one level of clusters
+    (``tag``: which level)."""
     a, b = cluster.to_numpy(), near.to_numpy(zero_copy_only=False)
     flag = (b >= 0) & (margin_col.to_numpy(zero_copy_only=False) < margin)
-    lower = kmeans.pair_key(owner, np.minimum(a, b)).view(np.int64)
-    return flag, kmeans.pair_key(lower, np.maximum(a, b)).view(np.int64)
+    return flag, kmeans.mixed_key(tag, owner, np.minimum(a, b), np.maximum(a, b))
+
+
+def split(rows: pa.Table, subs: dict, giants: tuple, margin: float) -> pa.Table:
+    """Assigned rows once the giant clusters (``giants``) are split by their sub-centroids
+    (``subs``, by ``_gcluster``): each giant row's sub-cluster, both levels' borders marked."""
+    rows = assign_rows(rows, subs, by="_gcluster", out=SUB, second=margin > 0, near_out=SUB_NEAR,
+                       margin_out=SUB_MARGIN)
+    return mark(cluster_ids(near_subs(rows, subs, margin)), margin, giants)
+
+
+def near_subs(rows: pa.Table, subs: dict, margin: float) -> pa.Table:
+    """``rows`` with ``_near_sub``: for a row of an ordinary cluster near a giant's border, the
+    giant's sub-cluster whose centroid is nearest to it (-1 elsewhere). ``subs``: the giants'
+    sub-centroids by ``_gcluster``."""
+    n = rows.num_rows
+    out = np.full(n, -1, np.int32)
+    if n and margin > 0 and subs and NEAR in rows.column_names:
+        listed = np.asarray(sorted(subs), np.int64)
+        near = rows[NEAR].to_numpy(zero_copy_only=False)
+        giant = kmeans.pair_key(rows[GROUP].to_numpy(), near).view(np.int64)
+        want = ((near >= 0) & (rows[MARGIN].to_numpy(zero_copy_only=False) < margin)
+                & np.isin(giant, listed) & ~np.isin(rows["_gcluster"].to_numpy(), listed))
+        idx = np.flatnonzero(want)
+        if len(idx):
+            x = vectors.decode(rows[EMBEDDING].take(pa.array(idx)), embedding_dim(rows[EMBEDDING]))
+            for g in np.unique(giant[idx]):
+                m = giant[idx] == g
+                out[idx[m]] = kmeans.assign(x[m], subs[int(g)])[0]
+    return set_column(rows, NEAR_SUB, pa.array(out, pa.int32()))
 
 
 def near_rows(rows: pa.Table) -> pa.Table:
-    """The rows near a border, with their pair of clusters (``_pkey``) and what the keep order and
-    the pairwise step read."""
-    rows = rows.filter(rows[BOUNDARY])
-    wanted = ["row_key", "id", "node", KEY, COS, EMBEDDING, INDEXED, "quality_score", PAIR]
-    return rows.select([c for c in wanted if c in rows.column_names])
+    """The rows near a border, once per partition of the pass they are in (``_pkey``; ``_level`` 0
+    for the first, 1 for a giant's row in its top-level one), with what the keep order and the
+    pairwise step read."""
+    wanted = [c for c in ["row_key", "id", "node", KEY, COS, EMBEDDING, INDEXED, "quality_score"] if c in rows.column_names]
+    parts = []
+    for level, key in enumerate([PAIR, PAIR2]):
+        if key in rows.column_names:
+            part = rows.filter(pc.is_valid(rows[key])).select([*wanted, key]).rename_columns([*wanted, PAIR])
+            parts.append(part.append_column(LEVEL, pa.array(np.full(part.num_rows, level, np.int8))))
+    return pa.concat_tables(parts)
 
 
 def across(rows: Optional[pa.Table], *, keep: str, block: int) -> pa.Table:
     """One partition of pairs of clusters: for each new row, its largest cosine to an earlier row
-    of the other cluster (in keep order) and that row (``chains.ACROSS``)."""
+    of the other cluster (in keep order), that row and the row's ``_level`` (``chains.ACROSS``)."""
     if rows is None or rows.num_rows == 0:
         return ACROSS.empty_table()
     rows = keep_order(rows, keep, by=PAIR)
@@ -114,7 +179,7 @@ def across(rows: Optional[pa.Table], *, keep: str, block: int) -> pa.Table:
     to = arg[hit]
     return pa.table([rows["node"].filter(pa.array(hit)), pa.array(ckeys[hit]), pa.array(best[hit]),
                      pa.array(rows["node"].to_numpy()[to]), pc.cast(rows["id"], pa.string()).take(pa.array(to)),
-                     pa.array(indexed[to])], schema=ACROSS)
+                     pa.array(indexed[to]), rows[LEVEL].filter(pa.array(hit))], schema=ACROSS)
 
 
 def tally(decided: pa.Table) -> pa.Table:

@@ -18,9 +18,10 @@ import pyarrow.compute as pc
 
 from . import semdedup
 
-#: the boundary pass's answer per row: its largest cosine to an earlier row across the border, and that row
+#: the boundary pass's answer per row and partition: its largest cosine to an earlier row across the
+#: border, that row, and which of the row's partitions (``_level``: a giant's row is in two)
 ACROSS = pa.schema([("node", pa.int64()), ("_ckey", pa.int64()), ("_best", pa.float32()), ("_to_node", pa.int64()),
-                    ("_to_id", pa.string()), ("_to_indexed", pa.bool_())])
+                    ("_to_id", pa.string()), ("_to_indexed", pa.bool_()), ("_level", pa.int8())])
 
 
 @dataclass
@@ -42,6 +43,7 @@ def merge(rows: pa.Table, best: np.ndarray, across: Optional[pa.Table]) -> Far:
     far = Far.none(rows.num_rows)
     if across is None or across.num_rows == 0:
         return far
+    across = best_per_row(across)
     nodes = rows["node"].to_numpy()
     order = np.argsort(nodes, kind="stable")
     wanted = across["node"].to_numpy()
@@ -57,6 +59,15 @@ def merge(rows: pa.Table, best: np.ndarray, across: Optional[pa.Table]) -> Far:
     far.ids[p] = np.asarray(across["_to_id"].to_pylist(), object)[win]
     far.indexed[p] = across["_to_indexed"].to_numpy(zero_copy_only=False)[win]
     return far
+
+
+def best_per_row(across: pa.Table) -> pa.Table:
+    """One answer per row: the largest cosine; on a tie, the row's first partition's (as the
+    partitions are searched in order and only a larger cosine replaces an answer)."""
+    across = across.take(pc.sort_indices(across, [("node", "ascending"), ("_best", "descending"),
+                                                  ("_level", "ascending")]))
+    nodes = across["node"].to_numpy()
+    return across.filter(pa.array(np.r_[True, nodes[1:] != nodes[:-1]]))
 
 
 def chains(rows: pa.Table, arg: np.ndarray, gone: np.ndarray, far: Far) -> tuple[pa.Array, np.ndarray, np.ndarray]:

@@ -30,6 +30,17 @@ def pair_key(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return a.astype(np.uint64) * np.uint64(0x100000001B3) ^ b.astype(np.uint64)
 
 
+def mixed_key(*parts) -> np.ndarray:
+    """One int64 per row of several int arrays (or ints), each part mixed in turn: keys of
+    different shapes (a tag first) do not meet by arithmetic, as ``pair_key``'s can."""
+    n = max(len(p) for p in parts if isinstance(p, np.ndarray))
+    h = np.zeros(n, np.uint64)
+    for i, part in enumerate(parts):
+        part = np.broadcast_to(np.asarray(part, np.int64), (n,))
+        h = node_hash((h ^ node_hash(part, 11 + i)).view(np.int64), 0)
+    return h.view(np.int64)
+
+
 def sampled(nodes: np.ndarray, rate: float) -> np.ndarray:
     """Whether each node is in a ``rate`` sample (by its hash)."""
     if rate >= 1:

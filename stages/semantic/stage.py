@@ -229,7 +229,8 @@ class SemanticDedup(GlobalStage):
 
     def _split_giants(self, ops, assigned, margin: float) -> tuple[object, int]:
         """Clusters above ``max_cluster`` re-clustered by a second k-means (sample, fit, assign);
-        their borders for the boundary pass are then those between their sub-clusters."""
+        the boundary pass then compares their rows across the borders between their sub-clusters,
+        and across their top-level borders one sub-cluster at a time (``boundary.mark``)."""
         p = self.params
         sizes = steps.sum_counts(ops.collect(ops.map(assigned, steps.counts_by, columns=["_gcluster"])), ["_gcluster"])
         giants = {int(g): int(n) for g, n in zip(sizes["_gcluster"].to_pylist(), sizes["n"].to_pylist())
@@ -240,9 +241,7 @@ class SemanticDedup(GlobalStage):
         rates = {g: p.sample_per_cluster * ks[g] / n for g, n in giants.items()}
         sample = ops.collect(ops.map(assigned, steps.sample_rows, rates=rates, by="_gcluster"))
         subs = steps.fit_groups(sample, ks, "_gcluster", p.seed + 1, p.kmeans_iterations)
-        again = ops.map(assigned, steps.assign_rows, centroids=subs, by="_gcluster", out=steps.SUB,
-                        second=margin > 0, near_out=steps.SUB_NEAR, margin_out=steps.SUB_MARGIN)
-        again = ops.map(ops.map(again, steps.cluster_ids), boundary.mark, margin=margin, giants=tuple(sorted(giants)))
+        again = ops.map(assigned, boundary.split, subs=subs, giants=tuple(sorted(giants)), margin=margin)
         return ops.materialize(again), len(giants)
 
     def _report(self, ops, decided, groups: dict) -> dict:
