@@ -48,7 +48,8 @@ process tree: on a shared, loaded machine the steadier figure), peak RSS; stage 
 (wall-based, the streamed part), the global step's seconds (the report's ``p0-semantic_dedup``
 phase), and the lexical/MiniLM cost ratios: busy, busy + global step, CPU (goal <= 1/5). ``--clusters N``
 sets the stage's k-means clusters per language (auto gives 1 per 10,000 documents), ``--boundary M``
-its boundary margin (0: no boundary pass). Every child's result is kept as
+its boundary margin (0: no boundary pass), ``--max-cluster`` and ``--docs-per-cluster`` the split of giant
+clusters. Every child's result is kept as
 bench/_work/semantic/result-<system>-<docs>-s<seed>[-b<M>].json; ``--reuse SYSTEMS``
 takes those instead of measuring them again (the JSON names each reused file).
 Results: tables on stdout and bench/semantic.json.
@@ -156,7 +157,7 @@ def child_pipeline(a) -> dict:
     cfg = {"name": f"bench-semantic-{a.encoder}", "input": {"paths": [a.jsonl]}, "output": {"path": str(out)},
            "tokenizer": {"kind": "none"}, **lid_languages(a.lid_threshold),
            "stages": [{"type": "langid"}, {"type": "semantic_dedup", "encoder": encoder, "eps": a.eps,
-                                                   "clusters": a.clusters,
+                                                   "clusters": a.clusters, **_split_params(a),
                                                    **({} if a.boundary is None else {"boundary": a.boundary})}]}
     with CpuTracker() as cpu:
         c0, t0 = cpu.total(), time.perf_counter()
@@ -334,10 +335,16 @@ def score_semhash(res: dict, truth: list[dict], run_eps: float) -> dict:
             "evaluate_at_run_eps": _compact(nc.evaluate(truth, res["removed"][f"{run_eps:g}"]))}
 
 
+def _split_params(a) -> dict:
+    """The stage's cluster-size options given on the command line."""
+    return {k: v for k, v in {"max_cluster": a.max_cluster, "docs_per_cluster": a.docs_per_cluster}.items() if v}
+
+
 # -- driver -----------------------------------------------------------------------------------------------
 def run_one(kind: str, a, corpus: dict, extra: list[str], tag: str) -> dict:
     """One child run; its result (with memory) kept as result-<tag>-<docs>-s<seed>.json for ``--reuse``."""
-    border = "" if a.boundary is None else f"-b{a.boundary:g}"
+    border = ("" if a.boundary is None else f"-b{a.boundary:g}") + "".join(
+        f"-{k[0]}{v}" for k, v in _split_params(a).items())
     kept = SDIR / f"result-{tag}-{corpus['docs']}-s{corpus['seed']}{border}.json"
     if tag in a.reuse and kept.exists():
         print(f"  {tag}: reused {kept}", flush=True)
@@ -346,6 +353,8 @@ def run_one(kind: str, a, corpus: dict, extra: list[str], tag: str) -> dict:
     args = [str(HERE), "--child", kind, "--jsonl", corpus["jsonl"], "--eps", str(a.eps), "--result", str(result),
             "--clusters", str(a.clusters), "--alone-docs", str(a.alone_docs),
             *([] if a.boundary is None else ["--boundary", str(a.boundary)]),
+            *(["--max-cluster", str(a.max_cluster)] if a.max_cluster else []),
+            *(["--docs-per-cluster", str(a.docs_per_cluster)] if a.docs_per_cluster else []),
             "--lid-threshold", "config" if a.lid_threshold is None else str(a.lid_threshold), *extra]
     print(f"  {tag} ...", flush=True)
     out = run_child(args, result, env=ONE_THREAD)
@@ -477,6 +486,8 @@ def main() -> None:
                    help="the stage's k-means clusters per language (default auto: 1 per 10,000 docs)")
     p.add_argument("--boundary", type=float, help="the stage's boundary margin (default: the stage's; 0: no "
                    "boundary pass); the result files of such runs end in -b<margin>")
+    p.add_argument("--max-cluster", type=int, help="the stage's max_cluster (a larger cluster is split; default the stage's)")
+    p.add_argument("--docs-per-cluster", type=int, help="the stage's docs_per_cluster (default the stage's)")
     p.add_argument("--no-semhash", action="store_true")
     p.add_argument("--reuse", default="", help="systems (e.g. tokenmill-minilm,encoder-minilm,semhash) taken from "
                    "an earlier run's kept result at the same --docs/--seed instead of measured again (repeat 1)")

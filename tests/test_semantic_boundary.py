@@ -201,7 +201,7 @@ def test_a_giants_rows_are_keyed_by_sub_cluster_pairs_and_by_sub_cluster_at_its_
                      steps.NEAR: pa.array([1, 1, 1, 1, 0, 0], pa.int32()), steps.MARGIN: pa.array([0.0] * n, pa.float32()),
                      steps.SUB: pa.array([0, 1, 2, 1, 0, 0], pa.int32()), steps.SUB_NEAR: pa.array([1, 0, 1, 2, -1, -1], pa.int32()),
                      steps.SUB_MARGIN: pa.array([0.001, 0.001, 0.5, 0.001, 0, 0], pa.float32()),
-                     boundary.NEAR_SUB: pa.array([-1, -1, -1, -1, 2, 0], pa.int32())})
+                     boundary.NEAR_SUB: pa.array([0, 0, 0, 0, 2, 0], pa.int32())})
     giant, other = (int(k) for k in kmeans.pair_key(np.array([1, 1]), np.array([0, 1])).view(np.int64))
     rows = rows.append_column("_gcluster", pa.array([giant] * 4 + [other] * 2, pa.int64()))
     rows = rows.append_column(steps.COS, pa.array([0.5] * n, pa.float32()))
@@ -216,65 +216,72 @@ def test_a_giants_rows_are_keyed_by_sub_cluster_pairs_and_by_sub_cluster_at_its_
     assert near.num_rows == 9 and near[boundary.LEVEL].to_pylist().count(1) == 4
     unreadable = rows.set_column(rows.column_names.index(steps.COS), steps.COS, pa.array([0.0] * n, pa.float32()))
     assert not any(boundary.mark(unreadable, 0.01, giants=(giant,))[steps.BOUNDARY].to_pylist())
-    two_giants = boundary.mark(rows, 0.01, giants=(giant, other))
-    assert two_giants[boundary.PAIR2].null_count == n   # the border of two giants is not compared
+    two = boundary.mark(rows, 0.01, giants=(giant, other))[boundary.PAIR2].to_pylist()   # both giants
+    assert two[2] == two[4] and two[0] == two[5] and two[1] == two[3]   # per (sub-cluster of 0, sub-cluster of 1)
+    assert len({two[0], two[1], two[2]} | set(pair2)) == 7
 
 
-def _most_shared(labels: np.ndarray, per: int) -> int:
-    """The cluster holding the most documents of groups of copies that other clusters share."""
+def _most_shared(labels: np.ndarray, per: int, giants: int) -> list[int]:
+    """The cluster holding the most documents of groups of copies that other clusters share, and
+    with ``giants`` 2 the cluster sharing the most such documents with it."""
     groups = np.arange(len(labels)) // per
     split = np.array([len(set(labels[groups == g])) > 1 for g in groups])
-    return int(np.bincount(labels[split], minlength=labels.max() + 1).argmax())
+    first = int(np.bincount(labels[split], minlength=labels.max() + 1).argmax())
+    if giants == 1:
+        return [first]
+    with_first = np.isin(groups, groups[labels == first]) & (labels != first)
+    return [first, int(np.bincount(labels[with_first], minlength=labels.max() + 1).argmax())]
 
 
-def giant_reference(x, k: int, subs: int, m: float, eps: float, keep: str, seed: int):
-    """The clusters, one split as a giant in ``subs`` (the one most copies cross the borders of), and the definition's answer:
-    inside a sub-cluster; across the borders between sub-clusters; across the giant's top-level
-    border with an ordinary cluster, each giant row against that cluster's rows near the border
-    whose nearest of the giant's sub-centroids is the row's own sub-cluster."""
+def giant_reference(x, k: int, subs: int, m: float, eps: float, keep: str, seed: int, giants: int = 1):
+    """The clusters, ``giants`` of them split in ``subs`` (those most copies cross the borders of),
+    and the definition's answer: inside a sub-cluster; across the borders between a giant's
+    sub-clusters; across a giant's top-level border with an ordinary cluster, each giant row
+    against that cluster's rows near the border whose nearest of the giant's sub-centroids is the
+    row's own sub-cluster; across two giants' border, one pair of sub-clusters at a time (a row's
+    own, and the other giant's nearest to it)."""
     c = kmeans.fit(x, k, seed=seed)
     labels, cos, near, cos2 = kmeans.assign_two(x, c)
     margin = (cos.astype(np.float64) - cos2.astype(np.float64)).astype(np.float32)
-    giant = _most_shared(labels, per=5)
-    inside = np.flatnonzero(labels == giant)
-    sc = kmeans.fit(x[inside], subs, seed=seed + 1)
-    sub, scos, snear, scos2 = kmeans.assign_two(x[inside], sc)
-    smargin = (scos.astype(np.float64) - scos2.astype(np.float64)).astype(np.float32)
+    split = {g: kmeans.fit(x[labels == g], subs, seed=seed + 1 + i) for i, g in enumerate(_most_shared(labels, 5, giants))}
+    sub = {g: kmeans.assign_two(x, sc) for g, sc in split.items()}   # every row against each giant's sub-centroids
     cos = cos.copy()
-    cos[inside] = scos
-    near_sub = kmeans.assign(x, sc)[0]
     home, borders = [("cluster", int(a)) for a in labels], [[] for _ in labels]
     for j, (a, b) in enumerate(zip(labels, near)):
-        if a != giant and b >= 0 and margin[j] < m:
-            top = ("top", min(a, b), max(a, b))
-            borders[j].append(top + ((int(near_sub[j]),) if b == giant else ()))
-    for i, j in enumerate(inside):
-        home[j] = ("sub", int(sub[i]))
-        if snear[i] >= 0 and smargin[i] < m:
-            borders[j].append(("subs", min(sub[i], snear[i]), max(sub[i], snear[i])))
-        if near[j] >= 0 and margin[j] < m:
-            borders[j].append(("top", min(giant, near[j]), max(giant, near[j]), int(sub[i])))
-    return (c, sc, giant), by_definition(x, cos, home, borders, eps, keep)
+        if a in split:
+            own, _, snear, scos2 = (v[j] for v in sub[a])
+            cos[j] = sub[a][1][j]
+            home[j] = ("sub", int(a), int(own))
+            if snear >= 0 and np.float32(np.float64(cos[j]) - np.float64(scos2)) < m:   # as assign_rows rounds
+                borders[j].append(("subs", int(a), min(own, snear), max(own, snear)))
+        if b < 0 or margin[j] >= m:
+            continue
+        part = {int(g): int(sub[g][0][j]) for g in (a, b) if g in split}   # the giants' sub-cluster of the row
+        borders[j].append(("top", min(a, b), max(a, b), *(part[g] for g in sorted(part))))
+    return (c, split), by_definition(x, cos, home, borders, eps, keep)
 
 
-@pytest.mark.parametrize("seed, k, subs, m, eps, keep", [(7, 20, 3, 1.0, 0.1, "hard"), (10, 40, 3, 0.05, 0.15, "easy")])
+@pytest.mark.parametrize("seed, k, subs, m, eps, keep, giants", [(7, 20, 3, 1.0, 0.1, "hard", 1),
+                                                                   (10, 40, 3, 0.05, 0.15, "easy", 1),
+                                                                   (7, 20, 3, 1.0, 0.1, "hard", 2),
+                                                                   (9, 40, 2, 0.05, 0.1, "first", 2)])
 def test_a_giants_top_level_borders_give_the_definitions_removals_and_names(local_datasets, seed, k, subs, m, eps,
-                                                                             keep):
-    """One cluster split as a giant among ordinary ones: the stage's functions (assign, mark,
-    split, the pass, resolve) give the definition's removals, ``sem_max_sim`` and names, and some
-    removals name a kept document across the giant's top-level border (none could before: the
+                                                                             keep, giants):
+    """One or two clusters split as giants among ordinary ones: the stage's functions (assign,
+    mark, split, the pass, resolve) give the definition's removals, ``sem_max_sim`` and names, and
+    some removals name a kept document across a giant's top-level border (none could before: a
     giant's rows met only its own sub-clusters')."""
     x = _groups_of_copies(seed)
-    (c, sc, giant), (best, gone, root) = giant_reference(x, k, subs, m, eps, keep, seed)
+    (c, split), (best, gone, root) = giant_reference(x, k, subs, m, eps, keep, seed, giants)
     n = len(x)
     t = pa.table({"row_key": [f"in.jsonl:{i:06d}" for i in range(n)], "id": [f"d{i}" for i in range(n)],
                   "url": pa.nulls(n, pa.string()), "node": pa.array(np.arange(n), pa.int64()),
                   steps.EMBEDDING: vectors.encode(x), steps.GROUP: pa.array(np.zeros(n, np.int64))})
-    gkey = int(kmeans.pair_key(np.array([0]), np.array([giant])).view(np.int64)[0])
+    gkeys = {int(kmeans.pair_key(np.array([0]), np.array([g])).view(np.int64)[0]): sc for g, sc in split.items()}
     ops = local_datasets.ops(3)
     rows = ops.map(local_datasets.dataset(t, blocks=3), steps.assign_rows, centroids={0: c}, second=True)
     rows = ops.map(ops.map(rows, steps.cluster_ids), boundary.mark, margin=m)
-    rows = ops.materialize(ops.map(rows, boundary.split, subs={gkey: sc}, giants=(gkey,), margin=m))
+    rows = ops.materialize(ops.map(rows, boundary.split, subs=gkeys, giants=tuple(sorted(gkeys)), margin=m))
     far = ops.partition_map([ops.map(rows, boundary.near_rows)], boundary.PAIR, boundary.across, keep=keep, block=16)
     decided = ops.partition_map([rows, far], steps.KEY, steps.dedup_clusters, eps=eps, keep=keep, block=16)
     decided, figures = boundary.resolve(ops, ops.materialize(decided))
@@ -284,5 +291,7 @@ def test_a_giants_top_level_borders_give_the_definitions_removals_and_names(loca
         assert (r["reject_reason"] is not None) == gone[j] and r["sem_max_sim"] == pytest.approx(best[j], abs=1e-6)
         assert r["reject_reason"] is None or r["reject_reason"] == f"{steps.REASON_PREFIX}d{root[j]}"
     labels = kmeans.assign(x, c)[0]
-    crossing = sum(1 for j in range(n) if gone[j] and (labels[root[j]] == giant) != (labels[j] == giant))
-    assert crossing >= 1 and figures["removed_across_a_border"] >= 1
+    crossing = [(labels[j], labels[root[j]]) for j in range(n) if gone[j] and labels[root[j]] != labels[j]]
+    assert any(a in split or b in split for a, b in crossing) and figures["removed_across_a_border"] >= 1
+    if giants == 2:
+        assert any(a in split and b in split for a, b in crossing)   # across the two giants' border

@@ -54,7 +54,7 @@ from .steps import (
 )
 
 PAIR, PAIR2, NEAR_SUB, LEVEL = "_pkey", "_pkey2", "_near_sub", "_level"
-_TOP, _SUBS, _GIANT = 1, 2, 3   # the three kinds of partitions' keys: never equal by arithmetic
+_TOP, _SUBS, _GIANT, _GIANTS = 1, 2, 3, 4   # the kinds of partitions' keys: never equal by arithmetic
 SINKS = pa.schema([("node", pa.int64()), ("sink_id", pa.string())])
 LABELLED = pa.schema([("node", pa.int64()), ("label", pa.int64()), ("sink_id", pa.string())])
 NAMED = pa.schema([("node", pa.int64()), ("kept_id", pa.string())])
@@ -70,8 +70,9 @@ def mark(rows: pa.Table, margin: float, giants: tuple = ()) -> pa.Table:
     levels of borders, each compared in partitions bounded as the split is: those between its
     sub-clusters (``_pkey``), and its top-level border with an ordinary cluster, one partition per
     sub-cluster of the giant (``_pkey2``), which also holds the ordinary cluster's rows near that
-    border whose nearest of the giant's sub-centroids it is (``_near_sub``, from ``near_subs``).
-    The border of two giants is not compared. A zero embedding (a text the encoder cannot read:
+    border whose nearest of the giant's sub-centroids it is (``_near_sub``, from ``near_subs``);
+    the border of two giants, one pair of their sub-clusters at a time (a row's own, and the other
+    giant's nearest to it). A zero embedding (a text the encoder cannot read:
     nobody's duplicate) is near no border, however many there are."""
     n = rows.num_rows
     one, two = np.zeros(n, bool), np.zeros(n, bool)
@@ -93,17 +94,19 @@ def _giant_borders(rows: pa.Table, group: np.ndarray, top: np.ndarray, top_key: 
     """``mark``'s two partitions per row where some clusters are giants: (in the first, in the
     second, the first's key, the second's key)."""
     inside = np.isin(rows["_gcluster"].to_numpy(), listed)
-    near = rows[NEAR].to_numpy(zero_copy_only=False)
+    cluster, near = rows[CLUSTER].to_numpy(), rows[NEAR].to_numpy(zero_copy_only=False)
     to_giant = (near >= 0) & np.isin(kmeans.pair_key(group, near).view(np.int64), listed)
     sub_flag, sub_key = _border(rows["_gcluster"].to_numpy(), rows[SUB], rows[SUB_NEAR], rows[SUB_MARGIN], margin,
                                 _SUBS)
     near_sub = (rows[NEAR_SUB].to_numpy(zero_copy_only=False) if NEAR_SUB in rows.column_names
                 else np.full(len(near), -1, np.int32))
     own_sub = rows[SUB].to_numpy(zero_copy_only=False)
-    two = inside & top & ~to_giant                                  # a giant's row near an ordinary cluster
-    one = np.where(inside, sub_flag, top & (~to_giant | (near_sub >= 0)))
+    top &= ~to_giant | (near_sub >= 0)
+    lower = cluster < near      # two giants' border: keyed by (sub-cluster of the lower, of the higher)
+    both = kmeans.mixed_key(_GIANTS, top_key, np.where(lower, own_sub, near_sub), np.where(lower, near_sub, own_sub))
+    key2 = np.where(to_giant, both, _per_sub(top_key, own_sub))
     key1 = np.where(inside, sub_key, np.where(to_giant, _per_sub(top_key, near_sub), top_key))
-    return one, two, key1, _per_sub(top_key, own_sub)
+    return np.where(inside, sub_flag, top), inside & top, key1, key2
 
 
 def _per_sub(pair: np.ndarray, sub: np.ndarray) -> np.ndarray:
@@ -128,17 +131,16 @@ def split(rows: pa.Table, subs: dict, giants: tuple, margin: float) -> pa.Table:
 
 
 def near_subs(rows: pa.Table, subs: dict, margin: float) -> pa.Table:
-    """``rows`` with ``_near_sub``: for a row of an ordinary cluster near a giant's border, the
-    giant's sub-cluster whose centroid is nearest to it (-1 elsewhere). ``subs``: the giants'
-    sub-centroids by ``_gcluster``."""
+    """``rows`` with ``_near_sub``: for a row near a giant's border (from an ordinary cluster or
+    another giant), the giant's sub-cluster whose centroid is nearest to it (-1 elsewhere).
+    ``subs``: the giants' sub-centroids by ``_gcluster``."""
     n = rows.num_rows
     out = np.full(n, -1, np.int32)
     if n and margin > 0 and subs and NEAR in rows.column_names:
         listed = np.asarray(sorted(subs), np.int64)
         near = rows[NEAR].to_numpy(zero_copy_only=False)
         giant = kmeans.pair_key(rows[GROUP].to_numpy(), near).view(np.int64)
-        want = ((near >= 0) & (rows[MARGIN].to_numpy(zero_copy_only=False) < margin)
-                & np.isin(giant, listed) & ~np.isin(rows["_gcluster"].to_numpy(), listed))
+        want = (near >= 0) & (rows[MARGIN].to_numpy(zero_copy_only=False) < margin) & np.isin(giant, listed)
         idx = np.flatnonzero(want)
         if len(idx):
             x = vectors.decode(rows[EMBEDDING].take(pa.array(idx)), embedding_dim(rows[EMBEDDING]))
