@@ -233,7 +233,7 @@ def _most_shared(labels: np.ndarray, per: int, giants: int) -> list[int]:
     return [first, int(np.bincount(labels[with_first], minlength=labels.max() + 1).argmax())]
 
 
-def giant_reference(x, k: int, subs: int, m: float, eps: float, keep: str, seed: int, giants: int = 1):
+def giant_reference(x, k: int, subs: int, m: float, eps: float, keep: str, seed: int, giants: int = 1, indexed=None):
     """The clusters, ``giants`` of them split in ``subs`` (those most copies cross the borders of),
     and the definition's answer: inside a sub-cluster; across the borders between a giant's
     sub-clusters; across a giant's top-level border with an ordinary cluster, each giant row
@@ -258,25 +258,28 @@ def giant_reference(x, k: int, subs: int, m: float, eps: float, keep: str, seed:
             continue
         part = {int(g): int(sub[g][0][j]) for g in (a, b) if g in split}   # the giants' sub-cluster of the row
         borders[j].append(("top", min(a, b), max(a, b), *(part[g] for g in sorted(part))))
-    return (c, split), by_definition(x, cos, home, borders, eps, keep)
+    return (c, split), by_definition(x, cos, home, borders, eps, keep, indexed)
 
 
-@pytest.mark.parametrize("seed, k, subs, m, eps, keep, giants", [(7, 20, 3, 1.0, 0.1, "hard", 1),
-                                                                   (10, 40, 3, 0.05, 0.15, "easy", 1),
-                                                                   (7, 20, 3, 1.0, 0.1, "hard", 2),
-                                                                   (9, 40, 2, 0.05, 0.1, "first", 2)])
+@pytest.mark.parametrize("seed, k, subs, m, eps, keep, giants, earlier", [(7, 20, 3, 1.0, 0.1, "hard", 1, 0),
+                                                                            (10, 40, 3, 0.05, 0.15, "easy", 1, 0),
+                                                                            (7, 20, 3, 1.0, 0.1, "hard", 2, 7),
+                                                                            (9, 40, 2, 0.05, 0.1, "first", 2, 0)])
 def test_a_giants_top_level_borders_give_the_definitions_removals_and_names(local_datasets, seed, k, subs, m, eps,
-                                                                             keep, giants):
+                                                                             keep, giants, earlier):
     """One or two clusters split as giants among ordinary ones: the stage's functions (assign,
     mark, split, the pass, resolve) give the definition's removals, ``sem_max_sim`` and names, and
     some removals name a kept document across a giant's top-level border (none could before: a
-    giant's rows met only its own sub-clusters')."""
+    giant's rows met only its own sub-clusters'). ``earlier``: every earlier-th document is an
+    earlier run's."""
     x = _groups_of_copies(seed)
-    (c, split), (best, gone, root) = giant_reference(x, k, subs, m, eps, keep, seed, giants)
     n = len(x)
+    indexed = (np.arange(n) % earlier == 3) if earlier else np.zeros(n, bool)
+    (c, split), (best, gone, root) = giant_reference(x, k, subs, m, eps, keep, seed, giants, indexed)
     t = pa.table({"row_key": [f"in.jsonl:{i:06d}" for i in range(n)], "id": [f"d{i}" for i in range(n)],
                   "url": pa.nulls(n, pa.string()), "node": pa.array(np.arange(n), pa.int64()),
-                  steps.EMBEDDING: vectors.encode(x), steps.GROUP: pa.array(np.zeros(n, np.int64))})
+                  steps.EMBEDDING: vectors.encode(x), steps.GROUP: pa.array(np.zeros(n, np.int64)),
+                  "_indexed": pa.array(indexed)})
     gkeys = {int(kmeans.pair_key(np.array([0]), np.array([g])).view(np.int64)[0]): sc for g, sc in split.items()}
     ops = local_datasets.ops(3)
     rows = ops.map(local_datasets.dataset(t, blocks=3), steps.assign_rows, centroids={0: c}, second=True)
@@ -286,7 +289,8 @@ def test_a_giants_top_level_borders_give_the_definitions_removals_and_names(loca
     decided = ops.partition_map([rows, far], steps.KEY, steps.dedup_clusters, eps=eps, keep=keep, block=16)
     decided, figures = boundary.resolve(ops, ops.materialize(decided))
     got = {r["_id"]: r for r in ops.collect(decided).to_pylist()}
-    for j in range(n):
+    assert len(got) == n - indexed.sum()
+    for j in np.flatnonzero(~indexed):
         r = got[f"d{j}"]
         assert (r["reject_reason"] is not None) == gone[j] and r["sem_max_sim"] == pytest.approx(best[j], abs=1e-6)
         assert r["reject_reason"] is None or r["reject_reason"] == f"{steps.REASON_PREFIX}d{root[j]}"
