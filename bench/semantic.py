@@ -47,10 +47,11 @@ core (docs / wall of a run pinned to one CPU), docs per CPU-second (user+system 
 process tree: on a shared, loaded machine the steadier figure), peak RSS; stage busy seconds
 (wall-based, the streamed part), the global step's seconds (the report's ``p0-semantic_dedup``
 phase), and the lexical/MiniLM cost ratios: busy, busy + global step, CPU (goal <= 1/5). ``--clusters N``
-sets the stage's k-means clusters per language (auto gives 1 per 10,000 documents), ``--boundary M``
-its boundary margin (0: no boundary pass), ``--max-cluster`` and ``--docs-per-cluster`` the split of giant
-clusters. Every child's result is kept as
-bench/_work/semantic/result-<system>-<docs>-s<seed>[-b<M>].json; ``--reuse SYSTEMS``
+sets the stage's k-means clusters per language (auto gives 1 per ``docs_per_cluster`` documents, 10,000 by
+default), ``--boundary M`` its boundary margin (0: no boundary pass), ``--docs-per-cluster D`` the documents
+per cluster of auto and of a giant's split, ``--max-cluster N`` the size above which a cluster is split.
+Every child's result is kept as
+bench/_work/semantic/result-<system>-<docs>-s<seed>[-b<M>][-m<N>][-d<D>].json; ``--reuse SYSTEMS``
 takes those instead of measuring them again (the JSON names each reused file).
 Results: tables on stdout and bench/semantic.json.
 """
@@ -483,7 +484,7 @@ def main() -> None:
                    "semantic_dedup sees every document semhash sees; 'config': the shipped thresholds)")
     p.add_argument("--alone-docs", type=int, default=1000, help="documents each encoder embeds alone")
     p.add_argument("--clusters", type=lambda v: v if v == "auto" else int(v), default="auto",
-                   help="the stage's k-means clusters per language (default auto: 1 per 10,000 docs)")
+                   help="the stage's k-means clusters per language (default auto: 1 per docs_per_cluster docs)")
     p.add_argument("--boundary", type=float, help="the stage's boundary margin (default: the stage's; 0: no "
                    "boundary pass); the result files of such runs end in -b<margin>")
     p.add_argument("--max-cluster", type=int, help="the stage's max_cluster (a larger cluster is split; default the stage's)")

@@ -8,9 +8,10 @@ clusters (bench/README.md, issue 25). A document whose cosine to its second-near
 within ``boundary`` of its nearest's (``mark``) is also compared with the documents of that other
 cluster near the same border (``near_rows`` -> ``across``, one partition per pair of clusters),
 in the run's one keep order, so each document still meets only earlier ones. Its ``sem_max_sim``
-is the larger of the two passes' (``chains.merge``): the removals at any eps are read off it. A
-giant cluster's borders are compared in pieces bounded as its split is (``mark``): between its
-sub-clusters, and at its top-level border one sub-cluster at a time.
+is the larger of the passes' (``chains.merge``): the removals at any eps are read off it. A
+giant cluster's borders are compared in pieces (``mark``): between its sub-clusters, one pair at
+a time; at its border with an ordinary cluster, one of its sub-clusters at a time; at its border
+with another giant, one pair of their sub-clusters at a time.
 
 A document removed across a border names a document of another cluster, whose own fate is decided
 there. Every removed document links to one earlier document, so the links form trees, each rooted
@@ -63,16 +64,16 @@ TALLY = pa.schema([("boundary", pa.int64()), ("across", pa.int64()), ("open", pa
 
 def mark(rows: pa.Table, margin: float, giants: tuple = ()) -> pa.Table:
     """``rows`` with ``_boundary`` (a second centroid within ``margin`` of the nearest) and the
-    partitions of the boundary pass the row is in: ``_pkey`` (the pair of clusters) and, for a row
-    of a giant cluster, ``_pkey2`` (null where none).
+    partitions of the boundary pass the row is in, ``_pkey`` and ``_pkey2`` (null where none):
 
-    A giant cluster (split by a second k-means; ``giants``: their ``_gcluster`` keys) has two
-    levels of borders, each compared in partitions bounded as the split is: those between its
-    sub-clusters (``_pkey``), and its top-level border with an ordinary cluster, one partition per
-    sub-cluster of the giant (``_pkey2``), which also holds the ordinary cluster's rows near that
-    border whose nearest of the giant's sub-centroids it is (``_near_sub``, from ``near_subs``);
-    the border of two giants, one pair of their sub-clusters at a time (a row's own, and the other
-    giant's nearest to it). A zero embedding (a text the encoder cannot read:
+    - a row of an ordinary cluster: ``_pkey`` its pair of clusters; near a giant (split by a second
+      k-means; ``giants``: their ``_gcluster`` keys), that pair's share of the giant's sub-cluster
+      nearest to the row (``_near_sub``, from ``near_subs``);
+    - a row of a giant: ``_pkey`` its pair of sub-clusters; ``_pkey2`` its top-level border's share
+      of its own sub-cluster (near an ordinary cluster), or of its own sub-cluster and the other
+      giant's nearest to it (near another giant).
+
+    So no partition holds a whole giant. A zero embedding (a text the encoder cannot read:
     nobody's duplicate) is near no border, however many there are."""
     n = rows.num_rows
     one, two = np.zeros(n, bool), np.zeros(n, bool)
@@ -101,7 +102,7 @@ def _giant_borders(rows: pa.Table, group: np.ndarray, top: np.ndarray, top_key: 
     near_sub = (rows[NEAR_SUB].to_numpy(zero_copy_only=False) if NEAR_SUB in rows.column_names
                 else np.full(len(near), -1, np.int32))
     own_sub = rows[SUB].to_numpy(zero_copy_only=False)
-    top &= ~to_giant | (near_sub >= 0)
+    top = top & (~to_giant | (near_sub >= 0))
     lower = cluster < near      # two giants' border: keyed by (sub-cluster of the lower, of the higher)
     both = kmeans.mixed_key(_GIANTS, top_key, np.where(lower, own_sub, near_sub), np.where(lower, near_sub, own_sub))
     key2 = np.where(to_giant, both, _per_sub(top_key, own_sub))
@@ -122,12 +123,12 @@ def _border(owner: np.ndarray, cluster, near, margin_col, margin: float, tag: in
     return flag, kmeans.mixed_key(tag, owner, np.minimum(a, b), np.maximum(a, b))
 
 
-def split(rows: pa.Table, subs: dict, giants: tuple, margin: float) -> pa.Table:
-    """Assigned rows once the giant clusters (``giants``) are split by their sub-centroids
-    (``subs``, by ``_gcluster``): each giant row's sub-cluster, both levels' borders marked."""
+def split(rows: pa.Table, subs: dict, margin: float) -> pa.Table:
+    """Assigned rows once the giant clusters are split by their sub-centroids (``subs``, by
+    ``_gcluster``): each giant row's sub-cluster, both levels' borders marked."""
     rows = assign_rows(rows, subs, by="_gcluster", out=SUB, second=margin > 0, near_out=SUB_NEAR,
                        margin_out=SUB_MARGIN)
-    return mark(cluster_ids(near_subs(rows, subs, margin)), margin, giants)
+    return mark(cluster_ids(near_subs(rows, subs, margin)), margin, tuple(sorted(subs)))
 
 
 def near_subs(rows: pa.Table, subs: dict, margin: float) -> pa.Table:
@@ -173,6 +174,8 @@ def across(rows: Optional[pa.Table], *, keep: str, block: int) -> pa.Table:
     ckeys = rows[KEY].to_numpy()
     best, arg = np.zeros(len(ckeys), np.float32), np.full(len(ckeys), -1, np.int64)
     for s, e in zip(*runs_of(rows[PAIR].to_numpy())):
+        if (ckeys[s:e] == ckeys[s]).all():   # one side of a border only: nothing to compare
+            continue
         best[s:e], a = semdedup.max_similarity(x[s:e], block, labels=ckeys[s:e])
         arg[s:e] = np.where(a >= 0, s + a, -1)
     indexed = (rows[INDEXED].to_numpy(zero_copy_only=False) if INDEXED in rows.column_names

@@ -241,7 +241,7 @@ class SemanticDedup(GlobalStage):
         rates = {g: p.sample_per_cluster * ks[g] / n for g, n in giants.items()}
         sample = ops.collect(ops.map(assigned, steps.sample_rows, rates=rates, by="_gcluster"))
         subs = steps.fit_groups(sample, ks, "_gcluster", p.seed + 1, p.kmeans_iterations)
-        again = ops.map(assigned, boundary.split, subs=subs, giants=tuple(sorted(giants)), margin=margin)
+        again = ops.map(assigned, boundary.split, subs=subs, margin=margin)
         return ops.materialize(again), len(giants)
 
     def _report(self, ops, decided, groups: dict) -> dict:
