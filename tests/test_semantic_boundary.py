@@ -302,3 +302,38 @@ def test_a_giants_top_level_borders_give_the_definitions_removals_and_names(loca
     assert any(a in split or b in split for a, b in crossing) and figures["removed_across_a_border"] >= 1
     if giants == 2:
         assert any(a in split and b in split for a, b in crossing)   # across the two giants' border
+
+
+def test_hostile_texts_among_giants_are_nobodys_duplicates(shared_data, tmp_path):
+    """Pages and copies in 6 clusters (some giants), plus texts the encoder cannot read, empty texts,
+    a repeated id and a 200 kB page: the run finishes, the unreadable ones are kept with
+    ``sem_max_sim`` 0, and every removal names a page the output holds."""
+    import json
+
+    from pipeline_helpers import read_manifest_files
+    from test_semantic_dedup import _config, _pages
+
+    from tokenmill.engine.config import build_pipeline
+    from tokenmill.engine.run import run_pipeline
+
+    rows = _pages(shared_data)
+    odd = [{"id": "emoji", "text": "🎉🎊🥳 🎈🎂"}, {"id": "braille", "text": "⠓⠑⠇⠇⠕ ⠺⠕⠗⠇⠙"}, {"id": "empty", "text": ""},
+           {"id": "blank", "text": "   \n\t "}, {"id": rows[0]["id"], "text": rows[0]["text"]},
+           {"id": "long", "text": " ".join(r["text"] for r in rows[:40:2])[:200_000]}]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:60] + odd + rows[60:]))
+    config = _config(tmp_path / "in.jsonl", tmp_path / "out", eps=0.1, boundary=1.0, clusters=6, max_cluster=15)
+    config["stages"] = [dict(config["stages"][1], docs_per_cluster=4)]   # no langid: every text reaches the stage
+    result = run_pipeline(build_pipeline(config), progress=False, engine="local", num_cpus=1)
+    figures = result.report["global_steps"]["semantic_dedup"]
+    assert figures["giant_clusters_split"] >= 1
+    data = read_manifest_files(tmp_path / "out", "data/").to_pylist()
+    rejects = read_manifest_files(tmp_path / "out", "rejects/").to_pylist()
+    assert len(data) + len(rejects) == len(rows) + len(odd)   # nothing lost
+    kept = {r["id"] for r in data}
+    named = [r["reject_reason"].removeprefix(steps.REASON_PREFIX) for r in rejects
+             if (r["reject_reason"] or "").startswith(steps.REASON_PREFIX)]
+    assert len(named) >= 50 and set(named) <= kept
+    sims = {r["id"]: r[steps.MAX_SIM] for r in data}
+    assert sims["emoji"] == 0.0 and sims["braille"] == 0.0
+    other = {r["id"]: r["reject_reason"] for r in rejects if not r["reject_reason"].startswith(steps.REASON_PREFIX)}
+    assert other == {"empty": "empty_text", "blank": "empty_text"}   # the reader's, before the stage
