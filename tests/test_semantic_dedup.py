@@ -491,3 +491,43 @@ def test_zero_embeddings_take_no_part_in_their_clusters_pairwise_step(embedded):
     assert {r["_id"]: (r["reject_reason"], r[steps.MAX_SIM]) for r in alone.to_pylist()} == {
         i: v for i, v in got.items() if not i.startswith("empty")}
     assert all(got[f"empty{i}"] == (None, 0.0) for i in range(zeros)) and any(r for r, _ in got.values())
+
+
+KILL_AFTER_INDEX = """
+import os, signal, sys, yaml
+from tokenmill.engine.config import build_pipeline
+from tokenmill.engine.run import run_pipeline
+from tokenmill.stages.semantic import stage
+
+real = stage.commit_marker
+def commit_then_die(store):
+    real(store)
+    os.kill(os.getpid(), signal.SIGKILL)   # killed the moment its index is committed
+stage.commit_marker = commit_then_die
+run_pipeline(build_pipeline(yaml.safe_load(open(sys.argv[1]))), progress=False, engine="local", num_cpus=1)
+"""
+
+
+@pytest.mark.slow
+def test_a_run_killed_once_its_index_is_committed_resumes_without_meeting_itself(local_run, pages_file, tmp_path):
+    """An incremental run SIGKILLed right after committing its embedding index, then run again:
+    the leftover index is the run's own (not an earlier run's), so the decisions are a plain run's,
+    nothing is lost, and the index holds the run once."""
+    import signal
+    import subprocess
+    import sys
+
+    import yaml
+
+    cfg = _config(pages_file, tmp_path / "out", eps=0.1)
+    cfg["output"]["incremental"] = True
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    (tmp_path / "kill.py").write_text(KILL_AFTER_INDEX)
+    killed = subprocess.run([sys.executable, str(tmp_path / "kill.py"), str(tmp_path / "cfg.yaml")],
+                            capture_output=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    index = tmp_path / "out" / "_index" / "semantic_dedup"
+    assert len(list(index.glob("run=*/_SUCCESS"))) == 1 and not (tmp_path / "out" / "_manifest.json").exists()
+    run_pipeline(build_pipeline(cfg), progress=False, engine="local", num_cpus=1)
+    assert _outcome(tmp_path / "out") == _outcome(local_run[0])
+    assert len(list(index.glob("run=*/_SUCCESS"))) == 1
