@@ -99,6 +99,12 @@ def test_tiles_give_the_whole_matrix(embedded):
         assert np.allclose(best, whole, atol=1e-6)
         has = arg >= 0
         assert np.allclose((x[arg[has]] * x[has]).sum(axis=1), best[has], atol=1e-6) and (arg[has] < np.flatnonzero(has)).all()
+        for first in (1, 50, len(x) - 1, len(x)):   # earlier runs' rows first: compared with, never answered
+            got, got_arg = semdedup.max_similarity(x, block, first=first)
+            assert np.allclose(got[first:], whole[first:], atol=1e-6) and not got[:first].any()
+            has = got_arg >= 0
+            assert (got_arg[:first] == -1).all() and (got_arg[has] < np.flatnonzero(has)).all()
+            assert np.allclose((x[got_arg[has]] * x[has]).sum(axis=1), got[has], atol=1e-6)
 
 
 def test_float16_key_rows_round_trip_to_unit_vectors():

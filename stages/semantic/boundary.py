@@ -49,6 +49,7 @@ from .steps import (
     SUB_NEAR,
     assign_rows,
     cluster_ids,
+    earlier_rows,
     embedding_dim,
     keep_order,
     runs_of,
@@ -173,13 +174,13 @@ def across(rows: Optional[pa.Table], *, keep: str, block: int) -> pa.Table:
     x = vectors.decode(rows[EMBEDDING], embedding_dim(rows[EMBEDDING]))
     ckeys = rows[KEY].to_numpy()
     best, arg = np.zeros(len(ckeys), np.float32), np.full(len(ckeys), -1, np.int64)
+    indexed = (rows[INDEXED].to_numpy(zero_copy_only=False) if INDEXED in rows.column_names
+               else np.zeros(len(arg), bool))
     for s, e in zip(*runs_of(rows[PAIR].to_numpy())):
         if (ckeys[s:e] == ckeys[s]).all():   # one side of a border only: nothing to compare
             continue
-        best[s:e], a = semdedup.max_similarity(x[s:e], block, labels=ckeys[s:e])
+        best[s:e], a = semdedup.max_similarity(x[s:e], block, labels=ckeys[s:e], first=earlier_rows(indexed[s:e]))
         arg[s:e] = np.where(a >= 0, s + a, -1)
-    indexed = (rows[INDEXED].to_numpy(zero_copy_only=False) if INDEXED in rows.column_names
-               else np.zeros(len(arg), bool))
     hit = (arg >= 0) & ~indexed
     to = arg[hit]
     return pa.table([rows["node"].filter(pa.array(hit)), pa.array(ckeys[hit]), pa.array(best[hit]),

@@ -16,15 +16,17 @@ from typing import Optional
 import numpy as np
 
 
-def max_similarity(x: np.ndarray, block: int = 2048,
-                   labels: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+def max_similarity(x: np.ndarray, block: int = 2048, labels: Optional[np.ndarray] = None,
+                   first: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """For rows ``x`` (unit length, in keep order): each row's largest cosine to an earlier row
     (floored at 0, as the published upper triangle is) and that row's index (-1: none above 0).
-    With ``labels``, only rows of another label count (two clusters compared across their border)."""
+    With ``labels``, only rows of another label count (two clusters compared across their border).
+    Rows before ``first`` (earlier runs' documents) are only compared with, never answered (0, -1):
+    a cluster of m new documents after i earlier ones costs (i + m) x m, not (i + m)^2 / 2."""
     n = len(x)
     best = np.zeros(n, np.float32)
     arg = np.full(n, -1, np.int64)
-    for s in range(0, n, block):
+    for s in range(first, n, block):
         e = min(n, s + block)
         for r in range(0, e, block):
             sims = x[r:min(r + block, e)] @ x[s:e].T            # rows r.. (earlier) x columns s..e

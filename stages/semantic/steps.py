@@ -144,6 +144,14 @@ def keep_order(rows: pa.Table, keep: str, by: str = KEY) -> pa.Table:
                                                       ("id", "ascending")]))
 
 
+def earlier_rows(indexed: np.ndarray) -> int:
+    """How many rows of a run in keep order are earlier runs' (they come first: ``keep_order``)."""
+    k = int(indexed.sum())
+    if indexed[:k].sum() != k:
+        raise ValueError("semantic_dedup: earlier runs' documents are not first in their cluster")
+    return k
+
+
 def runs_of(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(starts, ends) of the runs of equal values in a sorted array."""
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, np.int64)
@@ -168,7 +176,7 @@ def dedup_clusters(rows: Optional[pa.Table], across: Optional[pa.Table] = None, 
     readable = np.flatnonzero(np.any(x != 0, axis=1))   # a zero embedding's cosines are all 0: it takes no part
     for s, e in zip(*runs_of(rows[KEY].to_numpy())):
         idx = readable[np.searchsorted(readable, s):np.searchsorted(readable, e)]
-        best[idx], a = semdedup.max_similarity(x[idx], block)
+        best[idx], a = semdedup.max_similarity(x[idx], block, first=earlier_rows(indexed[idx]))
         arg[idx] = np.where(a >= 0, idx[np.maximum(a, 0)], -1)
         rank[s:e], size[s:e] = np.arange(e - s), e - s
     far = chains.merge(rows, best, across)
