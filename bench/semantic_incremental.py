@@ -5,8 +5,9 @@ its kept documents' embeddings to an index; run B deduplicates ``--new`` documen
 index. Measured in the same invocation on the same documents, each run in its own child pinned to
 one CPU: B with the index, and its peer, B without it (the same new documents alone); per run the
 wall, docs/s per core, the global step's seconds (the report's ``p0-semantic_dedup`` phase), the
-earlier documents it read and peak RSS; and of B's copies (word 5-gram Jaccard >= 0.8) of A's
-documents, the share removed.
+documents of A it read and peak RSS; and of B's copies (word 5-gram Jaccard >= 0.8) of A's
+documents, the share removed as a duplicate of a document of A. (A "before" figure for a change to
+the stage: run this once on each version.)
 
     python bench/semantic_incremental.py [--earlier 30000] [--new 1000] [--lexical bench/_work/lexical] [--eps 0.1]
 
@@ -45,7 +46,7 @@ def prepare(a) -> dict:
         nc.write_jsonl(part, IDIR / f"{name}.jsonl")
     in_a = {r["id"] for r in first}
     copies = [r["id"] for r in later if r["group"] in in_a and r["group"] != r["id"] and r["jaccard"] >= 0.8]
-    return {"a": str(IDIR / "a.jsonl"), "b": str(IDIR / "b.jsonl"), "copies_of_a": copies}
+    return {"a": str(IDIR / "a.jsonl"), "b": str(IDIR / "b.jsonl"), "copies_of_a": copies, "ids_of_a": sorted(in_a)}
 
 
 def config(a, jsonl: str, out: Path, index: dict) -> dict:
@@ -77,6 +78,8 @@ def removed_ids(out: Path) -> dict:
     from pipeline_helpers import read_manifest_files
 
     rej = read_manifest_files(out, "rejects/")
+    if "id" not in rej.column_names:   # nothing rejected
+        return {}
     return {i: r for i, r in zip(rej["id"].to_pylist(), rej["reject_reason"].to_pylist()) if r}
 
 
@@ -122,10 +125,11 @@ def main() -> None:
         rows.append([name, docs, indexed if "index" in name and name.startswith("B") else 0,
                      round(r["wall_seconds"], 2), round(docs / r["wall_seconds"], 1), round(r["global_seconds"], 2),
                      len(r["removed"]), round(r["memory"]["peak_rss_all_mib"], 1)])
-    print(print_table(["run", "docs", "earlier docs read", "wall s", "docs/s/core", "global step s", "removed",
-                       "peak RSS MiB"], rows, "semantic_dedup against an index (one core each)"))
+    print_table(["run", "docs", "A's kept documents read", "wall s", "docs/s/core", "global step s", "removed",
+                 "peak RSS MiB"], rows, "semantic_dedup against an index (one core each)")
     b, alone = runs["B against the index"], runs["B alone (peer)"]
-    hit = sum(1 for c in data["copies_of_a"] if c in b["removed"])
+    in_a = set(data["ids_of_a"])
+    hit = sum(1 for c in data["copies_of_a"] if b["removed"].get(c, "").split(":", 1)[-1] in in_a)   # names an A document
     summary = {"copies_of_a_in_b": len(data["copies_of_a"]), "removed_of_them": hit,
                "share": round(hit / max(1, len(data["copies_of_a"])), 4),
                "global_step_ratio_with_index": round(b["global_seconds"] / max(alone["global_seconds"], 1e-9), 2),
@@ -133,7 +137,6 @@ def main() -> None:
     print(json.dumps(summary))
     write_json(Path(a.out), {"machine": machine_info(), "args": vars(a), "summary": summary,
                              "runs": {k: {kk: vv for kk, vv in v.items() if kk != "removed"} for k, v in runs.items()}})
-    print(f"wrote {a.out}")
 
 
 if __name__ == "__main__":

@@ -107,6 +107,12 @@ def test_tiles_give_the_whole_matrix(embedded):
             assert np.allclose((x[got_arg[has]] * x[has]).sum(axis=1), got[has], atol=1e-6)
 
 
+def test_earlier_runs_rows_must_lead_their_cluster():
+    assert steps.earlier_rows(np.array([True, True, False])) == 2 and steps.earlier_rows(np.zeros(3, bool)) == 0
+    with pytest.raises(ValueError, match="not first"):
+        steps.earlier_rows(np.array([False, True]))
+
+
 def test_float16_key_rows_round_trip_to_unit_vectors():
     x = np.random.default_rng(1).normal(size=(5, 384)).astype(np.float32)
     x[2] = 0

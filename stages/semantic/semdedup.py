@@ -22,7 +22,7 @@ def max_similarity(x: np.ndarray, block: int = 2048, labels: Optional[np.ndarray
     (floored at 0, as the published upper triangle is) and that row's index (-1: none above 0).
     With ``labels``, only rows of another label count (two clusters compared across their border).
     Rows before ``first`` (earlier runs' documents) are only compared with, never answered (0, -1):
-    a cluster of m new documents after i earlier ones costs (i + m) x m, not (i + m)^2 / 2."""
+    a cluster of i earlier and m new documents costs about i x m + m^2 / 2, not (i + m)^2 / 2."""
     n = len(x)
     best = np.zeros(n, np.float32)
     arg = np.full(n, -1, np.int64)
