@@ -27,11 +27,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _common import WORK, machine_info, print_table, run_child, write_json  # noqa: E402
+from semantic import ONE_THREAD, _pin  # noqa: E402   (bench/semantic.py: one thread, one CPU per child)
 
 HERE = Path(__file__).resolve()
 IDIR = WORK / "semantic_incremental"
-ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "RAYON_NUM_THREADS": "1",
-              "TOKENIZERS_PARALLELISM": "false"}
 
 
 def prepare(a) -> dict:
@@ -58,12 +57,10 @@ def config(a, jsonl: str, out: Path, index: dict) -> dict:
 
 def child(a) -> dict:
     """One tokenmill run on the local executor, one CPU: wall, the global step's seconds, the report's figures."""
-    import os
-
     from tokenmill.engine.config import build_pipeline
     from tokenmill.engine.run import run_pipeline
 
-    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[-1]})
+    _pin()
     cfg = json.loads(Path(a.config).read_text())
     shutil.rmtree(cfg["output"]["path"], ignore_errors=True)
     t0 = time.perf_counter()
