@@ -219,10 +219,12 @@ def _tiny_lexical_folder(folder, seed: int = 0) -> None:
     vocab, rng = int(tok.vocab_size), np.random.default_rng(seed)
     tok_path = folder.parent / "tokenizer.json"
     tok.backend_tokenizer.save(str(tok_path))
-    layers = [(rng.normal(size=(vocab, 8)), np.zeros(8)), (rng.normal(size=(8, 4)), np.zeros(4))]
-    write_folder(str(folder), layers, np.ones(vocab, np.float32), str(tok_path),
+    arrays = {"idf": np.ones(vocab, np.float32), "w0": rng.normal(size=(vocab, 8)).astype(np.float32),
+              "b0": np.zeros(8, np.float32), "w1": rng.normal(size=(8, 4)).astype(np.float32),
+              "b1": np.zeros(4, np.float32)}
+    write_folder(str(folder), arrays, str(tok_path),
                  {"kind": "lexical", "version": 3, "dim": 4, "hidden": 8, "orders": [1], "buckets": vocab,
-                  "vocab": vocab, "max_tokens": 64})
+                  "vocab": vocab, "max_tokens": 64, "layers": 2})
 
 
 @pytest.mark.parametrize("damage", ["none", "truncated weights", "empty weights", "no weights", "version 99",

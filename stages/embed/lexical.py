@@ -9,7 +9,10 @@ the tokenizer's ``vocab``, or, in a version-1 folder without ``vocab``, into all
 sublinear TF x IDF, L2-normalised, is a sparse row. The layers map it (ReLU between them) to
 ``dim``, L2-normalised. A version-3 folder may add a word block (``words`` in embedder.json,
 ``word_idf`` in weights.npz; ``word_block.py``): a fixed sketch of the text's words appended to the
-network's output, so the encoder's rows have ``dim + words.dim`` columns.
+network's output, so the encoder's rows have ``dim + words.dim`` columns. A version-4 folder with
+``network: contextual`` (train-embedder's default since version 4) holds the arrays of
+``contextual.py`` instead of IDF and layers: its ids keep the tokenizer's special tokens (the
+teacher's window) and no n-grams are counted.
 No torch and no transformers at inference.
 """
 from __future__ import annotations
@@ -22,12 +25,15 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import word_block
+from .contextual import ARRAYS, Contextual, check_shapes
 
 CONFIG_FILE = "embedder.json"
 WEIGHTS_FILE = "weights.npz"
 TOKENIZER_FILE = "tokenizer.json"
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
+#: embedder.json's ``network`` of a contextual folder (a bag of n-grams otherwise)
+CONTEXTUAL = "contextual"
 #: characters kept per token asked for before tokenizing (a text is cut first: tokenizing whole
 #: long documents to keep their first tokens is most of the time otherwise)
 CHARS_PER_TOKEN = 12
@@ -59,6 +65,18 @@ def token_ids(tokenizer, texts: list[str], max_tokens: int) -> list[np.ndarray]:
     cut = [t[:max_tokens * CHARS_PER_TOKEN] for t in texts]
     encs = tokenizer.encode_batch(cut, add_special_tokens=False)
     return [np.asarray(e.ids[:max_tokens], np.int64) for e in encs]
+
+
+def context_ids(tokenizer, texts: list[str], max_tokens: int, specials: dict, unk) -> list[np.ndarray]:
+    """Ids of a contextual network: the text's first tokens between the tokenizer's special ones
+    (``max_tokens`` in all, as the teacher's window); empty for a text with no token, or whose
+    every token is ``unk`` (nothing to read: a zero row)."""
+    before, after = list(specials.get("before", [])), list(specials.get("after", []))
+    out = []
+    for x in token_ids(tokenizer, texts, max(1, max_tokens - len(before) - len(after))):
+        readable = len(x) and not (unk is not None and bool(np.all(x == unk)))
+        out.append(np.concatenate([before, x, after]).astype(np.int64) if readable else x[:0])
+    return out
 
 
 def ngram_counts(ids: list[np.ndarray], orders: tuple[int, ...], buckets: int, vocab: int = 0) -> sp.csr_matrix:
@@ -129,14 +147,15 @@ class LexicalEncoder:
 
         folder = local_copy(self.spec.path)
         self.config, self.idf, self.layers, self.word_idf = read_folder(folder, self.spec.path)
+        self.contextual = Contextual(self.layers) if self.config.get("network") == CONTEXTUAL else None
         self.tokenizer = load_tokenizer(os.path.join(folder, TOKENIZER_FILE))
         self.unk = unknown_id(self.tokenizer)
         self.words = self.config.get("words") if self.word_idf is not None else None
         self.word_proj = word_block.projection(len(self.word_idf), int(self.words["dim"])) if self.words else None
         self.dim = output_dim(self.config)
         self.max_tokens = int(self.spec.max_tokens or self.config["max_tokens"])
-        self.orders = tuple(int(n) for n in self.config["orders"])
-        self.buckets = int(self.config["buckets"])
+        self.orders = tuple(int(n) for n in self.config.get("orders", (1,)))
+        self.buckets = int(self.config.get("buckets", 0))
         self.vocab = int(self.config.get("vocab", 0))   # version 1: n-grams hashed over all columns
 
     def features(self, texts: list[str]) -> sp.csr_matrix:
@@ -154,7 +173,11 @@ class LexicalEncoder:
         return out
 
     def _embed(self, texts: list[str]) -> np.ndarray:
-        network = forward(self.features(texts), self.layers)
+        if self.contextual is not None:
+            network = self.contextual.embed(context_ids(self.tokenizer, texts, self.max_tokens,
+                                                        self.config.get("specials", {}), self.unk))
+        else:
+            network = forward(self.features(texts), self.layers)
         if not self.words:
             return network
         words = word_block.rows(texts, self.word_idf, self.word_proj, self.max_tokens * CHARS_PER_TOKEN)
@@ -166,9 +189,11 @@ def output_dim(config: dict) -> int:
     return int(config["dim"]) + int((config.get("words") or {}).get("dim", 0))
 
 
-def read_folder(folder: str, shown: str | None = None) -> tuple[dict, np.ndarray, list, np.ndarray | None]:
-    """(embedder.json, idf, layers, word block IDF or None) of a lexical encoder folder; a clear error
-    naming the folder."""
+def read_folder(folder: str, shown: str | None = None) -> tuple[dict, np.ndarray | None, list | dict,
+                                                               np.ndarray | None]:
+    """(embedder.json, idf, layers, word block IDF or None) of a lexical encoder folder (a
+    contextual one: no idf, and its arrays by name instead of layers); a clear error naming the
+    folder."""
     shown = shown or folder
     try:
         with open(os.path.join(folder, CONFIG_FILE)) as fh:
@@ -186,6 +211,8 @@ def read_folder(folder: str, shown: str | None = None) -> tuple[dict, np.ndarray
     for name in (WEIGHTS_FILE, TOKENIZER_FILE):
         if not os.path.isfile(os.path.join(folder, name)):
             raise FileNotFoundError(f"{shown}: {name} is missing (an incomplete lexical encoder folder)")
+    if config.get("network") == CONTEXTUAL:
+        return _read_contextual(folder, shown, config)
     try:
         with np.load(os.path.join(folder, WEIGHTS_FILE)) as z:
             idf = z["idf"].astype(np.float32, copy=False)
@@ -203,3 +230,19 @@ def read_folder(folder: str, shown: str | None = None) -> tuple[dict, np.ndarray
         raise ValueError(f"{shown}/{WEIGHTS_FILE}: word_idf has {len(word_idf)} buckets, {CONFIG_FILE} says "
                          f"{word_buckets}")
     return config, idf, layers, word_idf
+
+
+def _read_contextual(folder: str, shown: str, config: dict) -> tuple[dict, None, dict, np.ndarray | None]:
+    try:
+        with np.load(os.path.join(folder, WEIGHTS_FILE)) as z:
+            arrays = {k: z[k].astype(np.float32, copy=False) for k in ARRAYS}
+            word_idf = z["word_idf"].astype(np.float32, copy=False) if config.get("words") else None
+        problem = check_shapes(arrays, int(config["dim"]))
+    except (OSError, ValueError, KeyError, TypeError, EOFError, IndexError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{shown}/{WEIGHTS_FILE} is unreadable or incomplete, or {CONFIG_FILE} is: {e}") from e
+    if problem:
+        raise ValueError(f"{shown}/{WEIGHTS_FILE}: shapes do not match {CONFIG_FILE} (dim {config['dim']}): {problem}")
+    if word_idf is not None and len(word_idf) != int(config["words"]["buckets"]):
+        raise ValueError(f"{shown}/{WEIGHTS_FILE}: word_idf has {len(word_idf)} buckets, {CONFIG_FILE} says "
+                         f"{config['words']['buckets']}")
+    return config, None, arrays, word_idf

