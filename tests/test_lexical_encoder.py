@@ -522,3 +522,18 @@ def test_the_teacher_pass_keeps_per_token_outputs_up_to_its_cap_and_gives_the_te
     assert 0 < sum(len(ids[i]) for i in kept) <= 40 and len(kept) < len(texts)
     assert all(outs[i].dtype == np.float16 and outs[i].shape == (len(ids[i]), 384) for i in kept)
     assert float(sums[1].sum()) == sum(map(len, ids))   # the prior still sees every token
+
+
+@pytest.mark.parametrize("texts", [50, 5])
+def test_the_projection_starts_as_the_teachers_top_directions_whatever_the_number_of_texts(texts):
+    """Fewer training texts than --dim (a tiny input): still dim orthonormal columns (a folder whose
+    projection had one column per text failed to load after training)."""
+    from tokenmill.stages.embed.train_contextual import projection
+
+    target = np.random.default_rng(0).normal(size=(texts, 12))
+    p = projection(target, 8)
+    assert p.shape == (12, 8) and np.allclose(p.T @ p, np.eye(8), atol=1e-5)
+    _, _, vt = np.linalg.svd(target, full_matrices=False)
+    top = min(texts, 8)
+    assert np.allclose(np.abs((p[:, :top] * vt[:top].T).sum(0)), 1, atol=1e-5)
+    assert projection(target, 12).shape == (12, 12) and np.array_equal(projection(target, 20), np.eye(12))

@@ -52,10 +52,11 @@ def teacher_pass(teacher, ids: list[list[int]], sums, log: Callable, max_targets
 
 def projection(target: np.ndarray, dim: int) -> np.ndarray:
     """(teacher dim, dim): the top ``dim`` principal directions of the teacher's embeddings (the
-    identity when ``dim`` is the teacher's)."""
+    identity when ``dim`` is the teacher's; fewer texts than ``dim``: their directions, then an
+    orthonormal completion)."""
     if dim >= target.shape[1]:
         return np.eye(target.shape[1], dtype=np.float32)
-    _, _, vt = np.linalg.svd(target.astype(np.float64), full_matrices=False)
+    _, _, vt = np.linalg.svd(target.astype(np.float64), full_matrices=True)
     return vt[:dim].T.astype(np.float32)
 
 

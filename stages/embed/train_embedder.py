@@ -40,6 +40,7 @@ import numpy as np
 from tokenmill.stages.quality.embed_model import special_ids
 
 from . import word_block
+from .contextual import check_shapes
 from .lexical import (
     CHARS_PER_TOKEN,
     CONFIG_FILE,
@@ -441,6 +442,9 @@ def fit_contextual_folder(args: EmbedderArgs, teacher, texts: list[str], log: Ca
         words = word_block_of(texts, args)
         fixed = None if words is None else (word_sketches(texts, words, args), args.word_weight)
         arrays = train_contextual.train(prior, ids, outs, target, fixed, args, log)
+        problem = check_shapes(arrays, args.dim)
+        if problem:   # never mark a folder complete that would not load
+            raise RuntimeError(f"the trained contextual network's shapes disagree with --dim {args.dim}: {problem}")
         before, after = special_ids(teacher.tokenizer)
         config = {**_config(args, teacher, trained_on or {"texts": len(texts)}, words), "network": "contextual",
                   "hidden": args.hidden, "teacher_dim": int(prior.shape[1]), "token_epochs": args.token_epochs,
