@@ -48,14 +48,15 @@ class Contextual:
         self.dim = self.p_w.shape[1]
 
     def embed(self, ids: list[np.ndarray]) -> np.ndarray:
-        """L2-normalised rows; an empty id array gives a zero row."""
+        """L2-normalised rows; an empty id array gives a zero row. Ids past the vocabulary (a
+        tokenizer's added tokens) are left out."""
+        ids = [x if not len(x) or x.max() < self.none else x[x < self.none] for x in ids]
         out = np.zeros((len(ids), self.dim), np.float32)
         lens = np.fromiter((len(x) for x in ids), np.int64, len(ids))
+        ends = np.cumsum(lens)
         start = 0
-        while start < len(ids):
-            stop = start + 1
-            while stop < len(ids) and lens[start:stop + 1].sum() <= CHUNK_TOKENS:
-                stop += 1
+        while start < len(ids):   # documents up to CHUNK_TOKENS tokens at a time (at least one)
+            stop = max(start + 1, int(np.searchsorted(ends, ends[start] - lens[start] + CHUNK_TOKENS, "right")))
             keep = np.flatnonzero(lens[start:stop]) + start
             if len(keep):
                 out[keep] = self._pooled([ids[i] for i in keep], lens[keep])

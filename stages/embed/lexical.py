@@ -31,6 +31,8 @@ CONFIG_FILE = "embedder.json"
 WEIGHTS_FILE = "weights.npz"
 TOKENIZER_FILE = "tokenizer.json"
 FORMAT_VERSION = 4
+#: a bag folder is written as version 3 (its format did not change), so earlier tokenmills read it
+BAG_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3, 4)
 #: embedder.json's ``network`` of a contextual folder (a bag of n-grams otherwise)
 CONTEXTUAL = "contextual"

@@ -7,7 +7,9 @@ the training text rarely shows). Phase 2 fits the documents: train-embedder's in
 loss on the pooled, projected rows with the word block appended. The teacher's per-token outputs
 are kept in float16 for at most ``max_targets`` tokens (texts beyond it train phase 2 only).
 The network starts as the mean of the token prior (its correction ``C`` at zero) and the
-projection ``P`` as the top principal directions of the teacher's training embeddings.
+projection ``P`` as the dominant directions of the teacher's training embeddings. Phase 2 reads
+the ids the encoder will read (the teacher's, cut to ``max_tokens``); phase 1 the teacher's whole
+window, whose outputs it fits.
 """
 from __future__ import annotations
 
@@ -51,13 +53,15 @@ def teacher_pass(teacher, ids: list[list[int]], sums, log: Callable, max_targets
 
 
 def projection(target: np.ndarray, dim: int) -> np.ndarray:
-    """(teacher dim, dim): the top ``dim`` principal directions of the teacher's embeddings (the
-    identity when ``dim`` is the teacher's; fewer texts than ``dim``: their directions, then an
-    orthonormal completion)."""
-    if dim >= target.shape[1]:
-        return np.eye(target.shape[1], dtype=np.float32)
-    _, _, vt = np.linalg.svd(target.astype(np.float64), full_matrices=True)
-    return vt[:dim].T.astype(np.float32)
+    """(teacher dim, dim): the top ``dim`` eigenvectors of the teacher embeddings' second-moment
+    matrix (uncentred: their dominant directions; the teacher dim x teacher dim Gram matrix, so its
+    cost does not grow with the texts, and ``dim`` orthonormal columns however few texts there are).
+    ``dim`` may not exceed the teacher's dimension (``fit_contextual_folder`` refuses it)."""
+    if dim > target.shape[1]:
+        raise ValueError(f"dim {dim}: the contextual student projects the teacher's {target.shape[1]} dimensions")
+    t = target.astype(np.float64)
+    _, vectors = np.linalg.eigh(t.T @ t)
+    return np.ascontiguousarray(vectors[:, ::-1][:, :dim]).astype(np.float32)
 
 
 def network(torch, prior: np.ndarray, hidden: int, proj: np.ndarray):
@@ -157,8 +161,20 @@ def arrays_of(net, prior: np.ndarray) -> dict:
             "mean_w": w["mean.weight"].T.copy(), "c_w": w["c.weight"].T.copy(), "c_b": w["c.bias"], "p_w": w["p"]}
 
 
-def train(prior: np.ndarray, ids: list, outs: list, target: np.ndarray, words, args, log: Callable) -> dict:
-    """Both phases; the arrays of the folder (``contextual.ARRAYS``)."""
+def cut(ids: np.ndarray, max_tokens: int, specials: tuple[list, list]) -> np.ndarray:
+    """The teacher's ids of a text as an encoder reading ``max_tokens`` tokens sees them: its first
+    tokens between the same special ones."""
+    before, after = specials
+    if len(ids) <= max_tokens:
+        return ids
+    keep = max(1, max_tokens - len(before) - len(after))
+    return np.concatenate([ids[:len(before) + keep], ids[len(ids) - len(after):]])
+
+
+def train(prior: np.ndarray, ids: list, outs: list, target: np.ndarray, words, args, log: Callable,
+          specials: tuple[list, list] = ([], [])) -> dict:
+    """Both phases; the arrays of the folder (``contextual.ARRAYS``). ``outs`` is emptied after
+    phase 1."""
     from .train_embedder import require_torch
 
     torch = require_torch()
@@ -166,5 +182,6 @@ def train(prior: np.ndarray, ids: list, outs: list, target: np.ndarray, words, a
     with torch.enable_grad():   # the teacher's load_model turns gradients off for the process
         net = network(torch, prior.astype(np.float32), args.hidden, projection(target, args.dim))
         fit_tokens(torch, net, ids, outs, args.token_epochs, args.token_lr, args.seed, log)
-        fit_docs(torch, net, ids, target, words, args, log)
+        outs.clear()   # the per-token outputs (up to ~1.5 GB) are not needed past phase 1
+        fit_docs(torch, net, [cut(x, args.max_tokens, specials) for x in ids], target, words, args, log)
     return arrays_of(net, prior)

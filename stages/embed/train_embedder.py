@@ -42,6 +42,7 @@ from tokenmill.stages.quality.embed_model import special_ids
 from . import word_block
 from .contextual import check_shapes
 from .lexical import (
+    BAG_VERSION,
     CHARS_PER_TOKEN,
     CONFIG_FILE,
     FORMAT_VERSION,
@@ -99,6 +100,9 @@ class EmbedderArgs:
     def __post_init__(self):
         if self.student not in STUDENTS:
             raise ValueError(f"student: expected one of {', '.join(STUDENTS)}, got {self.student!r}")
+        if self.student == "contextual" and (tuple(self.orders) != (1,) or self.buckets or not self.token_prior):
+            raise ValueError("orders, buckets and token_prior apply to the bag student (the contextual student "
+                             "reads the teacher's tokens)")
         self.epochs = self.epochs if self.epochs is not None else (10 if self.student == "bag" else 3)
         self.lr = self.lr if self.lr is not None else (2e-3 if self.student == "bag" else 1e-3)
 
@@ -402,6 +406,9 @@ def train_embedder(args: EmbedderArgs, log: Callable = print) -> dict:
                 f"(eval.json has no figure for it: {MIN_EVAL_DOCS} or more are needed)")
     teacher = Encoder(args.teacher, max_tokens=args.teacher_tokens)
     teacher.load_model()
+    if args.student == "contextual" and args.dim > teacher.dim:
+        raise ValueError(f"--dim {args.dim}: the contextual student projects the teacher's {teacher.dim} "
+                         f"dimensions, so at most {teacher.dim} (or --student bag)")
     t0 = time.perf_counter()
     if args.student == "contextual":
         fit_contextual_folder(args, teacher, texts, log, trained_on={"documents": len(train_docs), "texts": len(texts)})
@@ -432,22 +439,26 @@ def fit_contextual_folder(args: EmbedderArgs, teacher, texts: list[str], log: Ca
     per-token outputs and gathers the token prior; the folder ``args.out`` is written."""
     from . import train_contextual
 
-    ids = teacher.tokens(texts)
+    ids = [np.asarray(x, np.int32) for x in teacher.tokens(texts)]
     sums = token_sums(teacher)
     target, outs = train_contextual.teacher_pass(teacher, ids, sums, log, seed=args.seed)
     prior = token_vectors(teacher, *(t.numpy() for t in sums), log)
+    if max(int(x.max(initial=0)) for x in ids) >= len(prior):
+        raise ValueError("the teacher's tokenizer gives ids past its vocabulary (added tokens): the contextual "
+                         "student has no vector for them; use --student bag")
     with tempfile.TemporaryDirectory(prefix="tokenmill-embedder-") as tmp:
         tok_path = os.path.join(tmp, TOKENIZER_FILE)
         teacher.tokenizer.backend_tokenizer.save(tok_path)
         words = word_block_of(texts, args)
         fixed = None if words is None else (word_sketches(texts, words, args), args.word_weight)
-        arrays = train_contextual.train(prior, ids, outs, target, fixed, args, log)
+        before, after = special_ids(teacher.tokenizer)
+        arrays = train_contextual.train(prior, ids, outs, target, fixed, args, log, specials=(before, after))
         problem = check_shapes(arrays, args.dim)
         if problem:   # never mark a folder complete that would not load
             raise RuntimeError(f"the trained contextual network's shapes disagree with --dim {args.dim}: {problem}")
-        before, after = special_ids(teacher.tokenizer)
         config = {**_config(args, teacher, trained_on or {"texts": len(texts)}, words), "network": "contextual",
                   "hidden": args.hidden, "teacher_dim": int(prior.shape[1]), "token_epochs": args.token_epochs,
+                  "token_lr": args.token_lr,
                   "specials": {"before": list(before), "after": list(after)}}
         write_folder(args.out, {**arrays, **({"word_idf": words} if words is not None else {})}, tok_path, config)
 
@@ -484,7 +495,8 @@ def fit_folder(args: EmbedderArgs, teacher, texts: list[str], target: np.ndarray
         words = word_block_of(texts, args)
         fixed = None if words is None else (word_sketches(texts, words, args), args.word_weight)
         layers = fit_network(tfidf(counts, idf), target, args, log, prior, fixed)
-        config = {**_config(args, teacher, trained_on or {"texts": len(texts)}, words), "network": "bag",
+        config = {**_config(args, teacher, trained_on or {"texts": len(texts)}, words), "version": BAG_VERSION,
+                  "network": "bag",
                   "hidden": args.hidden, "orders": list(args.orders), "buckets": buckets, "vocab": vocab,
                   "token_prior": prior is not None, "layers": len(layers)}
         arrays = {"idf": idf, **({"word_idf": words} if words is not None else {})}
