@@ -16,6 +16,11 @@ its word block appended). At inference ``A prior``, ``L prior`` and ``R prior`` 
 vocabulary, so a token costs three row lookups of ``hidden`` floats, a ReLU and a sum (NumPy
 below); C applies once per document, after the mean.
 
+This is the study that chose the student: its network has no projection (384 dimensions) and its
+own NumPy forward; what train-embedder ships is ``stages/embed/contextual.py`` and
+``train_contextual.py`` (the same formula, projected to ``--dim``; their figures come from
+``tokenmill train-embedder``'s eval.json, bench/README.md).
+
 Same data and split as ``tokenmill train-embedder --input web_dev quality_dev`` (seed 0, 10% held
 out); also 400 langid_dev sentences (75 languages) nobody trains on. Prints Spearman of all
 pairwise cosines against the teacher, and docs/s on one core of both students on the held-out
