@@ -218,17 +218,22 @@ def test_word_sketches_ignore_case_numbers_and_punctuation_and_tell_other_words_
     assert x[3].nnz == 8 and x[4].nnz == 4 and cos[3, 4] > 0.3   # every Han character is a word
 
 
-def test_the_word_block_keeps_other_pages_of_a_script_spelled_letter_by_letter_apart(bag_embedder, shared_data):
-    from tokenmill.stages.embed.lexical import forward
+@pytest.mark.parametrize("student", ["contextual", "bag"])
+def test_the_word_block_keeps_other_pages_of_a_script_spelled_letter_by_letter_apart(request, student, shared_data):
+    from tokenmill.stages.embed.lexical import context_ids, forward
 
     rows = [json.loads(line) for line in (shared_data / "langid_dev.jsonl").read_text().splitlines()]
-    enc = load(bag_embedder)
+    enc = load(request.getfixturevalue("embedder" if student == "contextual" else "bag_embedder"))
     for lang in ("ru", "el"):
         texts = [r["text"] for r in rows if r["lang"] == lang][:24]
         pages = [" ".join(texts[i:i + 6]) for i in range(0, 24, 6)]
         copy = pages[0].replace(pages[0].split()[3], "X", 1)
         full = enc.embed_texts(pages + [copy])
-        net = forward(enc.features(pages + [copy]), enc.layers)
+        if enc.contextual is not None:
+            net = enc.contextual.embed(context_ids(enc.tokenizer, pages + [copy], enc.max_tokens,
+                                                   enc.config["specials"], enc.unk))
+        else:
+            net = forward(enc.features(pages + [copy]), enc.layers)
         iu = np.triu_indices(4, 1)
         assert ((full @ full.T)[iu] < (net @ net.T)[iu] - 0.05).all(), lang   # unrelated pages: apart
         assert full[0] @ full[4] > 0.95, lang                                  # a copy: still alike
