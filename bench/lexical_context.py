@@ -42,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tokenmill.stages.embed.train_contextual import padded_batch
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
@@ -97,18 +99,6 @@ def contextual_net(torch, prior: np.ndarray, hidden: int):
     return Contextual()
 
 
-def packed(torch, ids: list[np.ndarray], outs=None):
-    """(ids, mask, targets) right-padded tensors."""
-    n, width = len(ids), max(len(x) for x in ids)
-    t_ids, mask = torch.zeros(n, width, dtype=torch.long), torch.zeros(n, width)
-    target = None if outs is None else torch.zeros(n, width, outs[0].shape[1])
-    for i, x in enumerate(ids):
-        t_ids[i, :len(x)], mask[i, :len(x)] = torch.from_numpy(x), 1
-        if outs is not None:
-            target[i, :len(x)] = torch.from_numpy(outs[i].astype(np.float32))
-    return t_ids, mask, target
-
-
 def fit_tokens(torch, net, ids, outs, epochs: int, lr: float, batch: int = 64, log=print) -> None:
     """Phase 1: mean squared error of every token's predicted output (constant ``lr``)."""
     opt, rng, t0 = torch.optim.Adam(net.parameters(), lr=lr), np.random.default_rng(0), time.perf_counter()
@@ -117,7 +107,7 @@ def fit_tokens(torch, net, ids, outs, epochs: int, lr: float, batch: int = 64, l
         order = rng.permutation(len(ids))
         for s in range(0, len(ids), batch):
             b = order[s:s + batch]
-            t_ids, mask, target = packed(torch, [ids[i] for i in b], [outs[i] for i in b])
+            t_ids, mask, target = padded_batch(torch, ids, b, outs)
             loss = (((net.tokens(t_ids, mask) - target) ** 2).sum(-1) * mask).sum() / mask.sum()
             opt.zero_grad()
             loss.backward()
@@ -140,7 +130,7 @@ def fit_docs(torch, net, ids, target: np.ndarray, words, word_weight: float, epo
             for g in opt.param_groups:
                 g["lr"] = lr * 0.5 * (1 + np.cos(np.pi * done / steps))
             b = np.sort(order[s:s + batch])
-            t_ids, mask, _ = packed(torch, [ids[i] for i in b])
+            t_ids, mask, _ = padded_batch(torch, ids, b)
             docs = torch.cat([np.sqrt(1 - word_weight) * net.docs(t_ids, mask), words[b]], 1)
             loss = sim_loss(docs, teacher[b], torch, 3.0)
             opt.zero_grad()
