@@ -13,7 +13,8 @@ length-sorted micro-batches, mean pooling, L2 norm) and ``stages/semantic/semded
 NumPy tiled max-similarity). The encoder folder is found as ``bench/gpu_quality.py`` finds it:
 ``--encoder``, the bundled all-MiniLM-L6-v2, ``bench/_work/minilm`` (carry it), else that
 architecture with random weights (the same throughput; the JSON says which). Texts: the web
-documents of configs/sample/web.jsonl.gz, whole, repeated to ``--docs`` (each cut to 256 tokens).
+documents of configs/sample/web.jsonl.gz, whole, repeated to ``--docs``, each read to ``--max-tokens``
+(default 1,024, semantic_dedup's for a transformer: windows of 256 tokens pooled together).
 
 Measured: the tokenizer (CPU) alone; the encoder's ``embed`` at ``--batch-size`` in each
 ``--dtypes``, its embeddings' cosine to float32's; then the pairwise step: ``max_similarity_torch``
@@ -146,12 +147,13 @@ def time_numpy(semdedup, n: int, dim: int, block: int) -> dict:
 # -- the encoder --------------------------------------------------------------------------------------------
 def measure_encoder(embed_model, folder: str, a, res: Results) -> None:
     batch = texts(a.docs)
-    enc = embed_model.Encoder(folder, device=a.device)
+    enc = embed_model.Encoder(folder, device=a.device, max_tokens=a.max_tokens)
     t0 = time.perf_counter()
     ids = enc.tokens(batch)
     tok_s = time.perf_counter() - t0
     res.add({"step": "tokenizer", "device": "cpu", "seconds": round(tok_s, 3), "docs_per_s": round(a.docs / tok_s, 1),
-             "tokens_per_doc": round(float(np.mean([len(x) for x in ids])), 1)})
+             "tokens_per_doc": round(float(np.mean([len(x) for x in ids])), 1), "max_tokens": a.max_tokens,
+             "windows_per_doc": round(len(enc.windows(ids)[0]) / max(1, len(ids)), 2)})
     ref = None
     for dtype in a.dtypes.split(","):
         enc.dtype = dtype
@@ -196,7 +198,8 @@ def arguments():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda", help="cuda, or cpu: the smoke run (small sizes unless given)")
     p.add_argument("--docs", type=int)
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=256, help="model rows (windows of 256 tokens) per call")
+    p.add_argument("--max-tokens", type=int, default=1024, help="tokens read of each document (the stage's default)")
     p.add_argument("--dtypes", help="encoder weights (default float16,float32; smoke float32)")
     p.add_argument("--encoder", help="encoder folder (default: bundled all-MiniLM-L6-v2, else random weights)")
     p.add_argument("--sizes", help="cluster sizes of the pairwise step (default 10000,50000)")

