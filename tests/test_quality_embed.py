@@ -182,3 +182,21 @@ def test_a_document_past_the_models_window_is_read_in_windows_and_pooled_over_al
     moved = "\n".join(paragraphs[len(paragraphs) // 2:] + paragraphs[:len(paragraphs) // 2])
     cos = {n: float(e.embed(e.tokens([page]))[0] @ e.embed(e.tokens([moved]))[0]) for n, e in ((256, one), (1024, enc))}
     assert cos[1024] > max(cos[256] + 0.1, 0.95), cos
+
+
+def test_the_models_window_comes_from_its_folder(tmp_path):
+    """sentence-transformers' max_seq_length first; else the tokenizer's limit and the position
+    table (a RoBERTa's 514 positions hold 512 tokens); nothing known: 512."""
+    from types import SimpleNamespace
+
+    from tokenmill.stages.quality.embed_model import default_encoder, model_window
+
+    endless = SimpleNamespace(model_max_length=int(1e30))
+    assert model_window(default_encoder(), endless) == 256
+    (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 514}))
+    assert model_window(str(tmp_path), endless) == 512
+    assert model_window(str(tmp_path), SimpleNamespace(model_max_length=128)) == 128
+    (tmp_path / "config.json").write_text("{not json")
+    assert model_window(str(tmp_path), endless) == 512
+    (tmp_path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 384}))
+    assert model_window(str(tmp_path), endless) == 384

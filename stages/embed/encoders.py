@@ -24,10 +24,12 @@ class EncoderSpec(BaseModel):
                                                      "lexical (tokenmill train-embedder) | hf (a model folder)")
     path: Optional[str] = Field(None, description="the model folder (local or object store); minilm: optional")
     max_tokens: Optional[int] = Field(None, ge=8, le=8192, description="tokens of each document the encoder sees "
-                                      "(default: the encoder's own: 256 for transformers, as trained for lexical)")
+                                      "(default: the encoder's own: 256 for transformers, as trained for lexical; "
+                                      "semantic_dedup: 1,024 / 2,048). A transformer reads past its window (256 for "
+                                      "MiniLM) in windows, pooled together")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field("auto", description="transformer weights "
                                                                      "(auto: float16 on a GPU, float32 on CPU)")
-    batch_size: Optional[int] = Field(None, ge=1, description="documents per encoder call (default: 256 on a "
+    batch_size: Optional[int] = Field(None, ge=1, description="documents (transformers: windows) per encoder call (default: 256 on a "
                                       "GPU, 64 on CPU)")
 
     @model_validator(mode="after")

@@ -41,7 +41,8 @@ def special_ids(tok) -> tuple[list[int], list[int]]:
 
 def model_window(path: str, tokenizer) -> int:
     """Tokens the model reads at once: its sentence-transformers ``max_seq_length``, else the least of
-    the tokenizer's ``model_max_length`` and the model's ``max_position_embeddings``, else 512."""
+    the tokenizer's ``model_max_length`` and the model's ``max_position_embeddings`` rounded down to
+    a multiple of 8 (RoBERTa-style models spend 2 of their 514 on padding), else 512."""
     import json
     import os
 
@@ -56,8 +57,9 @@ def model_window(path: str, tokenizer) -> int:
     st = read("sentence_bert_config.json").get("max_seq_length")
     if isinstance(st, int) and st > 2:
         return st
-    limits = [n for n in (getattr(tokenizer, "model_max_length", None), read("config.json").get("max_position_embeddings"))
-              if isinstance(n, int) and 2 < n < 1 << 20]
+    positions = read("config.json").get("max_position_embeddings")
+    positions = positions // 8 * 8 if isinstance(positions, int) else None
+    limits = [n for n in (getattr(tokenizer, "model_max_length", None), positions) if isinstance(n, int) and 2 < n < 1 << 20]
     return min(limits, default=512)
 
 

@@ -41,8 +41,9 @@ class EmbedParams(RuleParams):
     encoder_path: Optional[str] = Field(None, description="encoder folder (default: the one the head was trained "
                                         "with, else the bundled all-MiniLM-L6-v2)")
     max_tokens: Optional[int] = Field(None, ge=8, le=8192, description="tokens of each document the encoder sees "
-                                      "(default: as trained, 256)")
-    micro_batch: Optional[int] = Field(None, ge=1, description="documents per encoder call (default: 256 on a GPU, "
+                                      "(default: as trained, 256); past the model's window (256 for MiniLM) it "
+                                      "reads windows pooled together")
+    micro_batch: Optional[int] = Field(None, ge=1, description="documents (windows) per encoder call (default: 256 on a GPU, "
                                        "64 on CPU: the fastest of each, measured by bench/gpu_quality.py)")
     sort_by_length: bool = Field(True, description="run a batch's documents in order of length (less padding)")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
