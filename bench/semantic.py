@@ -31,7 +31,7 @@ tree's peak RSS sampled every 0.2 s (``_common.run_child``):
   needs ``skeletoken``, cached in bench/_work/semantic/; distillation is not timed). Timed:
   ``from_records`` + ``self_deduplicate`` at the threshold matching ``--eps``.
 - ``encoder-<kind>``: the encoder alone, as semantic_dedup sets it up (the lexical one reads
-  2,048 tokens, MiniLM 256; ``make_encoder(...).embed_texts``, one torch thread) over the first
+  2,048 tokens, MiniLM 1,024 in windows of 256; ``make_encoder(...).embed_texts``, one torch thread) over the first
   ``--alone-docs`` whole documents of the corpus (default 1,000), after a warm-up; docs/s per
   core, and the ratio.
 
