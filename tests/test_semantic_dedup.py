@@ -173,6 +173,7 @@ def test_copies_are_removed_and_pages_without_copies_kept(local_run):
     removed = sum(1 for r, _ in got.values() if r) / len(got)
     assert share["0.1"] == pytest.approx(removed, abs=1e-6) and share["0.01"] <= share["0.05"] <= share["0.2"]
     assert figures["largest_clusters"][0]["examples"] and figures["clusters"]["en"] == 6
+    assert figures["encoder"] == {"kind": "minilm", "path": None, "max_tokens": 256} and figures["eps"] == 0.1
     html = (out / "report.html").read_text()
     assert "removal_share_at_eps" in html and figures["largest_clusters"][0]["examples"][0]["id"] in html
 

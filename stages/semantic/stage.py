@@ -158,7 +158,9 @@ class SemanticDedup(GlobalStage):
                                                     keep=p.keep, block=p.block))
         decided, borders = boundary.resolve(ops, decided)
         borders = {"margin": margin, **borders}
-        figures = {"eps": p.eps_for(), "clusters": {groups[g][0]: ks[g] for g in sorted(groups)},
+        figures = {"eps": p.eps_for(), "encoder": {"kind": p.encoder.kind, "path": p.encoder.path,
+                                                   "max_tokens": p.encoder.max_tokens},
+                   "clusters": {groups[g][0]: ks[g] for g in sorted(groups)},
                    "giant_clusters_split": split, "boundary": borders,
                    **self._report(ops, decided, groups)}
         if p.index.read or p.index.write:
