@@ -566,4 +566,5 @@ def test_a_transformer_reads_whole_documents_here_unless_told_otherwise():
     given = SemanticParams(encoder={"kind": "minilm", "max_tokens": 256}, eps=0.2)
     assert (given.encoder.max_tokens, given.eps_for()) == (256, 0.2)
     assert index_encoder.identity(default.encoder)["max_tokens"] == 1024
-    assert not index_encoder._same(index_encoder.identity(given.encoder), index_encoder.identity(default.encoder))
+    old, new = index_encoder.identity(given.encoder), index_encoder.identity(default.encoder)
+    assert not index_encoder._same(old, new) and "Set encoder.max_tokens: 256" in index_encoder._advice(old, new)

@@ -109,7 +109,7 @@ def problem(spec, roots: list[str]) -> Optional[str]:
             continue
         if theirs and not _same(theirs, ours):
             return (f"{root} holds embeddings of encoder {_shown(theirs)}; this run's encoder is {_shown(ours)}. "
-                    "Use the encoder that wrote the index, or another index folder")
+                    f"{_advice(theirs, ours)}")
     return None
 
 
@@ -145,6 +145,14 @@ def still_ours(spec, root: str) -> Optional[str]:
 
 def _same(theirs: dict, ours: dict) -> bool:
     return (theirs.get("digest"), theirs.get("max_tokens")) == (ours["digest"], ours["max_tokens"])
+
+
+def _advice(theirs: dict, ours: dict) -> str:
+    if theirs.get("digest") == ours["digest"] and theirs.get("max_tokens") != ours["max_tokens"]:
+        why = " (semantic_dedup's default for transformers went from 256 to 1,024 tokens)" if ours["kind"] != "lexical" else ""
+        return (f"Set encoder.max_tokens: {theirs.get('max_tokens')} to read documents as that index was written{why}, "
+                "or use another index folder")
+    return "Use the encoder that wrote the index, or another index folder"
 
 
 def _shown(e: dict) -> str:
