@@ -42,61 +42,29 @@ from pathlib import Path
 
 import numpy as np
 
+from tokenmill.stages.embed import train_contextual
 from tokenmill.stages.embed.train_contextual import padded_batch
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def teacher_pass(teacher, texts: list[str], sums, batch: int = 64):
-    """(normalised mean-pooled embeddings, ids with specials, per-token outputs in float16);
-    ``sums`` gathers the token prior as train-embedder's pass does."""
-    import torch
-
-    from tokenmill.stages.quality.embed_model import add_token_sums, padded
-
+    """(normalised mean-pooled embeddings, ids with specials, per-token outputs in float16 of every
+    text): train-embedder's pass with no cap on the tokens kept; ``sums`` gathers the token prior."""
     ids = teacher.tokens(texts)
-    emb, outs = np.zeros((len(ids), teacher.dim), np.float32), [None] * len(ids)
-    order = np.argsort([len(x) for x in ids], kind="stable")
-    with torch.no_grad():
-        for s in range(0, len(ids), batch):
-            pick = order[s:s + batch]
-            input_ids, mask = (torch.from_numpy(a) for a in padded(ids, pick))
-            hidden = teacher.model(input_ids=input_ids, attention_mask=mask).last_hidden_state.float()
-            add_token_sums(sums, input_ids, mask, hidden)
-            m = mask.unsqueeze(-1).float()
-            emb[pick] = torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1), dim=1).numpy()
-            for k, i in enumerate(pick):
-                outs[i] = hidden[k, :len(ids[i])].numpy().astype(np.float16)
+    emb, outs = train_contextual.teacher_pass(teacher, ids, sums, log=lambda _: None,
+                                              max_targets=sum(len(x) for x in ids), batch=batch)
     return emb, [np.asarray(x, np.int64) for x in ids], outs
 
 
 def contextual_net(torch, prior: np.ndarray, hidden: int):
-    """The token-level student (module docstring); starts as the mean of the prior."""
-    dim = prior.shape[1]
-    table = torch.from_numpy(prior)
-
-    class Contextual(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a = torch.nn.Linear(dim, hidden)
-            self.left, self.right, self.mean = (torch.nn.Linear(dim, hidden, bias=False) for _ in range(3))
-            self.c = torch.nn.Linear(hidden, dim)
-            for lin in (self.left, self.right, self.mean, self.c):
-                torch.nn.init.zeros_(lin.weight)
-            torch.nn.init.zeros_(self.c.bias)
-
-        def tokens(self, ids, mask):
-            e = table[ids] * mask[..., None]
-            pre = self.a(e) + self.mean(e.sum(1) / mask.sum(1, keepdim=True))[:, None]
-            pre = pre + torch.nn.functional.pad(self.left(e), (0, 0, 1, 0))[:, :-1]
-            pre = pre + torch.nn.functional.pad(self.right(e), (0, 0, 0, 1))[:, 1:]
-            return e + self.c(torch.relu(pre))
-
-        def docs(self, ids, mask, out=None):
-            out = self.tokens(ids, mask) if out is None else out
-            return torch.nn.functional.normalize((out * mask[..., None]).sum(1) / mask.sum(1, keepdim=True), dim=1)
-
-    return Contextual()
+    """train-embedder's network without a projection (held at the identity) and with normalised
+    document rows."""
+    net = train_contextual.network(torch, prior, hidden, np.eye(prior.shape[1], dtype=np.float32))
+    net.p.requires_grad_(False)
+    docs = net.docs
+    net.docs = lambda ids, mask: torch.nn.functional.normalize(docs(ids, mask), dim=1)
+    return net
 
 
 def fit_tokens(torch, net, ids, outs, epochs: int, lr: float, batch: int = 64, log=print) -> None:
