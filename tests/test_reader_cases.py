@@ -312,9 +312,9 @@ def test_warc_with_junk_between_records(tmp_path, warc_gz, warc_rows):
 # -- 5. empty files --------------------------------------------------------------------------------
 @pytest.mark.parametrize("name,content", [
     ("empty.jsonl", b""), ("empty.jsonl.gz", b""), ("empty.jsonl.zst", b""), ("empty.parquet", b""),
-    ("empty.warc.gz", b""), ("empty.warc", b""), ("empty_member.jsonl.gz", gzip.compress(b"")),
+    ("empty.warc.gz", b""), ("empty.warc", b""), ("empty_member.jsonl.gz", gzip.compress(b"", mtime=0)),
     ("blank.jsonl", b"\n  \n\r\n"), ("not_gzip.jsonl.gz", b"plain text, not gzip"),
-])
+], ids=lambda v: v if isinstance(v, str) else None)
 def test_empty_or_undecodable_file_is_unreadable(tmp_path, name, content):
     path = tmp_path / name
     path.write_bytes(content)
