@@ -13,23 +13,26 @@ import pytest
 from tokenmill.stages.semantic import boundary, kmeans, steps, vectors
 
 
-def reference(x, labels, near, margin, cos, m: float, eps: float, keep: str = "hard", indexed=None):
+def reference(x, labels, near, margin, cos, m: float, eps: float, keep: str = "hard", indexed=None, score=None):
     """(max_sim, removed, index of the kept document each names) by the definition, one document
     at a time: earlier = before in (earlier runs' first, the keep rule, input) order; ties name the
     earliest; an earlier run's document is never removed."""
     on = (near >= 0) & (margin < m)
     borders = [[("pair", min(a, b), max(a, b))] if o else [] for a, b, o in zip(labels, near, on)]
-    return by_definition(x, cos, list(labels), borders, eps, keep, indexed)
+    return by_definition(x, cos, list(labels), borders, eps, keep, indexed, score)
 
 
-def by_definition(x, cos, home: list, borders: list, eps: float, keep: str = "hard", indexed=None):
+def by_definition(x, cos, home: list, borders: list, eps: float, keep: str = "hard", indexed=None, score=None):
     """The pass's definition over any partition of the documents into clusters (``home``) and of
     the borders each is near (``borders``: per document, its border keys in the order they are
     searched): each document against the earlier ones of its cluster, then, border by border, the
-    earlier ones of other clusters near the same border; only a larger cosine replaces an answer."""
+    earlier ones of other clusters near the same border; only a larger cosine replaces an answer.
+    ``quality_score``: the highest ``score`` first, a document without one (NaN) after all that have one."""
     n = len(x)
     indexed = np.zeros(n, bool) if indexed is None else indexed
-    rule = {"hard": [cos], "easy": [-cos], "first": []}[keep]
+    unscored = np.isnan(score) if score is not None else None
+    rule = {"hard": [cos], "easy": [-cos], "first": [],
+            "quality_score": [] if score is None else [-np.nan_to_num(score), unscored]}[keep]
     order = np.lexsort((np.arange(n), *rule, ~indexed))
     pos = np.empty(n, int)
     pos[order] = np.arange(n)
@@ -63,7 +66,7 @@ def _groups_of_copies(seed: int, groups: int = 60, per: int = 5, dim: int = 32) 
     return vectors.decode(vectors.encode(x), dim)   # what the step reads back from its key rows
 
 
-def _ours(datasets, x, labels, cos, near, margin, m: float, eps: float, keep: str = "hard", indexed=None):
+def _ours(datasets, x, labels, cos, near, margin, m: float, eps: float, keep: str = "hard", indexed=None, score=None):
     n = len(x)
     indexed = np.zeros(n, bool) if indexed is None else indexed
     t = pa.table({"row_key": [f"in.jsonl:{i:06d}" for i in range(n)], "id": [f"d{i}" for i in range(n)],
@@ -72,6 +75,8 @@ def _ours(datasets, x, labels, cos, near, margin, m: float, eps: float, keep: st
                   steps.CLUSTER: pa.array(labels, pa.int32()), steps.COS: pa.array(cos, pa.float32()),
                   steps.NEAR: pa.array(near, pa.int32()), steps.MARGIN: pa.array(margin, pa.float32()),
                   "_indexed": pa.array(indexed)})
+    if score is not None:
+        t = t.append_column("quality_score", pa.array(score, pa.float64(), mask=np.isnan(score)))
     ops = datasets.ops(3)
     rows = ops.map(ops.map(datasets.dataset(t, blocks=3), steps.cluster_ids), boundary.mark, margin=m)
     far = [ops.partition_map([ops.map(rows, boundary.near_rows)], boundary.PAIR, boundary.across, keep=keep,
@@ -91,10 +96,18 @@ def test_the_boundary_pass_gives_the_definitions_removals_and_names(datasets, se
 
 @pytest.mark.parametrize("seed, k, m, eps, keep, earlier", [
     (1, 60, 1.0, 0.05, "hard", 0), (3, 100, 1.0, 0.2, "hard", 0), (4, 80, 1.0, 0.1, "easy", 0),
-    (5, 80, 1.0, 0.1, "first", 0)])
+    (5, 80, 1.0, 0.1, "first", 0), (7, 80, 1.0, 0.1, "quality_score", 0), (8, 40, 0.02, 0.1, "quality_score", 5)])
 def test_the_boundary_pass_gives_the_definitions_removals_and_names_in_more_cases(local_datasets, seed, k, m, eps,
                                                                                    keep, earlier):
     _check_definition(local_datasets, seed, k, m, eps, keep, earlier)
+
+
+def _scores(seed: int, n: int) -> np.ndarray:
+    """Quality scores in steps of 0.1 (many ties, broken by input order), a tenth of them missing."""
+    rng = np.random.default_rng(seed)
+    score = np.round(rng.random(n), 1)
+    score[rng.random(n) < 0.1] = np.nan
+    return score
 
 
 def _check_definition(datasets, seed, k, m, eps, keep, earlier):
@@ -102,8 +115,9 @@ def _check_definition(datasets, seed, k, m, eps, keep, earlier):
     labels, cos, near, cos2 = kmeans.assign_two(x, kmeans.fit(x, k, seed=seed))
     margin = (cos.astype(np.float64) - cos2.astype(np.float64)).astype(np.float32)
     indexed = (np.arange(len(x)) % earlier == 3) if earlier else np.zeros(len(x), bool)
-    best, gone, root = reference(x, labels, near, margin, cos, m, eps, keep, indexed)
-    got, figures = _ours(datasets, x, labels, cos, near, margin, m, eps, keep, indexed)
+    score = _scores(seed, len(x)) if keep == "quality_score" else None
+    best, gone, root = reference(x, labels, near, margin, cos, m, eps, keep, indexed, score)
+    got, figures = _ours(datasets, x, labels, cos, near, margin, m, eps, keep, indexed, score)
     assert len(got) == len(x) - indexed.sum()
     for j in np.flatnonzero(~indexed):
         r = got[f"d{j}"]
