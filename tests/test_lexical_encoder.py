@@ -568,6 +568,34 @@ def test_the_encoder_reads_the_ids_the_teacher_trained_it_on(embedder, shared_da
     assert all(list(cut(np.asarray(w), 64, ([101], [102]))) == list(s) for w, s in zip(want, short))
 
 
+def test_a_teacher_of_another_family_gives_a_student_that_reads_its_tokens(tmp_path, shared_data):
+    """``--teacher``: a RoBERTa (byte-level BPE, ``<s>``/``</s>``, 64 dimensions) instead of MiniLM's
+    BERT. The student keeps that teacher's specials and ids, embeds what the teacher read and is
+    scored against it; a zero row where the tokenizer reads nothing."""
+    from tiny_teacher import make_tiny_teacher
+
+    from tokenmill.stages.embed.lexical import context_ids
+    from tokenmill.stages.embed.train_embedder import train_embedder
+    from tokenmill.stages.quality.embed_model import Encoder
+
+    teacher = make_tiny_teacher(tmp_path / "roberta", shared_data / "web_dev.jsonl")
+    out = tmp_path / "enc"
+    train_embedder(small_args(shared_data, out, teacher=str(teacher), max_docs=30, epochs=2, token_epochs=1),
+                   log=lambda line: None)
+    config = json.loads((out / "embedder.json").read_text())
+    assert config["specials"] == {"before": [0], "after": [2]} and config["teacher_dim"] == 64
+    row = next(iter(json.loads((out / "eval.json").read_text())["held_out"].values()))
+    assert config["teacher"] == str(teacher) and row["docs"] >= 3 and np.isfinite(row["spearman"])
+    texts = [json.loads(line)["text"] for line in (shared_data / "web_dev.jsonl").read_text().splitlines()[40:50]]
+    enc = load(out)
+    got = context_ids(enc.tokenizer, texts, 256, config["specials"], enc.unk)
+    want = Encoder(str(teacher), max_tokens=256).tokens(texts)
+    assert sum(list(g) == list(w) for g, w in zip(got, want)) >= len(texts) - 1
+    emb = enc.embed_texts(texts + [""])
+    assert emb.shape == (11, enc.dim) and np.allclose(np.linalg.norm(emb[:10], axis=1), 1, atol=1e-5)
+    assert not emb[10].any()
+
+
 def test_the_contextual_student_refuses_what_it_cannot_use():
     from tokenmill.stages.embed.train_embedder import EmbedderArgs
 
