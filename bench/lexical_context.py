@@ -153,6 +153,7 @@ def main() -> None:
     from tokenmill.stages.embed.encoders import EncoderSpec
     from tokenmill.stages.embed.lexical import LexicalEncoder, load_tokenizer
     from tokenmill.stages.embed.train_embedder import (
+        DEFAULT_DIM,
         EmbedderArgs,
         alone_vectors,
         fit_folder,
@@ -176,7 +177,7 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    base = EmbedderArgs(inputs=[str(DATA / "web_dev.jsonl"), str(DATA / "quality_dev.jsonl")], out="",
+    base = EmbedderArgs(dim=DEFAULT_DIM, inputs=[str(DATA / "web_dev.jsonl"), str(DATA / "quality_dev.jsonl")], out="",
                          max_docs=a.max_docs)
     train_docs, held = split_inputs(base)
     held = {Path(k).name: v for k, v in held.items()}
@@ -192,7 +193,7 @@ def main() -> None:
     prior = token_vectors(teacher, *(t.numpy() for t in sums), quiet, alone=alone_vectors(teacher))
     result = {"texts": len(texts), "held_out": {k: len(v) for k, v in held.items()}}
     with tempfile.TemporaryDirectory(prefix="lexical-context-") as tmp:
-        args = EmbedderArgs(inputs=base.inputs, out=os.path.join(tmp, "bag"), student="bag")
+        args = EmbedderArgs(dim=DEFAULT_DIM, inputs=base.inputs, out=os.path.join(tmp, "bag"), student="bag")
         fit_folder(args, teacher, texts, target, prior_layers(prior, args.hidden, args.dim), quiet)
         bag = LexicalEncoder(EncoderSpec(kind="lexical", path=args.out))
         bag.load_model()

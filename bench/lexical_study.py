@@ -71,6 +71,7 @@ def static_bag(teacher, vectors: np.ndarray, texts: list[str], idf: np.ndarray) 
 
 def main() -> None:
     from tokenmill.stages.embed.train_embedder import (
+        DEFAULT_DIM,
         EmbedderArgs,
         alone_vectors,
         fit_folder,
@@ -88,7 +89,7 @@ def main() -> None:
     p.add_argument("--sources", action="store_true", help="also the prior-sources study")
     p.add_argument("--out", default="bench/_work/lexical_study.json")
     a = p.parse_args()
-    base = EmbedderArgs(inputs=[str(DATA / "web_dev.jsonl"), str(DATA / "quality_dev.jsonl")], out="", student="bag")
+    base = EmbedderArgs(dim=DEFAULT_DIM, inputs=[str(DATA / "web_dev.jsonl"), str(DATA / "quality_dev.jsonl")], out="", student="bag")
     train_docs, held = split_inputs(base)
     teacher = Encoder(None, max_tokens=base.teacher_tokens)
     teacher.load_model()
@@ -103,7 +104,7 @@ def main() -> None:
             target.append(teacher_embed(teacher, new, quiet, token_sums=sums))
             vectors = token_vectors(teacher, *(t.numpy() for t in sums), quiet, alone=alone)
             prior = prior_layers(vectors, base.hidden, base.dim)
-            args = EmbedderArgs(inputs=base.inputs, out=os.path.join(tmp, f"f{frac}"), student="bag")
+            args = EmbedderArgs(dim=DEFAULT_DIM, inputs=base.inputs, out=os.path.join(tmp, f"f{frac}"), student="bag")
             fit_folder(args, teacher, texts, np.concatenate(target), prior, quiet)
             row = {"fraction": frac, "documents": ndocs, "texts": len(texts), **scores(args.out, held, held_target)}
             result["curve"].append(row)
@@ -115,7 +116,7 @@ def main() -> None:
                                 for p, t in held.items()}
         print(f"static bag (no network): {result['static_bag']}", flush=True)
         seen = [t for ts in held.values() for t in ts]
-        args = EmbedderArgs(inputs=base.inputs, out=os.path.join(tmp, "ceiling"), student="bag")
+        args = EmbedderArgs(dim=DEFAULT_DIM, inputs=base.inputs, out=os.path.join(tmp, "ceiling"), student="bag")
         fit_folder(args, teacher, texts + seen, np.concatenate([*target, *held_target.values()]), prior, quiet)
         result["ceiling"] = scores(args.out, held, held_target)
         print(f"ceiling (held-out documents in training): {result['ceiling']}", flush=True)
@@ -135,6 +136,7 @@ def main() -> None:
 def prior_sources(teacher, texts, target, sums, alone, held, held_target, tmp) -> dict:
     """Fidelity when the token prior (and, for the extra corpora, the network) sees more text."""
     from tokenmill.stages.embed.train_embedder import (
+        DEFAULT_DIM,
         EmbedderArgs,
         fit_folder,
         passages,
@@ -166,7 +168,7 @@ def prior_sources(teacher, texts, target, sums, alone, held, held_target, tmp) -
         for name in in_prior:
             total = [x + y.numpy() for x, y in zip(total, got[name][2])]
         vectors = token_vectors(teacher, *total, quiet, alone=alone)
-        args = EmbedderArgs(inputs=[], out=os.path.join(tmp, "sources"), student="bag")
+        args = EmbedderArgs(dim=DEFAULT_DIM, inputs=[], out=os.path.join(tmp, "sources"), student="bag")
         more = [t for name in in_network for t in got[name][0]]
         fit_folder(args, teacher, texts + more, np.concatenate([target, *(got[n][1] for n in in_network)]),
                    prior_layers(vectors, args.hidden, args.dim), quiet)

@@ -571,7 +571,8 @@ def test_the_encoder_reads_the_ids_the_teacher_trained_it_on(embedder, shared_da
 def test_a_teacher_of_another_family_gives_a_student_that_reads_its_tokens(tmp_path, shared_data):
     """``--teacher``: a RoBERTa (byte-level BPE, ``<s>``/``</s>``, 64 dimensions) instead of MiniLM's
     BERT. The student keeps that teacher's specials and ids, embeds what the teacher read and is
-    scored against it; a zero row where the tokenizer reads nothing."""
+    scored against it; a zero row where the tokenizer reads nothing; without ``--dim`` it projects
+    to the teacher's 64 dimensions (the default 192 is more than it has)."""
     from tiny_teacher import make_tiny_teacher
 
     from tokenmill.stages.embed.lexical import context_ids
@@ -580,10 +581,12 @@ def test_a_teacher_of_another_family_gives_a_student_that_reads_its_tokens(tmp_p
 
     teacher = make_tiny_teacher(tmp_path / "roberta", shared_data / "web_dev.jsonl")
     out = tmp_path / "enc"
-    train_embedder(small_args(shared_data, out, teacher=str(teacher), max_docs=30, epochs=2, token_epochs=1),
-                   log=lambda line: None)
+    said = []
+    train_embedder(small_args(shared_data, out, teacher=str(teacher), max_docs=30, epochs=2, token_epochs=1, dim=None),
+                   log=said.append)
     config = json.loads((out / "embedder.json").read_text())
     assert config["specials"] == {"before": [0], "after": [2]} and config["teacher_dim"] == 64
+    assert config["dim"] == 64 and any(line.startswith("--dim 64: the teacher's dimensions") for line in said)
     row = next(iter(json.loads((out / "eval.json").read_text())["held_out"].values()))
     assert config["teacher"] == str(teacher) and row["docs"] >= 3 and np.isfinite(row["spearman"])
     texts = [json.loads(line)["text"] for line in (shared_data / "web_dev.jsonl").read_text().splitlines()[40:50]]

@@ -26,7 +26,8 @@ def add_parser(sub) -> None:
     t.add_argument("--student", choices=STUDENTS, default="contextual", help="contextual (default): each token's "
                    "output predicted in context from its neighbours and the document, then averaged, as the teacher "
                    "pools; bag: a TF-IDF bag of token n-grams through a ReLU network (faster, less faithful)")
-    t.add_argument("--dim", type=int, default=192, help="embedding dimension (default 192)")
+    t.add_argument("--dim", type=int, help="embedding dimension (default 192, or the teacher's dimensions where "
+                   "fewer: the contextual student projects them)")
     t.add_argument("--hidden", type=int, default=512, help="hidden layer width (default 512)")
     t.add_argument("--buckets", type=int, help="bag: feature columns (default: the teacher's vocabulary, one per "
                    "token, + 131072 hashed n-gram columns when --orders goes past 1)")

@@ -32,7 +32,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
@@ -68,13 +68,17 @@ MIN_EVAL_DOCS = 3
 STUDENTS = ("contextual", "bag")
 
 
+#: the embedding's dimensions where --dim is not given (the contextual student: at most the teacher's)
+DEFAULT_DIM = 192
+
+
 @dataclass
 class EmbedderArgs:
     inputs: list[str]
     out: str
     teacher: Optional[str] = None        # an HF encoder folder (default: the bundled all-MiniLM-L6-v2)
     teacher_tokens: int = 256
-    dim: int = 192
+    dim: Optional[int] = None            # None: DEFAULT_DIM, at most the teacher's dimensions (contextual)
     hidden: int = 512
     buckets: Optional[int] = None        # default: the teacher's vocabulary, + 2^17 when orders go past 1
     orders: tuple[int, ...] = (1,)
@@ -388,6 +392,17 @@ def _write_json(path: str, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def with_dim(args: EmbedderArgs, teacher_dim: int, log: Callable[[str], None]) -> EmbedderArgs:
+    """``args`` with ``dim`` set where it was not given: DEFAULT_DIM, or the teacher's dimensions
+    where the contextual student (which projects them) has fewer (said in the log)."""
+    if args.dim is not None:
+        return args
+    dim = DEFAULT_DIM if args.student == "bag" else min(DEFAULT_DIM, teacher_dim)
+    if dim < DEFAULT_DIM:
+        log(f"--dim {dim}: the teacher's dimensions (the contextual student projects them; default {DEFAULT_DIM})")
+    return replace(args, dim=dim)
+
+
 def train_embedder(args: EmbedderArgs, log: Callable = print) -> dict:
     """Train, write ``args.out``, evaluate; returns eval.json's content."""
     require_torch()
@@ -406,6 +421,7 @@ def train_embedder(args: EmbedderArgs, log: Callable = print) -> dict:
                 f"(eval.json has no figure for it: {MIN_EVAL_DOCS} or more are needed)")
     teacher = Encoder(args.teacher, max_tokens=args.teacher_tokens)
     teacher.load_model()
+    args = with_dim(args, teacher.dim, log)
     if args.student == "contextual" and args.dim > teacher.dim:
         raise ValueError(f"--dim {args.dim}: the contextual student projects the teacher's {teacher.dim} "
                          f"dimensions, so at most {teacher.dim} (or --student bag)")
