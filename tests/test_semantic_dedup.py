@@ -2,7 +2,8 @@
 NumPy transcription of SemDeDup's published algorithm on the same embeddings and clusters; tiles
 give the whole matrix's answer; copies of real pages are removed and unrelated pages kept; a giant
 cluster is split before its pairwise step; the removals are the same for any batch size and on
-the local executor, Ray and Spark; keep: quality_score keeps the best-scored copy; a bad encoder is a config error before any work."""
+the local executor, Ray and Spark; ``keep: quality_score`` keeps the best-scored copy; a bad
+encoder is a config error before any work."""
 from __future__ import annotations
 
 import json
