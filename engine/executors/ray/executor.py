@@ -122,6 +122,7 @@ class RayExecutor:
         self._metrics = None
         self._started_ray = False
         self._reservation_before: Optional[bool] = None   # dataset_ops turns the reservation off until stop
+        self._said_gpus: set = set()   # pools whose want of GPUs was said (once per run)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -252,13 +253,36 @@ class RayExecutor:
         r = pool.resources
         common = dict(batch_format="pyarrow", batch_size=1 if pool.reads else r.batch_size,
                       num_cpus=r.num_cpus, memory=r.memory)
-        if not r.num_gpus:
+        if not self._gpus_for(pool):
             return ds.map_batches(stage_task, fn_kwargs=dict(spec=pool, metrics_name=self.metrics_name),
                                   compute=TaskPoolStrategy(size=r.concurrency), **common)
         start = max(1, min(r.concurrency, items or r.concurrency))
         return ds.map_batches(StageActor, fn_constructor_kwargs=dict(spec=pool, metrics_name=self.metrics_name),
                               compute=ActorPoolStrategy(min_size=start, max_size=r.concurrency),
                               num_gpus=r.num_gpus, **common)
+
+    def _gpus_for(self, pool: PoolSpec) -> float:
+        """The GPUs each worker of ``pool`` asks Ray for: its ``num_gpus``, except on the Ray this
+        run started itself when that has fewer GPUs than one worker needs: no node could ever run
+        it, so the pool runs on CPU (as on the local executor) and says so. On a cluster it stays
+        (an autoscaler may add GPU nodes), with a warning while the cluster has too few."""
+        import ray
+
+        want = pool.resources.num_gpus or 0
+        have = ray.cluster_resources().get("GPU", 0)
+        if not want or want <= have:
+            return want
+        names = ", ".join(s.name for s in pool.stages)
+        said, self._said_gpus = names in self._said_gpus, self._said_gpus | {names}
+        if self._started_ray and not self.address:
+            if not said:
+                log.warning("%s: %g GPU per worker asked, this machine's Ray has %g: running on CPU (ray.num_gpus "
+                            "declares GPUs Ray did not find)", names, want, have)
+            return 0
+        if not said:
+            log.warning("%s: %g GPU per worker asked, the cluster has %g now: the stage waits for nodes with GPUs "
+                        "(an autoscaler adds them; without one, remove its resources.num_gpus)", names, want, have)
+        return want
 
     def dataset_ops(self, parts: int, run_id: str = "run") -> RayDatasetOps:
         """``DatasetOps`` for a command that is not a pipeline run (``tokenmill mix``). Its datasets
