@@ -9,19 +9,26 @@ from pathlib import Path
 CHAT_TEMPLATE = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"
 
 
+def byte_level_bpe(web_dev: Path, vocab_size: int, special_tokens: list[str], add_prefix_space: bool):
+    """A byte-level BPE tokenizer trained on the first 200 pages of ``web_dev``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
+    tok.decoder = decoders.ByteLevel()
+    texts = [json.loads(line)["text"] for line in web_dev.read_text().split("\n")[:200] if line.strip()]
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special_tokens))
+    return tok
+
+
 def make_tiny_llm(folder: Path, web_dev: Path, seed: int = 0, layers: int = 2) -> Path:
     """Write the model and tokenizer to ``folder`` (once) and return it."""
     if (folder / "config.json").exists():
         return folder
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    texts = [json.loads(line)["text"] for line in web_dev.read_text().split("\n")[:200] if line.strip()]
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=1000, special_tokens=["<s>", "</s>", "<pad>"]))
+    tok = byte_level_bpe(web_dev, 1000, ["<s>", "</s>", "<pad>"], add_prefix_space=False)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
     fast.chat_template = CHAT_TEMPLATE
     folder.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,6 @@ dimensions, and a byte-level BPE tokenizer (2k tokens, ``<s>``/``</s>`` around e
 on ../shared/data/web_dev.jsonl."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 
@@ -13,14 +12,11 @@ def make_tiny_teacher(folder: Path, web_dev: Path, seed: int = 0) -> Path:
     if (folder / "config.json").exists():
         return folder
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tiny_llm import byte_level_bpe
+    from tokenizers import processors
     from transformers import PreTrainedTokenizerFast, RobertaConfig, RobertaModel
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
-    tok.decoder = decoders.ByteLevel()
-    texts = [json.loads(line)["text"] for line in web_dev.read_text().split("\n")[:200] if line.strip()]
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=2000, special_tokens=["<s>", "<pad>", "</s>", "<unk>"]))
+    tok = byte_level_bpe(web_dev, 2000, ["<s>", "<pad>", "</s>", "<unk>"], add_prefix_space=True)
     tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
                                    unk_token="<unk>", cls_token="<s>", sep_token="</s>", model_max_length=512)
